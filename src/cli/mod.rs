@@ -1,0 +1,157 @@
+//! Client subcommands: talk to a gateway over the same REST API the board uses.
+
+pub mod nodes;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:7391";
+
+/// Options every client subcommand takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// Gateway URL.
+    #[arg(long, env = "VIBER_GATEWAY", default_value = DEFAULT_GATEWAY, global = true)]
+    pub gateway: String,
+    /// Operator token (default: the local gateway's <data-dir>/admin-token).
+    #[arg(long, env = "VIBER_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Data directory holding the admin token file.
+    #[arg(long, env = "VIBER_HOME", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The default data directory: `$VIBER_HOME`, else `~/.openviber`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(h) = std::env::var_os("VIBER_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".openviber")
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    pub fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+        let token = match &args.token {
+            Some(t) => t.clone(),
+            None => read_admin_token(&args.data_dir.clone().unwrap_or_else(default_data_dir))?,
+        };
+        Ok(Client {
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .build()?,
+            base: args.gateway.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(&self.token)
+    }
+
+    /// Sends a request and returns the JSON body, turning API errors into readable errors.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        let status = res.status();
+        let bytes = res.bytes().await?;
+        if !status.is_success() {
+            bail!("{}", api_error_message(status, &bytes));
+        }
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).context("gateway sent invalid JSON")
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.request(Method::POST, path).json(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.request(Method::DELETE, path)).await
+    }
+}
+
+/// `message (HTTP 404 not_found)` from an `{"error": {...}}` body.
+pub fn api_error_message(status: StatusCode, body: &[u8]) -> String {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    match parsed.as_ref().and_then(|v| v.get("error")) {
+        Some(e) => format!(
+            "{} (HTTP {} {})",
+            e["message"].as_str().unwrap_or("error"),
+            status.as_u16(),
+            e["code"].as_str().unwrap_or("")
+        ),
+        None => format!("gateway answered HTTP {status}"),
+    }
+}
+
+fn read_admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("admin-token");
+    std::fs::read_to_string(&path)
+        .map(|t| t.trim().to_string())
+        .with_context(|| {
+            format!(
+                "no operator token: pass --token or VIBER_TOKEN, or run on the gateway's machine ({} not readable)",
+                path.display()
+            )
+        })
+}
+
+/// Prints rows as aligned columns.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+/// A string field of a JSON object, or `-`.
+pub fn field(v: &Value, key: &str) -> String {
+    match &v[key] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,60 @@
+//! Serves the board: the built single-page app embedded from `assets/dist`, or a placeholder
+//! page that says how to build it when the binary was compiled without it.
+
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Router;
+use rust_embed::RustEmbed;
+
+use super::App;
+
+#[derive(RustEmbed)]
+#[folder = "assets/dist/"]
+#[allow_missing = true]
+struct Dist;
+
+const PLACEHOLDER: &str = include_str!("../../assets/placeholder.html");
+
+pub fn router() -> Router<App> {
+    Router::new().fallback(serve)
+}
+
+async fn serve(uri: Uri) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    if let Some(file) = Dist::get(path).filter(|_| !path.is_empty()) {
+        let mime = file.metadata.mimetype().to_string();
+        // Hashed build outputs can be cached forever; everything else is revalidated.
+        let cache = if path.starts_with("assets/") {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-cache"
+        };
+        return (
+            [
+                (header::CONTENT_TYPE, mime),
+                (header::CACHE_CONTROL, cache.to_string()),
+            ],
+            file.data,
+        )
+            .into_response();
+    }
+    // A path with an extension that is not in the bundle is a missing file, not a route.
+    if path
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains('.'))
+    {
+        return (StatusCode::NOT_FOUND, "not found").into_response();
+    }
+    match Dist::get("index.html") {
+        Some(index) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            index.data,
+        )
+            .into_response(),
+        None => Html(PLACEHOLDER).into_response(),
+    }
+}

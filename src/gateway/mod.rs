@@ -1,0 +1,171 @@
+//! The gateway: owns the SQLite state, serves the REST/SSE API and the board, and accepts
+//! node connections on `/ws`.
+
+mod api;
+pub use api::create_enrollment;
+mod auth;
+mod board;
+pub mod error;
+mod node_ws;
+mod registry;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::store::Store;
+pub use registry::Registry;
+
+/// Settings of one gateway process.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Nodes heartbeat (and the gateway pings) this often; a node is offline after three
+    /// intervals without a frame.
+    pub heartbeat_interval: Duration,
+    /// How long a node may stay away before its unfinished tasks fail with "node lost".
+    pub node_grace: Duration,
+    /// How long an enrollment token stays valid.
+    pub enrollment_ttl: Duration,
+    /// The URL nodes and browsers use to reach this gateway, when it differs from `listen`
+    /// (behind a proxy or a tunnel). Used in the enrollment command and the ready line.
+    pub public_url: Option<String>,
+}
+
+impl GatewayConfig {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> GatewayConfig {
+        GatewayConfig {
+            listen,
+            data_dir,
+            heartbeat_interval: Duration::from_secs(15),
+            node_grace: Duration::from_secs(120),
+            enrollment_ttl: Duration::from_secs(24 * 3600),
+            public_url: None,
+        }
+    }
+}
+
+/// Shared state of a running gateway.
+pub struct AppState {
+    pub config: GatewayConfig,
+    pub store: Store,
+    pub registry: Registry,
+    pub auth: auth::OperatorAuth,
+    /// The base URL this gateway is reachable at (`http://host:port`).
+    pub base_url: String,
+    pub started: std::time::Instant,
+    pub shutdown: CancellationToken,
+    /// Long-lived connection handlers (node sockets, event streams), awaited at shutdown so
+    /// their close frames go out before the database closes.
+    pub connections: TaskTracker,
+}
+
+pub type App = Arc<AppState>;
+
+/// A gateway that is accepting connections.
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    pub admin_token: String,
+    pub state: App,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningGateway {
+    /// The line printed once the gateway is ready: a URL a person can open.
+    pub fn ready_line(&self) -> String {
+        format!("viber ready: {}/?token={}", self.base_url, self.admin_token)
+    }
+
+    /// Waits for the gateway to finish (after its shutdown token is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("gateway task panicked")?
+    }
+}
+
+/// Opens the store, binds the listener and starts serving. Returns once the socket is bound.
+pub async fn start(
+    config: GatewayConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningGateway> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let db_path = config.data_dir.join("viber.db");
+    let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
+    let (auth, admin_token) = auth::OperatorAuth::init(&store, &config.data_dir).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let base_url = config
+        .public_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("http://{}", display_addr(addr)));
+
+    let state = Arc::new(AppState {
+        config,
+        store: store.clone(),
+        registry: Registry::default(),
+        auth,
+        base_url: base_url.clone(),
+        started: std::time::Instant::now(),
+        shutdown: shutdown.clone(),
+        connections: TaskTracker::new(),
+    });
+
+    let router = api::router(state.clone());
+    let serve_shutdown = shutdown.clone();
+    let connections = state.connections.clone();
+    let task = tokio::spawn(async move {
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
+        // Open WebSockets and SSE streams watch the same token and close themselves; give
+        // them a moment to say goodbye, then stop regardless.
+        let result = tokio::select! {
+            r = async {
+                let r = server.await;
+                connections.close();
+                connections.wait().await;
+                r
+            } => r.context("http server"),
+            _ = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            } => {
+                tracing::warn!("connections did not close within 5 s; stopping anyway");
+                Ok(())
+            }
+        };
+        store.close().await?;
+        tracing::info!("gateway stopped; database closed");
+        result
+    });
+    tracing::info!(%addr, "gateway listening");
+    Ok(RunningGateway {
+        addr,
+        base_url,
+        admin_token,
+        state,
+        task,
+    })
+}
+
+/// `127.0.0.1:7391`, or `localhost`-style for unspecified addresses so the URL is clickable.
+fn display_addr(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}

@@ -1,0 +1,111 @@
+//! Live node connections: who is online, what they last reported, and a channel to each.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+use crate::protocol::{Frame, NodeStatus, ViberInfo};
+
+/// Something for a node's connection task to do.
+#[derive(Debug)]
+pub enum Outgoing {
+    Frame(Frame),
+    /// Send an error frame and close with this code.
+    Close {
+        code: u16,
+        error: Frame,
+    },
+}
+
+/// One authenticated connection.
+#[derive(Debug, Clone)]
+pub struct NodeConn {
+    pub conn_id: u64,
+    pub tx: mpsc::Sender<Outgoing>,
+    pub info: ViberInfo,
+    pub status: NodeStatus,
+    pub connected_at: i64,
+    pub last_seen: i64,
+}
+
+/// A snapshot for listings.
+#[derive(Debug, Clone)]
+pub struct Presence {
+    pub info: ViberInfo,
+    pub status: NodeStatus,
+    pub connected_at: i64,
+    pub last_seen: i64,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    nodes: Mutex<HashMap<String, NodeConn>>,
+    next_conn: AtomicU64,
+}
+
+impl Registry {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers a connection; returns the one it replaces, if any.
+    pub fn insert(&self, conn: NodeConn) -> Option<NodeConn> {
+        self.lock().insert(conn.info.id.clone(), conn)
+    }
+
+    /// Removes the node's entry if it still belongs to `conn_id`.
+    pub fn remove(&self, node_id: &str, conn_id: u64) -> bool {
+        let mut map = self.lock();
+        if map.get(node_id).is_some_and(|c| c.conn_id == conn_id) {
+            map.remove(node_id);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn record_heartbeat(&self, node_id: &str, conn_id: u64, status: NodeStatus, now: i64) {
+        if let Some(c) = self.lock().get_mut(node_id) {
+            if c.conn_id == conn_id {
+                c.info.running_tasks = status.running_tasks.clone();
+                c.status = status;
+                c.last_seen = now;
+            }
+        }
+    }
+
+    pub fn touch(&self, node_id: &str, conn_id: u64, now: i64) {
+        if let Some(c) = self.lock().get_mut(node_id) {
+            if c.conn_id == conn_id {
+                c.last_seen = now;
+            }
+        }
+    }
+
+    pub fn presence(&self, node_id: &str) -> Option<Presence> {
+        self.lock().get(node_id).map(|c| Presence {
+            info: c.info.clone(),
+            status: c.status.clone(),
+            connected_at: c.connected_at,
+            last_seen: c.last_seen,
+        })
+    }
+
+    pub fn online_ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn sender(&self, node_id: &str) -> Option<mpsc::Sender<Outgoing>> {
+        self.lock().get(node_id).map(|c| c.tx.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, NodeConn>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

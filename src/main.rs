@@ -1,0 +1,296 @@
+//! The `viber` command line: role subcommands and client subcommands.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use viber::cli::{self, ClientArgs, DEFAULT_GATEWAY};
+use viber::gateway::{self, GatewayConfig};
+use viber::node::{self, NodeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "viber",
+    version,
+    about = "Run AI coding agents on your own machines",
+    long_about = "Run AI coding agents on your own machines.\n\n\
+        `viber all-in-one` starts a gateway and a node on this machine and prints a login URL.\n\
+        `viber gateway` and `viber node --gateway URL` run the two roles on separate machines."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator: API, board and the endpoint nodes dial.
+    Gateway(GatewayArgs),
+    /// Run a node daemon, or manage nodes (`viber node add NAME`).
+    Node(NodeCommand),
+    /// Run a gateway and a node in one process (the quickest start).
+    AllInOne(AllInOneArgs),
+    /// List the gateway's nodes.
+    Nodes {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args, Clone)]
+struct DataDirArg {
+    /// Data directory [default: $VIBER_HOME or ~/.openviber]
+    #[arg(long, env = "VIBER_HOME")]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    fn resolve(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(cli::default_data_dir)
+    }
+}
+
+#[derive(Args, Clone)]
+struct GatewayArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "VIBER_LISTEN", default_value = "127.0.0.1:7391")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    /// URL nodes and browsers use to reach this gateway, if not http://<listen>.
+    #[arg(long, env = "VIBER_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Heartbeat interval given to nodes, in milliseconds.
+    #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..))]
+    heartbeat_ms: u64,
+    /// Seconds a node may stay away before its unfinished tasks fail with "node lost".
+    #[arg(long, default_value_t = 120)]
+    node_grace_secs: u64,
+}
+
+impl GatewayArgs {
+    fn config(&self) -> GatewayConfig {
+        let mut c = GatewayConfig::new(self.listen, self.data_dir.resolve());
+        c.public_url = self.public_url.clone();
+        c.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
+        c.node_grace = Duration::from_secs(self.node_grace_secs);
+        c
+    }
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct NodeCommand {
+    #[command(subcommand)]
+    action: Option<NodeAction>,
+    #[command(flatten)]
+    run: NodeRunArgs,
+}
+
+#[derive(Args, Clone)]
+struct NodeRunArgs {
+    /// Gateway URL to dial.
+    #[arg(long, env = "VIBER_GATEWAY", default_value = DEFAULT_GATEWAY)]
+    gateway: String,
+    /// One-time enrollment token from `viber node add` (needed on first start only).
+    #[arg(long, env = "VIBER_NODE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Name shown for this node [default: host name].
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    data_dir: DataDirArg,
+}
+
+#[derive(Subcommand)]
+enum NodeAction {
+    /// Create a one-time enrollment token and print the command that starts the new node.
+    Add {
+        name: String,
+        /// Token lifetime in seconds [default: 24 h].
+        #[arg(long)]
+        expires_in_secs: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke a node: it is disconnected and refused from now on.
+    Rm {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List nodes (same as `viber nodes`).
+    Ls {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct AllInOneArgs {
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    /// Name of the local node [default: host name].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let daemon = matches!(
+        cli.command,
+        Command::Gateway(_)
+            | Command::AllInOne(_)
+            | Command::Node(NodeCommand { action: None, .. })
+    );
+    init_tracing(if daemon { "info" } else { "warn" });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("viber: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        Command::Gateway(args) => {
+            let shutdown = shutdown_on_signal();
+            let gw = gateway::start(args.config(), shutdown).await?;
+            print_ready(&gw.ready_line());
+            gw.wait().await?;
+        }
+        Command::AllInOne(args) => all_in_one(args).await?,
+        Command::Node(NodeCommand { action: None, run }) => {
+            let config = NodeConfig {
+                gateway: run.gateway,
+                token: run.token,
+                name: run.name.unwrap_or_else(node::hostname),
+                data_dir: run.data_dir.resolve(),
+            };
+            node::run(config, shutdown_on_signal()).await?;
+        }
+        Command::Node(NodeCommand {
+            action: Some(action),
+            ..
+        }) => match action {
+            NodeAction::Add {
+                name,
+                expires_in_secs,
+                client,
+            } => cli::nodes::add(&cli::Client::new(&client)?, &name, expires_in_secs).await?,
+            NodeAction::Rm { id, client } => {
+                cli::nodes::remove(&cli::Client::new(&client)?, &id).await?
+            }
+            NodeAction::Ls { json, client } => {
+                cli::nodes::list(&cli::Client::new(&client)?, json).await?
+            }
+        },
+        Command::Nodes { json, client } => {
+            cli::nodes::list(&cli::Client::new(&client)?, json).await?
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "viber", &mut std::io::stdout());
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Gateway plus a local node on loopback; the node is enrolled automatically.
+async fn all_in_one(args: AllInOneArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let config = args.gateway.config();
+    let data_dir = config.data_dir.clone();
+    let gw = gateway::start(config, shutdown.clone()).await?;
+    let name = args.name.unwrap_or_else(node::hostname);
+    let token = if node::identity::Credentials::load_for(&data_dir, &gw.base_url)?.is_some() {
+        None
+    } else {
+        let (t, _) = gateway::create_enrollment(&gw.state, &name, Duration::from_secs(600)).await?;
+        Some(t)
+    };
+    let node_id =
+        viber::crypto::NodeKey::load_or_create(&data_dir.join(node::identity::KEY_FILE))?.node_id();
+    let node_config = NodeConfig {
+        gateway: gw.base_url.clone(),
+        token,
+        name,
+        data_dir,
+    };
+    let node_shutdown = shutdown.clone();
+    let node_task = tokio::spawn(async move {
+        let r = node::run(node_config, node_shutdown.clone()).await;
+        if let Err(e) = &r {
+            tracing::error!(error = format!("{e:#}"), "local node stopped");
+        }
+        r
+    });
+    // Print the URL once the local node is online (or after a few seconds regardless).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while gw.state.registry.presence(&node_id).is_none() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    print_ready(&gw.ready_line());
+    gw.wait().await?;
+    node_task.await.context("node task panicked")??;
+    Ok(())
+}
+
+fn print_ready(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// A token cancelled on SIGINT or SIGTERM. A second signal exits at once.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        tracing::info!("shutting down (signal again to exit now)");
+        t.cancel();
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        std::process::exit(130);
+    });
+    token
+}

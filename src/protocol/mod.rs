@@ -1,0 +1,595 @@
+//! The control protocol: every WebSocket frame exchanged between a gateway and a node.
+//!
+//! One enum, [`Frame`], serialized as a JSON object whose `type` field names the variant
+//! (`task:submit`, `heartbeat`, ...) and whose other fields are camelCase. Both sides encode
+//! and decode with [`Frame::encode`] and [`Frame::decode`]; nothing else in the code base
+//! builds frame JSON by hand.
+//!
+//! Connection life cycle (modelled on OpenClaw's gateway handshake):
+//!
+//! ```text
+//! gateway                                  node
+//!    | -- challenge {nonce, protocol} ------> |
+//!    | <----- connect {protocol range, nodeId, token, publicKey, nonce, signature, ...}
+//!    | -- hello-ok {heartbeatIntervalMs, ...}>|   (or `error` + close 1008 when refused)
+//!    | <----------- heartbeat {status} ------ |   every heartbeatIntervalMs
+//!    | -- ping --> / <-- pong                 |   gateway liveness probe
+//!    | -- task:submit ----------------------> |
+//!    | <-- task:started / task:stream-chunk / task:completed | task:error  (each with a seq)
+//!    | -- task:ack {taskId, seq} -----------> |   cumulative: everything <= seq is durable
+//! ```
+//!
+//! The seed's `connected {viber}` frame is folded into `connect`: the node describes itself
+//! (name, version, platform, capabilities) in the same frame that authenticates it.
+
+pub mod ui;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Protocol revision spoken by this build. A node sends the range it supports in `connect`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest WebSocket message either side accepts. Larger ones close the socket with 1009.
+pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
+
+/// WebSocket close codes used by viber besides the standard ones.
+pub mod close {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The peer is going away (graceful shutdown).
+    pub const GOING_AWAY: u16 = 1001;
+    /// Policy violation: authentication refused or frame before handshake.
+    pub const POLICY: u16 = 1008;
+    /// Message too big.
+    pub const TOO_BIG: u16 = 1009;
+    /// Another connection authenticated as the same node.
+    pub const REPLACED: u16 = 4000;
+    /// The node missed its heartbeats.
+    pub const TIMEOUT: u16 = 4001;
+    /// The node was revoked by an operator.
+    pub const REVOKED: u16 = 4003;
+}
+
+/// Every frame on the gateway <-> node WebSocket, in both directions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all_fields = "camelCase")]
+pub enum Frame {
+    /// Gateway -> node, first frame of every connection.
+    #[serde(rename = "challenge")]
+    Challenge {
+        nonce: String,
+        protocol: u32,
+        server_version: String,
+    },
+    /// Node -> gateway, the answer to the challenge.
+    #[serde(rename = "connect")]
+    Connect(Connect),
+    /// Gateway -> node, the handshake succeeded.
+    #[serde(rename = "hello-ok")]
+    HelloOk(HelloOk),
+    /// Either direction: a refusal (followed by a close when the peer is not authenticated)
+    /// or a complaint about one frame (the connection stays up).
+    #[serde(rename = "error")]
+    Error(ErrorFrame),
+    /// Node -> gateway, every `heartbeatIntervalMs`.
+    #[serde(rename = "heartbeat")]
+    Heartbeat { status: NodeStatus },
+    #[serde(rename = "ping")]
+    Ping {},
+    #[serde(rename = "pong")]
+    Pong {},
+
+    /// Gateway -> node: run a task. `task:create` is accepted as an alias.
+    #[serde(rename = "task:submit", alias = "task:create")]
+    TaskSubmit(TaskSubmit),
+    /// Node -> gateway: the task's process started.
+    #[serde(rename = "task:started")]
+    TaskStarted { task_id: String, seq: u64 },
+    /// Node -> gateway: one AI SDK UI message chunk (see [`ui::UiChunk`]).
+    #[serde(rename = "task:stream-chunk")]
+    TaskStreamChunk {
+        task_id: String,
+        seq: u64,
+        chunk: Value,
+    },
+    /// Node -> gateway: a progress envelope that is not part of the chat stream.
+    #[serde(rename = "task:progress")]
+    TaskProgress { task_id: String, event: Value },
+    /// Node -> gateway: the task finished successfully.
+    #[serde(rename = "task:completed")]
+    TaskCompleted {
+        task_id: String,
+        seq: u64,
+        #[serde(default)]
+        exit_code: Option<i32>,
+        #[serde(default)]
+        result: Option<String>,
+    },
+    /// Node -> gateway: the task failed, or was stopped when `stopped` is true.
+    #[serde(rename = "task:error")]
+    TaskError {
+        task_id: String,
+        seq: u64,
+        error: String,
+        #[serde(default)]
+        exit_code: Option<i32>,
+        #[serde(default)]
+        stopped: bool,
+    },
+    /// Gateway -> node: every reliable frame of this task up to `seq` is stored.
+    #[serde(rename = "task:ack")]
+    TaskAck { task_id: String, seq: u64 },
+    /// Gateway -> node: stop the task (SIGINT, SIGTERM, SIGKILL with grace).
+    #[serde(rename = "task:stop")]
+    TaskStop { task_id: String },
+    /// Gateway -> node: a follow-up message for a running task.
+    #[serde(rename = "task:message")]
+    TaskMessage {
+        task_id: String,
+        message: String,
+        #[serde(default)]
+        injection_mode: InjectionMode,
+    },
+}
+
+/// The `type` of every [`Frame`] variant, used to tell an unknown frame type apart from a
+/// known one with bad fields. A unit test keeps it in step with the enum.
+pub const FRAME_TYPES: &[&str] = &[
+    "challenge",
+    "connect",
+    "hello-ok",
+    "error",
+    "heartbeat",
+    "ping",
+    "pong",
+    "task:submit",
+    "task:create",
+    "task:started",
+    "task:stream-chunk",
+    "task:progress",
+    "task:completed",
+    "task:error",
+    "task:ack",
+    "task:stop",
+    "task:message",
+];
+
+/// Why a text message could not be turned into a [`Frame`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not JSON, not an object, or no string `type`.
+    Malformed(String),
+    /// A `type` this build does not know.
+    UnknownType(String),
+    /// A known `type` whose fields are missing or of the wrong type.
+    Invalid { frame_type: String, reason: String },
+}
+
+impl DecodeError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::Malformed(_) => ErrorCode::BadFrame,
+            DecodeError::UnknownType(_) => ErrorCode::UnknownType,
+            DecodeError::Invalid { .. } => ErrorCode::InvalidFrame,
+        }
+    }
+
+    /// The error frame that answers this decode failure.
+    pub fn to_frame(&self) -> Frame {
+        Frame::error(self.code(), self.to_string())
+    }
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Malformed(why) => write!(f, "malformed frame: {why}"),
+            DecodeError::UnknownType(t) => write!(f, "unknown frame type {t:?}"),
+            DecodeError::Invalid { frame_type, reason } => {
+                write!(f, "invalid {frame_type:?} frame: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl Frame {
+    /// Parses one WebSocket text message.
+    pub fn decode(text: &str) -> Result<Frame, DecodeError> {
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let frame_type = match value.get("type") {
+            Some(Value::String(t)) => t.clone(),
+            Some(_) => return Err(DecodeError::Malformed("`type` is not a string".into())),
+            None if value.is_object() => {
+                return Err(DecodeError::Malformed("missing `type`".into()))
+            }
+            None => return Err(DecodeError::Malformed("not a JSON object".into())),
+        };
+        if !FRAME_TYPES.contains(&frame_type.as_str()) {
+            return Err(DecodeError::UnknownType(frame_type));
+        }
+        serde_json::from_value(value).map_err(|e| DecodeError::Invalid {
+            frame_type,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Serializes the frame to the JSON text sent on the socket.
+    pub fn encode(&self) -> String {
+        // Serializing these types cannot fail: every map key is a string.
+        serde_json::to_string(self).expect("frame serializes")
+    }
+
+    /// The wire name of this frame, for logs.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Frame::Challenge { .. } => "challenge",
+            Frame::Connect(_) => "connect",
+            Frame::HelloOk(_) => "hello-ok",
+            Frame::Error(_) => "error",
+            Frame::Heartbeat { .. } => "heartbeat",
+            Frame::Ping {} => "ping",
+            Frame::Pong {} => "pong",
+            Frame::TaskSubmit(_) => "task:submit",
+            Frame::TaskStarted { .. } => "task:started",
+            Frame::TaskStreamChunk { .. } => "task:stream-chunk",
+            Frame::TaskProgress { .. } => "task:progress",
+            Frame::TaskCompleted { .. } => "task:completed",
+            Frame::TaskError { .. } => "task:error",
+            Frame::TaskAck { .. } => "task:ack",
+            Frame::TaskStop { .. } => "task:stop",
+            Frame::TaskMessage { .. } => "task:message",
+        }
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Frame {
+        Frame::Error(ErrorFrame {
+            code,
+            message: message.into(),
+        })
+    }
+}
+
+/// Roles a WebSocket client may declare in `connect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Node,
+    Operator,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Connect {
+    pub min_protocol: u32,
+    pub max_protocol: u32,
+    pub role: Role,
+    /// Fingerprint of `public_key` (see [`crate::crypto::node_id_for`]).
+    pub node_id: String,
+    pub name: String,
+    pub version: String,
+    pub platform: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// An enrollment token (first connection) or the node token issued in `hello-ok`.
+    pub token: String,
+    /// Ed25519 public key, base64url without padding.
+    pub public_key: String,
+    /// The challenge nonce this frame answers.
+    pub nonce: String,
+    /// Ed25519 signature over [`signing_payload`], base64url without padding.
+    pub signature: String,
+}
+
+/// The bytes a node signs to answer a challenge: binds the nonce to the node id.
+pub fn signing_payload(nonce: &str, node_id: &str) -> Vec<u8> {
+    format!("viber-connect:v{PROTOCOL_VERSION}:{nonce}:{node_id}").into_bytes()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HelloOk {
+    pub protocol: u32,
+    pub server_version: String,
+    pub node_id: String,
+    /// The node sends a heartbeat this often; the gateway pings this often.
+    pub heartbeat_interval_ms: u64,
+    /// Issued once, when an enrollment token was redeemed: the node stores it and uses it
+    /// for every later connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Typed error codes carried by `error` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, or no `type`.
+    BadFrame,
+    UnknownType,
+    InvalidFrame,
+    /// A frame other than `connect` before the handshake finished.
+    NotAuthenticated,
+    ProtocolMismatch,
+    UnsupportedRole,
+    /// The signature does not verify, or the node id is not the key's fingerprint.
+    BadSignature,
+    /// The `connect` frame answers another challenge (a replay).
+    BadNonce,
+    /// The token is not a valid enrollment token or node token.
+    BadToken,
+    EnrollmentExpired,
+    EnrollmentUsed,
+    /// The node token belongs to another key or node.
+    KeyMismatch,
+    Revoked,
+    HandshakeTimeout,
+    FrameTooLarge,
+    /// A node reported on a task it does not run.
+    NotOwner,
+    UnknownTask,
+    Internal,
+}
+
+impl ErrorCode {
+    /// Refusals after which retrying the same credentials cannot succeed.
+    pub fn is_fatal_refusal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::BadToken
+                | ErrorCode::EnrollmentExpired
+                | ErrorCode::EnrollmentUsed
+                | ErrorCode::KeyMismatch
+                | ErrorCode::Revoked
+                | ErrorCode::ProtocolMismatch
+        )
+    }
+}
+
+/// What a node tells the gateway about itself (the seed's `ViberInfo`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ViberInfo {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub platform: String,
+    pub capabilities: Vec<String>,
+    pub running_tasks: Vec<String>,
+}
+
+/// Heartbeat payload (the seed's `ViberStatus`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub running_tasks: Vec<String>,
+    /// 1, 5 and 15 minute load averages.
+    #[serde(default)]
+    pub load: [f64; 3],
+    #[serde(default)]
+    pub memory_rss_bytes: u64,
+    #[serde(default)]
+    pub uptime_secs: u64,
+    pub version: String,
+}
+
+/// A task as handed to a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSubmit {
+    pub task_id: String,
+    pub goal: String,
+    #[serde(default = "default_executor")]
+    pub executor: String,
+    #[serde(default)]
+    pub options: TaskOptions,
+}
+
+pub fn default_executor() -> String {
+    "shell".to_string()
+}
+
+/// Per-task options; unknown keys are ignored so newer gateways can add some.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskOptions {
+    /// Working directory on the node; defaults to the node's workspace directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Extra environment variables for the task's processes.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Grace period between stop signals, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_ms: Option<u64>,
+}
+
+/// How a follow-up message joins a running task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InjectionMode {
+    /// Buffer; merge all buffered messages into one follow-up after the current run.
+    Collect,
+    /// Abort the current run at the next safe point and run this message.
+    Steer,
+    /// Queue a run after the current one.
+    #[default]
+    Followup,
+}
+
+impl std::str::FromStr for InjectionMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_value(Value::String(s.to_string()))
+            .map_err(|_| format!("unknown injection mode {s:?} (collect, steer, followup)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<Frame> {
+        vec![
+            Frame::Challenge {
+                nonce: "n".into(),
+                protocol: 1,
+                server_version: "0".into(),
+            },
+            Frame::Connect(Connect {
+                min_protocol: 1,
+                max_protocol: 1,
+                role: Role::Node,
+                node_id: "node_x".into(),
+                name: "a".into(),
+                version: "0".into(),
+                platform: "linux".into(),
+                capabilities: vec!["shell".into()],
+                token: "t".into(),
+                public_key: "k".into(),
+                nonce: "n".into(),
+                signature: "s".into(),
+            }),
+            Frame::HelloOk(HelloOk {
+                protocol: 1,
+                server_version: "0".into(),
+                node_id: "node_x".into(),
+                heartbeat_interval_ms: 1000,
+                node_token: None,
+            }),
+            Frame::error(ErrorCode::BadFrame, "x"),
+            Frame::Heartbeat {
+                status: NodeStatus::default(),
+            },
+            Frame::Ping {},
+            Frame::Pong {},
+            Frame::TaskSubmit(TaskSubmit {
+                task_id: "t".into(),
+                goal: "echo".into(),
+                executor: "shell".into(),
+                options: TaskOptions::default(),
+            }),
+            Frame::TaskStarted {
+                task_id: "t".into(),
+                seq: 0,
+            },
+            Frame::TaskStreamChunk {
+                task_id: "t".into(),
+                seq: 1,
+                chunk: serde_json::json!({"type": "start"}),
+            },
+            Frame::TaskProgress {
+                task_id: "t".into(),
+                event: serde_json::json!({}),
+            },
+            Frame::TaskCompleted {
+                task_id: "t".into(),
+                seq: 2,
+                exit_code: Some(0),
+                result: None,
+            },
+            Frame::TaskError {
+                task_id: "t".into(),
+                seq: 2,
+                error: "x".into(),
+                exit_code: None,
+                stopped: false,
+            },
+            Frame::TaskAck {
+                task_id: "t".into(),
+                seq: 2,
+            },
+            Frame::TaskStop {
+                task_id: "t".into(),
+            },
+            Frame::TaskMessage {
+                task_id: "t".into(),
+                message: "m".into(),
+                injection_mode: InjectionMode::Steer,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_variant_round_trips_and_is_listed() {
+        for frame in samples() {
+            let text = frame.encode();
+            let back = Frame::decode(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(back.encode(), text);
+            assert_eq!(back.type_name(), frame.type_name());
+            assert!(FRAME_TYPES.contains(&frame.type_name()), "{text}");
+        }
+        // Every listed type (except aliases) is some variant's name.
+        let names: Vec<_> = samples().iter().map(|f| f.type_name()).collect();
+        for t in FRAME_TYPES {
+            assert!(
+                names.contains(t) || *t == "task:create",
+                "{t} listed but no variant"
+            );
+        }
+    }
+
+    #[test]
+    fn fields_are_camel_case() {
+        let text = Frame::TaskStreamChunk {
+            task_id: "t".into(),
+            seq: 3,
+            chunk: serde_json::json!({"type": "start"}),
+        }
+        .encode();
+        assert_eq!(
+            text,
+            r#"{"type":"task:stream-chunk","taskId":"t","seq":3,"chunk":{"type":"start"}}"#
+        );
+    }
+
+    #[test]
+    fn task_create_is_an_alias_of_task_submit() {
+        let f = Frame::decode(r#"{"type":"task:create","taskId":"t","goal":"ls"}"#).unwrap();
+        match f {
+            Frame::TaskSubmit(s) => {
+                assert_eq!(s.goal, "ls");
+                assert_eq!(s.executor, "shell");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn decode_errors_are_typed() {
+        assert_eq!(Frame::decode("{").unwrap_err().code(), ErrorCode::BadFrame);
+        assert_eq!(
+            Frame::decode("[1]").unwrap_err().code(),
+            ErrorCode::BadFrame
+        );
+        assert_eq!(
+            Frame::decode(r#"{"x":1}"#).unwrap_err().code(),
+            ErrorCode::BadFrame
+        );
+        assert_eq!(
+            Frame::decode(r#"{"type":"nope"}"#).unwrap_err().code(),
+            ErrorCode::UnknownType
+        );
+        assert_eq!(
+            Frame::decode(r#"{"type":"task:ack","taskId":5}"#)
+                .unwrap_err()
+                .code(),
+            ErrorCode::InvalidFrame
+        );
+    }
+
+    #[test]
+    fn injection_mode_parses() {
+        assert_eq!("steer".parse::<InjectionMode>(), Ok(InjectionMode::Steer));
+        assert!("now".parse::<InjectionMode>().is_err());
+    }
+}

@@ -1,0 +1,297 @@
+//! Tasks, their chunk streams and follow-up messages.
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::Store;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    Pending,
+    Running,
+    Completed,
+    Error,
+    Stopped,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Running => "running",
+            TaskState::Completed => "completed",
+            TaskState::Error => "error",
+            TaskState::Stopped => "stopped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        Some(match s {
+            "pending" => TaskState::Pending,
+            "running" => TaskState::Running,
+            "completed" => TaskState::Completed,
+            "error" => TaskState::Error,
+            "stopped" => TaskState::Stopped,
+            _ => return None,
+        })
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Error | TaskState::Stopped
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub id: String,
+    pub node_id: String,
+    pub goal: String,
+    pub executor: String,
+    /// JSON object.
+    pub options: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskRecord {
+    pub id: String,
+    pub node_id: Option<String>,
+    pub goal: String,
+    pub executor: String,
+    pub options: String,
+    pub state: TaskState,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub result: Option<String>,
+    pub last_seq: i64,
+}
+
+const TASK_COLUMNS: &str = "id, node_id, goal, executor, options, state, created_at, started_at, \
+                            finished_at, exit_code, error, result, last_seq";
+
+fn task_from_row(r: &Row) -> rusqlite::Result<TaskRecord> {
+    let state: String = r.get(5)?;
+    Ok(TaskRecord {
+        id: r.get(0)?,
+        node_id: r.get(1)?,
+        goal: r.get(2)?,
+        executor: r.get(3)?,
+        options: r.get(4)?,
+        state: TaskState::parse(&state).unwrap_or(TaskState::Error),
+        created_at: r.get(6)?,
+        started_at: r.get(7)?,
+        finished_at: r.get(8)?,
+        exit_code: r.get(9)?,
+        error: r.get(10)?,
+        result: r.get(11)?,
+        last_seq: r.get(12)?,
+    })
+}
+
+/// How a task ended.
+#[derive(Debug, Clone)]
+pub struct TaskFinish {
+    pub state: TaskState,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub result: Option<String>,
+    pub at: i64,
+}
+
+/// Reliable task frames received from nodes, written in one transaction. Sequence numbers
+/// are already deduplicated by the caller; `INSERT OR IGNORE` keeps a replay harmless anyway.
+#[derive(Debug, Default)]
+pub struct ChunkBatch {
+    /// (task, seq, chunk JSON)
+    pub chunks: Vec<(String, u64, String)>,
+    /// (task, started at)
+    pub started: Vec<(String, i64)>,
+    /// (task, how it ended)
+    pub finished: Vec<(String, TaskFinish)>,
+    /// (task, highest seq now stored)
+    pub last_seq: Vec<(String, u64)>,
+}
+
+impl ChunkBatch {
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+            && self.started.is_empty()
+            && self.finished.is_empty()
+            && self.last_seq.is_empty()
+    }
+}
+
+impl Store {
+    pub async fn insert_task(&self, t: NewTask) -> anyhow::Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO tasks (id, node_id, goal, executor, options, state, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+                params![t.id, t.node_id, t.goal, t.executor, t.options, t.created_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn task(&self, id: String) -> anyhow::Result<Option<TaskRecord>> {
+        self.read(move |c| {
+            c.query_row(
+                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
+                params![id],
+                task_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Newest first, optionally filtered by node and state.
+    pub async fn list_tasks(
+        &self,
+        node_id: Option<String>,
+        state: Option<TaskState>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<TaskRecord>> {
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks
+                 WHERE (?1 IS NULL OR node_id = ?1) AND (?2 IS NULL OR state = ?2)
+                 ORDER BY created_at DESC, id DESC LIMIT ?3"
+            ))?;
+            let rows = st.query_map(
+                params![node_id, state.map(|s| s.as_str()), limit],
+                task_from_row,
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Tasks of a node that are not finished, oldest first.
+    pub async fn unfinished_tasks_of(&self, node_id: String) -> anyhow::Result<Vec<TaskRecord>> {
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks
+                 WHERE node_id = ?1 AND state IN ('pending', 'running')
+                 ORDER BY created_at, id"
+            ))?;
+            let rows = st.query_map(params![node_id], task_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Every unfinished task (used at start to find tasks whose node never came back).
+    pub async fn unfinished_tasks(&self) -> anyhow::Result<Vec<TaskRecord>> {
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE state IN ('pending', 'running')
+                 ORDER BY created_at, id"
+            ))?;
+            let rows = st.query_map([], task_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Writes a batch of chunks and state changes in one transaction.
+    pub async fn apply_chunk_batch(&self, batch: ChunkBatch) -> anyhow::Result<()> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO task_chunks (task_id, seq, chunk) VALUES (?1, ?2, ?3)",
+                )?;
+                for (task, seq, chunk) in &batch.chunks {
+                    ins.execute(params![task, *seq as i64, chunk])?;
+                }
+                let mut started = tx.prepare_cached(
+                    "UPDATE tasks SET state = 'running', started_at = coalesce(started_at, ?2)
+                     WHERE id = ?1 AND state = 'pending'",
+                )?;
+                for (task, at) in &batch.started {
+                    started.execute(params![task, at])?;
+                }
+                let mut seqs = tx.prepare_cached(
+                    "UPDATE tasks SET last_seq = max(last_seq, ?2) WHERE id = ?1",
+                )?;
+                for (task, seq) in &batch.last_seq {
+                    seqs.execute(params![task, *seq as i64])?;
+                }
+            }
+            for (task, fin) in &batch.finished {
+                finish_task_tx(&tx, task, fin)?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Moves an unfinished task to a terminal state. Returns false when it had already ended.
+    pub async fn finish_task(&self, id: String, fin: TaskFinish) -> anyhow::Result<bool> {
+        self.write(move |c| finish_task_tx(c, &id, &fin)).await
+    }
+
+    /// Chunks of a task with `seq > after`, in order, at most `limit`.
+    pub async fn chunks_after(
+        &self,
+        task_id: String,
+        after: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<(u64, String)>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT seq, chunk FROM task_chunks WHERE task_id = ?1 AND seq > ?2
+                 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![task_id, after, limit], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub async fn insert_task_message(
+        &self,
+        task_id: String,
+        message: String,
+        mode: String,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO task_messages (task_id, message, injection_mode, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![task_id, message, mode, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn finish_task_tx(c: &rusqlite::Connection, id: &str, fin: &TaskFinish) -> rusqlite::Result<bool> {
+    let n = c.execute(
+        "UPDATE tasks SET state = ?2, exit_code = ?3, error = ?4, result = ?5, finished_at = ?6,
+                          started_at = coalesce(started_at, ?6)
+         WHERE id = ?1 AND state IN ('pending', 'running')",
+        params![
+            id,
+            fin.state.as_str(),
+            fin.exit_code,
+            fin.error,
+            fin.result,
+            fin.at
+        ],
+    )?;
+    Ok(n == 1)
+}

@@ -1,0 +1,423 @@
+//! Test harness: real `viber` processes on OS-chosen ports, HTTP with reqwest, raw WebSocket
+//! peers with tokio-tungstenite. Nothing of ours is mocked.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use viber::crypto::NodeKey;
+use viber::protocol::{signing_payload, Connect, Frame, Role, PROTOCOL_VERSION};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_viber");
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "viber-test-{tag}-{:016x}",
+            viber::crypto::random_u64()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `viber` process whose stderr goes to a log file.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+    lines: Option<mpsc::Receiver<String>>,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str], log: PathBuf, envs: &[(&str, &str)]) -> Proc {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .env("RUST_LOG", "info")
+            .env_remove("VIBER_HOME")
+            .env_remove("VIBER_TOKEN")
+            .env_remove("VIBER_GATEWAY");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn viber");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            log,
+            lines: Some(rx),
+        }
+    }
+
+    /// Waits for a stdout line starting with `prefix`.
+    pub fn wait_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let rx = self.lines.as_ref().unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "no line starting with {prefix:?} within {timeout:?}; log:\n{}",
+                    self.logs()
+                ),
+            }
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits (up to 15 s) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit(Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("process did not exit after SIGTERM; log:\n{}", self.logs()))
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `viber gateway` process.
+pub struct Gateway {
+    pub proc: Proc,
+    pub url: String,
+    pub port: u16,
+    pub token: String,
+    pub dir: PathBuf,
+    pub http: reqwest::Client,
+}
+
+pub const HEARTBEAT_MS: &str = "300";
+
+impl Gateway {
+    /// Starts a gateway on `port` (0: any) with its data in `dir`.
+    pub fn start(dir: &Path, port: u16, extra: &[&str]) -> Gateway {
+        let listen = format!("127.0.0.1:{port}");
+        let dir_s = dir.to_str().unwrap();
+        let mut args = vec!["gateway", "--listen", &listen, "--data-dir", dir_s];
+        if !extra.contains(&"--heartbeat-ms") {
+            args.extend_from_slice(&["--heartbeat-ms", HEARTBEAT_MS]);
+        }
+        args.extend_from_slice(extra);
+        let mut proc = Proc::spawn(&args, dir.join("gateway.log"), &[]);
+        let line = proc.wait_line("viber ready: ", Duration::from_secs(30));
+        Gateway::from_ready(proc, &line, dir)
+    }
+
+    pub fn from_ready(proc: Proc, line: &str, dir: &Path) -> Gateway {
+        let url = line
+            .trim_start_matches("viber ready: ")
+            .split("/?token=")
+            .next()
+            .unwrap()
+            .to_string();
+        let token = line.split("/?token=").nth(1).unwrap().to_string();
+        let port = url.rsplit(':').next().unwrap().parse().unwrap();
+        Gateway {
+            proc,
+            url,
+            port,
+            token,
+            dir: dir.to_path_buf(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.port)
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.url, path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, v)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// A fresh enrollment token.
+    pub async fn enroll(&self, name: &str) -> String {
+        let (status, v) = self
+            .post("/api/nodes/enroll", json!({ "name": name }))
+            .await;
+        assert_eq!(status, 201, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn nodes(&self) -> Vec<Value> {
+        let (status, v) = self.get("/api/vibers").await;
+        assert_eq!(status, 200, "{v}");
+        v["nodes"].as_array().unwrap().clone()
+    }
+
+    /// Status ("online"/"offline") of the node named `name`, if listed.
+    pub async fn node_status(&self, name: &str) -> Option<String> {
+        self.nodes()
+            .await
+            .into_iter()
+            .find(|n| n["name"] == name)
+            .map(|n| n["status"].as_str().unwrap().to_string())
+    }
+
+    pub async fn wait_node_status(&self, name: &str, status: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.node_status(name).await.as_deref() == Some(status) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "node {name} not {status} within {timeout:?}: {:?}\ngateway log:\n{}",
+                    self.nodes().await,
+                    self.proc.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Starts `viber node` against `gateway_url` with its data in `dir`.
+pub fn start_node(gateway_url: &str, token: Option<&str>, dir: &Path, name: &str) -> Proc {
+    let mut args = vec![
+        "node",
+        "--gateway",
+        gateway_url,
+        "--name",
+        name,
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ];
+    if let Some(t) = token {
+        args.push("--token");
+        args.push(t);
+    }
+    Proc::spawn(&args, dir.join("node.log"), &[])
+}
+
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !f().await {
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---- raw WebSocket peers ----
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn ws_open(url: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
+    ws
+}
+
+/// What the peer received next.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Got {
+    Frame(Frame),
+    Close(u16, String),
+    Ended,
+}
+
+pub async fn recv(ws: &mut Ws) -> Got {
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("no message from gateway within 10 s");
+        match next {
+            Some(Ok(Message::Text(t))) => {
+                return Got::Frame(Frame::decode(&t).expect("gateway frame decodes"))
+            }
+            Some(Ok(Message::Close(Some(c)))) => {
+                return Got::Close(c.code.into(), c.reason.to_string())
+            }
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return Got::Ended,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Receives frames until one that is not a ping.
+pub async fn recv_no_ping(ws: &mut Ws) -> Got {
+    loop {
+        match recv(ws).await {
+            Got::Frame(Frame::Ping {}) => continue,
+            other => return other,
+        }
+    }
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text.to_string()))
+        .await
+        .expect("ws send");
+}
+
+pub async fn send_frame(ws: &mut Ws, f: &Frame) {
+    send_text(ws, &f.encode()).await
+}
+
+/// Reads the challenge nonce.
+pub async fn challenge(ws: &mut Ws) -> String {
+    match recv(ws).await {
+        Got::Frame(Frame::Challenge { nonce, .. }) => nonce,
+        other => panic!("expected challenge, got {other:?}"),
+    }
+}
+
+/// A correctly signed connect frame for `key` answering `nonce`.
+pub fn connect_frame(key: &NodeKey, nonce: &str, token: &str) -> Connect {
+    let node_id = key.node_id();
+    Connect {
+        min_protocol: PROTOCOL_VERSION,
+        max_protocol: PROTOCOL_VERSION,
+        role: Role::Node,
+        node_id: node_id.clone(),
+        name: "raw".into(),
+        version: "test".into(),
+        platform: "test".into(),
+        capabilities: vec![],
+        token: token.into(),
+        public_key: key.public_key_b64(),
+        signature: key.sign_b64(&signing_payload(nonce, &node_id)),
+        nonce: nonce.into(),
+    }
+}
+
+pub fn new_key(dir: &TempDir, name: &str) -> NodeKey {
+    NodeKey::load_or_create(&dir.join(name)).unwrap()
+}
+
+/// Opens a socket and completes the handshake; returns the socket and what the gateway
+/// answered to `connect`.
+pub async fn handshake(url: &str, key: &NodeKey, token: &str) -> (Ws, Got) {
+    let mut ws = ws_open(url).await;
+    let nonce = challenge(&mut ws).await;
+    send_frame(&mut ws, &Frame::Connect(connect_frame(key, &nonce, token))).await;
+    let got = recv(&mut ws).await;
+    (ws, got)
+}
