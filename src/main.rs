@@ -43,6 +43,11 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Run, watch and control tasks.
+    Task {
+        #[command(subcommand)]
+        action: TaskAction,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -141,6 +146,73 @@ enum NodeAction {
     },
 }
 
+#[derive(Subcommand)]
+enum TaskAction {
+    /// Run a task and stream its output; the exit code follows the task.
+    Run {
+        /// Node id to run on [default: any online node].
+        #[arg(long)]
+        node: Option<String>,
+        /// Executor [default: shell].
+        #[arg(long)]
+        executor: Option<String>,
+        /// Working directory on the node.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Print the task id and return without waiting.
+        #[arg(long)]
+        detach: bool,
+        /// The goal (for the shell executor, a bash script).
+        #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
+        goal: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List tasks, newest first.
+    List {
+        #[arg(long)]
+        node: Option<String>,
+        /// pending, running, completed, error or stopped.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a task as JSON.
+    Show {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a task's output; with --follow, keep printing until it ends.
+    Logs {
+        id: String,
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop a task (SIGINT, SIGTERM, then SIGKILL to its process group).
+    Stop {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send a follow-up message to a running task.
+    Send {
+        id: String,
+        /// How the message joins the task: collect, steer or followup.
+        #[arg(long, default_value = "followup")]
+        mode: String,
+        #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
+        message: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
 #[derive(Args, Clone)]
 struct AllInOneArgs {
     #[command(flatten)]
@@ -220,9 +292,55 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Nodes { json, client } => {
             cli::nodes::list(&cli::Client::new(&client)?, json).await?
         }
+        Command::Task { action } => return task_command(action).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "viber", &mut std::io::stdout());
         }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn task_command(action: TaskAction) -> anyhow::Result<std::process::ExitCode> {
+    use cli::tasks;
+    match action {
+        TaskAction::Run {
+            node,
+            executor,
+            cwd,
+            detach,
+            goal,
+            client,
+        } => {
+            let code = tasks::run(
+                &cli::Client::new(&client)?,
+                tasks::RunArgs {
+                    node,
+                    executor,
+                    cwd,
+                    detach,
+                    goal: goal.join(" "),
+                },
+            )
+            .await?;
+            return Ok(std::process::ExitCode::from(code));
+        }
+        TaskAction::List {
+            node,
+            state,
+            json,
+            client,
+        } => tasks::list(&cli::Client::new(&client)?, node, state, json).await?,
+        TaskAction::Show { id, client } => tasks::show(&cli::Client::new(&client)?, &id).await?,
+        TaskAction::Logs { id, follow, client } => {
+            tasks::follow_stream(&cli::Client::new(&client)?, &id, follow).await?
+        }
+        TaskAction::Stop { id, client } => tasks::stop(&cli::Client::new(&client)?, &id).await?,
+        TaskAction::Send {
+            id,
+            mode,
+            message,
+            client,
+        } => tasks::send(&cli::Client::new(&client)?, &id, &mode, message.join(" ")).await?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! Client subcommands: talk to a gateway over the same REST API the board uses.
 
 pub mod nodes;
+pub mod tasks;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,7 @@ pub fn default_data_dir() -> PathBuf {
         .join(".openviber")
 }
 
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult, Body, MAX_BODY_BYTES};
 use super::node_ws::{self, ENROLLMENT_PREFIX};
-use super::{auth, board, App};
+use super::{auth, board, task_api, App};
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
 use crate::protocol::{close, ErrorCode, Frame};
@@ -25,6 +25,12 @@ pub fn router(app: App) -> Router {
         .route("/nodes/enroll", post(enroll))
         .route("/nodes/{id}", get(get_node).delete(revoke_node))
         .route("/vibers/{id}", get(get_node).delete(revoke_node))
+        .route("/tasks", get(task_api::list).post(task_api::create))
+        .route("/tasks/{id}", get(task_api::get))
+        .route("/tasks/{id}/stop", post(task_api::stop))
+        .route("/tasks/{id}/message", post(task_api::message))
+        .route("/tasks/{id}/stream", get(task_api::stream))
+        .route("/events", get(task_api::events))
         .fallback(api_not_found)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

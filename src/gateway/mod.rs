@@ -6,8 +6,11 @@ pub use api::create_enrollment;
 mod auth;
 mod board;
 pub mod error;
+pub mod events;
 mod node_ws;
 mod registry;
+mod task_api;
+pub mod tasks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,6 +59,10 @@ pub struct AppState {
     pub config: GatewayConfig,
     pub store: Store,
     pub registry: Registry,
+    pub tasks: Arc<tasks::TaskHub>,
+    pub events: events::Events,
+    /// Serializes requests that carry an Idempotency-Key.
+    pub idempotency: tokio::sync::Mutex<()>,
     pub auth: auth::OperatorAuth,
     /// The base URL this gateway is reachable at (`http://host:port`).
     pub base_url: String,
@@ -110,10 +117,14 @@ pub async fn start(
         .map(|u| u.trim_end_matches('/').to_string())
         .unwrap_or_else(|| format!("http://{}", display_addr(addr)));
 
+    let events = events::Events::default();
     let state = Arc::new(AppState {
         config,
         store: store.clone(),
         registry: Registry::default(),
+        tasks: tasks::TaskHub::start(store.clone(), events.clone()),
+        events,
+        idempotency: tokio::sync::Mutex::new(()),
         auth,
         base_url: base_url.clone(),
         started: std::time::Instant::now(),
@@ -121,6 +132,7 @@ pub async fn start(
         connections: TaskTracker::new(),
     });
 
+    tokio::spawn(tasks::sweep_lost_nodes(state.clone()));
     let router = api::router(state.clone());
     let serve_shutdown = shutdown.clone();
     let connections = state.connections.clone();

@@ -214,11 +214,22 @@ async fn serve(app: App, socket: WebSocket, peer: SocketAddr) {
         tracing::error!(error = %e, "recording node connection");
     }
     tracing::info!(%peer, node = %node.id, name = %node.name, version = %connect.version, "node connected");
+    app.events.publish(
+        "node.online",
+        serde_json::json!({"nodeId": node.id, "name": node.name}),
+    );
+    if let Err(e) = super::tasks::on_node_connected(&app, &node.id).await {
+        tracing::error!(error = format!("{e:#}"), "dispatching waiting tasks");
+    }
 
     let reason = run_connection(&app, &node.id, conn_id, &mut sink, &mut stream, rx).await;
 
     let was_current = app.registry.remove(&node.id, conn_id);
     if was_current {
+        app.events.publish(
+            "node.offline",
+            serde_json::json!({"nodeId": node.id, "name": node.name, "reason": reason}),
+        );
         if let Err(e) = app
             .store
             .set_node_last_seen(node.id.clone(), now_ms())
@@ -242,8 +253,16 @@ async fn run_connection(
     let interval = app.config.heartbeat_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     let mut last_heard = Instant::now();
+    let acks = app.tasks.ack_box(node_id);
     loop {
         tokio::select! {
+            _ = acks.notify.notified() => {
+                for ack in acks.take() {
+                    if send(sink, &ack).await.is_err() {
+                        return "write failed";
+                    }
+                }
+            }
             _ = app.shutdown.cancelled() => {
                 close_with(sink, close::GOING_AWAY, "gateway shutting down").await;
                 return "gateway shutting down";
@@ -307,8 +326,23 @@ async fn run_connection(
 async fn handle_frame(app: &App, node_id: &str, conn_id: u64, frame: Frame) -> Option<Frame> {
     match frame {
         Frame::Heartbeat { status } => {
+            let known = status.running_tasks.clone();
             app.registry
                 .record_heartbeat(node_id, conn_id, status, now_ms());
+            if let Err(e) = super::tasks::reconcile(app, node_id, &known).await {
+                tracing::error!(error = format!("{e:#}"), "reconciling node tasks");
+            }
+            None
+        }
+        frame @ (Frame::TaskStarted { .. }
+        | Frame::TaskStreamChunk { .. }
+        | Frame::TaskCompleted { .. }
+        | Frame::TaskError { .. }) => app.tasks.ingest(&app.store, node_id, frame).await,
+        Frame::TaskProgress { task_id, event } => {
+            app.events.publish(
+                "task.progress",
+                serde_json::json!({"taskId": task_id, "nodeId": node_id, "event": event}),
+            );
             None
         }
         Frame::Ping {} => Some(Frame::Pong {}),

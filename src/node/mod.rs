@@ -1,7 +1,9 @@
 //! The node daemon: dials its gateway, runs tasks, streams their output back.
 
 mod connection;
+pub mod executor;
 pub mod identity;
+mod outbox;
 mod runtime;
 
 use std::path::PathBuf;

@@ -1,10 +1,23 @@
-//! The node's task runtime. (Tasks arrive with the tasks issue; for now it reports status.)
+//! The node's task runtime: accepts tasks from the gateway, runs them with an executor,
+//! applies stop and follow-up messages, and queues every output frame in the [`Outbox`]
+//! until the gateway acknowledges it. Tasks keep running while the gateway is away.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::protocol::{ErrorCode, Frame, NodeStatus};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::executor::{self, Run, RunOutcome};
+use super::outbox::{Outbox, SendCursor, MEMORY_CAP};
+use crate::protocol::ui::{FinishReason, UiChunk};
+use crate::protocol::{ErrorCode, Frame, InjectionMode, NodeStatus, TaskSubmit};
+
+/// Default grace period between stop signals.
+const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct Runtime {
@@ -12,41 +25,120 @@ pub struct Runtime {
 }
 
 struct Inner {
+    node_id: String,
+    sessions_dir: PathBuf,
+    workspace_dir: PathBuf,
+    outbox: Mutex<Outbox>,
+    outbox_changed: Notify,
+    running: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
+    tracker: TaskTracker,
     started: Instant,
-    notify: tokio::sync::Notify,
 }
 
-pub struct SendCursor;
+/// What the gateway asks of a running task.
+#[derive(Debug)]
+enum Control {
+    Stop,
+    Message(String, InjectionMode),
+}
+
+/// Hands an executor's chunks to the outbox of one task.
+pub struct Emitter {
+    inner: Arc<Inner>,
+    task_id: String,
+}
+
+impl Emitter {
+    pub fn chunk(&self, chunk: UiChunk) {
+        let task_id = self.task_id.clone();
+        let value = chunk.to_value();
+        self.reliable(false, move |seq| Frame::TaskStreamChunk {
+            task_id,
+            seq,
+            chunk: value,
+        });
+    }
+
+    fn reliable(&self, last: bool, build: impl FnOnce(u64) -> Frame) {
+        let pushed = self
+            .inner
+            .outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(&self.task_id, last, build);
+        if let Err(e) = pushed {
+            tracing::error!(task = %self.task_id, error = %e, "writing session log");
+        }
+        self.inner.outbox_changed.notify_one();
+    }
+}
 
 impl Runtime {
-    pub fn new(_node_id: String, _data_dir: &Path) -> anyhow::Result<Runtime> {
+    pub fn new(node_id: String, data_dir: &Path) -> anyhow::Result<Runtime> {
+        let sessions_dir = data_dir.join("agents").join(&node_id).join("sessions");
+        let workspace_dir = data_dir.join("workspace");
+        std::fs::create_dir_all(&sessions_dir)?;
+        std::fs::create_dir_all(&workspace_dir)?;
         Ok(Runtime {
             inner: Arc::new(Inner {
+                node_id,
+                sessions_dir,
+                workspace_dir,
+                outbox: Mutex::new(Outbox::new(MEMORY_CAP)),
+                outbox_changed: Notify::new(),
+                running: Mutex::new(HashMap::new()),
+                tracker: TaskTracker::new(),
                 started: Instant::now(),
-                notify: tokio::sync::Notify::new(),
             }),
         })
     }
 
     pub fn capabilities(&self) -> Vec<String> {
-        Vec::new()
+        executor::names()
     }
 
     pub fn new_send_cursor(&self) -> SendCursor {
-        SendCursor
+        SendCursor::default()
     }
 
-    pub fn unsent(&self, _cursor: &mut SendCursor) -> Vec<Frame> {
-        Vec::new()
+    /// Frames not yet sent on this connection (all unacknowledged ones on a new cursor).
+    pub fn unsent(&self, cursor: &mut SendCursor) -> Vec<Frame> {
+        let (frames, more) = self.outbox().unsent(cursor);
+        if more {
+            self.inner.outbox_changed.notify_one();
+        }
+        frames
     }
 
+    /// Resolves when new frames were queued.
     pub async fn outbox_changed(&self) {
-        self.inner.notify.notified().await
+        self.inner.outbox_changed.notified().await
+    }
+
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.inner.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn running(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Control>>> {
+        self.inner.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tasks this node is running or still has unacknowledged output of.
+    pub fn known_tasks(&self) -> Vec<String> {
+        let mut ids = self.outbox().task_ids();
+        for id in self.running().keys() {
+            if !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+        ids
     }
 
     pub fn status(&self) -> NodeStatus {
         NodeStatus {
-            running_tasks: Vec::new(),
+            running_tasks: self.known_tasks(),
             load: load_average(),
             memory_rss_bytes: rss_bytes(),
             uptime_secs: self.inner.started.elapsed().as_secs(),
@@ -54,14 +146,295 @@ impl Runtime {
         }
     }
 
+    /// Handles a frame from the gateway; returns a frame to answer with, if any.
     pub async fn handle(&self, frame: Frame) -> Option<Frame> {
-        Some(Frame::error(
-            ErrorCode::InvalidFrame,
-            format!("node does not handle {:?} frames", frame.type_name()),
-        ))
+        match frame {
+            Frame::TaskSubmit(submit) => {
+                self.submit(submit);
+                None
+            }
+            Frame::TaskAck { task_id, seq } => {
+                self.outbox().ack(&task_id, seq);
+                None
+            }
+            Frame::TaskStop { task_id } => {
+                if let Some(tx) = self.running().get(&task_id) {
+                    let _ = tx.send(Control::Stop);
+                }
+                None
+            }
+            Frame::TaskMessage {
+                task_id,
+                message,
+                injection_mode,
+            } => match self.running().get(&task_id) {
+                Some(tx) => {
+                    let _ = tx.send(Control::Message(message, injection_mode));
+                    None
+                }
+                None => Some(Frame::error(
+                    ErrorCode::UnknownTask,
+                    format!("task {task_id} is not running on this node"),
+                )),
+            },
+            other => Some(Frame::error(
+                ErrorCode::InvalidFrame,
+                format!("{:?} frames are not accepted by a node", other.type_name()),
+            )),
+        }
     }
 
-    pub async fn shutdown(&self) {}
+    fn submit(&self, submit: TaskSubmit) {
+        let id = submit.task_id.clone();
+        if self.running().contains_key(&id) || self.outbox().contains(&id) {
+            tracing::debug!(task = %id, "duplicate task:submit ignored");
+            return;
+        }
+        if !valid_task_id(&id) {
+            tracing::warn!(task = %id, "refusing task with an unsafe id");
+            return;
+        }
+        let log_path = self.inner.sessions_dir.join(format!("{id}.jsonl"));
+        let resumed_after_restart = log_path.exists();
+        if let Err(e) = self.outbox().open(&id, &log_path) {
+            tracing::error!(task = %id, error = %e, "cannot open session log");
+            return;
+        }
+        let emitter = Emitter {
+            inner: self.inner.clone(),
+            task_id: id.clone(),
+        };
+        if resumed_after_restart {
+            // A previous process of this node started the task and died with it.
+            finish_with_error(
+                &emitter,
+                "the node restarted while this task ran",
+                None,
+                false,
+            );
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.running().insert(id.clone(), tx);
+        let runtime = self.clone();
+        self.inner.tracker.spawn(async move {
+            run_task(&runtime, submit, emitter, rx).await;
+            runtime.running().remove(&id);
+        });
+    }
+
+    /// Stops every running task (node shutdown) and waits for them to end.
+    pub async fn shutdown(&self) {
+        for tx in self.running().values() {
+            let _ = tx.send(Control::Stop);
+        }
+        self.inner.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.inner.tracker.wait()).await;
+    }
+}
+
+/// Task ids become file names: allow only a conservative alphabet.
+fn valid_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn finish_with_error(emit: &Emitter, error: &str, exit_code: Option<i32>, stopped: bool) {
+    let task_id = emit.task_id.clone();
+    let error = error.to_string();
+    emit.reliable(true, move |seq| Frame::TaskError {
+        task_id,
+        seq,
+        error,
+        exit_code,
+        stopped,
+    });
+}
+
+async fn run_task(
+    runtime: &Runtime,
+    submit: TaskSubmit,
+    emit: Emitter,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let task_id = submit.task_id.clone();
+    emit.reliable(false, |seq| Frame::TaskStarted {
+        task_id: task_id.clone(),
+        seq,
+    });
+    tracing::info!(task = %task_id, executor = %submit.executor, "task started");
+
+    let Some(exec) = executor::by_name(&submit.executor) else {
+        let msg = format!("this node has no {:?} executor", submit.executor);
+        emit.chunk(UiChunk::Error {
+            error_text: msg.clone(),
+        });
+        finish_with_error(&emit, &msg, None, false);
+        return;
+    };
+    let cwd = submit
+        .options
+        .cwd
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| runtime.inner.workspace_dir.clone());
+    if !cwd.is_dir() {
+        let msg = format!(
+            "working directory {} does not exist on this node",
+            cwd.display()
+        );
+        emit.chunk(UiChunk::Error {
+            error_text: msg.clone(),
+        });
+        finish_with_error(&emit, &msg, None, false);
+        return;
+    }
+    let mut env: BTreeMap<String, String> = submit.options.env.clone();
+    env.insert("VIBER_TASK_ID".into(), task_id.clone());
+    env.insert("VIBER_NODE_ID".into(), runtime.inner.node_id.clone());
+    let grace = submit
+        .options
+        .stop_grace_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_STOP_GRACE);
+
+    emit.chunk(UiChunk::Start {
+        message_id: Some(task_id.clone()),
+        message_metadata: None,
+    });
+
+    let mut queue: VecDeque<String> = VecDeque::from([submit.goal.clone()]);
+    let mut collected: Vec<String> = Vec::new();
+    let mut stopped = false;
+    let mut last = RunOutcome::Exited(0);
+    let mut run_no = 0u32;
+    loop {
+        // Messages that arrived while no run was active.
+        while let Ok(ctrl) = control.try_recv() {
+            match ctrl {
+                Control::Stop => stopped = true,
+                Control::Message(m, InjectionMode::Collect) => collected.push(m),
+                Control::Message(m, InjectionMode::Steer) => queue.push_front(m),
+                Control::Message(m, InjectionMode::Followup) => queue.push_back(m),
+            }
+        }
+        if stopped {
+            break;
+        }
+        if queue.is_empty() && !collected.is_empty() {
+            queue.push_back(collected.join("\n"));
+            collected.clear();
+        }
+        let Some(input) = queue.pop_front() else {
+            break;
+        };
+        run_no += 1;
+        emit.chunk(UiChunk::StartStep);
+        let abort = CancellationToken::new();
+        let mut steer: Option<String> = None;
+        let run = exec.run(Run {
+            input: &input,
+            cwd: &cwd,
+            env: &env,
+            emit: &emit,
+            part_id: format!("run-{run_no}"),
+            abort: abort.clone(),
+            stop_grace: grace,
+        });
+        tokio::pin!(run);
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                Some(ctrl) = control.recv() => match ctrl {
+                    Control::Stop => {
+                        stopped = true;
+                        abort.cancel();
+                    }
+                    Control::Message(m, InjectionMode::Steer) => {
+                        // Several steers before the run yields: the latest wins, the others
+                        // still run after it.
+                        if let Some(prev) = steer.replace(m) {
+                            queue.push_front(prev);
+                        }
+                        abort.cancel();
+                    }
+                    Control::Message(m, InjectionMode::Followup) => queue.push_back(m),
+                    Control::Message(m, InjectionMode::Collect) => collected.push(m),
+                }
+            }
+        };
+        emit.chunk(UiChunk::FinishStep);
+        if let RunOutcome::Failed(msg) = &outcome {
+            emit.chunk(UiChunk::Error {
+                error_text: msg.clone(),
+            });
+        }
+        if let Some(m) = steer.take() {
+            if !stopped {
+                queue.push_front(m);
+            }
+        }
+        last = outcome;
+        if !collected.is_empty() {
+            queue.push_back(collected.join("\n"));
+            collected.clear();
+        }
+    }
+
+    let task_id = task_id.clone();
+    if stopped {
+        emit.chunk(UiChunk::Abort {
+            reason: Some("stopped by operator".into()),
+        });
+        finish_with_error(&emit, "stopped by operator", None, true);
+        tracing::info!(task = %task_id, "task stopped");
+        return;
+    }
+    match last {
+        RunOutcome::Exited(0) => {
+            emit.chunk(UiChunk::Finish {
+                finish_reason: Some(FinishReason::Stop),
+                message_metadata: None,
+            });
+            emit.reliable(true, |seq| Frame::TaskCompleted {
+                task_id: task_id.clone(),
+                seq,
+                exit_code: Some(0),
+                result: None,
+            });
+            tracing::info!(task = %task_id, "task completed");
+        }
+        RunOutcome::Exited(code) => {
+            let msg = format!("exited with status {code}");
+            emit.chunk(UiChunk::Error {
+                error_text: msg.clone(),
+            });
+            emit.chunk(UiChunk::Finish {
+                finish_reason: Some(FinishReason::Error),
+                message_metadata: None,
+            });
+            finish_with_error(&emit, &msg, Some(code), false);
+            tracing::info!(task = %task_id, code, "task failed");
+        }
+        RunOutcome::Failed(msg) => {
+            emit.chunk(UiChunk::Finish {
+                finish_reason: Some(FinishReason::Error),
+                message_metadata: None,
+            });
+            finish_with_error(&emit, &msg, None, false);
+        }
+        RunOutcome::Interrupted => {
+            // Only a stop ends a task on an interrupted run; this is unreachable in practice.
+            emit.chunk(UiChunk::Finish {
+                finish_reason: Some(FinishReason::Interrupted),
+                message_metadata: None,
+            });
+            finish_with_error(&emit, "interrupted", None, true);
+        }
+    }
 }
 
 fn load_average() -> [f64; 3] {

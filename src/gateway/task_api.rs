@@ -1,0 +1,599 @@
+//! `/api/tasks*` and `/api/events`: create, list, inspect, stop and message tasks; stream
+//! a task's chunks as an AI SDK UI message stream; stream gateway events.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use axum::body::Body as HttpBody;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+
+use super::error::{ApiError, ApiResult, Body};
+use super::registry::Outgoing;
+use super::tasks::{submit_frame, task_json, Live};
+use super::App;
+use crate::clock::now_ms;
+use crate::crypto;
+use crate::protocol::ui::STREAM_HEADER;
+use crate::protocol::{Frame, InjectionMode, TaskOptions};
+use crate::store::{NewTask, TaskFinish, TaskState};
+
+/// Largest goal or follow-up message, in bytes (it must fit in one frame).
+pub const MAX_GOAL_BYTES: usize = 256 * 1024;
+/// Chunks read from SQLite per replay page.
+const REPLAY_PAGE: u32 = 2000;
+/// Comment sent on an idle SSE stream so proxies keep it open.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateTask {
+    #[serde(default)]
+    node_id: Option<String>,
+    goal: String,
+    #[serde(default)]
+    executor: Option<String>,
+    #[serde(default)]
+    options: TaskOptions,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListQuery {
+    #[serde(default)]
+    node_id: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+pub async fn list(State(app): State<App>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(TaskState::parse(s).ok_or_else(|| {
+            ApiError::validation(format!(
+                "unknown state {s:?} (pending, running, completed, error, stopped)"
+            ))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let tasks = app.store.list_tasks(q.node_id, state, limit).await?;
+    Ok(Json(
+        json!({ "tasks": tasks.iter().map(task_json).collect::<Vec<_>>() }),
+    ))
+}
+
+pub async fn create(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Body(req): Body<CreateTask>,
+) -> ApiResult<Response> {
+    idempotent(&app, &headers, "POST /api/tasks".into(), || {
+        create_task(&app, req)
+    })
+    .await
+}
+
+async fn create_task(app: &App, req: CreateTask) -> ApiResult<(StatusCode, Value)> {
+    if req.goal.trim().is_empty() {
+        return Err(ApiError::validation("goal must not be empty"));
+    }
+    if req.goal.len() > MAX_GOAL_BYTES {
+        return Err(ApiError::too_large(format!(
+            "goal is {} bytes; the limit is {MAX_GOAL_BYTES}",
+            req.goal.len()
+        )));
+    }
+    let executor = req.executor.unwrap_or_else(|| "shell".to_string());
+    if crate::node::executor::by_name(&executor).is_none() {
+        return Err(ApiError::validation(format!(
+            "unknown executor {executor:?} (available: {})",
+            crate::node::executor::names().join(", ")
+        )));
+    }
+    let node_id = match req.node_id {
+        Some(id) => {
+            match app.store.node(id.clone()).await? {
+                Some(n) if n.revoked_at.is_none() => {}
+                _ => return Err(ApiError::validation(format!("unknown nodeId {id:?}"))),
+            }
+            if let Some(p) = app.registry.presence(&id) {
+                if !p.info.capabilities.contains(&executor) {
+                    return Err(ApiError::validation(format!(
+                        "node {id} has no {executor:?} executor"
+                    )));
+                }
+            }
+            id
+        }
+        None => pick_node(app, &executor).ok_or_else(|| {
+            ApiError::unavailable(format!(
+                "no online node can run {executor:?} tasks; start one with `viber node`"
+            ))
+        })?,
+    };
+    let options = serde_json::to_string(&req.options).map_err(anyhow::Error::from)?;
+    let task = NewTask {
+        id: crypto::new_id("task"),
+        node_id: node_id.clone(),
+        goal: req.goal,
+        executor,
+        options,
+        created_at: now_ms(),
+    };
+    let id = task.id.clone();
+    app.store.insert_task(task).await?;
+    let rec = app
+        .store
+        .task(id.clone())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("task vanished after insert"))?;
+    app.tasks.created(&rec);
+    if let Some(tx) = app.registry.sender(&node_id) {
+        let _ = tx.send(Outgoing::Frame(submit_frame(&rec))).await;
+    }
+    tracing::info!(task = %id, node = %node_id, "task created");
+    Ok((StatusCode::CREATED, task_json(&rec)))
+}
+
+/// The online node with the fewest known tasks that offers `executor`.
+fn pick_node(app: &App, executor: &str) -> Option<String> {
+    app.registry
+        .online_ids()
+        .into_iter()
+        .filter_map(|id| app.registry.presence(&id))
+        .filter(|p| p.info.capabilities.iter().any(|c| c == executor))
+        .min_by_key(|p| (p.status.running_tasks.len(), p.info.id.clone()))
+        .map(|p| p.info.id)
+}
+
+/// Runs `f` once per `Idempotency-Key`: a retry with the same key gets the stored response.
+async fn idempotent<F, Fut>(
+    app: &App,
+    headers: &HeaderMap,
+    scope: String,
+    f: F,
+) -> ApiResult<Response>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ApiResult<(StatusCode, Value)>>,
+{
+    let key = match headers.get("idempotency-key") {
+        None => {
+            let (status, body) = f().await?;
+            return Ok((status, Json(body)).into_response());
+        }
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= 255)
+            .ok_or_else(|| {
+                ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters")
+            })?
+            .to_string(),
+    };
+    let _serial = app.idempotency.lock().await;
+    if let Some((status, body)) = app
+        .store
+        .idempotent_response(scope.clone(), key.clone())
+        .await?
+    {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+        let mut res = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        res.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(res);
+    }
+    let (status, body) = f().await?;
+    app.store
+        .save_idempotent_response(scope, key, status.as_u16(), body.to_string(), now_ms())
+        .await?;
+    Ok((status, Json(body)).into_response())
+}
+
+async fn load(app: &App, id: &str) -> ApiResult<crate::store::TaskRecord> {
+    app.store
+        .task(id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no task {id:?}")))
+}
+
+pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let rec = load(&app, &id).await?;
+    let mut v = task_json(&rec);
+    // The most recent chunks, oldest first.
+    let after = (rec.last_seq - 20).max(-1);
+    let last: Vec<Value> = app
+        .store
+        .chunks_after(id, after, 50)
+        .await?
+        .into_iter()
+        .map(|(seq, c)| json!({"seq": seq, "chunk": serde_json::from_str::<Value>(&c).unwrap_or(Value::Null)}))
+        .collect();
+    v["lastEvents"] = Value::Array(last);
+    Ok(Json(v))
+}
+
+pub async fn stop(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let rec = load(&app, &id).await?;
+    if rec.state.is_terminal() {
+        return Err(ApiError::conflict(format!(
+            "task {id} already ended ({})",
+            rec.state.as_str()
+        )));
+    }
+    let node_id = rec.node_id.clone().unwrap_or_default();
+    let online = app.registry.sender(&node_id);
+    if rec.state == TaskState::Pending || online.is_none() {
+        // Not started, or its node is away: it ends now. A node that comes back with it
+        // running is told to stop it.
+        app.tasks
+            .end_without_node(
+                &app.store,
+                &id,
+                TaskFinish {
+                    state: TaskState::Stopped,
+                    exit_code: None,
+                    error: Some("stopped by operator".into()),
+                    result: None,
+                    at: now_ms(),
+                },
+            )
+            .await?;
+    } else {
+        app.tasks.request_stop(&id);
+    }
+    if let Some(tx) = online {
+        let _ = tx
+            .send(Outgoing::Frame(Frame::TaskStop {
+                task_id: id.clone(),
+            }))
+            .await;
+    }
+    tracing::info!(task = %id, "stop requested");
+    let rec = load(&app, &id).await?;
+    let mut v = task_json(&rec);
+    v["stopRequested"] = json!(true);
+    Ok((StatusCode::ACCEPTED, Json(v)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MessageRequest {
+    message: String,
+    #[serde(default)]
+    injection_mode: Option<String>,
+}
+
+pub async fn message(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(req): Body<MessageRequest>,
+) -> ApiResult<Response> {
+    let scope = format!("POST /api/tasks/{id}/message");
+    idempotent(&app, &headers, scope, || send_message(&app, id, req)).await
+}
+
+async fn send_message(
+    app: &App,
+    id: String,
+    req: MessageRequest,
+) -> ApiResult<(StatusCode, Value)> {
+    let mode: InjectionMode = match req.injection_mode.as_deref() {
+        None => InjectionMode::default(),
+        Some(m) => m.parse().map_err(ApiError::validation)?,
+    };
+    if req.message.trim().is_empty() {
+        return Err(ApiError::validation("message must not be empty"));
+    }
+    if req.message.len() > MAX_GOAL_BYTES {
+        return Err(ApiError::too_large(format!(
+            "message is {} bytes; the limit is {MAX_GOAL_BYTES}",
+            req.message.len()
+        )));
+    }
+    let rec = load(app, &id).await?;
+    if rec.state.is_terminal() {
+        return Err(ApiError::conflict(format!(
+            "task {id} already ended ({}); start a new task",
+            rec.state.as_str()
+        )));
+    }
+    let node_id = rec.node_id.clone().unwrap_or_default();
+    let tx = app.registry.sender(&node_id).ok_or_else(|| {
+        ApiError::unavailable(format!(
+            "the task's node {node_id} is offline; retry when it is back"
+        ))
+    })?;
+    app.store
+        .insert_task_message(
+            id.clone(),
+            req.message.clone(),
+            mode_name(mode).into(),
+            now_ms(),
+        )
+        .await?;
+    let _ = tx
+        .send(Outgoing::Frame(Frame::TaskMessage {
+            task_id: id.clone(),
+            message: req.message,
+            injection_mode: mode,
+        }))
+        .await;
+    Ok((
+        StatusCode::ACCEPTED,
+        json!({"taskId": id, "injectionMode": mode_name(mode), "accepted": true}),
+    ))
+}
+
+fn mode_name(m: InjectionMode) -> &'static str {
+    match m {
+        InjectionMode::Collect => "collect",
+        InjectionMode::Steer => "steer",
+        InjectionMode::Followup => "followup",
+    }
+}
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    /// `false`: replay what is stored and close, without waiting for more.
+    #[serde(default)]
+    follow: Option<bool>,
+}
+
+/// `GET /api/tasks/:id/stream`: the task's chunks as an AI SDK UI message stream.
+pub async fn stream(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let after: i64 = match headers.get("last-event-id") {
+        None => -1,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(|n| n as i64)
+            .ok_or_else(|| {
+                ApiError::bad_request("Last-Event-ID must be a chunk sequence number")
+            })?,
+    };
+    load(&app, &id).await?;
+    let follow = q.follow.unwrap_or(true);
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let tracked = app.connections.token();
+    tokio::spawn(async move {
+        let _tracked = tracked;
+        tokio::select! {
+            r = pump_task(&app, &id, after, follow, &tx) => {
+                if let Err(e) = r {
+                    tracing::error!(task = %id, error = format!("{e:#}"), "task stream failed");
+                }
+            }
+            _ = app.shutdown.cancelled() => {}
+        }
+    });
+    Ok(sse_response(rx, true))
+}
+
+fn sse_response(mut rx: mpsc::Receiver<Bytes>, ui_stream: bool) -> Response {
+    let body = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|o| o.map(Ok::<_, Infallible>))
+    });
+    let mut res = Response::new(HttpBody::from_stream(body));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if ui_stream {
+        h.insert(STREAM_HEADER.0, HeaderValue::from_static(STREAM_HEADER.1));
+    }
+    res
+}
+
+fn put_event(buf: &mut BytesMut, seq: u64, chunk: &str) {
+    buf.put_slice(b"id: ");
+    buf.put_slice(seq.to_string().as_bytes());
+    buf.put_slice(b"\ndata: ");
+    buf.put_slice(chunk.as_bytes());
+    buf.put_slice(b"\n\n");
+}
+
+/// Sends `buf` if it holds anything; false when the client went away.
+async fn flush(tx: &mpsc::Sender<Bytes>, buf: &mut BytesMut) -> bool {
+    if buf.is_empty() {
+        return true;
+    }
+    tx.send(buf.split().freeze()).await.is_ok()
+}
+
+/// Replays stored chunks with seq in (`after`, `upto`] and returns the last seq sent.
+async fn replay(
+    app: &App,
+    id: &str,
+    mut after: i64,
+    upto: i64,
+    tx: &mpsc::Sender<Bytes>,
+) -> anyhow::Result<Option<i64>> {
+    loop {
+        let rows = app
+            .store
+            .chunks_after(id.to_string(), after, REPLAY_PAGE)
+            .await?;
+        if rows.is_empty() {
+            return Ok(Some(after));
+        }
+        let mut buf = BytesMut::new();
+        for (seq, chunk) in &rows {
+            if *seq as i64 > upto {
+                break;
+            }
+            put_event(&mut buf, *seq, chunk);
+            after = *seq as i64;
+        }
+        if !flush(tx, &mut buf).await {
+            return Ok(None);
+        }
+        if rows.len() < REPLAY_PAGE as usize || rows.last().is_some_and(|(s, _)| *s as i64 > upto) {
+            return Ok(Some(after));
+        }
+    }
+}
+
+/// Streams a task's chunks after `after`: stored ones, then live ones, then `[DONE]`.
+async fn pump_task(
+    app: &App,
+    id: &str,
+    mut after: i64,
+    follow: bool,
+    tx: &mpsc::Sender<Bytes>,
+) -> anyhow::Result<()> {
+    let done = Bytes::from_static(b"data: [DONE]\n\n");
+    loop {
+        let Some(sub) = (if follow {
+            app.tasks.subscribe(id)
+        } else {
+            None
+        }) else {
+            // Not live here. Either it ended, or this gateway restarted and its node has not
+            // spoken of it yet: load it so the node's frames reach us, then subscribe.
+            let rec = app.store.task(id.to_string()).await?;
+            let ended = rec.as_ref().is_none_or(|r| r.state.is_terminal());
+            if ended || !follow {
+                let Some(_) = replay(app, id, after, i64::MAX, tx).await? else {
+                    return Ok(());
+                };
+                if ended {
+                    let _ = tx.send(done).await;
+                }
+                return Ok(());
+            }
+            app.tasks.live(&app.store, id).await?;
+            continue;
+        };
+        let mut rx = sub.rx;
+        match replay(app, id, after, sub.committed, tx).await? {
+            Some(a) => after = a,
+            None => return Ok(()),
+        }
+        let mut buf = BytesMut::new();
+        for (seq, chunk) in &sub.pending {
+            if *seq as i64 > after {
+                put_event(&mut buf, *seq, chunk);
+                after = *seq as i64;
+            }
+        }
+        if !flush(tx, &mut buf).await {
+            return Ok(());
+        }
+        // Live: coalesce whatever is already queued into one write.
+        loop {
+            let first = tokio::select! {
+                r = rx.recv() => r,
+                _ = tokio::time::sleep(KEEPALIVE) => {
+                    if tx.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let mut next = Some(first);
+            let mut ended = false;
+            let mut lagged = false;
+            while let Some(item) = next.take() {
+                match item {
+                    Ok(Live::Chunk(seq, chunk)) => {
+                        if seq as i64 > after {
+                            put_event(&mut buf, seq, &chunk);
+                            after = seq as i64;
+                        }
+                    }
+                    Ok(Live::End) => ended = true,
+                    Err(broadcast::error::RecvError::Lagged(_)) => lagged = true,
+                    Err(broadcast::error::RecvError::Closed) => ended = true,
+                }
+                if ended || lagged || buf.len() > 256 * 1024 {
+                    break;
+                }
+                next = match rx.try_recv() {
+                    Ok(v) => Some(Ok(v)),
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        Some(Err(broadcast::error::RecvError::Lagged(n)))
+                    }
+                    Err(_) => None,
+                };
+            }
+            if !flush(tx, &mut buf).await {
+                return Ok(());
+            }
+            if ended {
+                // Chunks committed but broadcast before we subscribed are already sent;
+                // anything after `after` that only reached SQLite is replayed here.
+                if replay(app, id, after, i64::MAX, tx).await?.is_none() {
+                    return Ok(());
+                }
+                let _ = tx.send(done).await;
+                return Ok(());
+            }
+            if lagged {
+                // Fell behind the live buffer: catch up from SQLite and resubscribe.
+                break;
+            }
+        }
+    }
+}
+
+/// `GET /api/events`: push-only gateway events as SSE (`event: <type>`).
+pub async fn events(State(app): State<App>) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let mut sub = app.events.subscribe();
+    let tracked = app.connections.token();
+    tokio::spawn(async move {
+        let _tracked = tracked;
+        let hello = format!(
+            "event: ready\ndata: {}\n\n",
+            json!({"type": "ready", "nodesOnline": app.registry.online_count()})
+        );
+        if tx.send(Bytes::from(hello)).await.is_err() {
+            return;
+        }
+        loop {
+            let msg = tokio::select! {
+                r = sub.recv() => r,
+                _ = tokio::time::sleep(KEEPALIVE) => {
+                    if tx.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() { return; }
+                    continue;
+                }
+                _ = app.shutdown.cancelled() => return,
+            };
+            let bytes = match msg {
+                Ok(ev) => Bytes::from(format!("event: {}\ndata: {}\n\n", ev.kind, ev.json)),
+                Err(broadcast::error::RecvError::Lagged(n)) => Bytes::from(format!(
+                    "event: gap\ndata: {}\n\n",
+                    json!({"type": "gap", "missed": n})
+                )),
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if tx.send(bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    sse_response(rx, false)
+}

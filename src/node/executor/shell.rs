@@ -1,0 +1,230 @@
+//! The `shell` executor: the input is a bash script. It runs in its own process group with
+//! stdout and stderr on one pipe (so their order is kept), streamed as text deltas while it
+//! runs. Abort escalates SIGINT -> SIGTERM -> SIGKILL to the whole group.
+
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+
+use super::{Executor, Run, RunOutcome};
+use crate::protocol::ui::UiChunk;
+
+pub struct Shell;
+
+/// After the script exits, how long to keep reading output that background processes still
+/// write before the rest of the group is killed.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(500);
+
+impl Executor for Shell {
+    fn name(&self) -> &'static str {
+        "shell"
+    }
+
+    fn run<'a>(&'a self, run: Run<'a>) -> BoxFuture<'a, RunOutcome> {
+        Box::pin(run_script(run))
+    }
+}
+
+async fn run_script(run: Run<'_>) -> RunOutcome {
+    let (reader, writer): (OwnedFd, OwnedFd) = match nix::unistd::pipe() {
+        Ok(p) => p,
+        Err(e) => return RunOutcome::Failed(format!("creating output pipe: {e}")),
+    };
+    let writer2 = match writer.try_clone() {
+        Ok(w) => w,
+        Err(e) => return RunOutcome::Failed(format!("creating output pipe: {e}")),
+    };
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.arg("-c")
+        .arg(run.input)
+        .current_dir(run.cwd)
+        .envs(run.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer2))
+        .process_group(0)
+        .kill_on_drop(false);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return RunOutcome::Failed(format!("cannot start bash in {}: {e}", run.cwd.display()))
+        }
+    };
+    // The parent's copies of the write end were moved into `cmd`; drop it so EOF arrives
+    // when the group's processes close theirs.
+    drop(cmd);
+    let pgid = Pid::from_raw(child.id().map(|p| p as i32).unwrap_or(0));
+    let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(reader) {
+        Ok(p) => p,
+        Err(e) => {
+            kill_group(pgid, Signal::SIGKILL);
+            let _ = child.wait().await;
+            return RunOutcome::Failed(format!("reading output pipe: {e}"));
+        }
+    };
+
+    run.emit.chunk(UiChunk::TextStart {
+        id: run.part_id.clone(),
+    });
+    let mut text = Utf8Stream::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut exit: Option<i32> = None;
+    let mut interrupted = false;
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+    let mut eof = false;
+    loop {
+        if eof && exit.is_some() {
+            break;
+        }
+        tokio::select! {
+            n = pipe.read(&mut buf), if !eof => match n {
+                Ok(0) | Err(_) => eof = true,
+                Ok(n) => {
+                    if let Some(s) = text.push(&buf[..n]) {
+                        run.emit.chunk(UiChunk::text_delta(&run.part_id, s));
+                    }
+                }
+            },
+            status = child.wait(), if exit.is_none() => {
+                exit = Some(match status {
+                    Ok(st) => exit_code(st),
+                    Err(_) => -1,
+                });
+                drain_deadline = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
+            }
+            _ = async { tokio::time::sleep_until(drain_deadline.unwrap()).await }, if drain_deadline.is_some() && !eof => {
+                // The script exited but something it started still holds the pipe.
+                kill_group(pgid, Signal::SIGKILL);
+                drain_deadline = None;
+            }
+            _ = run.abort.cancelled(), if !interrupted && exit.is_none() => {
+                interrupted = true;
+                let grace = run.stop_grace;
+                escalate(pgid, grace, &mut child).await;
+                // Keep reading: whatever the processes printed while dying is output too.
+            }
+        }
+    }
+    if let Some(rest) = text.finish() {
+        run.emit.chunk(UiChunk::text_delta(&run.part_id, rest));
+    }
+    run.emit.chunk(UiChunk::TextEnd {
+        id: run.part_id.clone(),
+    });
+    // Nothing of the run may outlive it.
+    kill_group(pgid, Signal::SIGKILL);
+    if interrupted {
+        RunOutcome::Interrupted
+    } else {
+        RunOutcome::Exited(exit.unwrap_or(-1))
+    }
+}
+
+/// SIGINT, then SIGTERM, then SIGKILL to the group, each after `grace` if the group is still
+/// alive. Reaps the leader on the way.
+async fn escalate(pgid: Pid, grace: Duration, child: &mut tokio::process::Child) {
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL] {
+        kill_group(pgid, sig);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let _ = child.try_wait();
+            if !group_alive(pgid) {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::debug!(?sig, pgid = pgid.as_raw(), "process group survived signal");
+    }
+}
+
+fn kill_group(pgid: Pid, sig: Signal) {
+    if pgid.as_raw() > 0 {
+        let _ = killpg(pgid, sig);
+    }
+}
+
+fn group_alive(pgid: Pid) -> bool {
+    pgid.as_raw() > 0 && killpg(pgid, None).is_ok()
+}
+
+fn exit_code(st: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+}
+
+/// Turns a byte stream into UTF-8 text without splitting a character across deltas; invalid
+/// bytes become U+FFFD.
+#[derive(Default)]
+pub struct Utf8Stream {
+    carry: Vec<u8>,
+}
+
+impl Utf8Stream {
+    pub fn push(&mut self, bytes: &[u8]) -> Option<String> {
+        self.carry.extend_from_slice(bytes);
+        // Keep back an incomplete sequence at the end (at most 3 bytes).
+        let mut cut = self.carry.len();
+        for back in 1..=3.min(self.carry.len()) {
+            let b = self.carry[self.carry.len() - back];
+            if b & 0xC0 == 0x80 {
+                continue; // continuation byte
+            }
+            if b >= 0xC0 {
+                let need = if b >= 0xF0 {
+                    4
+                } else if b >= 0xE0 {
+                    3
+                } else {
+                    2
+                };
+                if back < need {
+                    cut = self.carry.len() - back;
+                }
+            }
+            break;
+        }
+        if cut == 0 {
+            return None;
+        }
+        let rest = self.carry.split_off(cut);
+        let s = String::from_utf8_lossy(&self.carry).into_owned();
+        self.carry = rest;
+        Some(s)
+    }
+
+    pub fn finish(&mut self) -> Option<String> {
+        if self.carry.is_empty() {
+            return None;
+        }
+        let s = String::from_utf8_lossy(&self.carry).into_owned();
+        self.carry.clear();
+        Some(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Utf8Stream;
+
+    #[test]
+    fn utf8_is_never_split_at_any_cut() {
+        let text = "héllo wörld → ✓ 𝄞 end";
+        let bytes = text.as_bytes();
+        for cut in 0..=bytes.len() {
+            let mut s = Utf8Stream::default();
+            let mut out = String::new();
+            out.extend(s.push(&bytes[..cut]));
+            out.extend(s.push(&bytes[cut..]));
+            out.extend(s.finish());
+            assert_eq!(out, text, "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! Reliable task frames on their way to the gateway.
+//!
+//! Every frame that must not be lost (`task:started`, `task:stream-chunk`, `task:completed`,
+//! `task:error`) gets the next per-task sequence number, is appended to the task's session
+//! log (`<data>/agents/<node>/sessions/<task>.jsonl`) and is kept until the gateway
+//! acknowledges it (`task:ack` is cumulative). A new connection starts with a fresh
+//! [`SendCursor`], so everything unacknowledged is sent again; the gateway drops duplicates
+//! by (task, seq).
+//!
+//! Memory is bounded: past [`MEMORY_CAP`] frames held in memory, a task's newer frames stay
+//! only in its session log and are read back from there when they are sent.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::Frame;
+
+/// Frames kept in memory across all tasks before new ones spill to disk.
+pub const MEMORY_CAP: usize = 50_000;
+/// Frames read back from a session log per call.
+const SPILL_BATCH: usize = 2_000;
+
+/// One line of a session log.
+#[derive(Deserialize)]
+pub struct LogLine {
+    pub seq: u64,
+    pub frame: Frame,
+}
+
+#[derive(Serialize)]
+struct LogLineRef<'a> {
+    seq: u64,
+    frame: &'a Frame,
+}
+
+/// Frames of one task that are not yet acknowledged.
+struct TaskQueue {
+    next_seq: u64,
+    acked: Option<u64>,
+    /// In-memory frames, oldest first; all older than any spilled frame.
+    mem: VecDeque<(u64, Frame)>,
+    /// Frames that live only in the log: from (seq, byte offset) to `last`.
+    spill: Option<Spill>,
+    log: File,
+    log_path: PathBuf,
+    log_len: u64,
+    /// The final frame was pushed; the queue is dropped once it is acknowledged.
+    finished: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Spill {
+    first_offset: u64,
+    last_seq: u64,
+}
+
+/// What has been sent on the current connection, per task: (highest seq sent, log offset to
+/// continue reading spilled frames from).
+#[derive(Default)]
+pub struct SendCursor {
+    sent: HashMap<String, (u64, u64)>,
+}
+
+pub struct Outbox {
+    tasks: HashMap<String, TaskQueue>,
+    /// Task ids in the order they were opened, so resends go oldest task first.
+    order: Vec<String>,
+    in_memory: usize,
+    cap: usize,
+}
+
+impl Outbox {
+    pub fn new(cap: usize) -> Outbox {
+        Outbox {
+            tasks: HashMap::new(),
+            order: Vec::new(),
+            in_memory: 0,
+            cap,
+        }
+    }
+
+    /// Starts the queue (and session log) of a task.
+    pub fn open(&mut self, task_id: &str, log_path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = log_path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(log_path)?;
+        let log_len = log.metadata()?.len();
+        // A log left by an earlier process of this node: continue its numbering.
+        let next_seq = if log_len > 0 {
+            read_spilled(log_path, 0, 0, usize::MAX)?
+                .0
+                .last()
+                .map(|(s, _)| s + 1)
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        self.tasks.insert(
+            task_id.to_string(),
+            TaskQueue {
+                next_seq,
+                acked: None,
+                mem: VecDeque::new(),
+                spill: None,
+                log,
+                log_path: log_path.to_path_buf(),
+                log_len,
+                finished: false,
+            },
+        );
+        self.order.push(task_id.to_string());
+        Ok(())
+    }
+
+    pub fn contains(&self, task_id: &str) -> bool {
+        self.tasks.contains_key(task_id)
+    }
+
+    /// Task ids with unacknowledged frames or still open.
+    pub fn task_ids(&self) -> Vec<String> {
+        self.order.clone()
+    }
+
+    /// Appends a reliable frame built from the next sequence number. `last` marks the task's
+    /// final frame.
+    pub fn push(
+        &mut self,
+        task_id: &str,
+        last: bool,
+        build: impl FnOnce(u64) -> Frame,
+    ) -> std::io::Result<u64> {
+        let in_memory = self.in_memory;
+        let cap = self.cap;
+        let Some(q) = self.tasks.get_mut(task_id) else {
+            return Err(std::io::Error::other(format!(
+                "task {task_id} has no outbox"
+            )));
+        };
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        let frame = build(seq);
+        let mut line = serde_json::to_vec(&LogLineRef { seq, frame: &frame })
+            .map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let offset = q.log_len;
+        q.log.write_all(&line)?;
+        q.log_len += line.len() as u64;
+        q.finished |= last;
+        match &mut q.spill {
+            Some(s) => s.last_seq = seq,
+            None if in_memory < cap => {
+                q.mem.push_back((seq, frame));
+                self.in_memory += 1;
+            }
+            None => {
+                q.spill = Some(Spill {
+                    first_offset: offset,
+                    last_seq: seq,
+                });
+            }
+        }
+        Ok(seq)
+    }
+
+    /// The gateway stored everything of `task_id` up to `seq`.
+    pub fn ack(&mut self, task_id: &str, seq: u64) {
+        let Some(q) = self.tasks.get_mut(task_id) else {
+            return;
+        };
+        q.acked = Some(q.acked.map_or(seq, |a| a.max(seq)));
+        while q.mem.front().is_some_and(|(s, _)| *s <= seq) {
+            q.mem.pop_front();
+            self.in_memory -= 1;
+        }
+        if q.spill.is_some_and(|s| s.last_seq <= seq) {
+            q.spill = None;
+        }
+        if q.finished && q.next_seq > 0 && seq + 1 >= q.next_seq {
+            let _ = q.log.flush();
+            self.tasks.remove(task_id);
+            self.order.retain(|t| t != task_id);
+        }
+    }
+
+    /// Frames not yet sent on the connection `cursor` belongs to, oldest task first. The
+    /// second value is true when more spilled frames remain to be read.
+    pub fn unsent(&mut self, cursor: &mut SendCursor) -> (Vec<Frame>, bool) {
+        let mut out = Vec::new();
+        let mut more = false;
+        for task_id in &self.order {
+            let Some(q) = self.tasks.get_mut(task_id) else {
+                continue;
+            };
+            let floor = q.acked.map(|a| a + 1).unwrap_or(0);
+            let entry = cursor.sent.entry(task_id.clone()).or_insert((u64::MAX, 0));
+            let next = if entry.0 == u64::MAX {
+                floor
+            } else {
+                (entry.0 + 1).max(floor)
+            };
+            for (seq, frame) in q.mem.iter().filter(|(s, _)| *s >= next) {
+                out.push(frame.clone());
+                entry.0 = *seq;
+            }
+            if let Some(spill) = q.spill {
+                if next <= spill.last_seq {
+                    let start = if entry.1 > spill.first_offset {
+                        entry.1
+                    } else {
+                        spill.first_offset
+                    };
+                    match read_spilled(&q.log_path, start, next, SPILL_BATCH) {
+                        Ok((frames, end_offset)) => {
+                            for (seq, frame) in frames {
+                                out.push(frame);
+                                entry.0 = seq;
+                            }
+                            entry.1 = end_offset;
+                            more |= entry.0 < spill.last_seq;
+                        }
+                        Err(e) => {
+                            tracing::error!(task = %task_id, error = %e, "reading spilled frames")
+                        }
+                    }
+                }
+            }
+        }
+        (out, more)
+    }
+
+    #[cfg(test)]
+    pub fn frames_in_memory(&self) -> usize {
+        self.in_memory
+    }
+}
+
+/// Reads up to `limit` frames with `seq >= min_seq` from a session log starting at `offset`.
+fn read_spilled(
+    path: &Path,
+    offset: u64,
+    min_seq: u64,
+    limit: usize,
+) -> std::io::Result<(Vec<(u64, Frame)>, u64)> {
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut reader = BufReader::new(f);
+    let mut pos = offset;
+    let mut out = Vec::new();
+    let mut line = String::new();
+    while out.len() < limit {
+        line.clear();
+        let n = reader.read_line(&mut line)?;
+        if n == 0 || !line.ends_with('\n') {
+            break;
+        }
+        pos += n as u64;
+        let parsed: LogLine = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+        if parsed.seq >= min_seq {
+            out.push((parsed.seq, parsed.frame));
+        }
+    }
+    Ok((out, pos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chunk(task: &str, seq: u64) -> Frame {
+        Frame::TaskStreamChunk {
+            task_id: task.into(),
+            seq,
+            chunk: json!({"type": "text-delta", "id": "o", "delta": format!("{seq}\n")}),
+        }
+    }
+
+    fn seqs(frames: &[Frame]) -> Vec<u64> {
+        frames
+            .iter()
+            .map(|f| match f {
+                Frame::TaskStreamChunk { seq, .. } => *seq,
+                Frame::TaskCompleted { seq, .. } => *seq,
+                _ => panic!(),
+            })
+            .collect()
+    }
+
+    fn drain(ob: &mut Outbox, cur: &mut SendCursor) -> Vec<u64> {
+        let mut all = Vec::new();
+        loop {
+            let (frames, more) = ob.unsent(cur);
+            all.extend(seqs(&frames));
+            if !more {
+                return all;
+            }
+        }
+    }
+
+    #[test]
+    fn resends_unacked_and_spills_past_the_cap() {
+        let dir =
+            std::env::temp_dir().join(format!("viber-outbox-{}", crate::crypto::random_u64()));
+        let mut ob = Outbox::new(10);
+        ob.open("t", &dir.join("t.jsonl")).unwrap();
+        for _ in 0..5000 {
+            ob.push("t", false, |s| chunk("t", s)).unwrap();
+        }
+        assert_eq!(ob.frames_in_memory(), 10);
+        let mut cur = SendCursor::default();
+        assert_eq!(drain(&mut ob, &mut cur), (0..5000).collect::<Vec<_>>());
+        // Nothing new on the same connection.
+        assert!(drain(&mut ob, &mut cur).is_empty());
+        ob.push("t", false, |s| chunk("t", s)).unwrap();
+        assert_eq!(drain(&mut ob, &mut cur), vec![5000]);
+
+        // A partial ack, then a reconnect: everything after the ack again, in order.
+        ob.ack("t", 2999);
+        let mut cur = SendCursor::default();
+        assert_eq!(drain(&mut ob, &mut cur), (3000..5001).collect::<Vec<_>>());
+
+        // The final frame; once acked, the task is gone.
+        ob.push("t", true, |seq| Frame::TaskCompleted {
+            task_id: "t".into(),
+            seq,
+            exit_code: Some(0),
+            result: None,
+        })
+        .unwrap();
+        ob.ack("t", 5000);
+        assert!(ob.contains("t"));
+        ob.ack("t", 5001);
+        assert!(!ob.contains("t"));
+        assert_eq!(ob.frames_in_memory(), 0);
+        let lines = std::fs::read_to_string(dir.join("t.jsonl"))
+            .unwrap()
+            .lines()
+            .count();
+        assert_eq!(lines, 5002);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

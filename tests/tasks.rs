@@ -1,0 +1,683 @@
+//! Tasks end to end: real gateway and node processes, real bash, SSE over real sockets.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use viber::cli::tasks::SseParser;
+
+const T: Duration = Duration::from_secs(30);
+
+/// A gateway with one enrolled, online node.
+struct Cluster {
+    gw: Gateway,
+    node: Proc,
+    node_id: String,
+    work: TempDir,
+    _gdir: TempDir,
+    ndir: TempDir,
+}
+
+impl Cluster {
+    async fn start(extra: &[&str]) -> Cluster {
+        let gdir = TempDir::new("gw");
+        let ndir = TempDir::new("node");
+        let work = TempDir::new("work");
+        let gw = Gateway::start(gdir.path(), 0, extra);
+        let token = gw.enroll("worker").await;
+        let node = start_node(&gw.url, Some(&token), ndir.path(), "worker");
+        gw.wait_node_status("worker", "online", T).await;
+        let node_id = gw.nodes().await[0]["id"].as_str().unwrap().to_string();
+        Cluster {
+            gw,
+            node,
+            node_id,
+            work,
+            _gdir: gdir,
+            ndir,
+        }
+    }
+
+    /// Creates a shell task running in the scratch dir; returns its id.
+    async fn task(&self, goal: &str) -> String {
+        self.task_with(json!({ "goal": goal, "options": { "cwd": self.work.path() } }))
+            .await
+    }
+
+    async fn task_with(&self, body: Value) -> String {
+        let (status, v) = self.gw.post("/api/tasks", body).await;
+        assert_eq!(status, 201, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    async fn wait_state(&self, id: &str, state: &str) -> Value {
+        wait_task_state(&self.gw, id, state).await
+    }
+
+    fn stream_url(&self, id: &str) -> String {
+        format!("{}/api/tasks/{id}/stream", self.gw.url)
+    }
+}
+
+async fn wait_task_state(gw: &Gateway, id: &str, state: &str) -> Value {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let (status, v) = gw.get(&format!("/api/tasks/{id}")).await;
+        assert_eq!(status, 200, "{v}");
+        if v["state"] == state {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "task {id} not {state}: {v}\ngateway log:\n{}",
+                gw.proc.logs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One SSE event as received: (id, data).
+type Event = (Option<u64>, String);
+
+/// Reads an SSE stream until `[DONE]` or the end, calling `on_event` for each event.
+async fn read_stream(
+    url: &str,
+    token: &str,
+    last_event_id: Option<u64>,
+    mut on_event: impl FnMut(&Event) -> bool,
+) -> (Vec<Event>, bool) {
+    let mut req = reqwest::Client::new().get(url).bearer_auth(token);
+    if let Some(l) = last_event_id {
+        req = req.header("last-event-id", l.to_string());
+    }
+    let res = req.send().await.expect("stream request");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-vercel-ai-ui-message-stream"], "v1");
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let mut body = res.bytes_stream();
+    let mut parser = SseParser::default();
+    let mut events = Vec::new();
+    while let Ok(Some(Ok(bytes))) = tokio::time::timeout(T, body.next()).await {
+        for ev in parser.push(&String::from_utf8_lossy(&bytes)) {
+            if ev.data == "[DONE]" {
+                return (events, true);
+            }
+            let e = (ev.id.as_deref().map(|i| i.parse().unwrap()), ev.data);
+            let keep_going = on_event(&e);
+            events.push(e);
+            if !keep_going {
+                return (events, false);
+            }
+        }
+    }
+    (events, false)
+}
+
+async fn full_stream(url: &str, token: &str) -> Vec<Event> {
+    let (events, done) = read_stream(url, token, None, |_| true).await;
+    assert!(done, "stream ended without [DONE]: {events:?}");
+    events
+}
+
+/// The concatenated text deltas of a stream.
+fn text(events: &[Event]) -> String {
+    events
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .filter(|c| c["type"] == "text-delta")
+        .map(|c| c["delta"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn count_type(events: &[Event], t: &str) -> usize {
+    events
+        .iter()
+        .filter(|(_, d)| serde_json::from_str::<Value>(d).is_ok_and(|c| c["type"] == t))
+        .count()
+}
+
+fn assert_ids_strictly_increase(events: &[Event]) {
+    let ids: Vec<u64> = events
+        .iter()
+        .map(|(i, _)| i.expect("every event has an id"))
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids not increasing: {ids:?}"
+    );
+}
+
+fn touch(dir: &Path, name: &str) {
+    std::fs::write(dir.join(name), b"").unwrap();
+}
+
+/// A script fragment that waits for `name` to appear in the working dir.
+fn wait_for(name: &str) -> String {
+    format!("while [ ! -e {name} ]; do sleep 0.02; done")
+}
+
+#[tokio::test]
+async fn a_task_streams_live_to_two_watchers_and_replays_fully_to_a_late_one() {
+    let c = Cluster::start(&[]).await;
+    // Prints half, waits for the test to see it live, prints the rest.
+    let goal = format!(
+        "for i in $(seq 1 20); do echo \"line $i\"; done; {}; for i in $(seq 21 40); do echo \"line $i\"; done; echo oops >&2",
+        wait_for("go")
+    );
+    let id = c.task(&goal).await;
+    let url = c.stream_url(&id);
+    let work = c.work.path().to_path_buf();
+    let w1 = tokio::spawn({
+        let (url, token, work) = (url.clone(), c.gw.token.clone(), work.clone());
+        async move {
+            let mut seen = String::new();
+            let (events, done) = read_stream(&url, &token, None, |(_, d)| {
+                seen.push_str(&text(&[(None, d.clone())]));
+                if seen.contains("line 20\n") {
+                    // Output arrived while the task was still running.
+                    touch(&work, "go");
+                }
+                true
+            })
+            .await;
+            assert!(done);
+            events
+        }
+    });
+    let w2 = tokio::spawn({
+        let (url, token) = (url.clone(), c.gw.token.clone());
+        async move { full_stream(&url, &token).await }
+    });
+    let (e1, e2) = (w1.await.unwrap(), w2.await.unwrap());
+    let done = c.wait_state(&id, "completed").await;
+    assert_eq!(done["exitCode"], 0);
+    let late = full_stream(&url, &c.gw.token).await;
+
+    let expected: String = (1..=40).map(|i| format!("line {i}\n")).collect::<String>() + "oops\n";
+    for events in [&e1, &e2, &late] {
+        assert_eq!(text(events), expected);
+        assert_ids_strictly_increase(events);
+    }
+    assert_eq!(e1, e2);
+    assert_eq!(e1, late);
+    // Framing: start ... finish, with the text part opened and closed.
+    let first: Value = serde_json::from_str(&late[0].1).unwrap();
+    assert_eq!(first["type"], "start");
+    let last: Value = serde_json::from_str(&late.last().unwrap().1).unwrap();
+    assert_eq!(last, json!({"type": "finish", "finishReason": "stop"}));
+    assert_eq!(count_type(&late, "text-start"), 1);
+    assert_eq!(count_type(&late, "text-end"), 1);
+
+    // Resume after an id: exactly the events after it.
+    let mid = late[5].0.unwrap();
+    let (rest, done) = read_stream(&url, &c.gw.token, Some(mid), |_| true).await;
+    assert!(done);
+    assert_eq!(rest, late[6..].to_vec());
+
+    // The node kept a durable session log of the run.
+    let log = c
+        .ndir
+        .join("agents")
+        .join(&c.node_id)
+        .join("sessions")
+        .join(format!("{id}.jsonl"));
+    let log = std::fs::read_to_string(&log).expect("session log");
+    assert!(log.contains("line 40"), "{log}");
+    assert!(log.lines().last().unwrap().contains("task:completed"));
+
+    // The task is listed, filterable.
+    let (_, v) =
+        c.gw.get(&format!("/api/tasks?state=completed&nodeId={}", c.node_id))
+            .await;
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 1);
+    let (_, v) = c.gw.get("/api/tasks?state=running").await;
+    assert!(v["tasks"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn gateway_killed_mid_task_loses_nothing() {
+    let mut c = Cluster::start(&[]).await;
+    let n = 300;
+    let goal = format!("for i in $(seq 1 {n}); do echo \"line $i\"; sleep 0.01; done");
+    let id = c.task(&goal).await;
+    let url = c.stream_url(&id);
+
+    // A watcher reads part of the stream, then the gateway dies under it.
+    let (before, done) =
+        read_stream(&url, &c.gw.token, None, |(_, d)| !d.contains("line 40\\n")).await;
+    assert!(!done);
+    let port = c.gw.port;
+    c.gw.proc.kill9();
+    // The task keeps running on the node while its gateway is down.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(c.node.is_running());
+    c.gw = Gateway::start(c._gdir.path(), port, &[]);
+
+    // The watcher resumes after the last id it saw...
+    let last_seen = before.last().unwrap().0.unwrap();
+    let (after, done) = read_stream(&url, &c.gw.token, Some(last_seen), |_| true).await;
+    assert!(done, "resumed stream did not finish");
+    let mut joined = before.clone();
+    joined.extend(after);
+    assert_ids_strictly_increase(&joined);
+    let expected: String = (1..=n).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(text(&joined), expected);
+
+    // ...and a stream from seq 0 has every line exactly once, in order.
+    let all = full_stream(&url, &c.gw.token).await;
+    assert_eq!(text(&all), expected);
+    assert_eq!(all, joined);
+    let done = c.wait_state(&id, "completed").await;
+    assert_eq!(done["exitCode"], 0);
+}
+
+fn pid_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+#[tokio::test]
+async fn stop_kills_the_whole_process_tree_with_escalation() {
+    let c = Cluster::start(&[]).await;
+    // A tree of processes; the inner shell ignores SIGINT and SIGTERM, so only SIGKILL ends it.
+    let goal = "trap '' INT TERM; \
+                (trap '' INT TERM; sleep 300 & echo $! >> pids; wait) & echo $! >> pids; \
+                sleep 300 & echo $! >> pids; \
+                echo $$ >> pids; echo ready; wait";
+    let id = c
+        .task_with(json!({
+            "goal": goal,
+            "options": { "cwd": c.work.path(), "stopGraceMs": 300 }
+        }))
+        .await;
+    let url = c.stream_url(&id);
+    let (_, _) = read_stream(&url, &c.gw.token, None, |(_, d)| !d.contains("ready")).await;
+    let pids: Vec<i32> = std::fs::read_to_string(c.work.join("pids"))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 4, "{pids:?}");
+    assert!(pids.iter().all(|p| pid_alive(*p)));
+
+    let (status, v) = c.gw.post(&format!("/api/tasks/{id}/stop"), json!({})).await;
+    assert_eq!(status, 202, "{v}");
+    let stopped = c.wait_state(&id, "stopped").await;
+    assert_eq!(stopped["error"], "stopped by operator");
+    for p in &pids {
+        wait_until(&format!("pid {p} to exit"), T, || async { !pid_alive(*p) }).await;
+    }
+    // The stream ends with an abort chunk and [DONE].
+    let events = full_stream(&url, &c.gw.token).await;
+    assert_eq!(count_type(&events, "abort"), 1);
+
+    // Stopping again is a conflict.
+    let (status, v) = c.gw.post(&format!("/api/tasks/{id}/stop"), json!({})).await;
+    assert_eq!(status, 409, "{v}");
+}
+
+#[tokio::test]
+async fn an_idempotent_retry_creates_one_task() {
+    let c = Cluster::start(&[]).await;
+    let send = || {
+        c.gw.http
+            .post(format!("{}/api/tasks", c.gw.url))
+            .bearer_auth(&c.gw.token)
+            .header("idempotency-key", "retry-me-1")
+            .json(&json!({"goal": "echo once >> count"}))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let second = send().await.unwrap();
+    assert_eq!(second.status(), 201);
+    assert_eq!(second.headers()["idempotent-replayed"], "true");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["id"], second["id"]);
+    let (_, list) = c.gw.get("/api/tasks").await;
+    assert_eq!(list["tasks"].as_array().unwrap().len(), 1);
+
+    // Same for follow-up messages.
+    let id = c.task(&format!("{}; echo end", wait_for("go"))).await;
+    for _ in 0..2 {
+        let res =
+            c.gw.http
+                .post(format!("{}/api/tasks/{id}/message", c.gw.url))
+                .bearer_auth(&c.gw.token)
+                .header("idempotency-key", "msg-1")
+                .json(&json!({"message": "echo followup", "injectionMode": "followup"}))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(res.status(), 202);
+    }
+    touch(c.work.path(), "go");
+    c.wait_state(&id, "completed").await;
+    let events = full_stream(&c.stream_url(&id), &c.gw.token).await;
+    assert_eq!(text(&events), "end\nfollowup\n");
+}
+
+async fn message(c: &Cluster, id: &str, mode: &str, msg: &str) {
+    let (status, v) =
+        c.gw.post(
+            &format!("/api/tasks/{id}/message"),
+            json!({"message": msg, "injectionMode": mode}),
+        )
+        .await;
+    assert_eq!(status, 202, "{v}");
+}
+
+#[tokio::test]
+async fn injection_modes_followup_collect_and_steer() {
+    let c = Cluster::start(&[]).await;
+    let w = c.work.path();
+
+    // followup: each message is a run after the current one, in order.
+    let id = c.task(&format!("echo first; {}", wait_for("go1"))).await;
+    message(&c, &id, "followup", "echo second").await;
+    message(&c, &id, "followup", "echo third").await;
+    touch(w, "go1");
+    c.wait_state(&id, "completed").await;
+    let ev = full_stream(&c.stream_url(&id), &c.gw.token).await;
+    assert_eq!(text(&ev), "first\nsecond\nthird\n");
+    assert_eq!(count_type(&ev, "start-step"), 3);
+
+    // collect: buffered messages merge into one follow-up run.
+    let id = c.task(&format!("echo A; {}", wait_for("go2"))).await;
+    message(&c, &id, "collect", "echo c1").await;
+    message(&c, &id, "collect", "echo c2").await;
+    touch(w, "go2");
+    c.wait_state(&id, "completed").await;
+    let ev = full_stream(&c.stream_url(&id), &c.gw.token).await;
+    assert_eq!(text(&ev), "A\nc1\nc2\n");
+    assert_eq!(count_type(&ev, "start-step"), 2);
+
+    // steer: the current run is aborted at once and the message runs next.
+    let id = c.task("echo S; sleep 300; echo never").await;
+    let url = c.stream_url(&id);
+    read_stream(&url, &c.gw.token, None, |(_, d)| !d.contains("S\\n")).await;
+    message(&c, &id, "steer", "echo steered").await;
+    let done = c.wait_state(&id, "completed").await;
+    assert_eq!(done["exitCode"], 0);
+    let ev = full_stream(&url, &c.gw.token).await;
+    assert_eq!(text(&ev), "S\nsteered\n");
+
+    // A failing last run fails the task with its exit code.
+    let id = c.task("echo before; exit 7").await;
+    let failed = c.wait_state(&id, "error").await;
+    assert_eq!(failed["exitCode"], 7);
+    let ev = full_stream(&c.stream_url(&id), &c.gw.token).await;
+    assert_eq!(count_type(&ev, "error"), 1);
+}
+
+#[tokio::test]
+async fn the_ai_sdk_parses_our_stream() {
+    let c = Cluster::start(&[]).await;
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    let token = c.gw.token.clone();
+    let node = move |args: &[&str]| {
+        let out = std::process::Command::new("node")
+            .arg(js.join("conformance.mjs"))
+            .args(args)
+            .env("VIBER_TOKEN", &token)
+            .output()
+            .expect("node runs (npm ci --prefix tests/js)");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "conformance {args:?} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str::<Value>(stdout.trim()).unwrap()
+    };
+    // The harness itself rejects bad streams (a null, a wrong field, a bad order).
+    node(&["selftest"]);
+
+    // Live: the client attaches while the task runs (multi-byte text, quotes, two runs).
+    let id = c
+        .task(&format!(
+            "printf 'héllo \"wörld\" ✓\\n'; {}; echo 'tab\there' >&2",
+            wait_for("go")
+        ))
+        .await;
+    message(&c, &id, "followup", "echo second run").await;
+    let url = c.stream_url(&id);
+    let live = {
+        let url = url.clone();
+        let node = node.clone();
+        tokio::task::spawn_blocking(move || node(&["stream", &url]))
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    touch(c.work.path(), "go");
+    let live = live.await.unwrap();
+    let expected = "héllo \"wörld\" ✓\ntab\there\nsecond run\n";
+    assert_eq!(live["text"], expected, "{live}");
+    assert_eq!(live["role"], "assistant");
+    assert_eq!(live["id"], id.as_str());
+
+    // Replayed after the end, and resumed from an id.
+    c.wait_state(&id, "completed").await;
+    let replay = node(&["stream", &url]);
+    assert_eq!(replay["text"], expected);
+
+    // A failed task's stream parses too (error chunk, finish reason error).
+    let id = c.task("echo partial; exit 3").await;
+    c.wait_state(&id, "error").await;
+    let v = node(&["stream", &c.stream_url(&id)]);
+    assert_eq!(v["text"], "partial\n");
+    assert_eq!(v["errors"], json!(["exited with status 3"]));
+}
+
+#[tokio::test]
+async fn bad_task_requests_are_refused_clearly() {
+    let c = Cluster::start(&[]).await;
+    for (method, path) in [
+        ("GET", "/api/tasks/task_nope"),
+        ("POST", "/api/tasks/task_nope/stop"),
+        ("GET", "/api/tasks/task_nope/stream"),
+    ] {
+        let (status, v) =
+            c.gw.request(method.parse().unwrap(), path, Some(json!({})))
+                .await;
+        assert_eq!(status, 404, "{method} {path}: {v}");
+        assert_eq!(v["error"]["code"], "not_found");
+    }
+    let (status, _) =
+        c.gw.post("/api/tasks/task_nope/message", json!({"message": "hi"}))
+            .await;
+    assert_eq!(status, 404);
+
+    let id = c.task("echo done").await;
+    c.wait_state(&id, "completed").await;
+    let (status, _) = c.gw.post(&format!("/api/tasks/{id}/stop"), json!({})).await;
+    assert_eq!(status, 409);
+    let (status, _) =
+        c.gw.post(
+            &format!("/api/tasks/{id}/message"),
+            json!({"message": "more"}),
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    let running = c.task(&wait_for("never")).await;
+    let (status, v) =
+        c.gw.post(
+            &format!("/api/tasks/{running}/message"),
+            json!({"message": "x", "injectionMode": "shout"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+    let (status, _) =
+        c.gw.post(&format!("/api/tasks/{running}/stop"), json!({}))
+            .await;
+    assert_eq!(status, 202);
+
+    let res =
+        c.gw.http
+            .get(c.stream_url(&id))
+            .bearer_auth(&c.gw.token)
+            .header("last-event-id", "abc")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 400);
+
+    let huge = "x".repeat(300 * 1024);
+    let (status, v) = c.gw.post("/api/tasks", json!({ "goal": huge })).await;
+    assert_eq!(status, 413, "{v}");
+    let (status, _) = c.gw.post("/api/tasks", json!({ "goal": "  " })).await;
+    assert_eq!(status, 422);
+    let (status, _) =
+        c.gw.post("/api/tasks", json!({ "goal": "x", "executor": "nope" }))
+            .await;
+    assert_eq!(status, 422);
+    let (status, _) =
+        c.gw.post("/api/tasks", json!({ "goal": "x", "nodeId": "node_nope" }))
+            .await;
+    assert_eq!(status, 422);
+    let (status, _) = c.gw.get("/api/tasks?state=sideways").await;
+    assert_eq!(status, 422);
+}
+
+#[tokio::test]
+async fn a_node_cannot_report_on_a_task_it_does_not_own() {
+    let c = Cluster::start(&[]).await;
+    let id = c.task(&wait_for("go")).await;
+    let kdir = TempDir::new("keys");
+    let key = new_key(&kdir, "intruder");
+    let token = c.gw.enroll("intruder").await;
+    let (mut ws, got) = handshake(&c.gw.ws_url(), &key, &token).await;
+    assert!(matches!(
+        got,
+        Got::Frame(viber::protocol::Frame::HelloOk(_))
+    ));
+    send_frame(
+        &mut ws,
+        &viber::protocol::Frame::TaskStreamChunk {
+            task_id: id.clone(),
+            seq: 99,
+            chunk: json!({"type": "text-delta", "id": "x", "delta": "forged"}),
+        },
+    )
+    .await;
+    match recv_no_ping(&mut ws).await {
+        Got::Frame(viber::protocol::Frame::Error(e)) => {
+            assert_eq!(e.code, viber::protocol::ErrorCode::NotOwner)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(c.gw.proc.logs().contains("does not own"));
+    touch(c.work.path(), "go");
+    c.wait_state(&id, "completed").await;
+    let events = full_stream(&c.stream_url(&id), &c.gw.token).await;
+    assert!(!text(&events).contains("forged"));
+}
+
+#[tokio::test]
+async fn a_node_that_stays_away_has_its_tasks_failed_as_lost() {
+    let mut c = Cluster::start(&["--node-grace-secs", "1"]).await;
+    let id = c.task("sleep 300").await;
+    c.wait_state(&id, "running").await;
+    c.node.kill9();
+    let failed = c.wait_state(&id, "error").await;
+    assert!(
+        failed["error"].as_str().unwrap().contains("node lost"),
+        "{failed}"
+    );
+    // Its stream ends.
+    full_stream(&c.stream_url(&id), &c.gw.token).await;
+}
+
+#[tokio::test]
+async fn cli_runs_a_task_streams_it_and_exits_with_its_code() {
+    let c = Cluster::start(&[]).await;
+    let gdir = c._gdir.path().to_str().unwrap().to_string();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "task",
+            "run",
+            "--gateway",
+            &c.gw.url,
+            "--data-dir",
+            &gdir,
+            "--",
+        ])
+        .arg("echo from-cli; exit 4")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-cli\n");
+
+    let out = std::process::Command::new(BIN)
+        .args(["task", "list", "--gateway", &c.gw.url, "--data-dir", &gdir])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("error") && listing.contains("echo from-cli"),
+        "{listing}"
+    );
+    let id = listing
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "task",
+            "logs",
+            &id,
+            "--gateway",
+            &c.gw.url,
+            "--data-dir",
+            &gdir,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-cli\n");
+
+    // Events: task state changes are pushed.
+    let res =
+        c.gw.http
+            .get(format!("{}/api/events", c.gw.url))
+            .bearer_auth(&c.gw.token)
+            .send()
+            .await
+            .unwrap();
+    let mut body = res.bytes_stream();
+    let id = c.task("echo evented").await;
+    let mut parser = SseParser::default();
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|e: &Value| e["type"] == "task.state" && e["state"] == "completed")
+    {
+        let bytes = tokio::time::timeout(T, body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        for ev in parser.push(&String::from_utf8_lossy(&bytes)) {
+            let v: Value = serde_json::from_str(&ev.data).unwrap();
+            assert_eq!(ev.event.as_deref(), v["type"].as_str());
+            if v["taskId"] == id.as_str() {
+                seen.push(v);
+            }
+        }
+    }
+    let states: Vec<&str> = seen.iter().filter_map(|e| e["state"].as_str()).collect();
+    assert_eq!(states, ["pending", "running", "completed"]);
+}
