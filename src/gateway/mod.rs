@@ -137,6 +137,12 @@ pub async fn start(
     let serve_shutdown = shutdown.clone();
     let connections = state.connections.clone();
     let task = tokio::spawn(async move {
+        // Small frames (SSE events, acks) must leave at once, not wait for Nagle.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),

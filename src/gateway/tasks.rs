@@ -29,6 +29,8 @@ use crate::store::{ChunkBatch, Store, TaskFinish, TaskRecord, TaskState};
 const WRITER_QUEUE: usize = 16 * 1024;
 /// Most ops written in one transaction.
 const WRITER_BATCH: usize = 8 * 1024;
+/// After the first op of a batch, how long the writer gathers more before committing.
+const WRITER_LINGER: Duration = Duration::from_millis(3);
 /// Live events buffered per task for slow watchers before they fall back to SQLite.
 const LIVE_BUFFER: usize = 4096;
 
@@ -367,6 +369,16 @@ impl TaskHub {
 async fn writer(hub: std::sync::Weak<TaskHub>, store: Store, mut rx: mpsc::Receiver<WriteOp>) {
     let mut ops = Vec::with_capacity(WRITER_BATCH);
     while rx.recv_many(&mut ops, WRITER_BATCH).await > 0 {
+        // Fewer, larger transactions: gather a little longer unless the batch is full.
+        // Watchers are not waiting on this; only acks and the final state are.
+        let deadline = tokio::time::Instant::now() + WRITER_LINGER;
+        while ops.len() < WRITER_BATCH {
+            let room = WRITER_BATCH - ops.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut ops, room)).await {
+                Ok(n) if n > 0 => continue,
+                _ => break,
+            }
+        }
         let mut batch = ChunkBatch::default();
         let mut max_seq: HashMap<String, (Arc<LiveTask>, u64)> = HashMap::new();
         let mut started = Vec::new();

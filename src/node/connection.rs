@@ -250,8 +250,14 @@ async fn session(
     loop {
         // Everything the runtime has not sent on this connection yet (all unacknowledged
         // frames on a fresh connection).
-        for frame in runtime.unsent(&mut cursor) {
-            if let Err(e) = sink.send(send(frame)).await {
+        let unsent = runtime.unsent(&mut cursor);
+        if !unsent.is_empty() {
+            for frame in unsent {
+                if let Err(e) = sink.feed(send(frame)).await {
+                    return SessionEnd::Lost(e.to_string());
+                }
+            }
+            if let Err(e) = sink.flush().await {
                 return SessionEnd::Lost(e.to_string());
             }
         }

@@ -1,0 +1,404 @@
+//! Relay benchmark: node -> gateway -> SSE watchers, on loopback.
+//!
+//! Starts a real `viber gateway` process (release build), enrolls a load-generating node that
+//! speaks the real protocol (challenge, signed connect, task frames with seqs, acks), creates
+//! tasks through the REST API, attaches SSE watchers, and streams chunks that carry their send
+//! time. Reports throughput, latency percentiles from the node's send to each watcher's
+//! receive, the gateway's CPU use and its peak memory.
+//!
+//! ```sh
+//! cargo build --release && cargo run --release --example relay_bench -- \
+//!     --tasks 4 --chunks 50000 --watchers 1            # flood: throughput
+//! cargo run --release --example relay_bench -- --rate 10000 --seconds 10   # steady: latency
+//! ```
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use viber::cli::tasks::SseParser;
+use viber::crypto::NodeKey;
+use viber::protocol::{signing_payload, Connect, Frame, Role, PROTOCOL_VERSION};
+
+struct Args {
+    tasks: usize,
+    chunks: u64,
+    watchers: usize,
+    /// Total chunks per second across tasks; 0 = as fast as possible.
+    rate: u64,
+    seconds: u64,
+    late_watcher: bool,
+    viber: PathBuf,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        tasks: 1,
+        chunks: 100_000,
+        watchers: 1,
+        rate: 0,
+        seconds: 10,
+        late_watcher: false,
+        viber: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/viber"),
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let v = argv.get(i + 1).cloned().unwrap_or_default();
+        match argv[i].as_str() {
+            "--tasks" => a.tasks = v.parse().unwrap(),
+            "--chunks" => a.chunks = v.parse().unwrap(),
+            "--watchers" => a.watchers = v.parse().unwrap(),
+            "--rate" => a.rate = v.parse().unwrap(),
+            "--seconds" => a.seconds = v.parse().unwrap(),
+            "--viber" => a.viber = PathBuf::from(v),
+            "--late-watcher" => {
+                a.late_watcher = true;
+                i += 1;
+                continue;
+            }
+            other => panic!("unknown argument {other}"),
+        }
+        i += 2;
+    }
+    if a.rate > 0 {
+        a.chunks = a.rate * a.seconds / a.tasks as u64;
+    }
+    a
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let dir = std::env::temp_dir().join(format!("viber-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut gw = std::process::Command::new(&args.viber)
+        .args([
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "starting {}: {e} (cargo build --release first)",
+                args.viber.display()
+            )
+        });
+    let pid = gw.id();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(gw.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line
+        .trim()
+        .trim_start_matches("viber ready: ")
+        .split("/?token=")
+        .next()
+        .unwrap()
+        .to_string();
+    let token = line.trim().split("/?token=").nth(1).unwrap().to_string();
+    let http = reqwest::Client::new();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_rss = status_kb(pid, "VmRSS:");
+
+    // Enroll and connect the load-generating node.
+    let enroll: Value = http
+        .post(format!("{url}/api/nodes/enroll"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = NodeKey::load_or_create(&dir.join("bench-key")).unwrap();
+    let ws_url = url.replace("http://", "ws://") + "/ws";
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(&ws_url, None, true)
+        .await
+        .unwrap();
+    let (mut sink, mut stream) = ws.split();
+    let nonce = match next(&mut stream).await {
+        Frame::Challenge { nonce, .. } => nonce,
+        f => panic!("{f:?}"),
+    };
+    let node_id = key.node_id();
+    let connect = Frame::Connect(Connect {
+        min_protocol: PROTOCOL_VERSION,
+        max_protocol: PROTOCOL_VERSION,
+        role: Role::Node,
+        node_id: node_id.clone(),
+        name: "bench".into(),
+        version: viber::VERSION.into(),
+        platform: viber::node::platform(),
+        capabilities: vec!["shell".into()],
+        token: enroll["token"].as_str().unwrap().into(),
+        public_key: key.public_key_b64(),
+        signature: key.sign_b64(&signing_payload(&nonce, &node_id)),
+        nonce,
+    });
+    sink.send(Message::text(connect.encode())).await.unwrap();
+    assert!(matches!(next(&mut stream).await, Frame::HelloOk(_)));
+
+    // Create the tasks; read their submits (and discard acks/pings) in the background.
+    let (submit_tx, mut submit_rx) = tokio::sync::mpsc::unbounded_channel();
+    let acked = Arc::new(AtomicU64::new(0));
+    let acked2 = acked.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(Message::Text(t))) = stream.next().await {
+            match Frame::decode(&t) {
+                Ok(Frame::TaskSubmit(s)) => {
+                    let _ = submit_tx.send(s.task_id);
+                }
+                Ok(Frame::TaskAck { .. }) => {
+                    acked2.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+    });
+    let mut task_ids = Vec::new();
+    for _ in 0..args.tasks {
+        let t: Value = http
+            .post(format!("{url}/api/tasks"))
+            .bearer_auth(&token)
+            .json(&json!({"goal": "bench", "nodeId": node_id}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        task_ids.push(t["id"].as_str().unwrap().to_string());
+        submit_rx.recv().await.unwrap();
+    }
+
+    // Watchers.
+    let total_expected = args.chunks * args.tasks as u64;
+    let mut watchers = Vec::new();
+    for id in &task_ids {
+        for _ in 0..args.watchers {
+            watchers.push(tokio::spawn(watch(
+                http.clone(),
+                format!("{url}/api/tasks/{id}/stream"),
+                token.clone(),
+            )));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Produce.
+    let cpu0 = cpu_secs(pid);
+    let t0 = Instant::now();
+    let mut seqs = vec![0u64; args.tasks];
+    for (i, id) in task_ids.iter().enumerate() {
+        for f in [
+            Frame::TaskStarted {
+                task_id: id.clone(),
+                seq: 0,
+            },
+            chunk(id, 1, json!({"type": "start"})),
+            chunk(id, 2, json!({"type": "text-start", "id": "t"})),
+        ] {
+            sink.feed(Message::text(f.encode())).await.unwrap();
+        }
+        seqs[i] = 3;
+    }
+    let interval = if args.rate > 0 {
+        Some(Duration::from_nanos(1_000_000_000 / args.rate))
+    } else {
+        None
+    };
+    let mut next_at = Instant::now();
+    for _ in 0..args.chunks {
+        for (i, id) in task_ids.iter().enumerate() {
+            if let Some(iv) = interval {
+                next_at += iv;
+                let now = Instant::now();
+                if next_at > now {
+                    sink.flush().await.unwrap();
+                    tokio::time::sleep(next_at - now).await;
+                }
+            }
+            let f = chunk(
+                id,
+                seqs[i],
+                json!({"type": "text-delta", "id": "t", "delta": now_ns().to_string()}),
+            );
+            seqs[i] += 1;
+            if interval.is_some() {
+                // Steady mode: every chunk leaves at once, as a node's would.
+                sink.send(Message::text(f.encode())).await.unwrap();
+            } else {
+                sink.feed(Message::text(f.encode())).await.unwrap();
+            }
+        }
+    }
+    for (i, id) in task_ids.iter().enumerate() {
+        for f in [
+            chunk(id, seqs[i], json!({"type": "text-end", "id": "t"})),
+            chunk(
+                id,
+                seqs[i] + 1,
+                json!({"type": "finish", "finishReason": "stop"}),
+            ),
+            Frame::TaskCompleted {
+                task_id: id.clone(),
+                seq: seqs[i] + 2,
+                exit_code: Some(0),
+                result: None,
+            },
+        ] {
+            sink.feed(Message::text(f.encode())).await.unwrap();
+        }
+    }
+    sink.flush().await.unwrap();
+    let sent_secs = t0.elapsed().as_secs_f64();
+
+    let mut lat: Vec<u64> = Vec::new();
+    let mut received = 0u64;
+    for w in watchers {
+        let (n, l) = w.await.unwrap();
+        received += n;
+        lat.extend(l);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs(pid) - cpu0;
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e6;
+    let peak_rss = status_kb(pid, "VmHWM:");
+
+    // A late watcher replays a whole stream.
+    let mut replay = String::new();
+    if args.late_watcher {
+        let t = Instant::now();
+        let (n, _) = watch(
+            http.clone(),
+            format!("{url}/api/tasks/{}/stream", task_ids[0]),
+            token.clone(),
+        )
+        .await;
+        replay = format!(
+            "\nlate watcher replayed {n} of {} chunks in {:.2} s",
+            args.chunks,
+            t.elapsed().as_secs_f64()
+        );
+    }
+
+    println!(
+        "tasks={} watchers/task={} chunks/task={} rate={}\n\
+         sent {} chunks in {:.2} s; watchers received {} chunks ({} expected) in {:.2} s\n\
+         relay throughput: {:.0} chunks/s delivered ({:.0} chunks/s ingested)\n\
+         latency node send -> watcher receive: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms\n\
+         gateway CPU: {:.2} s over {:.2} s = {:.0}% of one core\n\
+         gateway RSS: idle {:.1} MB, peak {:.1} MB{}",
+        args.tasks,
+        args.watchers,
+        args.chunks,
+        if args.rate > 0 { args.rate.to_string() } else { "max".into() },
+        total_expected,
+        sent_secs,
+        received,
+        total_expected * args.watchers as u64,
+        secs,
+        received as f64 / secs,
+        total_expected as f64 / secs,
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        *lat.last().unwrap() as f64 / 1e6,
+        cpu,
+        secs,
+        cpu / secs * 100.0,
+        idle_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0,
+        replay,
+    );
+    let _ = gw.kill();
+    let _ = gw.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn chunk(task: &str, seq: u64, chunk: Value) -> Frame {
+    Frame::TaskStreamChunk {
+        task_id: task.to_string(),
+        seq,
+        chunk,
+    }
+}
+
+async fn next(
+    stream: &mut futures_util::stream::SplitStream<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+) -> Frame {
+    loop {
+        if let Some(Ok(Message::Text(t))) = stream.next().await {
+            return Frame::decode(&t).unwrap();
+        }
+    }
+}
+
+/// Reads a stream to `[DONE]`; returns the number of text deltas and their latencies (ns).
+async fn watch(http: reqwest::Client, url: String, token: String) -> (u64, Vec<u64>) {
+    let res = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    let mut body = res.bytes_stream();
+    let mut parser = SseParser::default();
+    let mut lat = Vec::new();
+    let mut n = 0;
+    while let Some(Ok(bytes)) = body.next().await {
+        let now = now_ns();
+        for ev in parser.push(&String::from_utf8_lossy(&bytes)) {
+            if ev.data == "[DONE]" {
+                return (n, lat);
+            }
+            if let Some(pos) = ev.data.find("\"delta\":\"") {
+                let rest = &ev.data[pos + 9..];
+                if let Some(ts) = rest.split('"').next().and_then(|s| s.parse::<u64>().ok()) {
+                    lat.push(now.saturating_sub(ts));
+                    n += 1;
+                }
+            }
+        }
+    }
+    (n, lat)
+}
