@@ -241,11 +241,9 @@ async fn main() {
         }
         seqs[i] = 3;
     }
-    let interval = if args.rate > 0 {
-        Some(Duration::from_nanos(1_000_000_000 / args.rate))
-    } else {
-        None
-    };
+    let interval = 1_000_000_000u64
+        .checked_div(args.rate)
+        .map(Duration::from_nanos);
     let mut next_at = Instant::now();
     for _ in 0..args.chunks {
         for (i, id) in task_ids.iter().enumerate() {
