@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod gateway;
 pub mod node;
 pub mod protocol;
+pub mod secrets;
 pub mod store;
 
 /// This build's version.

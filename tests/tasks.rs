@@ -681,3 +681,22 @@ async fn cli_runs_a_task_streams_it_and_exits_with_its_code() {
     let states: Vec<&str> = seen.iter().filter_map(|e| e["state"].as_str()).collect();
     assert_eq!(states, ["pending", "running", "completed"]);
 }
+
+#[tokio::test]
+async fn a_node_shutting_down_stops_its_tasks_and_reports_them() {
+    let mut c = Cluster::start(&[]).await;
+    let id = c.task("echo up; sleep 300").await;
+    read_stream(&c.stream_url(&id), &c.gw.token, None, |(_, d)| {
+        !d.contains("up\\n")
+    })
+    .await;
+    let status = c.node.terminate();
+    assert!(status.success(), "{status:?}\n{}", c.node.logs());
+    let v = c.wait_state(&id, "stopped").await;
+    assert!(
+        v["error"].as_str().unwrap().contains("shutting down"),
+        "{v}"
+    );
+    let events = full_stream(&c.stream_url(&id), &c.gw.token).await;
+    assert_eq!(text(&events), "up\n");
+}

@@ -7,6 +7,7 @@ mod outbox;
 mod runtime;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -33,8 +34,28 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let key = NodeKey::load_or_create(&config.data_dir.join(identity::KEY_FILE))?;
     tracing::info!(node = %key.node_id(), name = %config.name, gateway = %config.gateway, "node starting");
     let runtime = Runtime::new(key.node_id(), &config.data_dir)?;
-    let result = connection::run(config, key, runtime.clone(), shutdown).await;
-    runtime.shutdown().await;
+    // On shutdown, stop the running tasks first and let their final frames reach the
+    // gateway; only then close the connection.
+    let connection_done = CancellationToken::new();
+    let closer = {
+        let (runtime, done) = (runtime.clone(), connection_done.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            runtime.stop_all(Duration::from_secs(15)).await;
+            if !runtime.drained(Duration::from_secs(3)).await {
+                tracing::warn!(
+                    "closing with unacknowledged task frames; they stay in the session logs"
+                );
+            }
+            done.cancel();
+        })
+    };
+    let result = connection::run(config, key, runtime.clone(), connection_done.clone()).await;
+    if result.is_err() {
+        // Refused for good: there is no gateway to report to.
+        runtime.stop_all(Duration::from_secs(15)).await;
+    }
+    closer.abort();
     result
 }
 

@@ -16,6 +16,8 @@ use super::outbox::{Outbox, SendCursor, MEMORY_CAP};
 use crate::protocol::ui::{FinishReason, UiChunk};
 use crate::protocol::{ErrorCode, Frame, InjectionMode, NodeStatus, TaskSubmit};
 
+const STOPPED_BY_OPERATOR: &str = "stopped by operator";
+
 /// Default grace period between stop signals.
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -38,7 +40,8 @@ struct Inner {
 /// What the gateway asks of a running task.
 #[derive(Debug)]
 enum Control {
-    Stop,
+    /// Stop the task; the reason ends up in its error.
+    Stop(&'static str),
     Message(String, InjectionMode),
 }
 
@@ -159,7 +162,7 @@ impl Runtime {
             }
             Frame::TaskStop { task_id } => {
                 if let Some(tx) = self.running().get(&task_id) {
-                    let _ = tx.send(Control::Stop);
+                    let _ = tx.send(Control::Stop(STOPPED_BY_OPERATOR));
                 }
                 None
             }
@@ -223,13 +226,25 @@ impl Runtime {
         });
     }
 
-    /// Stops every running task (node shutdown) and waits for them to end.
-    pub async fn shutdown(&self) {
+    /// Stops every running task (node shutdown) and waits up to `limit` for them to end.
+    pub async fn stop_all(&self, limit: Duration) {
         for tx in self.running().values() {
-            let _ = tx.send(Control::Stop);
+            let _ = tx.send(Control::Stop("stopped: the node is shutting down"));
         }
         self.inner.tracker.close();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.inner.tracker.wait()).await;
+        let _ = tokio::time::timeout(limit, self.inner.tracker.wait()).await;
+    }
+
+    /// Waits up to `limit` for the gateway to acknowledge every queued frame.
+    pub async fn drained(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.outbox().task_ids().is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 }
 
@@ -308,20 +323,20 @@ async fn run_task(
 
     let mut queue: VecDeque<String> = VecDeque::from([submit.goal.clone()]);
     let mut collected: Vec<String> = Vec::new();
-    let mut stopped = false;
+    let mut stopped: Option<&'static str> = None;
     let mut last = RunOutcome::Exited(0);
     let mut run_no = 0u32;
     loop {
         // Messages that arrived while no run was active.
         while let Ok(ctrl) = control.try_recv() {
             match ctrl {
-                Control::Stop => stopped = true,
+                Control::Stop(why) => stopped = Some(why),
                 Control::Message(m, InjectionMode::Collect) => collected.push(m),
                 Control::Message(m, InjectionMode::Steer) => queue.push_front(m),
                 Control::Message(m, InjectionMode::Followup) => queue.push_back(m),
             }
         }
-        if stopped {
+        if stopped.is_some() {
             break;
         }
         if queue.is_empty() && !collected.is_empty() {
@@ -349,8 +364,8 @@ async fn run_task(
             tokio::select! {
                 outcome = &mut run => break outcome,
                 Some(ctrl) = control.recv() => match ctrl {
-                    Control::Stop => {
-                        stopped = true;
+                    Control::Stop(why) => {
+                        stopped = Some(why);
                         abort.cancel();
                     }
                     Control::Message(m, InjectionMode::Steer) => {
@@ -373,7 +388,7 @@ async fn run_task(
             });
         }
         if let Some(m) = steer.take() {
-            if !stopped {
+            if stopped.is_none() {
                 queue.push_front(m);
             }
         }
@@ -385,12 +400,12 @@ async fn run_task(
     }
 
     let task_id = task_id.clone();
-    if stopped {
+    if let Some(why) = stopped {
         emit.chunk(UiChunk::Abort {
-            reason: Some("stopped by operator".into()),
+            reason: Some(why.into()),
         });
-        finish_with_error(&emit, "stopped by operator", None, true);
-        tracing::info!(task = %task_id, "task stopped");
+        finish_with_error(&emit, why, None, true);
+        tracing::info!(task = %task_id, reason = why, "task stopped");
         return;
     }
     match last {
