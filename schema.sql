@@ -87,3 +87,105 @@ CREATE TABLE idempotency_keys (
     created_at  INTEGER NOT NULL,
     PRIMARY KEY (scope, key)
 ) WITHOUT ROWID;
+
+-- migration: 2
+
+-- Declarative runtime specs. `version` increases on every change, so a binding prepared at
+-- an older version is stale.
+CREATE TABLE environments (
+    id                TEXT PRIMARY KEY,
+    name              TEXT NOT NULL UNIQUE,
+    description       TEXT NOT NULL DEFAULT '',
+    type              TEXT NOT NULL CHECK (type IN ('github', 'git', 'local', 'manual')),
+    repo_url          TEXT,
+    repo_org          TEXT,
+    repo_name         TEXT,
+    repo_branch       TEXT,
+    local_path        TEXT,
+    container_image   TEXT,
+    working_dir       TEXT NOT NULL DEFAULT '',
+    setup_script      TEXT NOT NULL DEFAULT '',
+    network_access    INTEGER NOT NULL DEFAULT 1,
+    persist_volume    INTEGER NOT NULL DEFAULT 0,
+    default_executor  TEXT,
+    metadata          TEXT NOT NULL DEFAULT '{}',
+    version           INTEGER NOT NULL DEFAULT 1,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+);
+
+CREATE TABLE environment_vars (
+    environment_id  TEXT NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
+    key             TEXT NOT NULL,
+    value           TEXT NOT NULL,
+    PRIMARY KEY (environment_id, key)
+) WITHOUT ROWID;
+
+-- Values sealed with AES-256-GCM (see src/secrets); never stored in plaintext.
+CREATE TABLE environment_secrets (
+    environment_id   TEXT NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
+    key              TEXT NOT NULL,
+    scope            TEXT NOT NULL CHECK (scope IN ('setup', 'runtime')),
+    key_id           TEXT NOT NULL,
+    nonce            BLOB NOT NULL,
+    encrypted_value  BLOB NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    PRIMARY KEY (environment_id, key)
+) WITHOUT ROWID;
+
+-- An environment mapped onto one node.
+CREATE TABLE environment_bindings (
+    id                    TEXT PRIMARY KEY,
+    environment_id        TEXT NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
+    node_id               TEXT NOT NULL,
+    strategy              TEXT NOT NULL CHECK (strategy IN ('auto', 'existing-path')),
+    path                  TEXT,
+    resolved_working_dir  TEXT,
+    status                TEXT NOT NULL CHECK (status IN ('pending', 'preparing', 'ready', 'error')),
+    step                  TEXT,
+    last_error            TEXT,
+    commit_sha            TEXT,
+    prepared_version      INTEGER,
+    last_prepare_at       INTEGER,
+    created_at            INTEGER NOT NULL,
+    UNIQUE (environment_id, node_id)
+);
+
+-- Setup output of bindings, redacted on the node before it is sent.
+CREATE TABLE binding_logs (
+    binding_id  TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    line        TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    PRIMARY KEY (binding_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE threads (
+    id               TEXT PRIMARY KEY,
+    environment_id   TEXT NOT NULL REFERENCES environments (id),
+    title            TEXT NOT NULL,
+    active_node_id   TEXT,
+    status           TEXT NOT NULL CHECK (status IN ('active', 'paused', 'archived')),
+    last_message_at  INTEGER,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+);
+CREATE INDEX threads_by_environment ON threads (environment_id, updated_at);
+
+CREATE TABLE thread_messages (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    thread_id   TEXT NOT NULL REFERENCES threads (id) ON DELETE CASCADE,
+    message     TEXT NOT NULL,
+    task_id     TEXT NOT NULL,
+    injection_mode TEXT,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX thread_messages_by_thread ON thread_messages (thread_id, id);
+
+ALTER TABLE tasks ADD COLUMN environment_id TEXT;
+ALTER TABLE tasks ADD COLUMN thread_id TEXT;
+ALTER TABLE tasks ADD COLUMN binding_id TEXT;
+
+-- What each node last reported for `config:push`.
+ALTER TABLE nodes ADD COLUMN config_state TEXT;

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult, Body, MAX_BODY_BYTES};
 use super::node_ws::{self, ENROLLMENT_PREFIX};
-use super::{auth, board, task_api, App};
+use super::{auth, board, environments, task_api, threads, App};
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
 use crate::protocol::{close, ErrorCode, Frame};
@@ -31,6 +31,37 @@ pub fn router(app: App) -> Router {
         .route("/tasks/{id}/message", post(task_api::message))
         .route("/tasks/{id}/stream", get(task_api::stream))
         .route("/events", get(task_api::events))
+        .route(
+            "/environments",
+            get(environments::list).post(environments::create),
+        )
+        .route(
+            "/environments/{id}",
+            get(environments::get)
+                .put(environments::update)
+                .delete(environments::delete),
+        )
+        .route("/environments/{id}/validate", post(environments::validate))
+        .route(
+            "/environments/{id}/bindings",
+            get(environments::bindings).post(environments::bind),
+        )
+        .route(
+            "/environments/{id}/bindings/{bid}/prepare",
+            post(environments::prepare),
+        )
+        .route(
+            "/environments/{id}/bindings/{bid}/logs",
+            get(environments::logs),
+        )
+        .route("/vibers/{id}/config-push", post(environments::config_push))
+        .route("/nodes/{id}/config-push", post(environments::config_push))
+        .route("/threads", get(threads::list).post(threads::create))
+        .route("/threads/{id}", get(threads::get).patch(threads::patch))
+        .route(
+            "/threads/{id}/messages",
+            get(threads::messages).post(threads::send),
+        )
         .fallback(api_not_found)
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
@@ -38,6 +69,9 @@ pub fn router(app: App) -> Router {
         ));
     Router::new()
         .route("/health", get(health))
+        // Authenticated with the node's own token, not an operator token.
+        .route("/api/vibers/{id}/config", get(environments::node_config))
+        .route("/api/nodes/{id}/config", get(environments::node_config))
         .route("/ws", get(node_ws::upgrade))
         .nest("/api", api)
         .merge(board::router())
@@ -103,6 +137,13 @@ fn node_json(app: &App, n: &crate::store::NodeRecord) -> Value {
     }
     if let Some(load) = load {
         v["load"] = json!(load);
+    }
+    if let Some(cfg) = n
+        .config_state
+        .as_deref()
+        .and_then(|c| serde_json::from_str::<Value>(c).ok())
+    {
+        v["config"] = cfg;
     }
     v
 }

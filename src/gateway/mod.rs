@@ -5,12 +5,14 @@ mod api;
 pub use api::create_enrollment;
 mod auth;
 mod board;
+mod environments;
 pub mod error;
 pub mod events;
 mod node_ws;
 mod registry;
 mod task_api;
 pub mod tasks;
+mod threads;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +66,8 @@ pub struct AppState {
     /// Serializes requests that carry an Idempotency-Key.
     pub idempotency: tokio::sync::Mutex<()>,
     pub auth: auth::OperatorAuth,
+    /// Seals and opens environment secrets.
+    pub keyring: crate::secrets::Keyring,
     /// The base URL this gateway is reachable at (`http://host:port`).
     pub base_url: String,
     pub started: std::time::Instant,
@@ -106,6 +110,7 @@ pub async fn start(
     let db_path = config.data_dir.join("viber.db");
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
     let (auth, admin_token) = auth::OperatorAuth::init(&store, &config.data_dir).await?;
+    let keyring = crate::secrets::Keyring::load(&config.data_dir)?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -126,6 +131,7 @@ pub async fn start(
         events,
         idempotency: tokio::sync::Mutex::new(()),
         auth,
+        keyring,
         base_url: base_url.clone(),
         started: std::time::Instant::now(),
         shutdown: shutdown.clone(),

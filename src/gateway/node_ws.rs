@@ -221,6 +221,9 @@ async fn serve(app: App, socket: WebSocket, peer: SocketAddr) {
     if let Err(e) = super::tasks::on_node_connected(&app, &node.id).await {
         tracing::error!(error = format!("{e:#}"), "dispatching waiting tasks");
     }
+    if let Err(e) = super::environments::on_node_connected(&app, &node.id).await {
+        tracing::error!(error = format!("{e:#}"), "preparing waiting bindings");
+    }
 
     let reason = run_connection(&app, &node.id, conn_id, &mut sink, &mut stream, rx).await;
 
@@ -338,6 +341,53 @@ async fn handle_frame(app: &App, node_id: &str, conn_id: u64, frame: Frame) -> O
         | Frame::TaskStreamChunk { .. }
         | Frame::TaskCompleted { .. }
         | Frame::TaskError { .. }) => app.tasks.ingest(&app.store, node_id, frame).await,
+        Frame::EnvironmentStatus(state) => {
+            env_result(super::environments::apply_state(app, node_id, state).await)
+        }
+        Frame::EnvironmentSync { bindings } => {
+            for state in bindings {
+                if let Some(reply) =
+                    env_result(super::environments::apply_state(app, node_id, state).await)
+                {
+                    return Some(reply);
+                }
+            }
+            None
+        }
+        Frame::EnvironmentLog { binding_id, text } => {
+            match app.store.binding(binding_id.clone()).await {
+                Ok(Some(b)) if b.node_id == node_id => {
+                    match app.store.append_binding_log(binding_id.clone(), text.clone(), now_ms()).await {
+                        Ok(seq) => app.events.publish(
+                            "binding.log",
+                            serde_json::json!({"bindingId": binding_id, "environmentId": b.environment_id, "seq": seq, "text": text}),
+                        ),
+                        Err(e) => tracing::error!(error = format!("{e:#}"), "storing setup log"),
+                    }
+                    None
+                }
+                Ok(_) => Some(Frame::error(
+                    ErrorCode::NotOwner,
+                    format!("binding {binding_id} does not belong to this node"),
+                )),
+                Err(e) => env_result(Err(e)),
+            }
+        }
+        Frame::ConfigAck(ack) => {
+            let state = serde_json::to_string(&ack).unwrap_or_default();
+            if let Err(e) = app
+                .store
+                .set_node_config_state(node_id.to_string(), state)
+                .await
+            {
+                tracing::error!(error = format!("{e:#}"), "storing config ack");
+            }
+            app.events.publish(
+                "node.config",
+                serde_json::json!({"nodeId": node_id, "config": ack}),
+            );
+            None
+        }
         Frame::TaskProgress { task_id, event } => {
             app.events.publish(
                 "task.progress",
@@ -366,6 +416,13 @@ async fn handle_frame(app: &App, node_id: &str, conn_id: u64, frame: Frame) -> O
             ),
         )),
     }
+}
+
+fn env_result(r: anyhow::Result<Option<Frame>>) -> Option<Frame> {
+    r.unwrap_or_else(|e| {
+        tracing::error!(error = format!("{e:#}"), "handling environment frame");
+        Some(Frame::error(ErrorCode::Internal, "gateway storage error"))
+    })
 }
 
 type Refusal = (ErrorCode, String);
@@ -436,6 +493,7 @@ async fn authenticate(
             created_at: now_ms(),
             last_seen_at: None,
             revoked_at: None,
+            config_state: None,
         };
         return match app
             .store

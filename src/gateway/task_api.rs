@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::error::{ApiError, ApiResult, Body};
 use super::registry::Outgoing;
-use super::tasks::{submit_frame, task_json, Live};
+use super::tasks::{task_json, Live};
 use super::App;
 use crate::clock::now_ms;
 use crate::crypto;
@@ -128,6 +128,9 @@ async fn create_task(app: &App, req: CreateTask) -> ApiResult<(StatusCode, Value
         executor,
         options,
         created_at: now_ms(),
+        environment_id: None,
+        thread_id: None,
+        binding_id: None,
     };
     let id = task.id.clone();
     app.store.insert_task(task).await?;
@@ -137,9 +140,7 @@ async fn create_task(app: &App, req: CreateTask) -> ApiResult<(StatusCode, Value
         .await?
         .ok_or_else(|| anyhow::anyhow!("task vanished after insert"))?;
     app.tasks.created(&rec);
-    if let Some(tx) = app.registry.sender(&node_id) {
-        let _ = tx.send(Outgoing::Frame(submit_frame(&rec))).await;
-    }
+    super::threads::dispatch(app, &rec).await?;
     tracing::info!(task = %id, node = %node_id, "task created");
     Ok((StatusCode::CREATED, task_json(&rec)))
 }
@@ -156,7 +157,7 @@ fn pick_node(app: &App, executor: &str) -> Option<String> {
 }
 
 /// Runs `f` once per `Idempotency-Key`: a retry with the same key gets the stored response.
-async fn idempotent<F, Fut>(
+pub(super) async fn idempotent<F, Fut>(
     app: &App,
     headers: &HeaderMap,
     scope: String,

@@ -434,8 +434,18 @@ pub async fn on_node_connected(app: &App, node_id: &str) -> anyhow::Result<()> {
         return Ok(());
     };
     for rec in app.store.unfinished_tasks_of(node_id.to_string()).await? {
-        if rec.state == TaskState::Pending {
-            let _ = tx.send(Outgoing::Frame(submit_frame(&rec))).await;
+        // Tasks waiting for a binding start when it is ready (see environments).
+        let waiting = match &rec.binding_id {
+            None => false,
+            Some(b) => match app.store.binding(b.clone()).await? {
+                Some(b) => b.status != "ready",
+                None => false,
+            },
+        };
+        if rec.state == TaskState::Pending && !waiting {
+            let _ = tx
+                .send(Outgoing::Frame(submit_frame(app, &rec).await?))
+                .await;
         }
         if app.tasks.stop_requested(&rec.id) {
             let _ = tx
@@ -471,14 +481,21 @@ pub async fn reconcile(app: &App, node_id: &str, known: &[String]) -> anyhow::Re
     Ok(())
 }
 
-pub fn submit_frame(rec: &TaskRecord) -> Frame {
+/// The `task:submit` for a task, with its environment's runtime secrets (unsealed only here,
+/// never stored with the task).
+pub async fn submit_frame(app: &App, rec: &TaskRecord) -> anyhow::Result<Frame> {
     let options: TaskOptions = serde_json::from_str(&rec.options).unwrap_or_default();
-    Frame::TaskSubmit(TaskSubmit {
+    let secrets = match &rec.environment_id {
+        Some(env) => super::environments::unseal_secrets(app, env, true).await?,
+        None => Vec::new(),
+    };
+    Ok(Frame::TaskSubmit(TaskSubmit {
         task_id: rec.id.clone(),
         goal: rec.goal.clone(),
         executor: rec.executor.clone(),
         options,
-    })
+        secrets,
+    }))
 }
 
 /// Fails the unfinished tasks of nodes that stayed away longer than the grace period.

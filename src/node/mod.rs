@@ -1,7 +1,10 @@
 //! The node daemon: dials its gateway, runs tasks, streams their output back.
 
+mod config;
 mod connection;
+pub mod environments;
 pub mod executor;
+pub mod git;
 pub mod identity;
 mod outbox;
 mod runtime;
@@ -33,7 +36,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let key = NodeKey::load_or_create(&config.data_dir.join(identity::KEY_FILE))?;
     tracing::info!(node = %key.node_id(), name = %config.name, gateway = %config.gateway, "node starting");
-    let runtime = Runtime::new(key.node_id(), &config.data_dir)?;
+    let runtime = Runtime::new(key.node_id(), &config.data_dir, &config.gateway)?;
     // On shutdown, stop the running tasks first and let their final frames reach the
     // gateway; only then close the connection.
     let connection_done = CancellationToken::new();

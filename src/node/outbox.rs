@@ -63,6 +63,8 @@ struct Spill {
 #[derive(Default)]
 pub struct SendCursor {
     sent: HashMap<String, (u64, u64)>,
+    /// The connection has been told the state of every binding.
+    pub synced: bool,
 }
 
 pub struct Outbox {

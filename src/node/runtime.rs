@@ -11,12 +11,24 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::environments::SetupMemory;
 use super::executor::{self, Run, RunOutcome};
 use super::outbox::{Outbox, SendCursor, MEMORY_CAP};
 use crate::protocol::ui::{FinishReason, UiChunk};
-use crate::protocol::{ErrorCode, Frame, InjectionMode, NodeStatus, TaskSubmit};
+use crate::protocol::{BindingState, ErrorCode, Frame, InjectionMode, NodeStatus, TaskSubmit};
+use crate::secrets::Redactor;
 
 const STOPPED_BY_OPERATOR: &str = "stopped by operator";
+
+/// Node-local HMAC key file (mode 0600).
+const STATE_KEY_FILE: &str = "state.key";
+const SETUP_MEMORY_FILE: &str = ".viber-setup.json";
+/// Best-effort frames kept while the gateway is away.
+const EVENT_QUEUE_CAP: usize = 10_000;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Default grace period between stop signals.
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(2);
@@ -28,8 +40,19 @@ pub struct Runtime {
 
 struct Inner {
     node_id: String,
+    data_dir: PathBuf,
+    /// Gateway base URL, for pulling config.
+    gateway: String,
     sessions_dir: PathBuf,
     workspace_dir: PathBuf,
+    /// Best-effort frames (environment status and logs, config acks), sent in order.
+    events: Mutex<VecDeque<Frame>>,
+    /// The last state of every binding this node prepared, sent again after a reconnect.
+    bindings: Mutex<HashMap<String, BindingState>>,
+    binding_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    setup_memory: Mutex<SetupMemory>,
+    /// Node-local key for MACs of setup inputs (never leaves the node).
+    mac_key: ring::hmac::Key,
     outbox: Mutex<Outbox>,
     outbox_changed: Notify,
     running: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
@@ -45,16 +68,84 @@ enum Control {
     Message(String, InjectionMode),
 }
 
-/// Hands an executor's chunks to the outbox of one task.
+/// Hands an executor's chunks to the outbox of one task, redacting the task's secrets.
 pub struct Emitter {
     inner: Arc<Inner>,
     task_id: String,
+    /// None when the task has no secrets.
+    redactor: Option<Redactor>,
+    /// Streaming redactors of the open text and reasoning parts, by part id.
+    parts: Mutex<HashMap<String, Redactor>>,
 }
 
 impl Emitter {
+    fn new(inner: Arc<Inner>, task_id: String, secrets: &[String]) -> Emitter {
+        let r = Redactor::new(secrets);
+        Emitter {
+            inner,
+            task_id,
+            redactor: (!r.is_empty()).then_some(r),
+            parts: Mutex::new(HashMap::new()),
+        }
+    }
+
     pub fn chunk(&self, chunk: UiChunk) {
+        let Some(template) = &self.redactor else {
+            return self.send_chunk(chunk.to_value());
+        };
+        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
+        match chunk {
+            UiChunk::TextDelta { id, delta } => {
+                let safe = parts
+                    .entry(id.clone())
+                    .or_insert_with(|| template.clone())
+                    .push(&delta);
+                drop(parts);
+                self.send_delta(UiChunk::TextDelta { id, delta: safe });
+            }
+            UiChunk::ReasoningDelta { id, delta } => {
+                let safe = parts
+                    .entry(id.clone())
+                    .or_insert_with(|| template.clone())
+                    .push(&delta);
+                drop(parts);
+                self.send_delta(UiChunk::ReasoningDelta { id, delta: safe });
+            }
+            UiChunk::TextEnd { ref id } | UiChunk::ReasoningEnd { ref id } => {
+                let rest = parts.remove(id).map(|mut r| r.finish()).unwrap_or_default();
+                drop(parts);
+                self.send_delta(match &chunk {
+                    UiChunk::TextEnd { id } => UiChunk::text_delta(id, rest),
+                    _ => UiChunk::ReasoningDelta {
+                        id: id.clone(),
+                        delta: rest,
+                    },
+                });
+                self.send_chunk(chunk.to_value());
+            }
+            other => {
+                drop(parts);
+                let mut v = other.to_value();
+                redact_value(template, &mut v);
+                self.send_chunk(v);
+            }
+        }
+    }
+
+    /// Sends a text or reasoning delta unless the redactor held all of it back.
+    fn send_delta(&self, delta: UiChunk) {
+        if let UiChunk::TextDelta { delta: d, .. } | UiChunk::ReasoningDelta { delta: d, .. } =
+            &delta
+        {
+            if d.is_empty() {
+                return;
+            }
+        }
+        self.send_chunk(delta.to_value());
+    }
+
+    fn send_chunk(&self, value: serde_json::Value) {
         let task_id = self.task_id.clone();
-        let value = chunk.to_value();
         self.reliable(false, move |seq| Frame::TaskStreamChunk {
             task_id,
             seq,
@@ -77,16 +168,33 @@ impl Emitter {
 }
 
 impl Runtime {
-    pub fn new(node_id: String, data_dir: &Path) -> anyhow::Result<Runtime> {
+    pub fn new(node_id: String, data_dir: &Path, gateway: &str) -> anyhow::Result<Runtime> {
         let sessions_dir = data_dir.join("agents").join(&node_id).join("sessions");
         let workspace_dir = data_dir.join("workspace");
         std::fs::create_dir_all(&sessions_dir)?;
         std::fs::create_dir_all(&workspace_dir)?;
+        let key_path = data_dir.join(STATE_KEY_FILE);
+        let key_bytes = match std::fs::read(&key_path) {
+            Ok(b) if b.len() == 32 => b,
+            _ => {
+                let b = crate::crypto::random_bytes(32);
+                crate::crypto::write_private_file(&key_path, &b)?;
+                b
+            }
+        };
+        let setup_memory = SetupMemory::load(&workspace_dir.join(SETUP_MEMORY_FILE));
         Ok(Runtime {
             inner: Arc::new(Inner {
                 node_id,
+                data_dir: data_dir.to_path_buf(),
+                gateway: gateway.to_string(),
                 sessions_dir,
                 workspace_dir,
+                events: Mutex::new(VecDeque::new()),
+                bindings: Mutex::new(HashMap::new()),
+                binding_locks: Mutex::new(HashMap::new()),
+                setup_memory: Mutex::new(setup_memory),
+                mac_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key_bytes),
                 outbox: Mutex::new(Outbox::new(MEMORY_CAP)),
                 outbox_changed: Notify::new(),
                 running: Mutex::new(HashMap::new()),
@@ -104,13 +212,73 @@ impl Runtime {
         SendCursor::default()
     }
 
-    /// Frames not yet sent on this connection (all unacknowledged ones on a new cursor).
+    /// Frames not yet sent on this connection: queued best-effort frames, then (on a new
+    /// connection) the state of every binding, then unacknowledged task frames.
     pub fn unsent(&self, cursor: &mut SendCursor) -> Vec<Frame> {
-        let (frames, more) = self.outbox().unsent(cursor);
+        let mut frames: Vec<Frame> = lock(&self.inner.events).drain(..).collect();
+        if !cursor.synced {
+            cursor.synced = true;
+            let bindings: Vec<BindingState> =
+                lock(&self.inner.bindings).values().cloned().collect();
+            frames.push(Frame::EnvironmentSync { bindings });
+        }
+        let (task_frames, more) = self.outbox().unsent(cursor);
+        frames.extend(task_frames);
         if more {
             self.inner.outbox_changed.notify_one();
         }
         frames
+    }
+
+    /// Queues a best-effort frame (kept across a reconnect, oldest dropped past a cap).
+    pub fn send_event(&self, frame: Frame) {
+        let mut q = lock(&self.inner.events);
+        if q.len() >= EVENT_QUEUE_CAP {
+            q.pop_front();
+        }
+        q.push_back(frame);
+        drop(q);
+        self.inner.outbox_changed.notify_one();
+    }
+
+    pub(super) fn set_binding_state(&self, state: BindingState) {
+        lock(&self.inner.bindings).insert(state.binding_id.clone(), state.clone());
+        self.send_event(Frame::EnvironmentStatus(state));
+    }
+
+    pub(super) fn binding_lock(&self, binding: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.inner.binding_locks)
+            .entry(binding.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub(super) fn workspace_dir(&self) -> &Path {
+        &self.inner.workspace_dir
+    }
+
+    pub(super) fn mac(&self, data: &[u8]) -> String {
+        crate::crypto::hex(ring::hmac::sign(&self.inner.mac_key, data).as_ref())
+    }
+
+    pub(super) fn setup_memory(&self) -> std::sync::MutexGuard<'_, SetupMemory> {
+        lock(&self.inner.setup_memory)
+    }
+
+    pub(super) fn setup_memory_path(&self) -> PathBuf {
+        self.inner.workspace_dir.join(SETUP_MEMORY_FILE)
+    }
+
+    pub(super) fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    pub(super) fn gateway(&self) -> &str {
+        &self.inner.gateway
+    }
+
+    pub(super) fn node_id(&self) -> &str {
+        &self.inner.node_id
     }
 
     /// Resolves when new frames were queued.
@@ -180,6 +348,18 @@ impl Runtime {
                     format!("task {task_id} is not running on this node"),
                 )),
             },
+            Frame::EnvironmentPrepare(p) => {
+                self.prepare_environment(p);
+                None
+            }
+            Frame::ConfigPush {} => {
+                let rt = self.clone();
+                tokio::spawn(async move {
+                    let ack = super::config::check(&rt).await;
+                    rt.send_event(Frame::ConfigAck(ack));
+                });
+                None
+            }
             other => Some(Frame::error(
                 ErrorCode::InvalidFrame,
                 format!("{:?} frames are not accepted by a node", other.type_name()),
@@ -203,10 +383,8 @@ impl Runtime {
             tracing::error!(task = %id, error = %e, "cannot open session log");
             return;
         }
-        let emitter = Emitter {
-            inner: self.inner.clone(),
-            task_id: id.clone(),
-        };
+        let secret_values: Vec<String> = submit.secrets.iter().map(|s| s.value.clone()).collect();
+        let emitter = Emitter::new(self.inner.clone(), id.clone(), &secret_values);
         if resumed_after_restart {
             // A previous process of this node started the task and died with it.
             finish_with_error(
@@ -255,6 +433,16 @@ fn valid_task_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Redacts every string inside a JSON value.
+pub fn redact_value(r: &Redactor, v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => *s = r.redact_str(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| redact_value(r, x)),
+        serde_json::Value::Object(m) => m.values_mut().for_each(|x| redact_value(r, x)),
+        _ => {}
+    }
 }
 
 fn finish_with_error(emit: &Emitter, error: &str, exit_code: Option<i32>, stopped: bool) {
@@ -308,6 +496,9 @@ async fn run_task(
         return;
     }
     let mut env: BTreeMap<String, String> = submit.options.env.clone();
+    for s in &submit.secrets {
+        env.insert(s.name.clone(), s.value.clone());
+    }
     env.insert("VIBER_TASK_ID".into(), task_id.clone());
     env.insert("VIBER_NODE_ID".into(), runtime.inner.node_id.clone());
     let grace = submit

@@ -22,7 +22,10 @@
 //! The seed's `connected {viber}` frame is folded into `connect`: the node describes itself
 //! (name, version, platform, capabilities) in the same frame that authenticates it.
 
+pub mod env;
 pub mod ui;
+
+pub use env::*;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -131,6 +134,25 @@ pub enum Frame {
         #[serde(default)]
         injection_mode: InjectionMode,
     },
+
+    /// Gateway -> node: materialize an environment binding and run its setup.
+    #[serde(rename = "environment:prepare")]
+    EnvironmentPrepare(PrepareEnvironment),
+    /// Node -> gateway: a binding's state changed.
+    #[serde(rename = "environment:status")]
+    EnvironmentStatus(BindingState),
+    /// Node -> gateway: setup output, already redacted.
+    #[serde(rename = "environment:log")]
+    EnvironmentLog { binding_id: String, text: String },
+    /// Node -> gateway, after connecting: the last known state of each of its bindings.
+    #[serde(rename = "environment:sync")]
+    EnvironmentSync { bindings: Vec<BindingState> },
+    /// Gateway -> node: pull `/api/vibers/:id/config` and validate it.
+    #[serde(rename = "config:push")]
+    ConfigPush {},
+    /// Node -> gateway: the validations of the pulled config.
+    #[serde(rename = "config:ack")]
+    ConfigAck(ConfigAck),
 }
 
 /// The `type` of every [`Frame`] variant, used to tell an unknown frame type apart from a
@@ -153,6 +175,12 @@ pub const FRAME_TYPES: &[&str] = &[
     "task:ack",
     "task:stop",
     "task:message",
+    "environment:prepare",
+    "environment:status",
+    "environment:log",
+    "environment:sync",
+    "config:push",
+    "config:ack",
 ];
 
 /// Why a text message could not be turned into a [`Frame`].
@@ -242,6 +270,12 @@ impl Frame {
             Frame::TaskAck { .. } => "task:ack",
             Frame::TaskStop { .. } => "task:stop",
             Frame::TaskMessage { .. } => "task:message",
+            Frame::EnvironmentPrepare(_) => "environment:prepare",
+            Frame::EnvironmentStatus(_) => "environment:status",
+            Frame::EnvironmentLog { .. } => "environment:log",
+            Frame::EnvironmentSync { .. } => "environment:sync",
+            Frame::ConfigPush {} => "config:push",
+            Frame::ConfigAck(_) => "config:ack",
         }
     }
 
@@ -392,6 +426,11 @@ pub struct TaskSubmit {
     pub executor: String,
     #[serde(default)]
     pub options: TaskOptions,
+    /// Runtime secrets of the task's environment, attached when the frame is sent (never
+    /// stored with the task). They reach processes only as environment variables and are
+    /// redacted from every output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretValue>,
 }
 
 pub fn default_executor() -> String {
@@ -477,6 +516,7 @@ mod tests {
                 goal: "echo".into(),
                 executor: "shell".into(),
                 options: TaskOptions::default(),
+                secrets: vec![],
             }),
             Frame::TaskStarted {
                 task_id: "t".into(),
@@ -516,6 +556,45 @@ mod tests {
                 message: "m".into(),
                 injection_mode: InjectionMode::Steer,
             },
+            Frame::EnvironmentPrepare(PrepareEnvironment {
+                binding_id: "b".into(),
+                environment_id: "e".into(),
+                name: "n".into(),
+                version: 1,
+                source: EnvironmentSource {
+                    kind: EnvKind::Git,
+                    url: Some("file:///r".into()),
+                    branch: None,
+                    path: None,
+                },
+                strategy: BindingStrategy::Auto,
+                path: None,
+                working_dir: String::new(),
+                setup_script: String::new(),
+                vars: Default::default(),
+                secrets: vec![],
+                force: false,
+            }),
+            Frame::EnvironmentStatus(BindingState {
+                binding_id: "b".into(),
+                status: BindingStatus::Ready,
+                step: None,
+                message: None,
+                working_dir: None,
+                commit: None,
+                version: 1,
+                setup_skipped: false,
+            }),
+            Frame::EnvironmentLog {
+                binding_id: "b".into(),
+                text: "x".into(),
+            },
+            Frame::EnvironmentSync { bindings: vec![] },
+            Frame::ConfigPush {},
+            Frame::ConfigAck(ConfigAck {
+                config_version: "v".into(),
+                validations: vec![],
+            }),
         ]
     }
 

@@ -5,9 +5,14 @@
 //! batch. Every public method is async and runs its statement on tokio's blocking pool:
 //! no SQLite call ever runs on the reactor.
 
+mod environments;
 mod nodes;
 mod tasks;
 
+pub use environments::{
+    BindingRecord, BindingUpdate, EnvironmentRecord, SecretChange, SecretRecord, ThreadMessage,
+    ThreadRecord,
+};
 pub use nodes::{EnrollRefusal, NodeRecord};
 pub use tasks::{ChunkBatch, NewTask, TaskFinish, TaskRecord, TaskState};
 

@@ -17,10 +17,12 @@ pub struct NodeRecord {
     pub created_at: i64,
     pub last_seen_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// JSON of the node's last `config:ack`.
+    pub config_state: Option<String>,
 }
 
 const NODE_COLUMNS: &str = "id, name, public_key, token_hash, version, platform, capabilities, \
-                            created_at, last_seen_at, revoked_at";
+                            created_at, last_seen_at, revoked_at, config_state";
 
 fn node_from_row(r: &Row) -> rusqlite::Result<NodeRecord> {
     let caps: String = r.get(6)?;
@@ -35,6 +37,7 @@ fn node_from_row(r: &Row) -> rusqlite::Result<NodeRecord> {
         created_at: r.get(7)?,
         last_seen_at: r.get(8)?,
         revoked_at: r.get(9)?,
+        config_state: r.get(10)?,
     })
 }
 

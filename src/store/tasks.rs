@@ -54,6 +54,11 @@ pub struct NewTask {
     /// JSON object.
     pub options: String,
     pub created_at: i64,
+    pub environment_id: Option<String>,
+    pub thread_id: Option<String>,
+    /// The binding whose working directory the task runs in; the task waits (pending)
+    /// until that binding is ready.
+    pub binding_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,10 +76,14 @@ pub struct TaskRecord {
     pub error: Option<String>,
     pub result: Option<String>,
     pub last_seq: i64,
+    pub environment_id: Option<String>,
+    pub thread_id: Option<String>,
+    pub binding_id: Option<String>,
 }
 
 const TASK_COLUMNS: &str = "id, node_id, goal, executor, options, state, created_at, started_at, \
-                            finished_at, exit_code, error, result, last_seq";
+                            finished_at, exit_code, error, result, last_seq, environment_id, \
+                            thread_id, binding_id";
 
 fn task_from_row(r: &Row) -> rusqlite::Result<TaskRecord> {
     let state: String = r.get(5)?;
@@ -92,6 +101,9 @@ fn task_from_row(r: &Row) -> rusqlite::Result<TaskRecord> {
         error: r.get(10)?,
         result: r.get(11)?,
         last_seq: r.get(12)?,
+        environment_id: r.get(13)?,
+        thread_id: r.get(14)?,
+        binding_id: r.get(15)?,
     })
 }
 
@@ -132,9 +144,20 @@ impl Store {
     pub async fn insert_task(&self, t: NewTask) -> anyhow::Result<()> {
         self.write(move |c| {
             c.execute(
-                "INSERT INTO tasks (id, node_id, goal, executor, options, state, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
-                params![t.id, t.node_id, t.goal, t.executor, t.options, t.created_at],
+                "INSERT INTO tasks (id, node_id, goal, executor, options, state, created_at,
+                                    environment_id, thread_id, binding_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9)",
+                params![
+                    t.id,
+                    t.node_id,
+                    t.goal,
+                    t.executor,
+                    t.options,
+                    t.created_at,
+                    t.environment_id,
+                    t.thread_id,
+                    t.binding_id
+                ],
             )?;
             Ok(())
         })
@@ -256,6 +279,17 @@ impl Store {
                 Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
             })?;
             rows.collect()
+        })
+        .await
+    }
+
+    pub async fn set_task_options(&self, id: String, options: String) -> anyhow::Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "UPDATE tasks SET options = ?2 WHERE id = ?1",
+                params![id, options],
+            )?;
+            Ok(())
         })
         .await
     }

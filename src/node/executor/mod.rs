@@ -14,7 +14,7 @@ use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 pub use super::runtime::Emitter;
-pub use shell::Shell;
+pub use shell::{bash_syntax, run_bash, BashRun, Shell, SyntaxError};
 
 /// One run handed to an executor.
 pub struct Run<'a> {

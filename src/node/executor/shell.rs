@@ -26,11 +26,42 @@ impl Executor for Shell {
     }
 
     fn run<'a>(&'a self, run: Run<'a>) -> BoxFuture<'a, RunOutcome> {
-        Box::pin(run_script(run))
+        Box::pin(async move {
+            run.emit.chunk(UiChunk::TextStart {
+                id: run.part_id.clone(),
+            });
+            let outcome = run_bash(
+                BashRun {
+                    script: run.input,
+                    cwd: run.cwd,
+                    env: run.env,
+                    abort: run.abort.clone(),
+                    stop_grace: run.stop_grace,
+                },
+                |text| run.emit.chunk(UiChunk::text_delta(&run.part_id, text)),
+            )
+            .await;
+            run.emit.chunk(UiChunk::TextEnd {
+                id: run.part_id.clone(),
+            });
+            outcome
+        })
     }
 }
 
-async fn run_script(run: Run<'_>) -> RunOutcome {
+/// One bash script to run.
+pub struct BashRun<'a> {
+    pub script: &'a str,
+    pub cwd: &'a std::path::Path,
+    pub env: &'a std::collections::BTreeMap<String, String>,
+    /// Cancelled to stop the script (SIGINT, SIGTERM, SIGKILL to its process group).
+    pub abort: tokio_util::sync::CancellationToken,
+    pub stop_grace: Duration,
+}
+
+/// Runs a bash script in its own process group and hands its output (stdout and stderr,
+/// in order, as UTF-8 text) to `on_output` while it runs.
+pub async fn run_bash(run: BashRun<'_>, mut on_output: impl FnMut(String)) -> RunOutcome {
     let (reader, writer): (OwnedFd, OwnedFd) = match nix::unistd::pipe() {
         Ok(p) => p,
         Err(e) => return RunOutcome::Failed(format!("creating output pipe: {e}")),
@@ -41,7 +72,7 @@ async fn run_script(run: Run<'_>) -> RunOutcome {
     };
     let mut cmd = tokio::process::Command::new("bash");
     cmd.arg("-c")
-        .arg(run.input)
+        .arg(run.script)
         .current_dir(run.cwd)
         .envs(run.env)
         .stdin(Stdio::null())
@@ -68,9 +99,6 @@ async fn run_script(run: Run<'_>) -> RunOutcome {
         }
     };
 
-    run.emit.chunk(UiChunk::TextStart {
-        id: run.part_id.clone(),
-    });
     let mut text = Utf8Stream::default();
     let mut buf = vec![0u8; 64 * 1024];
     let mut exit: Option<i32> = None;
@@ -86,7 +114,7 @@ async fn run_script(run: Run<'_>) -> RunOutcome {
                 Ok(0) | Err(_) => eof = true,
                 Ok(n) => {
                     if let Some(s) = text.push(&buf[..n]) {
-                        run.emit.chunk(UiChunk::text_delta(&run.part_id, s));
+                        on_output(s);
                     }
                 }
             },
@@ -111,11 +139,8 @@ async fn run_script(run: Run<'_>) -> RunOutcome {
         }
     }
     if let Some(rest) = text.finish() {
-        run.emit.chunk(UiChunk::text_delta(&run.part_id, rest));
+        on_output(rest);
     }
-    run.emit.chunk(UiChunk::TextEnd {
-        id: run.part_id.clone(),
-    });
     // Nothing of the run may outlive it.
     kill_group(pgid, Signal::SIGKILL);
     if interrupted {
@@ -123,6 +148,49 @@ async fn run_script(run: Run<'_>) -> RunOutcome {
     } else {
         RunOutcome::Exited(exit.unwrap_or(-1))
     }
+}
+
+/// A bash syntax error: the line it is on (1-based, in the script) and bash's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub line: Option<u32>,
+    pub message: String,
+}
+
+/// Checks a script with `bash -n` (parses without running anything).
+pub async fn bash_syntax(script: &str) -> Result<(), SyntaxError> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("bash")
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| SyntaxError {
+            line: None,
+            message: format!("cannot run bash: {e}"),
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(script.as_bytes()).await;
+    }
+    let out = child.wait_with_output().await.map_err(|e| SyntaxError {
+        line: None,
+        message: e.to_string(),
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    // bash: line 3: syntax error near unexpected token `fi'
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or("syntax error").trim();
+    let line = first
+        .split("line ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.trim().parse().ok());
+    let message = first.splitn(3, ": ").nth(2).unwrap_or(first).to_string();
+    Err(SyntaxError { line, message })
 }
 
 /// SIGINT, then SIGTERM, then SIGKILL to the group, each after `grace` if the group is still
@@ -213,6 +281,21 @@ impl Utf8Stream {
 #[cfg(test)]
 mod tests {
     use super::Utf8Stream;
+
+    #[tokio::test]
+    async fn syntax_errors_name_their_line() {
+        assert_eq!(
+            super::bash_syntax("echo ok\nif true; then echo y; fi\n").await,
+            Ok(())
+        );
+        let e = super::bash_syntax("echo a\necho b\nif true; then\n  echo c\n")
+            .await
+            .unwrap_err();
+        assert!(e.line.is_some(), "{e:?}");
+        let e = super::bash_syntax("echo a\nfi\n").await.unwrap_err();
+        assert_eq!(e.line, Some(2), "{e:?}");
+        assert!(e.message.contains("fi"), "{e:?}");
+    }
 
     #[test]
     fn utf8_is_never_split_at_any_cut() {

@@ -1,0 +1,417 @@
+//! The node's environment manager: turns an `environment:prepare` into a ready working
+//! directory.
+//!
+//! Steps, each reported in `environment:status` and narrated in `environment:log`:
+//! 1. **resolve** the directory: `<data>/workspace/<name>-<id>` for `auto`, the given path for
+//!    `existing-path` (which must exist) or a `local` environment;
+//! 2. **clone** the repository with gix, or **fetch** and check out the branch when it is
+//!    already there;
+//! 3. check the **workdir** inside it;
+//! 4. run the **setup** script (`bash`, `set -e`) with the environment's vars and secrets in
+//!    its process environment. Setup is skipped when the commit, script, vars and secrets are
+//!    unchanged since its last success (compared by an HMAC kept on the node), unless forced.
+//!
+//! Every line of output goes through a redactor built from the environment's secrets before it
+//! leaves the node.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::executor::{run_bash, BashRun, RunOutcome};
+use super::runtime::Runtime;
+use crate::protocol::{
+    BindingState, BindingStatus, BindingStrategy, EnvKind, Frame, PrepareEnvironment,
+};
+use crate::secrets::Redactor;
+
+/// How long a clone or fetch may take.
+const GIT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Grace between stop signals when a setup script is interrupted.
+const SETUP_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// What the node remembers about a binding's last successful setup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Remembered {
+    setup_mac: String,
+    commit: Option<String>,
+}
+
+/// A failed step.
+struct StepError {
+    step: &'static str,
+    message: String,
+}
+
+fn fail(step: &'static str, message: impl Into<String>) -> StepError {
+    StepError {
+        step,
+        message: message.into(),
+    }
+}
+
+/// Rejects absolute paths and `..` in a path that must stay inside its base.
+pub fn relative_inside(p: &str) -> Result<PathBuf, String> {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        return Err(format!("{p:?} must be relative"));
+    }
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!("{p:?} must not leave its directory (no `..`)"));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// An absolute path without `..` components.
+pub fn absolute_clean(p: &str) -> Result<PathBuf, String> {
+    let path = Path::new(p);
+    if !path.is_absolute() {
+        return Err(format!("{p:?} must be an absolute path"));
+    }
+    if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(format!("{p:?} must not contain `..`"));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// A directory name from an environment's name and id.
+fn slug(name: &str, id: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    s.truncate(48);
+    let short: String = id
+        .chars()
+        .rev()
+        .take(8)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("{s}-{short}")
+}
+
+impl Runtime {
+    /// Handles `environment:prepare`: runs it in the background, one prepare per binding at a
+    /// time (a second one waits for the first).
+    pub(super) fn prepare_environment(&self, p: PrepareEnvironment) {
+        let rt = self.clone();
+        tokio::spawn(async move {
+            let lock = rt.binding_lock(&p.binding_id);
+            let _guard = lock.lock().await;
+            prepare(&rt, p).await;
+        });
+    }
+}
+
+async fn prepare(rt: &Runtime, p: PrepareEnvironment) {
+    let secrets: Vec<String> = p.secrets.iter().map(|s| s.value.clone()).collect();
+    let redactor = Redactor::new(&secrets);
+    let log = |text: &str| {
+        rt.send_event(Frame::EnvironmentLog {
+            binding_id: p.binding_id.clone(),
+            text: redactor.redact_str(text),
+        })
+    };
+    let status = |status: BindingStatus,
+                  step: Option<&str>,
+                  message: Option<String>,
+                  extra: Option<(&Path, Option<String>, bool)>| {
+        let (working_dir, commit, setup_skipped) = match extra {
+            Some((w, c, skipped)) => (Some(w.display().to_string()), c, skipped),
+            None => (None, None, false),
+        };
+        let state = BindingState {
+            binding_id: p.binding_id.clone(),
+            status,
+            step: step.map(str::to_string),
+            message: message.map(|m| redactor.redact_str(&m)),
+            working_dir,
+            commit,
+            version: p.version,
+            setup_skipped,
+        };
+        rt.set_binding_state(state);
+    };
+    status(BindingStatus::Preparing, Some("resolve"), None, None);
+    tracing::info!(binding = %p.binding_id, environment = %p.name, "preparing environment");
+    match run_steps(rt, &p, &redactor, &log, &|step| {
+        status(BindingStatus::Preparing, Some(step), None, None)
+    })
+    .await
+    {
+        Ok((workdir, commit, skipped)) => {
+            log(&format!("environment ready in {}\n", workdir.display()));
+            status(
+                BindingStatus::Ready,
+                None,
+                None,
+                Some((&workdir, commit, skipped)),
+            );
+            tracing::info!(binding = %p.binding_id, "environment ready");
+        }
+        Err(e) => {
+            log(&format!("error in step {}: {}\n", e.step, e.message));
+            tracing::warn!(binding = %p.binding_id, step = e.step, "environment prepare failed");
+            status(BindingStatus::Error, Some(e.step), Some(e.message), None);
+        }
+    }
+}
+
+async fn run_steps(
+    rt: &Runtime,
+    p: &PrepareEnvironment,
+    redactor: &Redactor,
+    log: &(dyn Fn(&str) + Sync),
+    step: &(dyn Fn(&'static str) + Sync),
+) -> Result<(PathBuf, Option<String>, bool), StepError> {
+    // 1. resolve
+    let dir = match (p.strategy, p.source.kind) {
+        (BindingStrategy::ExistingPath, _) => {
+            let path = p
+                .path
+                .as_deref()
+                .ok_or_else(|| fail("resolve", "existing-path binding without a path"))?;
+            absolute_clean(path).map_err(|e| fail("resolve", e))?
+        }
+        (BindingStrategy::Auto, EnvKind::Local) => {
+            let path = p
+                .source
+                .path
+                .as_deref()
+                .ok_or_else(|| fail("resolve", "local environment without a path"))?;
+            absolute_clean(path).map_err(|e| fail("resolve", e))?
+        }
+        (BindingStrategy::Auto, _) => rt.workspace_dir().join(slug(&p.name, &p.environment_id)),
+    };
+    let must_exist = p.strategy == BindingStrategy::ExistingPath || p.source.kind == EnvKind::Local;
+    if must_exist && !dir.is_dir() {
+        return Err(fail(
+            "resolve",
+            format!("{} does not exist on this node", dir.display()),
+        ));
+    }
+    log(&format!("directory: {}\n", dir.display()));
+
+    // 2. materialize
+    let mut commit = None;
+    let is_repo = matches!(p.source.kind, EnvKind::Git | EnvKind::Github);
+    if is_repo && p.strategy == BindingStrategy::Auto {
+        let url = p
+            .source
+            .url
+            .clone()
+            .ok_or_else(|| fail("clone", "no repository URL"))?;
+        let branch = p.source.branch.clone().filter(|b| !b.is_empty());
+        let existing = dir.join(".git").exists();
+        let which: &'static str = if existing { "fetch" } else { "clone" };
+        step(which);
+        log(&format!(
+            "{} {url}{}\n",
+            if existing { "fetching" } else { "cloning" },
+            branch
+                .as_deref()
+                .map(|b| format!(" (branch {b})"))
+                .unwrap_or_default()
+        ));
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let (d, i) = (dir.clone(), interrupt.clone());
+        let job = tokio::task::spawn_blocking(move || {
+            if existing {
+                super::git::update_repo(&d, &url, branch.as_deref(), &i)
+            } else {
+                if let Some(parent) = d.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                super::git::clone_repo(&url, branch.as_deref(), &d, &i)
+            }
+        });
+        let sha = match tokio::time::timeout(GIT_TIMEOUT, job).await {
+            Ok(Ok(Ok(sha))) => sha,
+            Ok(Ok(Err(e))) => {
+                if !existing {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                return Err(fail(which, redactor.redact_str(&format!("{e:#}"))));
+            }
+            Ok(Err(e)) => return Err(fail(which, format!("git task failed: {e}"))),
+            Err(_) => {
+                interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(fail(
+                    which,
+                    format!("timed out after {} s", GIT_TIMEOUT.as_secs()),
+                ));
+            }
+        };
+        log(&format!("at commit {sha}\n"));
+        commit = Some(sha);
+    } else if p.source.kind == EnvKind::Manual && !dir.exists() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| fail("resolve", format!("creating {}: {e}", dir.display())))?;
+    }
+
+    // 3. working directory
+    step("workdir");
+    let rel =
+        relative_inside(&p.working_dir).map_err(|e| fail("workdir", format!("working dir {e}")))?;
+    let workdir = dir.join(rel);
+    if !workdir.is_dir() {
+        return Err(fail(
+            "workdir",
+            format!("working dir {} does not exist", workdir.display()),
+        ));
+    }
+
+    // 4. setup
+    step("setup");
+    let mac = setup_mac(rt, p, commit.as_deref());
+    let remembered = rt.remembered_setup(&p.binding_id);
+    if !p.force && remembered.as_ref().is_some_and(|r| r.setup_mac == mac) {
+        log("setup skipped: commit, script, vars and secrets are unchanged since the last successful run\n");
+        return Ok((workdir, commit, true));
+    }
+    if !p.setup_script.trim().is_empty() {
+        log("running setup script\n");
+        let mut env: BTreeMap<String, String> = p.vars.clone();
+        for s in &p.secrets {
+            env.insert(s.name.clone(), s.value.clone());
+        }
+        env.insert("VIBER_ENVIRONMENT".into(), p.name.clone());
+        let script = format!("set -e\n{}", p.setup_script);
+        let mut stream = redactor.clone();
+        let outcome = run_bash(
+            BashRun {
+                script: &script,
+                cwd: &workdir,
+                env: &env,
+                abort: CancellationToken::new(),
+                stop_grace: SETUP_STOP_GRACE,
+            },
+            |text| {
+                let safe = stream.push(&text);
+                if !safe.is_empty() {
+                    rt.send_event(Frame::EnvironmentLog {
+                        binding_id: p.binding_id.clone(),
+                        text: safe,
+                    });
+                }
+            },
+        )
+        .await;
+        let rest = stream.finish();
+        if !rest.is_empty() {
+            log(&rest);
+        }
+        match outcome {
+            RunOutcome::Exited(0) => {}
+            RunOutcome::Exited(code) => {
+                return Err(fail(
+                    "setup",
+                    format!("setup script exited with status {code}"),
+                ))
+            }
+            RunOutcome::Interrupted => return Err(fail("setup", "setup script was interrupted")),
+            RunOutcome::Failed(e) => return Err(fail("setup", e)),
+        }
+    }
+    rt.remember_setup(
+        &p.binding_id,
+        Remembered {
+            setup_mac: mac,
+            commit: commit.clone(),
+        },
+    );
+    Ok((workdir, commit, false))
+}
+
+/// An HMAC (under a key that never leaves the node) over everything setup depends on.
+fn setup_mac(rt: &Runtime, p: &PrepareEnvironment, commit: Option<&str>) -> String {
+    let mut parts: Vec<String> = vec![
+        format!("commit={}", commit.unwrap_or("")),
+        format!("workdir={}", p.working_dir),
+        format!("script={}", p.setup_script),
+    ];
+    for (k, v) in &p.vars {
+        parts.push(format!("var:{k}={v}"));
+    }
+    let mut secrets: Vec<_> = p.secrets.iter().collect();
+    secrets.sort_by(|a, b| a.name.cmp(&b.name));
+    for s in secrets {
+        parts.push(format!("secret:{}={}", s.name, s.value));
+    }
+    rt.mac(parts.join("\0").as_bytes())
+}
+
+/// The node's memory of successful setups, in `<data>/workspace/.viber-setup.json`.
+#[derive(Default, Serialize, Deserialize)]
+pub(super) struct SetupMemory {
+    bindings: HashMap<String, Remembered>,
+}
+
+impl SetupMemory {
+    pub fn load(path: &Path) -> SetupMemory {
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save(&self, path: &Path) {
+        if let Ok(json) = serde_json::to_vec_pretty(self) {
+            if let Err(e) = crate::crypto::write_private_file(path, &json) {
+                tracing::error!(error = %e, "saving setup memory");
+            }
+        }
+    }
+}
+
+impl Runtime {
+    fn remembered_setup(&self, binding: &str) -> Option<Remembered> {
+        self.setup_memory().bindings.get(binding).cloned()
+    }
+
+    fn remember_setup(&self, binding: &str, r: Remembered) {
+        let mut mem = self.setup_memory();
+        mem.bindings.insert(binding.to_string(), r);
+        mem.save(&self.setup_memory_path());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_confined() {
+        assert!(relative_inside("").is_ok());
+        assert!(relative_inside("app/web").is_ok());
+        assert!(relative_inside("./app").is_ok());
+        assert!(relative_inside("../etc").is_err());
+        assert!(relative_inside("a/../../b").is_err());
+        assert!(relative_inside("/etc").is_err());
+        assert!(absolute_clean("/srv/repo").is_ok());
+        assert!(absolute_clean("srv/repo").is_err());
+        assert!(absolute_clean("/srv/../etc").is_err());
+    }
+
+    #[test]
+    fn slugs_are_safe_directory_names() {
+        assert_eq!(slug("My App!", "env_0123456789abcdef"), "my-app--89abcdef");
+    }
+}

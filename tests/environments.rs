@@ -1,0 +1,682 @@
+//! Environments, secrets, bindings and threads: real repositories (file:// and a loopback
+//! `git daemon`), real gateway and node processes, real bash.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(60);
+const SECRET: &str = "s3cr3t-T0ken-4f9a";
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A repository with a README on `main` and a `feature` branch.
+fn make_repo(root: &Path) -> std::path::PathBuf {
+    let repo = root.join("repo");
+    std::fs::create_dir_all(repo.join("app")).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README.md"), "hello from the repo\n").unwrap();
+    std::fs::write(repo.join("app/main.sh"), "echo app\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+    git(&repo, &["branch", "feature"]);
+    repo
+}
+
+/// `git daemon` serving `base` on a free loopback port.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        let port = free_port();
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                "--informative-errors",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", base.display()),
+                &base.display().to_string(),
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until it accepts connections.
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        GitDaemon { child, port }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Setup {
+    gw: Gateway,
+    _node: Proc,
+    node_id: String,
+    gdir: TempDir,
+    ndir: TempDir,
+}
+
+async fn setup() -> Setup {
+    let gdir = TempDir::new("gw");
+    let ndir = TempDir::new("node");
+    let gw = Gateway::start(gdir.path(), 0, &[]);
+    let token = gw.enroll("worker").await;
+    let node = start_node(&gw.url, Some(&token), ndir.path(), "worker");
+    gw.wait_node_status("worker", "online", T).await;
+    let node_id = gw.nodes().await[0]["id"].as_str().unwrap().to_string();
+    Setup {
+        gw,
+        _node: node,
+        node_id,
+        gdir,
+        ndir,
+    }
+}
+
+async fn wait_binding(gw: &Gateway, env: &str, status: &str) -> Value {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let (code, v) = gw.get(&format!("/api/environments/{env}/bindings")).await;
+        assert_eq!(code, 200, "{v}");
+        let b = v["bindings"][0].clone();
+        if b["status"] == status {
+            return b;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("binding not {status}: {b}\n{}", gw.proc.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn logs(gw: &Gateway, env: &str, binding: &str) -> String {
+    let (_, v) = gw
+        .get(&format!("/api/environments/{env}/bindings/{binding}/logs"))
+        .await;
+    v["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect()
+}
+
+async fn wait_task(gw: &Gateway, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let (_, v) = gw.get(&format!("/api/tasks/{id}")).await;
+        if ["completed", "error", "stopped"].contains(&v["state"].as_str().unwrap_or("")) {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("task {id} did not end: {v}\n{}", gw.proc.logs());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stream_text(gw: &Gateway, id: &str) -> String {
+    reqwest::Client::new()
+        .get(format!("{}/api/tasks/{id}/stream", gw.url))
+        .bearer_auth(&gw.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn assert_no_secret_in_files(dir: &Path) {
+    for entry in walk(dir) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "secret plaintext found in {}",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+async fn run_environment_flow(s: &Setup, repo_url: &str, name: &str) {
+    let gw = &s.gw;
+    let (code, env) = gw
+        .post(
+            "/api/environments",
+            json!({
+                "name": name,
+                "type": "git",
+                "repoUrl": repo_url,
+                "repoBranch": "main",
+                "setupScript": "echo \"setup ran with $GREETING\" > setup-done.txt\necho \"setup sees token $API_TOKEN\"\ncat README.md",
+                "vars": {"GREETING": "hello-var"},
+                "secrets": {"API_TOKEN": SECRET, "SETUP_ONLY": {"value": "only-for-setup-xyz", "scope": "setup"}},
+            }),
+        )
+        .await;
+    assert_eq!(code, 201, "{env}");
+    let env_id = env["id"].as_str().unwrap().to_string();
+    assert_eq!(env["secrets"]["API_TOKEN"]["value"], "••••••••");
+    assert!(env["secrets"]["API_TOKEN"]["updatedAt"].is_string());
+    assert_eq!(env["secrets"]["SETUP_ONLY"]["scope"], "setup");
+    assert!(!env.to_string().contains(SECRET));
+
+    // Validate: script parses, repository reachable, branch present.
+    let (code, v) = gw
+        .post(&format!("/api/environments/{env_id}/validate"), json!({}))
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(v["ok"], true, "{v}");
+
+    // Bind: preparing -> ready, with the setup log streamed and redacted.
+    let (code, b) = gw
+        .post(
+            &format!("/api/environments/{env_id}/bindings"),
+            json!({"nodeId": s.node_id, "strategy": "auto"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{b}");
+    let bid = b["id"].as_str().unwrap().to_string();
+    let ready = wait_binding(gw, &env_id, "ready").await;
+    let workdir = ready["resolvedWorkingDir"].as_str().unwrap().to_string();
+    assert!(ready["commit"].as_str().unwrap().len() >= 40);
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&workdir).join("setup-done.txt")).unwrap(),
+        "setup ran with hello-var\n"
+    );
+    let log = logs(gw, &env_id, &bid).await;
+    assert!(log.contains("setup sees token [REDACTED]"), "{log}");
+    assert!(log.contains("hello from the repo"), "{log}");
+
+    // A thread whose message is a shell task using both.
+    let (code, t) = gw
+        .post(
+            "/api/threads",
+            json!({"environmentId": env_id, "title": "first"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{t}");
+    let tid = t["id"].as_str().unwrap().to_string();
+    let (code, m) = gw
+        .post(
+            &format!("/api/threads/{tid}/messages"),
+            json!({"message": "echo \"var=$GREETING\"; echo \"secret=$API_TOKEN\"; echo \"setup-only=${SETUP_ONLY:-absent}\"; cat setup-done.txt"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{m}");
+    let task_id = m["taskId"].as_str().unwrap().to_string();
+    let done = wait_task(gw, &task_id).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    let sse = stream_text(gw, &task_id).await;
+    assert!(sse.contains("var=hello-var"), "{sse}");
+    assert!(sse.contains("secret=[REDACTED]"), "{sse}");
+    assert!(sse.contains("setup-only=absent"), "{sse}");
+    assert!(!sse.contains(SECRET));
+    let (_, history) = gw.get(&format!("/api/threads/{tid}/messages")).await;
+    let output = history["messages"][0]["output"].as_str().unwrap();
+    assert!(
+        output.contains("var=hello-var\nsecret=[REDACTED]\n"),
+        "{history}"
+    );
+    for path in [
+        format!("/api/environments/{env_id}"),
+        "/api/environments".to_string(),
+        format!("/api/environments/{env_id}/bindings"),
+        format!("/api/tasks/{task_id}"),
+        format!("/api/threads/{tid}/messages"),
+        "/api/tasks".to_string(),
+    ] {
+        let (_, v) = gw.get(&path).await;
+        assert!(!v.to_string().contains(SECRET), "secret in {path}");
+    }
+
+    // A second prepare skips setup.
+    let (code, _) = gw
+        .post(
+            &format!("/api/environments/{env_id}/bindings/{bid}/prepare"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 202);
+    wait_binding(gw, &env_id, "ready").await;
+    wait_until("setup skipped in log", T, || async {
+        logs(gw, &env_id, &bid).await.contains("setup skipped")
+    })
+    .await;
+
+    // Changing the script makes the binding stale; the next prepare runs it again.
+    let (code, v) = gw
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/environments/{env_id}"),
+            Some(json!({"setupScript": "echo second-setup-run > setup-done.txt"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["bindings"][0]["status"], "stale");
+    let (code, _) = gw
+        .post(
+            &format!("/api/environments/{env_id}/bindings/{bid}/prepare"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 202);
+    wait_until("setup re-ran", T, || async {
+        std::fs::read_to_string(Path::new(&workdir).join("setup-done.txt")).unwrap_or_default()
+            == "second-setup-run\n"
+    })
+    .await;
+    wait_binding(gw, &env_id, "ready").await;
+}
+
+#[tokio::test]
+async fn a_git_environment_prepares_on_a_node_and_runs_a_thread_without_leaking_its_secret() {
+    let s = setup().await;
+    let root = TempDir::new("repos");
+    let repo = make_repo(root.path());
+    run_environment_flow(&s, &format!("file://{}", repo.display()), "over-file").await;
+    let daemon = GitDaemon::start(root.path());
+    run_environment_flow(
+        &s,
+        &format!("git://127.0.0.1:{}/repo", daemon.port),
+        "over-git-daemon",
+    )
+    .await;
+
+    // The plaintext is in no file of the gateway (database, WAL, logs) or the node.
+    assert_no_secret_in_files(s.gdir.path());
+    for f in walk(s.ndir.path()) {
+        // Only the prepared worktrees may hold what setup wrote; nothing of ours may.
+        if f.to_string_lossy().contains("/workspace/")
+            && !f.to_string_lossy().contains(".viber-setup")
+        {
+            continue;
+        }
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "secret in {}",
+            f.display()
+        );
+    }
+    // The secret key file exists and is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.gdir.join("secret.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[tokio::test]
+async fn a_repository_update_is_fetched_and_checked_out() {
+    let s = setup().await;
+    let root = TempDir::new("repos");
+    let repo = make_repo(root.path());
+    let (code, env) = s
+        .gw
+        .post(
+            "/api/environments",
+            json!({"name": "moving", "type": "git", "repoUrl": format!("file://{}", repo.display()), "workingDir": "app"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{env}");
+    let env_id = env["id"].as_str().unwrap();
+    let (_, b) =
+        s.gw.post(
+            &format!("/api/environments/{env_id}/bindings"),
+            json!({"nodeId": s.node_id}),
+        )
+        .await;
+    let bid = b["id"].as_str().unwrap();
+    let first = wait_binding(&s.gw, env_id, "ready").await;
+    let workdir = first["resolvedWorkingDir"].as_str().unwrap().to_string();
+    assert!(workdir.ends_with("/app"));
+
+    // Upstream moves on: a file changes, one is added, one is deleted.
+    std::fs::write(repo.join("app/main.sh"), "echo app v2\n").unwrap();
+    std::fs::write(repo.join("app/new.txt"), "new\n").unwrap();
+    git(&repo, &["rm", "-q", "README.md"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "second"]);
+    let (code, _) =
+        s.gw.post(
+            &format!("/api/environments/{env_id}/bindings/{bid}/prepare"),
+            json!({"force": true}),
+        )
+        .await;
+    assert_eq!(code, 202);
+    wait_until("new commit checked out", T, || async {
+        std::fs::read_to_string(Path::new(&workdir).join("main.sh")).unwrap_or_default()
+            == "echo app v2\n"
+    })
+    .await;
+    let b = wait_binding(&s.gw, env_id, "ready").await;
+    assert_ne!(b["commit"], first["commit"]);
+    assert!(Path::new(&workdir).join("new.txt").exists());
+    assert!(!Path::new(&workdir).join("../README.md").exists());
+}
+
+#[tokio::test]
+async fn bad_environment_input_is_refused_clearly() {
+    let s = setup().await;
+    let gw = &s.gw;
+    let root = TempDir::new("repos");
+    let repo = make_repo(root.path());
+    let url = format!("file://{}", repo.display());
+
+    let (code, _) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "dup", "type": "manual"}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (code, v) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "dup", "type": "manual"}),
+        )
+        .await;
+    assert_eq!(code, 409, "{v}");
+    for (body, why) in [
+        (json!({"name": "x1", "type": "svn"}), "unknown type"),
+        (
+            json!({"name": "x2", "type": "github"}),
+            "github without a repo",
+        ),
+        (json!({"name": "x3", "type": "git"}), "git without a url"),
+        (
+            json!({"name": "x4", "type": "local", "localPath": "/srv/../etc"}),
+            "local path with ..",
+        ),
+        (
+            json!({"name": "x5", "type": "local", "localPath": "relative/path"}),
+            "relative local path",
+        ),
+        (
+            json!({"name": "x6", "type": "manual", "workingDir": "../outside"}),
+            "working dir escaping",
+        ),
+        (
+            json!({"name": "x7", "type": "manual", "vars": {"BAD-NAME": "v"}}),
+            "bad var name",
+        ),
+        (
+            json!({"name": "x8", "type": "manual", "colour": "red"}),
+            "unknown field",
+        ),
+    ] {
+        let (code, v) = gw.post("/api/environments", body).await;
+        assert_eq!(code, 422, "{why}: {v}");
+    }
+    let (code, v) = gw
+        .post("/api/environments", json!({"name": "gh", "type": "github", "repoUrl": "https://github.com/dustland/openviber"}))
+        .await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["repoOrg"], "dustland");
+    assert_eq!(v["repoName"], "openviber");
+
+    // validate reports the line of a syntax error.
+    let (_, env) = gw
+        .post("/api/environments", json!({"name": "broken", "type": "git", "repoUrl": url, "setupScript": "echo one\nfi\necho three"}))
+        .await;
+    let (code, v) = gw
+        .post(
+            &format!("/api/environments/{}/validate", env["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["checks"][0]["line"], 2, "{v}");
+
+    // Unreachable repository and missing branch: prepare fails with that message, quickly.
+    for (name, repo_url, branch, expect) in [
+        ("gone", "file:///nonexistent/repo".to_string(), None, "not"),
+        (
+            "nobranch",
+            url.clone(),
+            Some("no-such-branch"),
+            "no-such-branch",
+        ),
+    ] {
+        let mut body = json!({"name": name, "type": "git", "repoUrl": repo_url});
+        if let Some(b) = branch {
+            body["repoBranch"] = json!(b);
+        }
+        let (_, env) = gw.post("/api/environments", body).await;
+        let id = env["id"].as_str().unwrap();
+        let (_, v) = gw
+            .post(&format!("/api/environments/{id}/validate"), json!({}))
+            .await;
+        assert_eq!(v["checks"][1]["ok"], false, "{v}");
+        gw.post(
+            &format!("/api/environments/{id}/bindings"),
+            json!({"nodeId": s.node_id}),
+        )
+        .await;
+        let b = wait_binding(gw, id, "error").await;
+        assert_eq!(b["step"], "clone", "{b}");
+        assert!(b["lastError"].as_str().unwrap().contains(expect), "{b}");
+    }
+
+    // An existing path that does not exist on the node.
+    let (_, env) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "exist", "type": "manual"}),
+        )
+        .await;
+    let id = env["id"].as_str().unwrap();
+    let (code, v) = gw
+        .post(
+            &format!("/api/environments/{id}/bindings"),
+            json!({"nodeId": s.node_id, "strategy": "existing-path", "path": "/no/such/dir"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let b = wait_binding(gw, id, "error").await;
+    assert_eq!(b["step"], "resolve");
+    assert!(
+        b["lastError"].as_str().unwrap().contains("does not exist"),
+        "{b}"
+    );
+    let (code, _) = gw
+        .post(
+            &format!("/api/environments/{id}/bindings"),
+            json!({"nodeId": s.node_id, "strategy": "existing-path", "path": "/tmp/../etc"}),
+        )
+        .await;
+    assert_eq!(code, 422);
+    let (code, _) = gw
+        .post(
+            &format!("/api/environments/{id}/bindings"),
+            json!({"nodeId": "node_nope"}),
+        )
+        .await;
+    assert_eq!(code, 422);
+    let (code, _) = gw.get("/api/environments/env_nope").await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn a_binding_to_an_offline_node_waits_and_prepares_when_it_comes() {
+    let gdir = TempDir::new("gw");
+    let ndir = TempDir::new("node");
+    let gw = Gateway::start(gdir.path(), 0, &[]);
+    let token = gw.enroll("later").await;
+    // Enroll the node once so it is known, then stop it.
+    let mut node = start_node(&gw.url, Some(&token), ndir.path(), "later");
+    gw.wait_node_status("later", "online", T).await;
+    let node_id = gw.nodes().await[0]["id"].as_str().unwrap().to_string();
+    node.kill9();
+    gw.wait_node_status("later", "offline", T).await;
+
+    let (_, env) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "waits", "type": "manual", "setupScript": "touch prepared"}),
+        )
+        .await;
+    let env_id = env["id"].as_str().unwrap();
+    let (code, b) = gw
+        .post(
+            &format!("/api/environments/{env_id}/bindings"),
+            json!({"nodeId": node_id}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    assert_eq!(b["status"], "pending");
+    // A thread message waits for it too.
+    let (_, t) = gw
+        .post("/api/threads", json!({"environmentId": env_id}))
+        .await;
+    let (code, m) = gw
+        .post(
+            &format!("/api/threads/{}/messages", t["id"].as_str().unwrap()),
+            json!({"message": "ls prepared"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{m}");
+    let task_id = m["taskId"].as_str().unwrap().to_string();
+
+    let _node = start_node(&gw.url, None, ndir.path(), "later");
+    wait_binding(&gw, env_id, "ready").await;
+    let done = wait_task(&gw, &task_id).await;
+    assert_eq!(done["state"], "completed", "{done}");
+    assert!(stream_text(&gw, &task_id).await.contains("prepared"));
+
+    // Deleting an environment with a running thread is refused.
+    let (_, m) = gw
+        .post(
+            &format!("/api/threads/{}/messages", t["id"].as_str().unwrap()),
+            json!({"message": "sleep 30"}),
+        )
+        .await;
+    let running = m["taskId"].as_str().unwrap().to_string();
+    wait_until("task running", T, || async {
+        gw.get(&format!("/api/tasks/{running}")).await.1["state"] == "running"
+    })
+    .await;
+    let (code, v) = gw.delete(&format!("/api/environments/{env_id}")).await;
+    assert_eq!(code, 409, "{v}");
+    gw.post(&format!("/api/tasks/{running}/stop"), json!({}))
+        .await;
+    wait_task(&gw, &running).await;
+    let (code, _) = gw.delete(&format!("/api/environments/{env_id}")).await;
+    assert_eq!(code, 204);
+}
+
+#[tokio::test]
+async fn node_config_pull_and_push() {
+    let s = setup().await;
+    let gw = &s.gw;
+    let (_, env) = gw
+        .post("/api/environments", json!({"name": "cfg", "type": "manual", "setupScript": "if then", "secrets": {"K": "some-value"}}))
+        .await;
+    gw.post(
+        &format!("/api/environments/{}/bindings", env["id"].as_str().unwrap()),
+        json!({"nodeId": s.node_id}),
+    )
+    .await;
+    // The config endpoint takes the node's own token, not an operator token.
+    let url = format!("{}/api/vibers/{}/config", gw.url, s.node_id);
+    let res = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&gw.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let creds: Value =
+        serde_json::from_slice(&std::fs::read(s.ndir.join("node.json")).unwrap()).unwrap();
+    let res = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(creds["nodeToken"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let config: Value = res.json().await.unwrap();
+    assert_eq!(config["bindings"].as_array().unwrap().len(), 1);
+    assert!(config["version"].as_str().unwrap().len() >= 8);
+    assert!(!config.to_string().contains("some-value"));
+
+    let (code, _) = gw
+        .post(&format!("/api/vibers/{}/config-push", s.node_id), json!({}))
+        .await;
+    assert_eq!(code, 202);
+    let conn = s.gdir.path().to_path_buf();
+    wait_until("config ack stored", T, || {
+        let conn = conn.clone();
+        async move {
+            let db = rusqlite::Connection::open(conn.join("viber.db")).unwrap();
+            let state: Option<String> = db
+                .query_row("SELECT config_state FROM nodes", [], |r| r.get(0))
+                .unwrap_or(None);
+            state.is_some_and(|s| s.contains("setup_script"))
+        }
+    })
+    .await;
+    let (_, node) = gw.get(&format!("/api/nodes/{}", s.node_id)).await;
+    let validations = node["config"]["validations"].as_array().unwrap();
+    let setup = validations
+        .iter()
+        .find(|v| v["category"] == "setup_script")
+        .unwrap();
+    assert_eq!(setup["status"], "failed", "{node}");
+    assert_eq!(node["config"]["configVersion"], config["version"]);
+}
