@@ -48,6 +48,16 @@ enum Command {
         #[command(subcommand)]
         action: TaskAction,
     },
+    /// Manage environments: repositories, setup scripts, vars, secrets, node bindings.
+    Env {
+        #[command(subcommand)]
+        action: EnvAction,
+    },
+    /// Work in threads: messages run as tasks in an environment.
+    Thread {
+        #[command(subcommand)]
+        action: ThreadAction,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -213,6 +223,140 @@ enum TaskAction {
     },
 }
 
+#[derive(Subcommand)]
+enum EnvAction {
+    /// Create an environment.
+    Create {
+        name: String,
+        #[command(flatten)]
+        fields: cli::envs::EnvFields,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List environments with their bindings.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show an environment (secrets masked).
+    Show {
+        env: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Change an environment (bindings become stale).
+    Update {
+        env: String,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        fields: cli::envs::EnvFields,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete an environment (refused while a thread runs).
+    Rm {
+        env: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Check the setup script's syntax and that the repository and branch are reachable.
+    Validate {
+        env: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Map the environment onto a node and prepare it there.
+    Bind {
+        env: String,
+        node: String,
+        /// Use this existing directory on the node instead of cloning.
+        #[arg(long)]
+        existing_path: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Prepare (again) on a node; --force re-runs setup even if nothing changed.
+    Prepare {
+        env: String,
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Secrets: `viber env secret set ENV NAME` reads the value from stdin.
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretAction {
+    /// Set a secret; the value is read from stdin, never from the command line.
+    Set {
+        env: String,
+        name: String,
+        /// runtime (setup and tasks) or setup (setup script only).
+        #[arg(long, default_value = "runtime")]
+        scope: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a secret.
+    Rm {
+        env: String,
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ThreadAction {
+    /// Start a thread in an environment with a first message and stream its task.
+    New {
+        env: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
+        message: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List threads.
+    List {
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a thread's conversation with each task's output.
+    Show {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send a message: a follow-up to a running task, else the next task.
+    Send {
+        id: String,
+        /// collect, steer or followup (for a running task).
+        #[arg(long)]
+        mode: Option<String>,
+        #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
+        message: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
 #[derive(Args, Clone)]
 struct AllInOneArgs {
     #[command(flatten)]
@@ -293,6 +437,8 @@ async fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
             cli::nodes::list(&cli::Client::new(&client)?, json).await?
         }
         Command::Task { action } => return task_command(action).await,
+        Command::Env { action } => return env_command(action).await,
+        Command::Thread { action } => return thread_command(action).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "viber", &mut std::io::stdout());
         }
@@ -343,6 +489,85 @@ async fn task_command(action: TaskAction) -> anyhow::Result<std::process::ExitCo
         } => tasks::send(&cli::Client::new(&client)?, &id, &mode, message.join(" ")).await?,
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn env_command(action: EnvAction) -> anyhow::Result<std::process::ExitCode> {
+    use cli::envs;
+    let client = |c: &ClientArgs| cli::Client::new(c);
+    match action {
+        EnvAction::Create {
+            name,
+            fields,
+            client: c,
+        } => envs::create(&client(&c)?, &name, &fields).await?,
+        EnvAction::List { json, client: c } => envs::list(&client(&c)?, json).await?,
+        EnvAction::Show { env, client: c } => envs::show(&client(&c)?, &env).await?,
+        EnvAction::Update {
+            env,
+            name,
+            fields,
+            client: c,
+        } => envs::update(&client(&c)?, &env, &fields, name).await?,
+        EnvAction::Rm { env, client: c } => envs::remove(&client(&c)?, &env).await?,
+        EnvAction::Validate { env, client: c } => {
+            if !envs::validate(&client(&c)?, &env).await? {
+                return Ok(std::process::ExitCode::FAILURE);
+            }
+        }
+        EnvAction::Bind {
+            env,
+            node,
+            existing_path,
+            client: c,
+        } => envs::bind(&client(&c)?, &env, &node, existing_path).await?,
+        EnvAction::Prepare {
+            env,
+            node,
+            force,
+            client: c,
+        } => envs::prepare(&client(&c)?, &env, node, force).await?,
+        EnvAction::Secret { action } => match action {
+            SecretAction::Set {
+                env,
+                name,
+                scope,
+                client: c,
+            } => envs::secret_set(&client(&c)?, &env, &name, &scope).await?,
+            SecretAction::Rm {
+                env,
+                name,
+                client: c,
+            } => envs::secret_rm(&client(&c)?, &env, &name).await?,
+        },
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn thread_command(action: ThreadAction) -> anyhow::Result<std::process::ExitCode> {
+    use cli::threads;
+    let code = match action {
+        ThreadAction::New {
+            env,
+            title,
+            message,
+            client,
+        } => threads::new(&cli::Client::new(&client)?, &env, title, message.join(" ")).await?,
+        ThreadAction::List { env, json, client } => {
+            threads::list(&cli::Client::new(&client)?, env, json).await?;
+            0
+        }
+        ThreadAction::Show { id, client } => {
+            threads::show(&cli::Client::new(&client)?, &id).await?;
+            0
+        }
+        ThreadAction::Send {
+            id,
+            mode,
+            message,
+            client,
+        } => threads::send(&cli::Client::new(&client)?, &id, mode, message.join(" ")).await?,
+    };
+    Ok(std::process::ExitCode::from(code))
 }
 
 /// Gateway plus a local node on loopback; the node is enrolled automatically.

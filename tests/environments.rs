@@ -680,3 +680,104 @@ async fn node_config_pull_and_push() {
     assert_eq!(setup["status"], "failed", "{node}");
     assert_eq!(node["config"]["configVersion"], config["version"]);
 }
+
+#[tokio::test]
+async fn the_cli_drives_environments_and_threads() {
+    let s = setup().await;
+    let gdir = s.gdir.path().to_str().unwrap().to_string();
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("VIBER_GATEWAY", &s.gw.url)
+            .env("VIBER_HOME", &gdir)
+            .env_remove("VIBER_TOKEN")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = cli(
+        &[
+            "env",
+            "create",
+            "cli env",
+            "--type",
+            "manual",
+            "--setup",
+            "echo setting up with $TOKEN",
+            "--var",
+            "GREETING=hi",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cli(
+        &["env", "secret", "set", "cli env", "TOKEN"],
+        Some("cli-secret-value-123\n"),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cli(&["env", "show", "cli env"], None);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("TOKEN") && !out.contains("cli-secret-value-123"),
+        "{out}"
+    );
+    let (code, out) = cli(&["env", "validate", "cli env"], None);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cli(&["env", "bind", "cli env", &s.node_id], None);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("setting up with [REDACTED]") && out.contains("ready:"),
+        "{out}"
+    );
+    let (code, out) = cli(&["env", "list"], None);
+    assert!(
+        out.contains("cli env") && out.contains(":ready"),
+        "{code:?} {out}"
+    );
+
+    let (code, out) = cli(
+        &[
+            "thread",
+            "new",
+            "cli env",
+            "--title",
+            "from cli",
+            "--",
+            "echo $GREETING $TOKEN",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("hi [REDACTED]"), "{out}");
+    let (_, out) = cli(&["thread", "list"], None);
+    assert!(out.contains("from cli"), "{out}");
+    let id = out
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let (code, out) = cli(&["thread", "send", &id, "--", "exit 5"], None);
+    assert_eq!(code, Some(5), "{out}");
+    let (_, out) = cli(&["thread", "show", &id], None);
+    assert!(
+        out.contains("> echo $GREETING $TOKEN") && out.contains("hi [REDACTED]"),
+        "{out}"
+    );
+    let (code, out) = cli(&["env", "rm", "cli env"], None);
+    assert_eq!(code, Some(0), "{out}");
+}

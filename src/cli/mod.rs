@@ -1,7 +1,9 @@
 //! Client subcommands: talk to a gateway over the same REST API the board uses.
 
+pub mod envs;
 pub mod nodes;
 pub mod tasks;
+pub mod threads;
 
 use std::path::{Path, PathBuf};
 
@@ -15,13 +17,13 @@ pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:7391";
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
     /// Gateway URL.
-    #[arg(long, env = "VIBER_GATEWAY", default_value = DEFAULT_GATEWAY, global = true)]
+    #[arg(long, env = "VIBER_GATEWAY", default_value = DEFAULT_GATEWAY)]
     pub gateway: String,
     /// Operator token (default: the local gateway's <data-dir>/admin-token).
-    #[arg(long, env = "VIBER_TOKEN", hide_env_values = true, global = true)]
+    #[arg(long, env = "VIBER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Data directory holding the admin token file.
-    #[arg(long, env = "VIBER_HOME", global = true)]
+    #[arg(long, env = "VIBER_HOME")]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -147,6 +149,11 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     for r in rows {
         line(r.clone());
     }
+}
+
+/// Percent-encodes one URL path segment (names may contain spaces).
+pub fn seg(s: &str) -> String {
+    crate::secrets::redact::url_encode(s)
 }
 
 /// A string field of a JSON object, or `-`.

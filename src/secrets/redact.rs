@@ -70,7 +70,8 @@ fn base64_cores(engine: &impl Engine, secret: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn url_encode(s: &str) -> String {
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+pub fn url_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
