@@ -99,6 +99,7 @@ fn status_kb(pid: u32, field: &str) -> u64 {
 
 #[tokio::main]
 async fn main() {
+    viber::tls::init();
     let args = parse_args();
     let dir = std::env::temp_dir().join(format!("viber-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

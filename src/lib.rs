@@ -12,6 +12,7 @@ pub mod node;
 pub mod protocol;
 pub mod secrets;
 pub mod store;
+pub mod tls;
 
 /// This build's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

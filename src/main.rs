@@ -367,6 +367,7 @@ struct AllInOneArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    viber::tls::init();
     let cli = Cli::parse();
     let daemon = matches!(
         cli.command,

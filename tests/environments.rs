@@ -52,9 +52,13 @@ struct GitDaemon {
 impl GitDaemon {
     fn start(base: &Path) -> GitDaemon {
         let port = free_port();
-        let child = Command::new("git")
+        // The real daemon binary: `git daemon` would fork it and leave it behind when killed.
+        let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout)
+            .trim()
+            .to_string();
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
             .args([
-                "daemon",
                 "--export-all",
                 "--reuseaddr",
                 "--informative-errors",
@@ -512,6 +516,22 @@ async fn bad_environment_input_is_refused_clearly() {
         assert_eq!(b["step"], "clone", "{b}");
         assert!(b["lastError"].as_str().unwrap().contains(expect), "{b}");
     }
+
+    // http(s) is a supported transport: a closed port is "not reachable", not "unsupported".
+    let (_, env) = gw
+        .post("/api/environments", json!({"name": "web", "type": "git", "repoUrl": format!("http://127.0.0.1:{}/r.git", free_port())}))
+        .await;
+    let (_, v) = gw
+        .post(
+            &format!("/api/environments/{}/validate", env["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    let msg = v["checks"][1]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("not reachable") && msg.to_lowercase().contains("connect"),
+        "{v}"
+    );
 
     // An existing path that does not exist on the node.
     let (_, env) = gw

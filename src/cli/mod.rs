@@ -47,6 +47,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+        crate::tls::init();
         let token = match &args.token {
             Some(t) => t.clone(),
             None => read_admin_token(&args.data_dir.clone().unwrap_or_else(default_data_dir))?,

@@ -1,15 +1,18 @@
 //! Blocking git operations built on `gix` (gitoxide). Run them via `tokio::task::spawn_blocking`.
 //!
+//! http(s):// goes through gix's reqwest transport with rustls on ring (see `crate::tls`).
+//!
 //! Note: `file://` URLs are served by spawning `git upload-pack` (gix-transport does this, like git itself),
 //! so the `git` binary must be on PATH for local URLs. `git://` is pure Rust.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use gix::bstr::{BStr, ByteSlice};
+use gix::bstr::{BStr, BString, ByteSlice};
 use gix::progress::Discard;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::remote::Direction;
@@ -22,6 +25,7 @@ pub fn clone_repo(
     dest: &Path,
     interrupt: &AtomicBool,
 ) -> Result<String> {
+    let dest_existed = dest.exists(); // before prepare_clone(), which creates it
     let mut prepare = gix::prepare_clone(url, dest)
         .with_context(|| format!("cannot prepare clone of {url} into {}", dest.display()))?;
     if let Some(branch) = branch {
@@ -29,22 +33,42 @@ pub fn clone_repo(
             .with_ref_name(Some(branch))
             .with_context(|| format!("invalid branch name {branch:?}"))?;
     }
-    // Dropping `prepare`/`checkout` on error removes `dest` again if it was created/empty.
-    let (mut checkout, _outcome) = prepare
-        .fetch_then_checkout(Discard, interrupt)
-        .map_err(|e| fetch_error(e, url, branch, interrupt))?;
-    let (repo, outcome) = checkout
-        .main_worktree(Discard, interrupt)
-        .with_context(|| format!("checkout into {} failed", dest.display()))?;
-    // Interruption is reported as Ok with a partial checkout.
-    if interrupt.load(Ordering::Relaxed) {
-        bail!("clone of {url} was interrupted");
+    // On error, gix's drop of `PrepareFetch`/`PrepareCheckout` deletes `dest` (even a pre-existing
+    // empty dir); recreate it so the caller's directory survives a failed clone.
+    let restore_dest = || {
+        if dest_existed && !dest.exists() {
+            let _ = std::fs::create_dir_all(dest);
+        }
+    };
+    let fetched = prepare.fetch_then_checkout(Discard, interrupt);
+    drop(prepare);
+    let (mut checkout, _outcome) = fetched.map_err(|e| {
+        restore_dest();
+        fetch_error(e, url, branch, interrupt)
+    })?;
+    let checked_out = checkout.main_worktree(Discard, interrupt);
+    drop(checkout);
+    let (repo, outcome) = checked_out.map_err(|e| {
+        restore_dest();
+        anyhow!("checkout into {} failed: {}", dest.display(), chain(&e))
+    })?;
+    // From here on the repository is ours (gix no longer cleans up): undo the clone on failure.
+    let result = (|| {
+        // Interruption is reported as Ok with a partial checkout.
+        if interrupt.load(Ordering::Relaxed) {
+            bail!("clone of {url} was interrupted");
+        }
+        check_outcome(&outcome)?;
+        let head = repo
+            .head_id()
+            .with_context(|| format!("{url} is empty (no commit to check out)"))?;
+        Ok(head.to_string())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(dest);
+        restore_dest();
     }
-    check_outcome(&outcome)?;
-    let head = repo
-        .head_id()
-        .with_context(|| format!("{url} is empty (no commit to check out)"))?;
-    Ok(head.to_string())
+    result
 }
 
 /// Fetch `branch` from `url` into the existing clone at `dest` and make the worktree match
@@ -189,12 +213,9 @@ fn reset_worktree_to_tree(
             }
         }
 
-        // Don't rewrite files whose blob and mode are unchanged and whose on-disk stat still matches the
-        // old index (git's up-to-date check, including the racy-git guard). Everything else is overwritten.
-        let stat_opts = repo
-            .stat_options()
-            .context("cannot read core.* stat options")?;
-        let old_ts = old_index.timestamp();
+        // Don't rewrite files whose blob and mode are unchanged and that are clean on disk. Cleanliness is
+        // decided by gix's index-vs-worktree status (stat check, content re-hash for racy entries, filters).
+        let (dirty, refreshed) = tracked_changes(repo)?;
         for (entry, path) in new_index.entries_mut_with_paths() {
             let Some(old) = old_index.entry_by_path(path) else {
                 continue;
@@ -202,20 +223,13 @@ fn reset_worktree_to_tree(
             if old.id != entry.id
                 || old.mode != entry.mode
                 || old.flags.contains(gix::index::entry::Flags::SKIP_WORKTREE)
-                || old.stat.is_racy(old_ts, stat_opts)
+                || dirty.contains(path)
             {
                 continue;
             }
-            let full = workdir.join(rel_path(path)?);
-            let unchanged = gix::index::fs::Metadata::from_path_no_follow(&full)
-                .ok()
-                .and_then(|md| gix::index::entry::Stat::from_fs(&md).ok())
-                .is_some_and(|stat| stat.matches(&old.stat, stat_opts));
-            if unchanged {
-                entry.stat = old.stat;
-                entry.flags.insert(gix::index::entry::Flags::SKIP_WORKTREE);
-                skipped += 1;
-            }
+            entry.stat = refreshed.get(path).copied().unwrap_or(old.stat);
+            entry.flags.insert(gix::index::entry::Flags::SKIP_WORKTREE);
+            skipped += 1;
         }
     }
 
@@ -252,6 +266,42 @@ fn reset_worktree_to_tree(
         .write(Default::default())
         .context("cannot write index")?;
     Ok(())
+}
+
+/// Paths of tracked files that differ from the current index (modified, deleted, type-changed, conflicted),
+/// and fresh stat data for entries that are clean but whose index stat was outdated.
+fn tracked_changes(
+    repo: &gix::Repository,
+) -> Result<(HashSet<BString>, HashMap<BString, gix::index::entry::Stat>)> {
+    use gix::status::index_worktree::Item;
+    use gix::status::plumbing::index_as_worktree::EntryStatus;
+
+    let mut dirty = HashSet::new();
+    let mut refreshed = HashMap::new();
+    let iter = repo
+        .status(Discard)
+        .context("cannot compute worktree status")?
+        .untracked_files(gix::status::UntrackedFiles::None) // no dirwalk
+        .index_worktree_rewrites(None)
+        .index_worktree_submodules(None)
+        .into_index_worktree_iter(Vec::new())
+        .context("cannot compute worktree status")?;
+    for item in iter {
+        if let Item::Modification {
+            rela_path, status, ..
+        } = item.context("cannot compute worktree status")?
+        {
+            match status {
+                EntryStatus::NeedsUpdate(stat) => {
+                    refreshed.insert(rela_path, stat);
+                }
+                _ => {
+                    dirty.insert(rela_path);
+                }
+            }
+        }
+    }
+    Ok((dirty, refreshed))
 }
 
 fn check_outcome(outcome: &gix::worktree::state::checkout::Outcome) -> Result<()> {

@@ -22,6 +22,8 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
+        // Every test makes a TempDir first: install the TLS provider reqwest needs.
+        viber::tls::init();
         let p = std::env::temp_dir().join(format!(
             "viber-test-{tag}-{:016x}",
             viber::crypto::random_u64()
