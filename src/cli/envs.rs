@@ -76,6 +76,17 @@ impl EnvFields {
     }
 }
 
+/// `PUT /api/environments/:env` with a partial update.
+async fn put(client: &Client, env: &str, body: &Value) -> anyhow::Result<Value> {
+    client
+        .send(
+            client
+                .request(Method::PUT, &format!("/api/environments/{}", seg(env)))
+                .json(body),
+        )
+        .await
+}
+
 fn summary(env: &Value) -> Vec<String> {
     let bindings = env["bindings"].as_array().cloned().unwrap_or_default();
     let state = if bindings.is_empty() {
@@ -164,13 +175,7 @@ pub async fn update(
     if body.is_empty() {
         bail!("nothing to update: give at least one option");
     }
-    let v = client
-        .send(
-            client
-                .request(Method::PUT, &format!("/api/environments/{}", seg(env)))
-                .json(&body),
-        )
-        .await?;
+    let v = put(client, env, &Value::Object(body)).await?;
     print_warnings(&v);
     println!(
         "updated {} (version {})",
@@ -213,13 +218,7 @@ pub async fn secret_set(client: &Client, env: &str, name: &str, scope: &str) -> 
         bail!("empty value on stdin");
     }
     let body = json!({ "secrets": { name: { "value": value, "scope": scope } } });
-    let v = client
-        .send(
-            client
-                .request(Method::PUT, &format!("/api/environments/{}", seg(env)))
-                .json(&body),
-        )
-        .await?;
+    let v = put(client, env, &body).await?;
     print_warnings(&v);
     println!("secret {name} set on {} ({scope})", field(&v, "name"));
     Ok(())
@@ -227,13 +226,7 @@ pub async fn secret_set(client: &Client, env: &str, name: &str, scope: &str) -> 
 
 pub async fn secret_rm(client: &Client, env: &str, name: &str) -> anyhow::Result<()> {
     let body = json!({ "secrets": { name: null } });
-    client
-        .send(
-            client
-                .request(Method::PUT, &format!("/api/environments/{}", seg(env)))
-                .json(&body),
-        )
-        .await?;
+    put(client, env, &body).await?;
     println!("secret {name} removed");
     Ok(())
 }

@@ -808,13 +808,7 @@ pub async fn apply_state(
                     .end_without_node(
                         &app.store,
                         &task,
-                        TaskFinish {
-                            state: TaskState::Error,
-                            exit_code: None,
-                            error: Some(why.clone()),
-                            result: None,
-                            at: now_ms(),
-                        },
+                        TaskFinish::without_node(TaskState::Error, why.clone()),
                     )
                     .await?;
             }

@@ -243,13 +243,7 @@ pub async fn stop(
             .end_without_node(
                 &app.store,
                 &id,
-                TaskFinish {
-                    state: TaskState::Stopped,
-                    exit_code: None,
-                    error: Some("stopped by operator".into()),
-                    result: None,
-                    at: now_ms(),
-                },
+                TaskFinish::without_node(TaskState::Stopped, "stopped by operator"),
             )
             .await?;
     } else {

@@ -467,13 +467,10 @@ pub async fn reconcile(app: &App, node_id: &str, known: &[String]) -> anyhow::Re
                 .end_without_node(
                     &app.store,
                     &rec.id,
-                    TaskFinish {
-                        state: TaskState::Error,
-                        exit_code: None,
-                        error: Some("the node restarted and lost this task".into()),
-                        result: None,
-                        at: now_ms(),
-                    },
+                    TaskFinish::without_node(
+                        TaskState::Error,
+                        "the node restarted and lost this task",
+                    ),
                 )
                 .await?;
         }
@@ -550,13 +547,7 @@ async fn sweep_once(app: &App, started_ms: i64) -> anyhow::Result<()> {
                 .end_without_node(
                     &app.store,
                     &rec.id,
-                    TaskFinish {
-                        state: TaskState::Error,
-                        exit_code: None,
-                        error: Some(reason.clone()),
-                        result: None,
-                        at: now,
-                    },
+                    TaskFinish::without_node(TaskState::Error, reason.clone()),
                 )
                 .await?;
         }

@@ -117,6 +117,20 @@ pub struct TaskFinish {
     pub at: i64,
 }
 
+impl TaskFinish {
+    /// An end decided by the gateway (stop while away, node lost, prepare failed): no exit
+    /// code or result, now.
+    pub fn without_node(state: TaskState, error: impl Into<String>) -> TaskFinish {
+        TaskFinish {
+            state,
+            exit_code: None,
+            error: Some(error.into()),
+            result: None,
+            at: crate::clock::now_ms(),
+        }
+    }
+}
+
 /// Reliable task frames received from nodes, written in one transaction. Sequence numbers
 /// are already deduplicated by the caller; `INSERT OR IGNORE` keeps a replay harmless anyway.
 #[derive(Debug, Default)]
