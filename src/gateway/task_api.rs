@@ -92,6 +92,7 @@ async fn create_task(app: &App, req: CreateTask) -> ApiResult<(StatusCode, Value
             req.goal.len()
         )));
     }
+    let explicit = req.executor.clone();
     let executor = req.executor.unwrap_or_else(|| "shell".to_string());
     if crate::node::executor::by_name(&executor).is_none() {
         return Err(ApiError::validation(format!(
@@ -105,7 +106,8 @@ async fn create_task(app: &App, req: CreateTask) -> ApiResult<(StatusCode, Value
                 Some(n) if n.revoked_at.is_none() => {}
                 _ => return Err(ApiError::validation(format!("unknown nodeId {id:?}"))),
             }
-            if let Some(p) = app.registry.presence(&id) {
+            // `llm` is checked by the node, which explains how to configure a provider.
+            if let Some(p) = app.registry.presence(&id).filter(|_| executor != "llm") {
                 if !p.info.capabilities.contains(&executor) {
                     return Err(ApiError::validation(format!(
                         "node {id} has no {executor:?} executor"
@@ -114,11 +116,34 @@ async fn create_task(app: &App, req: CreateTask) -> ApiResult<(StatusCode, Value
             }
             id
         }
-        None => pick_node(app, &executor).ok_or_else(|| {
-            ApiError::unavailable(format!(
-                "no online node can run {executor:?} tasks; start one with `viber node`"
-            ))
-        })?,
+        None if explicit.is_none() => pick_node(app, "llm")
+            .or_else(|| pick_node(app, "shell"))
+            .ok_or_else(|| ApiError::unavailable("no online node; start one with `viber node`"))?,
+        // An explicit `llm` with no provider anywhere still goes to a node, which fails it
+        // with the instructions for configuring one.
+        None => pick_node(app, &executor)
+            .or_else(|| {
+                (executor == "llm")
+                    .then(|| pick_node(app, "shell"))
+                    .flatten()
+            })
+            .ok_or_else(|| {
+                ApiError::unavailable(format!(
+                    "no online node can run {executor:?} tasks; start one with `viber node`"
+                ))
+            })?,
+    };
+    // Without an explicit executor: the agent when the node offers one, else shell.
+    let executor = match explicit {
+        Some(e) => e,
+        None if app
+            .registry
+            .presence(&node_id)
+            .is_some_and(|p| p.info.capabilities.iter().any(|c| c == "llm")) =>
+        {
+            "llm".to_string()
+        }
+        None => executor,
     };
     let options = serde_json::to_string(&req.options).map_err(anyhow::Error::from)?;
     let task = NewTask {

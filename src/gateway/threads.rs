@@ -264,6 +264,7 @@ async fn send_message(app: &App, id: String, req: SendMessage) -> ApiResult<(Sta
         cwd: binding.resolved_working_dir.clone(),
         env: vars,
         stop_grace_ms: None,
+        model: None,
     };
     let task = NewTask {
         id: crypto::new_id("task"),

@@ -144,6 +144,14 @@ impl Emitter {
         self.send_chunk(delta.to_value());
     }
 
+    /// Redacts the task's secrets from a complete string (e.g. tool output for the model).
+    pub fn redact(&self, s: &str) -> String {
+        match &self.redactor {
+            Some(r) => r.redact_str(s),
+            None => s.to_string(),
+        }
+    }
+
     fn send_chunk(&self, value: serde_json::Value) {
         let task_id = self.task_id.clone();
         self.reliable(false, move |seq| Frame::TaskStreamChunk {
@@ -205,7 +213,7 @@ impl Runtime {
     }
 
     pub fn capabilities(&self) -> Vec<String> {
-        executor::names()
+        executor::available()
     }
 
     pub fn new_send_cursor(&self) -> SendCursor {
@@ -512,6 +520,7 @@ async fn run_task(
         message_metadata: None,
     });
 
+    let memory = tokio::sync::Mutex::new(Vec::new());
     let mut queue: VecDeque<String> = VecDeque::from([submit.goal.clone()]);
     let mut collected: Vec<String> = Vec::new();
     let mut stopped: Option<&'static str> = None;
@@ -538,7 +547,6 @@ async fn run_task(
             break;
         };
         run_no += 1;
-        emit.chunk(UiChunk::StartStep);
         let abort = CancellationToken::new();
         let mut steer: Option<String> = None;
         let run = exec.run(Run {
@@ -549,6 +557,8 @@ async fn run_task(
             part_id: format!("run-{run_no}"),
             abort: abort.clone(),
             stop_grace: grace,
+            memory: &memory,
+            model: submit.options.model.as_deref(),
         });
         tokio::pin!(run);
         let outcome = loop {
@@ -572,7 +582,6 @@ async fn run_task(
                 }
             }
         };
-        emit.chunk(UiChunk::FinishStep);
         if let RunOutcome::Failed(msg) = &outcome {
             emit.chunk(UiChunk::Error {
                 error_text: msg.clone(),

@@ -23,6 +23,7 @@
 //! (name, version, platform, capabilities) in the same frame that authenticates it.
 
 pub mod env;
+pub mod sse;
 pub mod ui;
 
 pub use env::*;
@@ -450,6 +451,9 @@ pub struct TaskOptions {
     /// Grace period between stop signals, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_ms: Option<u64>,
+    /// Model for the `llm` executor (default: the node's configured model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// How a follow-up message joins a running task.

@@ -2,6 +2,8 @@
 //! peers with tokio-tungstenite. Nothing of ours is mocked.
 #![allow(dead_code)]
 
+pub mod fake_openai;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -76,7 +78,10 @@ impl Proc {
             .env("RUST_LOG", "info")
             .env_remove("VIBER_HOME")
             .env_remove("VIBER_TOKEN")
-            .env_remove("VIBER_GATEWAY");
+            .env_remove("VIBER_GATEWAY")
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_MODEL");
         for (k, v) in envs {
             cmd.env(k, v);
         }
@@ -294,6 +299,17 @@ impl Gateway {
 
 /// Starts `viber node` against `gateway_url` with its data in `dir`.
 pub fn start_node(gateway_url: &str, token: Option<&str>, dir: &Path, name: &str) -> Proc {
+    start_node_env(gateway_url, token, dir, name, &[])
+}
+
+/// Like [`start_node`], with extra environment variables (e.g. an LLM provider).
+pub fn start_node_env(
+    gateway_url: &str,
+    token: Option<&str>,
+    dir: &Path,
+    name: &str,
+    envs: &[(&str, &str)],
+) -> Proc {
     let mut args = vec![
         "node",
         "--gateway",
@@ -307,7 +323,7 @@ pub fn start_node(gateway_url: &str, token: Option<&str>, dir: &Path, name: &str
         args.push("--token");
         args.push(t);
     }
-    Proc::spawn(&args, dir.join("node.log"), &[])
+    Proc::spawn(&args, dir.join("node.log"), envs)
 }
 
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F)

@@ -1,10 +1,12 @@
 //! Executors: the ways a node can carry out one run of a task (the goal, or a follow-up).
 //!
 //! Each executor turns its input into AI SDK UI message chunks through an [`Emitter`]. The
-//! task runtime wraps every run in `start-step` / `finish-step` and the whole task in
-//! `start` / `finish`; executors emit what happens inside a step.
+//! task runtime wraps the whole task in `start` / `finish`; executors emit their steps
+//! (`start-step` ... `finish-step`: one per shell run, one per model call for the agent).
 
+pub mod llm;
 mod shell;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,6 +32,10 @@ pub struct Run<'a> {
     pub abort: CancellationToken,
     /// Grace period between escalating stop signals.
     pub stop_grace: Duration,
+    /// The task's conversation so far (the `llm` executor continues it on a follow-up).
+    pub memory: &'a tokio::sync::Mutex<Vec<serde_json::Value>>,
+    /// The model asked for by the task, if any.
+    pub model: Option<&'a str>,
 }
 
 /// How a run ended.
@@ -52,11 +58,21 @@ pub trait Executor: Send + Sync {
 pub fn by_name(name: &str) -> Option<&'static dyn Executor> {
     match name {
         "shell" => Some(&Shell),
+        "llm" => Some(&llm::Llm),
         _ => None,
     }
 }
 
-/// Names of the available executors (advertised as node capabilities).
+/// Names of all executors this build knows.
 pub fn names() -> Vec<String> {
-    vec!["shell".to_string()]
+    vec!["shell".to_string(), "llm".to_string()]
+}
+
+/// Executors this node can run now (advertised as capabilities): `llm` only with a provider.
+pub fn available() -> Vec<String> {
+    let mut v = vec!["shell".to_string()];
+    if llm::Provider::configured() {
+        v.push("llm".to_string());
+    }
+    v
 }

@@ -27,6 +27,7 @@ impl Executor for Shell {
 
     fn run<'a>(&'a self, run: Run<'a>) -> BoxFuture<'a, RunOutcome> {
         Box::pin(async move {
+            run.emit.chunk(UiChunk::StartStep);
             run.emit.chunk(UiChunk::TextStart {
                 id: run.part_id.clone(),
             });
@@ -44,6 +45,7 @@ impl Executor for Shell {
             run.emit.chunk(UiChunk::TextEnd {
                 id: run.part_id.clone(),
             });
+            run.emit.chunk(UiChunk::FinishStep);
             outcome
         })
     }

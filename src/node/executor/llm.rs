@@ -1,0 +1,466 @@
+//! The `llm` executor: a multi-step tool loop against an OpenAI-compatible Chat Completions
+//! API with streaming and tool calls (OpenAI, OpenRouter, vLLM, llama.cpp server, Ollama).
+//!
+//! Each step streams one model response: text and reasoning become text/reasoning parts, tool
+//! calls become `tool-input-start/delta/available`; then the tools run (confined to the
+//! working directory) and their results, redacted, go back to the model as `tool` messages.
+//! The loop ends when the model answers without tool calls, or at the step limit. The whole
+//! conversation is kept per task, so a follow-up message continues it.
+//!
+//! Provider settings: `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `OPENAI_MODEL` (or `VIBER_MODEL`),
+//! from the task's environment (an environment's secrets) or the node's own environment. The
+//! key is sent only in the `Authorization` header: never in a prompt, a log or a chunk.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use super::tools::{self, ToolContext};
+use super::{Executor, Run, RunOutcome};
+use crate::protocol::sse::SseParser;
+use crate::protocol::ui::UiChunk;
+
+/// Steps (model calls) per run before the loop is cut off.
+pub const MAX_STEPS: usize = 30;
+/// Attempts per model call on 429 and 5xx.
+const MAX_ATTEMPTS: u32 = 5;
+
+pub struct Llm;
+
+/// Where the model lives.
+#[derive(Clone)]
+pub struct Provider {
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub model: String,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Provider({}, model {})", self.base_url, self.model)
+    }
+}
+
+impl Provider {
+    /// From the task's environment variables, then the process environment. None when no
+    /// endpoint or key is configured.
+    pub fn resolve(task_env: &BTreeMap<String, String>, model: Option<&str>) -> Option<Provider> {
+        let get = |k: &str| {
+            task_env
+                .get(k)
+                .cloned()
+                .or_else(|| std::env::var(k).ok())
+                .filter(|v| !v.trim().is_empty())
+        };
+        let base = get("OPENAI_BASE_URL");
+        let key = get("OPENAI_API_KEY");
+        if base.is_none() && key.is_none() {
+            return None;
+        }
+        Some(Provider {
+            base_url: base
+                .unwrap_or_else(|| "https://api.openai.com/v1".into())
+                .trim_end_matches('/')
+                .to_string(),
+            api_key: key,
+            model: model
+                .map(str::to_string)
+                .or_else(|| get("OPENAI_MODEL"))
+                .or_else(|| get("VIBER_MODEL"))
+                .unwrap_or_else(|| "gpt-4o-mini".into()),
+        })
+    }
+
+    /// Whether this node has a provider of its own (then `llm` is offered as a capability).
+    pub fn configured() -> bool {
+        Provider::resolve(&BTreeMap::new(), None).is_some()
+    }
+}
+
+pub const HOW_TO_CONFIGURE: &str = "no LLM provider is configured on this node: set OPENAI_BASE_URL \
+     (any OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1 for Ollama) and OPENAI_API_KEY, \
+     and optionally OPENAI_MODEL, in the node's environment or as environment secrets";
+
+impl Executor for Llm {
+    fn name(&self) -> &'static str {
+        "llm"
+    }
+
+    fn run<'a>(&'a self, run: Run<'a>) -> BoxFuture<'a, RunOutcome> {
+        Box::pin(agent_loop(run))
+    }
+}
+
+fn system_prompt(cwd: &std::path::Path) -> String {
+    format!(
+        "You are a coding agent working in the directory {}. Use the tools to inspect and change \
+         files and to run commands; paths are relative to that directory. Verify your changes \
+         (run the relevant command) before you finish, then summarize what you did.",
+        cwd.display()
+    )
+}
+
+/// A tool call being assembled from stream deltas.
+#[derive(Default, Debug)]
+struct PendingCall {
+    id: String,
+    name: String,
+    arguments: String,
+    announced: bool,
+}
+
+async fn agent_loop(run: Run<'_>) -> RunOutcome {
+    let Some(provider) = Provider::resolve(run.env, run.model) else {
+        return RunOutcome::Failed(HOW_TO_CONFIGURE.into());
+    };
+    let http = match reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(15))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return RunOutcome::Failed(format!("http client: {e}")),
+    };
+    let mut messages = run.memory.lock().await;
+    if messages.is_empty() {
+        messages.push(json!({"role": "system", "content": system_prompt(run.cwd)}));
+    }
+    messages.push(json!({"role": "user", "content": run.input}));
+    let tool_ctx = ToolContext {
+        root: run.cwd,
+        env: run.env,
+        abort: run.abort.clone(),
+    };
+    let mut usage = (0u64, 0u64);
+
+    for step in 0..MAX_STEPS {
+        run.emit.chunk(UiChunk::StartStep);
+        let step_started = Instant::now();
+        let body = json!({
+            "model": provider.model,
+            "messages": *messages,
+            "tools": tools::definitions(),
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
+        let response = tokio::select! {
+            r = request(&http, &provider, &body, &run) => r,
+            _ = run.abort.cancelled() => return RunOutcome::Interrupted,
+        };
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                run.emit.chunk(UiChunk::FinishStep);
+                return RunOutcome::Failed(e);
+            }
+        };
+        let text_id = format!("{}-s{step}-text", run.part_id);
+        let reasoning_id = format!("{}-s{step}-reasoning", run.part_id);
+        let streamed = tokio::select! {
+            r = read_stream(response, &run, &text_id, &reasoning_id) => r,
+            _ = run.abort.cancelled() => return RunOutcome::Interrupted,
+        };
+        let (text, calls, step_usage) = match streamed {
+            Ok(v) => v,
+            Err(e) => {
+                run.emit.chunk(UiChunk::Error {
+                    error_text: e.clone(),
+                });
+                run.emit.chunk(UiChunk::FinishStep);
+                return RunOutcome::Failed(e);
+            }
+        };
+        usage.0 += step_usage.0;
+        usage.1 += step_usage.1;
+        tracing::debug!(
+            step,
+            ms = step_started.elapsed().as_millis() as u64,
+            calls = calls.len(),
+            "model step"
+        );
+
+        let mut assistant = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
+        if !calls.is_empty() {
+            assistant["tool_calls"] = Value::Array(
+                calls
+                    .iter()
+                    .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                    .collect(),
+            );
+        }
+        messages.push(assistant);
+        if calls.is_empty() {
+            run.emit.chunk(UiChunk::FinishStep);
+            run.emit.chunk(UiChunk::MessageMetadata {
+                message_metadata: json!({"usage": {"inputTokens": usage.0, "outputTokens": usage.1}, "model": provider.model}),
+            });
+            return RunOutcome::Exited(0);
+        }
+
+        for call in &calls {
+            let input: Value = match serde_json::from_str(if call.arguments.trim().is_empty() {
+                "{}"
+            } else {
+                &call.arguments
+            }) {
+                Ok(v) => v,
+                Err(e) => {
+                    let msg = format!("invalid JSON arguments for {}: {e}", call.name);
+                    run.emit.chunk(UiChunk::ToolInputAvailable {
+                        tool_call_id: call.id.clone(),
+                        tool_name: call.name.clone(),
+                        input: json!({"raw": call.arguments}),
+                    });
+                    run.emit.chunk(UiChunk::ToolOutputError {
+                        tool_call_id: call.id.clone(),
+                        error_text: msg.clone(),
+                    });
+                    messages.push(json!({"role": "tool", "tool_call_id": call.id, "content": format!("error: {msg}")}));
+                    continue;
+                }
+            };
+            run.emit.chunk(UiChunk::ToolInputAvailable {
+                tool_call_id: call.id.clone(),
+                tool_name: call.name.clone(),
+                input: input.clone(),
+            });
+            let result = tools::run(&call.name, &input, &tool_ctx).await;
+            if run.abort.is_cancelled() {
+                run.emit.chunk(UiChunk::ToolOutputError {
+                    tool_call_id: call.id.clone(),
+                    error_text: "interrupted".into(),
+                });
+                messages.push(json!({"role": "tool", "tool_call_id": call.id, "content": "interrupted by the operator"}));
+                return RunOutcome::Interrupted;
+            }
+            let content = match result {
+                Ok(output) => {
+                    run.emit.chunk(UiChunk::ToolOutputAvailable {
+                        tool_call_id: call.id.clone(),
+                        output: output.clone(),
+                    });
+                    match output {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    }
+                }
+                Err(e) => {
+                    run.emit.chunk(UiChunk::ToolOutputError {
+                        tool_call_id: call.id.clone(),
+                        error_text: e.clone(),
+                    });
+                    format!("error: {e}")
+                }
+            };
+            // Secrets never reach the model.
+            messages.push(json!({"role": "tool", "tool_call_id": call.id, "content": run.emit.redact(&content)}));
+        }
+        run.emit.chunk(UiChunk::FinishStep);
+    }
+    RunOutcome::Failed(format!(
+        "step limit reached: the model made {MAX_STEPS} calls without finishing"
+    ))
+}
+
+/// Sends one chat completion request, retrying 429 and 5xx with backoff (honouring
+/// `retry-after`). Auth failures end the run with a message naming the provider.
+async fn request(
+    http: &reqwest::Client,
+    p: &Provider,
+    body: &Value,
+    run: &Run<'_>,
+) -> Result<reqwest::Response, String> {
+    let url = format!("{}/chat/completions", p.base_url);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut req = http.post(&url).json(body);
+        if let Some(k) = &p.api_key {
+            req = req.bearer_auth(k);
+        }
+        let res = match req.send().await {
+            Ok(r) => r,
+            Err(e) if attempt < MAX_ATTEMPTS => {
+                tracing::warn!(provider = %p.base_url, error = %e, "model request failed; retrying");
+                tokio::time::sleep(backoff(attempt, None)).await;
+                continue;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot reach the model provider at {}: {e}",
+                    p.base_url
+                ))
+            }
+        };
+        let status = res.status();
+        if status.is_success() {
+            return Ok(res);
+        }
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(Duration::from_secs_f64);
+        let text = res.text().await.unwrap_or_default();
+        let snippet: String = run.emit.redact(&text).chars().take(300).collect();
+        match status.as_u16() {
+            401 | 403 => {
+                return Err(format!(
+                    "the model provider at {} refused the API key (HTTP {}): {snippet}",
+                    p.base_url,
+                    status.as_u16()
+                ))
+            }
+            429 | 500..=599 if attempt < MAX_ATTEMPTS => {
+                let wait = backoff(attempt, retry_after);
+                tracing::warn!(provider = %p.base_url, status = status.as_u16(), wait_ms = wait.as_millis() as u64, "model provider busy; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            _ => {
+                return Err(format!(
+                    "the model provider at {} answered HTTP {}: {snippet}",
+                    p.base_url,
+                    status.as_u16()
+                ))
+            }
+        }
+    }
+}
+
+fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    retry_after
+        .unwrap_or_else(|| Duration::from_millis(500 * (1 << attempt.min(5))))
+        .min(Duration::from_secs(60))
+}
+
+/// Reads one streamed completion, emitting chunks as they arrive. Returns the text, the tool
+/// calls and (input, output) token usage.
+async fn read_stream(
+    res: reqwest::Response,
+    run: &Run<'_>,
+    text_id: &str,
+    reasoning_id: &str,
+) -> Result<(String, Vec<PendingCall>, (u64, u64)), String> {
+    let mut body = res.bytes_stream();
+    let mut parser = SseParser::default();
+    let mut text = String::new();
+    let (mut text_open, mut reasoning_open) = (false, false);
+    let mut calls: Vec<PendingCall> = Vec::new();
+    let mut usage = (0, 0);
+    let mut finished = false;
+    let mut done = false;
+    while let Some(part) = body.next().await {
+        let bytes = part.map_err(|e| format!("model stream broke off: {e}"))?;
+        for ev in parser.push(&String::from_utf8_lossy(&bytes)) {
+            if ev.data.trim() == "[DONE]" {
+                done = true;
+                continue;
+            }
+            let v: Value = serde_json::from_str(&ev.data)
+                .map_err(|e| format!("malformed chunk in the model stream: {e}"))?;
+            if let Some(err) = v.get("error") {
+                return Err(format!("the model provider reported an error: {err}"));
+            }
+            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                usage.0 = u["prompt_tokens"].as_u64().unwrap_or(usage.0);
+                usage.1 = u["completion_tokens"].as_u64().unwrap_or(usage.1);
+            }
+            let Some(choice) = v["choices"].get(0) else {
+                continue;
+            };
+            let delta = &choice["delta"];
+            if let Some(r) = delta["reasoning_content"]
+                .as_str()
+                .or(delta["reasoning"].as_str())
+                .filter(|r| !r.is_empty())
+            {
+                if !reasoning_open {
+                    reasoning_open = true;
+                    run.emit.chunk(UiChunk::ReasoningStart {
+                        id: reasoning_id.into(),
+                    });
+                }
+                run.emit.chunk(UiChunk::ReasoningDelta {
+                    id: reasoning_id.into(),
+                    delta: r.into(),
+                });
+            }
+            if let Some(c) = delta["content"].as_str().filter(|c| !c.is_empty()) {
+                if !text_open {
+                    text_open = true;
+                    run.emit.chunk(UiChunk::TextStart { id: text_id.into() });
+                }
+                text.push_str(c);
+                run.emit.chunk(UiChunk::text_delta(text_id, c));
+            }
+            for tc in delta["tool_calls"].as_array().into_iter().flatten() {
+                let index = tc["index"].as_u64().unwrap_or(calls.len() as u64) as usize;
+                while calls.len() <= index {
+                    calls.push(PendingCall::default());
+                }
+                let call = &mut calls[index];
+                if let Some(id) = tc["id"].as_str() {
+                    call.id = id.to_string();
+                }
+                if let Some(name) = tc["function"]["name"].as_str() {
+                    call.name.push_str(name);
+                }
+                if !call.announced && !call.id.is_empty() && !call.name.is_empty() {
+                    call.announced = true;
+                    run.emit.chunk(UiChunk::ToolInputStart {
+                        tool_call_id: call.id.clone(),
+                        tool_name: call.name.clone(),
+                    });
+                    if !call.arguments.is_empty() {
+                        run.emit.chunk(UiChunk::ToolInputDelta {
+                            tool_call_id: call.id.clone(),
+                            input_text_delta: call.arguments.clone(),
+                        });
+                    }
+                }
+                if let Some(args) = tc["function"]["arguments"]
+                    .as_str()
+                    .filter(|a| !a.is_empty())
+                {
+                    call.arguments.push_str(args);
+                    if call.announced {
+                        run.emit.chunk(UiChunk::ToolInputDelta {
+                            tool_call_id: call.id.clone(),
+                            input_text_delta: args.into(),
+                        });
+                    }
+                }
+            }
+            if choice["finish_reason"].is_string() {
+                finished = true;
+            }
+        }
+    }
+    if reasoning_open {
+        run.emit.chunk(UiChunk::ReasoningEnd {
+            id: reasoning_id.into(),
+        });
+    }
+    if text_open {
+        run.emit.chunk(UiChunk::TextEnd { id: text_id.into() });
+    }
+    if !finished && !done {
+        return Err("the model stream ended before the response was complete".into());
+    }
+    for (i, c) in calls.iter_mut().enumerate() {
+        if c.id.is_empty() {
+            c.id = format!("call_{i}");
+        }
+        if !c.announced {
+            c.announced = true;
+            run.emit.chunk(UiChunk::ToolInputStart {
+                tool_call_id: c.id.clone(),
+                tool_name: c.name.clone(),
+            });
+        }
+    }
+    Ok((text, calls, usage))
+}

@@ -1,0 +1,419 @@
+//! The agent's tools. Every path is confined to the task's working directory: relative paths
+//! are resolved inside it, and the canonical result (symlinks followed) must stay inside it.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::shell::{run_bash, BashRun};
+use super::RunOutcome;
+
+/// Most bytes of file content or command output handed back to the model.
+pub const OUTPUT_CAP: usize = 64 * 1024;
+const DEFAULT_BASH_TIMEOUT: Duration = Duration::from_secs(120);
+const MAX_LIST: usize = 2000;
+const MAX_GREP: usize = 500;
+
+/// Where tools run.
+pub struct ToolContext<'a> {
+    pub root: &'a Path,
+    pub env: &'a BTreeMap<String, String>,
+    /// Cancelled to interrupt a running tool (stop or steer).
+    pub abort: CancellationToken,
+}
+
+/// JSON schemas of the tools, in the OpenAI `tools` format.
+pub fn definitions() -> Vec<Value> {
+    let f = |name: &str, description: &str, params: Value| json!({"type": "function", "function": {"name": name, "description": description, "parameters": params}});
+    vec![
+        f(
+            "bash",
+            "Run a bash command in the working directory. Returns exit code and output (stdout and stderr).",
+            json!({"type": "object", "properties": {
+                "command": {"type": "string"},
+                "timeout_secs": {"type": "integer", "description": "default 120"}
+            }, "required": ["command"]}),
+        ),
+        f(
+            "read_file",
+            "Read a text file. Optional 1-based line offset and line limit.",
+            json!({"type": "object", "properties": {
+                "path": {"type": "string"}, "offset": {"type": "integer"}, "limit": {"type": "integer"}
+            }, "required": ["path"]}),
+        ),
+        f(
+            "write_file",
+            "Create or overwrite a file with the given content.",
+            json!({"type": "object", "properties": {
+                "path": {"type": "string"}, "content": {"type": "string"}
+            }, "required": ["path", "content"]}),
+        ),
+        f(
+            "edit_file",
+            "Replace one exact occurrence of old_string with new_string in a file.",
+            json!({"type": "object", "properties": {
+                "path": {"type": "string"}, "old_string": {"type": "string"}, "new_string": {"type": "string"}
+            }, "required": ["path", "old_string", "new_string"]}),
+        ),
+        f(
+            "list_files",
+            "List files under a directory (default: the working directory), skipping .git.",
+            json!({"type": "object", "properties": {
+                "path": {"type": "string"}, "recursive": {"type": "boolean"}
+            }}),
+        ),
+        f(
+            "grep",
+            "Find lines containing a fixed string in files under a path.",
+            json!({"type": "object", "properties": {
+                "pattern": {"type": "string"}, "path": {"type": "string"}
+            }, "required": ["pattern"]}),
+        ),
+    ]
+}
+
+/// Tools that change nothing (may run without approval under `agent-decides`).
+pub fn is_read_only(name: &str) -> bool {
+    matches!(name, "read_file" | "list_files" | "grep")
+}
+
+/// Resolves `p` inside `root`; refuses absolute paths elsewhere, `..` and symlink escapes.
+pub fn confine(root: &Path, p: &str) -> Result<PathBuf, String> {
+    let root = root
+        .canonicalize()
+        .map_err(|e| format!("working directory unavailable: {e}"))?;
+    let rel = Path::new(p);
+    let joined = if rel.is_absolute() {
+        rel.to_path_buf()
+    } else {
+        if rel.components().any(|c| matches!(c, Component::ParentDir)) {
+            return Err(format!("path {p:?} leaves the working directory"));
+        }
+        root.join(rel)
+    };
+    // Canonicalize the longest existing ancestor (follows symlinks), then re-append the rest.
+    let mut existing = joined.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut real = existing
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve {p:?}: {e}"))?;
+    for part in rest.iter().rev() {
+        real.push(part);
+    }
+    if !real.starts_with(&root) {
+        return Err(format!("path {p:?} is outside the working directory"));
+    }
+    Ok(real)
+}
+
+fn arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, String> {
+    args[name]
+        .as_str()
+        .ok_or_else(|| format!("missing string argument {name:?}"))
+}
+
+fn cap(mut s: String) -> String {
+    if s.len() > OUTPUT_CAP {
+        let mut cut = OUTPUT_CAP;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let total = s.len();
+        s.truncate(cut);
+        s.push_str(&format!(
+            "\n[output truncated: {total} bytes, showing the first {cut}]"
+        ));
+    }
+    s
+}
+
+/// Runs one tool; `Ok` is the output for the model, `Err` a message for a failed call.
+pub async fn run(name: &str, args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
+    match name {
+        "bash" => bash(args, ctx).await,
+        "read_file" => {
+            let rel = arg(args, "path")?;
+            let path = confine(ctx.root, rel)?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("cannot read {rel}: {e}"))?;
+            let offset = args["offset"].as_u64().unwrap_or(1).max(1) as usize;
+            let limit = args["limit"].as_u64().map(|l| l as usize);
+            let lines: Vec<&str> = text
+                .lines()
+                .skip(offset - 1)
+                .take(limit.unwrap_or(usize::MAX))
+                .collect();
+            Ok(json!(cap(lines.join("\n"))))
+        }
+        "write_file" => {
+            let rel = arg(args, "path")?;
+            let path = confine(ctx.root, rel)?;
+            let content = arg(args, "content")?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            std::fs::write(&path, content).map_err(|e| format!("cannot write: {e}"))?;
+            Ok(json!(format!("wrote {} bytes to {rel}", content.len())))
+        }
+        "edit_file" => {
+            let rel = arg(args, "path")?;
+            let path = confine(ctx.root, rel)?;
+            let (old, new) = (arg(args, "old_string")?, arg(args, "new_string")?);
+            if old.is_empty() {
+                return Err("old_string must not be empty".into());
+            }
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("cannot read {rel}: {e}"))?;
+            match text.matches(old).count() {
+                0 => Err(format!("old_string not found in {rel}")),
+                1 => {
+                    std::fs::write(&path, text.replacen(old, new, 1)).map_err(|e| format!("cannot write: {e}"))?;
+                    Ok(json!(format!("edited {rel}")))
+                }
+                n => Err(format!(
+                    "old_string appears {n} times in {rel}; include more surrounding text to make it unique"
+                )),
+            }
+        }
+        "list_files" => {
+            let base = confine(ctx.root, args["path"].as_str().unwrap_or("."))?;
+            let recursive = args["recursive"].as_bool().unwrap_or(true);
+            let mut out = Vec::new();
+            list(&base, &base, recursive, &mut out);
+            out.sort();
+            let truncated = out.len() > MAX_LIST;
+            out.truncate(MAX_LIST);
+            let mut text = out.join("\n");
+            if truncated {
+                text.push_str(&format!(
+                    "\n[more than {MAX_LIST} entries; list a subdirectory]"
+                ));
+            }
+            Ok(json!(text))
+        }
+        "grep" => {
+            let pattern = arg(args, "pattern")?;
+            let base = confine(ctx.root, args["path"].as_str().unwrap_or("."))?;
+            let mut files = Vec::new();
+            if base.is_file() {
+                files.push(
+                    base.strip_prefix(ctx.root.canonicalize().unwrap_or_default())
+                        .unwrap_or(&base)
+                        .display()
+                        .to_string(),
+                );
+            } else {
+                list(&base, &base, true, &mut files);
+            }
+            let root = if base.is_file() {
+                ctx.root.canonicalize().unwrap_or_default()
+            } else {
+                base.clone()
+            };
+            let mut hits = Vec::new();
+            'files: for f in files.iter().filter(|f| !f.ends_with('/')) {
+                let Ok(text) = std::fs::read_to_string(root.join(f)) else {
+                    continue;
+                };
+                for (i, line) in text.lines().enumerate() {
+                    if line.contains(pattern) {
+                        hits.push(format!("{f}:{}:{line}", i + 1));
+                        if hits.len() >= MAX_GREP {
+                            break 'files;
+                        }
+                    }
+                }
+            }
+            Ok(json!(cap(hits.join("\n"))))
+        }
+        other => Err(format!("unknown tool {other:?}")),
+    }
+}
+
+fn list(base: &Path, dir: &Path, recursive: bool, out: &mut Vec<String>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if out.len() > MAX_LIST {
+            return;
+        }
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == ".git") {
+            continue;
+        }
+        let rel = p.strip_prefix(base).unwrap_or(&p).display().to_string();
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir {
+            out.push(format!("{rel}/"));
+            if recursive {
+                list(base, &p, true, out);
+            }
+        } else {
+            out.push(rel);
+        }
+    }
+}
+
+async fn bash(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
+    let command = arg(args, "command")?;
+    let timeout = args["timeout_secs"]
+        .as_u64()
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_BASH_TIMEOUT);
+    let abort = ctx.abort.child_token();
+    let timer = {
+        let abort = abort.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            abort.cancel();
+        })
+    };
+    let mut output = String::new();
+    let outcome = run_bash(
+        BashRun {
+            script: command,
+            cwd: ctx.root,
+            env: ctx.env,
+            abort: abort.clone(),
+            stop_grace: Duration::from_secs(1),
+        },
+        |s| {
+            if output.len() <= OUTPUT_CAP {
+                output.push_str(&s);
+            }
+        },
+    )
+    .await;
+    timer.abort();
+    let output = cap(output);
+    match outcome {
+        RunOutcome::Exited(code) => Ok(json!({"exitCode": code, "output": output})),
+        RunOutcome::Interrupted if ctx.abort.is_cancelled() => Err("interrupted".into()),
+        RunOutcome::Interrupted => {
+            Err(format!("timed out after {} s\n{output}", timeout.as_secs()))
+        }
+        RunOutcome::Failed(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(root: &Path) -> ToolContext<'_> {
+        static ENV: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
+        ToolContext {
+            root,
+            env: ENV.get_or_init(BTreeMap::new),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn tools_work_and_stay_inside_the_working_dir() {
+        let dir = std::env::temp_dir().join(format!("viber-tools-{}", crate::crypto::random_u64()));
+        let root = dir.join("work");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(dir.join("outside.txt"), "secret").unwrap();
+        std::os::unix::fs::symlink(dir.join("outside.txt"), root.join("link.txt")).unwrap();
+        std::os::unix::fs::symlink(&dir, root.join("up")).unwrap();
+        let c = ctx(&root);
+
+        run(
+            "write_file",
+            &json!({"path": "src/a.txt", "content": "one\ntwo\nthree\n"}),
+            &c,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            run(
+                "read_file",
+                &json!({"path": "src/a.txt", "offset": 2, "limit": 1}),
+                &c
+            )
+            .await
+            .unwrap(),
+            json!("two")
+        );
+        run(
+            "edit_file",
+            &json!({"path": "src/a.txt", "old_string": "two", "new_string": "2"}),
+            &c,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("src/a.txt")).unwrap(),
+            "one\n2\nthree\n"
+        );
+        let e = run(
+            "edit_file",
+            &json!({"path": "src/a.txt", "old_string": "absent", "new_string": "x"}),
+            &c,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("not found"), "{e}");
+        std::fs::write(root.join("dup.txt"), "x x").unwrap();
+        let e = run(
+            "edit_file",
+            &json!({"path": "dup.txt", "old_string": "x", "new_string": "y"}),
+            &c,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("2 times"), "{e}");
+        let listing = run("list_files", &json!({}), &c).await.unwrap();
+        assert!(listing.as_str().unwrap().contains("src/a.txt"), "{listing}");
+        let hits = run("grep", &json!({"pattern": "thr"}), &c).await.unwrap();
+        assert_eq!(hits, json!("src/a.txt:3:three"));
+        let out = run("bash", &json!({"command": "echo hi; exit 3"}), &c)
+            .await
+            .unwrap();
+        assert_eq!(out, json!({"exitCode": 3, "output": "hi\n"}));
+        let e = run(
+            "bash",
+            &json!({"command": "sleep 5", "timeout_secs": 1}),
+            &c,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("timed out"), "{e}");
+
+        for bad in [
+            "../outside.txt",
+            "link.txt",
+            "up/outside.txt",
+            "/etc/passwd",
+            "src/../../outside.txt",
+        ] {
+            let e = run("read_file", &json!({"path": bad}), &c)
+                .await
+                .unwrap_err();
+            assert!(e.contains("outside") || e.contains("leaves"), "{bad}: {e}");
+            let e = run("write_file", &json!({"path": bad, "content": "x"}), &c)
+                .await
+                .unwrap_err();
+            assert!(e.contains("outside") || e.contains("leaves"), "{bad}: {e}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.join("outside.txt")).unwrap(),
+            "secret"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

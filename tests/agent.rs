@@ -1,0 +1,272 @@
+//! The `llm` executor against a scripted fake OpenAI-compatible provider: a real node process,
+//! real tools on a real directory, the real streaming wire format.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::fake_openai::{text, tool_call, FakeOpenAi, Reply};
+use common::*;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(30);
+
+struct Agent {
+    gw: Gateway,
+    _node: Proc,
+    work: TempDir,
+    _dirs: (TempDir, TempDir),
+    fake: FakeOpenAi,
+}
+
+async fn agent(script: Vec<Reply>) -> Agent {
+    let fake = FakeOpenAi::start(script).await;
+    let gdir = TempDir::new("gw");
+    let ndir = TempDir::new("node");
+    let work = TempDir::new("work");
+    let gw = Gateway::start(gdir.path(), 0, &[]);
+    let token = gw.enroll("agent").await;
+    let node = start_node_env(
+        &gw.url,
+        Some(&token),
+        ndir.path(),
+        "agent",
+        &[
+            ("OPENAI_BASE_URL", &fake.base_url),
+            ("OPENAI_API_KEY", "sk-test-key-1234"),
+            ("OPENAI_MODEL", "fake-model"),
+        ],
+    );
+    gw.wait_node_status("agent", "online", T).await;
+    Agent {
+        gw,
+        _node: node,
+        work,
+        _dirs: (gdir, ndir),
+        fake,
+    }
+}
+
+impl Agent {
+    async fn run(&self, goal: &str) -> (String, Value) {
+        let (code, v) = self
+            .gw
+            .post(
+                "/api/tasks",
+                json!({"goal": goal, "options": {"cwd": self.work.path()}}),
+            )
+            .await;
+        assert_eq!(code, 201, "{v}");
+        assert_eq!(
+            v["executor"], "llm",
+            "a node with a provider defaults to the agent"
+        );
+        let id = v["id"].as_str().unwrap().to_string();
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let (_, t) = self.gw.get(&format!("/api/tasks/{id}")).await;
+            if ["completed", "error", "stopped"].contains(&t["state"].as_str().unwrap()) {
+                return (id, t);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "task did not end: {t}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn chunks(&self, id: &str) -> Vec<Value> {
+        let body = reqwest::Client::new()
+            .get(format!("{}/api/tasks/{id}/stream", self.gw.url))
+            .bearer_auth(&self.gw.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        body.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    fn conformance(&self, id: &str) -> Value {
+        let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js/conformance.mjs");
+        let out = std::process::Command::new("node")
+            .arg(js)
+            .args(["stream", &format!("{}/api/tasks/{id}/stream", self.gw.url)])
+            .env("VIBER_TOKEN", &self.gw.token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+fn types(chunks: &[Value]) -> Vec<&str> {
+    chunks.iter().map(|c| c["type"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_multi_step_task_reads_edits_and_runs_and_the_file_changes() {
+    let a = agent(vec![
+        tool_call("call_1", "read_file", json!({"path": "greeting.txt"})),
+        tool_call(
+            "call_2",
+            "edit_file",
+            json!({"path": "greeting.txt", "old_string": "hello", "new_string": "goodbye"}),
+        ),
+        tool_call("call_3", "bash", json!({"command": "cat greeting.txt"})),
+        text("Done: the greeting now says goodbye."),
+    ])
+    .await;
+    std::fs::write(a.work.join("greeting.txt"), "hello world\n").unwrap();
+    let (id, task) = a
+        .run("Change hello to goodbye in greeting.txt and show it")
+        .await;
+    assert_eq!(task["state"], "completed", "{task}");
+    assert_eq!(
+        std::fs::read_to_string(a.work.join("greeting.txt")).unwrap(),
+        "goodbye world\n"
+    );
+
+    // The model saw each tool's result, with the key only in the Authorization header.
+    let reqs = a.fake.requests();
+    assert_eq!(reqs.len(), 4);
+    assert_eq!(reqs[0]["model"], "fake-model");
+    assert_eq!(reqs[0]["stream"], true);
+    assert!(reqs[0]["tools"].as_array().unwrap().len() >= 6);
+    let tool_msg = |r: &Value| r["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(tool_msg(&reqs[1])["role"], "tool");
+    assert_eq!(tool_msg(&reqs[1])["tool_call_id"], "call_1");
+    assert_eq!(tool_msg(&reqs[1])["content"], "hello world");
+    assert!(tool_msg(&reqs[3])["content"]
+        .as_str()
+        .unwrap()
+        .contains("goodbye world"));
+    assert_eq!(
+        a.fake.authorization(0).as_deref(),
+        Some("Bearer sk-test-key-1234")
+    );
+    assert!(!reqs
+        .iter()
+        .any(|r| r.to_string().contains("sk-test-key-1234")));
+
+    let chunks = a.chunks(&id).await;
+    let t = types(&chunks);
+    assert_eq!(t.iter().filter(|x| **x == "start-step").count(), 4, "{t:?}");
+    assert_eq!(t.iter().filter(|x| **x == "tool-input-start").count(), 3);
+    assert!(t.iter().filter(|x| **x == "tool-input-delta").count() >= 3);
+    assert_eq!(
+        t.iter().filter(|x| **x == "tool-output-available").count(),
+        3
+    );
+    let available: Vec<&Value> = chunks
+        .iter()
+        .filter(|c| c["type"] == "tool-input-available")
+        .collect();
+    assert_eq!(available[1]["input"]["new_string"], "goodbye");
+    assert_eq!(*t.last().unwrap(), "finish");
+    let meta = chunks
+        .iter()
+        .find(|c| c["type"] == "message-metadata")
+        .unwrap();
+    assert_eq!(meta["messageMetadata"]["usage"]["outputTokens"], 7);
+
+    // The real AI SDK client accepts the stream.
+    let v = a.conformance(&id);
+    assert_eq!(v["text"], "Done: the greeting now says goodbye.");
+    let parts: Vec<&str> = v["partTypes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        parts.iter().filter(|p| p.starts_with("tool-")).count() == 3,
+        "{parts:?}"
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_are_retried_and_escapes_are_refused() {
+    let a = agent(vec![
+        Reply::Status(429, Some("0.2")),
+        Reply::Status(503, None),
+        tool_call("call_1", "read_file", json!({"path": "../../etc/passwd"})),
+        text("I may not read that."),
+    ])
+    .await;
+    let (id, task) = a.run("read a file outside").await;
+    assert_eq!(task["state"], "completed", "{task}");
+    assert_eq!(a.fake.requests().len(), 4);
+    let chunks = a.chunks(&id).await;
+    let err = chunks
+        .iter()
+        .find(|c| c["type"] == "tool-output-error")
+        .expect("tool error chunk");
+    assert!(
+        err["errorText"]
+            .as_str()
+            .unwrap()
+            .contains("working directory"),
+        "{err}"
+    );
+    let told = a.fake.requests()[3]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        told["content"].as_str().unwrap().starts_with("error:"),
+        "{told}"
+    );
+}
+
+#[tokio::test]
+async fn auth_failures_end_the_task_with_a_clear_message() {
+    let a = agent(vec![Reply::Status(401, None)]).await;
+    let (_, task) = a.run("anything").await;
+    assert_eq!(task["state"], "error");
+    let e = task["error"].as_str().unwrap();
+    assert!(
+        e.contains("refused the API key") && e.contains(&a.fake.base_url),
+        "{e}"
+    );
+    assert_eq!(a.fake.requests().len(), 1, "401 is not retried");
+}
+
+#[tokio::test]
+async fn without_a_provider_an_llm_task_says_how_to_configure_one() {
+    let gdir = TempDir::new("gw");
+    let ndir = TempDir::new("node");
+    let gw = Gateway::start(gdir.path(), 0, &[]);
+    let token = gw.enroll("plain").await;
+    let _node = start_node(&gw.url, Some(&token), ndir.path(), "plain");
+    gw.wait_node_status("plain", "online", T).await;
+    let (_, v) = gw.post("/api/tasks", json!({"goal": "echo shell"})).await;
+    assert_eq!(v["executor"], "shell");
+    let (code, v) = gw
+        .post("/api/tasks", json!({"goal": "fix it", "executor": "llm"}))
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let id = v["id"].as_str().unwrap();
+    wait_until("llm task failed", T, || async {
+        gw.get(&format!("/api/tasks/{id}")).await.1["state"] == "error"
+    })
+    .await;
+    let (_, t) = gw.get(&format!("/api/tasks/{id}")).await;
+    assert!(
+        t["error"].as_str().unwrap().contains("OPENAI_BASE_URL"),
+        "{t}"
+    );
+}

@@ -1,0 +1,140 @@
+//! A scripted fake of an OpenAI-compatible Chat Completions endpoint, speaking the real
+//! streaming wire format: SSE `data:` chunks with `choices[0].delta`, tool calls whose
+//! arguments arrive in pieces, `finish_reason`, a usage chunk, then `data: [DONE]`.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+
+/// One scripted answer.
+pub enum Reply {
+    /// A streamed completion made of these chunk objects.
+    Stream(Vec<Value>),
+    /// An HTTP error with an optional `retry-after` (seconds).
+    Status(u16, Option<&'static str>),
+}
+
+#[derive(Default)]
+struct Inner {
+    script: Mutex<VecDeque<Reply>>,
+    requests: Mutex<Vec<(HeaderMap, Value)>>,
+}
+
+#[derive(Clone)]
+pub struct FakeOpenAi {
+    inner: Arc<Inner>,
+    pub base_url: String,
+}
+
+fn chunk(delta: Value, finish: Option<&str>) -> Value {
+    json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "fake",
+           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+}
+
+/// A text answer, streamed in two pieces.
+pub fn text(s: &str) -> Reply {
+    let mid = s.len() / 2;
+    let mid = (0..=mid).rev().find(|i| s.is_char_boundary(*i)).unwrap();
+    Reply::Stream(vec![
+        chunk(json!({"role": "assistant", "content": ""}), None),
+        chunk(json!({"content": &s[..mid]}), None),
+        chunk(json!({"content": &s[mid..]}), None),
+        chunk(json!({}), Some("stop")),
+        json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "choices": [],
+               "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}),
+    ])
+}
+
+/// One tool call whose JSON arguments arrive in three pieces.
+pub fn tool_call(id: &str, name: &str, args: Value) -> Reply {
+    let a = args.to_string();
+    let (x, y) = (a.len() / 3, 2 * a.len() / 3);
+    let piece = |s: &str| {
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": s}}]}),
+            None,
+        )
+    };
+    Reply::Stream(vec![
+        chunk(
+            json!({"role": "assistant", "content": null, "tool_calls": [{"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+            None,
+        ),
+        piece(&a[..x]),
+        piece(&a[x..y]),
+        piece(&a[y..]),
+        chunk(json!({}), Some("tool_calls")),
+    ])
+}
+
+impl FakeOpenAi {
+    pub async fn start(script: Vec<Reply>) -> FakeOpenAi {
+        let inner = Arc::new(Inner {
+            script: Mutex::new(script.into()),
+            requests: Mutex::new(Vec::new()),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(complete))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeOpenAi {
+            inner,
+            base_url: format!("http://{addr}/v1"),
+        }
+    }
+
+    /// The request bodies received, in order.
+    pub fn requests(&self) -> Vec<Value> {
+        self.inner
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+
+    pub fn authorization(&self, i: usize) -> Option<String> {
+        self.inner.requests.lock().unwrap()[i]
+            .0
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+}
+
+async fn complete(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
+    let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    inner.requests.lock().unwrap().push((headers, parsed));
+    let next = inner.script.lock().unwrap().pop_front();
+    match next {
+        None => (StatusCode::INTERNAL_SERVER_ERROR, "script exhausted").into_response(),
+        Some(Reply::Status(code, retry_after)) => {
+            let mut res = (
+                StatusCode::from_u16(code).unwrap(),
+                json!({"error": {"message": "scripted"}}).to_string(),
+            )
+                .into_response();
+            if let Some(r) = retry_after {
+                res.headers_mut().insert("retry-after", r.parse().unwrap());
+            }
+            res
+        }
+        Some(Reply::Stream(chunks)) => {
+            let mut sse = String::new();
+            for c in chunks {
+                sse.push_str(&format!("data: {c}\n\n"));
+            }
+            sse.push_str("data: [DONE]\n\n");
+            ([("content-type", "text/event-stream")], sse).into_response()
+        }
+    }
+}
