@@ -801,3 +801,71 @@ async fn the_cli_drives_environments_and_threads() {
     let (code, out) = cli(&["env", "rm", "cli env"], None);
     assert_eq!(code, Some(0), "{out}");
 }
+
+#[tokio::test]
+async fn a_node_cannot_report_on_bindings_it_does_not_own() {
+    let s = setup().await;
+    let gw = &s.gw;
+    let (_, env) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "owned", "type": "manual"}),
+        )
+        .await;
+    let env_id = env["id"].as_str().unwrap();
+    let (_, b) = gw
+        .post(
+            &format!("/api/environments/{env_id}/bindings"),
+            json!({"nodeId": s.node_id}),
+        )
+        .await;
+    let bid = b["id"].as_str().unwrap().to_string();
+    wait_binding(gw, env_id, "ready").await;
+
+    let kdir = TempDir::new("keys");
+    let key = new_key(&kdir, "intruder");
+    let token = gw.enroll("intruder").await;
+    let (mut ws, got) = handshake(&gw.ws_url(), &key, &token).await;
+    assert!(matches!(
+        got,
+        Got::Frame(viber::protocol::Frame::HelloOk(_))
+    ));
+    let state = |id: &str| viber::protocol::BindingState {
+        binding_id: id.into(),
+        status: viber::protocol::BindingStatus::Error,
+        step: Some("setup".into()),
+        message: Some("forged".into()),
+        working_dir: None,
+        commit: None,
+        version: 1,
+        setup_skipped: false,
+    };
+    send_frame(
+        &mut ws,
+        &viber::protocol::Frame::EnvironmentStatus(state(&bid)),
+    )
+    .await;
+    match recv_no_ping(&mut ws).await {
+        Got::Frame(viber::protocol::Frame::Error(e)) => {
+            assert_eq!(e.code, viber::protocol::ErrorCode::NotOwner)
+        }
+        other => panic!("{other:?}"),
+    }
+    // A sync with unknown and foreign bindings is applied where it can be, and nothing else.
+    send_frame(
+        &mut ws,
+        &viber::protocol::Frame::EnvironmentSync {
+            bindings: vec![state("bind_nope"), state(&bid)],
+        },
+    )
+    .await;
+    send_frame(&mut ws, &viber::protocol::Frame::Ping {}).await;
+    assert!(matches!(
+        recv_no_ping(&mut ws).await,
+        Got::Frame(viber::protocol::Frame::Pong {})
+    ));
+    let (_, v) = gw
+        .get(&format!("/api/environments/{env_id}/bindings"))
+        .await;
+    assert_eq!(v["bindings"][0]["status"], "ready", "{v}");
+}

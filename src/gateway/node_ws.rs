@@ -345,11 +345,14 @@ async fn handle_frame(app: &App, node_id: &str, conn_id: u64, frame: Frame) -> O
             env_result(super::environments::apply_state(app, node_id, state).await)
         }
         Frame::EnvironmentSync { bindings } => {
+            // Apply every state; one the gateway cannot take (its environment was deleted,
+            // say) must not keep the others from being recorded.
             for state in bindings {
-                if let Some(reply) =
+                let id = state.binding_id.clone();
+                if let Some(Frame::Error(e)) =
                     env_result(super::environments::apply_state(app, node_id, state).await)
                 {
-                    return Some(reply);
+                    tracing::warn!(node = %node_id, binding = %id, message = %e.message, "ignored a synced binding state");
                 }
             }
             None
