@@ -210,6 +210,18 @@ enum TaskAction {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Approve (or --deny) a tool call the agent is waiting on.
+    Approve {
+        id: String,
+        /// The approval id [default: the task's pending one].
+        approval: Option<String>,
+        #[arg(long)]
+        deny: bool,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Send a follow-up message to a running task.
     Send {
         id: String,
@@ -482,6 +494,13 @@ async fn task_command(action: TaskAction) -> anyhow::Result<std::process::ExitCo
             tasks::follow_stream(&cli::Client::new(&client)?, &id, follow).await?
         }
         TaskAction::Stop { id, client } => tasks::stop(&cli::Client::new(&client)?, &id).await?,
+        TaskAction::Approve {
+            id,
+            approval,
+            deny,
+            reason,
+            client,
+        } => tasks::approve(&cli::Client::new(&client)?, &id, approval, deny, reason).await?,
         TaskAction::Send {
             id,
             mode,

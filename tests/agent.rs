@@ -49,25 +49,27 @@ async fn agent(script: Vec<Reply>) -> Agent {
 }
 
 impl Agent {
-    async fn run(&self, goal: &str) -> (String, Value) {
+    async fn start(&self, goal: &str, options: Value) -> String {
+        let mut options = options;
+        options["cwd"] = json!(self.work.path());
         let (code, v) = self
             .gw
-            .post(
-                "/api/tasks",
-                json!({"goal": goal, "options": {"cwd": self.work.path()}}),
-            )
+            .post("/api/tasks", json!({"goal": goal, "options": options}))
             .await;
         assert_eq!(code, 201, "{v}");
         assert_eq!(
             v["executor"], "llm",
             "a node with a provider defaults to the agent"
         );
-        let id = v["id"].as_str().unwrap().to_string();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    async fn wait_end(&self, id: &str) -> Value {
         let deadline = std::time::Instant::now() + T;
         loop {
             let (_, t) = self.gw.get(&format!("/api/tasks/{id}")).await;
             if ["completed", "error", "stopped"].contains(&t["state"].as_str().unwrap()) {
-                return (id, t);
+                return t;
             }
             assert!(
                 std::time::Instant::now() < deadline,
@@ -75,6 +77,28 @@ impl Agent {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until the task waits for an approval; returns the pending approval.
+    async fn wait_approval(&self, id: &str) -> Value {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let (_, t) = self.gw.get(&format!("/api/tasks/{id}")).await;
+            if t["status"] == "awaiting approval" {
+                return t["awaitingApproval"].clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no approval requested: {t}"
+            );
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    async fn run(&self, goal: &str) -> (String, Value) {
+        let id = self.start(goal, json!({})).await;
+        let t = self.wait_end(&id).await;
+        (id, t)
     }
 
     async fn chunks(&self, id: &str) -> Vec<Value> {
@@ -92,6 +116,12 @@ impl Agent {
             .filter(|d| *d != "[DONE]")
             .map(|d| serde_json::from_str(d).unwrap())
             .collect()
+    }
+
+    /// What the stream holds so far (for a running task), as text.
+    async fn chunks_live(&self, id: &str) -> String {
+        let (_, t) = self.gw.get(&format!("/api/tasks/{id}")).await;
+        t["lastEvents"].to_string()
     }
 
     fn conformance(&self, id: &str) -> Value {
@@ -269,4 +299,167 @@ async fn without_a_provider_an_llm_task_says_how_to_configure_one() {
         t["error"].as_str().unwrap().contains("OPENAI_BASE_URL"),
         "{t}"
     );
+}
+
+#[tokio::test]
+async fn an_always_ask_task_pauses_until_approved_over_the_api() {
+    let a = agent(vec![
+        tool_call(
+            "call_w",
+            "write_file",
+            json!({"path": "notes.txt", "content": "approved\n"}),
+        ),
+        text("Wrote the notes."),
+    ])
+    .await;
+    let id = a
+        .start("write notes", json!({"workingMode": "always-ask"}))
+        .await;
+    let pending = a.wait_approval(&id).await;
+    assert_eq!(pending["toolName"], "write_file");
+    assert_eq!(pending["input"]["path"], "notes.txt");
+    // A real pause: nothing was written, the model was not called again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!a.work.join("notes.txt").exists());
+    assert_eq!(a.fake.requests().len(), 1);
+
+    let approval = pending["approvalId"].as_str().unwrap();
+    let (code, v) =
+        a.gw.post(
+            &format!("/api/tasks/{id}/approvals/appr_nope"),
+            json!({"approve": true}),
+        )
+        .await;
+    assert_eq!(code, 404, "{v}");
+    let (code, v) =
+        a.gw.post(
+            &format!("/api/tasks/{id}/approvals/{approval}"),
+            json!({"approve": "yes"}),
+        )
+        .await;
+    assert_eq!(code, 422, "{v}");
+    let (code, v) =
+        a.gw.post(
+            &format!("/api/tasks/{id}/approvals/{approval}"),
+            json!({"approve": true}),
+        )
+        .await;
+    assert_eq!(code, 202, "{v}");
+    let t = a.wait_end(&id).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    assert_eq!(
+        std::fs::read_to_string(a.work.join("notes.txt")).unwrap(),
+        "approved\n"
+    );
+    let chunks = a.chunks(&id).await;
+    let ty = types(&chunks);
+    let req = ty
+        .iter()
+        .position(|t| *t == "tool-approval-request")
+        .unwrap();
+    let resp = ty
+        .iter()
+        .position(|t| *t == "tool-approval-response")
+        .unwrap();
+    let out = ty
+        .iter()
+        .position(|t| *t == "tool-output-available")
+        .unwrap();
+    assert!(req < resp && resp < out, "{ty:?}");
+    let (code, _) =
+        a.gw.post(
+            &format!("/api/tasks/{id}/approvals/{approval}"),
+            json!({"approve": true}),
+        )
+        .await;
+    assert_eq!(code, 409);
+    a.conformance(&id);
+}
+
+#[tokio::test]
+async fn a_denied_call_is_reported_to_the_model() {
+    let a = agent(vec![
+        tool_call("call_r", "list_files", json!({})),
+        tool_call("call_b", "bash", json!({"command": "rm -rf important"})),
+        text("Understood, I left it alone."),
+    ])
+    .await;
+    std::fs::create_dir_all(a.work.join("important")).unwrap();
+    let id = a
+        .start(
+            "clean up",
+            json!({"workingMode": "agent-decides", "allowlist": ["ls"]}),
+        )
+        .await;
+    // The read-only call ran without asking; bash waits.
+    let pending = a.wait_approval(&id).await;
+    assert_eq!(pending["toolName"], "bash");
+    let approval = pending["approvalId"].as_str().unwrap();
+    let (code, _) =
+        a.gw.post(
+            &format!("/api/tasks/{id}/approvals/{approval}"),
+            json!({"approve": false, "reason": "keep that directory"}),
+        )
+        .await;
+    assert_eq!(code, 202);
+    let t = a.wait_end(&id).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    assert!(a.work.join("important").exists());
+    let told = a.fake.requests()[2]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(told["tool_call_id"], "call_b");
+    let content = told["content"].as_str().unwrap();
+    assert!(
+        content.contains("denied") && content.contains("keep that directory"),
+        "{content}"
+    );
+    let chunks = a.chunks(&id).await;
+    assert!(types(&chunks).contains(&"tool-output-denied"));
+    a.conformance(&id);
+}
+
+#[tokio::test]
+async fn steer_aborts_a_long_bash_call_and_the_conversation_continues() {
+    let a = agent(vec![
+        tool_call(
+            "call_s",
+            "bash",
+            json!({"command": "echo started; sleep 300"}),
+        ),
+        text("Switched to the new instruction."),
+    ])
+    .await;
+    let id = a.start("do the slow thing", json!({})).await;
+    wait_until("bash running", T, || async {
+        a.chunks_live(&id).await.contains("tool-input-available")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, v) =
+        a.gw.post(
+            &format!("/api/tasks/{id}/message"),
+            json!({"message": "stop that and say hi", "injectionMode": "steer"}),
+        )
+        .await;
+    assert_eq!(code, 202, "{v}");
+    let t = a.wait_end(&id).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    let reqs = a.fake.requests();
+    assert_eq!(reqs.len(), 2);
+    let msgs = reqs[1]["messages"].as_array().unwrap();
+    let n = msgs.len();
+    assert_eq!(msgs[n - 2]["role"], "tool");
+    assert!(msgs[n - 2]["content"]
+        .as_str()
+        .unwrap()
+        .contains("interrupted"));
+    assert_eq!(
+        msgs[n - 1],
+        json!({"role": "user", "content": "stop that and say hi"})
+    );
+    a.conformance(&id);
 }

@@ -237,3 +237,34 @@ pub async fn send(client: &Client, id: &str, mode: &str, message: String) -> any
     println!("sent ({mode})");
     Ok(())
 }
+
+/// Answers a task's pending approval (the only one, or `approval`).
+pub async fn approve(
+    client: &Client,
+    id: &str,
+    approval: Option<String>,
+    deny: bool,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let approval = match approval {
+        Some(a) => a,
+        None => {
+            let t = client.get(&format!("/api/tasks/{id}")).await?;
+            let pending = &t["awaitingApproval"];
+            if pending.is_null() {
+                anyhow::bail!("task {id} is not waiting for an approval");
+            }
+            eprintln!("{} {}", field(pending, "toolName"), pending["input"]);
+            field(pending, "approvalId")
+        }
+    };
+    let mut body = json!({ "approve": !deny });
+    if let Some(r) = reason {
+        body["reason"] = json!(r);
+    }
+    client
+        .post(&format!("/api/tasks/{id}/approvals/{approval}"), &body)
+        .await?;
+    println!("{} {approval}", if deny { "denied" } else { "approved" });
+    Ok(())
+}

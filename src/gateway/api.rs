@@ -30,6 +30,7 @@ pub fn router(app: App) -> Router {
         .route("/tasks/{id}/stop", post(task_api::stop))
         .route("/tasks/{id}/message", post(task_api::message))
         .route("/tasks/{id}/stream", get(task_api::stream))
+        .route("/tasks/{id}/approvals/{approval}", post(task_api::approve))
         .route("/events", get(task_api::events))
         .route(
             "/environments",

@@ -232,9 +232,42 @@ async fn load(app: &App, id: &str) -> ApiResult<crate::store::TaskRecord> {
         .ok_or_else(|| ApiError::not_found(format!("no task {id:?}")))
 }
 
+/// Approval requests of a task that have no answer yet, with the tool call they guard.
+async fn awaiting_approvals(app: &App, task_id: &str) -> anyhow::Result<Vec<Value>> {
+    let mut inputs: std::collections::HashMap<String, Value> = Default::default();
+    let mut open: Vec<Value> = Vec::new();
+    for text in app.store.approval_chunks(task_id.to_string()).await? {
+        let c: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        match c["type"].as_str() {
+            Some("tool-input-available") => {
+                inputs.insert(c["toolCallId"].as_str().unwrap_or("").to_string(), c);
+            }
+            Some("tool-approval-request") => {
+                let call = inputs.get(c["toolCallId"].as_str().unwrap_or(""));
+                open.push(json!({
+                    "approvalId": c["approvalId"],
+                    "toolCallId": c["toolCallId"],
+                    "toolName": call.map(|i| i["toolName"].clone()).unwrap_or(Value::Null),
+                    "input": call.map(|i| i["input"].clone()).unwrap_or(Value::Null),
+                }));
+            }
+            Some("tool-approval-response") => open.retain(|o| o["approvalId"] != c["approvalId"]),
+            _ => {}
+        }
+    }
+    Ok(open)
+}
+
 pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let rec = load(&app, &id).await?;
     let mut v = task_json(&rec);
+    if rec.state == TaskState::Running {
+        let open = awaiting_approvals(&app, &id).await?;
+        if let Some(first) = open.first() {
+            v["awaitingApproval"] = first.clone();
+            v["status"] = json!("awaiting approval");
+        }
+    }
     // The most recent chunks, oldest first.
     let after = (rec.last_seq - 20).max(-1);
     let last: Vec<Value> = app
@@ -364,6 +397,54 @@ fn mode_name(m: InjectionMode) -> &'static str {
         InjectionMode::Steer => "steer",
         InjectionMode::Followup => "followup",
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalAnswer {
+    approve: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /api/tasks/:id/approvals/:approvalId {approve, reason?}`.
+pub async fn approve(
+    State(app): State<App>,
+    Path((id, approval)): Path<(String, String)>,
+    Body(req): Body<ApprovalAnswer>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let rec = load(&app, &id).await?;
+    if rec.state.is_terminal() {
+        return Err(ApiError::conflict(format!(
+            "task {id} already ended ({})",
+            rec.state.as_str()
+        )));
+    }
+    let open = awaiting_approvals(&app, &id).await?;
+    if !open.iter().any(|o| o["approvalId"] == approval.as_str()) {
+        return Err(ApiError::not_found(format!(
+            "task {id} has no pending approval {approval:?}"
+        )));
+    }
+    let node = rec.node_id.clone().unwrap_or_default();
+    let tx = app.registry.sender(&node).ok_or_else(|| {
+        ApiError::unavailable(format!(
+            "the task's node {node} is offline; answer again when it is back"
+        ))
+    })?;
+    let _ = tx
+        .send(Outgoing::Frame(Frame::TaskApproval {
+            task_id: id.clone(),
+            approval_id: approval.clone(),
+            approved: req.approve,
+            reason: req.reason.clone(),
+        }))
+        .await;
+    tracing::info!(task = %id, approval = %approval, approved = req.approve, "approval answered");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"taskId": id, "approvalId": approval, "approved": req.approve})),
+    ))
 }
 
 #[derive(Deserialize)]

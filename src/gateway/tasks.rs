@@ -259,6 +259,13 @@ impl TaskHub {
             st.last_seq = s;
             match frame {
                 Frame::TaskStreamChunk { chunk, .. } => {
+                    if chunk["type"] == "tool-approval-request" {
+                        self.events.publish(
+                            "task.approval",
+                            json!({"taskId": task_id, "status": "awaiting approval",
+                                   "approvalId": chunk["approvalId"], "toolCallId": chunk["toolCallId"]}),
+                        );
+                    }
                     let text: Arc<str> = chunk.to_string().into();
                     st.pending.push_back((seq, text.clone()));
                     let _ = st.tx.send(Live::Chunk(seq, text.clone()));

@@ -260,11 +260,15 @@ async fn send_message(app: &App, id: String, req: SendMessage) -> ApiResult<(Sta
     }
     let ready =
         binding_status(&binding, env.version) == "ready" && binding.resolved_working_dir.is_some();
+    // The environment may set the agent's working mode (metadata.workingMode).
+    let working_mode = serde_json::from_str::<Value>(&env.metadata)
+        .ok()
+        .and_then(|m| serde_json::from_value(m["workingMode"].clone()).ok());
     let options = TaskOptions {
         cwd: binding.resolved_working_dir.clone(),
         env: vars,
-        stop_grace_ms: None,
-        model: None,
+        working_mode,
+        ..TaskOptions::default()
     };
     let task = NewTask {
         id: crypto::new_id("task"),

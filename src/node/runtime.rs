@@ -20,6 +20,9 @@ use crate::secrets::Redactor;
 
 const STOPPED_BY_OPERATOR: &str = "stopped by operator";
 
+/// An operator's answer to an approval request: (approved, reason).
+pub type ApprovalAnswer = (bool, Option<String>);
+
 /// Node-local HMAC key file (mode 0600).
 const STATE_KEY_FILE: &str = "state.key";
 const SETUP_MEMORY_FILE: &str = ".viber-setup.json";
@@ -53,6 +56,8 @@ struct Inner {
     setup_memory: Mutex<SetupMemory>,
     /// Node-local key for MACs of setup inputs (never leaves the node).
     mac_key: ring::hmac::Key,
+    /// Tool calls waiting for an operator, by approval id.
+    approvals: Mutex<HashMap<String, tokio::sync::oneshot::Sender<ApprovalAnswer>>>,
     outbox: Mutex<Outbox>,
     outbox_changed: Notify,
     running: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
@@ -144,6 +149,21 @@ impl Emitter {
         self.send_chunk(delta.to_value());
     }
 
+    /// Registers an approval request; the receiver gets (approved, reason) from the operator.
+    pub fn await_approval(
+        &self,
+        approval_id: &str,
+    ) -> tokio::sync::oneshot::Receiver<(bool, Option<String>)> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&self.inner.approvals).insert(approval_id.to_string(), tx);
+        rx
+    }
+
+    /// Forgets an approval that timed out or was interrupted.
+    pub fn drop_approval(&self, approval_id: &str) {
+        lock(&self.inner.approvals).remove(approval_id);
+    }
+
     /// Redacts the task's secrets from a complete string (e.g. tool output for the model).
     pub fn redact(&self, s: &str) -> String {
         match &self.redactor {
@@ -203,6 +223,7 @@ impl Runtime {
                 binding_locks: Mutex::new(HashMap::new()),
                 setup_memory: Mutex::new(setup_memory),
                 mac_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key_bytes),
+                approvals: Mutex::new(HashMap::new()),
                 outbox: Mutex::new(Outbox::new(MEMORY_CAP)),
                 outbox_changed: Notify::new(),
                 running: Mutex::new(HashMap::new()),
@@ -354,6 +375,21 @@ impl Runtime {
                 None => Some(Frame::error(
                     ErrorCode::UnknownTask,
                     format!("task {task_id} is not running on this node"),
+                )),
+            },
+            Frame::TaskApproval {
+                task_id,
+                approval_id,
+                approved,
+                reason,
+            } => match lock(&self.inner.approvals).remove(&approval_id) {
+                Some(tx) => {
+                    let _ = tx.send((approved, reason));
+                    None
+                }
+                None => Some(Frame::error(
+                    ErrorCode::UnknownTask,
+                    format!("no pending approval {approval_id} for task {task_id}"),
                 )),
             },
             Frame::EnvironmentPrepare(p) => {
@@ -558,7 +594,7 @@ async fn run_task(
             abort: abort.clone(),
             stop_grace: grace,
             memory: &memory,
-            model: submit.options.model.as_deref(),
+            options: &submit.options,
         });
         tokio::pin!(run);
         let outcome = loop {

@@ -135,6 +135,15 @@ pub enum Frame {
         #[serde(default)]
         injection_mode: InjectionMode,
     },
+    /// Gateway -> node: the operator's answer to a `tool-approval-request`.
+    #[serde(rename = "task:approval")]
+    TaskApproval {
+        task_id: String,
+        approval_id: String,
+        approved: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 
     /// Gateway -> node: materialize an environment binding and run its setup.
     #[serde(rename = "environment:prepare")]
@@ -176,6 +185,7 @@ pub const FRAME_TYPES: &[&str] = &[
     "task:ack",
     "task:stop",
     "task:message",
+    "task:approval",
     "environment:prepare",
     "environment:status",
     "environment:log",
@@ -271,6 +281,7 @@ impl Frame {
             Frame::TaskAck { .. } => "task:ack",
             Frame::TaskStop { .. } => "task:stop",
             Frame::TaskMessage { .. } => "task:message",
+            Frame::TaskApproval { .. } => "task:approval",
             Frame::EnvironmentPrepare(_) => "environment:prepare",
             Frame::EnvironmentStatus(_) => "environment:status",
             Frame::EnvironmentLog { .. } => "environment:log",
@@ -454,6 +465,31 @@ pub struct TaskOptions {
     /// Model for the `llm` executor (default: the node's configured model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// When the agent must ask before running a tool (default: always-execute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_mode: Option<WorkingMode>,
+    /// Under agent-decides: bash commands (by their first word, or an exact command) that
+    /// run without asking.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowlist: Vec<String>,
+    /// Tools that always need approval, whatever the mode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require_approval: Vec<String>,
+    /// An unanswered approval is denied after this many seconds (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_timeout_secs: Option<u64>,
+}
+
+/// How much the agent may do without asking (`seeds/architecture.md` section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkingMode {
+    /// Every tool call waits for approval.
+    AlwaysAsk,
+    /// Read-only tools run; mutating tools and bash wait unless allowlisted.
+    AgentDecides,
+    /// Nothing waits.
+    AlwaysExecute,
 }
 
 /// How a follow-up message joins a running task.
@@ -559,6 +595,12 @@ mod tests {
                 task_id: "t".into(),
                 message: "m".into(),
                 injection_mode: InjectionMode::Steer,
+            },
+            Frame::TaskApproval {
+                task_id: "t".into(),
+                approval_id: "a".into(),
+                approved: true,
+                reason: None,
             },
             Frame::EnvironmentPrepare(PrepareEnvironment {
                 binding_id: "b".into(),

@@ -88,6 +88,12 @@ pub enum UiChunk {
         approval_id: String,
         tool_call_id: String,
     },
+    ToolApprovalResponse {
+        approval_id: String,
+        approved: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     Error {
         error_text: String,
     },

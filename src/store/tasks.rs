@@ -297,6 +297,20 @@ impl Store {
         .await
     }
 
+    /// The approval-related chunks of a task, in order (to derive what awaits an answer).
+    pub async fn approval_chunks(&self, task_id: String) -> anyhow::Result<Vec<String>> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT chunk FROM task_chunks WHERE task_id = ?1 AND json_extract(chunk, '$.type') IN
+                    ('tool-input-available', 'tool-approval-request', 'tool-approval-response')
+                 ORDER BY seq",
+            )?;
+            let rows = st.query_map(params![task_id], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
     pub async fn set_task_options(&self, id: String, options: String) -> anyhow::Result<()> {
         self.write(move |c| {
             c.execute(

@@ -22,6 +22,7 @@ use super::tools::{self, ToolContext};
 use super::{Executor, Run, RunOutcome};
 use crate::protocol::sse::SseParser;
 use crate::protocol::ui::UiChunk;
+use crate::protocol::{TaskOptions, WorkingMode};
 
 /// Steps (model calls) per run before the loop is cut off.
 pub const MAX_STEPS: usize = 30;
@@ -113,7 +114,7 @@ struct PendingCall {
 }
 
 async fn agent_loop(run: Run<'_>) -> RunOutcome {
-    let Some(provider) = Provider::resolve(run.env, run.model) else {
+    let Some(provider) = Provider::resolve(run.env, run.options.model.as_deref()) else {
         return RunOutcome::Failed(HOW_TO_CONFIGURE.into());
     };
     let http = match reqwest::Client::builder()
@@ -226,6 +227,23 @@ async fn agent_loop(run: Run<'_>) -> RunOutcome {
                 tool_name: call.name.clone(),
                 input: input.clone(),
             });
+            if needs_approval(run.options, &call.name, &input) {
+                match ask(&run, &call.id).await {
+                    Approval::Approved => {}
+                    Approval::Denied(reason) => {
+                        run.emit.chunk(UiChunk::ToolOutputDenied {
+                            tool_call_id: call.id.clone(),
+                        });
+                        let told = format!("The operator denied this tool call{}. Do not retry it; continue without it or ask.", reason.map(|r| format!(": {r}")).unwrap_or_default());
+                        messages.push(json!({"role": "tool", "tool_call_id": call.id, "content": run.emit.redact(&told)}));
+                        continue;
+                    }
+                    Approval::Interrupted => {
+                        messages.push(json!({"role": "tool", "tool_call_id": call.id, "content": "interrupted by the operator"}));
+                        return RunOutcome::Interrupted;
+                    }
+                }
+            }
             let result = tools::run(&call.name, &input, &tool_ctx).await;
             if run.abort.is_cancelled() {
                 run.emit.chunk(UiChunk::ToolOutputError {
@@ -262,6 +280,69 @@ async fn agent_loop(run: Run<'_>) -> RunOutcome {
     RunOutcome::Failed(format!(
         "step limit reached: the model made {MAX_STEPS} calls without finishing"
     ))
+}
+
+/// Whether a tool call must wait for an operator under the task's working mode.
+pub fn needs_approval(opts: &TaskOptions, tool: &str, input: &Value) -> bool {
+    if opts.require_approval.iter().any(|t| t == tool) {
+        return true;
+    }
+    match opts.working_mode.unwrap_or(WorkingMode::AlwaysExecute) {
+        WorkingMode::AlwaysAsk => true,
+        WorkingMode::AlwaysExecute => false,
+        WorkingMode::AgentDecides => {
+            if tools::is_read_only(tool) {
+                return false;
+            }
+            if tool == "bash" {
+                let cmd = input["command"].as_str().unwrap_or("").trim();
+                let first = cmd.split_whitespace().next().unwrap_or("");
+                // Only a single simple command can be allowlisted: no pipes, lists,
+                // redirections or substitutions that could run something else.
+                let simple = !cmd.contains(['|', ';', '&', '>', '<', '`', '$', '\n', '(']);
+                return !(simple && opts.allowlist.iter().any(|a| a == cmd || a == first));
+            }
+            true
+        }
+    }
+}
+
+enum Approval {
+    Approved,
+    Denied(Option<String>),
+    Interrupted,
+}
+
+/// Emits a `tool-approval-request` and waits for the operator (denied on timeout).
+async fn ask(run: &Run<'_>, tool_call_id: &str) -> Approval {
+    let approval_id = crate::crypto::new_id("appr");
+    let answer = run.emit.await_approval(&approval_id);
+    run.emit.chunk(UiChunk::ToolApprovalRequest {
+        approval_id: approval_id.clone(),
+        tool_call_id: tool_call_id.to_string(),
+    });
+    let timeout = Duration::from_secs(run.options.approval_timeout_secs.unwrap_or(600));
+    let (approved, reason) = tokio::select! {
+        a = answer => a.unwrap_or((false, Some("the approval was dropped".into()))),
+        _ = tokio::time::sleep(timeout) => {
+            run.emit.drop_approval(&approval_id);
+            (false, Some(format!("no answer within {} s", timeout.as_secs())))
+        }
+        _ = run.abort.cancelled() => {
+            run.emit.drop_approval(&approval_id);
+            return Approval::Interrupted;
+        }
+    };
+    run.emit.chunk(UiChunk::ToolApprovalResponse {
+        approval_id,
+        approved,
+        reason: reason.clone(),
+    });
+    if approved {
+        Approval::Approved
+    } else {
+        Approval::Denied(reason)
+    }
 }
 
 /// Sends one chat completion request, retrying 429 and 5xx with backoff (honouring

@@ -34,8 +34,8 @@ pub struct Run<'a> {
     pub stop_grace: Duration,
     /// The task's conversation so far (the `llm` executor continues it on a follow-up).
     pub memory: &'a tokio::sync::Mutex<Vec<serde_json::Value>>,
-    /// The model asked for by the task, if any.
-    pub model: Option<&'a str>,
+    /// The task's options (model, working mode, ...).
+    pub options: &'a crate::protocol::TaskOptions,
 }
 
 /// How a run ended.
