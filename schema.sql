@@ -189,3 +189,10 @@ ALTER TABLE tasks ADD COLUMN binding_id TEXT;
 
 -- What each node last reported for `config:push`.
 ALTER TABLE nodes ADD COLUMN config_state TEXT;
+
+-- migration: 3
+
+-- Token usage of `llm` tasks, summed from their message-metadata chunks.
+ALTER TABLE tasks ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN model TEXT;

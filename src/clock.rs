@@ -24,6 +24,60 @@ pub fn iso8601(ms: i64) -> String {
     )
 }
 
+/// Parses epoch milliseconds, `YYYY-MM-DD`, or RFC 3339 in UTC (`...Z`) or with an offset.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Some(ms);
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r).and_then(|x| x.parse::<i64>().ok());
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if s.get(4..5) != Some("-")
+        || s.get(7..8) != Some("-")
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+    {
+        return None;
+    }
+    let days = days_from_civil(y, mo as u32, d as u32);
+    if s.len() == 10 {
+        return Some(days * 86_400_000);
+    }
+    if !matches!(s.get(10..11), Some("T") | Some(" ")) {
+        return None;
+    }
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    let mut millis = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits: String = frac.chars().take_while(|c| c.is_ascii_digit()).collect();
+        millis = format!("{:0<3}", &digits[..digits.len().min(3)])
+            .parse()
+            .ok()?;
+        rest = &frac[digits.len()..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (o[1..3].parse::<i64>().ok()? * 60 + o[4..6].parse::<i64>().ok()?)
+        }
+        _ => return None,
+    };
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60) * 1000 + millis)
+}
+
+/// (year, month, day) to days since 1970-01-01 (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -48,5 +102,20 @@ mod tests {
             super::iso8601(1_795_286_357_123),
             "2026-11-21T18:39:17.123Z"
         );
+    }
+
+    #[test]
+    fn parses_what_it_renders_and_common_forms() {
+        for ms in [0, 951_782_400_000, 1_795_286_357_123] {
+            assert_eq!(super::parse_time(&super::iso8601(ms)), Some(ms));
+        }
+        assert_eq!(super::parse_time("2026-11-21"), Some(1_795_219_200_000));
+        assert_eq!(
+            super::parse_time("2026-11-21T20:39:17+02:00"),
+            Some(1_795_286_357_000)
+        );
+        assert_eq!(super::parse_time("1795286357123"), Some(1_795_286_357_123));
+        assert_eq!(super::parse_time("yesterday"), None);
+        assert_eq!(super::parse_time("2026-13-01"), None);
     }
 }

@@ -211,6 +211,21 @@ async fn a_multi_step_task_reads_edits_and_runs_and_the_file_changes() {
         .unwrap();
     assert_eq!(meta["messageMetadata"]["usage"]["outputTokens"], 7);
 
+    // Usage is stored per task and summed by node, environment and model.
+    assert_eq!(
+        task["usage"],
+        json!({"inputTokens": 11, "outputTokens": 7, "model": "fake-model"})
+    );
+    let (code, u) = a.gw.get("/api/usage").await;
+    assert_eq!(code, 200, "{u}");
+    assert_eq!(u["total"]["inputTokens"], 11);
+    assert_eq!(u["byModel"][0]["key"], "fake-model");
+    assert_eq!(u["byNode"][0]["outputTokens"], 7);
+    let (code, _) = a.gw.get("/api/usage?from=yesterday").await;
+    assert_eq!(code, 400);
+    let (_, u) = a.gw.get("/api/usage?from=2000-01-01&to=2000-01-02").await;
+    assert_eq!(u["total"]["tasks"], 0);
+
     // The real AI SDK client accepts the stream.
     let v = a.conformance(&id);
     assert_eq!(v["text"], "Done: the greeting now says goodbye.");
@@ -461,5 +476,19 @@ async fn steer_aborts_a_long_bash_call_and_the_conversation_continues() {
         msgs[n - 1],
         json!({"role": "user", "content": "stop that and say hi"})
     );
+    a.conformance(&id);
+}
+
+#[tokio::test]
+async fn a_malformed_provider_stream_ends_the_step_with_an_error() {
+    let a = agent(vec![Reply::Raw(
+        "data: {\"choices\": [{\"delta\": {\"content\": \"par\"}}]}\n\ndata: {not json\n\n",
+    )])
+    .await;
+    let (id, t) = a.run("anything").await;
+    assert_eq!(t["state"], "error", "{t}");
+    assert!(t["error"].as_str().unwrap().contains("malformed"), "{t}");
+    let chunks = a.chunks(&id).await;
+    assert!(types(&chunks).contains(&"error"), "{chunks:?}");
     a.conformance(&id);
 }

@@ -32,6 +32,7 @@ pub fn router(app: App) -> Router {
         .route("/tasks/{id}/stream", get(task_api::stream))
         .route("/tasks/{id}/approvals/{approval}", post(task_api::approve))
         .route("/events", get(task_api::events))
+        .route("/usage", get(task_api::usage))
         .route(
             "/environments",
             get(environments::list).post(environments::create),

@@ -400,6 +400,56 @@ fn mode_name(m: InjectionMode) -> &'static str {
 }
 
 #[derive(Deserialize)]
+pub struct UsageQuery {
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+/// `GET /api/usage?from=&to=`: tokens of `llm` tasks created in the range (default: the last
+/// 30 days), summed by node, environment and model.
+pub async fn usage(State(app): State<App>, Query(q): Query<UsageQuery>) -> ApiResult<Json<Value>> {
+    let parse = |v: &Option<String>, name: &str, default: i64| -> ApiResult<i64> {
+        match v {
+            None => Ok(default),
+            Some(s) => crate::clock::parse_time(s).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{name} must be epoch milliseconds or an RFC 3339 time"
+                ))
+            }),
+        }
+    };
+    let now = now_ms();
+    let to = parse(&q.to, "to", now + 1)?;
+    let from = parse(&q.from, "from", to - 30 * 86_400_000)?;
+    if from >= to {
+        return Err(ApiError::validation("from must be before to"));
+    }
+    let mut out = json!({"from": crate::clock::iso8601(from), "to": crate::clock::iso8601(to)});
+    let mut total = (0i64, 0i64, 0i64);
+    for (key, field) in [
+        ("node_id", "byNode"),
+        ("environment_id", "byEnvironment"),
+        ("model", "byModel"),
+    ] {
+        let rows = app.store.usage_by(key, from, to).await?;
+        if key == "node_id" {
+            total = rows
+                .iter()
+                .fold((0, 0, 0), |t, r| (t.0 + r.1, t.1 + r.2, t.2 + r.3));
+        }
+        out[field] = Value::Array(
+            rows.into_iter()
+                .map(|(k, tasks, input, output)| json!({"key": k, "tasks": tasks, "inputTokens": input, "outputTokens": output}))
+                .collect(),
+        );
+    }
+    out["total"] = json!({"tasks": total.0, "inputTokens": total.1, "outputTokens": total.2});
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalAnswer {
     approve: bool,

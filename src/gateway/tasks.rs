@@ -105,7 +105,13 @@ impl AckBox {
 }
 
 enum WriteOp {
-    Chunk(Arc<LiveTask>, u64, Arc<str>),
+    /// A chunk, with the token usage it reports (message-metadata from the agent).
+    Chunk(
+        Arc<LiveTask>,
+        u64,
+        Arc<str>,
+        Option<(i64, i64, Option<String>)>,
+    ),
     Started(Arc<LiveTask>, u64, i64),
     Finished(Arc<LiveTask>, u64, TaskFinish),
 }
@@ -266,10 +272,20 @@ impl TaskHub {
                                    "approvalId": chunk["approvalId"], "toolCallId": chunk["toolCallId"]}),
                         );
                     }
+                    let usage = (chunk["type"] == "message-metadata")
+                        .then(|| &chunk["messageMetadata"])
+                        .filter(|m| m["usage"].is_object())
+                        .map(|m| {
+                            (
+                                m["usage"]["inputTokens"].as_i64().unwrap_or(0),
+                                m["usage"]["outputTokens"].as_i64().unwrap_or(0),
+                                m["model"].as_str().map(str::to_string),
+                            )
+                        });
                     let text: Arc<str> = chunk.to_string().into();
                     st.pending.push_back((seq, text.clone()));
                     let _ = st.tx.send(Live::Chunk(seq, text.clone()));
-                    WriteOp::Chunk(live.clone(), seq, text)
+                    WriteOp::Chunk(live.clone(), seq, text, usage)
                 }
                 Frame::TaskStarted { .. } => WriteOp::Started(live.clone(), seq, now_ms()),
                 Frame::TaskCompleted {
@@ -392,8 +408,11 @@ async fn writer(hub: std::sync::Weak<TaskHub>, store: Store, mut rx: mpsc::Recei
         let mut finished = Vec::new();
         for op in ops.drain(..) {
             let (live, seq) = match op {
-                WriteOp::Chunk(live, seq, text) => {
+                WriteOp::Chunk(live, seq, text, usage) => {
                     batch.chunks.push((live.id.clone(), seq, text.to_string()));
+                    if let Some((input, output, model)) = usage {
+                        batch.usage.push((live.id.clone(), input, output, model));
+                    }
                     (live, seq)
                 }
                 WriteOp::Started(live, seq, at) => {
@@ -589,6 +608,15 @@ pub fn task_json(t: &TaskRecord) -> Value {
     }
     if let Some(x) = &t.result {
         v["result"] = json!(x);
+    }
+    if t.input_tokens > 0 || t.output_tokens > 0 {
+        v["usage"] = json!({"inputTokens": t.input_tokens, "outputTokens": t.output_tokens, "model": t.model});
+    }
+    if let Some(e) = &t.environment_id {
+        v["environmentId"] = json!(e);
+    }
+    if let Some(th) = &t.thread_id {
+        v["threadId"] = json!(th);
     }
     v
 }

@@ -79,11 +79,14 @@ pub struct TaskRecord {
     pub environment_id: Option<String>,
     pub thread_id: Option<String>,
     pub binding_id: Option<String>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub model: Option<String>,
 }
 
 const TASK_COLUMNS: &str = "id, node_id, goal, executor, options, state, created_at, started_at, \
                             finished_at, exit_code, error, result, last_seq, environment_id, \
-                            thread_id, binding_id";
+                            thread_id, binding_id, input_tokens, output_tokens, model";
 
 fn task_from_row(r: &Row) -> rusqlite::Result<TaskRecord> {
     let state: String = r.get(5)?;
@@ -104,6 +107,9 @@ fn task_from_row(r: &Row) -> rusqlite::Result<TaskRecord> {
         environment_id: r.get(13)?,
         thread_id: r.get(14)?,
         binding_id: r.get(15)?,
+        input_tokens: r.get(16)?,
+        output_tokens: r.get(17)?,
+        model: r.get(18)?,
     })
 }
 
@@ -143,6 +149,8 @@ pub struct ChunkBatch {
     pub finished: Vec<(String, TaskFinish)>,
     /// (task, highest seq now stored)
     pub last_seq: Vec<(String, u64)>,
+    /// (task, input tokens, output tokens, model) to add to the task's usage
+    pub usage: Vec<(String, i64, i64, Option<String>)>,
 }
 
 impl ChunkBatch {
@@ -151,6 +159,7 @@ impl ChunkBatch {
             && self.started.is_empty()
             && self.finished.is_empty()
             && self.last_seq.is_empty()
+            && self.usage.is_empty()
     }
 }
 
@@ -263,6 +272,13 @@ impl Store {
                 for (task, seq) in &batch.last_seq {
                     seqs.execute(params![task, *seq as i64])?;
                 }
+                let mut usage = tx.prepare_cached(
+                    "UPDATE tasks SET input_tokens = input_tokens + ?2, output_tokens = output_tokens + ?3,
+                                      model = coalesce(?4, model) WHERE id = ?1",
+                )?;
+                for (task, input, output, model) in &batch.usage {
+                    usage.execute(params![task, input, output, model])?;
+                }
             }
             for (task, fin) in &batch.finished {
                 finish_task_tx(&tx, task, fin)?;
@@ -306,6 +322,26 @@ impl Store {
                  ORDER BY seq",
             )?;
             let rows = st.query_map(params![task_id], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Token usage of tasks created in [from, to), grouped by `key` (node_id, environment_id
+    /// or model): (key, tasks, input tokens, output tokens).
+    pub async fn usage_by(
+        &self,
+        key: &'static str,
+        from: i64,
+        to: i64,
+    ) -> anyhow::Result<Vec<(Option<String>, i64, i64, i64)>> {
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {key}, count(*), sum(input_tokens), sum(output_tokens) FROM tasks
+                 WHERE created_at >= ?1 AND created_at < ?2 AND (input_tokens > 0 OR output_tokens > 0)
+                 GROUP BY {key} ORDER BY sum(input_tokens) + sum(output_tokens) DESC"
+            ))?;
+            let rows = st.query_map(params![from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
             rows.collect()
         })
         .await

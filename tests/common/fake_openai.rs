@@ -19,6 +19,8 @@ pub enum Reply {
     Stream(Vec<Value>),
     /// An HTTP error with an optional `retry-after` (seconds).
     Status(u16, Option<&'static str>),
+    /// A raw event-stream body, for broken streams.
+    Raw(&'static str),
 }
 
 #[derive(Default)]
@@ -128,6 +130,7 @@ async fn complete(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Str
             }
             res
         }
+        Some(Reply::Raw(body)) => ([("content-type", "text/event-stream")], body).into_response(),
         Some(Reply::Stream(chunks)) => {
             let mut sse = String::new();
             for c in chunks {
