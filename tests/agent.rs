@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::fake_openai::{text, tool_call, FakeOpenAi, Reply};
+use common::fake_openai::{anthropic_text, anthropic_tool, text, tool_call, FakeOpenAi, Reply};
 use common::*;
 use serde_json::{json, Value};
 
@@ -21,23 +21,36 @@ struct Agent {
 }
 
 async fn agent(script: Vec<Reply>) -> Agent {
+    agent_with(script, false).await
+}
+
+/// A node whose provider is the fake, over the OpenAI or the Anthropic API.
+async fn agent_with(script: Vec<Reply>, anthropic: bool) -> Agent {
     let fake = FakeOpenAi::start(script).await;
+    let base = if anthropic {
+        fake.anthropic_base()
+    } else {
+        fake.base_url.clone()
+    };
+    let env: Vec<(&str, &str)> = if anthropic {
+        vec![
+            ("ANTHROPIC_BASE_URL", &base),
+            ("ANTHROPIC_API_KEY", "sk-ant-test-5678"),
+            ("ANTHROPIC_MODEL", "fake-claude"),
+        ]
+    } else {
+        vec![
+            ("OPENAI_BASE_URL", &base),
+            ("OPENAI_API_KEY", "sk-test-key-1234"),
+            ("OPENAI_MODEL", "fake-model"),
+        ]
+    };
     let gdir = TempDir::new("gw");
     let ndir = TempDir::new("node");
     let work = TempDir::new("work");
     let gw = Gateway::start(gdir.path(), 0, &[]);
     let token = gw.enroll("agent").await;
-    let node = start_node_env(
-        &gw.url,
-        Some(&token),
-        ndir.path(),
-        "agent",
-        &[
-            ("OPENAI_BASE_URL", &fake.base_url),
-            ("OPENAI_API_KEY", "sk-test-key-1234"),
-            ("OPENAI_MODEL", "fake-model"),
-        ],
-    );
+    let node = start_node_env(&gw.url, Some(&token), ndir.path(), "agent", &env);
     gw.wait_node_status("agent", "online", T).await;
     Agent {
         gw,
@@ -210,6 +223,38 @@ async fn a_multi_step_task_reads_edits_and_runs_and_the_file_changes() {
         .find(|c| c["type"] == "message-metadata")
         .unwrap();
     assert_eq!(meta["messageMetadata"]["usage"]["outputTokens"], 7);
+
+    // The node's session log holds the whole conversation next to the frames.
+    let agents = a._dirs.1.join("agents");
+    let node_dir = std::fs::read_dir(&agents)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let log =
+        std::fs::read_to_string(node_dir.join("sessions").join(format!("{id}.jsonl"))).unwrap();
+    let convo: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter_map(|v| v.get("conversation").cloned())
+        .collect();
+    let roles: Vec<&str> = convo.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(
+        roles,
+        [
+            "system",
+            "user",
+            "assistant",
+            "tool",
+            "assistant",
+            "tool",
+            "assistant",
+            "tool",
+            "assistant"
+        ]
+    );
+    assert_eq!(convo[3]["content"], "hello world");
 
     // Usage is stored per task and summed by node, environment and model.
     assert_eq!(
@@ -491,4 +536,50 @@ async fn a_malformed_provider_stream_ends_the_step_with_an_error() {
     let chunks = a.chunks(&id).await;
     assert!(types(&chunks).contains(&"error"), "{chunks:?}");
     a.conformance(&id);
+}
+
+#[tokio::test]
+async fn the_agent_speaks_the_anthropic_messages_api() {
+    let a = agent_with(
+        vec![
+            anthropic_tool("toolu_1", "read_file", json!({"path": "todo.txt"})),
+            anthropic_text("The file says: buy milk."),
+        ],
+        true,
+    )
+    .await;
+    std::fs::write(a.work.join("todo.txt"), "buy milk\n").unwrap();
+    let (id, task) = a.run("what does todo.txt say?").await;
+    assert_eq!(task["state"], "completed", "{task}");
+    assert_eq!(
+        task["usage"],
+        json!({"inputTokens": 41, "outputTokens": 24, "model": "fake-claude"})
+    );
+    assert_eq!(
+        a.fake.header(0, "x-api-key").as_deref(),
+        Some("sk-ant-test-5678")
+    );
+    assert_eq!(
+        a.fake.header(0, "anthropic-version").as_deref(),
+        Some("2023-06-01")
+    );
+    let reqs = a.fake.requests();
+    assert_eq!(reqs[0]["model"], "fake-claude");
+    assert!(reqs[0]["system"].as_str().unwrap().contains("coding agent"));
+    assert_eq!(reqs[0]["tools"][0]["input_schema"]["type"], "object");
+    // The tool result went back as a tool_result block after the assistant's tool_use.
+    let msgs = reqs[1]["messages"].as_array().unwrap();
+    assert_eq!(msgs[1]["role"], "assistant");
+    assert_eq!(
+        msgs[1]["content"][0],
+        json!({"type": "text", "text": "Let me look."})
+    );
+    assert_eq!(msgs[1]["content"][1]["type"], "tool_use");
+    assert_eq!(msgs[1]["content"][1]["input"], json!({"path": "todo.txt"}));
+    assert_eq!(
+        msgs[2]["content"][0],
+        json!({"type": "tool_result", "tool_use_id": "toolu_1", "content": "buy milk"})
+    );
+    let v = a.conformance(&id);
+    assert_eq!(v["text"], "Let me look.The file says: buy milk.");
 }

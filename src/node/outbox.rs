@@ -173,6 +173,19 @@ impl Outbox {
         Ok(seq)
     }
 
+    /// Appends a non-frame record (an agent conversation message) to a task's session log.
+    pub fn note(&mut self, task_id: &str, record: &serde_json::Value) -> std::io::Result<()> {
+        let Some(q) = self.tasks.get_mut(task_id) else {
+            return Ok(());
+        };
+        let mut line = serde_json::to_vec(&serde_json::json!({ "conversation": record }))
+            .map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        q.log.write_all(&line)?;
+        q.log_len += line.len() as u64;
+        Ok(())
+    }
+
     /// The gateway stored everything of `task_id` up to `seq`.
     pub fn ack(&mut self, task_id: &str, seq: u64) {
         let Some(q) = self.tasks.get_mut(task_id) else {
@@ -265,7 +278,10 @@ fn read_spilled(
             break;
         }
         pos += n as u64;
-        let parsed: LogLine = serde_json::from_str(&line).map_err(std::io::Error::other)?;
+        // Other lines (the agent's conversation) are not frames.
+        let Ok(parsed) = serde_json::from_str::<LogLine>(&line) else {
+            continue;
+        };
         if parsed.seq >= min_seq {
             out.push((parsed.seq, parsed.frame));
         }

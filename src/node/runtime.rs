@@ -159,6 +159,19 @@ impl Emitter {
         rx
     }
 
+    /// Records a conversation message in the task's session log.
+    pub fn record(&self, message: &serde_json::Value) {
+        let r = self
+            .inner
+            .outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .note(&self.task_id, message);
+        if let Err(e) = r {
+            tracing::error!(task = %self.task_id, error = %e, "writing session log");
+        }
+    }
+
     /// Forgets an approval that timed out or was interrupted.
     pub fn drop_approval(&self, approval_id: &str) {
         lock(&self.inner.approvals).remove(approval_id);
@@ -477,6 +490,13 @@ fn valid_task_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Redacts a task's secrets from every string inside a JSON value.
+pub fn redact_value_with(emit: &Emitter, v: &mut serde_json::Value) {
+    if let Some(r) = &emit.redactor {
+        redact_value(r, v);
+    }
 }
 
 /// Redacts every string inside a JSON value.

@@ -1,6 +1,10 @@
-//! A scripted fake of an OpenAI-compatible Chat Completions endpoint, speaking the real
-//! streaming wire format: SSE `data:` chunks with `choices[0].delta`, tool calls whose
-//! arguments arrive in pieces, `finish_reason`, a usage chunk, then `data: [DONE]`.
+//! Scripted fakes of LLM providers, speaking their real streaming wire formats:
+//! - OpenAI-compatible Chat Completions (`POST /v1/chat/completions`): SSE `data:` chunks with
+//!   `choices[0].delta`, tool calls whose arguments arrive in pieces, `finish_reason`, a usage
+//!   chunk, then `data: [DONE]`;
+//! - Anthropic Messages (`POST /v1/messages`): named SSE events (`message_start`,
+//!   `content_block_start/delta/stop`, `message_delta`, `message_stop`) with `input_json_delta`
+//!   pieces for tool input.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -54,6 +58,43 @@ pub fn text(s: &str) -> Reply {
     ])
 }
 
+/// An Anthropic text answer, in two deltas.
+pub fn anthropic_text(s: &str) -> Reply {
+    let mid = (0..=s.len() / 2)
+        .rev()
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap();
+    Reply::Stream(vec![
+        json!({"type": "message_start", "message": {"id": "msg_1", "role": "assistant", "content": [], "usage": {"input_tokens": 21, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "ping"}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": &s[..mid]}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": &s[mid..]}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}}),
+        json!({"type": "message_stop"}),
+    ])
+}
+
+/// An Anthropic answer with a short text block, then a tool_use block whose input JSON
+/// arrives in pieces.
+pub fn anthropic_tool(id: &str, name: &str, input: Value) -> Reply {
+    let a = input.to_string();
+    let half = a.len() / 2;
+    Reply::Stream(vec![
+        json!({"type": "message_start", "message": {"id": "msg_2", "role": "assistant", "content": [], "usage": {"input_tokens": 20, "output_tokens": 1}}}),
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Let me look."}}),
+        json!({"type": "content_block_stop", "index": 0}),
+        json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": &a[..half]}}),
+        json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": &a[half..]}}),
+        json!({"type": "content_block_stop", "index": 1}),
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 15}}),
+        json!({"type": "message_stop"}),
+    ])
+}
+
 /// One tool call whose JSON arguments arrive in three pieces.
 pub fn tool_call(id: &str, name: &str, args: Value) -> Reply {
     let a = args.to_string();
@@ -84,6 +125,7 @@ impl FakeOpenAi {
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
+            .route("/v1/messages", post(messages))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -92,6 +134,18 @@ impl FakeOpenAi {
             inner,
             base_url: format!("http://{addr}/v1"),
         }
+    }
+
+    /// Base URL for an Anthropic client (which appends `/v1/messages`).
+    pub fn anthropic_base(&self) -> String {
+        self.base_url.trim_end_matches("/v1").to_string()
+    }
+
+    pub fn header(&self, i: usize, name: &str) -> Option<String> {
+        self.inner.requests.lock().unwrap()[i]
+            .0
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
     }
 
     /// The request bodies received, in order.
@@ -139,5 +193,26 @@ async fn complete(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Str
             sse.push_str("data: [DONE]\n\n");
             ([("content-type", "text/event-stream")], sse).into_response()
         }
+    }
+}
+
+async fn messages(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
+    let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    inner.requests.lock().unwrap().push((headers, parsed));
+    let next = inner.script.lock().unwrap().pop_front();
+    match next {
+        Some(Reply::Stream(events)) => {
+            let mut sse = String::new();
+            for e in events {
+                sse.push_str(&format!(
+                    "event: {}\ndata: {e}\n\n",
+                    e["type"].as_str().unwrap()
+                ));
+            }
+            ([("content-type", "text/event-stream")], sse).into_response()
+        }
+        Some(Reply::Status(code, _)) => (StatusCode::from_u16(code).unwrap(), "{}").into_response(),
+        Some(Reply::Raw(body)) => ([("content-type", "text/event-stream")], body).into_response(),
+        None => (StatusCode::INTERNAL_SERVER_ERROR, "script exhausted").into_response(),
     }
 }

@@ -81,7 +81,11 @@ impl Proc {
             .env_remove("VIBER_GATEWAY")
             .env_remove("OPENAI_BASE_URL")
             .env_remove("OPENAI_API_KEY")
-            .env_remove("OPENAI_MODEL");
+            .env_remove("OPENAI_MODEL")
+            .env_remove("ANTHROPIC_BASE_URL")
+            .env_remove("ANTHROPIC_API_KEY")
+            .env_remove("ANTHROPIC_MODEL")
+            .env_remove("VIBER_LLM_PROVIDER");
         for (k, v) in envs {
             cmd.env(k, v);
         }

@@ -31,9 +31,19 @@ const MAX_ATTEMPTS: u32 = 5;
 
 pub struct Llm;
 
+/// Which wire format the provider speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    /// OpenAI-compatible Chat Completions.
+    OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+}
+
 /// Where the model lives.
 #[derive(Clone)]
 pub struct Provider {
+    pub api: Api,
     pub base_url: String,
     pub api_key: Option<String>,
     pub model: String,
@@ -41,7 +51,11 @@ pub struct Provider {
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Provider({}, model {})", self.base_url, self.model)
+        write!(
+            f,
+            "Provider({:?} {}, model {})",
+            self.api, self.base_url, self.model
+        )
     }
 }
 
@@ -56,22 +70,43 @@ impl Provider {
                 .or_else(|| std::env::var(k).ok())
                 .filter(|v| !v.trim().is_empty())
         };
-        let base = get("OPENAI_BASE_URL");
-        let key = get("OPENAI_API_KEY");
-        if base.is_none() && key.is_none() {
-            return None;
-        }
+        let openai = get("OPENAI_BASE_URL").is_some() || get("OPENAI_API_KEY").is_some();
+        let anthropic = get("ANTHROPIC_BASE_URL").is_some() || get("ANTHROPIC_API_KEY").is_some();
+        let api = match get("VIBER_LLM_PROVIDER").as_deref() {
+            Some("anthropic") => Api::Anthropic,
+            Some("openai") => Api::OpenAi,
+            _ if openai => Api::OpenAi,
+            _ if anthropic => Api::Anthropic,
+            _ => return None,
+        };
+        let (base, key, model_var, default_base, default_model) = match api {
+            Api::OpenAi => (
+                "OPENAI_BASE_URL",
+                "OPENAI_API_KEY",
+                "OPENAI_MODEL",
+                "https://api.openai.com/v1",
+                "gpt-4o-mini",
+            ),
+            Api::Anthropic => (
+                "ANTHROPIC_BASE_URL",
+                "ANTHROPIC_API_KEY",
+                "ANTHROPIC_MODEL",
+                "https://api.anthropic.com",
+                "claude-sonnet-4-5",
+            ),
+        };
         Some(Provider {
-            base_url: base
-                .unwrap_or_else(|| "https://api.openai.com/v1".into())
+            api,
+            base_url: get(base)
+                .unwrap_or_else(|| default_base.into())
                 .trim_end_matches('/')
                 .to_string(),
-            api_key: key,
+            api_key: get(key),
             model: model
                 .map(str::to_string)
-                .or_else(|| get("OPENAI_MODEL"))
+                .or_else(|| get(model_var))
                 .or_else(|| get("VIBER_MODEL"))
-                .unwrap_or_else(|| "gpt-4o-mini".into()),
+                .unwrap_or_else(|| default_model.into()),
         })
     }
 
@@ -83,7 +118,8 @@ impl Provider {
 
 pub const HOW_TO_CONFIGURE: &str = "no LLM provider is configured on this node: set OPENAI_BASE_URL \
      (any OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1 for Ollama) and OPENAI_API_KEY, \
-     and optionally OPENAI_MODEL, in the node's environment or as environment secrets";
+     and optionally OPENAI_MODEL, or ANTHROPIC_API_KEY (and ANTHROPIC_MODEL), in the node's \
+     environment or as environment secrets";
 
 impl Executor for Llm {
     fn name(&self) -> &'static str {
@@ -113,7 +149,21 @@ struct PendingCall {
     announced: bool,
 }
 
+/// Runs the loop, then writes the messages this run added to the task's session log (redacted),
+/// so the durable record holds the whole conversation.
 async fn agent_loop(run: Run<'_>) -> RunOutcome {
+    let mut messages = run.memory.lock().await;
+    let before = messages.len();
+    let outcome = steps(&run, &mut messages).await;
+    for m in &messages[before..] {
+        let mut m = m.clone();
+        crate::node::runtime::redact_value_with(run.emit, &mut m);
+        run.emit.record(&m);
+    }
+    outcome
+}
+
+async fn steps(run: &Run<'_>, messages: &mut Vec<Value>) -> RunOutcome {
     let Some(provider) = Provider::resolve(run.env, run.options.model.as_deref()) else {
         return RunOutcome::Failed(HOW_TO_CONFIGURE.into());
     };
@@ -124,7 +174,6 @@ async fn agent_loop(run: Run<'_>) -> RunOutcome {
         Ok(c) => c,
         Err(e) => return RunOutcome::Failed(format!("http client: {e}")),
     };
-    let mut messages = run.memory.lock().await;
     if messages.is_empty() {
         messages.push(json!({"role": "system", "content": system_prompt(run.cwd)}));
     }
@@ -139,15 +188,9 @@ async fn agent_loop(run: Run<'_>) -> RunOutcome {
     for step in 0..MAX_STEPS {
         run.emit.chunk(UiChunk::StartStep);
         let step_started = Instant::now();
-        let body = json!({
-            "model": provider.model,
-            "messages": *messages,
-            "tools": tools::definitions(),
-            "stream": true,
-            "stream_options": {"include_usage": true},
-        });
+        let body = request_body(&provider, messages);
         let response = tokio::select! {
-            r = request(&http, &provider, &body, &run) => r,
+            r = request(&http, &provider, &body, run) => r,
             _ = run.abort.cancelled() => return RunOutcome::Interrupted,
         };
         let response = match response {
@@ -160,7 +203,7 @@ async fn agent_loop(run: Run<'_>) -> RunOutcome {
         let text_id = format!("{}-s{step}-text", run.part_id);
         let reasoning_id = format!("{}-s{step}-reasoning", run.part_id);
         let streamed = tokio::select! {
-            r = read_stream(response, &run, &text_id, &reasoning_id) => r,
+            r = read_stream(provider.api, response, run, &text_id, &reasoning_id) => r,
             _ = run.abort.cancelled() => return RunOutcome::Interrupted,
         };
         let (text, calls, step_usage) = match streamed {
@@ -228,7 +271,7 @@ async fn agent_loop(run: Run<'_>) -> RunOutcome {
                 input: input.clone(),
             });
             if needs_approval(run.options, &call.name, &input) {
-                match ask(&run, &call.id).await {
+                match ask(run, &call.id).await {
                     Approval::Approved => {}
                     Approval::Denied(reason) => {
                         run.emit.chunk(UiChunk::ToolOutputDenied {
@@ -353,13 +396,21 @@ async fn request(
     body: &Value,
     run: &Run<'_>,
 ) -> Result<reqwest::Response, String> {
-    let url = format!("{}/chat/completions", p.base_url);
+    let url = match p.api {
+        Api::OpenAi => format!("{}/chat/completions", p.base_url),
+        Api::Anthropic => format!("{}/v1/messages", p.base_url),
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
         let mut req = http.post(&url).json(body);
-        if let Some(k) = &p.api_key {
-            req = req.bearer_auth(k);
+        req = match (p.api, &p.api_key) {
+            (Api::OpenAi, Some(k)) => req.bearer_auth(k),
+            (Api::Anthropic, Some(k)) => req.header("x-api-key", k),
+            (_, None) => req,
+        };
+        if p.api == Api::Anthropic {
+            req = req.header("anthropic-version", "2023-06-01");
         }
         let res = match req.send().await {
             Ok(r) => r,
@@ -417,131 +468,300 @@ fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
         .min(Duration::from_secs(60))
 }
 
-/// Reads one streamed completion, emitting chunks as they arrive. Returns the text, the tool
+/// The body of one model request, in the provider's format. The conversation is kept in the
+/// OpenAI format and converted for Anthropic.
+fn request_body(p: &Provider, messages: &[Value]) -> Value {
+    match p.api {
+        Api::OpenAi => json!({
+            "model": p.model,
+            "messages": messages,
+            "tools": tools::definitions(),
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        }),
+        Api::Anthropic => {
+            let system = messages
+                .iter()
+                .filter(|m| m["role"] == "system")
+                .filter_map(|m| m["content"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n\n");
+            let mut out: Vec<Value> = Vec::new();
+            for m in messages.iter().filter(|m| m["role"] != "system") {
+                match m["role"].as_str() {
+                    Some("assistant") => {
+                        let mut blocks = Vec::new();
+                        if let Some(t) = m["content"].as_str().filter(|t| !t.is_empty()) {
+                            blocks.push(json!({"type": "text", "text": t}));
+                        }
+                        for c in m["tool_calls"].as_array().into_iter().flatten() {
+                            let input: Value = serde_json::from_str(
+                                c["function"]["arguments"].as_str().unwrap_or("{}"),
+                            )
+                            .unwrap_or_else(|_| json!({}));
+                            blocks.push(json!({"type": "tool_use", "id": c["id"], "name": c["function"]["name"], "input": input}));
+                        }
+                        out.push(json!({"role": "assistant", "content": blocks}));
+                    }
+                    Some("tool") => {
+                        let block = json!({"type": "tool_result", "tool_use_id": m["tool_call_id"], "content": m["content"]});
+                        // Consecutive tool results travel in one user message.
+                        match out.last_mut() {
+                            Some(last) if last["role"] == "user" && last["content"].is_array() => {
+                                last["content"].as_array_mut().expect("array").push(block);
+                            }
+                            _ => out.push(json!({"role": "user", "content": [block]})),
+                        }
+                    }
+                    _ => out.push(json!({"role": "user", "content": m["content"]})),
+                }
+            }
+            let tools: Vec<Value> = tools::definitions()
+                .into_iter()
+                .map(|t| json!({"name": t["function"]["name"], "description": t["function"]["description"], "input_schema": t["function"]["parameters"]}))
+                .collect();
+            json!({"model": p.model, "max_tokens": 8192, "system": system, "messages": out, "tools": tools, "stream": true})
+        }
+    }
+}
+
+/// One model response: its text, its tool calls and (input, output) tokens.
+type StepResult = Result<(String, Vec<PendingCall>, (u64, u64)), String>;
+
+/// Assembles one model response from stream events of either provider, emitting UI chunks
+/// as they arrive.
+struct StepAssembler<'r, 'a> {
+    run: &'r Run<'a>,
+    text_id: &'r str,
+    reasoning_id: &'r str,
+    text: String,
+    text_open: bool,
+    reasoning_open: bool,
+    calls: Vec<PendingCall>,
+    usage: (u64, u64),
+    finished: bool,
+}
+
+impl StepAssembler<'_, '_> {
+    fn text(&mut self, delta: &str) {
+        if delta.is_empty() {
+            return;
+        }
+        if !self.text_open {
+            self.text_open = true;
+            self.run.emit.chunk(UiChunk::TextStart {
+                id: self.text_id.into(),
+            });
+        }
+        self.text.push_str(delta);
+        self.run
+            .emit
+            .chunk(UiChunk::text_delta(self.text_id, delta));
+    }
+
+    fn reasoning(&mut self, delta: &str) {
+        if delta.is_empty() {
+            return;
+        }
+        if !self.reasoning_open {
+            self.reasoning_open = true;
+            self.run.emit.chunk(UiChunk::ReasoningStart {
+                id: self.reasoning_id.into(),
+            });
+        }
+        self.run.emit.chunk(UiChunk::ReasoningDelta {
+            id: self.reasoning_id.into(),
+            delta: delta.into(),
+        });
+    }
+
+    /// A tool call's id and/or name (OpenAI sends them in pieces by index).
+    fn tool(&mut self, index: usize, id: Option<&str>, name: Option<&str>) {
+        while self.calls.len() <= index {
+            self.calls.push(PendingCall::default());
+        }
+        let call = &mut self.calls[index];
+        if let Some(id) = id {
+            call.id = id.to_string();
+        }
+        if let Some(name) = name {
+            call.name.push_str(name);
+        }
+        if !call.announced && !call.id.is_empty() && !call.name.is_empty() {
+            call.announced = true;
+            self.run.emit.chunk(UiChunk::ToolInputStart {
+                tool_call_id: call.id.clone(),
+                tool_name: call.name.clone(),
+            });
+            if !call.arguments.is_empty() {
+                self.run.emit.chunk(UiChunk::ToolInputDelta {
+                    tool_call_id: call.id.clone(),
+                    input_text_delta: call.arguments.clone(),
+                });
+            }
+        }
+    }
+
+    fn tool_args(&mut self, index: usize, delta: &str) {
+        if delta.is_empty() {
+            return;
+        }
+        self.tool(index, None, None);
+        let call = &mut self.calls[index];
+        call.arguments.push_str(delta);
+        if call.announced {
+            self.run.emit.chunk(UiChunk::ToolInputDelta {
+                tool_call_id: call.id.clone(),
+                input_text_delta: delta.into(),
+            });
+        }
+    }
+
+    /// Closes open parts; a stream that never said it finished is an error.
+    fn finish(mut self) -> StepResult {
+        if self.reasoning_open {
+            self.run.emit.chunk(UiChunk::ReasoningEnd {
+                id: self.reasoning_id.into(),
+            });
+        }
+        if self.text_open {
+            self.run.emit.chunk(UiChunk::TextEnd {
+                id: self.text_id.into(),
+            });
+        }
+        if !self.finished {
+            return Err("the model stream ended before the response was complete".into());
+        }
+        // Anthropic numbers tool calls by content block: text blocks leave empty slots.
+        self.calls
+            .retain(|c| !c.name.is_empty() || !c.arguments.is_empty());
+        for (i, c) in self.calls.iter_mut().enumerate() {
+            if c.id.is_empty() {
+                c.id = format!("call_{i}");
+            }
+            if !c.announced {
+                c.announced = true;
+                self.run.emit.chunk(UiChunk::ToolInputStart {
+                    tool_call_id: c.id.clone(),
+                    tool_name: c.name.clone(),
+                });
+            }
+        }
+        Ok((self.text, self.calls, self.usage))
+    }
+
+    /// One OpenAI Chat Completions stream chunk.
+    fn openai(&mut self, v: &Value) {
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            self.usage.0 = u["prompt_tokens"].as_u64().unwrap_or(self.usage.0);
+            self.usage.1 = u["completion_tokens"].as_u64().unwrap_or(self.usage.1);
+        }
+        let Some(choice) = v["choices"].get(0) else {
+            return;
+        };
+        let delta = &choice["delta"];
+        self.reasoning(
+            delta["reasoning_content"]
+                .as_str()
+                .or(delta["reasoning"].as_str())
+                .unwrap_or(""),
+        );
+        self.text(delta["content"].as_str().unwrap_or(""));
+        for tc in delta["tool_calls"].as_array().into_iter().flatten() {
+            let index = tc["index"].as_u64().unwrap_or(self.calls.len() as u64) as usize;
+            self.tool(index, tc["id"].as_str(), tc["function"]["name"].as_str());
+            self.tool_args(index, tc["function"]["arguments"].as_str().unwrap_or(""));
+        }
+        if choice["finish_reason"].is_string() {
+            self.finished = true;
+        }
+    }
+
+    /// One Anthropic Messages stream event. Block indexes count text and tool blocks alike;
+    /// tool calls are numbered by their block index.
+    fn anthropic(&mut self, v: &Value) -> Result<(), String> {
+        match v["type"].as_str() {
+            Some("message_start") => {
+                self.usage.0 = v["message"]["usage"]["input_tokens"].as_u64().unwrap_or(0);
+            }
+            Some("content_block_start") => {
+                let index = v["index"].as_u64().unwrap_or(0) as usize;
+                let block = &v["content_block"];
+                if block["type"] == "tool_use" {
+                    self.tool(index, block["id"].as_str(), block["name"].as_str());
+                } else if block["type"] == "text" {
+                    self.text(block["text"].as_str().unwrap_or(""));
+                }
+            }
+            Some("content_block_delta") => {
+                let index = v["index"].as_u64().unwrap_or(0) as usize;
+                let d = &v["delta"];
+                match d["type"].as_str() {
+                    Some("text_delta") => self.text(d["text"].as_str().unwrap_or("")),
+                    Some("thinking_delta") => self.reasoning(d["thinking"].as_str().unwrap_or("")),
+                    Some("input_json_delta") => {
+                        self.tool_args(index, d["partial_json"].as_str().unwrap_or(""))
+                    }
+                    _ => {}
+                }
+            }
+            Some("message_delta") => {
+                self.usage.1 = v["usage"]["output_tokens"].as_u64().unwrap_or(self.usage.1);
+            }
+            Some("message_stop") => self.finished = true,
+            Some("error") => {
+                return Err(format!(
+                    "the model provider reported an error: {}",
+                    v["error"]
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Reads one streamed response, emitting chunks as they arrive. Returns the text, the tool
 /// calls and (input, output) token usage.
 async fn read_stream(
+    api: Api,
     res: reqwest::Response,
     run: &Run<'_>,
     text_id: &str,
     reasoning_id: &str,
-) -> Result<(String, Vec<PendingCall>, (u64, u64)), String> {
+) -> StepResult {
     let mut body = res.bytes_stream();
     let mut parser = SseParser::default();
-    let mut text = String::new();
-    let (mut text_open, mut reasoning_open) = (false, false);
-    let mut calls: Vec<PendingCall> = Vec::new();
-    let mut usage = (0, 0);
-    let mut finished = false;
-    let mut done = false;
+    let mut step = StepAssembler {
+        run,
+        text_id,
+        reasoning_id,
+        text: String::new(),
+        text_open: false,
+        reasoning_open: false,
+        calls: Vec::new(),
+        usage: (0, 0),
+        finished: false,
+    };
     while let Some(part) = body.next().await {
         let bytes = part.map_err(|e| format!("model stream broke off: {e}"))?;
         for ev in parser.push(&String::from_utf8_lossy(&bytes)) {
             if ev.data.trim() == "[DONE]" {
-                done = true;
+                step.finished = true;
                 continue;
             }
             let v: Value = serde_json::from_str(&ev.data)
                 .map_err(|e| format!("malformed chunk in the model stream: {e}"))?;
-            if let Some(err) = v.get("error") {
-                return Err(format!("the model provider reported an error: {err}"));
-            }
-            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                usage.0 = u["prompt_tokens"].as_u64().unwrap_or(usage.0);
-                usage.1 = u["completion_tokens"].as_u64().unwrap_or(usage.1);
-            }
-            let Some(choice) = v["choices"].get(0) else {
-                continue;
-            };
-            let delta = &choice["delta"];
-            if let Some(r) = delta["reasoning_content"]
-                .as_str()
-                .or(delta["reasoning"].as_str())
-                .filter(|r| !r.is_empty())
-            {
-                if !reasoning_open {
-                    reasoning_open = true;
-                    run.emit.chunk(UiChunk::ReasoningStart {
-                        id: reasoning_id.into(),
-                    });
-                }
-                run.emit.chunk(UiChunk::ReasoningDelta {
-                    id: reasoning_id.into(),
-                    delta: r.into(),
-                });
-            }
-            if let Some(c) = delta["content"].as_str().filter(|c| !c.is_empty()) {
-                if !text_open {
-                    text_open = true;
-                    run.emit.chunk(UiChunk::TextStart { id: text_id.into() });
-                }
-                text.push_str(c);
-                run.emit.chunk(UiChunk::text_delta(text_id, c));
-            }
-            for tc in delta["tool_calls"].as_array().into_iter().flatten() {
-                let index = tc["index"].as_u64().unwrap_or(calls.len() as u64) as usize;
-                while calls.len() <= index {
-                    calls.push(PendingCall::default());
-                }
-                let call = &mut calls[index];
-                if let Some(id) = tc["id"].as_str() {
-                    call.id = id.to_string();
-                }
-                if let Some(name) = tc["function"]["name"].as_str() {
-                    call.name.push_str(name);
-                }
-                if !call.announced && !call.id.is_empty() && !call.name.is_empty() {
-                    call.announced = true;
-                    run.emit.chunk(UiChunk::ToolInputStart {
-                        tool_call_id: call.id.clone(),
-                        tool_name: call.name.clone(),
-                    });
-                    if !call.arguments.is_empty() {
-                        run.emit.chunk(UiChunk::ToolInputDelta {
-                            tool_call_id: call.id.clone(),
-                            input_text_delta: call.arguments.clone(),
-                        });
+            match api {
+                Api::OpenAi => {
+                    if let Some(err) = v.get("error") {
+                        return Err(format!("the model provider reported an error: {err}"));
                     }
+                    step.openai(&v);
                 }
-                if let Some(args) = tc["function"]["arguments"]
-                    .as_str()
-                    .filter(|a| !a.is_empty())
-                {
-                    call.arguments.push_str(args);
-                    if call.announced {
-                        run.emit.chunk(UiChunk::ToolInputDelta {
-                            tool_call_id: call.id.clone(),
-                            input_text_delta: args.into(),
-                        });
-                    }
-                }
-            }
-            if choice["finish_reason"].is_string() {
-                finished = true;
+                Api::Anthropic => step.anthropic(&v)?,
             }
         }
     }
-    if reasoning_open {
-        run.emit.chunk(UiChunk::ReasoningEnd {
-            id: reasoning_id.into(),
-        });
-    }
-    if text_open {
-        run.emit.chunk(UiChunk::TextEnd { id: text_id.into() });
-    }
-    if !finished && !done {
-        return Err("the model stream ended before the response was complete".into());
-    }
-    for (i, c) in calls.iter_mut().enumerate() {
-        if c.id.is_empty() {
-            c.id = format!("call_{i}");
-        }
-        if !c.announced {
-            c.announced = true;
-            run.emit.chunk(UiChunk::ToolInputStart {
-                tool_call_id: c.id.clone(),
-                tool_name: c.name.clone(),
-            });
-        }
-    }
-    Ok((text, calls, usage))
+    step.finish()
 }
