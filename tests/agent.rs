@@ -583,3 +583,69 @@ async fn the_agent_speaks_the_anthropic_messages_api() {
     let v = a.conformance(&id);
     assert_eq!(v["text"], "Let me look.The file says: buy milk.");
 }
+
+#[tokio::test]
+async fn an_unanswered_approval_is_denied_after_its_timeout() {
+    let a = agent(vec![
+        tool_call(
+            "call_t",
+            "bash",
+            json!({"command": "touch should-not-exist"}),
+        ),
+        text("No answer, so I did not run it."),
+    ])
+    .await;
+    let id = a
+        .start(
+            "touch a file",
+            json!({"workingMode": "always-ask", "approvalTimeoutSecs": 1}),
+        )
+        .await;
+    let t = a.wait_end(&id).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    assert!(!a.work.join("should-not-exist").exists());
+    let told = a.fake.requests()[1]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        told["content"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within 1 s"),
+        "{told}"
+    );
+    let chunks = a.chunks(&id).await;
+    let resp = chunks
+        .iter()
+        .find(|c| c["type"] == "tool-approval-response")
+        .unwrap();
+    assert_eq!(resp["approved"], false);
+}
+
+#[tokio::test]
+async fn provider_settings_can_come_from_the_nodes_config_file() {
+    let fake = FakeOpenAi::start(vec![text("configured by file")]).await;
+    let gdir = TempDir::new("gw");
+    let ndir = TempDir::new("node");
+    std::fs::write(
+        ndir.join("llm.json"),
+        json!({"OPENAI_BASE_URL": fake.base_url, "OPENAI_API_KEY": "sk-file", "OPENAI_MODEL": "file-model"}).to_string(),
+    )
+    .unwrap();
+    let gw = Gateway::start(gdir.path(), 0, &[]);
+    let token = gw.enroll("filecfg").await;
+    let _node = start_node(&gw.url, Some(&token), ndir.path(), "filecfg");
+    gw.wait_node_status("filecfg", "online", T).await;
+    let (_, v) = gw.post("/api/tasks", json!({"goal": "hi"})).await;
+    assert_eq!(v["executor"], "llm", "{v}");
+    let id = v["id"].as_str().unwrap();
+    wait_until("task done", T, || async {
+        gw.get(&format!("/api/tasks/{id}")).await.1["state"] == "completed"
+    })
+    .await;
+    assert_eq!(fake.requests()[0]["model"], "file-model");
+    assert_eq!(fake.authorization(0).as_deref(), Some("Bearer sk-file"));
+}

@@ -249,10 +249,15 @@ async fn send_message(app: &App, id: String, req: SendMessage) -> ApiResult<(Sta
     // Otherwise a new task on the thread's binding.
     let binding = pick_binding(app, &env.id, thread.active_node_id.as_deref()).await?;
     let vars = app.store.environment_vars(env.id.clone()).await?;
+    // The message's executor, else the environment's, else the agent when the node offers one.
+    let node_has_llm = app
+        .registry
+        .presence(&binding.node_id)
+        .is_some_and(|p| p.info.capabilities.iter().any(|c| c == "llm"));
     let executor = req
         .executor
         .or(env.default_executor.clone())
-        .unwrap_or_else(|| "shell".into());
+        .unwrap_or_else(|| if node_has_llm { "llm" } else { "shell" }.into());
     if crate::node::executor::by_name(&executor).is_none() {
         return Err(ApiError::validation(format!(
             "unknown executor {executor:?}"

@@ -36,6 +36,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let key = NodeKey::load_or_create(&config.data_dir.join(identity::KEY_FILE))?;
+    executor::llm::load_node_config(&config.data_dir)?;
     tracing::info!(node = %key.node_id(), name = %config.name, gateway = %config.gateway, "node starting");
     let runtime = Runtime::new(key.node_id(), &config.data_dir, &config.gateway)?;
     // On shutdown, stop the running tasks first and let their final frames reach the

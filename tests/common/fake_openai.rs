@@ -31,6 +31,8 @@ pub enum Reply {
 struct Inner {
     script: Mutex<VecDeque<Reply>>,
     requests: Mutex<Vec<(HeaderMap, Value)>>,
+    /// When each request arrived and when its whole response was handed to the socket.
+    timings: Mutex<Vec<(std::time::Instant, std::time::Instant)>>,
 }
 
 #[derive(Clone)]
@@ -121,7 +123,7 @@ impl FakeOpenAi {
     pub async fn start(script: Vec<Reply>) -> FakeOpenAi {
         let inner = Arc::new(Inner {
             script: Mutex::new(script.into()),
-            requests: Mutex::new(Vec::new()),
+            ..Default::default()
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
@@ -148,6 +150,11 @@ impl FakeOpenAi {
             .map(|v| v.to_str().unwrap().to_string())
     }
 
+    /// (request received, response produced) per request, in order.
+    pub fn timings(&self) -> Vec<(std::time::Instant, std::time::Instant)> {
+        self.inner.timings.lock().unwrap().clone()
+    }
+
     /// The request bodies received, in order.
     pub fn requests(&self) -> Vec<Value> {
         self.inner
@@ -168,6 +175,17 @@ impl FakeOpenAi {
 }
 
 async fn complete(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
+    let received = std::time::Instant::now();
+    let res = respond(&inner, headers, body);
+    inner
+        .timings
+        .lock()
+        .unwrap()
+        .push((received, std::time::Instant::now()));
+    res
+}
+
+fn respond(inner: &Inner, headers: HeaderMap, body: String) -> Response {
     let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     inner.requests.lock().unwrap().push((headers, parsed));
     let next = inner.script.lock().unwrap().pop_front();

@@ -59,14 +59,36 @@ impl std::fmt::Debug for Provider {
     }
 }
 
+/// Provider settings from the node's config file (`<data-dir>/llm.json`), loaded at start.
+static NODE_CONFIG: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
+
+/// Loads `<data-dir>/llm.json`: an object with the same keys as the environment variables
+/// (`OPENAI_BASE_URL`, `OPENAI_API_KEY`, `OPENAI_MODEL`, `ANTHROPIC_*`, `VIBER_LLM_PROVIDER`).
+pub fn load_node_config(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let path = data_dir.join("llm.json");
+    let map: BTreeMap<String, String> = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            anyhow::anyhow!("{} must be a JSON object of strings: {e}", path.display())
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+    };
+    if !map.is_empty() {
+        tracing::info!(path = %path.display(), "LLM provider settings loaded");
+    }
+    let _ = NODE_CONFIG.set(map);
+    Ok(())
+}
+
 impl Provider {
-    /// From the task's environment variables, then the process environment. None when no
-    /// endpoint or key is configured.
+    /// From the task's environment variables (e.g. an environment's secrets), then the node's
+    /// config file, then the process environment. None when nothing is configured.
     pub fn resolve(task_env: &BTreeMap<String, String>, model: Option<&str>) -> Option<Provider> {
         let get = |k: &str| {
             task_env
                 .get(k)
                 .cloned()
+                .or_else(|| NODE_CONFIG.get().and_then(|c| c.get(k).cloned()))
                 .or_else(|| std::env::var(k).ok())
                 .filter(|v| !v.trim().is_empty())
         };
@@ -119,7 +141,7 @@ impl Provider {
 pub const HOW_TO_CONFIGURE: &str = "no LLM provider is configured on this node: set OPENAI_BASE_URL \
      (any OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1 for Ollama) and OPENAI_API_KEY, \
      and optionally OPENAI_MODEL, or ANTHROPIC_API_KEY (and ANTHROPIC_MODEL), in the node's \
-     environment or as environment secrets";
+     environment, in <data-dir>/llm.json, or as environment secrets";
 
 impl Executor for Llm {
     fn name(&self) -> &'static str {
