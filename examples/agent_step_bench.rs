@@ -1,18 +1,18 @@
 //! Agent step overhead: how long the node takes from a provider's last byte to its next
 //! request, i.e. parsing the stream, emitting chunks, running a cheap tool, and building the
 //! next request. Runs a real `viber gateway` and `viber node` (release build) against the
-//! scripted fake provider of the tests, with a task of many `read_file` steps.
+//! scripted fake provider of the tests, with a task of many `read_file` steps (at most 29:
+//! the agent's step limit is 30).
 //!
 //! ```sh
-//! cargo build --release --bins && cargo run --release --example agent_step_bench -- 50
+//! cargo build --release --bins && cargo run --release --example agent_step_bench -- 25
 //! ```
 
 #[path = "../tests/common/fake_openai.rs"]
 mod fake;
+mod support;
 
-use std::io::BufRead;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -23,8 +23,8 @@ async fn main() {
     let steps: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(50);
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/viber");
+        .unwrap_or(25);
+    let bin = support::viber_bin();
     let mut script: Vec<fake::Reply> = (0..steps)
         .map(|i| {
             fake::tool_call(
@@ -41,25 +41,8 @@ async fn main() {
     let work = dir.join("work");
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(work.join("input.txt"), "a small file\n".repeat(20)).unwrap();
-    let mut gw = Command::new(&bin)
-        .args(["gateway", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.join("gw"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("cargo build --release first");
-    let mut line = String::new();
-    std::io::BufReader::new(gw.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .trim_start_matches("viber ready: ")
-        .split("/?token=")
-        .next()
-        .unwrap()
-        .to_string();
-    let token = line.trim().split("/?token=").nth(1).unwrap().to_string();
+    let gw = support::start_gateway(&bin, &dir.join("gw"));
+    let (url, token) = (gw.url.clone(), gw.token.clone());
     let http = reqwest::Client::new();
     let post = |path: String, body: Value| {
         http.post(format!("{url}{path}"))
@@ -67,21 +50,9 @@ async fn main() {
             .json(&body)
             .send()
     };
-    let enroll: Value = post("/api/nodes/enroll".into(), json!({"name": "bench"}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let enroll = gw.enroll(&http, "bench").await;
     let mut node = Command::new(&bin)
-        .args([
-            "node",
-            "--gateway",
-            &url,
-            "--token",
-            enroll["token"].as_str().unwrap(),
-            "--data-dir",
-        ])
+        .args(["node", "--gateway", &url, "--token", &enroll, "--data-dir"])
         .arg(dir.join("node"))
         .env("RUST_LOG", "warn")
         .env("OPENAI_BASE_URL", &provider.base_url)
@@ -113,6 +84,7 @@ async fn main() {
     .await
     .unwrap();
     let id = task["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let t: Value = http
             .get(format!("{url}/api/tasks/{id}"))
@@ -126,6 +98,13 @@ async fn main() {
         if t["state"] != "running" && t["state"] != "pending" {
             assert_eq!(t["state"], "completed", "{t}");
             break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = node.kill();
+            panic!(
+                "task did not finish within 120 s: {t}; provider saw {} requests",
+                provider.requests().len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -146,8 +125,7 @@ async fn main() {
         gaps.iter().sum::<f64>() / gaps.len() as f64
     );
     let _ = node.kill();
-    let _ = gw.kill();
     let _ = node.wait();
-    let _ = gw.wait();
+    drop(gw);
     let _ = std::fs::remove_dir_all(&dir);
 }

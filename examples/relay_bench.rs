@@ -13,6 +13,8 @@
 //! ```
 
 use std::path::PathBuf;
+
+mod support;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,7 +45,7 @@ fn parse_args() -> Args {
         rate: 0,
         seconds: 10,
         late_watcher: false,
-        viber: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/viber"),
+        viber: support::viber_bin(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -103,53 +105,15 @@ async fn main() {
     let args = parse_args();
     let dir = std::env::temp_dir().join(format!("viber-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut gw = std::process::Command::new(&args.viber)
-        .args([
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.to_str().unwrap(),
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "starting {}: {e} (cargo build --release first)",
-                args.viber.display()
-            )
-        });
-    let pid = gw.id();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(gw.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let url = line
-        .trim()
-        .trim_start_matches("viber ready: ")
-        .split("/?token=")
-        .next()
-        .unwrap()
-        .to_string();
-    let token = line.trim().split("/?token=").nth(1).unwrap().to_string();
+    let gw = support::start_gateway(&args.viber, &dir);
+    let pid = gw.child.id();
+    let (url, token) = (gw.url.clone(), gw.token.clone());
     let http = reqwest::Client::new();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_rss = status_kb(pid, "VmRSS:");
 
     // Enroll and connect the load-generating node.
-    let enroll: Value = http
-        .post(format!("{url}/api/nodes/enroll"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let enroll = gw.enroll(&http, "bench").await;
     let key = NodeKey::load_or_create(&dir.join("bench-key")).unwrap();
     let ws_url = url.replace("http://", "ws://") + "/ws";
     let (ws, _) = tokio_tungstenite::connect_async_with_config(&ws_url, None, true)
@@ -170,7 +134,7 @@ async fn main() {
         version: viber::VERSION.into(),
         platform: viber::node::platform(),
         capabilities: vec!["shell".into()],
-        token: enroll["token"].as_str().unwrap().into(),
+        token: enroll.clone(),
         public_key: key.public_key_b64(),
         signature: key.sign_b64(&signing_payload(&nonce, &node_id)),
         nonce,
@@ -350,8 +314,7 @@ async fn main() {
         peak_rss as f64 / 1024.0,
         replay,
     );
-    let _ = gw.kill();
-    let _ = gw.wait();
+    drop(gw);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -82,16 +82,22 @@ pub async fn create(
     .await
 }
 
-async fn create_task(app: &App, req: CreateTask) -> ApiResult<(StatusCode, Value)> {
-    if req.goal.trim().is_empty() {
-        return Err(ApiError::validation("goal must not be empty"));
+/// A goal or message must say something and fit in one frame.
+pub(super) fn check_text(what: &str, text: &str) -> ApiResult<()> {
+    if text.trim().is_empty() {
+        return Err(ApiError::validation(format!("{what} must not be empty")));
     }
-    if req.goal.len() > MAX_GOAL_BYTES {
+    if text.len() > MAX_GOAL_BYTES {
         return Err(ApiError::too_large(format!(
-            "goal is {} bytes; the limit is {MAX_GOAL_BYTES}",
-            req.goal.len()
+            "{what} is {} bytes; the limit is {MAX_GOAL_BYTES}",
+            text.len()
         )));
     }
+    Ok(())
+}
+
+async fn create_task(app: &App, req: CreateTask) -> ApiResult<(StatusCode, Value)> {
+    check_text("goal", &req.goal)?;
     let explicit = req.executor.clone();
     let executor = req.executor.unwrap_or_else(|| "shell".to_string());
     if crate::node::executor::by_name(&executor).is_none() {
@@ -348,15 +354,7 @@ async fn send_message(
         None => InjectionMode::default(),
         Some(m) => m.parse().map_err(ApiError::validation)?,
     };
-    if req.message.trim().is_empty() {
-        return Err(ApiError::validation("message must not be empty"));
-    }
-    if req.message.len() > MAX_GOAL_BYTES {
-        return Err(ApiError::too_large(format!(
-            "message is {} bytes; the limit is {MAX_GOAL_BYTES}",
-            req.message.len()
-        )));
-    }
+    check_text("message", &req.message)?;
     let rec = load(app, &id).await?;
     if rec.state.is_terminal() {
         return Err(ApiError::conflict(format!(

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::environments::{binding_status, load_env, send_prepare};
 use super::error::{ApiError, ApiResult, Body};
 use super::registry::Outgoing;
-use super::task_api::{idempotent, MAX_GOAL_BYTES};
+use super::task_api::{check_text, idempotent};
 use super::tasks::{submit_frame, task_json};
 use super::App;
 use crate::clock::{iso8601, now_ms};
@@ -184,14 +184,7 @@ async fn send_message(app: &App, id: String, req: SendMessage) -> ApiResult<(Sta
             "thread is archived; set it active to continue",
         ));
     }
-    if req.message.trim().is_empty() {
-        return Err(ApiError::validation("message must not be empty"));
-    }
-    if req.message.len() > MAX_GOAL_BYTES {
-        return Err(ApiError::too_large(format!(
-            "message is over {MAX_GOAL_BYTES} bytes"
-        )));
-    }
+    check_text("message", &req.message)?;
     let mode: Option<InjectionMode> = match req.injection_mode.as_deref() {
         None => None,
         Some(m) => Some(m.parse().map_err(ApiError::validation)?),

@@ -1,0 +1,70 @@
+//! Shared by the benchmarks: start a release `viber gateway` and enroll a node.
+#![allow(dead_code)]
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{json, Value};
+
+/// The release binary the benchmarks measure.
+pub fn viber_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/viber")
+}
+
+pub struct GatewayProc {
+    pub child: Child,
+    pub url: String,
+    pub token: String,
+}
+
+/// Starts `viber gateway` on a free port with its data in `dir`; returns once it is ready.
+pub fn start_gateway(bin: &Path, dir: &Path) -> GatewayProc {
+    let mut child = Command::new(bin)
+        .args(["gateway", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "starting {}: {e} (cargo build --release first)",
+                bin.display()
+            )
+        });
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let line = line.trim().trim_start_matches("viber ready: ");
+    let (url, token) = line.split_once("/?token=").expect("ready line");
+    GatewayProc {
+        child,
+        url: url.to_string(),
+        token: token.to_string(),
+    }
+}
+
+impl GatewayProc {
+    /// A one-time enrollment token for a node named `name`.
+    pub async fn enroll(&self, http: &reqwest::Client, name: &str) -> String {
+        let v: Value = http
+            .post(format!("{}/api/nodes/enroll", self.url))
+            .bearer_auth(&self.token)
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["token"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for GatewayProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
