@@ -60,15 +60,7 @@ async fn main() {
         .spawn()
         .unwrap();
     loop {
-        let v: Value = http
-            .get(format!("{url}/api/vibers"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = gw.get(&http, "/api/vibers").await;
         if v["nodes"][0]["status"] == "online" {
             break;
         }
@@ -86,15 +78,7 @@ async fn main() {
     let id = task["id"].as_str().unwrap().to_string();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let t: Value = http
-            .get(format!("{url}/api/tasks/{id}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let t = gw.get(&http, &format!("/api/tasks/{id}")).await;
         if t["state"] != "running" && t["state"] != "pending" {
             assert_eq!(t["state"], "completed", "{t}");
             break;

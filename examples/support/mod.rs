@@ -46,6 +46,18 @@ pub fn start_gateway(bin: &Path, dir: &Path) -> GatewayProc {
 }
 
 impl GatewayProc {
+    /// `GET path` with the admin token, as JSON.
+    pub async fn get(&self, http: &reqwest::Client, path: &str) -> Value {
+        http.get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// A one-time enrollment token for a node named `name`.
     pub async fn enroll(&self, http: &reqwest::Client, name: &str) -> String {
         let v: Value = http

@@ -264,6 +264,18 @@ async fn awaiting_approvals(app: &App, task_id: &str) -> anyhow::Result<Vec<Valu
     Ok(open)
 }
 
+/// A task that has not ended yet (409 when it has; `hint` follows the message).
+async fn load_unfinished(app: &App, id: &str, hint: &str) -> ApiResult<crate::store::TaskRecord> {
+    let rec = load(app, id).await?;
+    if rec.state.is_terminal() {
+        return Err(ApiError::conflict(format!(
+            "task {id} already ended ({}){hint}",
+            rec.state.as_str()
+        )));
+    }
+    Ok(rec)
+}
+
 pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let rec = load(&app, &id).await?;
     let mut v = task_json(&rec);
@@ -291,13 +303,7 @@ pub async fn stop(
     State(app): State<App>,
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let rec = load(&app, &id).await?;
-    if rec.state.is_terminal() {
-        return Err(ApiError::conflict(format!(
-            "task {id} already ended ({})",
-            rec.state.as_str()
-        )));
-    }
+    let rec = load_unfinished(&app, &id, "").await?;
     let node_id = rec.node_id.clone().unwrap_or_default();
     let online = app.registry.sender(&node_id);
     if rec.state == TaskState::Pending || online.is_none() {
@@ -355,13 +361,7 @@ async fn send_message(
         Some(m) => m.parse().map_err(ApiError::validation)?,
     };
     check_text("message", &req.message)?;
-    let rec = load(app, &id).await?;
-    if rec.state.is_terminal() {
-        return Err(ApiError::conflict(format!(
-            "task {id} already ended ({}); start a new task",
-            rec.state.as_str()
-        )));
-    }
+    let rec = load_unfinished(app, &id, "; start a new task").await?;
     let node_id = rec.node_id.clone().unwrap_or_default();
     let tx = app.registry.sender(&node_id).ok_or_else(|| {
         ApiError::unavailable(format!(
@@ -461,13 +461,7 @@ pub async fn approve(
     Path((id, approval)): Path<(String, String)>,
     Body(req): Body<ApprovalAnswer>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let rec = load(&app, &id).await?;
-    if rec.state.is_terminal() {
-        return Err(ApiError::conflict(format!(
-            "task {id} already ended ({})",
-            rec.state.as_str()
-        )));
-    }
+    let rec = load_unfinished(&app, &id, "").await?;
     let open = awaiting_approvals(&app, &id).await?;
     if !open.iter().any(|o| o["approvalId"] == approval.as_str()) {
         return Err(ApiError::not_found(format!(
