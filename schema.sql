@@ -196,3 +196,20 @@ ALTER TABLE nodes ADD COLUMN config_state TEXT;
 ALTER TABLE tasks ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN model TEXT;
+
+-- migration: 4
+
+-- Board sessions: the browser exchanges the operator token for an HttpOnly cookie. Only the
+-- SHA-256 of the session id is stored, with the CSRF token that cookie-authenticated writes
+-- must echo, and the hash of the operator token that created it (a rotated admin token ends
+-- its sessions).
+CREATE TABLE sessions (
+    session_hash   TEXT PRIMARY KEY,
+    csrf_token     TEXT NOT NULL,
+    operator_hash  TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    expires_at     INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- The thread list shows each thread's latest run.
+CREATE INDEX tasks_by_thread ON tasks (thread_id, created_at);

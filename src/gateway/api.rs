@@ -74,6 +74,11 @@ pub fn router(app: App) -> Router {
         // Authenticated with the node's own token, not an operator token.
         .route("/api/vibers/{id}/config", get(environments::node_config))
         .route("/api/nodes/{id}/config", get(environments::node_config))
+        // Authenticated with the token in the body (login) or the cookie itself.
+        .route(
+            "/api/session",
+            get(auth::session).post(auth::login).delete(auth::logout),
+        )
         .route("/ws", get(node_ws::upgrade))
         .nest("/api", api)
         .merge(board::router())

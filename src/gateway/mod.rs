@@ -109,7 +109,12 @@ pub async fn start(
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let db_path = config.data_dir.join("viber.db");
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
-    let (auth, admin_token) = auth::OperatorAuth::init(&store, &config.data_dir).await?;
+    let secure_cookie = config
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    let (auth, admin_token) =
+        auth::OperatorAuth::init(&store, &config.data_dir, secure_cookie).await?;
     let keyring = crate::secrets::Keyring::load(&config.data_dir)?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)

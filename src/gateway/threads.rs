@@ -39,7 +39,28 @@ fn thread_json(t: &ThreadRecord) -> Value {
     if let Some(m) = t.last_message_at {
         v["lastMessageAt"] = json!(iso8601(m));
     }
+    if let Some((task, state)) = &t.last_task {
+        v["lastTaskId"] = json!(task);
+        v["lastTaskState"] = json!(state);
+    }
     v
+}
+
+/// The title of a thread created without one, until its first message names it.
+const DEFAULT_TITLE: &str = "New thread";
+
+/// A thread title from its first message: the first line, cut at a word near 60 characters.
+fn title_from(message: &str) -> String {
+    let line = message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    if line.chars().count() <= 60 {
+        return line.to_string();
+    }
+    let cut: String = line.chars().take(60).collect();
+    let cut = match cut.rfind(' ') {
+        Some(i) if i > 30 => &cut[..i],
+        _ => &cut,
+    };
+    format!("{}…", cut.trim_end())
 }
 
 async fn load(app: &App, id: &str) -> ApiResult<ThreadRecord> {
@@ -73,7 +94,7 @@ pub async fn create(
         .title
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| "New thread".into());
+        .unwrap_or_else(|| DEFAULT_TITLE.into());
     if title.len() > 200 {
         return Err(ApiError::validation("title must be at most 200 characters"));
     }
@@ -86,6 +107,7 @@ pub async fn create(
         last_message_at: None,
         created_at: now,
         updated_at: now,
+        last_task: None,
     };
     app.store.insert_thread(t.clone()).await?;
     app.events
@@ -281,6 +303,9 @@ async fn send_message(app: &App, id: String, req: SendMessage) -> ApiResult<(Sta
     };
     let task_id = task.id.clone();
     app.store.insert_task(task).await?;
+    if history.is_empty() && thread.title == DEFAULT_TITLE {
+        thread.title = title_from(&req.message);
+    }
     app.store
         .insert_thread_message(id.clone(), req.message, task_id.clone(), None, now)
         .await?;
@@ -288,6 +313,8 @@ async fn send_message(app: &App, id: String, req: SendMessage) -> ApiResult<(Sta
     thread.last_message_at = Some(now);
     thread.updated_at = now;
     app.store.update_thread(thread).await?;
+    app.events
+        .publish("thread.changed", json!({"threadId": id}));
     let rec = app
         .store
         .task(task_id.clone())
@@ -389,4 +416,20 @@ pub async fn messages(State(app): State<App>, Path(id): Path<String>) -> ApiResu
         out.push(v);
     }
     Ok(Json(json!({ "messages": out })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::title_from;
+
+    #[test]
+    fn titles_come_from_the_first_line_cut_at_a_word() {
+        assert_eq!(title_from("\n  npm test \nmore"), "npm test");
+        let long = "please refactor the connection module so that reconnects back off properly";
+        let t = title_from(long);
+        assert!(t.ends_with('…') && t.chars().count() <= 61, "{t}");
+        assert!(long.starts_with(t.trim_end_matches('…')), "{t}");
+        let no_spaces = "x".repeat(100);
+        assert_eq!(title_from(&no_spaces).chars().count(), 61);
+    }
 }

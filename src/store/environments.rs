@@ -136,7 +136,13 @@ pub struct ThreadRecord {
     pub last_message_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The thread's latest task and its state (read-only; filled by SELECTs).
+    pub last_task: Option<(String, String)>,
 }
+
+/// The read-side extra of a thread: its latest task's id and state.
+const THREAD_LAST_TASK: &str = "(SELECT id || ' ' || state FROM tasks
+     WHERE tasks.thread_id = threads.id ORDER BY created_at DESC, id DESC LIMIT 1)";
 
 const THREAD_COLUMNS: &str =
     "id, environment_id, title, active_node_id, status, last_message_at, created_at, updated_at";
@@ -151,6 +157,9 @@ fn thread_from_row(r: &Row) -> rusqlite::Result<ThreadRecord> {
         last_message_at: r.get(5)?,
         created_at: r.get(6)?,
         updated_at: r.get(7)?,
+        last_task: r
+            .get::<_, Option<String>>(8)?
+            .and_then(|s| s.split_once(' ').map(|(a, b)| (a.into(), b.into()))),
     })
 }
 
@@ -528,7 +537,7 @@ impl Store {
     pub async fn thread(&self, id: String) -> anyhow::Result<Option<ThreadRecord>> {
         self.read(move |c| {
             c.query_row(
-                &format!("SELECT {THREAD_COLUMNS} FROM threads WHERE id = ?1"),
+                &format!("SELECT {THREAD_COLUMNS}, {THREAD_LAST_TASK} FROM threads WHERE id = ?1"),
                 params![id],
                 thread_from_row,
             )
@@ -540,7 +549,8 @@ impl Store {
     pub async fn list_threads(&self, env_id: Option<String>) -> anyhow::Result<Vec<ThreadRecord>> {
         self.read(move |c| {
             let mut st = c.prepare(&format!(
-                "SELECT {THREAD_COLUMNS} FROM threads WHERE (?1 IS NULL OR environment_id = ?1)
+                "SELECT {THREAD_COLUMNS}, {THREAD_LAST_TASK} FROM threads
+                 WHERE (?1 IS NULL OR environment_id = ?1)
                  ORDER BY coalesce(last_message_at, created_at) DESC, id DESC LIMIT 500"
             ))?;
             let rows = st.query_map(params![env_id], thread_from_row)?;

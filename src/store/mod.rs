@@ -121,6 +121,49 @@ impl Store {
         .await
     }
 
+    /// Unexpired board sessions whose operator token still exists:
+    /// `(session_hash, csrf_token, expires_at)`.
+    pub async fn sessions(&self, now: i64) -> anyhow::Result<Vec<(String, String, i64)>> {
+        self.read(move |c| {
+            let mut st = c.prepare(
+                "SELECT s.session_hash, s.csrf_token, s.expires_at FROM sessions s
+                 JOIN operator_tokens o ON o.token_hash = s.operator_hash
+                 WHERE s.expires_at > ?1",
+            )?;
+            let rows = st.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub async fn insert_session(
+        &self,
+        session_hash: String,
+        csrf_token: String,
+        operator_hash: String,
+        now: i64,
+        expires_at: i64,
+    ) -> anyhow::Result<()> {
+        self.write(move |c| {
+            c.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now])?;
+            c.execute(
+                "INSERT INTO sessions (session_hash, csrf_token, operator_hash, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![session_hash, csrf_token, operator_hash, now, expires_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn delete_session(&self, session_hash: String) -> anyhow::Result<()> {
+        self.write(move |c| {
+            c.execute("DELETE FROM sessions WHERE session_hash = ?1", [session_hash])?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Looks up a stored response for an idempotency key.
     pub async fn idempotent_response(
         &self,

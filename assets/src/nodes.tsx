@@ -1,0 +1,172 @@
+// The nodes page (status, bindings, enroll, revoke) and settings.
+
+import { useEffect, useState } from 'preact/hooks';
+import { api } from './api';
+import { bindingsOfNode, errorText, navigate, setState, toast, useStore } from './store';
+import { Empty, ErrorBox, Pill, RelTime } from './ui';
+
+function AddNode() {
+  const [name, setName] = useState('');
+  const [result, setResult] = useState<{ command: string; expiresAt: string } | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const add = async () => {
+    setError(null);
+    try {
+      setResult(await api.enroll(name.trim() || 'node'));
+    } catch (e) {
+      setError(errorText(e));
+    }
+  };
+  return (
+    <section class="card">
+      <h2>Add node</h2>
+      <form
+        class="inline-form"
+        onSubmit={(e) => {
+          e.preventDefault();
+          add();
+        }}
+      >
+        <label>
+          Name
+          <input value={name} placeholder="build-01" onInput={(e) => setName((e.target as HTMLInputElement).value)} />
+        </label>
+        <button class="primary" type="submit">
+          Add node
+        </button>
+      </form>
+      <ErrorBox message={error} />
+      {result && (
+        <div class="enroll">
+          <p>
+            Run this on the new machine (the token works once, until <RelTime iso={result.expiresAt} />
+            {' '}— {new Date(result.expiresAt).toLocaleString()}):
+          </p>
+          <pre class="terminal copyable">{result.command}</pre>
+          <button onClick={() => navigator.clipboard?.writeText(result.command).then(() => toast('Copied'), () => toast('Copy failed: select the text instead'))}>
+            Copy
+          </button>
+        </div>
+      )}
+    </section>
+  );
+}
+
+export function NodesPage() {
+  const s = useStore();
+  const revoke = async (id: string, name: string) => {
+    if (!confirm(`Revoke node ${name}? It is disconnected and can no longer connect.`)) return;
+    try {
+      await api.revokeNode(id);
+      setState((st) => ({ nodes: st.nodes.filter((n) => n.id !== id) }));
+    } catch (e) {
+      toast(`Revoke: ${errorText(e)}`);
+    }
+  };
+  return (
+    <div class="page">
+      <header class="page-head">
+        <h1>Nodes</h1>
+      </header>
+      <AddNode />
+      {s.nodes.length === 0 && <Empty title="No nodes yet">Add one above, or run <code>viber all-in-one</code>.</Empty>}
+      <div class="node-grid">
+        {s.nodes.map((n) => {
+          const bindings = bindingsOfNode(s, n.id);
+          return (
+            <section key={n.id} class="card node" data-node={n.id}>
+              <div class="binding-head">
+                <h2>{n.name}</h2>
+                <Pill status={n.status} />
+                <button class="danger small" onClick={() => revoke(n.id, n.name)}>
+                  Revoke
+                </button>
+              </div>
+              <dl class="facts">
+                <dt>ID</dt>
+                <dd>
+                  <code>{n.id}</code>
+                </dd>
+                <dt>Version</dt>
+                <dd>{n.version ?? '—'}</dd>
+                <dt>Platform</dt>
+                <dd>{n.platform ?? '—'}</dd>
+                <dt>Last seen</dt>
+                <dd>{n.status === 'online' ? 'now' : <RelTime iso={n.lastSeen} />}</dd>
+                <dt>Running tasks</dt>
+                <dd>{n.runningTasks.length}</dd>
+                {n.memoryRssBytes != null && (
+                  <>
+                    <dt>Memory</dt>
+                    <dd>{(n.memoryRssBytes / 1048576).toFixed(1)} MiB</dd>
+                  </>
+                )}
+              </dl>
+              <h3>Environments</h3>
+              {bindings.length === 0 ? (
+                <p class="muted-text">No environment mapped here.</p>
+              ) : (
+                <ul class="plain">
+                  {bindings.map(({ env, binding }) => (
+                    <li key={binding.id}>
+                      <a href={`/environments/${env.id}/mappings`} onClick={(e) => (e.preventDefault(), navigate(`/environments/${env.id}/mappings`))}>
+                        {env.name}
+                      </a>{' '}
+                      <Pill status={binding.status} />
+                    </li>
+                  ))}
+                </ul>
+              )}
+            </section>
+          );
+        })}
+      </div>
+    </div>
+  );
+}
+
+export function SettingsPage({ onLogout }: { onLogout: () => void }) {
+  const [health, setHealth] = useState<{ version: string; uptimeSecs: number } | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => {
+    api.health().then(setHealth, (e) => setError(errorText(e)));
+  }, []);
+  return (
+    <div class="page">
+      <header class="page-head">
+        <h1>Settings</h1>
+      </header>
+      <ErrorBox message={error} />
+      <section class="card">
+        <h2>Gateway</h2>
+        <dl class="facts">
+          <dt>Version</dt>
+          <dd>{health?.version ?? '…'}</dd>
+          <dt>Uptime</dt>
+          <dd>{health ? `${Math.floor(health.uptimeSecs / 60)} min` : '…'}</dd>
+          <dt>Address</dt>
+          <dd>
+            <code>{location.origin}</code>
+          </dd>
+        </dl>
+      </section>
+      <section class="card">
+        <h2>Session</h2>
+        <p>This browser is signed in with a session cookie. Signing out ends it here.</p>
+        <button
+          class="danger"
+          onClick={async () => {
+            try {
+              await api.logout();
+            } catch {
+              /* signed out either way */
+            }
+            onLogout();
+          }}
+        >
+          Sign out
+        </button>
+      </section>
+    </div>
+  );
+}

@@ -1,0 +1,76 @@
+// Small shared pieces: status pills, relative times, empty states.
+
+import type { ComponentChildren } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
+import type { EnvStatus } from './store';
+
+const PILL_CLASS: Record<string, string> = {
+  Unmapped: 'muted',
+  Preparing: 'busy',
+  Ready: 'ok',
+  Stale: 'warn',
+  Error: 'bad',
+  pending: 'muted',
+  preparing: 'busy',
+  ready: 'ok',
+  stale: 'warn',
+  error: 'bad',
+  running: 'busy',
+  completed: 'ok',
+  stopped: 'warn',
+  online: 'ok',
+  offline: 'muted',
+  archived: 'muted',
+};
+
+export function Pill({ status, label }: { status: EnvStatus | string; label?: string }) {
+  return (
+    <span class={`pill ${PILL_CLASS[status] ?? 'muted'}`} data-status={status}>
+      {label ?? status}
+    </span>
+  );
+}
+
+export function relTime(iso: string | undefined, now = Date.now()): string {
+  if (!iso) return 'never';
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return iso;
+  const s = Math.round((now - t) / 1000);
+  if (s < 10) return 'just now';
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}
+
+/** A relative time that refreshes itself every 30 seconds. */
+export function RelTime({ iso }: { iso?: string }) {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), 30_000);
+    return () => clearInterval(t);
+  }, []);
+  return (
+    <time dateTime={iso} title={iso ? new Date(iso).toLocaleString() : undefined}>
+      {relTime(iso, now)}
+    </time>
+  );
+}
+
+export function Empty({ title, children }: { title: string; children?: ComponentChildren }) {
+  return (
+    <div class="empty">
+      <h2>{title}</h2>
+      {children}
+    </div>
+  );
+}
+
+export function ErrorBox({ message }: { message: string | null | undefined }) {
+  if (!message) return null;
+  return (
+    <div class="error-box" role="alert">
+      {message}
+    </div>
+  );
+}

@@ -1,0 +1,389 @@
+// End-to-end test of the board in headless Chromium (Debian's, driven by playwright-core)
+// against a real `viber all-in-one` on a port it picks itself. Run by tests/board.rs:
+//
+//   VIBER_BIN=target/debug/viber ARTIFACTS=target/board-artifacts node tests/js/board.mjs
+//
+// A scripted OpenAI-compatible server stands in for the model provider (no network here).
+// Screenshots of the main screens (desktop and a 390-px phone) land in $ARTIFACTS.
+
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BIN = process.env.VIBER_BIN;
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const ARTIFACTS = resolve(process.env.ARTIFACTS ?? 'target/board-artifacts');
+const SECRET = 'sk-e2e-9f8e7d6c5b4a';
+const STEP_TIMEOUT = 30_000;
+
+if (!BIN) throw new Error('set VIBER_BIN to the viber binary');
+mkdirSync(ARTIFACTS, { recursive: true });
+
+const tmp = mkdtempSync(join(tmpdir(), 'viber-board-'));
+const cleanups = [];
+const log = (...a) => console.log('[board]', ...a);
+
+function check(cond, message) {
+  if (!cond) throw new Error(`check failed: ${message}`);
+}
+
+// ---- a git repository made by the test ------------------------------------------------------
+function makeRepo() {
+  const repo = join(tmp, 'repo');
+  mkdirSync(repo);
+  const git = (...args) =>
+    execFileSync('git', args, {
+      cwd: repo,
+      env: { ...process.env, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e' },
+    });
+  git('init', '-q', '-b', 'main');
+  writeFileSync(join(repo, 'README.md'), '# e2e\n');
+  writeFileSync(join(repo, 'hello.txt'), 'hello from the repo\n');
+  git('add', '.');
+  git('commit', '-q', '-m', 'initial');
+  return repo;
+}
+
+// ---- a scripted model: first a bash tool call, then a final answer ----------------------------
+function fakeOpenAI() {
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      const json = JSON.parse(body || '{}');
+      const sawTool = (json.messages ?? []).some((m) => m.role === 'tool');
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const send = (delta, finish = null) =>
+        res.write(
+          `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'fake-model', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`,
+        );
+      if (!sawTool) {
+        send({ role: 'assistant', content: 'I will look at the repository.' });
+        send({ tool_calls: [{ index: 0, id: 'call_1', type: 'function', function: { name: 'bash', arguments: '' } }] });
+        send({ tool_calls: [{ index: 0, function: { arguments: '{"command":"cat hello.txt"}' } }] });
+        send({}, 'tool_calls');
+      } else {
+        send({ role: 'assistant', content: 'The file says hello. Done.' });
+        send({}, 'stop');
+      }
+      res.write(`data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', choices: [], usage: { prompt_tokens: 12, completion_tokens: 7 } })}\n\n`);
+      res.end('data: [DONE]\n\n');
+    });
+  });
+  return new Promise((r) => server.listen(0, '127.0.0.1', () => r(server)));
+}
+
+// ---- viber all-in-one ------------------------------------------------------------------------
+function startViber(modelUrl) {
+  const data = join(tmp, 'data');
+  const child = spawn(BIN, ['all-in-one', '--listen', '127.0.0.1:0', '--data-dir', data, '--heartbeat-ms', '500', '--name', 'laptop'], {
+    env: {
+      ...process.env,
+      HOME: tmp,
+      RUST_LOG: 'info',
+      OPENAI_BASE_URL: modelUrl,
+      OPENAI_API_KEY: 'fake-key',
+      OPENAI_MODEL: 'fake-model',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  cleanups.push(() => child.kill('SIGTERM'));
+  let err = '';
+  child.stderr.on('data', (d) => (err = (err + d).slice(-20000)));
+  return new Promise((resolveUrl, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`all-in-one did not print its URL:\n${out}\n${err}`)), 60_000);
+    child.stdout.on('data', (d) => {
+      out += d;
+      const m = out.match(/viber ready: (\S+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolveUrl({ url: m[1], data, stderr: () => err });
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`all-in-one exited with ${code}:\n${err}`)));
+  });
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: false });
+}
+
+/** The page must never show the secret; its masked form must be there instead where expected. */
+async function assertNoSecret(page, where) {
+  const html = await page.content();
+  check(!html.includes(SECRET), `the secret value appears in the page (${where})`);
+}
+
+async function main() {
+  const repo = makeRepo();
+  const model = await fakeOpenAI();
+  cleanups.push(() => model.close());
+  const { url } = await startViber(`http://127.0.0.1:${model.address().port}/v1`);
+  const origin = new URL(url).origin;
+  log('gateway at', origin);
+
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  cleanups.push(() => browser.close());
+  const desktop = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  desktop.setDefaultTimeout(STEP_TIMEOUT);
+  const page = await desktop.newPage();
+  const consoleErrors = [];
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+
+  // 1. Log in through the printed URL: the token becomes a cookie and leaves the address bar.
+  await page.goto(url);
+  await page.getByRole('heading', { name: 'Welcome to viber' }).waitFor();
+  check(!page.url().includes('token='), `token still in the address bar: ${page.url()}`);
+  const cookies = await desktop.cookies();
+  const session = cookies.find((c) => c.name === 'viber_session');
+  check(session && session.httpOnly && session.sameSite === 'Strict', `session cookie: ${JSON.stringify(cookies)}`);
+  const csrfless = await page.evaluate(async () => {
+    const r = await fetch('/api/threads', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"environmentId":"x"}' });
+    return r.status;
+  });
+  check(csrfless === 403, `a cookie write without the CSRF token got ${csrfless}`);
+  await shot(page, 'desktop-welcome');
+
+  // A browser without the token sees the login form and can sign in with the token.
+  {
+    const other = await browser.newContext();
+    const p2 = await other.newPage();
+    await p2.goto(origin + '/');
+    await p2.getByLabel('Admin token').fill(new URL(url).searchParams.get('token'));
+    await p2.getByRole('button', { name: 'Sign in' }).click();
+    await p2.getByRole('heading', { name: 'Welcome to viber' }).waitFor();
+    await other.close();
+  }
+  log('login ok');
+
+  // 2. Create a git environment with a variable and a secret.
+  await page.getByRole('button', { name: 'Create Environment' }).first().click();
+  await page.getByLabel('Name', { exact: true }).fill('e2e-repo');
+  await page.getByLabel('Description').fill('The repository the test made');
+  await page.getByLabel('Repository URL').fill(`file://${repo}`);
+  await page.getByLabel('Branch').fill('main');
+  await page.getByLabel(/^Setup script/).fill('echo "setup sees $API_KEY"\necho "greeting is $GREETING"\nls\necho setup-finished');
+  await page.getByLabel('Agent working mode').selectOption('always-ask');
+  await page.getByRole('button', { name: 'Add variable' }).click();
+  await page.getByLabel('Variable name').fill('GREETING');
+  await page.getByLabel('Variable value').fill('hello');
+  await page.getByRole('button', { name: 'Add secret' }).click();
+  await page.getByLabel('Secret name').fill('API_KEY');
+  await page.getByLabel('Value of API_KEY').fill(SECRET);
+  await shot(page, 'desktop-create-environment');
+  await page.getByRole('button', { name: 'Create', exact: true }).click();
+  await page.getByRole('heading', { name: 'Edit e2e-repo' }).waitFor();
+  await assertNoSecret(page, 'environment form after save');
+  check(
+    (await page.getByLabel('Value of API_KEY').getAttribute('placeholder')).includes('••••'),
+    'the stored secret is shown masked',
+  );
+  // Validation (dry run).
+  await page.getByRole('button', { name: 'Validate' }).click();
+  await page.getByLabel('Validation result').waitFor();
+  const checks = await page.getByLabel('Validation result').innerText();
+  check(checks.includes('✓') && !checks.includes('✗'), `validation: ${checks}`);
+  await shot(page, 'desktop-edit-environment');
+  log('environment created');
+
+  // 3. Map it to the local node and watch it prepare.
+  await page.getByRole('button', { name: 'Manage Mappings' }).first().click();
+  await page.getByRole('heading', { name: 'Mappings of e2e-repo' }).waitFor();
+  await page.getByRole('button', { name: 'Prepare Environment' }).click();
+  const binding = page.locator('section.binding');
+  await binding.locator('.pill[data-status="ready"]').waitFor();
+  const setupLog = page.getByLabel('Setup log');
+  await setupLog.filter({ hasText: 'setup-finished' }).waitFor();
+  const logText = await setupLog.innerText();
+  check(logText.includes('greeting is hello'), `setup log has the variable: ${logText}`);
+  check(logText.includes('hello.txt'), `setup ran in the checkout: ${logText}`);
+  check(logText.includes('setup sees [REDACTED]'), `setup log masks the secret: ${logText}`);
+  await assertNoSecret(page, 'mapping page');
+  check((await page.locator('.env-switch-row .pill').innerText()) === 'Ready', 'sidebar pill says Ready');
+  await shot(page, 'desktop-mapping-ready');
+  log('prepared');
+
+  // 4. A thread with a shell task whose output streams in.
+  const newThread = async () => {
+    const before = page.url();
+    await page.getByRole('button', { name: 'New Thread' }).click();
+    await page.waitForURL((u) => u.toString() !== before && u.pathname.startsWith('/threads/'));
+    await page.getByRole('heading', { name: 'Nothing here yet' }).waitFor();
+    return page.url();
+  };
+  const threadUrl = await newThread();
+  const composer = page.getByLabel('Message');
+  const send = async (text, executor) => {
+    if (executor) await page.getByLabel(/^Run with/).selectOption(executor);
+    await composer.fill(text);
+    await page.getByRole('button', { name: 'Send' }).click();
+  };
+  await send('for i in $(seq 1 30); do echo "line-$i"; sleep 0.1; done; echo "key=$API_KEY"', 'shell');
+  const turn1 = page.locator('section.turn').nth(0);
+  await turn1.locator('.out').getByText('line-3', { exact: false }).waitFor();
+  const midText = await turn1.locator('.out').innerText();
+  check(!midText.includes('line-30'), 'output arrives while the task runs, not all at the end');
+  await turn1.locator('.task-foot .pill[data-status="completed"]').waitFor();
+  const out1 = await turn1.locator('.out').innerText();
+  check(out1.includes('line-30') && out1.includes('key=[REDACTED]'), `shell output: ${out1}`);
+  await assertNoSecret(page, 'thread with shell output');
+  log('shell task streamed');
+
+  // 5. Reload mid-stream: the output is there once, and keeps streaming.
+  await send('for i in $(seq 1 40); do echo "tick-$i"; sleep 0.1; done');
+  const turn2 = page.locator('section.turn').nth(1);
+  await turn2.locator('.out').getByText('tick-8').waitFor();
+  await page.reload();
+  await page.locator('section.turn').nth(1).locator('.task-foot .pill[data-status="completed"]').waitFor();
+  const out2 = await page.locator('section.turn').nth(1).locator('.out').innerText();
+  for (let i = 1; i <= 40; i++) {
+    const n = out2.split('\n').filter((l) => l === `tick-${i}`).length;
+    check(n === 1, `tick-${i} appears ${n} times after the reload:\n${out2}`);
+  }
+  log('reload mid-stream shows every line once');
+
+  // 6. Stop a long task.
+  await send('echo long-started; sleep 300');
+  const turn3 = page.locator('section.turn').nth(2);
+  await turn3.locator('.out').getByText('long-started').waitFor();
+  await shot(page, 'desktop-thread-running');
+  await turn3.getByRole('button', { name: 'Stop' }).click();
+  await turn3.locator('.task-foot .pill[data-status="stopped"]').waitFor();
+  log('long task stopped');
+
+  // 7. The agent asks before running a tool (the environment says always-ask): approve it.
+  await send('What does hello.txt say?', 'llm');
+  const turn4 = page.locator('section.turn').nth(3);
+  await turn4.getByRole('button', { name: 'Approve' }).waitFor();
+  await shot(page, 'desktop-approval');
+  await turn4.getByRole('button', { name: 'Approve' }).click();
+  await turn4.getByText('The file says hello. Done.').waitFor();
+  await turn4.locator('.task-foot .pill[data-status="completed"]').waitFor();
+  await turn4.locator('.tool summary').click();
+  await turn4.locator('.tool-body').getByText('hello from the repo').waitFor();
+  await shot(page, 'desktop-thread');
+  log('agent approval flow ok');
+
+  // 8. Time to first render of a thread with 500 chunks of history.
+  const bigUrl = await newThread();
+  await send('for i in $(seq 1 500); do echo "chunk-$i"; sleep 0.004; done', 'shell');
+  await page.locator('section.turn .task-foot .pill[data-status="completed"]').waitFor({ timeout: 60_000 });
+  const bigTask = await page.locator('section.turn .assistant').getAttribute('data-task');
+  const lastSeq = await page.evaluate(async (id) => (await (await fetch(`/api/tasks/${id}`)).json()).lastSeq, bigTask);
+  const renders = [];
+  for (let i = 0; i < 5; i++) {
+    const p = await desktop.newPage();
+    // Checked every frame from the first one: the time from navigation start to the first
+    // frame that shows the whole history.
+    await p.addInitScript(() => {
+      const tick = () => {
+        const out = document.querySelector('.out');
+        if (out && out.textContent.includes('chunk-500')) window.__rendered = performance.now();
+        else requestAnimationFrame(tick);
+      };
+      requestAnimationFrame(tick);
+    });
+    await p.goto(bigUrl);
+    await p.waitForFunction(() => window.__rendered !== undefined);
+    renders.push(await p.evaluate(() => window.__rendered));
+    await p.close();
+  }
+  renders.sort((a, b) => a - b);
+  log(`thread view with ${lastSeq} chunks: first render of all output ${renders.map((r) => r.toFixed(0)).join(', ')} ms (median ${renders[2].toFixed(0)} ms)`);
+  writeFileSync(join(ARTIFACTS, 'measurements.json'), JSON.stringify({ chunks: lastSeq, firstRenderMs: renders }, null, 2));
+
+  // 9. Nodes page: the local node and its binding; Add node shows the enrollment command.
+  await page.goto(origin + '/nodes');
+  const node = page.locator('section.node').first();
+  await node.locator('.pill[data-status="online"]').waitFor();
+  await node.getByText('e2e-repo').waitFor();
+  await page.getByLabel('Name', { exact: true }).fill('build-01');
+  await page.getByRole('button', { name: 'Add node' }).click();
+  const cmd = await page.locator('.enroll pre').innerText();
+  check(cmd.includes('viber node --gateway') && cmd.includes('vbr_enr_') && cmd.includes('build-01'), `enroll command: ${cmd}`);
+  await shot(page, 'desktop-nodes');
+
+  // 10. The secret is masked everywhere the board shows the environment.
+  const pages = [
+    ['/', '.thread-item'],
+    ['/nodes', 'section.node .pill'],
+    ['/settings', 'text=Sign out'],
+    ['/environments/e2e-repo', '.kv.secret'],
+    ['/environments/e2e-repo/mappings', 'section.binding .pill[data-status="ready"]'],
+  ];
+  for (const [path, ready] of pages) {
+    await page.goto(origin + path);
+    await page.locator(ready).first().waitFor();
+    await assertNoSecret(page, path);
+  }
+  await page.goto(threadUrl);
+  await page.locator('section.turn').nth(0).locator('.task-foot .pill[data-status="completed"]').waitFor();
+  await assertNoSecret(page, 'thread after reload');
+
+  // 11. Phone layout (390 px): threads panel first, environment switcher and New Thread on top,
+  // environment management in a sheet.
+  const phone = await browser.newContext({
+    viewport: { width: 390, height: 844 },
+    deviceScaleFactor: 2,
+    isMobile: true,
+    hasTouch: true,
+    storageState: await desktop.storageState(),
+  });
+  phone.setDefaultTimeout(STEP_TIMEOUT);
+  const m = await phone.newPage();
+  m.on('pageerror', (e) => consoleErrors.push(String(e)));
+  await m.goto(origin + '/');
+  await m.getByRole('button', { name: 'New Thread' }).waitFor();
+  await m.locator('.thread-item').first().waitFor();
+  check(await m.locator('.thread-item').first().isVisible(), 'threads panel is visible first on a phone');
+  const switcherY = (await m.locator('#env-select').boundingBox()).y;
+  const listY = (await m.locator('.thread-item').first().boundingBox()).y;
+  check(switcherY < listY, 'environment switcher comes before the thread list');
+  await shot(m, 'mobile-threads');
+  await m.getByRole('button', { name: 'Environments', exact: true }).click();
+  await m.getByRole('dialog', { name: 'Environments' }).getByRole('button', { name: 'Create Environment' }).waitFor();
+  await shot(m, 'mobile-environments-sheet');
+  await m.getByRole('button', { name: 'Close' }).click();
+  await m.locator('.thread-item').first().click();
+  await m.locator('section.turn').first().waitFor();
+  await shot(m, 'mobile-thread');
+  await m.goto(threadUrl);
+  await m.locator('section.turn').nth(3).locator('.task-foot .pill[data-status="completed"]').waitFor();
+  await m.locator('section.turn').nth(3).scrollIntoViewIfNeeded();
+  await shot(m, 'mobile-thread-agent');
+  await m.goto(origin + '/environments/e2e-repo/mappings');
+  await m.locator('section.binding .pill[data-status="ready"]').waitFor();
+  await shot(m, 'mobile-mapping');
+  await assertNoSecret(m, 'phone mapping');
+  const overflow = await m.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 1, `the phone layout scrolls sideways by ${overflow}px`);
+
+  check(consoleErrors.length === 0, `page errors: ${consoleErrors.join('\n')}`);
+  log('all board checks passed; screenshots in', ARTIFACTS);
+}
+
+let failed = false;
+try {
+  await main();
+} catch (e) {
+  failed = true;
+  console.error('[board] FAILED:', e);
+} finally {
+  for (const f of cleanups.reverse()) {
+    try {
+      await f();
+    } catch {
+      /* best effort */
+    }
+  }
+  rmSync(tmp, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);
