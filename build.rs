@@ -55,7 +55,10 @@ fn main() {
             Ok(o) => {
                 println!(
                     "cargo:warning=`npm ci` in assets/ failed; building without the board: {}",
-                    String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+                    String::from_utf8_lossy(&o.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("")
                 );
                 return;
             }

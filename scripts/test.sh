@@ -1,17 +1,38 @@
 #!/usr/bin/env bash
 # The full test suite. Installs what the tests need when it is missing:
-#   - the `ai` npm package (pinned in tests/js/package-lock.json) for the SSE conformance test.
+#   - npm packages pinned in tests/js/package-lock.json: `ai` (SSE conformance) and
+#     playwright-core (drives the browser in the board test);
+#   - Debian's chromium (apt-get; as root or through sudo) for the board's end-to-end test.
+# The board itself (assets/) is built by build.rs during `cargo test` (npm ci + vite).
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v npm >/dev/null 2>&1; then
-    echo "scripts/test.sh: npm is required (the conformance tests run the real \`ai\` package)" >&2
+    echo "scripts/test.sh: npm is required (the board is built with npm; the tests run the real \`ai\` package)" >&2
     exit 1
 fi
-if [ ! -f tests/js/node_modules/ai/package.json ] || [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; then
+if [ ! -f tests/js/node_modules/ai/package.json ] \
+    || [ ! -f tests/js/node_modules/playwright-core/package.json ] \
+    || [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; then
     echo "installing test JS dependencies (tests/js)" >&2
     npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 fi
+
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ]; then
+    echo "installing chromium (Debian package) for the board test" >&2
+    if [ "$(id -u)" -eq 0 ]; then
+        SUDO=""
+    elif command -v sudo >/dev/null 2>&1; then
+        SUDO="sudo"
+    else
+        echo "scripts/test.sh: $CHROMIUM is missing; install it (apt-get install chromium) or set CHROMIUM" >&2
+        exit 1
+    fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+export CHROMIUM
 
 cargo test --all-targets "$@"

@@ -13,6 +13,7 @@ function AddNode() {
     setError(null);
     try {
       setResult(await api.enroll(name.trim() || 'node'));
+      setName('');
     } catch (e) {
       setError(errorText(e));
     }
@@ -39,8 +40,8 @@ function AddNode() {
       {result && (
         <div class="enroll">
           <p>
-            Run this on the new machine (the token works once, until <RelTime iso={result.expiresAt} />
-            {' '}— {new Date(result.expiresAt).toLocaleString()}):
+            Run this on the new machine. The token works once and expires <RelTime iso={result.expiresAt} /> (
+            {new Date(result.expiresAt).toLocaleString()}):
           </p>
           <pre class="terminal copyable">{result.command}</pre>
           <button onClick={() => navigator.clipboard?.writeText(result.command).then(() => toast('Copied'), () => toast('Copy failed: select the text instead'))}>

@@ -36,11 +36,11 @@ export function relTime(iso: string | undefined, now = Date.now()): string {
   const t = Date.parse(iso);
   if (Number.isNaN(t)) return iso;
   const s = Math.round((now - t) / 1000);
-  if (s < 10) return 'just now';
-  if (s < 60) return `${s}s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
-  return `${Math.floor(s / 86400)}d ago`;
+  if (Math.abs(s) < 10) return 'just now';
+  const a = Math.abs(s);
+  const span =
+    a < 60 ? `${a}s` : a < 3600 ? `${Math.floor(a / 60)}m` : a < 86400 ? `${Math.floor(a / 3600)}h` : `${Math.floor(a / 86400)}d`;
+  return s > 0 ? `${span} ago` : `in ${span}`;
 }
 
 /** A relative time that refreshes itself every 30 seconds. */

@@ -239,7 +239,10 @@ pub async fn login(State(app): State<App>, Body(req): Body<Login>) -> ApiResult<
 }
 
 /// `GET /api/session`: whether the request is authenticated, and the CSRF token of its session.
-pub async fn session(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<serde_json::Value>> {
+pub async fn session(
+    State(app): State<App>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
     Ok(Json(match credential(&app, &headers)? {
         Credential::Bearer => json!({"authenticated": true, "via": "bearer"}),
         Credential::Session(csrf) => {

@@ -51,7 +51,11 @@ const DEFAULT_TITLE: &str = "New thread";
 
 /// A thread title from its first message: the first line, cut at a word near 60 characters.
 fn title_from(message: &str) -> String {
-    let line = message.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let line = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
     if line.chars().count() <= 60 {
         return line.to_string();
     }

@@ -158,7 +158,10 @@ impl Store {
 
     pub async fn delete_session(&self, session_hash: String) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute("DELETE FROM sessions WHERE session_hash = ?1", [session_hash])?;
+            c.execute(
+                "DELETE FROM sessions WHERE session_hash = ?1",
+                [session_hash],
+            )?;
             Ok(())
         })
         .await
