@@ -197,7 +197,7 @@ function refresh(what: 'nodes' | 'environments' | 'threads') {
     } catch {
       /* the next event or reconnect refreshes again */
     }
-  }, 120);
+  }, 60);
 }
 
 /** Merges setup-log lines (from the backlog or live events, in any order) by their seq. */

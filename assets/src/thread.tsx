@@ -249,7 +249,6 @@ export function ThreadView({ id }: { id: string }) {
   const [messages, setMessages] = useState<ThreadMessage[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [reload, setReload] = useState(0);
-  const bottom = useRef<HTMLDivElement>(null);
 
   useEffect(() => {
     setThread(null);
@@ -271,6 +270,35 @@ export function ThreadView({ id }: { id: string }) {
       live = false;
     };
   }, [id, s.taskTick, reload]);
+
+  // Follow the output while the reader is at the bottom; leave them be once they scroll up.
+  const conversation = useRef<HTMLDivElement>(null);
+  const loaded = !!thread && !!messages;
+  useEffect(() => {
+    const conv = conversation.current;
+    const main = document.getElementById('main');
+    if (!conv || !main) return;
+    const scroller = () =>
+      main.scrollHeight > main.clientHeight + 1 ? main : (document.scrollingElement as HTMLElement);
+    let pinned = true;
+    const onScroll = () => {
+      const el = scroller();
+      pinned = el.scrollHeight - el.scrollTop - el.clientHeight < 160;
+    };
+    const follow = new ResizeObserver(() => {
+      if (!pinned) return;
+      const el = scroller();
+      el.scrollTop = el.scrollHeight;
+    });
+    follow.observe(conv);
+    main.addEventListener('scroll', onScroll, { passive: true });
+    addEventListener('scroll', onScroll, { passive: true });
+    return () => {
+      follow.disconnect();
+      main.removeEventListener('scroll', onScroll);
+      removeEventListener('scroll', onScroll);
+    };
+  }, [id, loaded]);
 
   if (error) return <Empty title="Thread not available">{<ErrorBox message={error} />}</Empty>;
   if (!thread || !messages) return <div class="loading">Loading thread…</div>;
@@ -303,7 +331,7 @@ export function ThreadView({ id }: { id: string }) {
         </div>
         <button onClick={() => setStatus(archived ? 'active' : 'archived')}>{archived ? 'Unarchive' : 'Archive'}</button>
       </header>
-      <div class="conversation">
+      <div class="conversation" ref={conversation}>
         {turns.length === 0 && (
           <Empty title="Nothing here yet">
             <p>Describe what the agent should do, or run a shell command, in the box below.</p>
@@ -322,7 +350,6 @@ export function ThreadView({ id }: { id: string }) {
             <TaskOutput taskId={t.taskId} tick={s.taskTick} />
           </section>
         ))}
-        <div ref={bottom} />
       </div>
       {archived ? (
         <div class="composer muted-text">This thread is archived. Unarchive it to continue.</div>
@@ -330,10 +357,7 @@ export function ThreadView({ id }: { id: string }) {
         <Composer
           thread={thread}
           running={running}
-          onSent={() => {
-            setReload((x) => x + 1);
-            setTimeout(() => bottom.current?.scrollIntoView({ behavior: 'smooth' }), 100);
-          }}
+          onSent={() => setReload((x) => x + 1)}
         />
       )}
     </div>

@@ -366,6 +366,21 @@ async function main() {
   const overflow = await m.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check(overflow <= 1, `the phone layout scrolls sideways by ${overflow}px`);
 
+  // 12. A setup that fails shows Error with the failing step and the log up to the failure.
+  await page.goto(origin + '/environments/new');
+  await page.getByLabel('Name', { exact: true }).fill('broken-setup');
+  await page.getByLabel('Repository URL').fill(`file://${repo}`);
+  await page.getByLabel(/^Setup script/).fill('echo before-failure\nexit 3');
+  await page.getByRole('button', { name: 'Create and map to a node' }).click();
+  await page.getByRole('heading', { name: 'Mappings of broken-setup' }).waitFor();
+  await page.getByRole('button', { name: 'Prepare Environment' }).click();
+  await page.locator('section.binding .pill[data-status="error"]').waitFor();
+  const failure = await page.locator('section.binding .error-box').innerText();
+  check(failure.includes('Failed at setup'), `failure names the step: ${failure}`);
+  await page.getByLabel('Setup log').filter({ hasText: 'before-failure' }).waitFor();
+  check((await page.locator('.env-switch-row .pill').innerText()) === 'Error', 'sidebar pill says Error');
+  await shot(page, 'desktop-mapping-error');
+
   check(consoleErrors.length === 0, `page errors: ${consoleErrors.join('\n')}`);
   log('all board checks passed; screenshots in', ARTIFACTS);
 }
