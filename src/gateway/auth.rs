@@ -221,17 +221,18 @@ pub async fn login(State(app): State<App>, Body(req): Body<Login>) -> ApiResult<
             expires_at,
         )
         .await?;
-    app.auth
-        .sessions
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
+    {
+        let mut sessions = app.auth.sessions.write().unwrap_or_else(|p| p.into_inner());
+        // The store drops expired rows on insert; drop them here too.
+        sessions.retain(|_, s| s.expires_at > now);
+        sessions.insert(
             hash,
             Session {
                 csrf: csrf.clone(),
                 expires_at,
             },
         );
+    }
     tracing::info!("board session opened");
     let cookie = app.auth.cookie(&id, SESSION_TTL_MS / 1000);
     let body = json!({"csrfToken": csrf, "expiresAt": iso8601(expires_at)});
