@@ -462,6 +462,14 @@ async fn bad_environment_input_is_refused_clearly() {
             json!({"name": "x8", "type": "manual", "colour": "red"}),
             "unknown field",
         ),
+        (
+            json!({"name": "x9", "type": "manual", "metadata": {"workingMode": "yolo"}}),
+            "unknown working mode",
+        ),
+        (
+            json!({"name": "x10", "type": "manual", "metadata": ["a"]}),
+            "metadata not an object",
+        ),
     ] {
         let (code, v) = gw.post("/api/environments", body).await;
         assert_eq!(code, 422, "{why}: {v}");
@@ -738,10 +746,33 @@ async fn the_cli_drives_environments_and_threads() {
             "echo setting up with $TOKEN",
             "--var",
             "GREETING=hi",
+            "--working-mode",
+            "agent-decides",
         ],
         None,
     );
     assert_eq!(code, Some(0), "{out}");
+    // Metadata merges key by key; null removes one.
+    let (code, v) =
+        s.gw.request(
+            reqwest::Method::PUT,
+            "/api/environments/cli%20env",
+            Some(json!({"metadata": {"team": "web"}})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        v["metadata"],
+        json!({"workingMode": "agent-decides", "team": "web"})
+    );
+    let (_, v) =
+        s.gw.request(
+            reqwest::Method::PUT,
+            "/api/environments/cli%20env",
+            Some(json!({"metadata": {"team": null}})),
+        )
+        .await;
+    assert_eq!(v["metadata"], json!({"workingMode": "agent-decides"}));
     let (code, out) = cli(
         &["env", "secret", "set", "cli env", "TOKEN"],
         Some("cli-secret-value-123\n"),

@@ -32,7 +32,6 @@ interface Draft {
   persistVolume: boolean;
   defaultExecutor: string;
   workingMode: string;
-  metadata: Record<string, unknown>;
   vars: Row[];
   secrets: SecretRow[];
 }
@@ -51,7 +50,6 @@ function draftOf(e: Environment | null): Draft {
     persistVolume: e?.persistVolume ?? false,
     defaultExecutor: e?.defaultExecutor ?? '',
     workingMode: typeof e?.metadata?.workingMode === 'string' ? (e.metadata.workingMode as string) : '',
-    metadata: e?.metadata ?? {},
     vars: Object.entries(e?.vars ?? {}).map(([key, value]) => ({ key, value })),
     secrets: Object.entries(e?.secrets ?? {}).map(([key, stored]) => ({ key, value: '', scope: stored.scope, stored })),
   };
@@ -85,10 +83,8 @@ function bodyOf(d: Draft, isNew: boolean) {
   }
   if (d.type === 'local') body.localPath = d.localPath.trim();
   if (d.defaultExecutor) body.defaultExecutor = d.defaultExecutor;
-  const metadata: Record<string, unknown> = { ...d.metadata };
-  if (d.workingMode) metadata.workingMode = d.workingMode;
-  else delete metadata.workingMode;
-  body.metadata = metadata;
+  // Metadata merges key by key on the server; null removes the key.
+  body.metadata = { workingMode: d.workingMode || null };
   if (Object.keys(secrets).length || isNew) body.secrets = secrets;
   return body;
 }

@@ -1,7 +1,7 @@
 // The sidebar: current environment, New Thread, thread search and list, environments, and
 // node health. On a phone it is the first screen; environment management opens as a sheet.
 
-import { useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, type Environment, type Thread } from './api';
 import {
   currentEnvironment,
@@ -246,6 +246,10 @@ export function Sidebar() {
 /** The phone's environment sheet: the same section the desktop sidebar shows. */
 export function EnvironmentSheet() {
   const s = useStore();
+  const close = useRef<HTMLButtonElement>(null);
+  useEffect(() => {
+    if (s.sheetOpen) close.current?.focus();
+  }, [s.sheetOpen]);
   if (!s.sheetOpen) return null;
   return (
     <div class="sheet-backdrop" onClick={() => setState({ sheetOpen: false })}>
@@ -259,7 +263,7 @@ export function EnvironmentSheet() {
       >
         <div class="sheet-head">
           <strong>Environments</strong>
-          <button class="icon" aria-label="Close" onClick={() => setState({ sheetOpen: false })}>
+          <button class="icon" ref={close} aria-label="Close" onClick={() => setState({ sheetOpen: false })}>
             ✕
           </button>
         </div>

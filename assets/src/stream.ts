@@ -7,7 +7,7 @@ import { EventSourceParserStream } from 'eventsource-parser/stream';
 
 export interface TaskStreamUpdate {
   message: UIMessage | null;
-  /** `error` chunks (they are not parts of the message). */
+  /** `error` chunks (reported through `onError`: they are not parts of the message). */
   errors: string[];
   /** The stream ended with [DONE]: the task is over and everything has been seen. */
   done: boolean;
@@ -71,10 +71,6 @@ export function watchTask(taskId: string, onUpdate: (u: TaskStreamUpdate) => voi
               continue;
             }
             if (value.id) lastEventId = value.id;
-            if (chunk.type === 'error') {
-              state.errors.push(chunk.errorText);
-              schedule();
-            }
             controller.enqueue(chunk);
           }
         } catch (e) {

@@ -39,6 +39,9 @@ pub struct EnvFields {
     /// Default executor for threads.
     #[arg(long)]
     pub executor: Option<String>,
+    /// How much the agent may do without asking: always-ask, agent-decides or always-execute.
+    #[arg(long, value_parser = ["always-ask", "agent-decides", "always-execute"])]
+    pub working_mode: Option<String>,
 }
 
 impl EnvFields {
@@ -61,6 +64,9 @@ impl EnvFields {
             let script =
                 std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
             m.insert("setupScript".into(), json!(script));
+        }
+        if let Some(mode) = &self.working_mode {
+            m.insert("metadata".into(), json!({ "workingMode": mode }));
         }
         if !self.vars.is_empty() {
             let mut vars = Map::new();

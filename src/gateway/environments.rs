@@ -124,10 +124,29 @@ fn apply(env: &mut EnvironmentRecord, input: &mut EnvInput) -> ApiResult<()> {
         env.persist_volume = b;
     }
     if let Some(m) = input.metadata.take() {
-        if !m.is_object() {
+        let Value::Object(changes) = m else {
             return Err(ApiError::validation("metadata must be an object"));
+        };
+        // Merged key by key like the other fields; a null removes a key.
+        let mut merged = match serde_json::from_str::<Value>(&env.metadata) {
+            Ok(Value::Object(old)) => old,
+            _ => serde_json::Map::new(),
+        };
+        for (k, v) in changes {
+            if v.is_null() {
+                merged.remove(&k);
+            } else {
+                merged.insert(k, v);
+            }
         }
-        env.metadata = m.to_string();
+        if let Some(mode) = merged.get("workingMode") {
+            if serde_json::from_value::<crate::protocol::WorkingMode>(mode.clone()).is_err() {
+                return Err(ApiError::validation(
+                    "metadata.workingMode must be always-ask, agent-decides or always-execute",
+                ));
+            }
+        }
+        env.metadata = Value::Object(merged).to_string();
     }
 
     let kind: EnvKind = serde_json::from_value(json!(env.kind)).map_err(|_| {
