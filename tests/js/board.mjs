@@ -76,18 +76,11 @@ function fakeOpenAI() {
   return new Promise((r) => server.listen(0, '127.0.0.1', () => r(server)));
 }
 
-// ---- viber all-in-one ------------------------------------------------------------------------
-function startViber(modelUrl) {
-  const data = join(tmp, 'data');
-  const child = spawn(BIN, ['all-in-one', '--listen', '127.0.0.1:0', '--data-dir', data, '--heartbeat-ms', '500', '--name', 'laptop'], {
-    env: {
-      ...process.env,
-      HOME: tmp,
-      RUST_LOG: 'info',
-      OPENAI_BASE_URL: modelUrl,
-      OPENAI_API_KEY: 'fake-key',
-      OPENAI_MODEL: 'fake-model',
-    },
+// ---- viber processes --------------------------------------------------------------------------
+/** Starts `viber ARGS...` and resolves with its printed login URL once it is ready. */
+function startReady(args, env = {}) {
+  const child = spawn(BIN, args, {
+    env: { ...process.env, HOME: tmp, RUST_LOG: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   cleanups.push(() => child.kill('SIGTERM'));
@@ -95,17 +88,107 @@ function startViber(modelUrl) {
   child.stderr.on('data', (d) => (err = (err + d).slice(-20000)));
   return new Promise((resolveUrl, reject) => {
     let out = '';
-    const timer = setTimeout(() => reject(new Error(`all-in-one did not print its URL:\n${out}\n${err}`)), 60_000);
+    const timer = setTimeout(() => reject(new Error(`viber ${args[0]} did not print its URL:\n${out}\n${err}`)), 60_000);
     child.stdout.on('data', (d) => {
       out += d;
       const m = out.match(/viber ready: (\S+)/);
       if (m) {
         clearTimeout(timer);
-        resolveUrl({ url: m[1], data, stderr: () => err });
+        resolveUrl({ url: m[1], child });
       }
     });
-    child.on('exit', (code) => reject(new Error(`all-in-one exited with ${code}:\n${err}`)));
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`viber ${args[0]} exited with ${code}:\n${err}`));
+    });
   });
+}
+
+function startViber(modelUrl) {
+  const data = join(tmp, 'data');
+  return startReady(['all-in-one', '--listen', '127.0.0.1:0', '--data-dir', data, '--heartbeat-ms', '500', '--name', 'laptop'], {
+    OPENAI_BASE_URL: modelUrl,
+    OPENAI_API_KEY: 'fake-key',
+    OPENAI_MODEL: 'fake-model',
+  });
+}
+
+function freePort() {
+  return new Promise((r) => {
+    const srv = createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => r(port));
+    });
+  });
+}
+
+/**
+ * Reconnect: a separate gateway and node; the gateway is killed (-9) mid-task and restarted on
+ * the same port. The open page resumes the stream with Last-Event-ID and shows every line once.
+ */
+async function reconnectScenario(browser) {
+  const port = await freePort();
+  const gdata = join(tmp, 'gw2');
+  const gatewayArgs = ['gateway', '--listen', `127.0.0.1:${port}`, '--data-dir', gdata, '--heartbeat-ms', '300'];
+  let gw = await startReady(gatewayArgs);
+  const origin = `http://127.0.0.1:${port}`;
+  const token = new URL(gw.url).searchParams.get('token');
+  const call = async (method, path, body) => {
+    const r = await fetch(origin + path, {
+      method,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: body && JSON.stringify(body),
+    });
+    const json = await r.json().catch(() => null);
+    if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`);
+    return json;
+  };
+  const enroll = await call('POST', '/api/nodes/enroll', { name: 'worker' });
+  const node = spawn(BIN, ['node', '--gateway', origin, '--token', enroll.token, '--name', 'worker', '--data-dir', join(tmp, 'node2')], {
+    env: { ...process.env, HOME: tmp },
+    stdio: 'ignore',
+  });
+  cleanups.push(() => node.kill('SIGTERM'));
+  let nodeId;
+  for (let i = 0; i < 100 && !nodeId; i++) {
+    nodeId = (await call('GET', '/api/nodes')).nodes.find((n) => n.status === 'online')?.id;
+    if (!nodeId) await new Promise((r) => setTimeout(r, 100));
+  }
+  check(nodeId, 'the separate node came online');
+  await call('POST', '/api/environments', { name: 'scratch', type: 'manual' });
+  await call('POST', '/api/environments/scratch/bindings', { nodeId });
+  const thread = await call('POST', '/api/threads', { environmentId: 'scratch' });
+
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  ctx.setDefaultTimeout(STEP_TIMEOUT);
+  const page = await ctx.newPage();
+  await page.goto(gw.url);
+  await page.locator('.sidebar').waitFor();
+  await page.goto(`${origin}/threads/${thread.id}`);
+  await page.getByRole('heading', { name: 'Nothing here yet' }).waitFor();
+  await call('POST', `/api/threads/${thread.id}/messages`, {
+    message: 'for i in $(seq 1 40); do echo "r-$i"; sleep 0.1; done',
+    executor: 'shell',
+  });
+  const out = page.locator('section.turn .out');
+  await out.getByText('r-5', { exact: false }).waitFor().catch(async (e) => {
+    await shot(page, 'reconnect-failure');
+    throw e;
+  });
+  check(!(await out.innerText()).includes('r-40'), 'the gateway goes down while the task still runs');
+  gw.child.kill('SIGKILL');
+  await new Promise((r) => setTimeout(r, 700));
+  gw = await startReady(gatewayArgs);
+  await page.locator('section.turn .task-foot .pill[data-status="completed"]').waitFor({ timeout: 60_000 });
+  const text = await out.innerText();
+  for (let i = 1; i <= 40; i++) {
+    const n = text.split('\n').filter((l) => l === `r-${i}`).length;
+    check(n === 1, `r-${i} appears ${n} times after the gateway restart:\n${text}`);
+  }
+  await shot(page, 'desktop-after-gateway-restart');
+  await ctx.close();
+  log('gateway restart mid-stream: the page resumed and shows every line once');
 }
 
 async function shot(page, name) {
@@ -382,12 +465,18 @@ async function main() {
   await shot(page, 'desktop-mapping-error');
 
   check(consoleErrors.length === 0, `page errors: ${consoleErrors.join('\n')}`);
+}
+
+async function mainReconnectOnly() {
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
+  cleanups.push(() => browser.close());
+  await reconnectScenario(browser);
   log('all board checks passed; screenshots in', ARTIFACTS);
 }
 
 let failed = false;
 try {
-  await main();
+  await (process.env.ONLY_RECONNECT ? mainReconnectOnly() : main());
 } catch (e) {
   failed = true;
   console.error('[board] FAILED:', e);
