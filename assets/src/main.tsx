@@ -160,6 +160,11 @@ function App() {
     <div class={`shell ${home ? 'at-home' : 'at-page'}`}>
       <Sidebar />
       <main class="main" id="main">
+        {!home && s.route.page !== 'thread' && (
+          <button class="mobile-only back-bar" onClick={() => navigate('/')}>
+            ← Threads
+          </button>
+        )}
         <Main />
       </main>
       <EnvironmentSheet />
