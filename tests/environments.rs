@@ -273,6 +273,17 @@ async fn run_environment_flow(s: &Setup, repo_url: &str, name: &str) {
         output.contains("var=hello-var\nsecret=[REDACTED]\n"),
         "{history}"
     );
+    // The board asks for states only; it streams the output itself.
+    let (_, lean) = gw
+        .get(&format!("/api/threads/{tid}/messages?output=false"))
+        .await;
+    let m0 = &lean["messages"][0];
+    assert!(m0.get("output").is_none(), "{lean}");
+    assert_eq!(m0["task"]["state"], "completed");
+    assert_eq!(
+        m0["task"]["executor"],
+        history["messages"][0]["task"]["executor"]
+    );
     for path in [
         format!("/api/environments/{env_id}"),
         "/api/environments".to_string(),

@@ -89,26 +89,16 @@ export interface ThreadMessage {
   taskId: string;
   createdAt: string;
   injectionMode?: InjectionMode;
-  task?: { state: TaskState; exitCode?: number | null; error?: string | null };
+  task?: {
+    state: TaskState;
+    executor: string;
+    exitCode?: number | null;
+    error?: string | null;
+    usage?: { inputTokens: number; outputTokens: number; model?: string };
+  };
 }
 
 export type InjectionMode = 'followup' | 'collect' | 'steer';
-
-export interface Task {
-  id: string;
-  nodeId?: string;
-  goal: string;
-  executor: string;
-  state: TaskState;
-  createdAt: string;
-  startedAt?: string;
-  finishedAt?: string;
-  exitCode?: number;
-  error?: string;
-  lastSeq: number;
-  threadId?: string;
-  usage?: { inputTokens: number; outputTokens: number; model?: string };
-}
 
 export interface ValidationResult {
   ok: boolean;
@@ -209,12 +199,11 @@ export const api = {
   patchThread: (id: string, body: { title?: string; status?: string }) =>
     request<Thread>('PATCH', `/api/threads/${enc(id)}`, body),
   messages: (id: string) =>
-    get<{ messages: ThreadMessage[] }>(`/api/threads/${enc(id)}/messages`).then((r) => r.messages),
+    get<{ messages: ThreadMessage[] }>(`/api/threads/${enc(id)}/messages?output=false`).then((r) => r.messages),
   /** `key` makes a retried send (double click, flaky network) deliver the message once. */
   send: (id: string, body: { message: string; injectionMode?: InjectionMode; executor?: string }, key: string) =>
     request<{ taskId: string }>('POST', `/api/threads/${enc(id)}/messages`, body, { 'Idempotency-Key': key }),
 
-  task: (id: string) => get<Task>(`/api/tasks/${enc(id)}`),
   stop: (id: string) => request<unknown>('POST', `/api/tasks/${enc(id)}/stop`, {}),
   approve: (id: string, approvalId: string, approve: boolean) =>
     request<unknown>('POST', `/api/tasks/${enc(id)}/approvals/${enc(approvalId)}`, { approve }),

@@ -89,10 +89,6 @@ let state: State = {
 
 const listeners = new Set<() => void>();
 
-export function getState(): State {
-  return state;
-}
-
 export function setState(patch: Partial<State> | ((s: State) => Partial<State>)) {
   const p = typeof patch === 'function' ? patch(state) : patch;
   state = { ...state, ...p };

@@ -73,9 +73,8 @@ export function watchTask(taskId: string, onUpdate: (u: TaskStreamUpdate) => voi
             if (value.id) lastEventId = value.id;
             controller.enqueue(chunk);
           }
-        } catch (e) {
+        } catch {
           if (abort.signal.aborted) break;
-          void e;
         }
         if (state.done || abort.signal.aborted) break;
         // The connection dropped before [DONE]: resume from the last event seen.

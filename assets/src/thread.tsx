@@ -3,7 +3,7 @@
 
 import type { UIMessage } from 'ai';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, type InjectionMode, type Task, type Thread, type ThreadMessage } from './api';
+import { api, type InjectionMode, type Thread, type ThreadMessage } from './api';
 import { errorText, navigate, nodeName, setState, toast, useStore } from './store';
 import { watchTask, type TaskStreamUpdate } from './stream';
 import { Empty, ErrorBox, Pill, RelTime } from './ui';
@@ -125,13 +125,10 @@ function Parts({ message, taskId, shell }: { message: UIMessage; taskId: string;
   );
 }
 
-function TaskOutput({ taskId, tick }: { taskId: string; tick: number }) {
+/** A task's streamed output; its state comes with the thread's messages (refetched on task events). */
+function TaskOutput({ taskId, task }: { taskId: string; task: ThreadMessage['task'] }) {
   const [u, setU] = useState<TaskStreamUpdate | null>(null);
-  const [task, setTask] = useState<Task | null>(null);
   useEffect(() => watchTask(taskId, setU), [taskId]);
-  useEffect(() => {
-    api.task(taskId).then(setTask, () => {});
-  }, [taskId, tick, u?.done]);
   const shell = task?.executor === 'shell';
   const running = task?.state === 'running' || task?.state === 'pending';
   return (
@@ -347,7 +344,7 @@ export function ThreadView({ id }: { id: string }) {
                 </div>
               ))}
             </div>
-            <TaskOutput taskId={t.taskId} tick={s.taskTick} />
+            <TaskOutput taskId={t.taskId} task={t.first.task} />
           </section>
         ))}
       </div>

@@ -393,9 +393,21 @@ pub async fn dispatch_waiting(app: &App, binding_id: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-/// `GET /api/threads/:id/messages`: the conversation with each task's output.
-pub async fn messages(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+#[derive(Deserialize)]
+pub struct MessagesQuery {
+    /// `false` leaves out each task's output text (the board streams it instead).
+    #[serde(default)]
+    output: Option<bool>,
+}
+
+/// `GET /api/threads/:id/messages`: the conversation with each task's state and output.
+pub async fn messages(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<MessagesQuery>,
+) -> ApiResult<Json<Value>> {
     load(&app, &id).await?;
+    let with_output = q.output.unwrap_or(true);
     let mut out = Vec::new();
     for m in app.store.thread_messages(id).await? {
         let mut v = json!({
@@ -410,10 +422,14 @@ pub async fn messages(State(app): State<App>, Path(id): Path<String>) -> ApiResu
         if let Some(task) = app.store.task(m.task_id.clone()).await? {
             v["task"] = json!({
                 "state": task.state,
+                "executor": task.executor,
                 "exitCode": task.exit_code,
                 "error": task.error,
             });
-            if m.injection_mode.is_none() {
+            if task.input_tokens > 0 || task.output_tokens > 0 {
+                v["task"]["usage"] = json!({"inputTokens": task.input_tokens, "outputTokens": task.output_tokens, "model": task.model});
+            }
+            if with_output && m.injection_mode.is_none() {
                 v["output"] = json!(app.store.task_text(task.id, OUTPUT_LIMIT).await?);
             }
         }

@@ -465,18 +465,14 @@ async function main() {
   await shot(page, 'desktop-mapping-error');
 
   check(consoleErrors.length === 0, `page errors: ${consoleErrors.join('\n')}`);
-}
 
-async function mainReconnectOnly() {
-  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] });
-  cleanups.push(() => browser.close());
   await reconnectScenario(browser);
   log('all board checks passed; screenshots in', ARTIFACTS);
 }
 
 let failed = false;
 try {
-  await (process.env.ONLY_RECONNECT ? mainReconnectOnly() : main());
+  await main();
 } catch (e) {
   failed = true;
   console.error('[board] FAILED:', e);
