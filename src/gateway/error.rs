@@ -6,7 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+
+use crate::protocol::api::{ErrorBody, ErrorDetail};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -48,6 +49,13 @@ impl ApiError {
     }
 }
 
+/// A wire name that names nothing (an unknown state, type or mode) is a validation error.
+impl From<crate::protocol::names::UnknownName> for ApiError {
+    fn from(e: crate::protocol::names::UnknownName) -> ApiError {
+        ApiError::validation(e.to_string())
+    }
+}
+
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> ApiError {
         tracing::error!(error = format!("{e:#}"), "internal error");
@@ -63,7 +71,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = (
             self.status,
-            axum::Json(json!({"error": {"code": self.code, "message": self.message}})),
+            axum::Json(ErrorBody {
+                error: ErrorDetail {
+                    code: self.code.to_string(),
+                    message: self.message,
+                },
+            }),
         )
             .into_response();
         if self.status == StatusCode::UNAUTHORIZED {

@@ -1,23 +1,25 @@
-//! Push-only gateway events (node presence, task state changes) for the board and scripts,
-//! served as Server-Sent Events on `/api/events`. Not replayed: a client that sees a `gap`
-//! event (it fell behind) or reconnects refreshes its state from the REST API.
+//! The gateway's event bus: typed [`Event`]s published by handlers and the task hub, fanned
+//! out to `/api/events` subscribers (see `http/events.rs`). Push-only, never replayed: a
+//! subscriber that falls behind gets a `gap` and refreshes from the REST API.
+//!
+//! Owns only the broadcast channel; knows nothing of HTTP or SQL.
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use crate::clock::{iso8601, now_ms};
+use crate::protocol::events::{Event, EventEnvelope};
 
-/// One event: its type and its JSON (which repeats the type).
-pub struct Event {
-    pub kind: String,
+/// One published event, serialized once for every subscriber.
+pub struct Published {
+    pub kind: &'static str,
     pub json: String,
 }
 
 #[derive(Clone)]
 pub struct Events {
-    tx: broadcast::Sender<Arc<Event>>,
+    tx: broadcast::Sender<Arc<Published>>,
 }
 
 impl Default for Events {
@@ -29,19 +31,22 @@ impl Default for Events {
 }
 
 impl Events {
-    /// Publishes `{"type": kind, "at": ..., ...data}`.
-    pub fn publish(&self, kind: &str, mut data: Value) {
-        if let Value::Object(m) = &mut data {
-            m.insert("type".into(), json!(kind));
-            m.insert("at".into(), json!(iso8601(now_ms())));
+    /// Publishes `event`, stamped with the current time.
+    pub fn publish(&self, event: Event) {
+        // Nobody listening is the common case; skip the serialization then.
+        if self.tx.receiver_count() == 0 {
+            return;
         }
-        let _ = self.tx.send(Arc::new(Event {
-            kind: kind.to_string(),
-            json: data.to_string(),
-        }));
+        let kind = event.kind();
+        let envelope = EventEnvelope {
+            event,
+            at: iso8601(now_ms()),
+        };
+        let json = serde_json::to_string(&envelope).expect("events serialize");
+        let _ = self.tx.send(Arc::new(Published { kind, json }));
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.tx.subscribe()
     }
 }

@@ -1,18 +1,32 @@
 //! The gateway: owns the SQLite state, serves the REST/SSE API and the board, and accepts
 //! node connections on `/ws`.
+//!
+//! - `http/`: one file per REST resource, answering with `protocol::api` views;
+//! - `link/`: the node WebSocket (handshake, session, frame dispatch, registry);
+//! - `tasks/`: the task hub (live fan-out, batched writer, life cycle, dispatch);
+//! - `envs/`: environment checks, secret sealing, binding preparation, validation by a node;
+//! - `auth.rs`, `board.rs`, `error.rs`, `events.rs`: operators, the board, errors, the bus.
+//!
+//! Nothing here imports `node::`: whatever must run on a machine with the code (scripts,
+//! git) is a request to a node over its link.
 
-mod api;
-pub use api::create_enrollment;
 mod auth;
 mod board;
-mod environments;
+pub mod envs;
 pub mod error;
 pub mod events;
+mod http;
 mod node_ws;
 mod registry;
-mod task_api;
 pub mod tasks;
-mod threads;
+
+pub use http::create_enrollment;
+
+/// The node link, re-exported under the name the rest of the gateway uses.
+pub(crate) mod link {
+    pub use super::node_ws::{kick, upgrade, ENROLLMENT_PREFIX};
+    pub use super::registry::Outgoing;
+}
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +77,8 @@ pub struct AppState {
     pub registry: Registry,
     pub tasks: Arc<tasks::TaskHub>,
     pub events: events::Events,
+    /// Environment validations waiting for a node's answer.
+    pub validations: envs::Validations,
     /// Serializes requests that carry an Idempotency-Key.
     pub idempotency: tokio::sync::Mutex<()>,
     pub auth: auth::OperatorAuth,
@@ -134,6 +150,7 @@ pub async fn start(
         registry: Registry::default(),
         tasks: tasks::TaskHub::start(store.clone(), events.clone()),
         events,
+        validations: envs::Validations::default(),
         idempotency: tokio::sync::Mutex::new(()),
         auth,
         keyring,
@@ -144,7 +161,7 @@ pub async fn start(
     });
 
     tokio::spawn(tasks::sweep_lost_nodes(state.clone()));
-    let router = api::router(state.clone());
+    let router = http::router(state.clone());
     let serve_shutdown = shutdown.clone();
     let connections = state.connections.clone();
     let task = tokio::spawn(async move {

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::registry::{NodeConn, Outgoing};
 use super::App;
+use crate::protocol::events::Event;
 use crate::clock::now_ms;
 use crate::crypto;
 use crate::protocol::{
@@ -214,14 +215,14 @@ async fn serve(app: App, socket: WebSocket, peer: SocketAddr) {
         tracing::error!(error = %e, "recording node connection");
     }
     tracing::info!(%peer, node = %node.id, name = %node.name, version = %connect.version, "node connected");
-    app.events.publish(
-        "node.online",
-        serde_json::json!({"nodeId": node.id, "name": node.name}),
-    );
+    app.events.publish(Event::NodeOnline {
+        node_id: node.id.clone(),
+        name: node.name.clone(),
+    });
     if let Err(e) = super::tasks::on_node_connected(&app, &node.id).await {
         tracing::error!(error = format!("{e:#}"), "dispatching waiting tasks");
     }
-    if let Err(e) = super::environments::on_node_connected(&app, &node.id).await {
+    if let Err(e) = super::envs::on_node_connected(&app, &node.id).await {
         tracing::error!(error = format!("{e:#}"), "preparing waiting bindings");
     }
 
@@ -229,10 +230,11 @@ async fn serve(app: App, socket: WebSocket, peer: SocketAddr) {
 
     let was_current = app.registry.remove(&node.id, conn_id);
     if was_current {
-        app.events.publish(
-            "node.offline",
-            serde_json::json!({"nodeId": node.id, "name": node.name, "reason": reason}),
-        );
+        app.events.publish(Event::NodeOffline {
+            node_id: node.id.clone(),
+            name: node.name.clone(),
+            reason: reason.to_string(),
+        });
         if let Err(e) = app
             .store
             .set_node_last_seen(node.id.clone(), now_ms())
@@ -342,7 +344,7 @@ async fn handle_frame(app: &App, node_id: &str, conn_id: u64, frame: Frame) -> O
         | Frame::TaskCompleted { .. }
         | Frame::TaskError { .. }) => app.tasks.ingest(&app.store, node_id, frame).await,
         Frame::EnvironmentStatus(state) => {
-            env_result(super::environments::apply_state(app, node_id, state).await)
+            env_result(super::envs::apply_state(app, node_id, state).await)
         }
         Frame::EnvironmentSync { bindings } => {
             // Apply every state; one the gateway cannot take (its environment was deleted,
@@ -350,7 +352,7 @@ async fn handle_frame(app: &App, node_id: &str, conn_id: u64, frame: Frame) -> O
             for state in bindings {
                 let id = state.binding_id.clone();
                 if let Some(Frame::Error(e)) =
-                    env_result(super::environments::apply_state(app, node_id, state).await)
+                    env_result(super::envs::apply_state(app, node_id, state).await)
                 {
                     tracing::warn!(node = %node_id, binding = %id, message = %e.message, "ignored a synced binding state");
                 }
@@ -361,10 +363,12 @@ async fn handle_frame(app: &App, node_id: &str, conn_id: u64, frame: Frame) -> O
             match app.store.binding(binding_id.clone()).await {
                 Ok(Some(b)) if b.node_id == node_id => {
                     match app.store.append_binding_log(binding_id.clone(), text.clone(), now_ms()).await {
-                        Ok(seq) => app.events.publish(
-                            "binding.log",
-                            serde_json::json!({"bindingId": binding_id, "environmentId": b.environment_id, "seq": seq, "text": text}),
-                        ),
+                        Ok(seq) => app.events.publish(Event::BindingLog {
+                            binding_id: binding_id.clone(),
+                            environment_id: b.environment_id.clone(),
+                            seq,
+                            text: text.clone(),
+                        }),
                         Err(e) => tracing::error!(error = format!("{e:#}"), "storing setup log"),
                     }
                     None
@@ -385,19 +389,21 @@ async fn handle_frame(app: &App, node_id: &str, conn_id: u64, frame: Frame) -> O
             {
                 tracing::error!(error = format!("{e:#}"), "storing config ack");
             }
-            app.events.publish(
-                "node.config",
-                serde_json::json!({"nodeId": node_id, "config": ack}),
-            );
+            app.events.publish(Event::NodeConfig {
+                node_id: node_id.to_string(),
+                config: ack,
+            });
             None
         }
         Frame::TaskProgress { task_id, event } => {
-            app.events.publish(
-                "task.progress",
-                serde_json::json!({"taskId": task_id, "nodeId": node_id, "event": event}),
-            );
+            app.events.publish(Event::TaskProgress {
+                task_id,
+                node_id: node_id.to_string(),
+                event,
+            });
             None
         }
+        Frame::EnvironmentValidated(report) => app.validations.complete(node_id, report),
         Frame::Ping {} => Some(Frame::Pong {}),
         Frame::Pong {} => {
             app.registry.touch(node_id, conn_id, now_ms());

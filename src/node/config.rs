@@ -1,23 +1,21 @@
 //! `config:push`: the node pulls its configuration from the gateway (authenticated with its
 //! node token), checks it, and answers with `config:ack`.
 
-use serde_json::Value;
-
 use super::executor::bash_syntax;
 use super::identity::Credentials;
 use super::runtime::Runtime;
 use crate::clock::{iso8601, now_ms};
-use crate::protocol::{ConfigAck, ConfigValidation};
+use crate::protocol::node_config::NodeConfig;
+use crate::protocol::{ConfigAck, ConfigValidation, ValidationStatus};
 
 fn validation(category: &str, ok: Option<bool>, message: impl Into<String>) -> ConfigValidation {
     ConfigValidation {
         category: category.into(),
         status: match ok {
-            Some(true) => "verified",
-            Some(false) => "failed",
-            None => "unchecked",
-        }
-        .into(),
+            Some(true) => ValidationStatus::Verified,
+            Some(false) => ValidationStatus::Failed,
+            None => ValidationStatus::Unchecked,
+        },
         message: Some(message.into()).filter(|m: &String| !m.is_empty()),
         checked_at: iso8601(now_ms()),
     }
@@ -39,16 +37,15 @@ pub async fn check(rt: &Runtime) -> ConfigAck {
         }
     };
     let mut validations = Vec::new();
-    let empty = Vec::new();
-    let envs = config["environments"].as_array().unwrap_or(&empty);
+    let envs = &config.environments;
 
     // Setup scripts parse.
     let mut bad = Vec::new();
     for env in envs {
-        if let Err(e) = bash_syntax(env["setupScript"].as_str().unwrap_or("")).await {
+        if let Err(e) = bash_syntax(&env.setup_script).await {
             bad.push(format!(
                 "{}: line {}: {}",
-                env["name"].as_str().unwrap_or("?"),
+                env.name,
                 e.line.map(|l| l.to_string()).unwrap_or("?".into()),
                 e.message
             ));
@@ -63,14 +60,8 @@ pub async fn check(rt: &Runtime) -> ConfigAck {
     // Every declared secret has a value.
     let mut missing = Vec::new();
     for env in envs {
-        for s in env["secrets"].as_array().unwrap_or(&empty) {
-            if s["set"] != true {
-                missing.push(format!(
-                    "{}.{}",
-                    env["name"].as_str().unwrap_or("?"),
-                    s["name"].as_str().unwrap_or("?")
-                ));
-            }
+        for s in env.secrets.iter().filter(|s| !s.set) {
+            missing.push(format!("{}.{}", env.name, s.name));
         }
     }
     validations.push(validation(
@@ -104,12 +95,12 @@ pub async fn check(rt: &Runtime) -> ConfigAck {
     ));
 
     ConfigAck {
-        config_version: config["version"].as_str().unwrap_or("").to_string(),
+        config_version: config.version,
         validations,
     }
 }
 
-async fn pull(rt: &Runtime) -> anyhow::Result<Value> {
+async fn pull(rt: &Runtime) -> anyhow::Result<NodeConfig> {
     let creds = Credentials::load_for(rt.data_dir(), rt.gateway())?
         .ok_or_else(|| anyhow::anyhow!("this node has no node token yet"))?;
     let base = rt

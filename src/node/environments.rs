@@ -15,7 +15,7 @@
 //! leaves the node.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,32 +56,7 @@ fn fail(step: &'static str, message: impl Into<String>) -> StepError {
     }
 }
 
-/// Rejects absolute paths and `..` in a path that must stay inside its base.
-pub fn relative_inside(p: &str) -> Result<PathBuf, String> {
-    let path = Path::new(p);
-    if path.is_absolute() {
-        return Err(format!("{p:?} must be relative"));
-    }
-    if path
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        return Err(format!("{p:?} must not leave its directory (no `..`)"));
-    }
-    Ok(path.to_path_buf())
-}
-
-/// An absolute path without `..` components.
-pub fn absolute_clean(p: &str) -> Result<PathBuf, String> {
-    let path = Path::new(p);
-    if !path.is_absolute() {
-        return Err(format!("{p:?} must be an absolute path"));
-    }
-    if path.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(format!("{p:?} must not contain `..`"));
-    }
-    Ok(path.to_path_buf())
-}
+pub use crate::protocol::{absolute_clean, relative_inside};
 
 /// A directory name from an environment's name and id.
 fn slug(name: &str, id: &str) -> String {
@@ -413,5 +388,50 @@ mod tests {
     #[test]
     fn slugs_are_safe_directory_names() {
         assert_eq!(slug("My App!", "env_0123456789abcdef"), "my-app--89abcdef");
+    }
+}
+
+/// Answers `environment:validate`: the setup script's syntax (`bash -n`) and, for git
+/// environments, whether the repository is reachable from this node and has the branch.
+pub async fn validate(req: crate::protocol::ValidateEnvironment) -> crate::protocol::ValidationReport {
+    use crate::protocol::ValidationCheck;
+    let mut checks = Vec::new();
+    checks.push(match super::executor::bash_syntax(&req.setup_script).await {
+        Ok(()) => ValidationCheck {
+            name: "setupScript".into(),
+            ok: true,
+            message: "syntax ok".into(),
+            line: None,
+        },
+        Err(e) => ValidationCheck {
+            name: "setupScript".into(),
+            ok: false,
+            message: match e.line {
+                Some(l) => format!("line {l}: {}", e.message),
+                None => e.message,
+            },
+            line: e.line,
+        },
+    });
+    if let Some(url) = req.repo_url {
+        let branch = req.branch;
+        let result = tokio::task::spawn_blocking(move || {
+            super::git::remote_has_branch(&url, branch.as_deref(), std::time::Duration::from_secs(20))
+        })
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("repository check panicked: {e}")));
+        checks.push(ValidationCheck {
+            name: "repository".into(),
+            ok: result.is_ok(),
+            message: match result {
+                Ok(()) => "reachable; branch present".into(),
+                Err(e) => format!("{e:#}"),
+            },
+            line: None,
+        });
+    }
+    crate::protocol::ValidationReport {
+        request_id: req.request_id,
+        checks,
     }
 }

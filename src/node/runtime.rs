@@ -409,6 +409,14 @@ impl Runtime {
                 self.prepare_environment(p);
                 None
             }
+            Frame::EnvironmentValidate(req) => {
+                let rt = self.clone();
+                tokio::spawn(async move {
+                    let report = super::environments::validate(req).await;
+                    rt.send_event(Frame::EnvironmentValidated(report));
+                });
+                None
+            }
             Frame::ConfigPush {} => {
                 let rt = self.clone();
                 tokio::spawn(async move {
@@ -534,8 +542,8 @@ async fn run_task(
     });
     tracing::info!(task = %task_id, executor = %submit.executor, "task started");
 
-    let Some(exec) = executor::by_name(&submit.executor) else {
-        let msg = format!("this node has no {:?} executor", submit.executor);
+    let Some(exec) = executor::by_name(submit.executor.as_str()) else {
+        let msg = format!("this node has no {:?} executor", submit.executor.as_str());
         emit.chunk(UiChunk::Error {
             error_text: msg.clone(),
         });

@@ -1,50 +1,52 @@
-//! Payloads of the environment and config frames.
+//! Payloads of the environment and config frames, and the path rules that both the gateway
+//! (validating a request) and the node (materializing it) apply to environment fields.
 
 use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Where an environment's code comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EnvKind {
-    /// A GitHub repository (cloned over https).
-    Github,
-    /// Any git URL: https, ssh, git://, file://.
-    Git,
-    /// A directory that already exists on the node.
-    Local,
-    /// An empty directory the user fills by hand (or by the setup script).
-    Manual,
-}
+use super::names::wire_enum;
 
-impl EnvKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EnvKind::Github => "github",
-            EnvKind::Git => "git",
-            EnvKind::Local => "local",
-            EnvKind::Manual => "manual",
-        }
+wire_enum! {
+    /// Where an environment's code comes from.
+    pub enum EnvKind ("type") {
+        /// A GitHub repository (cloned over https).
+        Github = "github",
+        /// Any git URL: https, ssh, git://, file://.
+        Git = "git",
+        /// A directory that already exists on the node.
+        Local = "local",
+        /// An empty directory the user fills by hand (or by the setup script).
+        Manual = "manual",
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BindingStrategy {
-    /// Clone (or fetch) under the node's workspace and run setup.
-    Auto,
-    /// Use a directory that already exists on the node.
-    ExistingPath,
+impl EnvKind {
+    /// Kinds whose code comes from a git repository.
+    pub fn is_git(self) -> bool {
+        matches!(self, EnvKind::Github | EnvKind::Git)
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SecretScope {
-    /// Only the setup script sees it.
-    Setup,
-    /// The setup script and every task.
-    Runtime,
+wire_enum! {
+    /// How a binding materializes its environment on the node.
+    pub enum BindingStrategy ("strategy") {
+        /// Clone (or fetch) under the node's workspace and run setup.
+        Auto = "auto",
+        /// Use a directory that already exists on the node.
+        ExistingPath = "existing-path",
+    }
+}
+
+wire_enum! {
+    /// Who sees a secret.
+    pub enum SecretScope ("scope") {
+        /// Only the setup script sees it.
+        Setup = "setup",
+        /// The setup script and every task.
+        Runtime = "runtime",
+    }
 }
 
 /// A secret's plaintext, only ever inside an authenticated frame to the node that needs it.
@@ -103,23 +105,13 @@ pub struct PrepareEnvironment {
     pub force: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BindingStatus {
-    Pending,
-    Preparing,
-    Ready,
-    Error,
-}
-
-impl BindingStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BindingStatus::Pending => "pending",
-            BindingStatus::Preparing => "preparing",
-            BindingStatus::Ready => "ready",
-            BindingStatus::Error => "error",
-        }
+wire_enum! {
+    /// Where a binding stands, as stored and as its node reports it.
+    pub enum BindingStatus ("status") {
+        Pending = "pending",
+        Preparing = "preparing",
+        Ready = "ready",
+        Error = "error",
     }
 }
 
@@ -158,9 +150,82 @@ pub struct ConfigAck {
 pub struct ConfigValidation {
     /// llm_keys, oauth, env_secrets, skills, binary_deps, setup_script
     pub category: String,
-    /// verified, failed or unchecked
-    pub status: String,
+    pub status: ValidationStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub checked_at: String,
+}
+
+wire_enum! {
+    /// The result of one config check on a node.
+    pub enum ValidationStatus ("validation status") {
+        Verified = "verified",
+        Failed = "failed",
+        Unchecked = "unchecked",
+    }
+}
+
+/// Gateway -> node: check an environment's setup script and repository from the node (the
+/// gateway never runs scripts or opens repository URLs itself). Answered with
+/// `environment:validated` carrying the same `requestId`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidateEnvironment {
+    pub request_id: String,
+    #[serde(default)]
+    pub setup_script: String,
+    /// Checked for reachability (and `branch` for presence) when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+}
+
+/// Node -> gateway: the checks of one `environment:validate`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationReport {
+    pub request_id: String,
+    pub checks: Vec<ValidationCheck>,
+}
+
+/// One check of an environment (`setupScript`, `repository`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ValidationCheck {
+    pub name: String,
+    pub ok: bool,
+    pub message: String,
+    /// The script line a syntax error is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub line: Option<u32>,
+}
+
+/// A relative path that stays inside its base (`workingDir`): not absolute, no `..`.
+pub fn relative_inside(p: &str) -> Result<PathBuf, String> {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        return Err(format!("{p:?} must be relative"));
+    }
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!("{p:?} must not leave its directory (no `..`)"));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// An absolute path without `..` components (a `localPath`, an existing-path binding).
+pub fn absolute_clean(p: &str) -> Result<PathBuf, String> {
+    let path = Path::new(p);
+    if !path.is_absolute() {
+        return Err(format!("{p:?} must be an absolute path"));
+    }
+    if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(format!("{p:?} must not contain `..`"));
+    }
+    Ok(path.to_path_buf())
 }

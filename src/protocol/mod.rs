@@ -22,11 +22,17 @@
 //! The seed's `connected {viber}` frame is folded into `connect`: the node describes itself
 //! (name, version, platform, capabilities) in the same frame that authenticates it.
 
+pub mod api;
 pub mod env;
+pub mod events;
+pub mod names;
+pub mod node_config;
 pub mod sse;
+pub mod task;
 pub mod ui;
 
 pub use env::*;
+pub use task::*;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -157,6 +163,12 @@ pub enum Frame {
     /// Node -> gateway, after connecting: the last known state of each of its bindings.
     #[serde(rename = "environment:sync")]
     EnvironmentSync { bindings: Vec<BindingState> },
+    /// Gateway -> node: check an environment's setup script and repository.
+    #[serde(rename = "environment:validate")]
+    EnvironmentValidate(ValidateEnvironment),
+    /// Node -> gateway: the checks of an `environment:validate`.
+    #[serde(rename = "environment:validated")]
+    EnvironmentValidated(ValidationReport),
     /// Gateway -> node: pull `/api/vibers/:id/config` and validate it.
     #[serde(rename = "config:push")]
     ConfigPush {},
@@ -190,6 +202,8 @@ pub const FRAME_TYPES: &[&str] = &[
     "environment:status",
     "environment:log",
     "environment:sync",
+    "environment:validate",
+    "environment:validated",
     "config:push",
     "config:ack",
 ];
@@ -286,6 +300,8 @@ impl Frame {
             Frame::EnvironmentStatus(_) => "environment:status",
             Frame::EnvironmentLog { .. } => "environment:log",
             Frame::EnvironmentSync { .. } => "environment:sync",
+            Frame::EnvironmentValidate(_) => "environment:validate",
+            Frame::EnvironmentValidated(_) => "environment:validated",
             Frame::ConfigPush {} => "config:push",
             Frame::ConfigAck(_) => "config:ack",
         }
@@ -428,91 +444,6 @@ pub struct NodeStatus {
     pub version: String,
 }
 
-/// A task as handed to a node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskSubmit {
-    pub task_id: String,
-    pub goal: String,
-    #[serde(default = "default_executor")]
-    pub executor: String,
-    #[serde(default)]
-    pub options: TaskOptions,
-    /// Runtime secrets of the task's environment, attached when the frame is sent (never
-    /// stored with the task). They reach processes only as environment variables and are
-    /// redacted from every output.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub secrets: Vec<SecretValue>,
-}
-
-pub fn default_executor() -> String {
-    "shell".to_string()
-}
-
-/// Per-task options; unknown keys are ignored so newer gateways can add some.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskOptions {
-    /// Working directory on the node; defaults to the node's workspace directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<String>,
-    /// Extra environment variables for the task's processes.
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub env: std::collections::BTreeMap<String, String>,
-    /// Grace period between stop signals, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop_grace_ms: Option<u64>,
-    /// Model for the `llm` executor (default: the node's configured model).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    /// When the agent must ask before running a tool (default: always-execute).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub working_mode: Option<WorkingMode>,
-    /// Under agent-decides: bash commands (by their first word, or an exact command) that
-    /// run without asking.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allowlist: Vec<String>,
-    /// Tools that always need approval, whatever the mode.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub require_approval: Vec<String>,
-    /// An unanswered approval is denied after this many seconds (default 600).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval_timeout_secs: Option<u64>,
-}
-
-/// How much the agent may do without asking (`seeds/architecture.md` section 4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WorkingMode {
-    /// Every tool call waits for approval.
-    AlwaysAsk,
-    /// Read-only tools run; mutating tools and bash wait unless allowlisted.
-    AgentDecides,
-    /// Nothing waits.
-    AlwaysExecute,
-}
-
-/// How a follow-up message joins a running task.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InjectionMode {
-    /// Buffer; merge all buffered messages into one follow-up after the current run.
-    Collect,
-    /// Abort the current run at the next safe point and run this message.
-    Steer,
-    /// Queue a run after the current one.
-    #[default]
-    Followup,
-}
-
-impl std::str::FromStr for InjectionMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        serde_json::from_value(Value::String(s.to_string()))
-            .map_err(|_| format!("unknown injection mode {s:?} (collect, steer, followup)"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,7 +485,7 @@ mod tests {
             Frame::TaskSubmit(TaskSubmit {
                 task_id: "t".into(),
                 goal: "echo".into(),
-                executor: "shell".into(),
+                executor: ExecutorKind::Shell,
                 options: TaskOptions::default(),
                 secrets: vec![],
             }),
@@ -636,6 +567,21 @@ mod tests {
                 text: "x".into(),
             },
             Frame::EnvironmentSync { bindings: vec![] },
+            Frame::EnvironmentValidate(ValidateEnvironment {
+                request_id: "r".into(),
+                setup_script: "true".into(),
+                repo_url: None,
+                branch: None,
+            }),
+            Frame::EnvironmentValidated(ValidationReport {
+                request_id: "r".into(),
+                checks: vec![ValidationCheck {
+                    name: "setupScript".into(),
+                    ok: true,
+                    message: "syntax ok".into(),
+                    line: None,
+                }],
+            }),
             Frame::ConfigPush {},
             Frame::ConfigAck(ConfigAck {
                 config_version: "v".into(),
@@ -683,7 +629,7 @@ mod tests {
         match f {
             Frame::TaskSubmit(s) => {
                 assert_eq!(s.goal, "ls");
-                assert_eq!(s.executor, "shell");
+                assert_eq!(s.executor, ExecutorKind::Shell);
             }
             other => panic!("{other:?}"),
         }
@@ -710,11 +656,5 @@ mod tests {
                 .code(),
             ErrorCode::InvalidFrame
         );
-    }
-
-    #[test]
-    fn injection_mode_parses() {
-        assert_eq!("steer".parse::<InjectionMode>(), Ok(InjectionMode::Steer));
-        assert!("now".parse::<InjectionMode>().is_err());
     }
 }

@@ -1,18 +1,19 @@
-//! Environments, their vars and sealed secrets, bindings, setup logs, and threads.
+//! Environments with their vars and sealed secrets.
 
 use std::collections::BTreeMap;
 
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::Store;
+use crate::protocol::{EnvKind, ExecutorKind, SecretScope};
 use crate::secrets::Sealed;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EnvironmentRecord {
     pub id: String,
     pub name: String,
     pub description: String,
-    pub kind: String,
+    pub kind: EnvKind,
     pub repo_url: Option<String>,
     pub repo_org: Option<String>,
     pub repo_name: Option<String>,
@@ -23,7 +24,7 @@ pub struct EnvironmentRecord {
     pub setup_script: String,
     pub network_access: bool,
     pub persist_volume: bool,
-    pub default_executor: Option<String>,
+    pub default_executor: Option<ExecutorKind>,
     /// JSON object.
     pub metadata: String,
     pub version: i64,
@@ -64,7 +65,7 @@ fn env_from_row(r: &Row) -> rusqlite::Result<EnvironmentRecord> {
 #[derive(Debug, Clone)]
 pub struct SecretRecord {
     pub key: String,
-    pub scope: String,
+    pub scope: SecretScope,
     pub sealed: Sealed,
     pub updated_at: i64,
 }
@@ -72,104 +73,8 @@ pub struct SecretRecord {
 /// A change to one secret.
 #[derive(Debug, Clone)]
 pub enum SecretChange {
-    Set { scope: String, sealed: Sealed },
+    Set { scope: SecretScope, sealed: Sealed },
     Remove,
-}
-
-#[derive(Debug, Clone)]
-pub struct BindingRecord {
-    pub id: String,
-    pub environment_id: String,
-    pub node_id: String,
-    pub strategy: String,
-    pub path: Option<String>,
-    pub resolved_working_dir: Option<String>,
-    pub status: String,
-    pub step: Option<String>,
-    pub last_error: Option<String>,
-    pub commit_sha: Option<String>,
-    pub prepared_version: Option<i64>,
-    pub last_prepare_at: Option<i64>,
-    pub created_at: i64,
-}
-
-const BINDING_COLUMNS: &str = "id, environment_id, node_id, strategy, path, resolved_working_dir, \
-     status, step, last_error, commit_sha, prepared_version, last_prepare_at, created_at";
-
-fn binding_from_row(r: &Row) -> rusqlite::Result<BindingRecord> {
-    Ok(BindingRecord {
-        id: r.get(0)?,
-        environment_id: r.get(1)?,
-        node_id: r.get(2)?,
-        strategy: r.get(3)?,
-        path: r.get(4)?,
-        resolved_working_dir: r.get(5)?,
-        status: r.get(6)?,
-        step: r.get(7)?,
-        last_error: r.get(8)?,
-        commit_sha: r.get(9)?,
-        prepared_version: r.get(10)?,
-        last_prepare_at: r.get(11)?,
-        created_at: r.get(12)?,
-    })
-}
-
-/// A binding's new state as reported by its node.
-#[derive(Debug, Clone)]
-pub struct BindingUpdate {
-    pub status: String,
-    pub step: Option<String>,
-    pub error: Option<String>,
-    pub working_dir: Option<String>,
-    pub commit: Option<String>,
-    pub prepared_version: Option<i64>,
-    pub at: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct ThreadRecord {
-    pub id: String,
-    pub environment_id: String,
-    pub title: String,
-    pub active_node_id: Option<String>,
-    pub status: String,
-    pub last_message_at: Option<i64>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// The thread's latest task and its state (read-only; filled by SELECTs).
-    pub last_task: Option<(String, String)>,
-}
-
-/// The read-side extra of a thread: its latest task's id and state.
-const THREAD_LAST_TASK: &str = "(SELECT id || ' ' || state FROM tasks
-     WHERE tasks.thread_id = threads.id ORDER BY created_at DESC, id DESC LIMIT 1)";
-
-const THREAD_COLUMNS: &str =
-    "id, environment_id, title, active_node_id, status, last_message_at, created_at, updated_at";
-
-fn thread_from_row(r: &Row) -> rusqlite::Result<ThreadRecord> {
-    Ok(ThreadRecord {
-        id: r.get(0)?,
-        environment_id: r.get(1)?,
-        title: r.get(2)?,
-        active_node_id: r.get(3)?,
-        status: r.get(4)?,
-        last_message_at: r.get(5)?,
-        created_at: r.get(6)?,
-        updated_at: r.get(7)?,
-        last_task: r
-            .get::<_, Option<String>>(8)?
-            .and_then(|s| s.split_once(' ').map(|(a, b)| (a.into(), b.into()))),
-    })
-}
-
-#[derive(Debug, Clone)]
-pub struct ThreadMessage {
-    pub id: i64,
-    pub message: String,
-    pub task_id: String,
-    pub injection_mode: Option<String>,
-    pub created_at: i64,
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -405,273 +310,4 @@ impl Store {
 
     // ---- bindings ----
 
-    /// Creates a binding, or resets the strategy of the existing one for (environment, node).
-    pub async fn upsert_binding(&self, b: BindingRecord) -> anyhow::Result<BindingRecord> {
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO environment_bindings
-                    (id, environment_id, node_id, strategy, path, status, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)
-                 ON CONFLICT (environment_id, node_id) DO UPDATE SET
-                    strategy = excluded.strategy, path = excluded.path, status = 'pending',
-                    step = NULL, last_error = NULL",
-                params![b.id, b.environment_id, b.node_id, b.strategy, b.path, b.created_at],
-            )?;
-            c.query_row(
-                &format!("SELECT {BINDING_COLUMNS} FROM environment_bindings WHERE environment_id = ?1 AND node_id = ?2"),
-                params![b.environment_id, b.node_id],
-                binding_from_row,
-            )
-        })
-        .await
-    }
-
-    pub async fn binding(&self, id: String) -> anyhow::Result<Option<BindingRecord>> {
-        self.read(move |c| {
-            c.query_row(
-                &format!("SELECT {BINDING_COLUMNS} FROM environment_bindings WHERE id = ?1"),
-                params![id],
-                binding_from_row,
-            )
-            .optional()
-        })
-        .await
-    }
-
-    pub async fn bindings_of_environment(
-        &self,
-        env_id: String,
-    ) -> anyhow::Result<Vec<BindingRecord>> {
-        self.read(move |c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {BINDING_COLUMNS} FROM environment_bindings WHERE environment_id = ?1 ORDER BY created_at"
-            ))?;
-            let rows = st.query_map(params![env_id], binding_from_row)?;
-            rows.collect()
-        })
-        .await
-    }
-
-    pub async fn bindings_of_node(&self, node_id: String) -> anyhow::Result<Vec<BindingRecord>> {
-        self.read(move |c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {BINDING_COLUMNS} FROM environment_bindings WHERE node_id = ?1 ORDER BY created_at"
-            ))?;
-            let rows = st.query_map(params![node_id], binding_from_row)?;
-            rows.collect()
-        })
-        .await
-    }
-
-    pub async fn update_binding(&self, id: String, u: BindingUpdate) -> anyhow::Result<()> {
-        self.write(move |c| {
-            c.execute(
-                "UPDATE environment_bindings SET status = ?2, step = ?3, last_error = ?4,
-                    resolved_working_dir = coalesce(?5, resolved_working_dir),
-                    commit_sha = coalesce(?6, commit_sha),
-                    prepared_version = coalesce(?7, prepared_version),
-                    last_prepare_at = ?8
-                 WHERE id = ?1",
-                params![
-                    id,
-                    u.status,
-                    u.step,
-                    u.error,
-                    u.working_dir,
-                    u.commit,
-                    u.prepared_version,
-                    u.at
-                ],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn append_binding_log(
-        &self,
-        binding_id: String,
-        text: String,
-        at: i64,
-    ) -> anyhow::Result<i64> {
-        self.write(move |c| {
-            c.query_row(
-                "INSERT INTO binding_logs (binding_id, seq, line, at)
-                 VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM binding_logs WHERE binding_id = ?1), ?2, ?3)
-                 RETURNING seq",
-                params![binding_id, text, at],
-                |r| r.get(0),
-            )
-        })
-        .await
-    }
-
-    pub async fn binding_logs(
-        &self,
-        binding_id: String,
-        after: i64,
-    ) -> anyhow::Result<Vec<(i64, String)>> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT seq, line FROM binding_logs WHERE binding_id = ?1 AND seq > ?2 ORDER BY seq LIMIT 5000",
-            )?;
-            let rows = st.query_map(params![binding_id, after], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect()
-        })
-        .await
-    }
-
-    // ---- threads ----
-
-    pub async fn insert_thread(&self, t: ThreadRecord) -> anyhow::Result<()> {
-        self.write(move |c| {
-            c.execute(
-                &format!("INSERT INTO threads ({THREAD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-                params![t.id, t.environment_id, t.title, t.active_node_id, t.status, t.last_message_at, t.created_at, t.updated_at],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn thread(&self, id: String) -> anyhow::Result<Option<ThreadRecord>> {
-        self.read(move |c| {
-            c.query_row(
-                &format!("SELECT {THREAD_COLUMNS}, {THREAD_LAST_TASK} FROM threads WHERE id = ?1"),
-                params![id],
-                thread_from_row,
-            )
-            .optional()
-        })
-        .await
-    }
-
-    pub async fn list_threads(&self, env_id: Option<String>) -> anyhow::Result<Vec<ThreadRecord>> {
-        self.read(move |c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {THREAD_COLUMNS}, {THREAD_LAST_TASK} FROM threads
-                 WHERE (?1 IS NULL OR environment_id = ?1)
-                 ORDER BY coalesce(last_message_at, created_at) DESC, id DESC LIMIT 500"
-            ))?;
-            let rows = st.query_map(params![env_id], thread_from_row)?;
-            rows.collect()
-        })
-        .await
-    }
-
-    pub async fn update_thread(&self, t: ThreadRecord) -> anyhow::Result<()> {
-        self.write(move |c| {
-            c.execute(
-                "UPDATE threads SET title = ?2, status = ?3, active_node_id = ?4,
-                    last_message_at = ?5, updated_at = ?6 WHERE id = ?1",
-                params![
-                    t.id,
-                    t.title,
-                    t.status,
-                    t.active_node_id,
-                    t.last_message_at,
-                    t.updated_at
-                ],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn insert_thread_message(
-        &self,
-        thread_id: String,
-        message: String,
-        task_id: String,
-        mode: Option<String>,
-        at: i64,
-    ) -> anyhow::Result<()> {
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO thread_messages (thread_id, message, task_id, injection_mode, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![thread_id, message, task_id, mode, at],
-            )?;
-            c.execute(
-                "UPDATE threads SET last_message_at = ?2, updated_at = ?2 WHERE id = ?1",
-                params![thread_id, at],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    pub async fn thread_messages(&self, thread_id: String) -> anyhow::Result<Vec<ThreadMessage>> {
-        self.read(move |c| {
-            let mut st = c.prepare(
-                "SELECT id, message, task_id, injection_mode, created_at FROM thread_messages
-                 WHERE thread_id = ?1 ORDER BY id",
-            )?;
-            let rows = st.query_map(params![thread_id], |r| {
-                Ok(ThreadMessage {
-                    id: r.get(0)?,
-                    message: r.get(1)?,
-                    task_id: r.get(2)?,
-                    injection_mode: r.get(3)?,
-                    created_at: r.get(4)?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
-    }
-
-    /// The text a task produced (its text deltas, in order), at most `limit` bytes from the end.
-    pub async fn task_text(&self, task_id: String, limit: usize) -> anyhow::Result<String> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT json_extract(chunk, '$.delta') FROM task_chunks
-                 WHERE task_id = ?1 AND json_extract(chunk, '$.type') = 'text-delta' ORDER BY seq",
-            )?;
-            let mut out = String::new();
-            let rows = st.query_map(params![task_id], |r| r.get::<_, Option<String>>(0))?;
-            for d in rows {
-                out.push_str(&d?.unwrap_or_default());
-            }
-            if out.len() > limit {
-                let mut cut = out.len() - limit;
-                while !out.is_char_boundary(cut) {
-                    cut += 1;
-                }
-                out = out[cut..].to_string();
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    /// Pending tasks waiting for a binding to become ready.
-    pub async fn pending_tasks_of_binding(
-        &self,
-        binding_id: String,
-    ) -> anyhow::Result<Vec<String>> {
-        self.read(move |c| {
-            let mut st = c.prepare(
-                "SELECT id FROM tasks WHERE binding_id = ?1 AND state = 'pending' ORDER BY created_at",
-            )?;
-            let rows = st.query_map(params![binding_id], |r| r.get(0))?;
-            rows.collect()
-        })
-        .await
-    }
-
-    pub async fn set_node_config_state(
-        &self,
-        node_id: String,
-        state: String,
-    ) -> anyhow::Result<()> {
-        self.write(move |c| {
-            c.execute(
-                "UPDATE nodes SET config_state = ?2 WHERE id = ?1",
-                params![node_id, state],
-            )?;
-            Ok(())
-        })
-        .await
-    }
 }

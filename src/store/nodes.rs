@@ -212,3 +212,22 @@ impl Store {
         .await
     }
 }
+
+impl Store {
+    /// Stores a node's last `config:ack` (JSON).
+
+    pub async fn set_node_config_state(
+        &self,
+        node_id: String,
+        state: String,
+    ) -> anyhow::Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "UPDATE nodes SET config_state = ?2 WHERE id = ?1",
+                params![node_id, state],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+}

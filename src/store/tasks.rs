@@ -1,56 +1,16 @@
 //! Tasks, their chunk streams and follow-up messages.
 
 use rusqlite::{params, OptionalExtension, Row};
-use serde::Serialize;
 
 use super::Store;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskState {
-    Pending,
-    Running,
-    Completed,
-    Error,
-    Stopped,
-}
-
-impl TaskState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Pending => "pending",
-            TaskState::Running => "running",
-            TaskState::Completed => "completed",
-            TaskState::Error => "error",
-            TaskState::Stopped => "stopped",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<TaskState> {
-        Some(match s {
-            "pending" => TaskState::Pending,
-            "running" => TaskState::Running,
-            "completed" => TaskState::Completed,
-            "error" => TaskState::Error,
-            "stopped" => TaskState::Stopped,
-            _ => return None,
-        })
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskState::Completed | TaskState::Error | TaskState::Stopped
-        )
-    }
-}
+use crate::protocol::{ExecutorKind, InjectionMode, TaskOutcome, TaskState};
 
 #[derive(Debug, Clone)]
 pub struct NewTask {
     pub id: String,
     pub node_id: String,
     pub goal: String,
-    pub executor: String,
+    pub executor: ExecutorKind,
     /// JSON object.
     pub options: String,
     pub created_at: i64,
@@ -66,7 +26,7 @@ pub struct TaskRecord {
     pub id: String,
     pub node_id: Option<String>,
     pub goal: String,
-    pub executor: String,
+    pub executor: ExecutorKind,
     pub options: String,
     pub state: TaskState,
     pub created_at: i64,
@@ -89,14 +49,13 @@ const TASK_COLUMNS: &str = "id, node_id, goal, executor, options, state, created
                             thread_id, binding_id, input_tokens, output_tokens, model";
 
 fn task_from_row(r: &Row) -> rusqlite::Result<TaskRecord> {
-    let state: String = r.get(5)?;
     Ok(TaskRecord {
         id: r.get(0)?,
         node_id: r.get(1)?,
         goal: r.get(2)?,
         executor: r.get(3)?,
         options: r.get(4)?,
-        state: TaskState::parse(&state).unwrap_or(TaskState::Error),
+        state: r.get(5)?,
         created_at: r.get(6)?,
         started_at: r.get(7)?,
         finished_at: r.get(8)?,
@@ -113,25 +72,18 @@ fn task_from_row(r: &Row) -> rusqlite::Result<TaskRecord> {
     })
 }
 
-/// How a task ended.
+/// How a task ended, and when.
 #[derive(Debug, Clone)]
 pub struct TaskFinish {
-    pub state: TaskState,
-    pub exit_code: Option<i32>,
-    pub error: Option<String>,
-    pub result: Option<String>,
+    pub outcome: TaskOutcome,
     pub at: i64,
 }
 
 impl TaskFinish {
-    /// An end decided by the gateway (stop while away, node lost, prepare failed): no exit
-    /// code or result, now.
-    pub fn without_node(state: TaskState, error: impl Into<String>) -> TaskFinish {
+    /// An end decided now (by the gateway, or as the node's final frame arrives).
+    pub fn now(outcome: TaskOutcome) -> TaskFinish {
         TaskFinish {
-            state,
-            exit_code: None,
-            error: Some(error.into()),
-            result: None,
+            outcome,
             at: crate::clock::now_ms(),
         }
     }
@@ -213,7 +165,7 @@ impl Store {
                  ORDER BY created_at DESC, id DESC LIMIT ?3"
             ))?;
             let rows = st.query_map(
-                params![node_id, state.map(|s| s.as_str()), limit],
+                params![node_id, state, limit],
                 task_from_row,
             )?;
             rows.collect()
@@ -362,7 +314,7 @@ impl Store {
         &self,
         task_id: String,
         message: String,
-        mode: String,
+        mode: InjectionMode,
         now: i64,
     ) -> anyhow::Result<()> {
         self.write(move |c| {
@@ -384,12 +336,53 @@ fn finish_task_tx(c: &rusqlite::Connection, id: &str, fin: &TaskFinish) -> rusql
          WHERE id = ?1 AND state IN ('pending', 'running')",
         params![
             id,
-            fin.state.as_str(),
-            fin.exit_code,
-            fin.error,
-            fin.result,
+            fin.outcome.state(),
+            fin.outcome.exit_code(),
+            fin.outcome.error(),
+            fin.outcome.result(),
             fin.at
         ],
     )?;
     Ok(n == 1)
+}
+
+impl Store {
+    /// The text a task produced (its text deltas, in order), at most `limit` bytes from the end.
+    pub async fn task_text(&self, task_id: String, limit: usize) -> anyhow::Result<String> {
+        self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT json_extract(chunk, '$.delta') FROM task_chunks
+                 WHERE task_id = ?1 AND json_extract(chunk, '$.type') = 'text-delta' ORDER BY seq",
+            )?;
+            let mut out = String::new();
+            let rows = st.query_map(params![task_id], |r| r.get::<_, Option<String>>(0))?;
+            for d in rows {
+                out.push_str(&d?.unwrap_or_default());
+            }
+            if out.len() > limit {
+                let mut cut = out.len() - limit;
+                while !out.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                out = out[cut..].to_string();
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Pending tasks waiting for a binding to become ready.
+    pub async fn pending_tasks_of_binding(
+        &self,
+        binding_id: String,
+    ) -> anyhow::Result<Vec<String>> {
+        self.read(move |c| {
+            let mut st = c.prepare(
+                "SELECT id FROM tasks WHERE binding_id = ?1 AND state = 'pending' ORDER BY created_at",
+            )?;
+            let rows = st.query_map(params![binding_id], |r| r.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
 }

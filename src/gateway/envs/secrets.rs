@@ -1,0 +1,78 @@
+//! Sealing the secrets of a request and opening them for a frame to a node. Plaintext exists
+//! only between these functions and an authenticated frame; it is never stored or returned.
+
+use std::collections::BTreeMap;
+
+use super::input::{valid_key, MAX_VALUE_BYTES};
+use crate::gateway::error::{ApiError, ApiResult};
+use crate::gateway::App;
+use crate::protocol::api::SecretInput;
+use crate::protocol::{SecretScope, SecretValue};
+use crate::secrets::redact::MIN_SECRET_LEN;
+use crate::store::SecretChange;
+
+/// Seals the secrets of a request; returns the changes and warnings for short values.
+pub fn seal_secrets(
+    app: &App,
+    env_id: &str,
+    input: BTreeMap<String, Option<SecretInput>>,
+) -> ApiResult<(BTreeMap<String, SecretChange>, Vec<String>)> {
+    let mut changes = BTreeMap::new();
+    let mut warnings = Vec::new();
+    for (k, v) in input {
+        if !valid_key(&k) {
+            return Err(ApiError::validation(format!(
+                "secret name {k:?} must match [A-Za-z_][A-Za-z0-9_]*"
+            )));
+        }
+        let (value, scope) = match v {
+            None => {
+                changes.insert(k, SecretChange::Remove);
+                continue;
+            }
+            Some(SecretInput::Value(v)) => (v, SecretScope::Runtime),
+            Some(SecretInput::Scoped { value, scope }) => {
+                (value, scope.unwrap_or(SecretScope::Runtime))
+            }
+        };
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(ApiError::too_large(format!(
+                "secret {k} is over {MAX_VALUE_BYTES} bytes"
+            )));
+        }
+        if value.len() < MIN_SECRET_LEN {
+            warnings.push(format!(
+                "secret {k} is shorter than {MIN_SECRET_LEN} characters and cannot be redacted from output"
+            ));
+        }
+        let sealed = app.keyring.seal(value.as_bytes(), &secret_aad(env_id, &k));
+        changes.insert(k, SecretChange::Set { scope, sealed });
+    }
+    Ok((changes, warnings))
+}
+
+/// Binds a sealed value to its environment and name, so it cannot be moved to another.
+fn secret_aad(env_id: &str, key: &str) -> String {
+    format!("env:{env_id}:{key}")
+}
+
+/// The plaintext secrets of an environment, for a frame to a node.
+pub async fn unseal_secrets(
+    app: &App,
+    env_id: &str,
+    runtime_only: bool,
+) -> anyhow::Result<Vec<SecretValue>> {
+    let mut out = Vec::new();
+    for s in app.store.environment_secrets(env_id.to_string()).await? {
+        if runtime_only && s.scope == SecretScope::Setup {
+            continue;
+        }
+        let plain = app.keyring.open(&s.sealed, &secret_aad(env_id, &s.key))?;
+        out.push(SecretValue {
+            name: s.key,
+            value: String::from_utf8_lossy(&plain).into_owned(),
+            scope: s.scope,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,158 @@
+//! `/api/environments/:id/bindings*`: mapping an environment onto nodes, preparing it there
+//! and reading the setup output. The prepare frames themselves are `envs/prepare.rs`'s.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+
+use super::environments::load_env;
+use crate::clock::{iso8601, now_ms};
+use crate::crypto;
+use crate::gateway::envs::{binding_phase, send_prepare};
+use crate::gateway::error::{parse_json, ApiError, ApiResult, Body};
+use crate::gateway::App;
+use crate::protocol::api::{
+    BindRequest, BindingList, BindingView, LogLine, LogList, LogQuery, PrepareRequest,
+};
+use crate::protocol::{absolute_clean, BindingStatus, BindingStrategy};
+use crate::store::{BindingRecord, EnvironmentRecord};
+
+pub fn binding_view(app: &App, b: &BindingRecord, env_version: i64) -> BindingView {
+    BindingView {
+        id: b.id.clone(),
+        environment_id: b.environment_id.clone(),
+        node_id: b.node_id.clone(),
+        node_online: app.registry.presence(&b.node_id).is_some(),
+        strategy: b.strategy,
+        status: binding_phase(b, env_version),
+        created_at: iso8601(b.created_at),
+        path: b.path.clone(),
+        resolved_working_dir: b.resolved_working_dir.clone(),
+        step: b.step.clone(),
+        last_error: b.last_error.clone(),
+        commit: b.commit_sha.clone(),
+        prepared_version: b.prepared_version,
+        last_prepare_at: b.last_prepare_at.map(iso8601),
+    }
+}
+
+pub async fn bind(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Body(req): Body<BindRequest>,
+) -> ApiResult<(StatusCode, Json<BindingView>)> {
+    let env = load_env(&app, &id).await?;
+    match app.store.node(req.node_id.clone()).await? {
+        Some(n) if n.revoked_at.is_none() => {}
+        _ => {
+            return Err(ApiError::validation(format!(
+                "unknown nodeId {:?}",
+                req.node_id
+            )))
+        }
+    }
+    let strategy = req.strategy.unwrap_or(BindingStrategy::Auto);
+    let path = match strategy {
+        BindingStrategy::ExistingPath => {
+            let p = req
+                .path
+                .as_deref()
+                .ok_or_else(|| ApiError::validation("strategy existing-path needs a path"))?;
+            absolute_clean(p).map_err(|e| ApiError::validation(format!("path {e}")))?;
+            Some(p.to_string())
+        }
+        BindingStrategy::Auto => None,
+    };
+    let binding = app
+        .store
+        .upsert_binding(BindingRecord {
+            id: crypto::new_id("bind"),
+            environment_id: env.id.clone(),
+            node_id: req.node_id.clone(),
+            strategy,
+            path,
+            resolved_working_dir: None,
+            status: BindingStatus::Pending,
+            step: None,
+            last_error: None,
+            commit_sha: None,
+            prepared_version: None,
+            last_prepare_at: None,
+            created_at: now_ms(),
+        })
+        .await?;
+    send_prepare(&app, &env, &binding, false).await?;
+    let binding = app.store.binding(binding.id).await?.expect("just written");
+    Ok((
+        StatusCode::CREATED,
+        Json(binding_view(&app, &binding, env.version)),
+    ))
+}
+
+pub async fn bindings(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<BindingList>> {
+    let env = load_env(&app, &id).await?;
+    let bindings = app
+        .store
+        .bindings_of_environment(env.id.clone())
+        .await?
+        .iter()
+        .map(|b| binding_view(&app, b, env.version))
+        .collect();
+    Ok(Json(BindingList { bindings }))
+}
+
+async fn load_binding(app: &App, env: &EnvironmentRecord, bid: &str) -> ApiResult<BindingRecord> {
+    match app.store.binding(bid.to_string()).await? {
+        Some(b) if b.environment_id == env.id => Ok(b),
+        _ => Err(ApiError::not_found(format!(
+            "no binding {bid:?} in environment {}",
+            env.name
+        ))),
+    }
+}
+
+pub async fn prepare(
+    State(app): State<App>,
+    Path((id, bid)): Path<(String, String)>,
+    body: bytes::Bytes,
+) -> ApiResult<(StatusCode, Json<BindingView>)> {
+    let env = load_env(&app, &id).await?;
+    let binding = load_binding(&app, &env, &bid).await?;
+    // The body is optional: `{"force": true}` re-runs setup even when nothing changed.
+    let force = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        parse_json::<PrepareRequest>(&body)?.force
+    };
+    if !send_prepare(&app, &env, &binding, force).await? {
+        return Err(ApiError::unavailable(format!(
+            "node {} is offline; the binding prepares when it connects",
+            binding.node_id
+        )));
+    }
+    let binding = app.store.binding(binding.id).await?.expect("exists");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(binding_view(&app, &binding, env.version)),
+    ))
+}
+
+pub async fn logs(
+    State(app): State<App>,
+    Path((id, bid)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Json<LogList>> {
+    let env = load_env(&app, &id).await?;
+    let binding = load_binding(&app, &env, &bid).await?;
+    let logs = app
+        .store
+        .binding_logs(binding.id, q.after.unwrap_or(0))
+        .await?
+        .into_iter()
+        .map(|(seq, text)| LogLine { seq, text })
+        .collect();
+    Ok(Json(LogList { logs }))
+}

@@ -1,0 +1,114 @@
+//! The gateway's HTTP surface: one file per resource, all answering with `protocol::api`
+//! views. Every `/api/*` route requires an operator (bearer token or board session with
+//! CSRF); `/health`, `/ws` (nodes authenticate in the handshake), a node's own config (its
+//! node token) and the board do not.
+//!
+//! Handlers validate input and turn records into views. They must not hold SQL (that is
+//! `store/`'s), build frames for a node's running tasks by hand (the task hub and `envs/`
+//! do), or import `node::`.
+
+mod bindings;
+mod environments;
+mod events;
+mod idempotency;
+mod node_config;
+mod nodes;
+mod stream;
+mod tasks;
+mod threads;
+mod usage;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+pub use nodes::create_enrollment;
+
+use super::error::{ApiError, ApiResult, MAX_BODY_BYTES};
+use super::{auth, board, link, App};
+use crate::protocol::api::Health;
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        // Authenticated with the node's own token, not an operator token.
+        .route("/api/vibers/{id}/config", get(node_config::node_config))
+        .route("/api/nodes/{id}/config", get(node_config::node_config))
+        // Authenticated with the token in the body (login) or the cookie itself.
+        .route(
+            "/api/session",
+            get(auth::session).post(auth::login).delete(auth::logout),
+        )
+        .route("/ws", get(link::upgrade))
+        .nest("/api", operator_routes(app.clone()))
+        .merge(board::router())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// `/api/*` behind operator authentication.
+fn operator_routes(app: App) -> Router<App> {
+    Router::new()
+        .route("/vibers", get(nodes::list))
+        .route("/nodes", get(nodes::list))
+        .route("/nodes/enroll", post(nodes::enroll))
+        .route("/nodes/{id}", get(nodes::get).delete(nodes::revoke))
+        .route("/vibers/{id}", get(nodes::get).delete(nodes::revoke))
+        .route("/vibers/{id}/config-push", post(nodes::config_push))
+        .route("/nodes/{id}/config-push", post(nodes::config_push))
+        .route("/tasks", get(tasks::list).post(tasks::create))
+        .route("/tasks/{id}", get(tasks::get))
+        .route("/tasks/{id}/stop", post(tasks::stop))
+        .route("/tasks/{id}/message", post(tasks::message))
+        .route("/tasks/{id}/stream", get(stream::stream))
+        .route("/tasks/{id}/approvals/{approval}", post(tasks::approve))
+        .route("/events", get(events::events))
+        .route("/usage", get(usage::usage))
+        .route(
+            "/environments",
+            get(environments::list).post(environments::create),
+        )
+        .route(
+            "/environments/{id}",
+            get(environments::get)
+                .put(environments::update)
+                .delete(environments::delete),
+        )
+        .route("/environments/{id}/validate", post(environments::validate))
+        .route(
+            "/environments/{id}/bindings",
+            get(bindings::bindings).post(bindings::bind),
+        )
+        .route(
+            "/environments/{id}/bindings/{bid}/prepare",
+            post(bindings::prepare),
+        )
+        .route("/environments/{id}/bindings/{bid}/logs", get(bindings::logs))
+        .route("/threads", get(threads::list).post(threads::create))
+        .route("/threads/{id}", get(threads::get).patch(threads::patch))
+        .route(
+            "/threads/{id}/messages",
+            get(threads::messages).post(threads::send),
+        )
+        .fallback(api_not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            app,
+            auth::require_operator,
+        ))
+}
+
+async fn api_not_found() -> ApiError {
+    ApiError::not_found("no such API route")
+}
+
+async fn health(State(app): State<App>) -> ApiResult<Json<Health>> {
+    let (nodes, tasks) = app.store.counts().await?;
+    Ok(Json(Health {
+        status: "ok".into(),
+        version: crate::VERSION.into(),
+        uptime_secs: app.started.elapsed().as_secs(),
+        nodes,
+        nodes_online: app.registry.online_count() as u64,
+        tasks,
+    }))
+}

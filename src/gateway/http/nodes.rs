@@ -1,0 +1,206 @@
+//! `/api/nodes*` (alias `/api/vibers*`): list and inspect nodes, enroll new ones, revoke, and
+//! ask a node to pull its config. Presence comes from the link registry, the rest from SQL.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+
+use crate::clock::{iso8601, now_ms};
+use crate::crypto;
+use crate::gateway::error::{ApiError, ApiResult, Body};
+use crate::gateway::link::{self, Outgoing, ENROLLMENT_PREFIX};
+use crate::gateway::App;
+use crate::protocol::api::{ConfigPushed, EnrollRequest, Enrollment, NodeList, NodePresence, NodeView};
+use crate::protocol::{close, ErrorCode, Frame};
+use crate::store::NodeRecord;
+
+/// A node as the API shows it: what it reported on this connection when online, what was
+/// stored at its last connection otherwise.
+fn node_view(app: &App, n: &NodeRecord) -> NodeView {
+    let presence = app.registry.presence(&n.id);
+    let config = n
+        .config_state
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok());
+    match presence {
+        Some(p) => NodeView {
+            id: n.id.clone(),
+            name: n.name.clone(),
+            version: p.info.version,
+            platform: p.info.platform,
+            capabilities: p.info.capabilities,
+            status: NodePresence::Online,
+            running_tasks: p.status.running_tasks,
+            enrolled_at: iso8601(n.created_at),
+            last_seen: Some(iso8601(p.last_seen)),
+            connected_at: Some(iso8601(p.connected_at)),
+            memory_rss_bytes: Some(p.status.memory_rss_bytes),
+            uptime_secs: Some(p.status.uptime_secs),
+            load: Some(p.status.load),
+            config,
+        },
+        None => NodeView {
+            id: n.id.clone(),
+            name: n.name.clone(),
+            version: n.version.clone(),
+            platform: n.platform.clone(),
+            capabilities: n.capabilities.clone(),
+            status: NodePresence::Offline,
+            running_tasks: Vec::new(),
+            enrolled_at: iso8601(n.created_at),
+            last_seen: n.last_seen_at.map(iso8601),
+            connected_at: None,
+            memory_rss_bytes: None,
+            uptime_secs: None,
+            load: None,
+            config,
+        },
+    }
+}
+
+pub async fn list(State(app): State<App>) -> ApiResult<Json<NodeList>> {
+    let nodes = app.store.list_nodes().await?;
+    Ok(Json(NodeList {
+        nodes: nodes.iter().map(|n| node_view(&app, n)).collect(),
+    }))
+}
+
+/// An enrolled node that was not revoked, or 404.
+async fn load(app: &App, id: &str) -> ApiResult<NodeRecord> {
+    match app.store.node(id.to_string()).await? {
+        Some(n) if n.revoked_at.is_none() => Ok(n),
+        _ => Err(ApiError::not_found(format!("no node {id:?}"))),
+    }
+}
+
+pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<NodeView>> {
+    let n = load(&app, &id).await?;
+    Ok(Json(node_view(&app, &n)))
+}
+
+pub async fn enroll(
+    State(app): State<App>,
+    Body(req): Body<EnrollRequest>,
+) -> ApiResult<(StatusCode, Json<Enrollment>)> {
+    let name = req.name.trim().to_string();
+    validate_node_name(&name)?;
+    let ttl = req
+        .expires_in_secs
+        .map(Duration::from_secs)
+        .unwrap_or(app.config.enrollment_ttl);
+    if ttl.is_zero() || ttl > Duration::from_secs(30 * 24 * 3600) {
+        return Err(ApiError::validation(
+            "expiresInSecs must be between 1 and 2592000",
+        ));
+    }
+    let (token, expires_at) = create_enrollment(&app, &name, ttl).await?;
+    let command = format!(
+        "viber node --gateway {} --token {} --name {}",
+        app.base_url,
+        token,
+        shell_quote(&name)
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(Enrollment {
+            name,
+            token,
+            expires_at: iso8601(expires_at),
+            command,
+        }),
+    ))
+}
+
+/// Creates a one-time enrollment token; returns it and its expiry (epoch ms).
+pub async fn create_enrollment(
+    app: &App,
+    name: &str,
+    ttl: Duration,
+) -> anyhow::Result<(String, i64)> {
+    let token = crypto::new_token(ENROLLMENT_PREFIX);
+    let now = now_ms();
+    let expires_at = now + ttl.as_millis() as i64;
+    app.store
+        .create_enrollment(
+            crypto::sha256_hex(token.as_bytes()),
+            name.to_string(),
+            now,
+            expires_at,
+        )
+        .await?;
+    Ok((token, expires_at))
+}
+
+fn validate_node_name(name: &str) -> ApiResult<()> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(ApiError::validation("name must be 1 to 64 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ApiError::validation(
+            "name may contain only letters, digits, '-', '_' and '.'",
+        ));
+    }
+    Ok(())
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+pub async fn revoke(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    if !app.store.revoke_node(id.clone(), now_ms()).await? {
+        return Err(ApiError::not_found(format!("no node {id:?}")));
+    }
+    tracing::info!(node = %id, "node revoked");
+    link::kick(
+        &app,
+        &id,
+        close::REVOKED,
+        Frame::error(ErrorCode::Revoked, "this node was revoked by an operator"),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/nodes/:id/config-push`: asks the node to pull and validate its config.
+pub async fn config_push(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<ConfigPushed>)> {
+    load(&app, &id).await?;
+    let tx = app
+        .registry
+        .sender(&id)
+        .ok_or_else(|| ApiError::unavailable(format!("node {id} is offline")))?;
+    let _ = tx.send(Outgoing::Frame(Frame::ConfigPush {})).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ConfigPushed {
+            node_id: id,
+            pushed: true,
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shell_quote_quotes_only_when_needed() {
+        assert_eq!(super::shell_quote("build-01"), "build-01");
+        assert_eq!(super::shell_quote("a b"), "'a b'");
+        assert_eq!(super::shell_quote("it's"), r"'it'\''s'");
+    }
+}

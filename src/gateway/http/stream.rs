@@ -1,0 +1,232 @@
+//! `GET /api/tasks/:id/stream`: a task's chunks as a Vercel AI SDK UI message stream (SSE,
+//! `id: <seq>` per chunk so `Last-Event-ID` resumes, `[DONE]` at the end). Replays what is
+//! stored (all of it: nothing is truncated), then follows the task hub's live broadcast.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body as HttpBody;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::Response;
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::{broadcast, mpsc};
+
+use super::tasks::load;
+use crate::gateway::error::{ApiError, ApiResult};
+use crate::gateway::tasks::Live;
+use crate::gateway::App;
+use crate::protocol::api::StreamQuery;
+use crate::protocol::ui::STREAM_HEADER;
+
+/// Chunks read from SQLite per replay page.
+const REPLAY_PAGE: u32 = 2000;
+/// Comment sent on an idle SSE stream so proxies keep it open.
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// `GET /api/tasks/:id/stream`: the task's chunks as an AI SDK UI message stream.
+pub async fn stream(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let after: i64 = match headers.get("last-event-id") {
+        None => -1,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(|n| n as i64)
+            .ok_or_else(|| {
+                ApiError::bad_request("Last-Event-ID must be a chunk sequence number")
+            })?,
+    };
+    load(&app, &id).await?;
+    let follow = q.follow.unwrap_or(true);
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let tracked = app.connections.token();
+    tokio::spawn(async move {
+        let _tracked = tracked;
+        tokio::select! {
+            r = pump_task(&app, &id, after, follow, &tx) => {
+                if let Err(e) = r {
+                    tracing::error!(task = %id, error = format!("{e:#}"), "task stream failed");
+                }
+            }
+            _ = app.shutdown.cancelled() => {}
+        }
+    });
+    Ok(sse_response(rx, true))
+}
+
+pub fn sse_response(mut rx: mpsc::Receiver<Bytes>, ui_stream: bool) -> Response {
+    let body = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|o| o.map(Ok::<_, Infallible>))
+    });
+    let mut res = Response::new(HttpBody::from_stream(body));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if ui_stream {
+        h.insert(STREAM_HEADER.0, HeaderValue::from_static(STREAM_HEADER.1));
+    }
+    res
+}
+
+fn put_event(buf: &mut BytesMut, seq: u64, chunk: &str) {
+    buf.put_slice(b"id: ");
+    buf.put_slice(seq.to_string().as_bytes());
+    buf.put_slice(b"\ndata: ");
+    buf.put_slice(chunk.as_bytes());
+    buf.put_slice(b"\n\n");
+}
+
+/// Sends `buf` if it holds anything; false when the client went away.
+async fn flush(tx: &mpsc::Sender<Bytes>, buf: &mut BytesMut) -> bool {
+    if buf.is_empty() {
+        return true;
+    }
+    tx.send(buf.split().freeze()).await.is_ok()
+}
+
+/// Replays stored chunks with seq in (`after`, `upto`] and returns the last seq sent.
+async fn replay(
+    app: &App,
+    id: &str,
+    mut after: i64,
+    upto: i64,
+    tx: &mpsc::Sender<Bytes>,
+) -> anyhow::Result<Option<i64>> {
+    loop {
+        let rows = app
+            .store
+            .chunks_after(id.to_string(), after, REPLAY_PAGE)
+            .await?;
+        if rows.is_empty() {
+            return Ok(Some(after));
+        }
+        let mut buf = BytesMut::new();
+        for (seq, chunk) in &rows {
+            if *seq as i64 > upto {
+                break;
+            }
+            put_event(&mut buf, *seq, chunk);
+            after = *seq as i64;
+        }
+        if !flush(tx, &mut buf).await {
+            return Ok(None);
+        }
+        if rows.len() < REPLAY_PAGE as usize || rows.last().is_some_and(|(s, _)| *s as i64 > upto) {
+            return Ok(Some(after));
+        }
+    }
+}
+
+/// Streams a task's chunks after `after`: stored ones, then live ones, then `[DONE]`.
+async fn pump_task(
+    app: &App,
+    id: &str,
+    mut after: i64,
+    follow: bool,
+    tx: &mpsc::Sender<Bytes>,
+) -> anyhow::Result<()> {
+    let done = Bytes::from_static(b"data: [DONE]\n\n");
+    loop {
+        let Some(sub) = (if follow {
+            app.tasks.subscribe(id)
+        } else {
+            None
+        }) else {
+            // Not live here. Either it ended, or this gateway restarted and its node has not
+            // spoken of it yet: load it so the node's frames reach us, then subscribe.
+            let rec = app.store.task(id.to_string()).await?;
+            let ended = rec.as_ref().is_none_or(|r| r.state.is_terminal());
+            if ended || !follow {
+                let Some(_) = replay(app, id, after, i64::MAX, tx).await? else {
+                    return Ok(());
+                };
+                if ended {
+                    let _ = tx.send(done).await;
+                }
+                return Ok(());
+            }
+            app.tasks.live(&app.store, id).await?;
+            continue;
+        };
+        let mut rx = sub.rx;
+        match replay(app, id, after, sub.committed, tx).await? {
+            Some(a) => after = a,
+            None => return Ok(()),
+        }
+        let mut buf = BytesMut::new();
+        for (seq, chunk) in &sub.pending {
+            if *seq as i64 > after {
+                put_event(&mut buf, *seq, chunk);
+                after = *seq as i64;
+            }
+        }
+        if !flush(tx, &mut buf).await {
+            return Ok(());
+        }
+        // Live: coalesce whatever is already queued into one write.
+        loop {
+            let first = tokio::select! {
+                r = rx.recv() => r,
+                _ = tokio::time::sleep(KEEPALIVE) => {
+                    if tx.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let mut next = Some(first);
+            let mut ended = false;
+            let mut lagged = false;
+            while let Some(item) = next.take() {
+                match item {
+                    Ok(Live::Chunk(seq, chunk)) => {
+                        if seq as i64 > after {
+                            put_event(&mut buf, seq, &chunk);
+                            after = seq as i64;
+                        }
+                    }
+                    Ok(Live::End) => ended = true,
+                    Err(broadcast::error::RecvError::Lagged(_)) => lagged = true,
+                    Err(broadcast::error::RecvError::Closed) => ended = true,
+                }
+                if ended || lagged || buf.len() > 256 * 1024 {
+                    break;
+                }
+                next = match rx.try_recv() {
+                    Ok(v) => Some(Ok(v)),
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        Some(Err(broadcast::error::RecvError::Lagged(n)))
+                    }
+                    Err(_) => None,
+                };
+            }
+            if !flush(tx, &mut buf).await {
+                return Ok(());
+            }
+            if ended {
+                // Chunks committed but broadcast before we subscribed are already sent;
+                // anything after `after` that only reached SQLite is replayed here.
+                if replay(app, id, after, i64::MAX, tx).await?.is_none() {
+                    return Ok(());
+                }
+                let _ = tx.send(done).await;
+                return Ok(());
+            }
+            if lagged {
+                // Fell behind the live buffer: catch up from SQLite and resubscribe.
+                break;
+            }
+        }
+    }
+}
+

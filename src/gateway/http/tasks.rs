@@ -1,0 +1,423 @@
+//! `/api/tasks*`: create, list, inspect, stop, message and answer approvals of tasks.
+//! The stream of a task is in `stream.rs`; its life cycle after creation is the task hub's.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use serde_json::Value;
+
+use super::idempotency::idempotent;
+use crate::clock::{iso8601, now_ms};
+use crate::crypto;
+use crate::gateway::error::{ApiError, ApiResult, Body};
+use crate::gateway::link::Outgoing;
+use crate::gateway::App;
+use crate::protocol::api::{
+    ApprovalAnswer, ApprovalAnswered, ChunkEvent, CreateTask, MessageAccepted, MessageRequest,
+    PendingApproval, TaskList, TaskListQuery, TaskUsage, TaskView,
+};
+use crate::protocol::{ExecutorKind, Frame, InjectionMode, TaskOutcome, TaskState};
+use crate::store::{NewTask, TaskFinish, TaskRecord};
+
+/// Largest goal or follow-up message, in bytes (it must fit in one frame).
+pub const MAX_GOAL_BYTES: usize = 256 * 1024;
+
+/// A task as the API shows it.
+pub fn task_view(t: &TaskRecord) -> TaskView {
+    TaskView {
+        id: t.id.clone(),
+        node_id: t.node_id.clone(),
+        goal: t.goal.clone(),
+        executor: t.executor,
+        options: serde_json::from_str(&t.options).unwrap_or_default(),
+        state: t.state,
+        created_at: iso8601(t.created_at),
+        last_seq: t.last_seq,
+        started_at: t.started_at.map(iso8601),
+        finished_at: t.finished_at.map(iso8601),
+        exit_code: t.exit_code,
+        error: t.error.clone(),
+        result: t.result.clone(),
+        usage: task_usage(t),
+        environment_id: t.environment_id.clone(),
+        thread_id: t.thread_id.clone(),
+        awaiting_approval: None,
+        status: None,
+        last_events: None,
+        stop_requested: None,
+        task_id: None,
+        binding_id: None,
+    }
+}
+
+/// The tokens a task used, when its agent reported any.
+pub fn task_usage(t: &TaskRecord) -> Option<TaskUsage> {
+    (t.input_tokens > 0 || t.output_tokens > 0).then(|| TaskUsage {
+        input_tokens: t.input_tokens,
+        output_tokens: t.output_tokens,
+        model: t.model.clone(),
+    })
+}
+
+pub async fn list(
+    State(app): State<App>,
+    Query(q): Query<TaskListQuery>,
+) -> ApiResult<Json<TaskList>> {
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<TaskState>()?),
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let tasks = app.store.list_tasks(q.node_id, state, limit).await?;
+    Ok(Json(TaskList {
+        tasks: tasks.iter().map(task_view).collect(),
+    }))
+}
+
+pub async fn create(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Body(req): Body<CreateTask>,
+) -> ApiResult<Response> {
+    idempotent(&app, &headers, "POST /api/tasks".into(), || {
+        create_task(&app, req)
+    })
+    .await
+}
+
+/// A goal or message must say something and fit in one frame.
+pub fn check_text(what: &str, text: &str) -> ApiResult<()> {
+    if text.trim().is_empty() {
+        return Err(ApiError::validation(format!("{what} must not be empty")));
+    }
+    if text.len() > MAX_GOAL_BYTES {
+        return Err(ApiError::too_large(format!(
+            "{what} is {} bytes; the limit is {MAX_GOAL_BYTES}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
+/// An executor named in a request.
+pub fn parse_executor(name: &str) -> ApiResult<ExecutorKind> {
+    name.parse().map_err(|_| {
+        ApiError::validation(format!(
+            "unknown executor {name:?} (available: {})",
+            ExecutorKind::NAMES.join(", ")
+        ))
+    })
+}
+
+async fn create_task(app: &App, req: CreateTask) -> ApiResult<(StatusCode, TaskView)> {
+    check_text("goal", &req.goal)?;
+    let explicit = req.executor.as_deref().map(parse_executor).transpose()?;
+    let node_id = match req.node_id {
+        Some(id) => check_node(app, id, explicit.unwrap_or(ExecutorKind::Shell)).await?,
+        None => route(app, explicit)?,
+    };
+    // Without an explicit executor: the agent when the node offers one, else shell.
+    let executor = explicit.unwrap_or_else(|| {
+        if offers(app, &node_id, ExecutorKind::Llm) {
+            ExecutorKind::Llm
+        } else {
+            ExecutorKind::Shell
+        }
+    });
+    let options = serde_json::to_string(&req.options).map_err(anyhow::Error::from)?;
+    let task = NewTask {
+        id: crypto::new_id("task"),
+        node_id: node_id.clone(),
+        goal: req.goal,
+        executor,
+        options,
+        created_at: now_ms(),
+        environment_id: None,
+        thread_id: None,
+        binding_id: None,
+    };
+    let id = task.id.clone();
+    app.store.insert_task(task).await?;
+    let rec = app
+        .store
+        .task(id.clone())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("task vanished after insert"))?;
+    app.tasks.created(&rec);
+    crate::gateway::tasks::dispatch(app, &rec).await?;
+    tracing::info!(task = %id, node = %node_id, "task created");
+    Ok((StatusCode::CREATED, task_view(&rec)))
+}
+
+/// A node named in a request: enrolled, and offering `executor` when it is online.
+async fn check_node(app: &App, id: String, executor: ExecutorKind) -> ApiResult<String> {
+    match app.store.node(id.clone()).await? {
+        Some(n) if n.revoked_at.is_none() => {}
+        _ => return Err(ApiError::validation(format!("unknown nodeId {id:?}"))),
+    }
+    // `llm` is checked by the node, which explains how to configure a provider.
+    if let Some(p) = app
+        .registry
+        .presence(&id)
+        .filter(|_| executor != ExecutorKind::Llm)
+    {
+        if !p.info.capabilities.iter().any(|c| c == executor.as_str()) {
+            return Err(ApiError::validation(format!(
+                "node {id} has no {:?} executor",
+                executor.as_str()
+            )));
+        }
+    }
+    Ok(id)
+}
+
+/// The node a task without `nodeId` goes to.
+fn route(app: &App, explicit: Option<ExecutorKind>) -> ApiResult<String> {
+    match explicit {
+        None => pick_node(app, ExecutorKind::Llm)
+            .or_else(|| pick_node(app, ExecutorKind::Shell))
+            .ok_or_else(|| ApiError::unavailable("no online node; start one with `viber node`")),
+        // An explicit `llm` with no provider anywhere still goes to a node, which fails it
+        // with the instructions for configuring one.
+        Some(executor) => pick_node(app, executor)
+            .or_else(|| {
+                (executor == ExecutorKind::Llm)
+                    .then(|| pick_node(app, ExecutorKind::Shell))
+                    .flatten()
+            })
+            .ok_or_else(|| {
+                ApiError::unavailable(format!(
+                    "no online node can run {:?} tasks; start one with `viber node`",
+                    executor.as_str()
+                ))
+            }),
+    }
+}
+
+/// Whether an online node offers `executor`.
+pub fn offers(app: &App, node_id: &str, executor: ExecutorKind) -> bool {
+    app.registry
+        .presence(node_id)
+        .is_some_and(|p| p.info.capabilities.iter().any(|c| c == executor.as_str()))
+}
+
+/// The online node with the fewest known tasks that offers `executor`.
+fn pick_node(app: &App, executor: ExecutorKind) -> Option<String> {
+    app.registry
+        .online_ids()
+        .into_iter()
+        .filter_map(|id| app.registry.presence(&id))
+        .filter(|p| p.info.capabilities.iter().any(|c| c == executor.as_str()))
+        .min_by_key(|p| (p.status.running_tasks.len(), p.info.id.clone()))
+        .map(|p| p.info.id)
+}
+
+pub async fn load(app: &App, id: &str) -> ApiResult<TaskRecord> {
+    app.store
+        .task(id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no task {id:?}")))
+}
+
+/// Approval requests of a task that have no answer yet, with the tool call they guard.
+async fn awaiting_approvals(app: &App, task_id: &str) -> anyhow::Result<Vec<PendingApproval>> {
+    let mut inputs: std::collections::HashMap<String, Value> = Default::default();
+    let mut open: Vec<PendingApproval> = Vec::new();
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    for chunk in app.store.approval_chunks(task_id.to_string()).await? {
+        let c: Value = serde_json::from_str(&chunk).unwrap_or(Value::Null);
+        match c["type"].as_str() {
+            Some("tool-input-available") => {
+                inputs.insert(text(&c["toolCallId"]), c);
+            }
+            Some("tool-approval-request") => {
+                let call = inputs.get(c["toolCallId"].as_str().unwrap_or(""));
+                open.push(PendingApproval {
+                    approval_id: text(&c["approvalId"]),
+                    tool_call_id: text(&c["toolCallId"]),
+                    tool_name: call.and_then(|i| i["toolName"].as_str().map(str::to_string)),
+                    input: call.map(|i| i["input"].clone()).unwrap_or(Value::Null),
+                });
+            }
+            Some("tool-approval-response") => {
+                open.retain(|o| c["approvalId"] != o.approval_id.as_str())
+            }
+            _ => {}
+        }
+    }
+    Ok(open)
+}
+
+/// A task that has not ended yet (409 when it has; `hint` follows the message).
+async fn load_unfinished(app: &App, id: &str, hint: &str) -> ApiResult<TaskRecord> {
+    let rec = load(app, id).await?;
+    if rec.state.is_terminal() {
+        return Err(ApiError::conflict(format!(
+            "task {id} already ended ({}){hint}",
+            rec.state.as_str()
+        )));
+    }
+    Ok(rec)
+}
+
+pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<TaskView>> {
+    let rec = load(&app, &id).await?;
+    let mut v = task_view(&rec);
+    if rec.state == TaskState::Running {
+        let open = awaiting_approvals(&app, &id).await?;
+        if let Some(first) = open.into_iter().next() {
+            v.awaiting_approval = Some(first);
+            v.status = Some("awaiting approval".into());
+        }
+    }
+    // The most recent chunks, oldest first.
+    let after = (rec.last_seq - 20).max(-1);
+    let last: Vec<ChunkEvent> = app
+        .store
+        .chunks_after(id, after, 50)
+        .await?
+        .into_iter()
+        .map(|(seq, c)| ChunkEvent {
+            seq,
+            chunk: serde_json::from_str(&c).unwrap_or(Value::Null),
+        })
+        .collect();
+    v.last_events = Some(last);
+    Ok(Json(v))
+}
+
+pub async fn stop(
+    State(app): State<App>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<TaskView>)> {
+    let rec = load_unfinished(&app, &id, "").await?;
+    let node_id = rec.node_id.clone().unwrap_or_default();
+    let online = app.registry.sender(&node_id);
+    if rec.state == TaskState::Pending || online.is_none() {
+        // Not started, or its node is away: it ends now. A node that comes back with it
+        // running is told to stop it.
+        app.tasks
+            .end_without_node(
+                &app.store,
+                &id,
+                TaskFinish::now(TaskOutcome::stopped("stopped by operator")),
+            )
+            .await?;
+    } else {
+        app.tasks.request_stop(&id);
+    }
+    if let Some(tx) = online {
+        let _ = tx
+            .send(Outgoing::Frame(Frame::TaskStop {
+                task_id: id.clone(),
+            }))
+            .await;
+    }
+    tracing::info!(task = %id, "stop requested");
+    let rec = load(&app, &id).await?;
+    let mut v = task_view(&rec);
+    v.stop_requested = Some(true);
+    Ok((StatusCode::ACCEPTED, Json(v)))
+}
+
+pub async fn message(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Body(req): Body<MessageRequest>,
+) -> ApiResult<Response> {
+    let scope = format!("POST /api/tasks/{id}/message");
+    idempotent(&app, &headers, scope, || send_message(&app, id, req)).await
+}
+
+/// Sends a follow-up to a running task's node and records it.
+pub async fn follow_up(
+    app: &App,
+    task: &TaskRecord,
+    message: String,
+    mode: InjectionMode,
+    offline: impl FnOnce(&str) -> ApiError,
+) -> ApiResult<()> {
+    let node_id = task.node_id.clone().unwrap_or_default();
+    let tx = app
+        .registry
+        .sender(&node_id)
+        .ok_or_else(|| offline(&node_id))?;
+    app.store
+        .insert_task_message(task.id.clone(), message.clone(), mode, now_ms())
+        .await?;
+    let _ = tx
+        .send(Outgoing::Frame(Frame::TaskMessage {
+            task_id: task.id.clone(),
+            message,
+            injection_mode: mode,
+        }))
+        .await;
+    Ok(())
+}
+
+async fn send_message(
+    app: &App,
+    id: String,
+    req: MessageRequest,
+) -> ApiResult<(StatusCode, MessageAccepted)> {
+    let mode: InjectionMode = match req.injection_mode.as_deref() {
+        None => InjectionMode::default(),
+        Some(m) => m.parse()?,
+    };
+    check_text("message", &req.message)?;
+    let rec = load_unfinished(app, &id, "; start a new task").await?;
+    follow_up(app, &rec, req.message, mode, |node| {
+        ApiError::unavailable(format!(
+            "the task's node {node} is offline; retry when it is back"
+        ))
+    })
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        MessageAccepted {
+            task_id: id,
+            injection_mode: mode,
+            accepted: true,
+        },
+    ))
+}
+
+/// `POST /api/tasks/:id/approvals/:approvalId {approve, reason?}`.
+pub async fn approve(
+    State(app): State<App>,
+    Path((id, approval)): Path<(String, String)>,
+    Body(req): Body<ApprovalAnswer>,
+) -> ApiResult<(StatusCode, Json<ApprovalAnswered>)> {
+    let rec = load_unfinished(&app, &id, "").await?;
+    let open = awaiting_approvals(&app, &id).await?;
+    if !open.iter().any(|o| o.approval_id == approval) {
+        return Err(ApiError::not_found(format!(
+            "task {id} has no pending approval {approval:?}"
+        )));
+    }
+    let node = rec.node_id.clone().unwrap_or_default();
+    let tx = app.registry.sender(&node).ok_or_else(|| {
+        ApiError::unavailable(format!(
+            "the task's node {node} is offline; answer again when it is back"
+        ))
+    })?;
+    let _ = tx
+        .send(Outgoing::Frame(Frame::TaskApproval {
+            task_id: id.clone(),
+            approval_id: approval.clone(),
+            approved: req.approve,
+            reason: req.reason.clone(),
+        }))
+        .await;
+    tracing::info!(task = %id, approval = %approval, approved = req.approve, "approval answered");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ApprovalAnswered {
+            task_id: id,
+            approval_id: approval,
+            approved: req.approve,
+        }),
+    ))
+}

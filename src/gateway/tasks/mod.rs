@@ -1,0 +1,414 @@
+//! The task hub: everything between a node's task frames and the watchers of a task.
+//!
+//! - **Ingest**: reliable frames from the owning node are deduplicated by (task, seq),
+//!   fanned out to live watchers at once, and queued for the writer. A full writer queue
+//!   makes the node's connection wait (TCP backpressure), so memory stays bounded.
+//! - **Writer**: one task drains the queue in batches, writes each batch in one SQLite
+//!   transaction, then acknowledges the highest stored seq per task to its node. Acks are
+//!   coalesced in a per-node mailbox, so the writer never waits on a connection.
+//! - **Watchers** subscribe under the same lock that orders ingest and commit, which gives a
+//!   consistent cut: rows in SQLite up to `committed`, the uncommitted tail in memory, and
+//!   everything after through a broadcast channel. A watcher that falls behind re-reads from
+//!   SQLite; nothing is skipped and nothing repeats.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, Notify};
+
+use super::events::Events;
+use crate::clock::now_ms;
+use crate::protocol::events::Event;
+use crate::protocol::{ErrorCode, Frame, TaskOutcome, TaskState};
+use crate::store::{Store, TaskFinish, TaskRecord};
+
+mod dispatch;
+mod lifecycle;
+mod writer;
+
+pub use dispatch::{dispatch, dispatch_waiting, submit_frame};
+pub use lifecycle::{on_node_connected, reconcile, sweep_lost_nodes};
+use writer::writer;
+
+/// Writes queued before ingest waits.
+const WRITER_QUEUE: usize = 16 * 1024;
+/// Most ops written in one transaction.
+const WRITER_BATCH: usize = 8 * 1024;
+/// After the first op of a batch, how long the writer gathers more before committing.
+const WRITER_LINGER: Duration = Duration::from_millis(3);
+/// Live events buffered per task for slow watchers before they fall back to SQLite.
+const LIVE_BUFFER: usize = 4096;
+
+/// A live event of one task.
+#[derive(Clone, Debug)]
+pub enum Live {
+    Chunk(u64, Arc<str>),
+    /// The final state is stored.
+    End,
+}
+
+pub struct LiveTask {
+    pub id: String,
+    pub node_id: String,
+    inner: Mutex<LiveInner>,
+}
+
+struct LiveInner {
+    /// Highest seq accepted from the node.
+    last_seq: i64,
+    /// Highest seq stored in SQLite.
+    committed: i64,
+    /// Accepted chunks with seq > committed.
+    pending: VecDeque<(u64, Arc<str>)>,
+    tx: broadcast::Sender<Live>,
+    /// The final state is stored.
+    ended: bool,
+    /// The task had already ended in SQLite (node lost, or stopped while its node was away)
+    /// when its node spoke of it again: acknowledge and stop it, store nothing.
+    orphan: bool,
+    stop_requested: bool,
+}
+
+impl LiveTask {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LiveInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a new watcher starts from.
+pub struct Subscription {
+    pub rx: broadcast::Receiver<Live>,
+    /// Chunks up to here are in SQLite.
+    pub committed: i64,
+    /// Accepted chunks after `committed`, in order.
+    pub pending: Vec<(u64, Arc<str>)>,
+}
+
+/// Coalesced acknowledgements for one node.
+#[derive(Default)]
+pub struct AckBox {
+    pending: Mutex<HashMap<String, u64>>,
+    pub notify: Notify,
+}
+
+impl AckBox {
+    fn set(&self, task: &str, seq: u64) {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let e = p.entry(task.to_string()).or_insert(seq);
+        *e = (*e).max(seq);
+        drop(p);
+        self.notify.notify_one();
+    }
+
+    /// Ack frames to send now.
+    pub fn take(&self) -> Vec<Frame> {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        p.drain()
+            .map(|(task_id, seq)| Frame::TaskAck { task_id, seq })
+            .collect()
+    }
+}
+
+/// Token usage reported by an agent's `message-metadata` chunk.
+struct Usage {
+    input: i64,
+    output: i64,
+    model: Option<String>,
+}
+
+enum WriteOp {
+    /// A chunk, with the token usage it reports.
+    Chunk(Arc<LiveTask>, u64, Arc<str>, Option<Usage>),
+    Started(Arc<LiveTask>, u64, i64),
+    Finished(Arc<LiveTask>, u64, TaskFinish),
+}
+
+pub struct TaskHub {
+    live: Mutex<HashMap<String, Arc<LiveTask>>>,
+    acks: Mutex<HashMap<String, Arc<AckBox>>>,
+    writer: mpsc::Sender<WriteOp>,
+    events: Events,
+}
+
+impl TaskHub {
+    /// Creates the hub and starts its writer.
+    pub fn start(store: Store, events: Events) -> Arc<TaskHub> {
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let hub = Arc::new(TaskHub {
+            live: Mutex::new(HashMap::new()),
+            acks: Mutex::new(HashMap::new()),
+            writer: tx,
+            events,
+        });
+        tokio::spawn(writer(Arc::downgrade(&hub), store, rx));
+        hub
+    }
+
+    fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<LiveTask>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn ack_box(&self, node_id: &str) -> Arc<AckBox> {
+        self.acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn insert_live(&self, rec: &TaskRecord) -> Arc<LiveTask> {
+        let mut map = self.live_map();
+        map.entry(rec.id.clone())
+            .or_insert_with(|| {
+                Arc::new(LiveTask {
+                    id: rec.id.clone(),
+                    node_id: rec.node_id.clone().unwrap_or_default(),
+                    inner: Mutex::new(LiveInner {
+                        last_seq: rec.last_seq,
+                        committed: rec.last_seq,
+                        pending: VecDeque::new(),
+                        tx: broadcast::channel(LIVE_BUFFER).0,
+                        ended: false,
+                        orphan: rec.state.is_terminal(),
+                        stop_requested: false,
+                    }),
+                })
+            })
+            .clone()
+    }
+
+    /// The live entry of a task, loading it from SQLite after a gateway restart.
+    pub async fn live(
+        &self,
+        store: &Store,
+        task_id: &str,
+    ) -> anyhow::Result<Option<Arc<LiveTask>>> {
+        if let Some(l) = self.live_map().get(task_id) {
+            return Ok(Some(l.clone()));
+        }
+        Ok(store
+            .task(task_id.to_string())
+            .await?
+            .map(|rec| self.insert_live(&rec)))
+    }
+
+    /// Registers a task just created.
+    pub fn created(&self, rec: &TaskRecord) {
+        self.insert_live(rec);
+        self.events.publish(Event::TaskCreated {
+            task_id: rec.id.clone(),
+            node_id: rec.node_id.clone(),
+            state: rec.state,
+        });
+    }
+
+    /// A watcher's starting point, or None when the task is not live (ended or unknown).
+    pub fn subscribe(&self, task_id: &str) -> Option<Subscription> {
+        let live = self.live_map().get(task_id)?.clone();
+        let st = live.lock();
+        if st.ended || st.orphan {
+            return None;
+        }
+        Some(Subscription {
+            rx: st.tx.subscribe(),
+            committed: st.committed,
+            pending: st.pending.iter().cloned().collect(),
+        })
+    }
+
+    /// Handles a reliable task frame from `node_id`. Returns a frame to answer with.
+    pub async fn ingest(&self, store: &Store, node_id: &str, frame: Frame) -> Option<Frame> {
+        let (task_id, seq) = match &frame {
+            Frame::TaskStarted { task_id, seq }
+            | Frame::TaskStreamChunk { task_id, seq, .. }
+            | Frame::TaskCompleted { task_id, seq, .. }
+            | Frame::TaskError { task_id, seq, .. } => (task_id.clone(), *seq),
+            _ => return None,
+        };
+        let live = match self.owned_live(store, node_id, &task_id).await {
+            Ok(live) => live,
+            Err(reply) => return Some(reply),
+        };
+        let op = match self.sequence(&live, node_id, seq, frame) {
+            Ok(op) => op,
+            Err(reply) => return reply,
+        };
+        if self.writer.send(op).await.is_err() {
+            tracing::error!("task writer stopped");
+        }
+        None
+    }
+
+    /// The live entry of a task that `node_id` owns, or the error frame to answer with.
+    async fn owned_live(
+        &self,
+        store: &Store,
+        node_id: &str,
+        task_id: &str,
+    ) -> Result<Arc<LiveTask>, Frame> {
+        let live = match self.live(store, task_id).await {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                tracing::warn!(task = %task_id, "frame for an unknown task");
+                return Err(Frame::error(
+                    ErrorCode::UnknownTask,
+                    format!("no task {task_id}"),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "loading task");
+                return Err(Frame::error(ErrorCode::Internal, "gateway storage error"));
+            }
+        };
+        if live.node_id != node_id {
+            tracing::warn!(task = %task_id, owner = %live.node_id, "refused frames for a task the node does not own");
+            return Err(Frame::error(
+                ErrorCode::NotOwner,
+                format!("task {task_id} does not belong to this node"),
+            ));
+        }
+        Ok(live)
+    }
+
+    /// Orders one reliable frame under the task's lock: drops resends and gaps, fans a chunk
+    /// out to watchers, and returns the write to queue (or what to answer instead).
+    fn sequence(
+        &self,
+        live: &Arc<LiveTask>,
+        node_id: &str,
+        seq: u64,
+        frame: Frame,
+    ) -> Result<WriteOp, Option<Frame>> {
+        let task_id = &live.id;
+        let mut st = live.lock();
+        if st.orphan {
+            self.ack_box(node_id).set(task_id, seq);
+            let is_final = TaskOutcome::from_frame(&frame).is_some();
+            if !is_final && !st.stop_requested {
+                st.stop_requested = true;
+                return Err(Some(Frame::TaskStop {
+                    task_id: task_id.clone(),
+                }));
+            }
+            return Err(None);
+        }
+        let s = seq as i64;
+        if s <= st.last_seq {
+            // A resend after reconnect. Re-acknowledge what is stored.
+            if st.committed >= 0 {
+                self.ack_box(node_id).set(task_id, st.committed as u64);
+            }
+            return Err(None);
+        }
+        if s != st.last_seq + 1 {
+            tracing::warn!(task = %task_id, seq, expected = st.last_seq + 1, "sequence gap; waiting for a resend");
+            return Err(None);
+        }
+        st.last_seq = s;
+        if let Frame::TaskStreamChunk { chunk, .. } = frame {
+            let (text, usage) = self.chunk_seen(task_id, &chunk);
+            st.pending.push_back((seq, text.clone()));
+            let _ = st.tx.send(Live::Chunk(seq, text.clone()));
+            return Ok(WriteOp::Chunk(live.clone(), seq, text, usage));
+        }
+        if let Frame::TaskStarted { .. } = frame {
+            return Ok(WriteOp::Started(live.clone(), seq, now_ms()));
+        }
+        match TaskOutcome::from_frame(&frame) {
+            Some(outcome) => Ok(WriteOp::Finished(
+                live.clone(),
+                seq,
+                TaskFinish::now(outcome),
+            )),
+            None => Err(None),
+        }
+    }
+
+    /// What the gateway reads from a chunk as it passes: approval requests (an event for the
+    /// board) and token usage (stored with the task). Returns the chunk's text.
+    fn chunk_seen(&self, task_id: &str, chunk: &Value) -> (Arc<str>, Option<Usage>) {
+        if chunk["type"] == "tool-approval-request" {
+            let field = |k: &str| chunk[k].as_str().unwrap_or_default().to_string();
+            self.events.publish(Event::TaskApproval {
+                task_id: task_id.to_string(),
+                status: "awaiting approval".into(),
+                approval_id: field("approvalId"),
+                tool_call_id: field("toolCallId"),
+            });
+        }
+        let usage = (chunk["type"] == "message-metadata")
+            .then(|| &chunk["messageMetadata"])
+            .filter(|m| m["usage"].is_object())
+            .map(|m| Usage {
+                input: m["usage"]["inputTokens"].as_i64().unwrap_or(0),
+                output: m["usage"]["outputTokens"].as_i64().unwrap_or(0),
+                model: m["model"].as_str().map(str::to_string),
+            });
+        (chunk.to_string().into(), usage)
+    }
+
+    /// Remembers that a stop was requested, so it is sent again when the node reconnects.
+    pub fn request_stop(&self, task_id: &str) {
+        if let Some(l) = self.live_map().get(task_id) {
+            l.lock().stop_requested = true;
+        }
+    }
+
+    fn stop_requested(&self, task_id: &str) -> bool {
+        self.live_map()
+            .get(task_id)
+            .is_some_and(|l| l.lock().stop_requested)
+    }
+
+    /// Ends a task without its node (node lost, stopped while away): stores the final state,
+    /// ends its watchers, and turns later frames from its node into acks and a stop.
+    pub async fn end_without_node(
+        &self,
+        store: &Store,
+        task_id: &str,
+        fin: TaskFinish,
+    ) -> anyhow::Result<bool> {
+        let state = fin.outcome.state();
+        let changed = store.finish_task(task_id.to_string(), fin).await?;
+        if changed {
+            let live = self.live_map().get(task_id).cloned();
+            if let Some(live) = live {
+                let mut st = live.lock();
+                st.orphan = true;
+                st.ended = true;
+                let _ = st.tx.send(Live::End);
+            }
+            self.events.publish(Event::TaskState {
+                task_id: task_id.to_string(),
+                state,
+            });
+        }
+        Ok(changed)
+    }
+
+    fn committed(&self, live: &LiveTask, seq: u64) {
+        let mut st = live.lock();
+        st.committed = st.committed.max(seq as i64);
+        let c = st.committed;
+        while st.pending.front().is_some_and(|(s, _)| (*s as i64) <= c) {
+            st.pending.pop_front();
+        }
+    }
+
+    fn ended(&self, live: &LiveTask, state: TaskState) {
+        {
+            let mut st = live.lock();
+            st.ended = true;
+            let _ = st.tx.send(Live::End);
+        }
+        self.live_map().remove(&live.id);
+        self.events.publish(Event::TaskState {
+            task_id: live.id.clone(),
+            state,
+        });
+    }
+}
+
