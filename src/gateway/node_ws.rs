@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 
 use super::registry::{NodeConn, Outgoing};
 use super::App;
-use crate::protocol::events::Event;
 use crate::clock::now_ms;
 use crate::crypto;
+use crate::protocol::events::Event;
 use crate::protocol::{
     close, signing_payload, Connect, ErrorCode, Frame, HelloOk, NodeStatus, Role, ViberInfo,
     MAX_FRAME_BYTES, PROTOCOL_VERSION,
@@ -362,7 +362,11 @@ async fn handle_frame(app: &App, node_id: &str, conn_id: u64, frame: Frame) -> O
         Frame::EnvironmentLog { binding_id, text } => {
             match app.store.binding(binding_id.clone()).await {
                 Ok(Some(b)) if b.node_id == node_id => {
-                    match app.store.append_binding_log(binding_id.clone(), text.clone(), now_ms()).await {
+                    match app
+                        .store
+                        .append_binding_log(binding_id.clone(), text.clone(), now_ms())
+                        .await
+                    {
                         Ok(seq) => app.events.publish(Event::BindingLog {
                             binding_id: binding_id.clone(),
                             environment_id: b.environment_id.clone(),

@@ -149,6 +149,9 @@ async fn prepare(rt: &Runtime, p: PrepareEnvironment) {
     }
 }
 
+/// The prepare steps in order: resolve the directory, materialize the source, find the
+/// working directory, run setup (skipped when nothing it depends on changed). Returns the
+/// working directory, the commit and whether setup was skipped.
 async fn run_steps(
     rt: &Runtime,
     p: &PrepareEnvironment,
@@ -156,7 +159,18 @@ async fn run_steps(
     log: &(dyn Fn(&str) + Sync),
     step: &(dyn Fn(&'static str) + Sync),
 ) -> Result<(PathBuf, Option<String>, bool), StepError> {
-    // 1. resolve
+    let dir = resolve_dir(rt, p)?;
+    log(&format!("directory: {}\n", dir.display()));
+    let commit = materialize(p, &dir, redactor, log, step).await?;
+    step("workdir");
+    let workdir = working_dir(p, &dir)?;
+    step("setup");
+    let skipped = setup(rt, p, &workdir, commit.as_deref(), redactor, log).await?;
+    Ok((workdir, commit, skipped))
+}
+
+/// Step 1: the binding's directory on this node.
+fn resolve_dir(rt: &Runtime, p: &PrepareEnvironment) -> Result<PathBuf, StepError> {
     let dir = match (p.strategy, p.source.kind) {
         (BindingStrategy::ExistingPath, _) => {
             let path = p
@@ -182,10 +196,17 @@ async fn run_steps(
             format!("{} does not exist on this node", dir.display()),
         ));
     }
-    log(&format!("directory: {}\n", dir.display()));
+    Ok(dir)
+}
 
-    // 2. materialize
-    let mut commit = None;
+/// Step 2: clone or fetch a repository (returns its commit), or create a manual directory.
+async fn materialize(
+    p: &PrepareEnvironment,
+    dir: &Path,
+    redactor: &Redactor,
+    log: &(dyn Fn(&str) + Sync),
+    step: &(dyn Fn(&'static str) + Sync),
+) -> Result<Option<String>, StepError> {
     let is_repo = matches!(p.source.kind, EnvKind::Git | EnvKind::Github);
     if is_repo && p.strategy == BindingStrategy::Auto {
         let url = p
@@ -206,7 +227,7 @@ async fn run_steps(
                 .unwrap_or_default()
         ));
         let interrupt = Arc::new(AtomicBool::new(false));
-        let (d, i) = (dir.clone(), interrupt.clone());
+        let (d, i) = (dir.to_path_buf(), interrupt.clone());
         let job = tokio::task::spawn_blocking(move || {
             if existing {
                 super::git::update_repo(&d, &url, branch.as_deref(), &i)
@@ -221,7 +242,7 @@ async fn run_steps(
             Ok(Ok(Ok(sha))) => sha,
             Ok(Ok(Err(e))) => {
                 if !existing {
-                    let _ = std::fs::remove_dir_all(&dir);
+                    let _ = std::fs::remove_dir_all(dir);
                 }
                 return Err(fail(which, redactor.redact_str(&format!("{e:#}"))));
             }
@@ -235,14 +256,16 @@ async fn run_steps(
             }
         };
         log(&format!("at commit {sha}\n"));
-        commit = Some(sha);
+        return Ok(Some(sha));
     } else if p.source.kind == EnvKind::Manual && !dir.exists() {
-        std::fs::create_dir_all(&dir)
+        std::fs::create_dir_all(dir)
             .map_err(|e| fail("resolve", format!("creating {}: {e}", dir.display())))?;
     }
+    Ok(None)
+}
 
-    // 3. working directory
-    step("workdir");
+/// Step 3: the working directory inside it.
+fn working_dir(p: &PrepareEnvironment, dir: &Path) -> Result<PathBuf, StepError> {
     let rel =
         relative_inside(&p.working_dir).map_err(|e| fail("workdir", format!("working dir {e}")))?;
     let workdir = dir.join(rel);
@@ -252,14 +275,24 @@ async fn run_steps(
             format!("working dir {} does not exist", workdir.display()),
         ));
     }
+    Ok(workdir)
+}
 
-    // 4. setup
-    step("setup");
-    let mac = setup_mac(rt, p, commit.as_deref());
+/// Step 4: the setup script, with vars and every secret, its output redacted and streamed.
+/// Returns true when it was skipped because nothing it depends on changed.
+async fn setup(
+    rt: &Runtime,
+    p: &PrepareEnvironment,
+    workdir: &Path,
+    commit: Option<&str>,
+    redactor: &Redactor,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<bool, StepError> {
+    let mac = setup_mac(rt, p, commit);
     let remembered = rt.remembered_setup(&p.binding_id);
     if !p.force && remembered.as_ref().is_some_and(|r| r.setup_mac == mac) {
         log("setup skipped: commit, script, vars and secrets are unchanged since the last successful run\n");
-        return Ok((workdir, commit, true));
+        return Ok(true);
     }
     if !p.setup_script.trim().is_empty() {
         log("running setup script\n");
@@ -273,7 +306,7 @@ async fn run_steps(
         let outcome = run_bash(
             BashRun {
                 script: &script,
-                cwd: &workdir,
+                cwd: workdir,
                 env: &env,
                 abort: CancellationToken::new(),
                 stop_grace: SETUP_STOP_GRACE,
@@ -309,10 +342,10 @@ async fn run_steps(
         &p.binding_id,
         Remembered {
             setup_mac: mac,
-            commit: commit.clone(),
+            commit: commit.map(str::to_string),
         },
     );
-    Ok((workdir, commit, false))
+    Ok(false)
 }
 
 /// An HMAC (under a key that never leaves the node) over everything setup depends on.
@@ -393,30 +426,38 @@ mod tests {
 
 /// Answers `environment:validate`: the setup script's syntax (`bash -n`) and, for git
 /// environments, whether the repository is reachable from this node and has the branch.
-pub async fn validate(req: crate::protocol::ValidateEnvironment) -> crate::protocol::ValidationReport {
+pub async fn validate(
+    req: crate::protocol::ValidateEnvironment,
+) -> crate::protocol::ValidationReport {
     use crate::protocol::ValidationCheck;
     let mut checks = Vec::new();
-    checks.push(match super::executor::bash_syntax(&req.setup_script).await {
-        Ok(()) => ValidationCheck {
-            name: "setupScript".into(),
-            ok: true,
-            message: "syntax ok".into(),
-            line: None,
-        },
-        Err(e) => ValidationCheck {
-            name: "setupScript".into(),
-            ok: false,
-            message: match e.line {
-                Some(l) => format!("line {l}: {}", e.message),
-                None => e.message,
+    checks.push(
+        match super::executor::bash_syntax(&req.setup_script).await {
+            Ok(()) => ValidationCheck {
+                name: "setupScript".into(),
+                ok: true,
+                message: "syntax ok".into(),
+                line: None,
             },
-            line: e.line,
+            Err(e) => ValidationCheck {
+                name: "setupScript".into(),
+                ok: false,
+                message: match e.line {
+                    Some(l) => format!("line {l}: {}", e.message),
+                    None => e.message,
+                },
+                line: e.line,
+            },
         },
-    });
+    );
     if let Some(url) = req.repo_url {
         let branch = req.branch;
         let result = tokio::task::spawn_blocking(move || {
-            super::git::remote_has_branch(&url, branch.as_deref(), std::time::Duration::from_secs(20))
+            super::git::remote_has_branch(
+                &url,
+                branch.as_deref(),
+                std::time::Duration::from_secs(20),
+            )
         })
         .await
         .unwrap_or_else(|e| Err(anyhow::anyhow!("repository check panicked: {e}")));

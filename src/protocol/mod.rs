@@ -23,6 +23,8 @@
 //! (name, version, platform, capabilities) in the same frame that authenticates it.
 
 pub mod api;
+#[cfg(test)]
+mod board_types;
 pub mod env;
 pub mod events;
 pub mod names;

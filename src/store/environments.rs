@@ -309,5 +309,4 @@ impl Store {
     }
 
     // ---- bindings ----
-
 }

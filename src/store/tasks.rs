@@ -164,10 +164,7 @@ impl Store {
                  WHERE (?1 IS NULL OR node_id = ?1) AND (?2 IS NULL OR state = ?2)
                  ORDER BY created_at DESC, id DESC LIMIT ?3"
             ))?;
-            let rows = st.query_map(
-                params![node_id, state, limit],
-                task_from_row,
-            )?;
+            let rows = st.query_map(params![node_id, state, limit], task_from_row)?;
             rows.collect()
         })
         .await

@@ -37,12 +37,10 @@ fn thread_from_row(r: &Row) -> rusqlite::Result<ThreadRecord> {
         last_message_at: r.get(5)?,
         created_at: r.get(6)?,
         updated_at: r.get(7)?,
-        last_task: r
-            .get::<_, Option<String>>(8)?
-            .and_then(|s| {
-                let (id, state) = s.split_once(' ')?;
-                Some((id.to_string(), state.parse().ok()?))
-            }),
+        last_task: r.get::<_, Option<String>>(8)?.and_then(|s| {
+            let (id, state) = s.split_once(' ')?;
+            Some((id.to_string(), state.parse().ok()?))
+        }),
     })
 }
 
@@ -56,7 +54,6 @@ pub struct ThreadMessage {
 }
 
 impl Store {
-
     pub async fn insert_thread(&self, t: ThreadRecord) -> anyhow::Result<()> {
         self.write(move |c| {
             c.execute(
@@ -154,5 +151,4 @@ impl Store {
         })
         .await
     }
-
 }

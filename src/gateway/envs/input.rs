@@ -99,9 +99,10 @@ fn apply_fields(env: &mut EnvironmentRecord, input: &mut EnvironmentInput) -> Ap
     if let Some(e) = input.default_executor.take() {
         env.default_executor = match opt_trim(Some(e)) {
             None => None,
-            Some(e) => Some(e.parse::<ExecutorKind>().map_err(|_| {
-                ApiError::validation(format!("unknown defaultExecutor {e:?}"))
-            })?),
+            Some(e) => Some(
+                e.parse::<ExecutorKind>()
+                    .map_err(|_| ApiError::validation(format!("unknown defaultExecutor {e:?}")))?,
+            ),
         };
     }
     if let Some(w) = input.working_dir.take() {

@@ -14,9 +14,7 @@ use crate::gateway::error::{ApiError, ApiResult};
 use crate::gateway::link::Outgoing;
 use crate::gateway::App;
 use crate::protocol::api::ValidationResult;
-use crate::protocol::{
-    BindingStatus, ErrorCode, Frame, ValidateEnvironment, ValidationReport,
-};
+use crate::protocol::{BindingStatus, ErrorCode, Frame, ValidateEnvironment, ValidationReport};
 use crate::store::EnvironmentRecord;
 
 /// How long a node has to answer (its repository check gives up after 20 s).
@@ -62,7 +60,10 @@ impl Validations {
             }
             Some(_) => Some(Frame::error(
                 ErrorCode::NotOwner,
-                format!("validation {} was not asked of this node", report.request_id),
+                format!(
+                    "validation {} was not asked of this node",
+                    report.request_id
+                ),
             )),
             None => Some(Frame::error(
                 ErrorCode::InvalidFrame,
@@ -99,7 +100,9 @@ pub async fn validate(app: &App, env: &EnvironmentRecord) -> ApiResult<Validatio
         branch: env.repo_branch.clone(),
     });
     if tx.send(Outgoing::Frame(frame)).await.is_err() {
-        return Err(ApiError::unavailable(format!("node {node_id} went offline")));
+        return Err(ApiError::unavailable(format!(
+            "node {node_id} went offline"
+        )));
     }
     let report = match tokio::time::timeout(ANSWER_TIMEOUT, answer_rx).await {
         Ok(Ok(report)) => report,

@@ -83,7 +83,10 @@ fn operator_routes(app: App) -> Router<App> {
             "/environments/{id}/bindings/{bid}/prepare",
             post(bindings::prepare),
         )
-        .route("/environments/{id}/bindings/{bid}/logs", get(bindings::logs))
+        .route(
+            "/environments/{id}/bindings/{bid}/logs",
+            get(bindings::logs),
+        )
         .route("/threads", get(threads::list).post(threads::create))
         .route("/threads/{id}", get(threads::get).patch(threads::patch))
         .route(

@@ -12,7 +12,9 @@ use crate::crypto;
 use crate::gateway::error::{ApiError, ApiResult, Body};
 use crate::gateway::link::{self, Outgoing, ENROLLMENT_PREFIX};
 use crate::gateway::App;
-use crate::protocol::api::{ConfigPushed, EnrollRequest, Enrollment, NodeList, NodePresence, NodeView};
+use crate::protocol::api::{
+    ConfigPushed, EnrollRequest, Enrollment, NodeList, NodePresence, NodeView,
+};
 use crate::protocol::{close, ErrorCode, Frame};
 use crate::store::NodeRecord;
 

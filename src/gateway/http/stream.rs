@@ -229,4 +229,3 @@ async fn pump_task(
         }
     }
 }
-

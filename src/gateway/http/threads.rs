@@ -196,7 +196,13 @@ async fn send_message(
                 })
                 .await?;
                 app.store
-                    .insert_thread_message(id.clone(), req.message, task.id.clone(), Some(mode), now_ms())
+                    .insert_thread_message(
+                        id.clone(),
+                        req.message,
+                        task.id.clone(),
+                        Some(mode),
+                        now_ms(),
+                    )
                     .await?;
                 let accepted = FollowUpAccepted {
                     thread_id: id,

@@ -23,7 +23,6 @@ pub async fn submit_frame(app: &App, rec: &TaskRecord) -> anyhow::Result<Frame> 
     }))
 }
 
-
 /// Sends a task to its node with its environment's runtime secrets attached.
 pub async fn dispatch(app: &App, rec: &crate::store::TaskRecord) -> anyhow::Result<()> {
     let node = rec.node_id.clone().unwrap_or_default();
@@ -57,4 +56,3 @@ pub async fn dispatch_waiting(app: &App, binding_id: &str) -> anyhow::Result<()>
     }
     Ok(())
 }
-

@@ -120,4 +120,3 @@ async fn sweep_once(app: &App, started_ms: i64) -> anyhow::Result<()> {
     }
     Ok(())
 }
-

@@ -12,7 +12,11 @@ use crate::protocol::TaskState;
 use crate::store::{ChunkBatch, Store};
 
 /// Drains write ops in batches, one transaction each, then acks and publishes.
-pub(super) async fn writer(hub: std::sync::Weak<TaskHub>, store: Store, mut rx: mpsc::Receiver<WriteOp>) {
+pub(super) async fn writer(
+    hub: std::sync::Weak<TaskHub>,
+    store: Store,
+    mut rx: mpsc::Receiver<WriteOp>,
+) {
     let mut ops = Vec::with_capacity(WRITER_BATCH);
     while rx.recv_many(&mut ops, WRITER_BATCH).await > 0 {
         // Fewer, larger transactions: gather a little longer unless the batch is full.
@@ -34,7 +38,9 @@ pub(super) async fn writer(hub: std::sync::Weak<TaskHub>, store: Store, mut rx: 
                 WriteOp::Chunk(live, seq, text, usage) => {
                     batch.chunks.push((live.id.clone(), seq, text.to_string()));
                     if let Some(u) = usage {
-                        batch.usage.push((live.id.clone(), u.input, u.output, u.model));
+                        batch
+                            .usage
+                            .push((live.id.clone(), u.input, u.output, u.model));
                     }
                     (live, seq)
                 }
@@ -77,4 +83,3 @@ pub(super) async fn writer(hub: std::sync::Weak<TaskHub>, store: Store, mut rx: 
         }
     }
 }
-

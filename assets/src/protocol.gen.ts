@@ -1,0 +1,159 @@
+// Generated from src/protocol by `VIBER_UPDATE_TS=1 cargo test --lib protocol::board_types`.
+// Do not edit: change the Rust types and regenerate.
+
+export type TaskState = "pending" | "running" | "completed" | "error" | "stopped";
+
+export type ExecutorKind = "shell" | "llm";
+
+export type WorkingMode = "always-ask" | "agent-decides" | "always-execute";
+
+export type InjectionMode = "collect" | "steer" | "followup";
+
+export type EnvKind = "github" | "git" | "local" | "manual";
+
+export type BindingStrategy = "auto" | "existing-path";
+
+export type SecretScope = "setup" | "runtime";
+
+export type BindingStatus = "pending" | "preparing" | "ready" | "error";
+
+export type BindingPhase = "pending" | "preparing" | "ready" | "stale" | "error";
+
+export type NodePresence = "online" | "offline";
+
+export type CredentialKind = "bearer" | "cookie";
+
+export type ThreadStatus = "active" | "paused" | "archived";
+
+export type ErrorDetail = { code: string, message: string, };
+
+export type ErrorBody = { error: ErrorDetail, };
+
+export type Health = { 
+/**
+ * Always `ok` while the gateway answers.
+ */
+status: string, version: string, uptimeSecs: number, 
+/**
+ * Enrolled nodes (not revoked).
+ */
+nodes: number, nodesOnline: number, tasks: number, };
+
+export type NodeView = { id: string, name: string, version: string, platform: string, capabilities: Array<string>, status: NodePresence, runningTasks: Array<string>, enrolledAt: string, lastSeen?: string, connectedAt?: string, memoryRssBytes?: number, uptimeSecs?: number, 
+/**
+ * 1, 5 and 15 minute load averages (online nodes).
+ */
+load?: [number, number, number], };
+
+export type NodeList = { nodes: Array<NodeView>, };
+
+export type SessionOpened = { csrfToken: string, expiresAt: string, };
+
+export type SessionInfo = { authenticated: boolean, via: CredentialKind, csrfToken?: string, };
+
+export type TaskUsage = { inputTokens: number, outputTokens: number, 
+/**
+ * Null when the provider did not say.
+ */
+model: string | null, };
+
+export type PendingApproval = { approvalId: string, toolCallId: string, 
+/**
+ * Null when the tool call's input chunk is missing.
+ */
+toolName: string | null, input: unknown, };
+
+export type ChunkEvent = { seq: number, chunk: unknown, };
+
+export type TaskView = { id: string, 
+/**
+ * Null for a task whose node was deleted.
+ */
+nodeId?: string | null, goal: string, executor: ExecutorKind, options: Record<string, unknown>, state: TaskState, createdAt: string, 
+/**
+ * The last stream sequence number stored (-1 before the first chunk).
+ */
+lastSeq: number, startedAt?: string, finishedAt?: string, exitCode?: number, error?: string, result?: string, usage?: TaskUsage, environmentId?: string, threadId?: string, 
+/**
+ * `GET /api/tasks/:id` of a running task that waits for an approval.
+ */
+awaitingApproval?: PendingApproval, 
+/**
+ * `awaiting approval` alongside `awaitingApproval`.
+ */
+status?: string, 
+/**
+ * `GET /api/tasks/:id`: the most recent chunks, oldest first.
+ */
+lastEvents?: Array<ChunkEvent>, 
+/**
+ * `POST /api/tasks/:id/stop`.
+ */
+stopRequested?: boolean, 
+/**
+ * `POST /api/threads/:id/messages` that started a task: the task id again.
+ */
+taskId?: string, 
+/**
+ * `POST /api/threads/:id/messages` that started a task: the binding it runs on.
+ */
+bindingId?: string, };
+
+export type TaskList = { tasks: Array<TaskView>, };
+
+export type ApprovalAnswer = { approve: boolean, reason?: string, };
+
+export type SecretView = { value: string, scope: SecretScope, updatedAt: string, };
+
+export type BindingView = { id: string, environmentId: string, nodeId: string, nodeOnline: boolean, strategy: BindingStrategy, status: BindingPhase, createdAt: string, path?: string, resolvedWorkingDir?: string, step?: string, lastError?: string, commit?: string, preparedVersion?: number, lastPrepareAt?: string, };
+
+export type BindingList = { bindings: Array<BindingView>, };
+
+export type EnvironmentView = { id: string, name: string, description: string, type: EnvKind, workingDir: string, setupScript: string, networkAccess: boolean, persistVolume: boolean, metadata: Record<string, unknown>, version: number, vars: { [key in string]: string }, secrets: { [key in string]: SecretView }, bindings: Array<BindingView>, createdAt: string, updatedAt: string, repoUrl?: string, repoOrg?: string, repoName?: string, repoBranch?: string, localPath?: string, containerImage?: string, defaultExecutor?: ExecutorKind, 
+/**
+ * Create and update: secrets too short to redact.
+ */
+warnings?: Array<string>, };
+
+export type EnvironmentList = { environments: Array<EnvironmentView>, };
+
+export type LogLine = { seq: number, text: string, };
+
+export type LogList = { logs: Array<LogLine>, };
+
+export type ValidationCheck = { name: string, ok: boolean, message: string, 
+/**
+ * The script line a syntax error is on.
+ */
+line?: number, };
+
+export type ValidationResult = { ok: boolean, checks: Array<ValidationCheck>, };
+
+export type ThreadView = { id: string, environmentId: string, title: string, status: ThreadStatus, createdAt: string, updatedAt: string, activeNodeId?: string, lastMessageAt?: string, lastTaskId?: string, lastTaskState?: TaskState, };
+
+export type ThreadList = { threads: Array<ThreadView>, };
+
+export type MessageTask = { state: TaskState, executor: ExecutorKind, 
+/**
+ * Null until the task ends.
+ */
+exitCode: number | null, error: string | null, usage?: TaskUsage, };
+
+export type ThreadMessageView = { id: number, message: string, taskId: string, createdAt: string, 
+/**
+ * Set for a follow-up that joined a running task.
+ */
+injectionMode?: InjectionMode, task?: MessageTask, 
+/**
+ * The task's text output (left out with `?output=false` and for follow-ups).
+ */
+output?: string, };
+
+export type ThreadMessages = { messages: Array<ThreadMessageView>, };
+
+export type Event = { "type": "ready", nodesOnline: number, } | { "type": "gap", missed: number, } | { "type": "node.online", nodeId: string, name: string, } | { "type": "node.offline", nodeId: string, name: string, reason: string, } | { "type": "node.config", nodeId: string, config: unknown, } | { "type": "environment.changed", environmentId: string, deleted?: boolean, } | { "type": "binding.status", bindingId: string, environmentId: string, nodeId: string, status: BindingStatus, step?: string, message?: string, } | { "type": "binding.log", bindingId: string, environmentId: string, seq: number, text: string, } | { "type": "task.created", taskId: string, nodeId: string | null, state: TaskState, } | { "type": "task.state", taskId: string, state: TaskState, } | { "type": "task.approval", taskId: string, 
+/**
+ * `awaiting approval`.
+ */
+status: string, approvalId: string, toolCallId: string, } | { "type": "task.progress", taskId: string, nodeId: string, event: unknown, } | { "type": "thread.changed", threadId: string, };
+
