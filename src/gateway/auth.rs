@@ -13,13 +13,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
 
 use super::error::{ApiError, ApiResult, Body};
 use super::App;
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
+use crate::protocol::api::{CredentialKind, LoginRequest, SessionInfo, SessionOpened};
 use crate::store::Store;
 
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -195,14 +194,8 @@ pub async fn require_operator(
     Ok(next.run(req).await)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Login {
-    token: String,
-}
-
 /// `POST /api/session {token}`: exchanges an operator token for a session cookie.
-pub async fn login(State(app): State<App>, Body(req): Body<Login>) -> ApiResult<Response> {
+pub async fn login(State(app): State<App>, Body(req): Body<LoginRequest>) -> ApiResult<Response> {
     let token = req.token.trim();
     if token.is_empty() || !app.auth.is_valid(token) {
         return Err(ApiError::unauthorized("invalid operator token"));
@@ -235,20 +228,23 @@ pub async fn login(State(app): State<App>, Body(req): Body<Login>) -> ApiResult<
     }
     tracing::info!("board session opened");
     let cookie = app.auth.cookie(&id, SESSION_TTL_MS / 1000);
-    let body = json!({"csrfToken": csrf, "expiresAt": iso8601(expires_at)});
+    let body = SessionOpened {
+        csrf_token: csrf,
+        expires_at: iso8601(expires_at),
+    };
     Ok((StatusCode::CREATED, [(SET_COOKIE, cookie)], Json(body)).into_response())
 }
 
 /// `GET /api/session`: whether the request is authenticated, and the CSRF token of its session.
-pub async fn session(
-    State(app): State<App>,
-    headers: HeaderMap,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(match credential(&app, &headers)? {
-        Credential::Bearer => json!({"authenticated": true, "via": "bearer"}),
-        Credential::Session(csrf) => {
-            json!({"authenticated": true, "via": "cookie", "csrfToken": csrf})
-        }
+pub async fn session(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<SessionInfo>> {
+    let (via, csrf_token) = match credential(&app, &headers)? {
+        Credential::Bearer => (CredentialKind::Bearer, None),
+        Credential::Session(csrf) => (CredentialKind::Cookie, Some(csrf)),
+    };
+    Ok(Json(SessionInfo {
+        authenticated: true,
+        via,
+        csrf_token,
     }))
 }
 

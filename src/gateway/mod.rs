@@ -161,42 +161,7 @@ pub async fn start(
     });
 
     tokio::spawn(tasks::sweep_lost_nodes(state.clone()));
-    let router = http::router(state.clone());
-    let serve_shutdown = shutdown.clone();
-    let connections = state.connections.clone();
-    let task = tokio::spawn(async move {
-        // Small frames (SSE events, acks) must leave at once, not wait for Nagle.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
-        // Open WebSockets and SSE streams watch the same token and close themselves; give
-        // them a moment to say goodbye, then stop regardless.
-        let result = tokio::select! {
-            r = async {
-                let r = server.await;
-                connections.close();
-                connections.wait().await;
-                r
-            } => r.context("http server"),
-            _ = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            } => {
-                tracing::warn!("connections did not close within 5 s; stopping anyway");
-                Ok(())
-            }
-        };
-        store.close().await?;
-        tracing::info!("gateway stopped; database closed");
-        result
-    });
+    let task = tokio::spawn(serve(listener, state.clone(), store, shutdown));
     tracing::info!(%addr, "gateway listening");
     Ok(RunningGateway {
         addr,
@@ -205,6 +170,51 @@ pub async fn start(
         state,
         task,
     })
+}
+
+/// Serves HTTP until `shutdown`, then lets open streams and sockets say goodbye (5 s at most)
+/// and closes the database.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    state: App,
+    store: Store,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let router = http::router(state.clone());
+    let serve_shutdown = shutdown.clone();
+    let connections = state.connections.clone();
+
+    // Small frames (SSE events, acks) must leave at once, not wait for Nagle.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { serve_shutdown.cancelled().await });
+    // Open WebSockets and SSE streams watch the same token and close themselves; give
+    // them a moment to say goodbye, then stop regardless.
+    let result = tokio::select! {
+        r = async {
+            let r = server.await;
+            connections.close();
+            connections.wait().await;
+            r
+        } => r.context("http server"),
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        } => {
+            tracing::warn!("connections did not close within 5 s; stopping anyway");
+            Ok(())
+        }
+    };
+    store.close().await?;
+    tracing::info!("gateway stopped; database closed");
+    result
 }
 
 /// `127.0.0.1:7391`, or `localhost`-style for unspecified addresses so the URL is clickable.

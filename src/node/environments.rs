@@ -401,29 +401,6 @@ impl Runtime {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_are_confined() {
-        assert!(relative_inside("").is_ok());
-        assert!(relative_inside("app/web").is_ok());
-        assert!(relative_inside("./app").is_ok());
-        assert!(relative_inside("../etc").is_err());
-        assert!(relative_inside("a/../../b").is_err());
-        assert!(relative_inside("/etc").is_err());
-        assert!(absolute_clean("/srv/repo").is_ok());
-        assert!(absolute_clean("srv/repo").is_err());
-        assert!(absolute_clean("/srv/../etc").is_err());
-    }
-
-    #[test]
-    fn slugs_are_safe_directory_names() {
-        assert_eq!(slug("My App!", "env_0123456789abcdef"), "my-app--89abcdef");
-    }
-}
-
 /// Answers `environment:validate`: the setup script's syntax (`bash -n`) and, for git
 /// environments, whether the repository is reachable from this node and has the branch.
 pub async fn validate(
@@ -474,5 +451,28 @@ pub async fn validate(
     crate::protocol::ValidationReport {
         request_id: req.request_id,
         checks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_confined() {
+        assert!(relative_inside("").is_ok());
+        assert!(relative_inside("app/web").is_ok());
+        assert!(relative_inside("./app").is_ok());
+        assert!(relative_inside("../etc").is_err());
+        assert!(relative_inside("a/../../b").is_err());
+        assert!(relative_inside("/etc").is_err());
+        assert!(absolute_clean("/srv/repo").is_ok());
+        assert!(absolute_clean("srv/repo").is_err());
+        assert!(absolute_clean("/srv/../etc").is_err());
+    }
+
+    #[test]
+    fn slugs_are_safe_directory_names() {
+        assert_eq!(slug("My App!", "env_0123456789abcdef"), "my-app--89abcdef");
     }
 }

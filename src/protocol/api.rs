@@ -707,5 +707,5 @@ pub struct MessagesQuery {
 #[serde(untagged)]
 pub enum SendOutcome {
     FollowUp(FollowUpAccepted),
-    Started(TaskView),
+    Started(Box<TaskView>),
 }

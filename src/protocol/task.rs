@@ -54,19 +54,15 @@ wire_enum! {
 
 wire_enum! {
     /// How a follow-up message joins a running task.
+    #[derive(Default)]
     pub enum InjectionMode ("injection mode") {
         /// Buffer; merge all buffered messages into one follow-up after the current run.
         Collect = "collect",
         /// Abort the current run at the next safe point and run this message.
         Steer = "steer",
         /// Queue a run after the current one.
+        #[default]
         Followup = "followup",
-    }
-}
-
-impl Default for InjectionMode {
-    fn default() -> Self {
-        InjectionMode::Followup
     }
 }
 

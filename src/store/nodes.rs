@@ -215,7 +215,6 @@ impl Store {
 
 impl Store {
     /// Stores a node's last `config:ack` (JSON).
-
     pub async fn set_node_config_state(
         &self,
         node_id: String,

@@ -18,9 +18,12 @@ mod tasks;
 mod threads;
 mod usage;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tracing::Instrument;
 
 pub use nodes::create_enrollment;
 
@@ -43,6 +46,7 @@ pub fn router(app: App) -> Router {
         .nest("/api", operator_routes(app.clone()))
         .merge(board::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(request_span))
         .with_state(app)
 }
 
@@ -98,6 +102,12 @@ fn operator_routes(app: App) -> Router<App> {
             app,
             auth::require_operator,
         ))
+}
+
+/// One span per HTTP request, so everything a handler logs says which request it served.
+async fn request_span(req: Request, next: Next) -> Response {
+    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
+    next.run(req).instrument(span).await
 }
 
 async fn api_not_found() -> ApiError {

@@ -19,6 +19,8 @@ use crate::gateway::App;
 use crate::protocol::api::StreamQuery;
 use crate::protocol::ui::STREAM_HEADER;
 
+/// The end of a UI message stream.
+const DONE: &[u8] = b"data: [DONE]\n\n";
 /// Chunks read from SQLite per replay page.
 const REPLAY_PAGE: u32 = 2000;
 /// Comment sent on an idle SSE stream so proxies keep it open.
@@ -135,7 +137,6 @@ async fn pump_task(
     follow: bool,
     tx: &mpsc::Sender<Bytes>,
 ) -> anyhow::Result<()> {
-    let done = Bytes::from_static(b"data: [DONE]\n\n");
     loop {
         let Some(sub) = (if follow {
             app.tasks.subscribe(id)
@@ -151,14 +152,14 @@ async fn pump_task(
                     return Ok(());
                 };
                 if ended {
-                    let _ = tx.send(done).await;
+                    let _ = tx.send(Bytes::from_static(DONE)).await;
                 }
                 return Ok(());
             }
             app.tasks.live(&app.store, id).await?;
             continue;
         };
-        let mut rx = sub.rx;
+        let rx = sub.rx;
         match replay(app, id, after, sub.committed, tx).await? {
             Some(a) => after = a,
             None => return Ok(()),
@@ -173,59 +174,92 @@ async fn pump_task(
         if !flush(tx, &mut buf).await {
             return Ok(());
         }
-        // Live: coalesce whatever is already queued into one write.
-        loop {
-            let first = tokio::select! {
-                r = rx.recv() => r,
-                _ = tokio::time::sleep(KEEPALIVE) => {
-                    if tx.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
-                        return Ok(());
-                    }
-                    continue;
-                }
-            };
-            let mut next = Some(first);
-            let mut ended = false;
-            let mut lagged = false;
-            while let Some(item) = next.take() {
-                match item {
-                    Ok(Live::Chunk(seq, chunk)) => {
-                        if seq as i64 > after {
-                            put_event(&mut buf, seq, &chunk);
-                            after = seq as i64;
-                        }
-                    }
-                    Ok(Live::End) => ended = true,
-                    Err(broadcast::error::RecvError::Lagged(_)) => lagged = true,
-                    Err(broadcast::error::RecvError::Closed) => ended = true,
-                }
-                if ended || lagged || buf.len() > 256 * 1024 {
-                    break;
-                }
-                next = match rx.try_recv() {
-                    Ok(v) => Some(Ok(v)),
-                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                        Some(Err(broadcast::error::RecvError::Lagged(n)))
-                    }
-                    Err(_) => None,
-                };
-            }
-            if !flush(tx, &mut buf).await {
-                return Ok(());
-            }
-            if ended {
-                // Chunks committed but broadcast before we subscribed are already sent;
-                // anything after `after` that only reached SQLite is replayed here.
-                if replay(app, id, after, i64::MAX, tx).await?.is_none() {
-                    return Ok(());
-                }
-                let _ = tx.send(done).await;
-                return Ok(());
-            }
-            if lagged {
-                // Fell behind the live buffer: catch up from SQLite and resubscribe.
-                break;
-            }
+        match follow_live(app, id, rx, after, tx).await? {
+            Following::Lagged(a) => after = a,
+            Following::Done => return Ok(()),
         }
     }
+}
+
+/// How following the live broadcast ended.
+enum Following {
+    /// The stream is finished (`[DONE]` sent) or the client went away.
+    Done,
+    /// Fell behind the live buffer after sending up to this seq: catch up from SQLite and
+    /// resubscribe.
+    Lagged(i64),
+}
+
+/// Follows a task's live broadcast after `after`, coalescing whatever is already queued
+/// into one write, until the task ends, the client leaves or the watcher lags.
+async fn follow_live(
+    app: &App,
+    id: &str,
+    mut rx: broadcast::Receiver<Live>,
+    mut after: i64,
+    tx: &mpsc::Sender<Bytes>,
+) -> anyhow::Result<Following> {
+    let mut buf = BytesMut::new();
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => r,
+            _ = tokio::time::sleep(KEEPALIVE) => {
+                if tx.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
+                    return Ok(Following::Done);
+                }
+                continue;
+            }
+        };
+        let (ended, lagged) = drain_queued(&mut rx, first, &mut buf, &mut after);
+        if !flush(tx, &mut buf).await {
+            return Ok(Following::Done);
+        }
+        if ended {
+            // Chunks committed but broadcast before we subscribed are already sent;
+            // anything after `after` that only reached SQLite is replayed here.
+            if replay(app, id, after, i64::MAX, tx).await?.is_some() {
+                let _ = tx.send(Bytes::from_static(DONE)).await;
+            }
+            return Ok(Following::Done);
+        }
+        if lagged {
+            return Ok(Following::Lagged(after));
+        }
+    }
+}
+
+/// Puts `first` and every event already queued behind it into `buf` (up to 256 KiB).
+/// Returns whether the task ended and whether the receiver lagged.
+fn drain_queued(
+    rx: &mut broadcast::Receiver<Live>,
+    first: Result<Live, broadcast::error::RecvError>,
+    buf: &mut BytesMut,
+    after: &mut i64,
+) -> (bool, bool) {
+    let mut next = Some(first);
+    let (mut ended, mut lagged) = (false, false);
+    while let Some(item) = next.take() {
+        match item {
+            Ok(Live::Chunk(seq, chunk)) => {
+                if seq as i64 > *after {
+                    put_event(buf, seq, &chunk);
+                    *after = seq as i64;
+                }
+            }
+            Ok(Live::End) => ended = true,
+            Err(broadcast::error::RecvError::Lagged(_)) => lagged = true,
+            Err(broadcast::error::RecvError::Closed) => ended = true,
+        }
+        if ended || lagged || buf.len() > 256 * 1024 {
+            break;
+        }
+        next = match rx.try_recv() {
+            Ok(v) => Some(Ok(v)),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                Some(Err(broadcast::error::RecvError::Lagged(n)))
+            }
+            Err(_) => None,
+        };
+    }
+    (ended, lagged)
 }

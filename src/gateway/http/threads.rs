@@ -220,7 +220,7 @@ async fn send_message(
     }
     let first = history.is_empty();
     let view = start_task(app, thread, &env, req, first).await?;
-    Ok((StatusCode::CREATED, SendOutcome::Started(view)))
+    Ok((StatusCode::CREATED, SendOutcome::Started(Box::new(view))))
 }
 
 /// A message that starts a new task on the thread's binding (preparing it first when it is

@@ -17,7 +17,7 @@ pub async fn submit_frame(app: &App, rec: &TaskRecord) -> anyhow::Result<Frame> 
     Ok(Frame::TaskSubmit(TaskSubmit {
         task_id: rec.id.clone(),
         goal: rec.goal.clone(),
-        executor: rec.executor.clone(),
+        executor: rec.executor,
         options,
         secrets,
     }))

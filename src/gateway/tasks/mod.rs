@@ -118,6 +118,16 @@ struct Usage {
     model: Option<String>,
 }
 
+/// What to do with one reliable frame after ordering it.
+enum Sequenced {
+    /// Queue this write.
+    Write(WriteOp),
+    /// Answer the node with this frame and store nothing.
+    Answer(Box<Frame>),
+    /// A resend or a gap: nothing to store or say.
+    Ignore,
+}
+
 enum WriteOp {
     /// A chunk, with the token usage it reports.
     Chunk(Arc<LiveTask>, u64, Arc<str>, Option<Usage>),
@@ -233,8 +243,9 @@ impl TaskHub {
             Err(reply) => return Some(reply),
         };
         let op = match self.sequence(&live, node_id, seq, frame) {
-            Ok(op) => op,
-            Err(reply) => return reply,
+            Sequenced::Write(op) => op,
+            Sequenced::Answer(reply) => return Some(*reply),
+            Sequenced::Ignore => return None,
         };
         if self.writer.send(op).await.is_err() {
             tracing::error!("task writer stopped");
@@ -275,13 +286,7 @@ impl TaskHub {
 
     /// Orders one reliable frame under the task's lock: drops resends and gaps, fans a chunk
     /// out to watchers, and returns the write to queue (or what to answer instead).
-    fn sequence(
-        &self,
-        live: &Arc<LiveTask>,
-        node_id: &str,
-        seq: u64,
-        frame: Frame,
-    ) -> Result<WriteOp, Option<Frame>> {
+    fn sequence(&self, live: &Arc<LiveTask>, node_id: &str, seq: u64, frame: Frame) -> Sequenced {
         let task_id = &live.id;
         let mut st = live.lock();
         if st.orphan {
@@ -289,11 +294,11 @@ impl TaskHub {
             let is_final = TaskOutcome::from_frame(&frame).is_some();
             if !is_final && !st.stop_requested {
                 st.stop_requested = true;
-                return Err(Some(Frame::TaskStop {
+                return Sequenced::Answer(Box::new(Frame::TaskStop {
                     task_id: task_id.clone(),
                 }));
             }
-            return Err(None);
+            return Sequenced::Ignore;
         }
         let s = seq as i64;
         if s <= st.last_seq {
@@ -301,29 +306,29 @@ impl TaskHub {
             if st.committed >= 0 {
                 self.ack_box(node_id).set(task_id, st.committed as u64);
             }
-            return Err(None);
+            return Sequenced::Ignore;
         }
         if s != st.last_seq + 1 {
             tracing::warn!(task = %task_id, seq, expected = st.last_seq + 1, "sequence gap; waiting for a resend");
-            return Err(None);
+            return Sequenced::Ignore;
         }
         st.last_seq = s;
         if let Frame::TaskStreamChunk { chunk, .. } = frame {
             let (text, usage) = self.chunk_seen(task_id, &chunk);
             st.pending.push_back((seq, text.clone()));
             let _ = st.tx.send(Live::Chunk(seq, text.clone()));
-            return Ok(WriteOp::Chunk(live.clone(), seq, text, usage));
+            return Sequenced::Write(WriteOp::Chunk(live.clone(), seq, text, usage));
         }
         if let Frame::TaskStarted { .. } = frame {
-            return Ok(WriteOp::Started(live.clone(), seq, now_ms()));
+            return Sequenced::Write(WriteOp::Started(live.clone(), seq, now_ms()));
         }
         match TaskOutcome::from_frame(&frame) {
-            Some(outcome) => Ok(WriteOp::Finished(
+            Some(outcome) => Sequenced::Write(WriteOp::Finished(
                 live.clone(),
                 seq,
                 TaskFinish::now(outcome),
             )),
-            None => Err(None),
+            None => Sequenced::Ignore,
         }
     }
 
