@@ -102,6 +102,36 @@ pub fn update_repo(
         .with_context(|| format!("{} is a bare repository", dest.display()))?;
 
     // 1. fetch `refs/heads/<branch>` into `refs/remotes/origin/<branch>`.
+    let remote_id = fetch_branch(&repo, url, branch, interrupt)?;
+    if interrupt.load(Ordering::Relaxed) {
+        bail!("update of {} was interrupted", dest.display());
+    }
+
+    // 2. target commit and tree (objects were just fetched; the ODB refreshes itself on miss).
+    let commit = repo
+        .find_commit(remote_id)
+        .with_context(|| format!("origin/{branch} ({remote_id}) is not a commit"))?;
+    let tree_id = commit
+        .tree_id()
+        .context("cannot read tree of target commit")?
+        .detach();
+
+    // 3. make the worktree match the tree.
+    reset_worktree_to_tree(&repo, &workdir, tree_id, interrupt)?;
+
+    // 4. move refs: refs/heads/<branch> := commit, HEAD -> refs/heads/<branch>.
+    point_head_at(&repo, branch, remote_id)?;
+    Ok(remote_id.to_string())
+}
+
+/// Fetches `refs/heads/<branch>` of `url` into `refs/remotes/origin/<branch>`; returns the
+/// fetched commit id.
+fn fetch_branch(
+    repo: &gix::Repository,
+    url: &str,
+    branch: &str,
+    interrupt: &AtomicBool,
+) -> Result<gix::ObjectId> {
     let tracking = format!("refs/remotes/origin/{branch}");
     let remote = repo
         .remote_at(url)
@@ -123,30 +153,17 @@ pub fn update_repo(
     let outcome = prepare
         .receive(Discard, interrupt)
         .with_context(|| format!("fetch from {url} failed"))?;
-    if interrupt.load(Ordering::Relaxed) {
-        bail!("update of {} was interrupted", dest.display());
-    }
-    let remote_id = outcome
+    outcome
         .ref_map
         .mappings
         .iter()
         .find_map(|m| m.remote.as_id())
         .map(|id| id.to_owned())
-        .ok_or_else(|| anyhow!("branch {branch} not found in {url}"))?;
+        .ok_or_else(|| anyhow!("branch {branch} not found in {url}"))
+}
 
-    // 2. target commit and tree (objects were just fetched; the ODB refreshes itself on miss).
-    let commit = repo
-        .find_commit(remote_id)
-        .with_context(|| format!("origin/{branch} ({remote_id}) is not a commit"))?;
-    let tree_id = commit
-        .tree_id()
-        .context("cannot read tree of target commit")?
-        .detach();
-
-    // 3. make the worktree match the tree.
-    reset_worktree_to_tree(&repo, &workdir, tree_id, interrupt)?;
-
-    // 4. move refs: refs/heads/<branch> := commit, HEAD -> refs/heads/<branch>.
+/// `refs/heads/<branch>` := `commit`, and HEAD -> `refs/heads/<branch>`.
+fn point_head_at(repo: &gix::Repository, branch: &str, remote_id: gix::ObjectId) -> Result<()> {
     let local: gix::refs::FullName = format!("refs/heads/{branch}")
         .try_into()
         .with_context(|| format!("invalid branch name {branch:?}"))?;
@@ -176,7 +193,7 @@ pub fn update_repo(
         },
     ])
     .context("cannot update HEAD / local branch")?;
-    Ok(remote_id.to_string())
+    Ok(())
 }
 
 /// Overwrite the worktree (and index) with the contents of `tree_id`, deleting files that were tracked
