@@ -911,3 +911,94 @@ async fn a_node_cannot_report_on_bindings_it_does_not_own() {
         .await;
     assert_eq!(v["bindings"][0]["status"], "ready", "{v}");
 }
+
+/// The gateway never runs a setup script or opens a repository itself: validation is asked of
+/// a node, which answers for its own request only.
+#[tokio::test]
+async fn validation_is_answered_by_a_node() {
+    use viber::protocol::{Frame, ValidationCheck, ValidationReport};
+    let dir = TempDir::new("validate-node");
+    let gw = Gateway::start(dir.path(), 0, &[]);
+    let (_, env) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "v", "type": "manual", "setupScript": "echo ok"}),
+        )
+        .await;
+    let path = format!("/api/environments/{}/validate", env["id"].as_str().unwrap());
+
+    // No node online: a clear 503, not a check run on the gateway's host.
+    let (code, v) = gw.post(&path, json!({})).await;
+    assert_eq!(code, 503, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no online node"),
+        "{v}"
+    );
+
+    // A node (here a raw one) gets `environment:validate` and its answer is the response.
+    let key = new_key(&dir, "raw-key");
+    let token = gw.enroll("raw").await;
+    let (mut ws, got) = handshake(&gw.ws_url(), &key, &token).await;
+    assert!(matches!(got, Got::Frame(Frame::HelloOk(_))), "{got:?}");
+    let asked = {
+        let (url, token, path) = (gw.url.clone(), gw.token.clone(), path.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{url}{path}"))
+                .bearer_auth(token)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    let req = loop {
+        match recv_no_ping(&mut ws).await {
+            Got::Frame(Frame::EnvironmentValidate(req)) => break req,
+            Got::Frame(_) => continue,
+            other => panic!("expected environment:validate, got {other:?}"),
+        }
+    };
+    assert_eq!(req.setup_script, "echo ok");
+    assert_eq!(
+        req.repo_url, None,
+        "a manual environment has no repository to check"
+    );
+    let check = ValidationCheck {
+        name: "setupScript".into(),
+        ok: false,
+        message: "line 1: from the node".into(),
+        line: Some(1),
+    };
+    // An answer to a request nobody made is refused; the real one goes through.
+    send_frame(
+        &mut ws,
+        &Frame::EnvironmentValidated(ValidationReport {
+            request_id: "val_forged".into(),
+            checks: vec![check.clone()],
+        }),
+    )
+    .await;
+    match recv_no_ping(&mut ws).await {
+        Got::Frame(Frame::Error(e)) => assert!(e.message.contains("val_forged"), "{e:?}"),
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+    send_frame(
+        &mut ws,
+        &Frame::EnvironmentValidated(ValidationReport {
+            request_id: req.request_id,
+            checks: vec![check],
+        }),
+    )
+    .await;
+    let v = asked.await.unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["checks"][0]["message"], "line 1: from the node", "{v}");
+    assert_eq!(v["checks"][0]["line"], 1, "{v}");
+}

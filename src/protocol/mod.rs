@@ -1,4 +1,9 @@
-//! The control protocol: every WebSocket frame exchanged between a gateway and a node.
+//! Every shape that crosses a process boundary. This module: the control protocol, i.e.
+//! every WebSocket frame exchanged between a gateway and a node. Beside it: `api` (REST
+//! request bodies and response views), `events` (`/api/events`), `node_config` (what a node
+//! pulls), `task` (task states, outcome, executor kinds, options), `env` (environment
+//! payloads and path rules), `names` (string enums), `ui` and `sse` (AI SDK UI chunks).
+//! Nothing here depends on `gateway`, `node`, `store` or `cli`; they all depend on it.
 //!
 //! One enum, [`Frame`], serialized as a JSON object whose `type` field names the variant
 //! (`task:submit`, `heartbeat`, ...) and whose other fields are camelCase. Both sides encode

@@ -1,4 +1,6 @@
-//! The gateway's SQLite state: the only module that contains SQL.
+//! The gateway's SQLite state: the only module that contains SQL. One file per table group
+//! (nodes, tasks, environments, bindings, threads, sessions); enum columns are the
+//! `protocol` enums, read and written through `sql.rs`, never compared as strings.
 //!
 //! `schema.sql` is embedded and applied at open (see [`migrate`]). Two connections in WAL
 //! mode, one for writes and one for reads, so a long replay never waits behind a write
