@@ -1,7 +1,10 @@
 //! Client subcommands: talk to a gateway over the same REST API the board uses.
 
+pub mod args;
+pub mod dispatch;
 pub mod envs;
 pub mod nodes;
+pub mod roles;
 pub mod tasks;
 pub mod threads;
 

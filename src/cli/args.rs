@@ -1,0 +1,442 @@
+//! The command line's shape: every clap type `viber` parses (`Cli` and the role and client
+//! subcommands under it), and the small conversions from parsed arguments to role configs.
+//!
+//! Owns: flags, env vars, defaults and help text. Must not touch: what a command does (roles are
+//! started in [`super::roles`], client commands are routed by [`super::dispatch`] to
+//! `cli::{nodes,tasks,envs,threads}`), and nothing here talks to the network or the disk.
+//!
+//! Every `///` on a clap type or field below is help text that users see; a note meant only for
+//! readers of the code must be a `//` comment.
+
+// Help text such as `http://<listen>` is read by clap, not rendered as HTML.
+#![allow(rustdoc::invalid_html_tags)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use super::{envs::EnvFields, ClientArgs, DEFAULT_GATEWAY};
+use crate::gateway::GatewayConfig;
+use crate::node::{self, NodeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "viber",
+    version,
+    about = "Run AI coding agents on your own machines",
+    long_about = "Run AI coding agents on your own machines.\n\n\
+        `viber all-in-one` starts a gateway and a node on this machine and prints a login URL.\n\
+        `viber gateway` and `viber node --gateway URL` run the two roles on separate machines."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the coordinator: API, board and the endpoint nodes dial.
+    Gateway(GatewayArgs),
+    /// Run a node daemon, or manage nodes (`viber node add NAME`).
+    Node(NodeCommand),
+    /// Run a gateway and a node in one process (the quickest start).
+    AllInOne(AllInOneArgs),
+    /// List the gateway's nodes.
+    Nodes {
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run, watch and control tasks.
+    Task {
+        #[command(subcommand)]
+        action: TaskAction,
+    },
+    /// Manage environments: repositories, setup scripts, vars, secrets, node bindings.
+    Env {
+        #[command(subcommand)]
+        action: EnvAction,
+    },
+    /// Work in threads: messages run as tasks in an environment.
+    Thread {
+        #[command(subcommand)]
+        action: ThreadAction,
+    },
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+impl Command {
+    /// A long-running role (gateway, node daemon, all-in-one) rather than a one-shot client
+    /// command; `main` logs at `info` for these and at `warn` otherwise.
+    pub fn is_daemon(&self) -> bool {
+        matches!(
+            self,
+            Command::Gateway(_)
+                | Command::AllInOne(_)
+                | Command::Node(NodeCommand { action: None, .. })
+        )
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct DataDirArg {
+    /// Data directory [default: $VIBER_HOME or ~/.openviber]
+    #[arg(long, env = "VIBER_HOME")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    pub fn resolve(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(super::default_data_dir)
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct GatewayArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "VIBER_LISTEN", default_value = "127.0.0.1:7391")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// URL nodes and browsers use to reach this gateway, if not http://<listen>.
+    #[arg(long, env = "VIBER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Heartbeat interval given to nodes, in milliseconds.
+    #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub heartbeat_ms: u64,
+    /// Seconds a node may stay away before its unfinished tasks fail with "node lost".
+    #[arg(long, default_value_t = 120)]
+    pub node_grace_secs: u64,
+}
+
+impl GatewayArgs {
+    pub fn config(&self) -> GatewayConfig {
+        let mut c = GatewayConfig::new(self.listen, self.data_dir.resolve());
+        c.public_url = self.public_url.clone();
+        c.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
+        c.node_grace = Duration::from_secs(self.node_grace_secs);
+        c
+    }
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct NodeCommand {
+    #[command(subcommand)]
+    pub action: Option<NodeAction>,
+    #[command(flatten)]
+    pub run: NodeRunArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct NodeRunArgs {
+    /// Gateway URL to dial.
+    #[arg(long, env = "VIBER_GATEWAY", default_value = DEFAULT_GATEWAY)]
+    pub gateway: String,
+    /// One-time enrollment token from `viber node add` (needed on first start only).
+    #[arg(long, env = "VIBER_NODE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Name shown for this node [default: host name].
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+}
+
+impl NodeRunArgs {
+    pub fn config(self) -> NodeConfig {
+        NodeConfig {
+            gateway: self.gateway,
+            token: self.token,
+            name: self.name.unwrap_or_else(node::hostname),
+            data_dir: self.data_dir.resolve(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum NodeAction {
+    /// Create a one-time enrollment token and print the command that starts the new node.
+    Add {
+        name: String,
+        /// Token lifetime in seconds [default: 24 h].
+        #[arg(long)]
+        expires_in_secs: Option<u64>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Revoke a node: it is disconnected and refused from now on.
+    Rm {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List nodes (same as `viber nodes`).
+    Ls {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TaskAction {
+    /// Run a task and stream its output; the exit code follows the task.
+    Run {
+        /// Node id to run on [default: any online node].
+        #[arg(long)]
+        node: Option<String>,
+        /// Executor [default: shell].
+        #[arg(long)]
+        executor: Option<String>,
+        /// Working directory on the node.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Print the task id and return without waiting.
+        #[arg(long)]
+        detach: bool,
+        /// The goal (for the shell executor, a bash script).
+        #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
+        goal: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List tasks, newest first.
+    List {
+        #[arg(long)]
+        node: Option<String>,
+        /// pending, running, completed, error or stopped.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a task as JSON.
+    Show {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a task's output; with --follow, keep printing until it ends.
+    Logs {
+        id: String,
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stop a task (SIGINT, SIGTERM, then SIGKILL to its process group).
+    Stop {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Approve (or --deny) a tool call the agent is waiting on.
+    Approve {
+        id: String,
+        /// The approval id [default: the task's pending one].
+        approval: Option<String>,
+        #[arg(long)]
+        deny: bool,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send a follow-up message to a running task.
+    Send {
+        id: String,
+        /// How the message joins the task: collect, steer or followup.
+        #[arg(long, default_value = "followup")]
+        mode: String,
+        #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
+        message: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EnvAction {
+    /// Create an environment.
+    Create {
+        name: String,
+        #[command(flatten)]
+        fields: EnvFields,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List environments with their bindings.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show an environment (secrets masked).
+    Show {
+        env: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Change an environment (bindings become stale).
+    Update {
+        env: String,
+        /// New name.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        fields: EnvFields,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete an environment (refused while a thread runs).
+    Rm {
+        env: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Check the setup script's syntax and that the repository and branch are reachable.
+    Validate {
+        env: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Map the environment onto a node and prepare it there.
+    Bind {
+        env: String,
+        node: String,
+        /// Use this existing directory on the node instead of cloning.
+        #[arg(long)]
+        existing_path: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Prepare (again) on a node; --force re-runs setup even if nothing changed.
+    Prepare {
+        env: String,
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Secrets: `viber env secret set ENV NAME` reads the value from stdin.
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SecretAction {
+    /// Set a secret; the value is read from stdin, never from the command line.
+    Set {
+        env: String,
+        name: String,
+        /// runtime (setup and tasks) or setup (setup script only).
+        #[arg(long, default_value = "runtime")]
+        scope: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a secret.
+    Rm {
+        env: String,
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ThreadAction {
+    /// Start a thread in an environment with a first message and stream its task.
+    New {
+        env: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
+        message: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List threads.
+    List {
+        #[arg(long)]
+        env: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a thread's conversation with each task's output.
+    Show {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send a message: a follow-up to a running task, else the next task.
+    Send {
+        id: String,
+        /// collect, steer or followup (for a running task).
+        #[arg(long)]
+        mode: Option<String>,
+        #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
+        message: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct AllInOneArgs {
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+    /// Name of the local node [default: host name].
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn roles_are_daemons_and_client_commands_are_not() {
+        let daemon = |args: &[&str]| Cli::try_parse_from(args).unwrap().command.is_daemon();
+        assert!(daemon(&["viber", "gateway"]));
+        assert!(daemon(&["viber", "all-in-one", "--name", "n"]));
+        assert!(daemon(&["viber", "node", "--name", "n"]));
+        assert!(!daemon(&["viber", "node", "ls"]));
+        assert!(!daemon(&["viber", "nodes"]));
+        assert!(!daemon(&["viber", "task", "list"]));
+        assert!(!daemon(&["viber", "completions", "bash"]));
+    }
+
+    #[test]
+    fn node_run_flags_conflict_with_node_subcommands() {
+        assert!(Cli::try_parse_from(["viber", "node", "--name", "x", "add", "y"]).is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! Routing a parsed client subcommand ([`super::args`]) to the function that carries it out
+//! (`cli::{nodes,tasks,envs,threads}`), and the exit code it ends with.
+//!
+//! Owns: the mapping from subcommand to call, and exit codes (a task's outcome for `task run` and
+//! `thread new/send`, failure when `env validate` finds a problem). Must not touch: what a command
+//! sends or prints (that is in the command modules), flag definitions, or the long-running roles
+//! (those are in [`super::roles`]).
+
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+
+use super::args::{Cli, EnvAction, NodeAction, SecretAction, TaskAction, ThreadAction};
+use super::{envs, nodes, tasks, threads, Client, ClientArgs};
+
+/// `viber nodes`.
+pub async fn list_nodes(json: bool, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+    nodes::list(&Client::new(client)?, json).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `viber node add|rm|ls`.
+pub async fn node(action: NodeAction) -> anyhow::Result<ExitCode> {
+    match action {
+        NodeAction::Add {
+            name,
+            expires_in_secs,
+            client,
+        } => nodes::add(&Client::new(&client)?, &name, expires_in_secs).await?,
+        NodeAction::Rm { id, client } => nodes::remove(&Client::new(&client)?, &id).await?,
+        NodeAction::Ls { json, client } => nodes::list(&Client::new(&client)?, json).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `viber task ...`; `task run` exits with the task's outcome.
+pub async fn task(action: TaskAction) -> anyhow::Result<ExitCode> {
+    match action {
+        TaskAction::Run {
+            node,
+            executor,
+            cwd,
+            detach,
+            goal,
+            client,
+        } => {
+            let args = tasks::RunArgs {
+                node,
+                executor,
+                cwd,
+                detach,
+                goal: goal.join(" "),
+            };
+            let code = tasks::run(&Client::new(&client)?, args).await?;
+            return Ok(ExitCode::from(code));
+        }
+        TaskAction::List {
+            node,
+            state,
+            json,
+            client,
+        } => tasks::list(&Client::new(&client)?, node, state, json).await?,
+        TaskAction::Show { id, client } => tasks::show(&Client::new(&client)?, &id).await?,
+        TaskAction::Logs { id, follow, client } => {
+            tasks::follow_stream(&Client::new(&client)?, &id, follow).await?
+        }
+        TaskAction::Stop { id, client } => tasks::stop(&Client::new(&client)?, &id).await?,
+        TaskAction::Approve {
+            id,
+            approval,
+            deny,
+            reason,
+            client,
+        } => tasks::approve(&Client::new(&client)?, &id, approval, deny, reason).await?,
+        TaskAction::Send {
+            id,
+            mode,
+            message,
+            client,
+        } => tasks::send(&Client::new(&client)?, &id, &mode, message.join(" ")).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `viber env ...`; `env validate` fails when the environment does not validate.
+pub async fn env(action: EnvAction) -> anyhow::Result<ExitCode> {
+    let client = |c: &ClientArgs| Client::new(c);
+    match action {
+        EnvAction::Create {
+            name,
+            fields,
+            client: c,
+        } => envs::create(&client(&c)?, &name, &fields).await?,
+        EnvAction::List { json, client: c } => envs::list(&client(&c)?, json).await?,
+        EnvAction::Show { env, client: c } => envs::show(&client(&c)?, &env).await?,
+        EnvAction::Update {
+            env,
+            name,
+            fields,
+            client: c,
+        } => envs::update(&client(&c)?, &env, &fields, name).await?,
+        EnvAction::Rm { env, client: c } => envs::remove(&client(&c)?, &env).await?,
+        EnvAction::Validate { env, client: c } => {
+            if !envs::validate(&client(&c)?, &env).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        EnvAction::Bind {
+            env,
+            node,
+            existing_path,
+            client: c,
+        } => envs::bind(&client(&c)?, &env, &node, existing_path).await?,
+        EnvAction::Prepare {
+            env,
+            node,
+            force,
+            client: c,
+        } => envs::prepare(&client(&c)?, &env, node, force).await?,
+        EnvAction::Secret { action } => return secret(action).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `viber env secret set|rm`.
+async fn secret(action: SecretAction) -> anyhow::Result<ExitCode> {
+    match action {
+        SecretAction::Set {
+            env,
+            name,
+            scope,
+            client,
+        } => envs::secret_set(&Client::new(&client)?, &env, &name, &scope).await?,
+        SecretAction::Rm { env, name, client } => {
+            envs::secret_rm(&Client::new(&client)?, &env, &name).await?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `viber thread ...`; `thread new` and `thread send` exit with the task's outcome.
+pub async fn thread(action: ThreadAction) -> anyhow::Result<ExitCode> {
+    let code = match action {
+        ThreadAction::New {
+            env,
+            title,
+            message,
+            client,
+        } => threads::new(&Client::new(&client)?, &env, title, message.join(" ")).await?,
+        ThreadAction::List { env, json, client } => {
+            threads::list(&Client::new(&client)?, env, json).await?;
+            0
+        }
+        ThreadAction::Show { id, client } => {
+            threads::show(&Client::new(&client)?, &id).await?;
+            0
+        }
+        ThreadAction::Send {
+            id,
+            mode,
+            message,
+            client,
+        } => threads::send(&Client::new(&client)?, &id, mode, message.join(" ")).await?,
+    };
+    Ok(ExitCode::from(code))
+}
+
+/// `viber completions SHELL`: the completion script on stdout.
+pub fn completions(shell: clap_complete::Shell) -> ExitCode {
+    clap_complete::generate(shell, &mut Cli::command(), "viber", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
