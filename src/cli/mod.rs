@@ -1,4 +1,8 @@
-//! Client subcommands: talk to a gateway over the same REST API the board uses.
+//! The command line: `args` (every clap type), `roles` (starting a gateway, a node or both),
+//! `dispatch` (routing client commands), and the client subcommands (`envs`, `nodes`,
+//! `tasks`, `threads`) that talk to a gateway over the same REST API the board uses, typed
+//! with `protocol::api` views. Client code never reaches into the gateway's or node's
+//! internals; `roles` only calls their public `start`/`run` entry points.
 
 pub mod args;
 pub mod dispatch;
