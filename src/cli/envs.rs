@@ -1,12 +1,18 @@
 //! `viber env ...`: environments, their secrets, bindings and preparation.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use anyhow::{bail, Context};
-use reqwest::Method;
-use serde_json::{json, Map, Value};
+use serde::de::IgnoredAny;
+use serde_json::{Map, Value};
 
-use super::{field, print_table, seg, Client};
+use super::{or_dash, print_table, seg, Client};
+use crate::protocol::api::{
+    BindRequest, BindingList, BindingPhase, BindingView, EnvironmentInput, EnvironmentList,
+    EnvironmentView, LogList, PrepareRequest, SecretInput, ValidationResult,
+};
+use crate::protocol::{BindingStrategy, EnvKind, SecretScope};
 
 /// Fields of an environment given on the command line.
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -45,113 +51,101 @@ pub struct EnvFields {
 }
 
 impl EnvFields {
-    fn to_json(&self) -> anyhow::Result<Map<String, Value>> {
-        let mut m = Map::new();
-        let mut put = |k: &str, v: &Option<String>| {
-            if let Some(v) = v {
-                m.insert(k.into(), json!(v));
-            }
+    /// The fields given, as a partial environment (absent ones keep their value).
+    fn to_input(&self) -> anyhow::Result<EnvironmentInput> {
+        let mut input = EnvironmentInput {
+            kind: self.kind.clone(),
+            repo_url: self.repo.clone(),
+            repo_branch: self.branch.clone(),
+            local_path: self.path.clone(),
+            working_dir: self.workdir.clone(),
+            setup_script: self.setup.clone(),
+            description: self.description.clone(),
+            default_executor: self.executor.clone(),
+            ..EnvironmentInput::default()
         };
-        put("type", &self.kind);
-        put("repoUrl", &self.repo);
-        put("repoBranch", &self.branch);
-        put("localPath", &self.path);
-        put("workingDir", &self.workdir);
-        put("setupScript", &self.setup);
-        put("description", &self.description);
-        put("defaultExecutor", &self.executor);
         if let Some(f) = &self.setup_file {
             let script =
                 std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-            m.insert("setupScript".into(), json!(script));
+            input.setup_script = Some(script);
         }
         if let Some(mode) = &self.working_mode {
-            m.insert("metadata".into(), json!({ "workingMode": mode }));
+            let mut metadata = Map::new();
+            metadata.insert("workingMode".into(), Value::String(mode.clone()));
+            input.metadata = Some(Value::Object(metadata));
         }
         if !self.vars.is_empty() {
-            let mut vars = Map::new();
+            let mut vars = BTreeMap::new();
             for kv in &self.vars {
                 let (k, v) = kv
                     .split_once('=')
                     .with_context(|| format!("--var {kv:?} is not NAME=VALUE"))?;
-                vars.insert(k.into(), json!(v));
+                vars.insert(k.to_string(), v.to_string());
             }
-            m.insert("vars".into(), Value::Object(vars));
+            input.vars = Some(vars);
         }
-        Ok(m)
+        Ok(input)
     }
 }
 
 /// `PUT /api/environments/:env` with a partial update.
-async fn put(client: &Client, env: &str, body: &Value) -> anyhow::Result<Value> {
+async fn put(
+    client: &Client,
+    env: &str,
+    body: &EnvironmentInput,
+) -> anyhow::Result<EnvironmentView> {
     client
-        .send(
-            client
-                .request(Method::PUT, &format!("/api/environments/{}", seg(env)))
-                .json(body),
-        )
+        .put(&format!("/api/environments/{}", seg(env)), body)
         .await
 }
 
-fn summary(env: &Value) -> Vec<String> {
-    let bindings = env["bindings"].as_array().cloned().unwrap_or_default();
-    let state = if bindings.is_empty() {
+fn summary(env: &EnvironmentView) -> Vec<String> {
+    let state = if env.bindings.is_empty() {
         "unmapped".to_string()
     } else {
-        bindings
+        env.bindings
             .iter()
-            .map(|b| format!("{}:{}", field(b, "nodeId"), field(b, "status")))
+            .map(|b| format!("{}:{}", b.node_id, b.status))
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let source = match env["type"].as_str() {
-        Some("local") => field(env, "localPath"),
-        Some("manual") => "-".into(),
-        _ => field(env, "repoUrl"),
+    let source = match env.kind {
+        EnvKind::Local => or_dash(env.local_path.as_deref()),
+        EnvKind::Manual => "-".into(),
+        _ => or_dash(env.repo_url.as_deref()),
     };
     vec![
-        field(env, "id"),
-        field(env, "name"),
-        field(env, "type"),
+        env.id.clone(),
+        env.name.clone(),
+        env.kind.to_string(),
         source,
         state,
     ]
 }
 
 pub async fn create(client: &Client, name: &str, fields: &EnvFields) -> anyhow::Result<()> {
-    let mut body = fields.to_json()?;
-    body.insert("name".into(), json!(name));
-    body.entry("type").or_insert(json!("manual"));
-    let env = client
-        .post("/api/environments", &Value::Object(body))
-        .await?;
+    let mut body = fields.to_input()?;
+    body.name = Some(name.to_string());
+    body.kind.get_or_insert_with(|| "manual".into());
+    let env: EnvironmentView = client.post("/api/environments", &body).await?;
     print_warnings(&env);
-    println!(
-        "created environment {} ({})",
-        field(&env, "name"),
-        field(&env, "id")
-    );
+    println!("created environment {} ({})", env.name, env.id);
     Ok(())
 }
 
-fn print_warnings(env: &Value) {
-    for w in env["warnings"].as_array().into_iter().flatten() {
-        eprintln!("warning: {}", w.as_str().unwrap_or(""));
+fn print_warnings(env: &EnvironmentView) {
+    for w in env.warnings.iter().flatten() {
+        eprintln!("warning: {w}");
     }
 }
 
 pub async fn list(client: &Client, as_json: bool) -> anyhow::Result<()> {
-    let v = client.get("/api/environments").await?;
+    let v: EnvironmentList = client.get("/api/environments").await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = v["environments"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(summary)
-        .collect();
+    let rows: Vec<Vec<String>> = v.environments.iter().map(summary).collect();
     if rows.is_empty() {
         println!("no environments; create one with `viber env create NAME --type git --repo URL`");
     } else {
@@ -161,7 +155,7 @@ pub async fn list(client: &Client, as_json: bool) -> anyhow::Result<()> {
 }
 
 pub async fn show(client: &Client, env: &str) -> anyhow::Result<()> {
-    let v = client
+    let v: EnvironmentView = client
         .get(&format!("/api/environments/{}", seg(env)))
         .await?;
     println!("{}", serde_json::to_string_pretty(&v)?);
@@ -174,20 +168,16 @@ pub async fn update(
     fields: &EnvFields,
     name: Option<String>,
 ) -> anyhow::Result<()> {
-    let mut body = fields.to_json()?;
-    if let Some(n) = name {
-        body.insert("name".into(), json!(n));
+    let mut body = fields.to_input()?;
+    if name.is_some() {
+        body.name = name;
     }
-    if body.is_empty() {
+    if body == EnvironmentInput::default() {
         bail!("nothing to update: give at least one option");
     }
-    let v = put(client, env, &Value::Object(body)).await?;
+    let v = put(client, env, &body).await?;
     print_warnings(&v);
-    println!(
-        "updated {} (version {})",
-        field(&v, "name"),
-        field(&v, "version")
-    );
+    println!("updated {} (version {})", v.name, v.version);
     Ok(())
 }
 
@@ -200,20 +190,18 @@ pub async fn remove(client: &Client, env: &str) -> anyhow::Result<()> {
 }
 
 pub async fn validate(client: &Client, env: &str) -> anyhow::Result<bool> {
-    let v = client
-        .post(
-            &format!("/api/environments/{}/validate", seg(env)),
-            &json!({}),
-        )
+    let v: ValidationResult = client
+        .post_empty(&format!("/api/environments/{}/validate", seg(env)))
         .await?;
-    for c in v["checks"].as_array().into_iter().flatten() {
-        let mark = if c["ok"] == true { "ok  " } else { "FAIL" };
-        println!("{mark} {}: {}", field(c, "name"), field(c, "message"));
+    for c in &v.checks {
+        let mark = if c.ok { "ok  " } else { "FAIL" };
+        println!("{mark} {}: {}", c.name, c.message);
     }
-    Ok(v["ok"] == true)
+    Ok(v.ok)
 }
 
 pub async fn secret_set(client: &Client, env: &str, name: &str, scope: &str) -> anyhow::Result<()> {
+    let scope: SecretScope = scope.parse()?;
     if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         eprintln!("enter the value of {name}, then Ctrl-D:");
     }
@@ -223,15 +211,25 @@ pub async fn secret_set(client: &Client, env: &str, name: &str, scope: &str) -> 
     if value.is_empty() {
         bail!("empty value on stdin");
     }
-    let body = json!({ "secrets": { name: { "value": value, "scope": scope } } });
+    let secret = SecretInput::Scoped {
+        value,
+        scope: Some(scope),
+    };
+    let body = EnvironmentInput {
+        secrets: Some(BTreeMap::from([(name.to_string(), Some(secret))])),
+        ..EnvironmentInput::default()
+    };
     let v = put(client, env, &body).await?;
     print_warnings(&v);
-    println!("secret {name} set on {} ({scope})", field(&v, "name"));
+    println!("secret {name} set on {} ({scope})", v.name);
     Ok(())
 }
 
 pub async fn secret_rm(client: &Client, env: &str, name: &str) -> anyhow::Result<()> {
-    let body = json!({ "secrets": { name: null } });
+    let body = EnvironmentInput {
+        secrets: Some(BTreeMap::from([(name.to_string(), None)])),
+        ..EnvironmentInput::default()
+    };
     put(client, env, &body).await?;
     println!("secret {name} removed");
     Ok(())
@@ -243,21 +241,18 @@ pub async fn bind(
     node: &str,
     existing_path: Option<String>,
 ) -> anyhow::Result<()> {
-    let mut body = json!({ "nodeId": node });
-    if let Some(p) = existing_path {
-        body["strategy"] = json!("existing-path");
-        body["path"] = json!(p);
-    }
-    let b = client
+    let body = BindRequest {
+        node_id: node.to_string(),
+        strategy: existing_path
+            .as_ref()
+            .map(|_| BindingStrategy::ExistingPath),
+        path: existing_path,
+    };
+    let b: BindingView = client
         .post(&format!("/api/environments/{}/bindings", seg(env)), &body)
         .await?;
-    println!(
-        "bound to {} ({}); status {}",
-        field(&b, "nodeId"),
-        field(&b, "id"),
-        field(&b, "status")
-    );
-    wait_prepared(client, env, &field(&b, "id")).await
+    println!("bound to {} ({}); status {}", b.node_id, b.id, b.status);
+    wait_prepared(client, env, &b.id).await
 }
 
 pub async fn prepare(
@@ -266,12 +261,12 @@ pub async fn prepare(
     node: Option<String>,
     force: bool,
 ) -> anyhow::Result<()> {
-    let v = client
+    let v: BindingList = client
         .get(&format!("/api/environments/{}/bindings", seg(env)))
         .await?;
-    let bindings = v["bindings"].as_array().cloned().unwrap_or_default();
+    let bindings = v.bindings;
     let b = match &node {
-        Some(n) => bindings.iter().find(|b| b["nodeId"] == n.as_str()),
+        Some(n) => bindings.iter().find(|b| &b.node_id == n),
         None if bindings.len() == 1 => bindings.first(),
         None => bail!(
             "the environment has {} bindings; pick one with --node",
@@ -279,51 +274,45 @@ pub async fn prepare(
         ),
     }
     .with_context(|| format!("no binding of {env} on that node; bind it with `viber env bind`"))?;
-    let id = field(b, "id");
-    client
+    let id = &b.id;
+    let _: IgnoredAny = client
         .post(
             &format!("/api/environments/{}/bindings/{id}/prepare", seg(env)),
-            &json!({ "force": force }),
+            &PrepareRequest { force },
         )
         .await?;
-    wait_prepared(client, env, &id).await
+    wait_prepared(client, env, id).await
 }
 
 /// Prints setup output until the binding is ready or failed.
 async fn wait_prepared(client: &Client, env: &str, binding: &str) -> anyhow::Result<()> {
     let mut after = 0i64;
     loop {
-        let logs = client
+        let logs: LogList = client
             .get(&format!(
                 "/api/environments/{}/bindings/{binding}/logs?after={after}",
                 seg(env)
             ))
             .await?;
-        for l in logs["logs"].as_array().into_iter().flatten() {
-            print!("{}", l["text"].as_str().unwrap_or(""));
-            after = l["seq"].as_i64().unwrap_or(after);
+        for l in logs.logs {
+            print!("{}", l.text);
+            after = l.seq;
         }
-        let v = client
+        let v: BindingList = client
             .get(&format!("/api/environments/{}/bindings", seg(env)))
             .await?;
-        let b = v["bindings"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|b| b["id"] == binding)
-            .cloned()
-            .unwrap_or(Value::Null);
-        match b["status"].as_str() {
-            Some("ready") | Some("stale") => {
-                println!("ready: {}", field(&b, "resolvedWorkingDir"));
+        let b = v.bindings.into_iter().find(|b| b.id == binding);
+        match b {
+            Some(b) if matches!(b.status, BindingPhase::Ready | BindingPhase::Stale) => {
+                println!("ready: {}", or_dash(b.resolved_working_dir));
                 return Ok(());
             }
-            Some("error") => bail!(
+            Some(b) if b.status == BindingPhase::Error => bail!(
                 "prepare failed at step {}: {}",
-                field(&b, "step"),
-                field(&b, "lastError")
+                or_dash(b.step),
+                or_dash(b.last_error)
             ),
-            Some("pending") if b["nodeOnline"] == false => {
+            Some(b) if b.status == BindingPhase::Pending && !b.node_online => {
                 println!("the node is offline; the binding prepares when it connects");
                 return Ok(());
             }

@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Serialize;
+
+use crate::protocol::api::ErrorBody;
 
 pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:7391";
 
@@ -78,8 +81,12 @@ impl Client {
             .bearer_auth(&self.token)
     }
 
-    /// Sends a request and returns the JSON body, turning API errors into readable errors.
-    pub async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    /// Sends a request and deserializes its JSON body (an empty body reads as `null`),
+    /// turning API errors into readable errors.
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
         let res = req
             .send()
             .await
@@ -89,36 +96,52 @@ impl Client {
         if !status.is_success() {
             bail!("{}", api_error_message(status, &bytes));
         }
-        if bytes.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_slice(&bytes).context("gateway sent invalid JSON")
+        let body: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(body).context("gateway sent invalid JSON")
     }
 
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.request(Method::GET, path)).await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
-    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
-        self.send(self.request(Method::DELETE, path)).await
+    /// A POST whose handler reads no body (`stop`, `validate`).
+    pub async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.request(Method::POST, path)).await
+    }
+
+    pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.request(Method::PUT, path).json(body)).await
+    }
+
+    /// A DELETE; whatever the gateway answers on success is ignored.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        let _: IgnoredAny = self.send(self.request(Method::DELETE, path)).await?;
+        Ok(())
     }
 }
 
-/// `message (HTTP 404 not_found)` from an `{"error": {...}}` body.
+/// `message (HTTP 404 not_found)` from an [`ErrorBody`].
 pub fn api_error_message(status: StatusCode, body: &[u8]) -> String {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    match parsed.as_ref().and_then(|v| v.get("error")) {
-        Some(e) => format!(
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody { error }) => format!(
             "{} (HTTP {} {})",
-            e["message"].as_str().unwrap_or("error"),
+            error.message,
             status.as_u16(),
-            e["code"].as_str().unwrap_or("")
+            error.code
         ),
-        None => format!("gateway answered HTTP {status}"),
+        Err(_) => format!("gateway answered HTTP {status}"),
     }
 }
 
@@ -164,11 +187,25 @@ pub fn seg(s: &str) -> String {
     crate::secrets::redact::url_encode(s)
 }
 
-/// A string field of a JSON object, or `-`.
-pub fn field(v: &Value, key: &str) -> String {
-    match &v[key] {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
+/// An optional value as a table cell: the value, or `-`.
+pub fn or_dash<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_read_as_message_status_and_code() {
+        let body = br#"{"error":{"code":"not_found","message":"no task \"x\""}}"#;
+        assert_eq!(
+            api_error_message(StatusCode::NOT_FOUND, body),
+            "no task \"x\" (HTTP 404 not_found)"
+        );
+        assert_eq!(
+            api_error_message(StatusCode::BAD_GATEWAY, b"<html>"),
+            "gateway answered HTTP 502 Bad Gateway"
+        );
     }
 }

@@ -1,17 +1,15 @@
 //! `viber nodes`, `viber node add`, `viber node rm`.
 
-use serde_json::{json, Value};
-
-use super::{field, print_table, Client};
+use super::{or_dash, print_table, Client};
+use crate::protocol::api::{EnrollRequest, Enrollment, NodeList};
 
 pub async fn list(client: &Client, as_json: bool) -> anyhow::Result<()> {
-    let v = client.get("/api/vibers").await?;
+    let v: NodeList = client.get("/api/vibers").await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let empty = Vec::new();
-    let nodes = v["nodes"].as_array().unwrap_or(&empty);
+    let nodes = &v.nodes;
     if nodes.is_empty() {
         println!("no nodes enrolled; add one with `viber node add NAME`");
         return Ok(());
@@ -20,17 +18,13 @@ pub async fn list(client: &Client, as_json: bool) -> anyhow::Result<()> {
         .iter()
         .map(|n| {
             vec![
-                field(n, "id"),
-                field(n, "name"),
-                field(n, "status"),
-                field(n, "version"),
-                field(n, "platform"),
-                field(n, "lastSeen"),
-                n["runningTasks"]
-                    .as_array()
-                    .map(|a| a.len())
-                    .unwrap_or(0)
-                    .to_string(),
+                n.id.clone(),
+                n.name.clone(),
+                n.status.to_string(),
+                n.version.clone(),
+                n.platform.clone(),
+                or_dash(n.last_seen.as_deref()),
+                n.running_tasks.len().to_string(),
             ]
         })
         .collect();
@@ -50,18 +44,17 @@ pub async fn list(client: &Client, as_json: bool) -> anyhow::Result<()> {
 }
 
 pub async fn add(client: &Client, name: &str, expires_in_secs: Option<u64>) -> anyhow::Result<()> {
-    let mut body = json!({ "name": name });
-    if let Some(s) = expires_in_secs {
-        body["expiresInSecs"] = Value::from(s);
-    }
-    let v = client.post("/api/nodes/enroll", &body).await?;
+    let body = EnrollRequest {
+        name: name.to_string(),
+        expires_in_secs,
+    };
+    let v: Enrollment = client.post("/api/nodes/enroll", &body).await?;
     println!(
         "Enrollment token for {:?} (one use, expires {}).",
-        name,
-        field(&v, "expiresAt")
+        name, v.expires_at
     );
     println!("On the new machine, run:\n");
-    println!("  {}\n", field(&v, "command"));
+    println!("  {}\n", v.command);
     Ok(())
 }
 

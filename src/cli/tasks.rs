@@ -6,10 +6,24 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use futures_util::StreamExt;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{field, print_table, Client};
+use super::{or_dash, print_table, Client};
+use crate::protocol::api::{
+    ApprovalAnswer, ApprovalAnswered, CreateTask, MessageAccepted, MessageRequest, StreamQuery,
+    TaskList, TaskListQuery, TaskView,
+};
 pub use crate::protocol::sse::{SseEvent, SseParser};
+use crate::protocol::{TaskOptions, TaskState};
+
+/// A field of a stream chunk as text, or `-`.
+fn chunk_field(chunk: &Value, key: &str) -> String {
+    match &chunk[key] {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
 
 /// Writes a task's chunks to the terminal: text to stdout, errors to stderr.
 fn render(chunk: &Value) {
@@ -21,11 +35,15 @@ fn render(chunk: &Value) {
         }
         Some("error") => eprintln!("error: {}", chunk["errorText"].as_str().unwrap_or("")),
         Some("tool-input-available") => {
-            eprintln!("[tool {}] {}", field(chunk, "toolName"), chunk["input"])
+            eprintln!(
+                "[tool {}] {}",
+                chunk_field(chunk, "toolName"),
+                chunk["input"]
+            )
         }
         Some("tool-approval-request") => eprintln!(
             "[approval needed] answer with `viber task approve` ({})",
-            field(chunk, "approvalId")
+            chunk_field(chunk, "approvalId")
         ),
         Some("abort") => eprintln!("[stopped] {}", chunk["reason"].as_str().unwrap_or("")),
         _ => {}
@@ -38,12 +56,12 @@ pub async fn follow_stream(client: &Client, id: &str, follow: bool) -> anyhow::R
     let mut last_id: Option<String> = None;
     let mut failures = 0u32;
     loop {
-        let path = if follow {
-            format!("/api/tasks/{id}/stream")
-        } else {
-            format!("/api/tasks/{id}/stream?follow=false")
+        let query = StreamQuery {
+            follow: (!follow).then_some(false),
         };
-        let mut req = client.request(Method::GET, &path);
+        let mut req = client
+            .request(Method::GET, &format!("/api/tasks/{id}/stream"))
+            .query(&query);
         if let Some(l) = &last_id {
             req = req.header("last-event-id", l);
         }
@@ -91,14 +109,14 @@ pub async fn follow_stream(client: &Client, id: &str, follow: bool) -> anyhow::R
 }
 
 /// Exit code mirroring the task's end: 0 completed, its exit code (or 1) on error, 130 stopped.
-pub fn exit_code_of(task: &Value) -> u8 {
-    match task["state"].as_str() {
-        Some("completed") => 0,
-        Some("stopped") => 130,
-        _ => task["exitCode"]
-            .as_i64()
-            .filter(|c| (1..=255).contains(c))
-            .map(|c| c as u8)
+pub fn exit_code_of(task: &TaskView) -> u8 {
+    match task.state {
+        TaskState::Completed => 0,
+        TaskState::Stopped => 130,
+        _ => task
+            .exit_code
+            .and_then(|c| u8::try_from(c).ok())
+            .filter(|c| *c != 0)
             .unwrap_or(1),
     }
 }
@@ -112,18 +130,17 @@ pub struct RunArgs {
 }
 
 pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
-    let mut body = json!({ "goal": args.goal });
-    if let Some(n) = args.node {
-        body["nodeId"] = json!(n);
-    }
-    if let Some(e) = args.executor {
-        body["executor"] = json!(e);
-    }
-    if let Some(c) = args.cwd {
-        body["options"] = json!({ "cwd": c });
-    }
+    let body = CreateTask {
+        node_id: args.node,
+        goal: args.goal,
+        executor: args.executor,
+        options: TaskOptions {
+            cwd: args.cwd,
+            ..TaskOptions::default()
+        },
+    };
     let key = crate::crypto::new_id("cli");
-    let task = client
+    let task: TaskView = client
         .send(
             client
                 .request(Method::POST, "/api/tasks")
@@ -131,12 +148,12 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
                 .json(&body),
         )
         .await?;
-    let id = field(&task, "id");
+    let id = task.id;
     if args.detach {
         println!("{id}");
         return Ok(0);
     }
-    eprintln!("task {id} on {}", field(&task, "nodeId"));
+    eprintln!("task {id} on {}", or_dash(task.node_id));
     // Ctrl-C stops the task (and we keep streaming until it has ended).
     let stopper = {
         let client_base = client.clone();
@@ -145,7 +162,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
             if tokio::signal::ctrl_c().await.is_ok() {
                 eprintln!("\nstopping task {id} (Ctrl-C again to leave it running)");
                 let _ = client_base
-                    .post(&format!("/api/tasks/{id}/stop"), &json!({}))
+                    .post_empty::<TaskView>(&format!("/api/tasks/{id}/stop"))
                     .await;
                 if tokio::signal::ctrl_c().await.is_ok() {
                     std::process::exit(130);
@@ -155,10 +172,10 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<u8> {
     };
     follow_stream(client, &id, true).await?;
     stopper.abort();
-    let task = client.get(&format!("/api/tasks/{id}")).await?;
-    if let Some(e) = task["error"].as_str() {
-        if task["state"] != "completed" {
-            eprintln!("task {id} {}: {e}", field(&task, "state"));
+    let task: TaskView = client.get(&format!("/api/tasks/{id}")).await?;
+    if let Some(e) = &task.error {
+        if task.state != TaskState::Completed {
+            eprintln!("task {id} {}: {e}", task.state);
         }
     }
     Ok(exit_code_of(&task))
@@ -170,37 +187,33 @@ pub async fn list(
     state: Option<String>,
     as_json: bool,
 ) -> anyhow::Result<()> {
-    let mut q = vec![];
-    if let Some(n) = node {
-        q.push(("nodeId", n));
-    }
-    if let Some(s) = state {
-        q.push(("state", s));
-    }
-    let v = client
+    let q = TaskListQuery {
+        node_id: node,
+        state,
+        limit: None,
+    };
+    let v: TaskList = client
         .send(client.request(Method::GET, "/api/tasks").query(&q))
         .await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let empty = vec![];
-    let rows: Vec<Vec<String>> = v["tasks"]
-        .as_array()
-        .unwrap_or(&empty)
+    let rows: Vec<Vec<String>> = v
+        .tasks
         .iter()
         .map(|t| {
-            let goal = field(t, "goal").replace('\n', " ");
+            let goal = t.goal.replace('\n', " ");
             let goal: String = if goal.chars().count() > 48 {
                 goal.chars().take(47).chain(['…']).collect()
             } else {
                 goal
             };
             vec![
-                field(t, "id"),
-                field(t, "state"),
-                field(t, "nodeId"),
-                field(t, "createdAt"),
+                t.id.clone(),
+                t.state.to_string(),
+                or_dash(t.node_id.as_deref()),
+                t.created_at.clone(),
                 goal,
             ]
         })
@@ -214,25 +227,24 @@ pub async fn list(
 }
 
 pub async fn show(client: &Client, id: &str) -> anyhow::Result<()> {
-    let v = client.get(&format!("/api/tasks/{id}")).await?;
+    let v: TaskView = client.get(&format!("/api/tasks/{id}")).await?;
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
 
 pub async fn stop(client: &Client, id: &str) -> anyhow::Result<()> {
-    let v = client
-        .post(&format!("/api/tasks/{id}/stop"), &json!({}))
-        .await?;
-    println!("stop requested for {id} (state: {})", field(&v, "state"));
+    let v: TaskView = client.post_empty(&format!("/api/tasks/{id}/stop")).await?;
+    println!("stop requested for {id} (state: {})", v.state);
     Ok(())
 }
 
 pub async fn send(client: &Client, id: &str, mode: &str, message: String) -> anyhow::Result<()> {
-    client
-        .post(
-            &format!("/api/tasks/{id}/message"),
-            &json!({ "message": message, "injectionMode": mode }),
-        )
+    let body = MessageRequest {
+        message,
+        injection_mode: Some(mode.to_string()),
+    };
+    let _: MessageAccepted = client
+        .post(&format!("/api/tasks/{id}/message"), &body)
         .await?;
     println!("sent ({mode})");
     Ok(())
@@ -249,22 +261,45 @@ pub async fn approve(
     let approval = match approval {
         Some(a) => a,
         None => {
-            let t = client.get(&format!("/api/tasks/{id}")).await?;
-            let pending = &t["awaitingApproval"];
-            if pending.is_null() {
+            let t: TaskView = client.get(&format!("/api/tasks/{id}")).await?;
+            let Some(pending) = t.awaiting_approval else {
                 anyhow::bail!("task {id} is not waiting for an approval");
-            }
-            eprintln!("{} {}", field(pending, "toolName"), pending["input"]);
-            field(pending, "approvalId")
+            };
+            eprintln!("{} {}", or_dash(pending.tool_name), pending.input);
+            pending.approval_id
         }
     };
-    let mut body = json!({ "approve": !deny });
-    if let Some(r) = reason {
-        body["reason"] = json!(r);
-    }
-    client
+    let body = ApprovalAnswer {
+        approve: !deny,
+        reason,
+    };
+    let _: ApprovalAnswered = client
         .post(&format!("/api/tasks/{id}/approvals/{approval}"), &body)
         .await?;
     println!("{} {approval}", if deny { "denied" } else { "approved" });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(state: &str, exit_code: Option<i64>) -> TaskView {
+        let exit_code = exit_code.map_or(String::new(), |c| format!(r#","exitCode":{c}"#));
+        serde_json::from_str(&format!(
+            r#"{{"id":"task_1","nodeId":null,"goal":"true","executor":"shell","options":{{}},"state":"{state}","createdAt":"t","lastSeq":-1{exit_code}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn exit_codes_mirror_the_task_end() {
+        assert_eq!(exit_code_of(&task("completed", Some(3))), 0);
+        assert_eq!(exit_code_of(&task("stopped", None)), 130);
+        assert_eq!(exit_code_of(&task("error", Some(4))), 4);
+        assert_eq!(exit_code_of(&task("error", Some(255))), 255);
+        for odd in [None, Some(0), Some(-1), Some(256)] {
+            assert_eq!(exit_code_of(&task("error", odd)), 1, "{odd:?}");
+        }
+    }
 }

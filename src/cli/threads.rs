@@ -1,9 +1,12 @@
 //! `viber thread ...`: threads inside an environment.
 
-use serde_json::{json, Value};
-
 use super::tasks::{exit_code_of, follow_stream};
-use super::{field, print_table, seg, Client};
+use super::{or_dash, print_table, seg, Client};
+use crate::protocol::api::{
+    CreateThread, SendMessage, SendOutcome, TaskView, ThreadList, ThreadListQuery, ThreadMessages,
+    ThreadView,
+};
+use crate::protocol::TaskState;
 
 pub async fn new(
     client: &Client,
@@ -11,14 +14,13 @@ pub async fn new(
     title: Option<String>,
     message: String,
 ) -> anyhow::Result<u8> {
-    let mut body = json!({ "environmentId": env });
-    if let Some(t) = title {
-        body["title"] = json!(t);
-    }
-    let t = client.post("/api/threads", &body).await?;
-    let id = field(&t, "id");
-    eprintln!("thread {id}");
-    send(client, &id, None, message).await
+    let body = CreateThread {
+        environment_id: env.to_string(),
+        title,
+    };
+    let t: ThreadView = client.post("/api/threads", &body).await?;
+    eprintln!("thread {}", t.id);
+    send(client, &t.id, None, message).await
 }
 
 /// Sends a message; a new task is streamed to its end, a follow-up is just acknowledged.
@@ -28,12 +30,13 @@ pub async fn send(
     mode: Option<String>,
     message: String,
 ) -> anyhow::Result<u8> {
-    let mut body = json!({ "message": message });
-    if let Some(m) = mode {
-        body["injectionMode"] = json!(m);
-    }
+    let body = SendMessage {
+        message,
+        injection_mode: mode,
+        executor: None,
+    };
     let key = crate::crypto::new_id("cli");
-    let v = client
+    let v: SendOutcome = client
         .send(
             client
                 .request(
@@ -44,40 +47,47 @@ pub async fn send(
                 .json(&body),
         )
         .await?;
-    let task = field(&v, "taskId");
-    if v["followUp"] == true {
-        println!("sent to running task {task}");
-        return Ok(0);
-    }
-    if v["state"] == "pending" {
+    let started = match v {
+        SendOutcome::FollowUp(f) => {
+            println!("sent to running task {}", f.task_id);
+            return Ok(0);
+        }
+        SendOutcome::Started(t) => t,
+    };
+    let task = started.task_id.unwrap_or(started.id);
+    if started.state == TaskState::Pending {
         eprintln!("task {task} waits for the environment to be ready");
     }
     follow_stream(client, &task, true).await?;
-    let t = client.get(&format!("/api/tasks/{task}")).await?;
+    let t: TaskView = client.get(&format!("/api/tasks/{task}")).await?;
     Ok(exit_code_of(&t))
 }
 
 pub async fn list(client: &Client, env: Option<String>, as_json: bool) -> anyhow::Result<()> {
-    let path = match env {
-        Some(e) => format!("/api/threads?environmentId={}", seg(&e)),
-        None => "/api/threads".into(),
+    let q = ThreadListQuery {
+        environment_id: env,
     };
-    let v = client.get(&path).await?;
+    let v: ThreadList = client
+        .send(
+            client
+                .request(reqwest::Method::GET, "/api/threads")
+                .query(&q),
+        )
+        .await?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = v["threads"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = v
+        .threads
+        .iter()
         .map(|t| {
             vec![
-                field(t, "id"),
-                field(t, "title"),
-                field(t, "status"),
-                field(t, "environmentId"),
-                field(t, "lastMessageAt"),
+                t.id.clone(),
+                t.title.clone(),
+                t.status.to_string(),
+                t.environment_id.clone(),
+                or_dash(t.last_message_at.as_deref()),
             ]
         })
         .collect();
@@ -93,26 +103,20 @@ pub async fn list(client: &Client, env: Option<String>, as_json: bool) -> anyhow
 }
 
 pub async fn show(client: &Client, thread: &str) -> anyhow::Result<()> {
-    let t = client.get(&format!("/api/threads/{}", seg(thread))).await?;
-    println!(
-        "{} [{}] in {}",
-        field(&t, "title"),
-        field(&t, "status"),
-        field(&t, "environmentId")
-    );
-    let v: Value = client
+    let t: ThreadView = client.get(&format!("/api/threads/{}", seg(thread))).await?;
+    println!("{} [{}] in {}", t.title, t.status, t.environment_id);
+    let v: ThreadMessages = client
         .get(&format!("/api/threads/{}/messages", seg(thread)))
         .await?;
-    for m in v["messages"].as_array().into_iter().flatten() {
-        println!("\n> {}", field(m, "message"));
-        let task = &m["task"];
-        if let Some(out) = m["output"].as_str() {
+    for m in v.messages {
+        println!("\n> {}", m.message);
+        if let Some(out) = &m.output {
             print!("{out}");
             if !out.is_empty() && !out.ends_with('\n') {
                 println!();
             }
         }
-        println!("  [{} {}]", field(m, "taskId"), field(task, "state"));
+        println!("  [{} {}]", m.task_id, or_dash(m.task.map(|t| t.state)));
     }
     Ok(())
 }

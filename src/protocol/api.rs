@@ -364,7 +364,7 @@ pub struct UsageReport {
 // ---- environments and bindings ----
 
 /// A secret in a request: a bare value (runtime scope), `{value, scope}`, or null to remove.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum SecretInput {
     Value(String),
@@ -376,7 +376,7 @@ pub enum SecretInput {
 }
 
 /// `POST /api/environments` and `PUT /api/environments/:id`: absent fields keep their value.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EnvironmentInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
