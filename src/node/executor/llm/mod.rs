@@ -78,7 +78,7 @@ async fn agent_loop(run: Run<'_>) -> RunOutcome {
     let outcome = steps(&run, &mut messages).await;
     for m in &messages[before..] {
         let mut m = m.clone();
-        crate::node::runtime::redact_value_with(run.emit, &mut m);
+        run.emit.redact_value(&mut m);
         run.emit.record(&m);
     }
     outcome
