@@ -83,12 +83,36 @@ fn retry_after(res: &reqwest::Response) -> Option<Duration> {
     res.headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(Duration::from_secs_f64)
+        .and_then(parse_retry_after)
+}
+
+/// A `retry-after` value in seconds, at most [`MAX_WAIT`]. None for anything else
+/// (negative, not a number, an HTTP date): then the backoff decides.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let secs = v.trim().parse::<f64>().ok()?;
+    // Duration::from_secs_f64 panics on a negative, NaN or overflowing value.
+    (secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(MAX_WAIT.as_secs_f64())))
 }
 
 fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
     retry_after
         .unwrap_or_else(|| Duration::from_millis(500 * (1 << attempt.min(5))))
         .min(MAX_WAIT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_retry_after_value_is_a_bounded_wait() {
+        assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("1e30"), Some(MAX_WAIT));
+        assert_eq!(parse_retry_after("inf"), Some(MAX_WAIT));
+        for bad in ["-1", "NaN", "-inf", "soon", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+            assert_eq!(parse_retry_after(bad), None, "{bad}");
+        }
+        assert_eq!(backoff(1, parse_retry_after("-1")), Duration::from_secs(1));
+    }
 }
