@@ -3,6 +3,11 @@
 //! Each executor turns its input into AI SDK UI message chunks through an [`Emitter`]. The
 //! task runtime wraps the whole task in `start` / `finish`; executors emit their steps
 //! (`start-step` ... `finish-step`: one per shell run, one per model call for the agent).
+//!
+//! Owns: the [`Executor`] trait, the executors by name (`shell.rs`, `llm/`), the agent's
+//! tools (`tools.rs`), and bash as a process group (`run_bash`, `bash_syntax`).
+//! Must not touch: the task's lifecycle, its final frames or the order of its inputs (the
+//! runtime), frames or the connection. An executor ends by returning a [`RunOutcome`].
 
 pub mod llm;
 mod shell;

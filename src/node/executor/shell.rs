@@ -1,6 +1,10 @@
 //! The `shell` executor: the input is a bash script. It runs in its own process group with
 //! stdout and stderr on one pipe (so their order is kept), streamed as text deltas while it
 //! runs. Abort escalates SIGINT -> SIGTERM -> SIGKILL to the whole group.
+//!
+//! Also owns running bash for others ([`run_bash`]: the agent's `bash` tool, environment
+//! setup) and checking a script's syntax ([`bash_syntax`]). Must not touch: what the output
+//! means (callers decide), redaction (the emitter does it).
 
 use std::os::fd::OwnedFd;
 use std::process::Stdio;

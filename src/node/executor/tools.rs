@@ -1,5 +1,8 @@
 //! The agent's tools. Every path is confined to the task's working directory: relative paths
 //! are resolved inside it, and the canonical result (symlinks followed) must stay inside it.
+//!
+//! Owns: the tools' JSON schemas, running one tool call, capping what goes back to the model.
+//! Must not touch: approvals, UI chunks and redaction (the agent loop in `llm/` does them).
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};

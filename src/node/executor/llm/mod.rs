@@ -15,7 +15,7 @@
 //!
 //! This file owns the loop: the conversation, the steps, the tool calls and their results.
 //! The parts it drives, each in its own file and none touching the others' jobs:
-//! - `provider.rs`: provider settings and the [`WireApi`](provider::WireApi) seam;
+//! - `provider.rs`: provider settings and the `WireApi` seam;
 //! - `openai.rs`, `anthropic.rs`: one wire API each (request body, headers, stream events);
 //! - `retry.rs`: sending one model call, with retries and backoff;
 //! - `stream.rs`: assembling a streamed response and its UI chunks;
