@@ -9,6 +9,9 @@
 //!
 //! Memory is bounded: past [`MEMORY_CAP`] frames held in memory, a task's newer frames stay
 //! only in its session log and are read back from there when they are sent.
+//!
+//! Must not touch: what a frame says (the runtime's emitter builds them) or the connection
+//! (the runtime hands out [`Outbox::unsent`] frames and passes acknowledgements in).
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;

@@ -1,24 +1,37 @@
 //! The node's task runtime: accepts tasks from the gateway, runs them with an executor,
 //! applies stop and follow-up messages, and queues every output frame in the [`Outbox`]
 //! until the gateway acknowledges it. Tasks keep running while the gateway is away.
+//!
+//! This file owns the runtime's shared state, the dispatch of gateway frames ([`Runtime::handle`],
+//! one `match` over the frames a node accepts, each arm handing off to the part that owns it),
+//! the queue of best-effort frames and the node's status. The parts, each in its own file:
+//! - `runtime/task.rs`: one task's life, from `task:submit` to its final frame;
+//! - `runtime/control.rs`: stop, follow-up and approval routing to a running task;
+//! - `runtime/emitter.rs`: a task's chunks on their way to the outbox, secrets redacted.
+//!
+//! Environment preparation lives in `environments.rs`, configuration checks in `config.rs`.
+//! Must not touch: the connection to the gateway (`connection.rs` only calls [`Runtime::handle`]
+//! and [`Runtime::unsent`]), the wire frames themselves (`protocol/`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+mod control;
+mod emitter;
+mod task;
+
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::environments::SetupMemory;
-use super::executor::{self, Run, RunOutcome};
+use super::executor;
 use super::outbox::{Outbox, SendCursor, MEMORY_CAP};
-use crate::protocol::ui::{FinishReason, UiChunk};
-use crate::protocol::{BindingState, ErrorCode, Frame, InjectionMode, NodeStatus, TaskSubmit};
-use crate::secrets::Redactor;
+use crate::protocol::{BindingState, ErrorCode, Frame, NodeStatus};
+use control::{Control, STOPPED_BY_OPERATOR};
 
-const STOPPED_BY_OPERATOR: &str = "stopped by operator";
+pub use emitter::Emitter;
 
 /// An operator's answer to an approval request: (approved, reason).
 pub type ApprovalAnswer = (bool, Option<String>);
@@ -32,9 +45,6 @@ const EVENT_QUEUE_CAP: usize = 10_000;
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
-
-/// Default grace period between stop signals.
-const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct Runtime {
@@ -63,149 +73,6 @@ struct Inner {
     running: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
     tracker: TaskTracker,
     started: Instant,
-}
-
-/// What the gateway asks of a running task.
-#[derive(Debug)]
-enum Control {
-    /// Stop the task; the reason ends up in its error.
-    Stop(&'static str),
-    Message(String, InjectionMode),
-}
-
-/// Hands an executor's chunks to the outbox of one task, redacting the task's secrets.
-pub struct Emitter {
-    inner: Arc<Inner>,
-    task_id: String,
-    /// None when the task has no secrets.
-    redactor: Option<Redactor>,
-    /// Streaming redactors of the open text and reasoning parts, by part id.
-    parts: Mutex<HashMap<String, Redactor>>,
-}
-
-impl Emitter {
-    fn new(inner: Arc<Inner>, task_id: String, secrets: &[String]) -> Emitter {
-        let r = Redactor::new(secrets);
-        Emitter {
-            inner,
-            task_id,
-            redactor: (!r.is_empty()).then_some(r),
-            parts: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn chunk(&self, chunk: UiChunk) {
-        let Some(template) = &self.redactor else {
-            return self.send_chunk(chunk.to_value());
-        };
-        let mut parts = self.parts.lock().unwrap_or_else(|p| p.into_inner());
-        match chunk {
-            UiChunk::TextDelta { id, delta } => {
-                let safe = parts
-                    .entry(id.clone())
-                    .or_insert_with(|| template.clone())
-                    .push(&delta);
-                drop(parts);
-                self.send_delta(UiChunk::TextDelta { id, delta: safe });
-            }
-            UiChunk::ReasoningDelta { id, delta } => {
-                let safe = parts
-                    .entry(id.clone())
-                    .or_insert_with(|| template.clone())
-                    .push(&delta);
-                drop(parts);
-                self.send_delta(UiChunk::ReasoningDelta { id, delta: safe });
-            }
-            UiChunk::TextEnd { ref id } | UiChunk::ReasoningEnd { ref id } => {
-                let rest = parts.remove(id).map(|mut r| r.finish()).unwrap_or_default();
-                drop(parts);
-                self.send_delta(match &chunk {
-                    UiChunk::TextEnd { id } => UiChunk::text_delta(id, rest),
-                    _ => UiChunk::ReasoningDelta {
-                        id: id.clone(),
-                        delta: rest,
-                    },
-                });
-                self.send_chunk(chunk.to_value());
-            }
-            other => {
-                drop(parts);
-                let mut v = other.to_value();
-                redact_value(template, &mut v);
-                self.send_chunk(v);
-            }
-        }
-    }
-
-    /// Sends a text or reasoning delta unless the redactor held all of it back.
-    fn send_delta(&self, delta: UiChunk) {
-        if let UiChunk::TextDelta { delta: d, .. } | UiChunk::ReasoningDelta { delta: d, .. } =
-            &delta
-        {
-            if d.is_empty() {
-                return;
-            }
-        }
-        self.send_chunk(delta.to_value());
-    }
-
-    /// Registers an approval request; the receiver gets (approved, reason) from the operator.
-    pub fn await_approval(
-        &self,
-        approval_id: &str,
-    ) -> tokio::sync::oneshot::Receiver<(bool, Option<String>)> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        lock(&self.inner.approvals).insert(approval_id.to_string(), tx);
-        rx
-    }
-
-    /// Records a conversation message in the task's session log.
-    pub fn record(&self, message: &serde_json::Value) {
-        let r = self
-            .inner
-            .outbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .note(&self.task_id, message);
-        if let Err(e) = r {
-            tracing::error!(task = %self.task_id, error = %e, "writing session log");
-        }
-    }
-
-    /// Forgets an approval that timed out or was interrupted.
-    pub fn drop_approval(&self, approval_id: &str) {
-        lock(&self.inner.approvals).remove(approval_id);
-    }
-
-    /// Redacts the task's secrets from a complete string (e.g. tool output for the model).
-    pub fn redact(&self, s: &str) -> String {
-        match &self.redactor {
-            Some(r) => r.redact_str(s),
-            None => s.to_string(),
-        }
-    }
-
-    fn send_chunk(&self, value: serde_json::Value) {
-        let task_id = self.task_id.clone();
-        self.reliable(false, move |seq| Frame::TaskStreamChunk {
-            task_id,
-            seq,
-            chunk: value,
-        });
-    }
-
-    fn reliable(&self, last: bool, build: impl FnOnce(u64) -> Frame) {
-        let pushed = self
-            .inner
-            .outbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(&self.task_id, last, build);
-        if let Err(e) = pushed {
-            tracing::error!(task = %self.task_id, error = %e, "writing session log");
-        }
-        self.inner.outbox_changed.notify_one();
-    }
 }
 
 impl Runtime {
@@ -360,6 +227,9 @@ impl Runtime {
     }
 
     /// Handles a frame from the gateway; returns a frame to answer with, if any.
+    ///
+    /// The one place where gateway frames enter the node: one arm per frame a node accepts,
+    /// each handing off to the part that owns it. A new frame gets a new arm here.
     pub async fn handle(&self, frame: Frame) -> Option<Frame> {
         match frame {
             Frame::TaskSubmit(submit) => {
@@ -371,40 +241,20 @@ impl Runtime {
                 None
             }
             Frame::TaskStop { task_id } => {
-                if let Some(tx) = self.running().get(&task_id) {
-                    let _ = tx.send(Control::Stop(STOPPED_BY_OPERATOR));
-                }
+                self.stop_task(&task_id, STOPPED_BY_OPERATOR);
                 None
             }
             Frame::TaskMessage {
                 task_id,
                 message,
                 injection_mode,
-            } => match self.running().get(&task_id) {
-                Some(tx) => {
-                    let _ = tx.send(Control::Message(message, injection_mode));
-                    None
-                }
-                None => Some(Frame::error(
-                    ErrorCode::UnknownTask,
-                    format!("task {task_id} is not running on this node"),
-                )),
-            },
+            } => self.route_message(task_id, message, injection_mode),
             Frame::TaskApproval {
                 task_id,
                 approval_id,
                 approved,
                 reason,
-            } => match lock(&self.inner.approvals).remove(&approval_id) {
-                Some(tx) => {
-                    let _ = tx.send((approved, reason));
-                    None
-                }
-                None => Some(Frame::error(
-                    ErrorCode::UnknownTask,
-                    format!("no pending approval {approval_id} for task {task_id}"),
-                )),
-            },
+            } => self.route_approval(task_id, approval_id, approved, reason),
             Frame::EnvironmentPrepare(p) => {
                 self.prepare_environment(p);
                 None
@@ -418,11 +268,7 @@ impl Runtime {
                 None
             }
             Frame::ConfigPush {} => {
-                let rt = self.clone();
-                tokio::spawn(async move {
-                    let ack = super::config::check(&rt).await;
-                    rt.send_event(Frame::ConfigAck(ack));
-                });
+                self.check_config();
                 None
             }
             other => Some(Frame::error(
@@ -432,50 +278,14 @@ impl Runtime {
         }
     }
 
-    fn submit(&self, submit: TaskSubmit) {
-        let id = submit.task_id.clone();
-        if self.running().contains_key(&id) || self.outbox().contains(&id) {
-            tracing::debug!(task = %id, "duplicate task:submit ignored");
-            return;
-        }
-        if !valid_task_id(&id) {
-            tracing::warn!(task = %id, "refusing task with an unsafe id");
-            return;
-        }
-        let log_path = self.inner.sessions_dir.join(format!("{id}.jsonl"));
-        let resumed_after_restart = log_path.exists();
-        if let Err(e) = self.outbox().open(&id, &log_path) {
-            tracing::error!(task = %id, error = %e, "cannot open session log");
-            return;
-        }
-        let secret_values: Vec<String> = submit.secrets.iter().map(|s| s.value.clone()).collect();
-        let emitter = Emitter::new(self.inner.clone(), id.clone(), &secret_values);
-        if resumed_after_restart {
-            // A previous process of this node started the task and died with it.
-            finish_with_error(
-                &emitter,
-                "the node restarted while this task ran",
-                None,
-                false,
-            );
-            return;
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.running().insert(id.clone(), tx);
-        let runtime = self.clone();
-        self.inner.tracker.spawn(async move {
-            run_task(&runtime, submit, emitter, rx).await;
-            runtime.running().remove(&id);
+    /// Checks the node's configuration against the gateway's in the background; the answer
+    /// goes out as a `config:ack` event.
+    fn check_config(&self) {
+        let rt = self.clone();
+        tokio::spawn(async move {
+            let ack = super::config::check(&rt).await;
+            rt.send_event(Frame::ConfigAck(ack));
         });
-    }
-
-    /// Stops every running task (node shutdown) and waits up to `limit` for them to end.
-    pub async fn stop_all(&self, limit: Duration) {
-        for tx in self.running().values() {
-            let _ = tx.send(Control::Stop("stopped: the node is shutting down"));
-        }
-        self.inner.tracker.close();
-        let _ = tokio::time::timeout(limit, self.inner.tracker.wait()).await;
     }
 
     /// Waits up to `limit` for the gateway to acknowledge every queued frame.
@@ -488,231 +298,6 @@ impl Runtime {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         true
-    }
-}
-
-/// Task ids become file names: allow only a conservative alphabet.
-fn valid_task_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-/// Redacts a task's secrets from every string inside a JSON value.
-pub fn redact_value_with(emit: &Emitter, v: &mut serde_json::Value) {
-    if let Some(r) = &emit.redactor {
-        redact_value(r, v);
-    }
-}
-
-/// Redacts every string inside a JSON value.
-pub fn redact_value(r: &Redactor, v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::String(s) => *s = r.redact_str(s),
-        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| redact_value(r, x)),
-        serde_json::Value::Object(m) => m.values_mut().for_each(|x| redact_value(r, x)),
-        _ => {}
-    }
-}
-
-fn finish_with_error(emit: &Emitter, error: &str, exit_code: Option<i32>, stopped: bool) {
-    let task_id = emit.task_id.clone();
-    let error = error.to_string();
-    emit.reliable(true, move |seq| Frame::TaskError {
-        task_id,
-        seq,
-        error,
-        exit_code,
-        stopped,
-    });
-}
-
-async fn run_task(
-    runtime: &Runtime,
-    submit: TaskSubmit,
-    emit: Emitter,
-    mut control: mpsc::UnboundedReceiver<Control>,
-) {
-    let task_id = submit.task_id.clone();
-    emit.reliable(false, |seq| Frame::TaskStarted {
-        task_id: task_id.clone(),
-        seq,
-    });
-    tracing::info!(task = %task_id, executor = %submit.executor, "task started");
-
-    let Some(exec) = executor::by_name(submit.executor.as_str()) else {
-        let msg = format!("this node has no {:?} executor", submit.executor.as_str());
-        emit.chunk(UiChunk::Error {
-            error_text: msg.clone(),
-        });
-        finish_with_error(&emit, &msg, None, false);
-        return;
-    };
-    let cwd = submit
-        .options
-        .cwd
-        .as_ref()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| runtime.inner.workspace_dir.clone());
-    if !cwd.is_dir() {
-        let msg = format!(
-            "working directory {} does not exist on this node",
-            cwd.display()
-        );
-        emit.chunk(UiChunk::Error {
-            error_text: msg.clone(),
-        });
-        finish_with_error(&emit, &msg, None, false);
-        return;
-    }
-    let mut env: BTreeMap<String, String> = submit.options.env.clone();
-    for s in &submit.secrets {
-        env.insert(s.name.clone(), s.value.clone());
-    }
-    env.insert("VIBER_TASK_ID".into(), task_id.clone());
-    env.insert("VIBER_NODE_ID".into(), runtime.inner.node_id.clone());
-    let grace = submit
-        .options
-        .stop_grace_ms
-        .map(Duration::from_millis)
-        .unwrap_or(DEFAULT_STOP_GRACE);
-
-    emit.chunk(UiChunk::Start {
-        message_id: Some(task_id.clone()),
-        message_metadata: None,
-    });
-
-    let memory = tokio::sync::Mutex::new(Vec::new());
-    let mut queue: VecDeque<String> = VecDeque::from([submit.goal.clone()]);
-    let mut collected: Vec<String> = Vec::new();
-    let mut stopped: Option<&'static str> = None;
-    let mut last = RunOutcome::Exited(0);
-    let mut run_no = 0u32;
-    loop {
-        // Messages that arrived while no run was active.
-        while let Ok(ctrl) = control.try_recv() {
-            match ctrl {
-                Control::Stop(why) => stopped = Some(why),
-                Control::Message(m, InjectionMode::Collect) => collected.push(m),
-                Control::Message(m, InjectionMode::Steer) => queue.push_front(m),
-                Control::Message(m, InjectionMode::Followup) => queue.push_back(m),
-            }
-        }
-        if stopped.is_some() {
-            break;
-        }
-        if queue.is_empty() && !collected.is_empty() {
-            queue.push_back(collected.join("\n"));
-            collected.clear();
-        }
-        let Some(input) = queue.pop_front() else {
-            break;
-        };
-        run_no += 1;
-        let abort = CancellationToken::new();
-        let mut steer: Option<String> = None;
-        let run = exec.run(Run {
-            input: &input,
-            cwd: &cwd,
-            env: &env,
-            emit: &emit,
-            part_id: format!("run-{run_no}"),
-            abort: abort.clone(),
-            stop_grace: grace,
-            memory: &memory,
-            options: &submit.options,
-        });
-        tokio::pin!(run);
-        let outcome = loop {
-            tokio::select! {
-                outcome = &mut run => break outcome,
-                Some(ctrl) = control.recv() => match ctrl {
-                    Control::Stop(why) => {
-                        stopped = Some(why);
-                        abort.cancel();
-                    }
-                    Control::Message(m, InjectionMode::Steer) => {
-                        // Several steers before the run yields: the latest wins, the others
-                        // still run after it.
-                        if let Some(prev) = steer.replace(m) {
-                            queue.push_front(prev);
-                        }
-                        abort.cancel();
-                    }
-                    Control::Message(m, InjectionMode::Followup) => queue.push_back(m),
-                    Control::Message(m, InjectionMode::Collect) => collected.push(m),
-                }
-            }
-        };
-        if let RunOutcome::Failed(msg) = &outcome {
-            emit.chunk(UiChunk::Error {
-                error_text: msg.clone(),
-            });
-        }
-        if let Some(m) = steer.take() {
-            if stopped.is_none() {
-                queue.push_front(m);
-            }
-        }
-        last = outcome;
-        if !collected.is_empty() {
-            queue.push_back(collected.join("\n"));
-            collected.clear();
-        }
-    }
-
-    let task_id = task_id.clone();
-    if let Some(why) = stopped {
-        emit.chunk(UiChunk::Abort {
-            reason: Some(why.into()),
-        });
-        finish_with_error(&emit, why, None, true);
-        tracing::info!(task = %task_id, reason = why, "task stopped");
-        return;
-    }
-    match last {
-        RunOutcome::Exited(0) => {
-            emit.chunk(UiChunk::Finish {
-                finish_reason: Some(FinishReason::Stop),
-                message_metadata: None,
-            });
-            emit.reliable(true, |seq| Frame::TaskCompleted {
-                task_id: task_id.clone(),
-                seq,
-                exit_code: Some(0),
-                result: None,
-            });
-            tracing::info!(task = %task_id, "task completed");
-        }
-        RunOutcome::Exited(code) => {
-            let msg = format!("exited with status {code}");
-            emit.chunk(UiChunk::Error {
-                error_text: msg.clone(),
-            });
-            emit.chunk(UiChunk::Finish {
-                finish_reason: Some(FinishReason::Error),
-                message_metadata: None,
-            });
-            finish_with_error(&emit, &msg, Some(code), false);
-            tracing::info!(task = %task_id, code, "task failed");
-        }
-        RunOutcome::Failed(msg) => {
-            emit.chunk(UiChunk::Finish {
-                finish_reason: Some(FinishReason::Error),
-                message_metadata: None,
-            });
-            finish_with_error(&emit, &msg, None, false);
-        }
-        RunOutcome::Interrupted => {
-            // Only a stop ends a task on an interrupted run; this is unreachable in practice.
-            emit.chunk(UiChunk::Finish {
-                finish_reason: Some(FinishReason::Interrupted),
-                message_metadata: None,
-            });
-            finish_with_error(&emit, "interrupted", None, true);
-        }
     }
 }
 

@@ -3,6 +3,11 @@
 //! Each executor turns its input into AI SDK UI message chunks through an [`Emitter`]. The
 //! task runtime wraps the whole task in `start` / `finish`; executors emit their steps
 //! (`start-step` ... `finish-step`: one per shell run, one per model call for the agent).
+//!
+//! Owns: the [`Executor`] trait, the executors by name (`shell.rs`, `llm/`), the agent's
+//! tools (`tools.rs`), and bash as a process group (`run_bash`, `bash_syntax`).
+//! Must not touch: the task's lifecycle, its final frames or the order of its inputs (the
+//! runtime), frames or the connection. An executor ends by returning a [`RunOutcome`].
 
 pub mod llm;
 mod shell;
@@ -12,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::protocol::ExecutorKind;
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
@@ -54,25 +60,19 @@ pub trait Executor: Send + Sync {
     fn run<'a>(&'a self, run: Run<'a>) -> BoxFuture<'a, RunOutcome>;
 }
 
-/// The executors this build offers, by name.
-pub fn by_name(name: &str) -> Option<&'static dyn Executor> {
-    match name {
-        "shell" => Some(&Shell),
-        "llm" => Some(&llm::Llm),
-        _ => None,
+/// The executor that runs tasks of `kind` (every kind the protocol names has one).
+pub fn for_kind(kind: ExecutorKind) -> &'static dyn Executor {
+    match kind {
+        ExecutorKind::Shell => &Shell,
+        ExecutorKind::Llm => &llm::Llm,
     }
-}
-
-/// Names of all executors this build knows.
-pub fn names() -> Vec<String> {
-    vec!["shell".to_string(), "llm".to_string()]
 }
 
 /// Executors this node can run now (advertised as capabilities): `llm` only with a provider.
 pub fn available() -> Vec<String> {
-    let mut v = vec!["shell".to_string()];
+    let mut v = vec![ExecutorKind::Shell.as_str().to_string()];
     if llm::Provider::configured() {
-        v.push("llm".to_string());
+        v.push(ExecutorKind::Llm.as_str().to_string());
     }
     v
 }

@@ -1,6 +1,10 @@
 //! The `shell` executor: the input is a bash script. It runs in its own process group with
 //! stdout and stderr on one pipe (so their order is kept), streamed as text deltas while it
 //! runs. Abort escalates SIGINT -> SIGTERM -> SIGKILL to the whole group.
+//!
+//! Also owns running bash for others ([`run_bash`]: the agent's `bash` tool, environment
+//! setup) and checking a script's syntax ([`bash_syntax`]). Must not touch: what the output
+//! means (callers decide), redaction (the emitter does it).
 
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
@@ -64,14 +68,30 @@ pub struct BashRun<'a> {
 /// Runs a bash script in its own process group and hands its output (stdout and stderr,
 /// in order, as UTF-8 text) to `on_output` while it runs.
 pub async fn run_bash(run: BashRun<'_>, mut on_output: impl FnMut(String)) -> RunOutcome {
-    let (reader, writer): (OwnedFd, OwnedFd) = match nix::unistd::pipe() {
-        Ok(p) => p,
-        Err(e) => return RunOutcome::Failed(format!("creating output pipe: {e}")),
+    let (mut child, pgid, pipe) = match spawn(&run).await {
+        Ok(started) => started,
+        Err(outcome) => return outcome,
     };
-    let writer2 = match writer.try_clone() {
-        Ok(w) => w,
-        Err(e) => return RunOutcome::Failed(format!("creating output pipe: {e}")),
-    };
+    let (exit, interrupted) = pump(&run, &mut child, pgid, pipe, &mut on_output).await;
+    // Nothing of the run may outlive it.
+    kill_group(pgid, Signal::SIGKILL);
+    if interrupted {
+        RunOutcome::Interrupted
+    } else {
+        RunOutcome::Exited(exit.unwrap_or(-1))
+    }
+}
+
+/// Starts bash in a new process group, stdout and stderr on one pipe; returns the child,
+/// its group and the pipe's read end.
+async fn spawn(
+    run: &BashRun<'_>,
+) -> Result<(tokio::process::Child, Pid, tokio::net::unix::pipe::Receiver), RunOutcome> {
+    let (reader, writer): (OwnedFd, OwnedFd) = nix::unistd::pipe()
+        .map_err(|e| RunOutcome::Failed(format!("creating output pipe: {e}")))?;
+    let writer2 = writer
+        .try_clone()
+        .map_err(|e| RunOutcome::Failed(format!("creating output pipe: {e}")))?;
     let mut cmd = tokio::process::Command::new("bash");
     cmd.arg("-c")
         .arg(run.script)
@@ -82,35 +102,42 @@ pub async fn run_bash(run: BashRun<'_>, mut on_output: impl FnMut(String)) -> Ru
         .stderr(Stdio::from(writer2))
         .process_group(0)
         .kill_on_drop(false);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return RunOutcome::Failed(format!("cannot start bash in {}: {e}", run.cwd.display()))
-        }
-    };
+    let mut child = cmd.spawn().map_err(|e| {
+        RunOutcome::Failed(format!("cannot start bash in {}: {e}", run.cwd.display()))
+    })?;
     // The parent's copies of the write end were moved into `cmd`; drop it so EOF arrives
     // when the group's processes close theirs.
     drop(cmd);
     let pgid = Pid::from_raw(child.id().map(|p| p as i32).unwrap_or(0));
-    let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(reader) {
-        Ok(p) => p,
+    match tokio::net::unix::pipe::Receiver::from_owned_fd(reader) {
+        Ok(pipe) => Ok((child, pgid, pipe)),
         Err(e) => {
             kill_group(pgid, Signal::SIGKILL);
             let _ = child.wait().await;
-            return RunOutcome::Failed(format!("reading output pipe: {e}"));
+            Err(RunOutcome::Failed(format!("reading output pipe: {e}")))
         }
-    };
+    }
+}
 
+/// Reads the group's output until the pipe is closed and the script has exited, escalating
+/// stop signals when the run is aborted. Returns the exit code and whether it was aborted.
+///
+/// One `select!` loop on purpose: reading, reaping, draining after exit and aborting share
+/// the `exit`, `eof` and deadline state, and each branch is a line or two.
+async fn pump(
+    run: &BashRun<'_>,
+    child: &mut tokio::process::Child,
+    pgid: Pid,
+    mut pipe: tokio::net::unix::pipe::Receiver,
+    on_output: &mut impl FnMut(String),
+) -> (Option<i32>, bool) {
     let mut text = Utf8Stream::default();
     let mut buf = vec![0u8; 64 * 1024];
     let mut exit: Option<i32> = None;
     let mut interrupted = false;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     let mut eof = false;
-    loop {
-        if eof && exit.is_some() {
-            break;
-        }
+    while !(eof && exit.is_some()) {
         tokio::select! {
             n = pipe.read(&mut buf), if !eof => match n {
                 Ok(0) | Err(_) => eof = true,
@@ -134,8 +161,7 @@ pub async fn run_bash(run: BashRun<'_>, mut on_output: impl FnMut(String)) -> Ru
             }
             _ = run.abort.cancelled(), if !interrupted && exit.is_none() => {
                 interrupted = true;
-                let grace = run.stop_grace;
-                escalate(pgid, grace, &mut child).await;
+                escalate(pgid, run.stop_grace, child).await;
                 // Keep reading: whatever the processes printed while dying is output too.
             }
         }
@@ -143,13 +169,7 @@ pub async fn run_bash(run: BashRun<'_>, mut on_output: impl FnMut(String)) -> Ru
     if let Some(rest) = text.finish() {
         on_output(rest);
     }
-    // Nothing of the run may outlive it.
-    kill_group(pgid, Signal::SIGKILL);
-    if interrupted {
-        RunOutcome::Interrupted
-    } else {
-        RunOutcome::Exited(exit.unwrap_or(-1))
-    }
+    (exit, interrupted)
 }
 
 /// A bash syntax error: the line it is on (1-based, in the script) and bash's message.

@@ -1,5 +1,8 @@
 //! The agent's tools. Every path is confined to the task's working directory: relative paths
 //! are resolved inside it, and the canonical result (symlinks followed) must stay inside it.
+//!
+//! Owns: the tools' JSON schemas, running one tool call, capping what goes back to the model.
+//! Must not touch: approvals, UI chunks and redaction (the agent loop in `llm/` does them).
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -143,103 +146,112 @@ fn cap(mut s: String) -> String {
 pub async fn run(name: &str, args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
     match name {
         "bash" => bash(args, ctx).await,
-        "read_file" => {
-            let rel = arg(args, "path")?;
-            let path = confine(ctx.root, rel)?;
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("cannot read {rel}: {e}"))?;
-            let offset = args["offset"].as_u64().unwrap_or(1).max(1) as usize;
-            let limit = args["limit"].as_u64().map(|l| l as usize);
-            let lines: Vec<&str> = text
-                .lines()
-                .skip(offset - 1)
-                .take(limit.unwrap_or(usize::MAX))
-                .collect();
-            Ok(json!(cap(lines.join("\n"))))
-        }
-        "write_file" => {
-            let rel = arg(args, "path")?;
-            let path = confine(ctx.root, rel)?;
-            let content = arg(args, "content")?;
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-            }
-            std::fs::write(&path, content).map_err(|e| format!("cannot write: {e}"))?;
-            Ok(json!(format!("wrote {} bytes to {rel}", content.len())))
-        }
-        "edit_file" => {
-            let rel = arg(args, "path")?;
-            let path = confine(ctx.root, rel)?;
-            let (old, new) = (arg(args, "old_string")?, arg(args, "new_string")?);
-            if old.is_empty() {
-                return Err("old_string must not be empty".into());
-            }
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| format!("cannot read {rel}: {e}"))?;
-            match text.matches(old).count() {
-                0 => Err(format!("old_string not found in {rel}")),
-                1 => {
-                    std::fs::write(&path, text.replacen(old, new, 1)).map_err(|e| format!("cannot write: {e}"))?;
-                    Ok(json!(format!("edited {rel}")))
-                }
-                n => Err(format!(
-                    "old_string appears {n} times in {rel}; include more surrounding text to make it unique"
-                )),
-            }
-        }
-        "list_files" => {
-            let base = confine(ctx.root, args["path"].as_str().unwrap_or("."))?;
-            let recursive = args["recursive"].as_bool().unwrap_or(true);
-            let mut out = Vec::new();
-            list(&base, &base, recursive, &mut out);
-            out.sort();
-            let truncated = out.len() > MAX_LIST;
-            out.truncate(MAX_LIST);
-            let mut text = out.join("\n");
-            if truncated {
-                text.push_str(&format!(
-                    "\n[more than {MAX_LIST} entries; list a subdirectory]"
-                ));
-            }
-            Ok(json!(text))
-        }
-        "grep" => {
-            let pattern = arg(args, "pattern")?;
-            let base = confine(ctx.root, args["path"].as_str().unwrap_or("."))?;
-            let mut files = Vec::new();
-            if base.is_file() {
-                files.push(
-                    base.strip_prefix(ctx.root.canonicalize().unwrap_or_default())
-                        .unwrap_or(&base)
-                        .display()
-                        .to_string(),
-                );
-            } else {
-                list(&base, &base, true, &mut files);
-            }
-            let root = if base.is_file() {
-                ctx.root.canonicalize().unwrap_or_default()
-            } else {
-                base.clone()
-            };
-            let mut hits = Vec::new();
-            'files: for f in files.iter().filter(|f| !f.ends_with('/')) {
-                let Ok(text) = std::fs::read_to_string(root.join(f)) else {
-                    continue;
-                };
-                for (i, line) in text.lines().enumerate() {
-                    if line.contains(pattern) {
-                        hits.push(format!("{f}:{}:{line}", i + 1));
-                        if hits.len() >= MAX_GREP {
-                            break 'files;
-                        }
-                    }
-                }
-            }
-            Ok(json!(cap(hits.join("\n"))))
-        }
+        "read_file" => read_file(args, ctx),
+        "write_file" => write_file(args, ctx),
+        "edit_file" => edit_file(args, ctx),
+        "list_files" => list_files(args, ctx),
+        "grep" => grep(args, ctx),
         other => Err(format!("unknown tool {other:?}")),
     }
+}
+
+fn read_file(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
+    let rel = arg(args, "path")?;
+    let path = confine(ctx.root, rel)?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {rel}: {e}"))?;
+    let offset = args["offset"].as_u64().unwrap_or(1).max(1) as usize;
+    let limit = args["limit"].as_u64().map(|l| l as usize);
+    let lines: Vec<&str> = text
+        .lines()
+        .skip(offset - 1)
+        .take(limit.unwrap_or(usize::MAX))
+        .collect();
+    Ok(json!(cap(lines.join("\n"))))
+}
+
+fn write_file(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
+    let rel = arg(args, "path")?;
+    let path = confine(ctx.root, rel)?;
+    let content = arg(args, "content")?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(&path, content).map_err(|e| format!("cannot write: {e}"))?;
+    Ok(json!(format!("wrote {} bytes to {rel}", content.len())))
+}
+
+fn edit_file(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
+    let rel = arg(args, "path")?;
+    let path = confine(ctx.root, rel)?;
+    let (old, new) = (arg(args, "old_string")?, arg(args, "new_string")?);
+    if old.is_empty() {
+        return Err("old_string must not be empty".into());
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {rel}: {e}"))?;
+    match text.matches(old).count() {
+        0 => Err(format!("old_string not found in {rel}")),
+        1 => {
+            std::fs::write(&path, text.replacen(old, new, 1))
+                .map_err(|e| format!("cannot write: {e}"))?;
+            Ok(json!(format!("edited {rel}")))
+        }
+        n => Err(format!(
+            "old_string appears {n} times in {rel}; include more surrounding text to make it unique"
+        )),
+    }
+}
+
+fn list_files(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
+    let base = confine(ctx.root, args["path"].as_str().unwrap_or("."))?;
+    let recursive = args["recursive"].as_bool().unwrap_or(true);
+    let mut out = Vec::new();
+    list(&base, &base, recursive, &mut out);
+    out.sort();
+    let truncated = out.len() > MAX_LIST;
+    out.truncate(MAX_LIST);
+    let mut text = out.join("\n");
+    if truncated {
+        text.push_str(&format!(
+            "\n[more than {MAX_LIST} entries; list a subdirectory]"
+        ));
+    }
+    Ok(json!(text))
+}
+
+fn grep(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
+    let pattern = arg(args, "pattern")?;
+    let base = confine(ctx.root, args["path"].as_str().unwrap_or("."))?;
+    let mut files = Vec::new();
+    if base.is_file() {
+        files.push(
+            base.strip_prefix(ctx.root.canonicalize().unwrap_or_default())
+                .unwrap_or(&base)
+                .display()
+                .to_string(),
+        );
+    } else {
+        list(&base, &base, true, &mut files);
+    }
+    let root = if base.is_file() {
+        ctx.root.canonicalize().unwrap_or_default()
+    } else {
+        base.clone()
+    };
+    let mut hits = Vec::new();
+    'files: for f in files.iter().filter(|f| !f.ends_with('/')) {
+        let Ok(text) = std::fs::read_to_string(root.join(f)) else {
+            continue;
+        };
+        for (i, line) in text.lines().enumerate() {
+            if line.contains(pattern) {
+                hits.push(format!("{f}:{}:{line}", i + 1));
+                if hits.len() >= MAX_GREP {
+                    break 'files;
+                }
+            }
+        }
+    }
+    Ok(json!(cap(hits.join("\n"))))
 }
 
 fn list(base: &Path, dir: &Path, recursive: bool, out: &mut Vec<String>) {
@@ -332,10 +344,21 @@ mod tests {
         std::os::unix::fs::symlink(&dir, root.join("up")).unwrap();
         let c = ctx(&root);
 
+        file_tools_read_write_and_edit(&c, &root).await;
+        list_grep_and_bash(&c).await;
+        paths_outside_are_refused(&c).await;
+        assert_eq!(
+            std::fs::read_to_string(dir.join("outside.txt")).unwrap(),
+            "secret"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    async fn file_tools_read_write_and_edit(c: &ToolContext<'_>, root: &Path) {
         run(
             "write_file",
             &json!({"path": "src/a.txt", "content": "one\ntwo\nthree\n"}),
-            &c,
+            c,
         )
         .await
         .unwrap();
@@ -343,7 +366,7 @@ mod tests {
             run(
                 "read_file",
                 &json!({"path": "src/a.txt", "offset": 2, "limit": 1}),
-                &c
+                c
             )
             .await
             .unwrap(),
@@ -352,7 +375,7 @@ mod tests {
         run(
             "edit_file",
             &json!({"path": "src/a.txt", "old_string": "two", "new_string": "2"}),
-            &c,
+            c,
         )
         .await
         .unwrap();
@@ -363,7 +386,7 @@ mod tests {
         let e = run(
             "edit_file",
             &json!({"path": "src/a.txt", "old_string": "absent", "new_string": "x"}),
-            &c,
+            c,
         )
         .await
         .unwrap_err();
@@ -372,28 +395,30 @@ mod tests {
         let e = run(
             "edit_file",
             &json!({"path": "dup.txt", "old_string": "x", "new_string": "y"}),
-            &c,
+            c,
         )
         .await
         .unwrap_err();
         assert!(e.contains("2 times"), "{e}");
-        let listing = run("list_files", &json!({}), &c).await.unwrap();
+    }
+
+    /// After `file_tools_read_write_and_edit`.
+    async fn list_grep_and_bash(c: &ToolContext<'_>) {
+        let listing = run("list_files", &json!({}), c).await.unwrap();
         assert!(listing.as_str().unwrap().contains("src/a.txt"), "{listing}");
-        let hits = run("grep", &json!({"pattern": "thr"}), &c).await.unwrap();
+        let hits = run("grep", &json!({"pattern": "thr"}), c).await.unwrap();
         assert_eq!(hits, json!("src/a.txt:3:three"));
-        let out = run("bash", &json!({"command": "echo hi; exit 3"}), &c)
+        let out = run("bash", &json!({"command": "echo hi; exit 3"}), c)
             .await
             .unwrap();
         assert_eq!(out, json!({"exitCode": 3, "output": "hi\n"}));
-        let e = run(
-            "bash",
-            &json!({"command": "sleep 5", "timeout_secs": 1}),
-            &c,
-        )
-        .await
-        .unwrap_err();
+        let e = run("bash", &json!({"command": "sleep 5", "timeout_secs": 1}), c)
+            .await
+            .unwrap_err();
         assert!(e.contains("timed out"), "{e}");
+    }
 
+    async fn paths_outside_are_refused(c: &ToolContext<'_>) {
         for bad in [
             "../outside.txt",
             "link.txt",
@@ -401,19 +426,14 @@ mod tests {
             "/etc/passwd",
             "src/../../outside.txt",
         ] {
-            let e = run("read_file", &json!({"path": bad}), &c)
+            let e = run("read_file", &json!({"path": bad}), c)
                 .await
                 .unwrap_err();
             assert!(e.contains("outside") || e.contains("leaves"), "{bad}: {e}");
-            let e = run("write_file", &json!({"path": bad, "content": "x"}), &c)
+            let e = run("write_file", &json!({"path": bad, "content": "x"}), c)
                 .await
                 .unwrap_err();
             assert!(e.contains("outside") || e.contains("leaves"), "{bad}: {e}");
         }
-        assert_eq!(
-            std::fs::read_to_string(dir.join("outside.txt")).unwrap(),
-            "secret"
-        );
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

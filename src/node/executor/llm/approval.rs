@@ -1,0 +1,96 @@
+//! Operator approval of tool calls.
+//!
+//! Owns: which tool calls must wait for an operator ([`needs_approval`]: the task's working
+//! mode, its `require_approval` tools and its allowlist of simple bash commands), and the
+//! wait itself ([`ask`]: `tool-approval-request` / `tool-approval-response` chunks, the
+//! timeout, an interrupt).
+//!
+//! Must not touch: running the tool or telling the model about the answer (the agent loop in
+//! `mod.rs` does), routing the operator's answer to this task (the runtime does, through the
+//! [`Emitter`](crate::node::executor::Emitter)).
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::node::executor::{tools, Run};
+use crate::protocol::ui::UiChunk;
+use crate::protocol::{TaskOptions, WorkingMode};
+
+/// How long an approval waits when the task does not say.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Whether a tool call must wait for an operator under the task's working mode.
+pub fn needs_approval(opts: &TaskOptions, tool: &str, input: &Value) -> bool {
+    if opts.require_approval.iter().any(|t| t == tool) {
+        return true;
+    }
+    match opts.working_mode.unwrap_or(WorkingMode::AlwaysExecute) {
+        WorkingMode::AlwaysAsk => true,
+        WorkingMode::AlwaysExecute => false,
+        WorkingMode::AgentDecides => {
+            if tools::is_read_only(tool) {
+                return false;
+            }
+            if tool == "bash" {
+                return !allowlisted(opts, input["command"].as_str().unwrap_or(""));
+            }
+            true
+        }
+    }
+}
+
+/// Whether a bash command is on the task's allowlist, as a whole or by its first word.
+fn allowlisted(opts: &TaskOptions, command: &str) -> bool {
+    let cmd = command.trim();
+    let first = cmd.split_whitespace().next().unwrap_or("");
+    // Only a single simple command can be allowlisted: no pipes, lists,
+    // redirections or substitutions that could run something else.
+    let simple = !cmd.contains(['|', ';', '&', '>', '<', '`', '$', '\n', '(']);
+    simple && opts.allowlist.iter().any(|a| a == cmd || a == first)
+}
+
+/// The operator's answer.
+pub(super) enum Approval {
+    Approved,
+    /// Denied, with the operator's reason (or why no answer came).
+    Denied(Option<String>),
+    /// The run was stopped or steered while it waited.
+    Interrupted,
+}
+
+/// Emits a `tool-approval-request` and waits for the operator (denied on timeout).
+pub(super) async fn ask(run: &Run<'_>, tool_call_id: &str) -> Approval {
+    let approval_id = crate::crypto::new_id("appr");
+    let answer = run.emit.await_approval(&approval_id);
+    run.emit.chunk(UiChunk::ToolApprovalRequest {
+        approval_id: approval_id.clone(),
+        tool_call_id: tool_call_id.to_string(),
+    });
+    let timeout = run
+        .options
+        .approval_timeout_secs
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let (approved, reason) = tokio::select! {
+        a = answer => a.unwrap_or((false, Some("the approval was dropped".into()))),
+        _ = tokio::time::sleep(timeout) => {
+            run.emit.drop_approval(&approval_id);
+            (false, Some(format!("no answer within {} s", timeout.as_secs())))
+        }
+        _ = run.abort.cancelled() => {
+            run.emit.drop_approval(&approval_id);
+            return Approval::Interrupted;
+        }
+    };
+    run.emit.chunk(UiChunk::ToolApprovalResponse {
+        approval_id,
+        approved,
+        reason: reason.clone(),
+    });
+    if approved {
+        Approval::Approved
+    } else {
+        Approval::Denied(reason)
+    }
+}

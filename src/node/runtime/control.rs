@@ -1,0 +1,180 @@
+//! What the gateway asks of a task after submitting it: stop, follow-up messages, approvals.
+//!
+//! Owns: routing `task:stop`, `task:message` and `task:approval` to the running task they
+//! name ([`Runtime::stop_task`], [`Runtime::route_message`], [`Runtime::route_approval`]),
+//! and a task's [`Inbox`]: the inputs still to run, in the order the injection modes ask
+//! (steer first, follow-ups in order, collected messages joined into one).
+//!
+//! Must not touch: running an executor or ending a task (`task.rs`), frames of the task's
+//! output (`emitter.rs`).
+
+use std::collections::VecDeque;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{lock, Runtime};
+use crate::protocol::{ErrorCode, Frame, InjectionMode};
+
+pub(super) const STOPPED_BY_OPERATOR: &str = "stopped by operator";
+const STOPPED_BY_SHUTDOWN: &str = "stopped: the node is shutting down";
+
+/// What the gateway asks of a running task.
+#[derive(Debug)]
+pub(super) enum Control {
+    /// Stop the task; the reason ends up in its error.
+    Stop(&'static str),
+    Message(String, InjectionMode),
+}
+
+impl Runtime {
+    /// Asks a running task to stop; nothing when it is not running.
+    pub(super) fn stop_task(&self, task_id: &str, why: &'static str) {
+        if let Some(tx) = self.running().get(task_id) {
+            let _ = tx.send(Control::Stop(why));
+        }
+    }
+
+    /// Hands a message to a running task; an error frame when it is not running here.
+    pub(super) fn route_message(
+        &self,
+        task_id: String,
+        message: String,
+        mode: InjectionMode,
+    ) -> Option<Frame> {
+        match self.running().get(&task_id) {
+            Some(tx) => {
+                let _ = tx.send(Control::Message(message, mode));
+                None
+            }
+            None => Some(Frame::error(
+                ErrorCode::UnknownTask,
+                format!("task {task_id} is not running on this node"),
+            )),
+        }
+    }
+
+    /// Hands an operator's answer to the tool call waiting for it; an error frame when no
+    /// call waits for it (it timed out, or the task ended).
+    pub(super) fn route_approval(
+        &self,
+        task_id: String,
+        approval_id: String,
+        approved: bool,
+        reason: Option<String>,
+    ) -> Option<Frame> {
+        match lock(&self.inner.approvals).remove(&approval_id) {
+            Some(tx) => {
+                let _ = tx.send((approved, reason));
+                None
+            }
+            None => Some(Frame::error(
+                ErrorCode::UnknownTask,
+                format!("no pending approval {approval_id} for task {task_id}"),
+            )),
+        }
+    }
+
+    /// Stops every running task (node shutdown) and waits up to `limit` for them to end.
+    pub async fn stop_all(&self, limit: std::time::Duration) {
+        for tx in self.running().values() {
+            let _ = tx.send(Control::Stop(STOPPED_BY_SHUTDOWN));
+        }
+        self.inner.tracker.close();
+        let _ = tokio::time::timeout(limit, self.inner.tracker.wait()).await;
+    }
+}
+
+/// A task's control messages and the inputs it still has to run.
+pub(super) struct Inbox {
+    rx: mpsc::UnboundedReceiver<Control>,
+    queue: VecDeque<String>,
+    /// `collect` messages, run together as one input when the current run ends.
+    collected: Vec<String>,
+    stopped: Option<&'static str>,
+    /// The latest steer of the current run: it runs next.
+    steer: Option<String>,
+}
+
+impl Inbox {
+    pub fn new(rx: mpsc::UnboundedReceiver<Control>, goal: String) -> Inbox {
+        Inbox {
+            rx,
+            queue: VecDeque::from([goal]),
+            collected: Vec::new(),
+            stopped: None,
+            steer: None,
+        }
+    }
+
+    /// Why the task was stopped, if it was.
+    pub fn stopped(&self) -> Option<&'static str> {
+        self.stopped
+    }
+
+    /// The next input to run, after taking the messages that arrived while no run was
+    /// active. None when the task was stopped or has nothing left to run.
+    pub fn next_input(&mut self) -> Option<String> {
+        while let Ok(ctrl) = self.rx.try_recv() {
+            match ctrl {
+                Control::Stop(why) => self.stopped = Some(why),
+                Control::Message(m, InjectionMode::Collect) => self.collected.push(m),
+                Control::Message(m, InjectionMode::Steer) => self.queue.push_front(m),
+                Control::Message(m, InjectionMode::Followup) => self.queue.push_back(m),
+            }
+        }
+        if self.stopped.is_some() {
+            return None;
+        }
+        if self.queue.is_empty() {
+            self.flush_collected();
+        }
+        self.queue.pop_front()
+    }
+
+    /// Waits for a control message while a run is active (never, once the channel closed).
+    pub async fn recv(&mut self) -> Control {
+        match self.rx.recv().await {
+            Some(ctrl) => ctrl,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Applies a control message that arrived during a run: a stop or a steer aborts it.
+    pub fn during_run(&mut self, ctrl: Control, abort: &CancellationToken) {
+        match ctrl {
+            Control::Stop(why) => {
+                self.stopped = Some(why);
+                abort.cancel();
+            }
+            Control::Message(m, InjectionMode::Steer) => {
+                // Several steers before the run yields: the latest wins, the others
+                // still run after it.
+                if let Some(prev) = self.steer.replace(m) {
+                    self.queue.push_front(prev);
+                }
+                abort.cancel();
+            }
+            Control::Message(m, InjectionMode::Followup) => self.queue.push_back(m),
+            Control::Message(m, InjectionMode::Collect) => self.collected.push(m),
+        }
+    }
+
+    /// After a run: its steer runs next (unless the task was stopped), then what was
+    /// collected during it.
+    pub fn run_ended(&mut self) {
+        if let Some(m) = self.steer.take() {
+            if self.stopped.is_none() {
+                self.queue.push_front(m);
+            }
+        }
+        self.flush_collected();
+    }
+
+    fn flush_collected(&mut self) {
+        if !self.collected.is_empty() {
+            self.queue.push_back(self.collected.join("\n"));
+            self.collected.clear();
+        }
+    }
+}

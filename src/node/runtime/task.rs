@@ -1,0 +1,273 @@
+//! One task's life on this node, from `task:submit` to its final frame.
+//!
+//! Owns: accepting a submission (duplicates, unsafe ids, a task a previous process of this
+//! node left behind), the task's span, preparing what its runs share (executor, working
+//! directory, environment, conversation memory), running its inputs one after another with
+//! the executor, and turning the last outcome into the closing chunks and the final
+//! `task:completed` / `task:error` frame.
+//!
+//! Must not touch: the order of inputs and what stop/steer/follow-up mean (`control.rs`), how
+//! chunks are redacted and queued (`emitter.rs`), what an executor does.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::control::{Control, Inbox};
+use super::{Emitter, Runtime};
+use crate::node::executor::{self, Executor, Run, RunOutcome};
+use crate::protocol::ui::{FinishReason, UiChunk};
+use crate::protocol::{Frame, TaskOutcome, TaskSubmit};
+
+/// Default grace period between stop signals.
+const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(2);
+
+impl Runtime {
+    pub(super) fn submit(&self, submit: TaskSubmit) {
+        let id = submit.task_id.clone();
+        // Everything the node does for this task is logged inside this span. It is a root:
+        // the task outlives the connection that submitted it. At ERROR level so that it is
+        // enabled whenever any of the task's events is.
+        let span =
+            tracing::error_span!(parent: None, "task", task = %id, executor = %submit.executor);
+        let _entered = span.enter();
+        if self.running().contains_key(&id) || self.outbox().contains(&id) {
+            tracing::debug!("duplicate task:submit ignored");
+            return;
+        }
+        if !valid_task_id(&id) {
+            tracing::warn!("refusing task with an unsafe id");
+            return;
+        }
+        let log_path = self.inner.sessions_dir.join(format!("{id}.jsonl"));
+        let resumed_after_restart = log_path.exists();
+        if let Err(e) = self.outbox().open(&id, &log_path) {
+            tracing::error!(error = %e, "cannot open session log");
+            return;
+        }
+        let secret_values: Vec<String> = submit.secrets.iter().map(|s| s.value.clone()).collect();
+        let emitter = Emitter::new(self.inner.clone(), id.clone(), &secret_values, span.clone());
+        if resumed_after_restart {
+            // A previous process of this node started the task and died with it.
+            end(
+                &emitter,
+                TaskOutcome::failed("the node restarted while this task ran"),
+            );
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.running().insert(id.clone(), tx);
+        let runtime = self.clone();
+        let task = async move {
+            run_task(&runtime, submit, emitter, rx).await;
+            runtime.running().remove(&id);
+        };
+        self.inner.tracker.spawn(task.instrument(span.clone()));
+    }
+}
+
+/// Task ids become file names: allow only a conservative alphabet.
+fn valid_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// What every run of a task shares.
+struct Task {
+    submit: TaskSubmit,
+    exec: &'static dyn Executor,
+    cwd: PathBuf,
+    env: BTreeMap<String, String>,
+    grace: Duration,
+    /// The conversation so far (the `llm` executor continues it on a follow-up).
+    memory: tokio::sync::Mutex<Vec<serde_json::Value>>,
+}
+
+/// Runs a task to its end; the final frame is its last.
+async fn run_task(
+    runtime: &Runtime,
+    submit: TaskSubmit,
+    emit: Emitter,
+    control: mpsc::UnboundedReceiver<Control>,
+) {
+    emit.reliable(false, |seq| Frame::TaskStarted {
+        task_id: emit.task_id().to_string(),
+        seq,
+    });
+    tracing::info!("task started");
+    let task = match prepare(runtime, submit) {
+        Ok(task) => task,
+        Err(msg) => {
+            emit.chunk(UiChunk::Error {
+                error_text: msg.clone(),
+            });
+            end(&emit, TaskOutcome::failed(msg));
+            return;
+        }
+    };
+    emit.chunk(UiChunk::Start {
+        message_id: Some(emit.task_id().to_string()),
+        message_metadata: None,
+    });
+    let mut inbox = Inbox::new(control, task.submit.goal.clone());
+    let last = run_inputs(&task, &emit, &mut inbox).await;
+    match inbox.stopped() {
+        Some(why) => finish_stopped(&emit, why),
+        None => finish(&emit, last),
+    }
+}
+
+/// The executor, working directory and environment of a task's runs; an error message
+/// when the node cannot run it.
+fn prepare(runtime: &Runtime, submit: TaskSubmit) -> Result<Task, String> {
+    let exec = executor::for_kind(submit.executor);
+    let cwd = submit
+        .options
+        .cwd
+        .as_ref()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| runtime.inner.workspace_dir.clone());
+    if !cwd.is_dir() {
+        return Err(format!(
+            "working directory {} does not exist on this node",
+            cwd.display()
+        ));
+    }
+    let mut env: BTreeMap<String, String> = submit.options.env.clone();
+    for s in &submit.secrets {
+        env.insert(s.name.clone(), s.value.clone());
+    }
+    env.insert("VIBER_TASK_ID".into(), submit.task_id.clone());
+    env.insert("VIBER_NODE_ID".into(), runtime.inner.node_id.clone());
+    let grace = submit
+        .options
+        .stop_grace_ms
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_STOP_GRACE);
+    Ok(Task {
+        submit,
+        exec,
+        cwd,
+        env,
+        grace,
+        memory: tokio::sync::Mutex::new(Vec::new()),
+    })
+}
+
+/// Runs the task's inputs one after another until none is left or the task is stopped;
+/// returns the outcome of the last run.
+async fn run_inputs(task: &Task, emit: &Emitter, inbox: &mut Inbox) -> RunOutcome {
+    let mut last = RunOutcome::Exited(0);
+    let mut run_no = 0u32;
+    while let Some(input) = inbox.next_input() {
+        run_no += 1;
+        last = run_once(task, emit, inbox, &input, run_no).await;
+    }
+    last
+}
+
+/// One run of the executor, applying the control messages that arrive meanwhile.
+async fn run_once(
+    task: &Task,
+    emit: &Emitter,
+    inbox: &mut Inbox,
+    input: &str,
+    run_no: u32,
+) -> RunOutcome {
+    let abort = CancellationToken::new();
+    let run = task.exec.run(Run {
+        input,
+        cwd: &task.cwd,
+        env: &task.env,
+        emit,
+        part_id: format!("run-{run_no}"),
+        abort: abort.clone(),
+        stop_grace: task.grace,
+        memory: &task.memory,
+        options: &task.submit.options,
+    });
+    tokio::pin!(run);
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut run => break outcome,
+            ctrl = inbox.recv() => inbox.during_run(ctrl, &abort),
+        }
+    };
+    if let RunOutcome::Failed(msg) = &outcome {
+        emit.chunk(UiChunk::Error {
+            error_text: msg.clone(),
+        });
+    }
+    inbox.run_ended();
+    outcome
+}
+
+/// Closes a stopped task.
+fn finish_stopped(emit: &Emitter, why: &'static str) {
+    emit.chunk(UiChunk::Abort {
+        reason: Some(why.into()),
+    });
+    end(emit, TaskOutcome::stopped(why));
+    tracing::info!(reason = why, "task stopped");
+}
+
+/// Closes a task that ran out of inputs, by the outcome of its last run.
+fn finish(emit: &Emitter, last: RunOutcome) {
+    match last {
+        RunOutcome::Exited(0) => {
+            finish_chunk(emit, FinishReason::Stop);
+            end(
+                emit,
+                TaskOutcome::Completed {
+                    exit_code: Some(0),
+                    result: None,
+                },
+            );
+            tracing::info!("task completed");
+        }
+        RunOutcome::Exited(code) => {
+            let msg = format!("exited with status {code}");
+            emit.chunk(UiChunk::Error {
+                error_text: msg.clone(),
+            });
+            finish_chunk(emit, FinishReason::Error);
+            end(
+                emit,
+                TaskOutcome::Failed {
+                    error: msg,
+                    exit_code: Some(code),
+                },
+            );
+            tracing::info!(code, "task failed");
+        }
+        RunOutcome::Failed(msg) => {
+            finish_chunk(emit, FinishReason::Error);
+            end(emit, TaskOutcome::failed(msg));
+        }
+        RunOutcome::Interrupted => {
+            // Only a stop ends a task on an interrupted run; this is unreachable in practice.
+            finish_chunk(emit, FinishReason::Interrupted);
+            end(emit, TaskOutcome::stopped("interrupted"));
+        }
+    }
+}
+
+fn finish_chunk(emit: &Emitter, reason: FinishReason) {
+    emit.chunk(UiChunk::Finish {
+        finish_reason: Some(reason),
+        message_metadata: None,
+    });
+}
+
+/// The task's final frame: how it ended, decided here once for the gateway to store.
+fn end(emit: &Emitter, outcome: TaskOutcome) {
+    let task_id = emit.task_id().to_string();
+    emit.reliable(true, move |seq| outcome.to_frame(&task_id, seq));
+}
