@@ -1,0 +1,217 @@
+//! Environments, their secrets, bindings, setup logs and validation.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::protocol::names::wire_enum;
+use crate::protocol::{BindingStrategy, EnvKind, ExecutorKind, SecretScope, ValidationCheck};
+
+/// A secret in a request: a bare value (runtime scope), `{value, scope}`, or null to remove.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SecretInput {
+    Value(String),
+    Scoped {
+        value: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<SecretScope>,
+    },
+}
+
+/// `POST /api/environments` and `PUT /api/environments/:id`: absent fields keep their value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvironmentInput {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Parsed by the gateway so an unknown type gets a 422 that lists the known ones.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_org: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_script: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_access: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persist_volume: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_executor: Option<String>,
+    /// Merged key by key; a null value removes a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// Replaces all variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vars: Option<BTreeMap<String, String>>,
+    /// Changes by name; a null value removes the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<BTreeMap<String, Option<SecretInput>>>,
+}
+
+/// A secret as shown: never its value, only a mask.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct SecretView {
+    pub value: String,
+    pub scope: SecretScope,
+    pub updated_at: String,
+}
+
+wire_enum! {
+    /// A binding's status as shown: the stored status, or `stale` for a ready binding whose
+    /// environment changed after its last prepare.
+    pub enum BindingPhase ("status") {
+        Pending = "pending",
+        Preparing = "preparing",
+        Ready = "ready",
+        Stale = "stale",
+        Error = "error",
+    }
+}
+
+/// An environment mapped onto one node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
+pub struct BindingView {
+    pub id: String,
+    pub environment_id: String,
+    pub node_id: String,
+    pub node_online: bool,
+    pub strategy: BindingStrategy,
+    pub status: BindingPhase,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepared_version: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_prepare_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct BindingList {
+    pub bindings: Vec<BindingView>,
+}
+
+/// An environment as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
+pub struct EnvironmentView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    #[serde(rename = "type")]
+    pub kind: EnvKind,
+    pub working_dir: String,
+    pub setup_script: String,
+    pub network_access: bool,
+    pub persist_volume: bool,
+    #[cfg_attr(test, ts(type = "Record<string, unknown>"))]
+    pub metadata: Value,
+    pub version: i64,
+    pub vars: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, SecretView>,
+    pub bindings: Vec<BindingView>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_org: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_executor: Option<ExecutorKind>,
+    /// Create and update: secrets too short to redact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct EnvironmentList {
+    pub environments: Vec<EnvironmentView>,
+}
+
+/// `POST /api/environments/:id/bindings`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BindRequest {
+    pub node_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<BindingStrategy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// `POST /api/environments/:id/bindings/:bid/prepare` (the body is optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrepareRequest {
+    /// Re-run setup even when nothing changed.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `GET .../logs?after=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LogQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+}
+
+/// One line of a binding's setup output (already redacted on the node).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct LogLine {
+    pub seq: i64,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct LogList {
+    pub logs: Vec<LogLine>,
+}
+
+/// `POST /api/environments/:id/validate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ValidationResult {
+    pub ok: bool,
+    pub checks: Vec<ValidationCheck>,
+}

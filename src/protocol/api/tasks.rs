@@ -1,0 +1,208 @@
+//! Tasks: creating, listing, messaging, approvals, streams and token usage.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::protocol::{ExecutorKind, InjectionMode, TaskOptions, TaskState};
+
+/// `POST /api/tasks`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateTask {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    pub goal: String,
+    /// Checked by the gateway so an unknown name gets a clear 422.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
+    #[serde(default)]
+    pub options: TaskOptions,
+}
+
+/// `GET /api/tasks?nodeId=&state=&limit=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskListQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Tokens a task's agent used.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct TaskUsage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    /// Null when the provider did not say.
+    pub model: Option<String>,
+}
+
+/// A tool call waiting for an operator's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct PendingApproval {
+    pub approval_id: String,
+    pub tool_call_id: String,
+    /// Null when the tool call's input chunk is missing.
+    pub tool_name: Option<String>,
+    #[cfg_attr(test, ts(type = "unknown"))]
+    pub input: Value,
+}
+
+/// One stored chunk of a task's stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ChunkEvent {
+    pub seq: u64,
+    #[cfg_attr(test, ts(type = "unknown"))]
+    pub chunk: Value,
+}
+
+/// A task as the API shows it. The optional fields at the end appear only in the responses
+/// that say so.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
+pub struct TaskView {
+    pub id: String,
+    /// Null for a task whose node was deleted.
+    #[cfg_attr(test, ts(optional = nullable))]
+    pub node_id: Option<String>,
+    pub goal: String,
+    pub executor: ExecutorKind,
+    #[cfg_attr(test, ts(type = "Record<string, unknown>"))]
+    pub options: TaskOptions,
+    pub state: TaskState,
+    pub created_at: String,
+    /// The last stream sequence number stored (-1 before the first chunk).
+    pub last_seq: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TaskUsage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    /// `GET /api/tasks/:id` of a running task that waits for an approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_approval: Option<PendingApproval>,
+    /// `awaiting approval` alongside `awaitingApproval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// `GET /api/tasks/:id`: the most recent chunks, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_events: Option<Vec<ChunkEvent>>,
+    /// `POST /api/tasks/:id/stop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_requested: Option<bool>,
+    /// `POST /api/threads/:id/messages` that started a task: the task id again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// `POST /api/threads/:id/messages` that started a task: the binding it runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct TaskList {
+    pub tasks: Vec<TaskView>,
+}
+
+/// `POST /api/tasks/:id/message`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MessageRequest {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injection_mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageAccepted {
+    pub task_id: String,
+    pub injection_mode: InjectionMode,
+    pub accepted: bool,
+}
+
+/// `POST /api/tasks/:id/approvals/:approvalId`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
+pub struct ApprovalAnswer {
+    pub approve: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalAnswered {
+    pub task_id: String,
+    pub approval_id: String,
+    pub approved: bool,
+}
+
+/// `GET /api/tasks/:id/stream?follow=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StreamQuery {
+    /// `false`: replay what is stored and close, without waiting for more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow: Option<bool>,
+}
+
+/// `GET /api/usage?from=&to=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UsageQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// Token totals of the tasks that share one key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageRow {
+    /// The node, environment or model; null for tasks without one.
+    pub key: Option<String>,
+    pub tasks: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageTotal {
+    pub tasks: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+}
+
+/// `GET /api/usage`: tokens of agent tasks created in `[from, to)`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageReport {
+    pub from: String,
+    pub to: String,
+    pub by_node: Vec<UsageRow>,
+    pub by_environment: Vec<UsageRow>,
+    pub by_model: Vec<UsageRow>,
+    pub total: UsageTotal,
+}

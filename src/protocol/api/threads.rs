@@ -1,0 +1,144 @@
+//! Threads and their messages.
+
+use serde::{Deserialize, Serialize};
+
+use super::tasks::{TaskUsage, TaskView};
+use crate::protocol::names::wire_enum;
+use crate::protocol::{ExecutorKind, InjectionMode, TaskState};
+
+wire_enum! {
+    pub enum ThreadStatus ("status") {
+        Active = "active",
+        Paused = "paused",
+        Archived = "archived",
+    }
+}
+
+/// `POST /api/threads`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateThread {
+    pub environment_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
+/// `GET /api/threads?environmentId=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadListQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment_id: Option<String>,
+}
+
+/// `PATCH /api/threads/:id`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchThread {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Parsed by the gateway so an unknown status gets a 422 that lists the known ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// `POST /api/threads/:id/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SendMessage {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injection_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
+pub struct ThreadView {
+    pub id: String,
+    pub environment_id: String,
+    pub title: String,
+    pub status: ThreadStatus,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_task_state: Option<TaskState>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ThreadList {
+    pub threads: Vec<ThreadView>,
+}
+
+/// A message that joined the thread's running task instead of starting one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FollowUpAccepted {
+    pub thread_id: String,
+    pub task_id: String,
+    pub follow_up: bool,
+}
+
+/// The task a thread message ran as (or joined).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct MessageTask {
+    pub state: TaskState,
+    pub executor: ExecutorKind,
+    /// Null until the task ends.
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub usage: Option<TaskUsage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
+pub struct ThreadMessageView {
+    pub id: i64,
+    pub message: String,
+    pub task_id: String,
+    pub created_at: String,
+    /// Set for a follow-up that joined a running task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injection_mode: Option<InjectionMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<MessageTask>,
+    /// The task's text output (left out with `?output=false` and for follow-ups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ThreadMessages {
+    pub messages: Vec<ThreadMessageView>,
+}
+
+/// `GET /api/threads/:id/messages?output=`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MessagesQuery {
+    /// `false` leaves out each task's output text (the board streams it instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<bool>,
+}
+
+/// `POST /api/threads/:id/messages`: a new task (201), or a follow-up to the running one (202).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SendOutcome {
+    FollowUp(FollowUpAccepted),
+    Started(Box<TaskView>),
+}
