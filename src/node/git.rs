@@ -210,45 +210,13 @@ fn reset_worktree_to_tree(
 
     // A missing/unreadable index just means: nothing to delete, nothing to skip.
     let old_index = repo.open_index().ok();
-    let mut skipped = 0usize;
-    if let Some(old_index) = &old_index {
-        // Delete files that were tracked but are not in the target tree (like `git reset --hard`).
-        for entry in old_index.entries() {
-            let path = entry.path(old_index);
-            if new_index.entry_by_path(path).is_some() {
-                continue;
-            }
-            let full = workdir.join(rel_path(path)?);
-            match std::fs::symlink_metadata(&full) {
-                Ok(meta) if meta.is_dir() => {} // gitlink/submodule or replaced by the user: leave it
-                Ok(_) => {
-                    std::fs::remove_file(&full)
-                        .with_context(|| format!("cannot delete {}", full.display()))?;
-                    remove_empty_parents(&full, workdir);
-                }
-                Err(_) => {}
-            }
+    let skipped = match &old_index {
+        Some(old_index) => {
+            delete_untracked_by(old_index, &new_index, workdir)?;
+            skip_unchanged(repo, old_index, &mut new_index)?
         }
-
-        // Don't rewrite files whose blob and mode are unchanged and that are clean on disk. Cleanliness is
-        // decided by gix's index-vs-worktree status (stat check, content re-hash for racy entries, filters).
-        let (dirty, refreshed) = tracked_changes(repo)?;
-        for (entry, path) in new_index.entries_mut_with_paths() {
-            let Some(old) = old_index.entry_by_path(path) else {
-                continue;
-            };
-            if old.id != entry.id
-                || old.mode != entry.mode
-                || old.flags.contains(gix::index::entry::Flags::SKIP_WORKTREE)
-                || dirty.contains(path)
-            {
-                continue;
-            }
-            entry.stat = refreshed.get(path).copied().unwrap_or(old.stat);
-            entry.flags.insert(gix::index::entry::Flags::SKIP_WORKTREE);
-            skipped += 1;
-        }
-    }
+        None => 0,
+    };
 
     let mut opts = repo
         .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
@@ -283,6 +251,61 @@ fn reset_worktree_to_tree(
         .write(Default::default())
         .context("cannot write index")?;
     Ok(())
+}
+
+/// Deletes files that `old_index` tracked but `new_index` does not (like `git reset --hard`).
+fn delete_untracked_by(
+    old_index: &gix::index::File,
+    new_index: &gix::index::State,
+    workdir: &Path,
+) -> Result<()> {
+    // Delete files that were tracked but are not in the target tree (like `git reset --hard`).
+    for entry in old_index.entries() {
+        let path = entry.path(old_index);
+        if new_index.entry_by_path(path).is_some() {
+            continue;
+        }
+        let full = workdir.join(rel_path(path)?);
+        match std::fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() => {} // gitlink/submodule or replaced by the user: leave it
+            Ok(_) => {
+                std::fs::remove_file(&full)
+                    .with_context(|| format!("cannot delete {}", full.display()))?;
+                remove_empty_parents(&full, workdir);
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Marks entries of `new_index` whose blob and mode are unchanged and that are clean on disk
+/// as skip-worktree, so checkout does not rewrite them. Returns how many.
+fn skip_unchanged(
+    repo: &gix::Repository,
+    old_index: &gix::index::File,
+    new_index: &mut gix::index::State,
+) -> Result<usize> {
+    let mut skipped = 0;
+    // Don't rewrite files whose blob and mode are unchanged and that are clean on disk. Cleanliness is
+    // decided by gix's index-vs-worktree status (stat check, content re-hash for racy entries, filters).
+    let (dirty, refreshed) = tracked_changes(repo)?;
+    for (entry, path) in new_index.entries_mut_with_paths() {
+        let Some(old) = old_index.entry_by_path(path) else {
+            continue;
+        };
+        if old.id != entry.id
+            || old.mode != entry.mode
+            || old.flags.contains(gix::index::entry::Flags::SKIP_WORKTREE)
+            || dirty.contains(path)
+        {
+            continue;
+        }
+        entry.stat = refreshed.get(path).copied().unwrap_or(old.stat);
+        entry.flags.insert(gix::index::entry::Flags::SKIP_WORKTREE);
+        skipped += 1;
+    }
+    Ok(skipped)
 }
 
 /// Paths of tracked files that differ from the current index (modified, deleted, type-changed, conflicted),
