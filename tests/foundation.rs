@@ -59,8 +59,15 @@ async fn node_enrolls_connects_and_is_listed() {
         .await;
     assert_eq!(one["name"], "build-01");
 
-    // Credentials are private files; the token is stored only hashed.
+    // Credentials are private files; the token is stored only hashed. The node writes its
+    // token after the gateway's hello-ok, which can land after the gateway lists it online.
     use std::os::unix::fs::PermissionsExt;
+    let creds = ndir.join("node.json");
+    wait_until("the node saved its credentials", T, || {
+        let creds = creds.clone();
+        async move { creds.exists() }
+    })
+    .await;
     for f in ["node-key", "node.json"] {
         let mode = std::fs::metadata(ndir.join(f))
             .unwrap()
