@@ -22,6 +22,7 @@
 //! The seed's `connected {viber}` frame is folded into `connect`: the node describes itself
 //! (name, version, platform, capabilities) in the same frame that authenticates it.
 
+pub mod codec;
 pub mod env;
 pub mod sse;
 pub mod ui;
