@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult, Body, MAX_BODY_BYTES};
-use super::node_ws::{self, ENROLLMENT_PREFIX};
+use super::link::{self, ENROLLMENT_PREFIX};
 use super::{auth, board, environments, task_api, threads, App};
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
@@ -79,7 +79,7 @@ pub fn router(app: App) -> Router {
             "/api/session",
             get(auth::session).post(auth::login).delete(auth::logout),
         )
-        .route("/ws", get(node_ws::upgrade))
+        .route("/ws", get(link::upgrade))
         .nest("/api", api)
         .merge(board::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -262,7 +262,7 @@ async fn revoke_node(State(app): State<App>, Path(id): Path<String>) -> ApiResul
         return Err(ApiError::not_found(format!("no node {id:?}")));
     }
     tracing::info!(node = %id, "node revoked");
-    node_ws::kick(
+    link::kick(
         &app,
         &id,
         close::REVOKED,

@@ -8,8 +8,7 @@ mod board;
 mod environments;
 pub mod error;
 pub mod events;
-mod node_ws;
-mod registry;
+pub mod link;
 mod task_api;
 pub mod tasks;
 mod threads;
@@ -24,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::store::Store;
-pub use registry::Registry;
+/// `super::registry::Outgoing` keeps resolving for the files that still import it that way.
+use link::registry;
+pub use link::Registry;
 
 /// Settings of one gateway process.
 #[derive(Debug, Clone)]
