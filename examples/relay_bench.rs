@@ -1,7 +1,8 @@
 //! Relay benchmark: node -> gateway -> SSE watchers, on loopback.
 //!
 //! Starts a real `viber gateway` process (release build), enrolls a load-generating node that
-//! speaks the real protocol (challenge, signed connect, task frames with seqs, acks), creates
+//! speaks the real protocol through the node's own handshake client and codec (challenge,
+//! signed connect, task frames with seqs, acks), creates
 //! tasks through the REST API, attaches SSE watchers, and streams chunks that carry their send
 //! time. Reports throughput, latency percentiles from the node's send to each watcher's
 //! receive, the gateway's CPU use and its peak memory.
@@ -19,12 +20,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 use viber::cli::tasks::SseParser;
 use viber::crypto::NodeKey;
-use viber::protocol::{signing_payload, Connect, Frame, Role, PROTOCOL_VERSION};
+use viber::node::handshake::{self, NodeHello};
+use viber::protocol::codec;
+use viber::protocol::Frame;
 
 struct Args {
     tasks: usize,
@@ -115,44 +117,29 @@ async fn main() {
     // Enroll and connect the load-generating node.
     let enroll = gw.enroll(&http, "bench").await;
     let key = NodeKey::load_or_create(&dir.join("bench-key")).unwrap();
-    let ws_url = url.replace("http://", "ws://") + "/ws";
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(&ws_url, None, true)
-        .await
-        .unwrap();
-    let (mut sink, mut stream) = ws.split();
-    let nonce = match next(&mut stream).await {
-        Frame::Challenge { nonce, .. } => nonce,
-        f => panic!("{f:?}"),
-    };
-    let node_id = key.node_id();
-    let connect = Frame::Connect(Connect {
-        min_protocol: PROTOCOL_VERSION,
-        max_protocol: PROTOCOL_VERSION,
-        role: Role::Node,
-        node_id: node_id.clone(),
+    let about = NodeHello {
         name: "bench".into(),
         version: viber::VERSION.into(),
         platform: viber::node::platform(),
         capabilities: vec!["shell".into()],
-        token: enroll.clone(),
-        public_key: key.public_key_b64(),
-        signature: key.sign_b64(&signing_payload(&nonce, &node_id)),
-        nonce,
-    });
-    sink.send(Message::text(connect.encode())).await.unwrap();
-    assert!(matches!(next(&mut stream).await, Frame::HelloOk(_)));
+    };
+    let (ws, _hello) = handshake::connect(&viber::node::ws_url(&url), &key, &enroll, &about)
+        .await
+        .unwrap();
+    let node_id = key.node_id();
+    let (mut sink, mut stream) = ws.split();
 
     // Create the tasks; read their submits (and discard acks/pings) in the background.
     let (submit_tx, mut submit_rx) = tokio::sync::mpsc::unbounded_channel();
     let acked = Arc::new(AtomicU64::new(0));
     let acked2 = acked.clone();
     tokio::spawn(async move {
-        while let Some(Ok(Message::Text(t))) = stream.next().await {
-            match Frame::decode(&t) {
-                Ok(Frame::TaskSubmit(s)) => {
+        while let Ok(frame) = codec::read_frame(&mut stream).await {
+            match frame {
+                Frame::TaskSubmit(s) => {
                     let _ = submit_tx.send(s.task_id);
                 }
-                Ok(Frame::TaskAck { .. }) => {
+                Frame::TaskAck { .. } => {
                     acked2.fetch_add(1, Ordering::Relaxed);
                 }
                 _ => {}
@@ -202,7 +189,7 @@ async fn main() {
             chunk(id, 1, json!({"type": "start"})),
             chunk(id, 2, json!({"type": "text-start", "id": "t"})),
         ] {
-            sink.feed(Message::text(f.encode())).await.unwrap();
+            codec::feed(&mut sink, &f).await.unwrap();
         }
         seqs[i] = 3;
     }
@@ -216,7 +203,7 @@ async fn main() {
                 next_at += iv;
                 let now = Instant::now();
                 if next_at > now {
-                    sink.flush().await.unwrap();
+                    codec::flush(&mut sink).await.unwrap();
                     tokio::time::sleep(next_at - now).await;
                 }
             }
@@ -228,9 +215,9 @@ async fn main() {
             seqs[i] += 1;
             if interval.is_some() {
                 // Steady mode: every chunk leaves at once, as a node's would.
-                sink.send(Message::text(f.encode())).await.unwrap();
+                codec::write(&mut sink, &f).await.unwrap();
             } else {
-                sink.feed(Message::text(f.encode())).await.unwrap();
+                codec::feed(&mut sink, &f).await.unwrap();
             }
         }
     }
@@ -249,10 +236,10 @@ async fn main() {
                 result: None,
             },
         ] {
-            sink.feed(Message::text(f.encode())).await.unwrap();
+            codec::feed(&mut sink, &f).await.unwrap();
         }
     }
-    sink.flush().await.unwrap();
+    codec::flush(&mut sink).await.unwrap();
     let sent_secs = t0.elapsed().as_secs_f64();
 
     let mut lat: Vec<u64> = Vec::new();
@@ -323,20 +310,6 @@ fn chunk(task: &str, seq: u64, chunk: Value) -> Frame {
         task_id: task.to_string(),
         seq,
         chunk,
-    }
-}
-
-async fn next(
-    stream: &mut futures_util::stream::SplitStream<
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-    >,
-) -> Frame {
-    loop {
-        if let Some(Ok(Message::Text(t))) = stream.next().await {
-            return Frame::decode(&t).unwrap();
-        }
     }
 }
 

@@ -16,17 +16,10 @@ pub mod envs;
 pub mod error;
 pub mod events;
 mod http;
-mod node_ws;
-mod registry;
+pub mod link;
 pub mod tasks;
 
 pub use http::create_enrollment;
-
-/// The node link, re-exported under the name the rest of the gateway uses.
-pub(crate) mod link {
-    pub use super::node_ws::{kick, upgrade, ENROLLMENT_PREFIX};
-    pub use super::registry::Outgoing;
-}
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::store::Store;
-pub use registry::Registry;
+pub use link::Registry;
 
 /// Settings of one gateway process.
 #[derive(Debug, Clone)]

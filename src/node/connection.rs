@@ -1,20 +1,26 @@
 //! The node's link to its gateway: dial out, answer the challenge, heartbeat, hand gateway
 //! frames to the runtime, send the runtime's frames, and reconnect with backoff forever.
+//!
+//! Owns: the connection loop, backoff, saving the node token issued at enrollment. The
+//! exchange itself is `handshake` (shared with the tests and benchmarks) and the framing is
+//! `protocol::codec`. Must not touch: what a frame means for tasks or environments (the
+//! runtime decides); it never imports `gateway::`. All of it runs in one tracing span
+//! (`node`, `gateway`) so log lines need not repeat them.
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
+use super::handshake::{self, HandshakeError, NodeHello, WsStream};
 use super::identity::Credentials;
 use super::runtime::Runtime;
 use super::NodeConfig;
 use crate::crypto::NodeKey;
-use crate::protocol::{
-    close, signing_payload, Connect, ErrorCode, Frame, Role, MAX_FRAME_BYTES, PROTOCOL_VERSION,
-};
+use crate::protocol::codec::{self, CodecError};
+use crate::protocol::{close, ErrorCode, Frame, HelloOk};
 
 /// A connection that lasted this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -93,6 +99,20 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let url = ws_url(&config.gateway);
+    let span = tracing::info_span!("link", node = %key.node_id(), gateway = %url);
+    reconnect(config, url, key, runtime, shutdown)
+        .instrument(span)
+        .await
+}
+
+/// One connection after another, with backoff between them.
+async fn reconnect(
+    config: NodeConfig,
+    url: String,
+    key: NodeKey,
+    runtime: Runtime,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     let mut enrollment = config.token.clone();
     loop {
@@ -110,13 +130,13 @@ pub async fn run(
         match end {
             SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Lost(reason) => {
-                tracing::warn!(gateway = %url, %reason, "connection to gateway lost");
+                tracing::warn!(%reason, "connection to gateway lost");
                 if started.elapsed() >= STABLE_AFTER {
                     backoff.reset();
                 }
             }
             SessionEnd::Refused(code, message) => {
-                tracing::error!(gateway = %url, ?code, %message, "gateway refused this node");
+                tracing::error!(?code, %message, "gateway refused this node");
                 // Saved credentials the gateway no longer knows (its database was reset):
                 // fall back to an enrollment token if we were given one.
                 if from_saved && code == ErrorCode::BadToken && enrollment.is_some() {
@@ -146,28 +166,10 @@ pub async fn run(
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Sink = futures_util::stream::SplitSink<WsStream, Message>;
+type Stream = futures_util::stream::SplitStream<WsStream>;
 
-async fn next_frame(ws: &mut futures_util::stream::SplitStream<Ws>) -> Result<Frame, String> {
-    loop {
-        match ws.next().await {
-            None => return Err("connection closed".into()),
-            Some(Err(e)) => return Err(e.to_string()),
-            Some(Ok(Message::Text(t))) => {
-                return Frame::decode(&t).map_err(|e| format!("bad frame from gateway: {e}"))
-            }
-            Some(Ok(Message::Close(c))) => {
-                return Err(match c {
-                    Some(c) => format!("closed by gateway ({}: {})", u16::from(c.code), c.reason),
-                    None => "closed by gateway".into(),
-                })
-            }
-            Some(Ok(_)) => continue,
-        }
-    }
-}
-
+/// One connection: dial, handshake, then the loop until it ends.
 async fn session(
     config: &NodeConfig,
     url: &str,
@@ -176,136 +178,146 @@ async fn session(
     runtime: &Runtime,
     shutdown: &CancellationToken,
 ) -> SessionEnd {
-    let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES));
-    let connecting = tokio_tungstenite::connect_async_with_config(url, Some(ws_config), true);
-    let ws = tokio::select! {
-        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting) => match r {
-            Ok(Ok((ws, _))) => ws,
-            Ok(Err(e)) => return SessionEnd::Lost(format!("cannot connect: {e}")),
-            Err(_) => return SessionEnd::Lost("connect timed out".into()),
-        },
-        _ = shutdown.cancelled() => return SessionEnd::Shutdown,
-    };
-    let (mut sink, mut stream) = ws.split();
-
-    // Handshake: challenge -> connect -> hello-ok.
-    let handshake = async {
-        let nonce = match next_frame(&mut stream).await? {
-            Frame::Challenge { nonce, .. } => nonce,
-            other => return Err(format!("expected challenge, got {}", other.type_name())),
-        };
-        let node_id = key.node_id();
-        let connect = Frame::Connect(Connect {
-            min_protocol: PROTOCOL_VERSION,
-            max_protocol: PROTOCOL_VERSION,
-            role: Role::Node,
-            node_id: node_id.clone(),
-            name: config.name.clone(),
-            version: crate::VERSION.to_string(),
-            platform: super::platform(),
-            capabilities: runtime.capabilities(),
-            token: token.to_string(),
-            public_key: key.public_key_b64(),
-            signature: key.sign_b64(&signing_payload(&nonce, &node_id)),
-            nonce,
-        });
-        sink.send(Message::text(connect.encode()))
-            .await
-            .map_err(|e| e.to_string())?;
-        next_frame(&mut stream).await
-    };
-    let reply = tokio::select! {
-        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => match r {
-            Ok(Ok(frame)) => frame,
-            Ok(Err(e)) => return SessionEnd::Lost(e),
-            Err(_) => return SessionEnd::Lost("handshake timed out".into()),
-        },
-        _ = shutdown.cancelled() => return SessionEnd::Shutdown,
-    };
-    let hello = match reply {
-        Frame::HelloOk(h) => h,
-        Frame::Error(e) => return SessionEnd::Refused(e.code, e.message),
-        other => return SessionEnd::Lost(format!("expected hello-ok, got {}", other.type_name())),
+    let (ws, hello) = match open(config, url, key, token, runtime, shutdown).await {
+        Ok(open) => open,
+        Err(end) => return end,
     };
     if let Some(node_token) = &hello.node_token {
-        let creds = Credentials {
-            gateway: config.gateway.clone(),
-            node_id: hello.node_id.clone(),
-            node_token: node_token.clone(),
-        };
-        if let Err(e) = creds.save(&config.data_dir) {
-            tracing::error!(error = %e, "saving node credentials");
-        }
-        tracing::info!(node = %hello.node_id, "enrolled with gateway");
+        save_credentials(config, &hello.node_id, node_token);
     }
     let interval = Duration::from_millis(hello.heartbeat_interval_ms.max(100));
-    tracing::info!(gateway = %url, node = %hello.node_id, heartbeat_ms = interval.as_millis() as u64, "connected to gateway");
+    tracing::info!(
+        heartbeat_ms = interval.as_millis() as u64,
+        "connected to gateway"
+    );
+    let (mut sink, mut stream) = ws.split();
+    pump(runtime, shutdown, &mut sink, &mut stream, interval).await
+}
 
+/// Dials the gateway and runs the handshake (challenge -> signed connect -> hello-ok), each
+/// step within [`HANDSHAKE_TIMEOUT`] and abandoned at shutdown.
+async fn open(
+    config: &NodeConfig,
+    url: &str,
+    key: &NodeKey,
+    token: &str,
+    runtime: &Runtime,
+    shutdown: &CancellationToken,
+) -> Result<(WsStream, HelloOk), SessionEnd> {
+    let mut ws = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::dial(url)) => match r {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => return Err(SessionEnd::Lost(e.to_string())),
+            Err(_) => return Err(SessionEnd::Lost("connect timed out".into())),
+        },
+        _ = shutdown.cancelled() => return Err(SessionEnd::Shutdown),
+    };
+    let about = NodeHello {
+        name: config.name.clone(),
+        version: crate::VERSION.to_string(),
+        platform: super::platform(),
+        capabilities: runtime.capabilities(),
+    };
+    let exchange = handshake::handshake(&mut ws, key, token, &about);
+    let reply = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange) => r,
+        _ = shutdown.cancelled() => return Err(SessionEnd::Shutdown),
+    };
+    match reply {
+        Ok(Ok(hello)) => Ok((ws, hello)),
+        Ok(Err(HandshakeError::Refused(e))) => Err(SessionEnd::Refused(e.code, e.message)),
+        Ok(Err(e)) => Err(SessionEnd::Lost(e.to_string())),
+        Err(_) => Err(SessionEnd::Lost("handshake timed out".into())),
+    }
+}
+
+/// Keeps the node token issued at enrollment for every later connection.
+fn save_credentials(config: &NodeConfig, node_id: &str, node_token: &str) {
+    let creds = Credentials {
+        gateway: config.gateway.clone(),
+        node_id: node_id.to_string(),
+        node_token: node_token.to_string(),
+    };
+    if let Err(e) = creds.save(&config.data_dir) {
+        tracing::error!(error = %e, "saving node credentials");
+    }
+    tracing::info!("enrolled with gateway");
+}
+
+fn lost(e: CodecError) -> SessionEnd {
+    SessionEnd::Lost(e.to_string())
+}
+
+/// The authenticated connection: sends what the runtime has not sent yet, heartbeats, and
+/// hands the gateway's frames to the runtime, until the connection ends.
+async fn pump(
+    runtime: &Runtime,
+    shutdown: &CancellationToken,
+    sink: &mut Sink,
+    stream: &mut Stream,
+    interval: Duration,
+) -> SessionEnd {
     let mut heartbeat = tokio::time::interval(interval);
     let mut last_heard = Instant::now();
     let mut cursor = runtime.new_send_cursor();
-    let send = |frame: Frame| Message::text(frame.encode());
     loop {
         // Everything the runtime has not sent on this connection yet (all unacknowledged
-        // frames on a fresh connection).
+        // frames on a fresh connection), as one burst.
         let unsent = runtime.unsent(&mut cursor);
         if !unsent.is_empty() {
-            for frame in unsent {
-                if let Err(e) = sink.feed(send(frame)).await {
-                    return SessionEnd::Lost(e.to_string());
+            for frame in &unsent {
+                if let Err(e) = codec::feed(sink, frame).await {
+                    return lost(e);
                 }
             }
-            if let Err(e) = sink.flush().await {
-                return SessionEnd::Lost(e.to_string());
+            if let Err(e) = codec::flush(sink).await {
+                return lost(e);
             }
         }
-        tokio::select! {
+        let step = tokio::select! {
             _ = shutdown.cancelled() => {
-                let _ = sink.send(Message::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
-                    code: close::GOING_AWAY.into(),
-                    reason: "node shutting down".into(),
-                }))).await;
-                let _ = sink.close().await;
+                codec::close(sink, close::GOING_AWAY, "node shutting down").await;
                 return SessionEnd::Shutdown;
             }
-            _ = runtime.outbox_changed() => {}
+            _ = runtime.outbox_changed() => Ok(()),
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > interval * 3 {
                     return SessionEnd::Lost("gateway silent for three heartbeat intervals".into());
                 }
                 let hb = Frame::Heartbeat { status: runtime.status() };
-                if let Err(e) = sink.send(send(hb)).await {
-                    return SessionEnd::Lost(e.to_string());
-                }
+                codec::write(sink, &hb).await.map_err(lost)
             }
-            frame = next_frame(&mut stream) => {
+            frame = codec::read_frame(stream) => {
                 last_heard = Instant::now();
                 match frame {
-                    Err(e) => return SessionEnd::Lost(e),
-                    Ok(Frame::Ping {}) => {
-                        if let Err(e) = sink.send(send(Frame::Pong {})).await {
-                            return SessionEnd::Lost(e.to_string());
-                        }
-                    }
-                    Ok(Frame::Pong {}) => {}
-                    Ok(Frame::Error(e)) if e.code == ErrorCode::Revoked => {
-                        return SessionEnd::Refused(e.code, e.message);
-                    }
-                    Ok(Frame::Error(e)) => {
-                        tracing::warn!(code = ?e.code, message = %e.message, "gateway reported an error");
-                    }
-                    Ok(frame) => {
-                        if let Some(reply) = runtime.handle(frame).await {
-                            if let Err(e) = sink.send(send(reply)).await {
-                                return SessionEnd::Lost(e.to_string());
-                            }
-                        }
-                    }
+                    Ok(frame) => on_frame(runtime, sink, frame).await,
+                    Err(e) => Err(lost(e)),
                 }
             }
+        };
+        if let Err(end) = step {
+            return end;
         }
+    }
+}
+
+/// One frame from the gateway.
+async fn on_frame(runtime: &Runtime, sink: &mut Sink, frame: Frame) -> Result<(), SessionEnd> {
+    let reply = match frame {
+        Frame::Ping {} => Some(Frame::Pong {}),
+        Frame::Pong {} => None,
+        Frame::Error(e) if e.code == ErrorCode::Revoked => {
+            return Err(SessionEnd::Refused(e.code, e.message));
+        }
+        Frame::Error(e) => {
+            tracing::warn!(code = ?e.code, message = %e.message, "gateway reported an error");
+            None
+        }
+        frame => runtime.handle(frame).await,
+    };
+    match reply {
+        Some(reply) => codec::write(sink, &reply).await.map_err(lost),
+        None => Ok(()),
     }
 }
 

@@ -5,6 +5,7 @@ mod connection;
 pub mod environments;
 pub mod executor;
 pub mod git;
+pub mod handshake;
 pub mod identity;
 mod outbox;
 mod runtime;

@@ -30,6 +30,7 @@
 pub mod api;
 #[cfg(test)]
 mod board_types;
+pub mod codec;
 pub mod env;
 pub mod events;
 pub mod names;

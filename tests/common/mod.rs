@@ -1,5 +1,6 @@
 //! Test harness: real `viber` processes on OS-chosen ports, HTTP with reqwest, raw WebSocket
-//! peers with tokio-tungstenite. Nothing of ours is mocked.
+//! peers over tokio-tungstenite through viber's own codec and handshake client. Nothing of
+//! ours is mocked.
 #![allow(dead_code)]
 
 pub mod fake_openai;
@@ -10,12 +11,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 use viber::crypto::NodeKey;
-use viber::protocol::{signing_payload, Connect, Frame, Role, PROTOCOL_VERSION};
+use viber::node::handshake::{self, HandshakeError, NodeHello};
+use viber::protocol::codec::{self, CodecError};
+use viber::protocol::{Connect, Frame};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_viber");
 
@@ -345,15 +346,15 @@ where
 }
 
 // ---- raw WebSocket peers ----
+//
+// A peer speaks through the same codec (`viber::protocol::codec`) and handshake client
+// (`viber::node::handshake`) as a node; only what a test must be able to break (a connect
+// frame to tamper with, raw text) is exposed separately.
 
-pub type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws = viber::node::handshake::WsStream;
 
 pub async fn ws_open(url: &str) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("ws connect");
-    ws
+    viber::node::handshake::dial(url).await.expect("ws connect")
 }
 
 /// What the peer received next.
@@ -365,21 +366,27 @@ pub enum Got {
     Ended,
 }
 
-pub async fn recv(ws: &mut Ws) -> Got {
-    loop {
-        let next = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("no message from gateway within 10 s");
-        match next {
-            Some(Ok(Message::Text(t))) => {
-                return Got::Frame(Frame::decode(&t).expect("gateway frame decodes"))
-            }
-            Some(Ok(Message::Close(Some(c)))) => {
-                return Got::Close(c.code.into(), c.reason.to_string())
-            }
-            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return Got::Ended,
-            Some(Ok(_)) => continue,
+impl Got {
+    fn from_codec(e: CodecError) -> Got {
+        match e {
+            CodecError::Closed(Some(c)) => Got::Close(c.code, c.reason),
+            CodecError::Decode(e) => panic!("gateway frame does not decode: {e}"),
+            _ => Got::Ended,
         }
+    }
+}
+
+/// Waits at most 10 s for what comes next.
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("no message from gateway within 10 s")
+}
+
+pub async fn recv(ws: &mut Ws) -> Got {
+    match within(codec::read_frame(ws)).await {
+        Ok(frame) => Got::Frame(frame),
+        Err(e) => Got::from_codec(e),
     }
 }
 
@@ -394,40 +401,36 @@ pub async fn recv_no_ping(ws: &mut Ws) -> Got {
 }
 
 pub async fn send_text(ws: &mut Ws, text: &str) {
-    ws.send(Message::text(text.to_string()))
+    codec::write_text(ws, text.to_string())
         .await
         .expect("ws send");
 }
 
 pub async fn send_frame(ws: &mut Ws, f: &Frame) {
-    send_text(ws, &f.encode()).await
+    codec::write(ws, f).await.expect("ws send");
 }
 
 /// Reads the challenge nonce.
 pub async fn challenge(ws: &mut Ws) -> String {
-    match recv(ws).await {
-        Got::Frame(Frame::Challenge { nonce, .. }) => nonce,
-        other => panic!("expected challenge, got {other:?}"),
+    match within(handshake::read_challenge(ws)).await {
+        Ok(nonce) => nonce,
+        Err(other) => panic!("expected challenge, got {other:?}"),
+    }
+}
+
+/// How a raw test peer describes itself.
+fn test_hello() -> NodeHello {
+    NodeHello {
+        name: "raw".into(),
+        version: "test".into(),
+        platform: "test".into(),
+        capabilities: vec![],
     }
 }
 
 /// A correctly signed connect frame for `key` answering `nonce`.
 pub fn connect_frame(key: &NodeKey, nonce: &str, token: &str) -> Connect {
-    let node_id = key.node_id();
-    Connect {
-        min_protocol: PROTOCOL_VERSION,
-        max_protocol: PROTOCOL_VERSION,
-        role: Role::Node,
-        node_id: node_id.clone(),
-        name: "raw".into(),
-        version: "test".into(),
-        platform: "test".into(),
-        capabilities: vec![],
-        token: token.into(),
-        public_key: key.public_key_b64(),
-        signature: key.sign_b64(&signing_payload(nonce, &node_id)),
-        nonce: nonce.into(),
-    }
+    handshake::connect_frame(key, nonce, token, &test_hello())
 }
 
 pub fn new_key(dir: &TempDir, name: &str) -> NodeKey {
@@ -438,8 +441,16 @@ pub fn new_key(dir: &TempDir, name: &str) -> NodeKey {
 /// answered to `connect`.
 pub async fn handshake(url: &str, key: &NodeKey, token: &str) -> (Ws, Got) {
     let mut ws = ws_open(url).await;
-    let nonce = challenge(&mut ws).await;
-    send_frame(&mut ws, &Frame::Connect(connect_frame(key, &nonce, token))).await;
-    let got = recv(&mut ws).await;
+    let got = match within(handshake::handshake(&mut ws, key, token, &test_hello())).await {
+        Ok(hello) => Got::Frame(Frame::HelloOk(hello)),
+        Err(HandshakeError::Refused(e)) => Got::Frame(Frame::Error(e)),
+        Err(HandshakeError::Unexpected {
+            expected: "challenge",
+            frame,
+        }) => panic!("expected challenge, got {frame:?}"),
+        Err(HandshakeError::Unexpected { frame, .. }) => Got::Frame(*frame),
+        Err(HandshakeError::Codec(e)) => Got::from_codec(e),
+        Err(HandshakeError::Dial(e)) => panic!("ws connect: {e}"),
+    };
     (ws, got)
 }

@@ -1,4 +1,8 @@
 //! Live node connections: who is online, what they last reported, and a channel to each.
+//!
+//! Owns: the in-memory map of connected nodes and the [`Outgoing`] queue into each
+//! connection. Must not touch: the store (presence is memory only; the session records
+//! connects and disconnects), the socket (only the session writes to it).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,6 +10,7 @@ use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
+use crate::gateway::App;
 use crate::protocol::{Frame, NodeStatus, ViberInfo};
 
 /// Something for a node's connection task to do.
@@ -107,5 +112,12 @@ impl Registry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, NodeConn>> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Disconnects a node's live connection (after revocation).
+pub async fn kick(app: &App, node_id: &str, code: u16, error: Frame) {
+    if let Some(tx) = app.registry.sender(node_id) {
+        let _ = tx.send(Outgoing::Close { code, error }).await;
     }
 }

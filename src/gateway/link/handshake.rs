@@ -1,0 +1,249 @@
+//! The server side of the handshake: challenge, `connect`, authenticate, `hello-ok` or a
+//! typed refusal (an `error` frame, then close 1008).
+//!
+//! Owns: the challenge nonce, the checks on a `connect` frame (role, protocol range, nonce,
+//! key fingerprint, signature, token), enrollment redemption and the node token it issues.
+//! Must not touch: the registry or the session (the caller registers an admitted node), SQL
+//! other than through `store::Store`, and anything under `node::` (the client side of this
+//! exchange is `node::handshake`).
+
+use std::time::Duration;
+
+use super::session::{Sink, Stream};
+use crate::clock::now_ms;
+use crate::crypto;
+use crate::gateway::App;
+use crate::protocol::codec::{self, CodecError, Incoming};
+use crate::protocol::{
+    close, signing_payload, Connect, ErrorCode, Frame, HelloOk, Role, PROTOCOL_VERSION,
+};
+use crate::store::{EnrollRefusal, NodeRecord};
+
+/// Time a client has to answer the challenge.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub const ENROLLMENT_PREFIX: &str = "vbr_enr_";
+pub const NODE_TOKEN_PREFIX: &str = "vbr_node_";
+
+/// A node that passed the handshake and was told `hello-ok`.
+pub(super) struct Admitted {
+    pub node: NodeRecord,
+    /// What the node said about itself.
+    pub connect: Connect,
+}
+
+/// Runs the handshake on a fresh socket. `None` when the connection ended during it or was
+/// refused (the refusal has been sent and the socket closed).
+pub(super) async fn admit(app: &App, sink: &mut Sink, stream: &mut Stream) -> Option<Admitted> {
+    let nonce = crypto::b64(&crypto::random_bytes(32));
+    let challenge = Frame::Challenge {
+        nonce: nonce.clone(),
+        protocol: PROTOCOL_VERSION,
+        server_version: crate::VERSION.to_string(),
+    };
+    codec::write(sink, &challenge).await.ok()?;
+    let connect = read_connect(app, sink, stream).await?;
+    let (node, issued_token) = match authenticate(app, &connect, &nonce).await {
+        Ok(ok) => ok,
+        Err((code, message)) => {
+            refuse(sink, code, message).await;
+            return None;
+        }
+    };
+    let hello = Frame::HelloOk(HelloOk {
+        protocol: PROTOCOL_VERSION,
+        server_version: crate::VERSION.to_string(),
+        node_id: node.id.clone(),
+        heartbeat_interval_ms: app.config.heartbeat_interval.as_millis() as u64,
+        node_token: issued_token,
+    });
+    codec::write(sink, &hello).await.ok()?;
+    Some(Admitted { node, connect })
+}
+
+/// Waits for the `connect` frame; refuses anything else.
+async fn read_connect(app: &App, sink: &mut Sink, stream: &mut Stream) -> Option<Connect> {
+    let first = tokio::select! {
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, codec::read(stream)) => r,
+        _ = app.shutdown.cancelled() => {
+            codec::close(sink, close::GOING_AWAY, "gateway shutting down").await;
+            return None;
+        }
+    };
+    let (code, message) = match first {
+        Err(_) => (
+            ErrorCode::HandshakeTimeout,
+            format!("no connect frame within {} s", HANDSHAKE_TIMEOUT.as_secs()),
+        ),
+        Ok(Err(CodecError::Closed(_) | CodecError::Transport(_))) => return None,
+        Ok(Err(CodecError::TooBig)) => {
+            tracing::warn!("oversized frame before handshake");
+            codec::close_too_big(sink).await;
+            return None;
+        }
+        Ok(Ok(Incoming::Control) | Err(CodecError::Binary)) => (
+            ErrorCode::NotAuthenticated,
+            "expected a connect frame".into(),
+        ),
+        Ok(Err(CodecError::Decode(e))) => (e.code(), e.to_string()),
+        Ok(Ok(Incoming::Frame(Frame::Connect(c)))) => return Some(c),
+        Ok(Ok(Incoming::Frame(other))) => (
+            ErrorCode::NotAuthenticated,
+            format!(
+                "expected a connect frame, got {:?} before the handshake",
+                other.type_name()
+            ),
+        ),
+    };
+    refuse(sink, code, message).await;
+    None
+}
+
+/// Sends a typed refusal and closes with 1008.
+async fn refuse(sink: &mut Sink, code: ErrorCode, message: String) {
+    tracing::warn!(?code, %message, "node refused");
+    let _ = codec::write(sink, &Frame::error(code, message.clone())).await;
+    codec::close(sink, close::POLICY, &message).await;
+}
+
+type Refusal = (ErrorCode, String);
+
+/// Verifies a `connect` frame against the challenge `nonce`. On success returns the node and,
+/// when an enrollment token was redeemed, the node token issued to it.
+async fn authenticate(
+    app: &App,
+    c: &Connect,
+    nonce: &str,
+) -> Result<(NodeRecord, Option<String>), Refusal> {
+    check_signed(c, nonce)?;
+    if c.token.starts_with(ENROLLMENT_PREFIX) {
+        let (node, token) = enroll(app, c).await?;
+        Ok((node, Some(token)))
+    } else {
+        Ok((known_node(app, c).await?, None))
+    }
+}
+
+/// What can be checked without the store: role, protocol range, and that the frame answers
+/// this challenge, signed by the key whose fingerprint is the node id.
+fn check_signed(c: &Connect, nonce: &str) -> Result<(), Refusal> {
+    if c.role != Role::Node {
+        return Err((
+            ErrorCode::UnsupportedRole,
+            "only the node role may connect to /ws".into(),
+        ));
+    }
+    if !(c.min_protocol..=c.max_protocol).contains(&PROTOCOL_VERSION) {
+        return Err((
+            ErrorCode::ProtocolMismatch,
+            format!(
+                "gateway speaks protocol {PROTOCOL_VERSION}, node supports {}..={}; upgrade the older side",
+                c.min_protocol, c.max_protocol
+            ),
+        ));
+    }
+    if c.nonce != nonce {
+        return Err((
+            ErrorCode::BadNonce,
+            "connect answers a different challenge (stale or replayed)".into(),
+        ));
+    }
+    let Some(key) = crypto::decode_public_key(&c.public_key) else {
+        return Err((
+            ErrorCode::BadSignature,
+            "public key is not an Ed25519 key".into(),
+        ));
+    };
+    if crypto::node_id_for(&key) != c.node_id {
+        return Err((
+            ErrorCode::BadSignature,
+            "node id is not the fingerprint of the public key".into(),
+        ));
+    }
+    if !crypto::verify_signature(
+        &c.public_key,
+        &signing_payload(nonce, &c.node_id),
+        &c.signature,
+    ) {
+        return Err((ErrorCode::BadSignature, "signature does not verify".into()));
+    }
+    Ok(())
+}
+
+fn internal(e: anyhow::Error) -> Refusal {
+    tracing::error!(error = format!("{e:#}"), "authenticating node");
+    (ErrorCode::Internal, "gateway storage error".to_string())
+}
+
+/// Redeems an enrollment token: records the node and returns it with its new node token.
+async fn enroll(app: &App, c: &Connect) -> Result<(NodeRecord, String), Refusal> {
+    let token_hash = crypto::sha256_hex(c.token.as_bytes());
+    let node_token = crypto::new_token(NODE_TOKEN_PREFIX);
+    let record = NodeRecord {
+        id: c.node_id.clone(),
+        name: c.name.clone(),
+        public_key: c.public_key.clone(),
+        token_hash: crypto::sha256_hex(node_token.as_bytes()),
+        version: c.version.clone(),
+        platform: c.platform.clone(),
+        capabilities: c.capabilities.clone(),
+        created_at: now_ms(),
+        last_seen_at: None,
+        revoked_at: None,
+        config_state: None,
+    };
+    match app
+        .store
+        .redeem_enrollment(token_hash, record, now_ms())
+        .await
+        .map_err(internal)?
+    {
+        Ok(node) => {
+            tracing::info!(name = %node.name, "node enrolled");
+            Ok((node, node_token))
+        }
+        Err(EnrollRefusal::Unknown) => {
+            Err((ErrorCode::BadToken, "unknown enrollment token".into()))
+        }
+        Err(EnrollRefusal::Used) => Err((
+            ErrorCode::EnrollmentUsed,
+            "enrollment token was already used; create a new one with `viber node add`".into(),
+        )),
+        Err(EnrollRefusal::Expired) => Err((
+            ErrorCode::EnrollmentExpired,
+            "enrollment token expired; create a new one with `viber node add`".into(),
+        )),
+    }
+}
+
+/// Checks a node token against the enrolled node it claims to be.
+async fn known_node(app: &App, c: &Connect) -> Result<NodeRecord, Refusal> {
+    let Some(node) = app.store.node(c.node_id.clone()).await.map_err(internal)? else {
+        return Err((
+            ErrorCode::BadToken,
+            "unknown node; enroll it with a token from `viber node add`".into(),
+        ));
+    };
+    if node.revoked_at.is_some() {
+        return Err((
+            ErrorCode::Revoked,
+            "this node was revoked by an operator".into(),
+        ));
+    }
+    if node.public_key != c.public_key {
+        return Err((
+            ErrorCode::KeyMismatch,
+            "public key differs from the enrolled one".into(),
+        ));
+    }
+    let token_hash = crypto::sha256_hex(c.token.as_bytes());
+    if !ct_eq(node.token_hash.as_bytes(), token_hash.as_bytes()) {
+        return Err((ErrorCode::BadToken, "invalid node token".into()));
+    }
+    Ok(node)
+}
+
+/// Constant-time equality for hashes.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
