@@ -33,6 +33,7 @@ mod board_types;
 pub mod codec;
 pub mod env;
 pub mod events;
+mod handshake;
 pub mod names;
 pub mod node_config;
 pub mod sse;
@@ -40,6 +41,7 @@ pub mod task;
 pub mod ui;
 
 pub use env::*;
+pub use handshake::*;
 pub use task::*;
 
 use serde::{Deserialize, Serialize};
@@ -323,139 +325,12 @@ impl Frame {
     }
 }
 
-/// Roles a WebSocket client may declare in `connect`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Node,
-    Operator,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Connect {
-    pub min_protocol: u32,
-    pub max_protocol: u32,
-    pub role: Role,
-    /// Fingerprint of `public_key` (see [`crate::crypto::node_id_for`]).
-    pub node_id: String,
-    pub name: String,
-    pub version: String,
-    pub platform: String,
-    #[serde(default)]
-    pub capabilities: Vec<String>,
-    /// An enrollment token (first connection) or the node token issued in `hello-ok`.
-    pub token: String,
-    /// Ed25519 public key, base64url without padding.
-    pub public_key: String,
-    /// The challenge nonce this frame answers.
-    pub nonce: String,
-    /// Ed25519 signature over [`signing_payload`], base64url without padding.
-    pub signature: String,
-}
-
-/// The bytes a node signs to answer a challenge: binds the nonce to the node id.
-pub fn signing_payload(nonce: &str, node_id: &str) -> Vec<u8> {
-    format!("viber-connect:v{PROTOCOL_VERSION}:{nonce}:{node_id}").into_bytes()
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HelloOk {
-    pub protocol: u32,
-    pub server_version: String,
-    pub node_id: String,
-    /// The node sends a heartbeat this often; the gateway pings this often.
-    pub heartbeat_interval_ms: u64,
-    /// Issued once, when an enrollment token was redeemed: the node stores it and uses it
-    /// for every later connection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_token: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ErrorFrame {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-/// Typed error codes carried by `error` frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// Not JSON, or no `type`.
-    BadFrame,
-    UnknownType,
-    InvalidFrame,
-    /// A frame other than `connect` before the handshake finished.
-    NotAuthenticated,
-    ProtocolMismatch,
-    UnsupportedRole,
-    /// The signature does not verify, or the node id is not the key's fingerprint.
-    BadSignature,
-    /// The `connect` frame answers another challenge (a replay).
-    BadNonce,
-    /// The token is not a valid enrollment token or node token.
-    BadToken,
-    EnrollmentExpired,
-    EnrollmentUsed,
-    /// The node token belongs to another key or node.
-    KeyMismatch,
-    Revoked,
-    HandshakeTimeout,
-    FrameTooLarge,
-    /// A node reported on a task it does not run.
-    NotOwner,
-    UnknownTask,
-    Internal,
-}
-
-impl ErrorCode {
-    /// Refusals after which retrying the same credentials cannot succeed.
-    pub fn is_fatal_refusal(self) -> bool {
-        matches!(
-            self,
-            ErrorCode::BadToken
-                | ErrorCode::EnrollmentExpired
-                | ErrorCode::EnrollmentUsed
-                | ErrorCode::KeyMismatch
-                | ErrorCode::Revoked
-                | ErrorCode::ProtocolMismatch
-        )
-    }
-}
-
-/// What a node tells the gateway about itself (the seed's `ViberInfo`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ViberInfo {
-    pub id: String,
-    pub name: String,
-    pub version: String,
-    pub platform: String,
-    pub capabilities: Vec<String>,
-    pub running_tasks: Vec<String>,
-}
-
-/// Heartbeat payload (the seed's `ViberStatus`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct NodeStatus {
-    pub running_tasks: Vec<String>,
-    /// 1, 5 and 15 minute load averages.
-    #[serde(default)]
-    pub load: [f64; 3],
-    #[serde(default)]
-    pub memory_rss_bytes: u64,
-    #[serde(default)]
-    pub uptime_secs: u64,
-    pub version: String,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// One value of every frame variant. A plain list, kept in one piece so a new variant is
+    /// added in one place (the round-trip test checks every listed type has one).
     fn samples() -> Vec<Frame> {
         vec![
             Frame::Challenge {
