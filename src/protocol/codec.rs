@@ -5,8 +5,8 @@
 //! benchmarks) through tokio-tungstenite. Their message types differ, so the codec sees a
 //! message through the small [`Message`] trait (a borrowed [`WsMessage`] view to read, two
 //! constructors to write) and a transport error through [`TransportError`]; both libraries
-//! implement them here. Everything else — what a text, binary, control or close message
-//! means, how an oversized message is reported, how a close reason is cut to fit — exists
+//! implement them here. Everything else (what a text, binary, control or close message
+//! means, how an oversized message is reported, how a close reason is cut to fit) exists
 //! once, in this file.
 //!
 //! Owns: framing, the frame size limit of both transports, close frames. Must not touch:
@@ -141,8 +141,8 @@ where
 }
 
 /// Reads the next frame, skipping control and binary messages (for a peer that has nothing
-/// to say about either: the node, a test client). Not cancel-safe across skipped messages
-/// only in that a skipped message stays skipped.
+/// to say about either: the node, a test client). Cancel-safe like [`read`]: a message is
+/// either returned or was one to skip.
 pub async fn read_frame<S, M, E>(stream: &mut S) -> Result<Frame, CodecError>
 where
     S: Stream<Item = Result<M, E>> + Unpin,
