@@ -13,15 +13,15 @@
 //! cargo run --release --example relay_bench -- --rate 10000 --seconds 10   # steady: latency
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 mod support;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_tungstenite::tungstenite::Message;
 use viber::cli::tasks::SseParser;
 use viber::crypto::NodeKey;
 use viber::node::handshake::{self, NodeHello};
@@ -101,6 +101,8 @@ fn status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+type NodeSink = futures_util::stream::SplitSink<handshake::WsStream, Message>;
+
 #[tokio::main]
 async fn main() {
     viber::tls::init();
@@ -114,56 +116,10 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_rss = status_kb(pid, "VmRSS:");
 
-    // Enroll and connect the load-generating node.
-    let enroll = gw.enroll(&http, "bench").await;
-    let key = NodeKey::load_or_create(&dir.join("bench-key")).unwrap();
-    let about = NodeHello {
-        name: "bench".into(),
-        version: viber::VERSION.into(),
-        platform: viber::node::platform(),
-        capabilities: vec!["shell".into()],
-    };
-    let (ws, _hello) = handshake::connect(&viber::node::ws_url(&url), &key, &enroll, &about)
-        .await
-        .unwrap();
-    let node_id = key.node_id();
-    let (mut sink, mut stream) = ws.split();
-
-    // Create the tasks; read their submits (and discard acks/pings) in the background.
-    let (submit_tx, mut submit_rx) = tokio::sync::mpsc::unbounded_channel();
-    let acked = Arc::new(AtomicU64::new(0));
-    let acked2 = acked.clone();
-    tokio::spawn(async move {
-        while let Ok(frame) = codec::read_frame(&mut stream).await {
-            match frame {
-                Frame::TaskSubmit(s) => {
-                    let _ = submit_tx.send(s.task_id);
-                }
-                Frame::TaskAck { .. } => {
-                    acked2.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {}
-            }
-        }
-    });
-    let mut task_ids = Vec::new();
-    for _ in 0..args.tasks {
-        let t: Value = http
-            .post(format!("{url}/api/tasks"))
-            .bearer_auth(&token)
-            .json(&json!({"goal": "bench", "nodeId": node_id}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        task_ids.push(t["id"].as_str().unwrap().to_string());
-        submit_rx.recv().await.unwrap();
-    }
+    let (mut sink, node_id, submits) = connect_node(&gw, &http, &dir).await;
+    let task_ids = create_tasks(&gw, &http, &node_id, args.tasks, submits).await;
 
     // Watchers.
-    let total_expected = args.chunks * args.tasks as u64;
     let mut watchers = Vec::new();
     for id in &task_ids {
         for _ in 0..args.watchers {
@@ -176,70 +132,9 @@ async fn main() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    // Produce.
     let cpu0 = cpu_secs(pid);
     let t0 = Instant::now();
-    let mut seqs = vec![0u64; args.tasks];
-    for (i, id) in task_ids.iter().enumerate() {
-        for f in [
-            Frame::TaskStarted {
-                task_id: id.clone(),
-                seq: 0,
-            },
-            chunk(id, 1, json!({"type": "start"})),
-            chunk(id, 2, json!({"type": "text-start", "id": "t"})),
-        ] {
-            codec::feed(&mut sink, &f).await.unwrap();
-        }
-        seqs[i] = 3;
-    }
-    let interval = 1_000_000_000u64
-        .checked_div(args.rate)
-        .map(Duration::from_nanos);
-    let mut next_at = Instant::now();
-    for _ in 0..args.chunks {
-        for (i, id) in task_ids.iter().enumerate() {
-            if let Some(iv) = interval {
-                next_at += iv;
-                let now = Instant::now();
-                if next_at > now {
-                    codec::flush(&mut sink).await.unwrap();
-                    tokio::time::sleep(next_at - now).await;
-                }
-            }
-            let f = chunk(
-                id,
-                seqs[i],
-                json!({"type": "text-delta", "id": "t", "delta": now_ns().to_string()}),
-            );
-            seqs[i] += 1;
-            if interval.is_some() {
-                // Steady mode: every chunk leaves at once, as a node's would.
-                codec::write(&mut sink, &f).await.unwrap();
-            } else {
-                codec::feed(&mut sink, &f).await.unwrap();
-            }
-        }
-    }
-    for (i, id) in task_ids.iter().enumerate() {
-        for f in [
-            chunk(id, seqs[i], json!({"type": "text-end", "id": "t"})),
-            chunk(
-                id,
-                seqs[i] + 1,
-                json!({"type": "finish", "finishReason": "stop"}),
-            ),
-            Frame::TaskCompleted {
-                task_id: id.clone(),
-                seq: seqs[i] + 2,
-                exit_code: Some(0),
-                result: None,
-            },
-        ] {
-            codec::feed(&mut sink, &f).await.unwrap();
-        }
-    }
-    codec::flush(&mut sink).await.unwrap();
+    produce(&mut sink, &task_ids, &args).await;
     let sent_secs = t0.elapsed().as_secs_f64();
 
     let mut lat: Vec<u64> = Vec::new();
@@ -252,7 +147,6 @@ async fn main() {
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs(pid) - cpu0;
     lat.sort_unstable();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e6;
     let peak_rss = status_kb(pid, "VmHWM:");
 
     // A late watcher replays a whole stream.
@@ -272,6 +166,166 @@ async fn main() {
         );
     }
 
+    report(
+        &args,
+        &Measured {
+            sent_secs,
+            secs,
+            received,
+            lat,
+            cpu,
+            idle_rss,
+            peak_rss,
+        },
+        &replay,
+    );
+    drop(gw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Enrolls and connects the load-generating node through the node's own handshake client.
+/// Returns its sink, its id, and the ids of the tasks submitted to it (read in the
+/// background, which also discards acks and pings).
+async fn connect_node(
+    gw: &support::GatewayProc,
+    http: &reqwest::Client,
+    dir: &Path,
+) -> (NodeSink, String, UnboundedReceiver<String>) {
+    let enroll = gw.enroll(http, "bench").await;
+    let key = NodeKey::load_or_create(&dir.join("bench-key")).unwrap();
+    let about = NodeHello {
+        name: "bench".into(),
+        version: viber::VERSION.into(),
+        platform: viber::node::platform(),
+        capabilities: vec!["shell".into()],
+    };
+    let (ws, _hello) = handshake::connect(&viber::node::ws_url(&gw.url), &key, &enroll, &about)
+        .await
+        .unwrap();
+    let (sink, mut stream) = ws.split();
+    let (submit_tx, submit_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(frame) = codec::read_frame(&mut stream).await {
+            if let Frame::TaskSubmit(s) = frame {
+                let _ = submit_tx.send(s.task_id);
+            }
+        }
+    });
+    (sink, key.node_id(), submit_rx)
+}
+
+/// Creates `n` tasks on the node; returns once the node has each one's submit.
+async fn create_tasks(
+    gw: &support::GatewayProc,
+    http: &reqwest::Client,
+    node_id: &str,
+    n: usize,
+    mut submits: UnboundedReceiver<String>,
+) -> Vec<String> {
+    let mut task_ids = Vec::new();
+    for _ in 0..n {
+        let t: Value = http
+            .post(format!("{}/api/tasks", gw.url))
+            .bearer_auth(&gw.token)
+            .json(&json!({"goal": "bench", "nodeId": node_id}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        task_ids.push(t["id"].as_str().unwrap().to_string());
+        submits.recv().await.unwrap();
+    }
+    task_ids
+}
+
+/// Streams every task from start to completion: `args.chunks` text deltas each, carrying
+/// their send time, as fast as possible or at `args.rate`.
+async fn produce(sink: &mut NodeSink, task_ids: &[String], args: &Args) {
+    let mut seqs = vec![0u64; task_ids.len()];
+    for (i, id) in task_ids.iter().enumerate() {
+        for f in [
+            Frame::TaskStarted {
+                task_id: id.clone(),
+                seq: 0,
+            },
+            chunk(id, 1, json!({"type": "start"})),
+            chunk(id, 2, json!({"type": "text-start", "id": "t"})),
+        ] {
+            codec::feed(sink, &f).await.unwrap();
+        }
+        seqs[i] = 3;
+    }
+    let interval = 1_000_000_000u64
+        .checked_div(args.rate)
+        .map(Duration::from_nanos);
+    let mut next_at = Instant::now();
+    for _ in 0..args.chunks {
+        for (i, id) in task_ids.iter().enumerate() {
+            if let Some(iv) = interval {
+                next_at += iv;
+                let now = Instant::now();
+                if next_at > now {
+                    codec::flush(sink).await.unwrap();
+                    tokio::time::sleep(next_at - now).await;
+                }
+            }
+            let f = chunk(
+                id,
+                seqs[i],
+                json!({"type": "text-delta", "id": "t", "delta": now_ns().to_string()}),
+            );
+            seqs[i] += 1;
+            if interval.is_some() {
+                // Steady mode: every chunk leaves at once, as a node's would.
+                codec::write(sink, &f).await.unwrap();
+            } else {
+                codec::feed(sink, &f).await.unwrap();
+            }
+        }
+    }
+    for (i, id) in task_ids.iter().enumerate() {
+        for f in [
+            chunk(id, seqs[i], json!({"type": "text-end", "id": "t"})),
+            chunk(
+                id,
+                seqs[i] + 1,
+                json!({"type": "finish", "finishReason": "stop"}),
+            ),
+            Frame::TaskCompleted {
+                task_id: id.clone(),
+                seq: seqs[i] + 2,
+                exit_code: Some(0),
+                result: None,
+            },
+        ] {
+            codec::feed(sink, &f).await.unwrap();
+        }
+    }
+    codec::flush(sink).await.unwrap();
+}
+
+/// What one run measured.
+struct Measured {
+    /// Seconds the node took to send everything.
+    sent_secs: f64,
+    /// Seconds until the last watcher saw `[DONE]`.
+    secs: f64,
+    /// Text deltas the watchers received, all together.
+    received: u64,
+    /// Sorted latencies, node send to watcher receive, in ns.
+    lat: Vec<u64>,
+    /// Gateway CPU seconds over `secs`.
+    cpu: f64,
+    idle_rss: u64,
+    peak_rss: u64,
+}
+
+fn report(args: &Args, m: &Measured, replay: &str) {
+    let total_expected = args.chunks * args.tasks as u64;
+    let lat = &m.lat;
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e6;
     println!(
         "tasks={} watchers/task={} chunks/task={} rate={}\n\
          sent {} chunks in {:.2} s; watchers received {} chunks ({} expected) in {:.2} s\n\
@@ -284,25 +338,23 @@ async fn main() {
         args.chunks,
         if args.rate > 0 { args.rate.to_string() } else { "max".into() },
         total_expected,
-        sent_secs,
-        received,
+        m.sent_secs,
+        m.received,
         total_expected * args.watchers as u64,
-        secs,
-        received as f64 / secs,
-        total_expected as f64 / secs,
+        m.secs,
+        m.received as f64 / m.secs,
+        total_expected as f64 / m.secs,
         pct(0.5),
         pct(0.99),
         pct(0.999),
         *lat.last().unwrap() as f64 / 1e6,
-        cpu,
-        secs,
-        cpu / secs * 100.0,
-        idle_rss as f64 / 1024.0,
-        peak_rss as f64 / 1024.0,
+        m.cpu,
+        m.secs,
+        m.cpu / m.secs * 100.0,
+        m.idle_rss as f64 / 1024.0,
+        m.peak_rss as f64 / 1024.0,
         replay,
     );
-    drop(gw);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn chunk(task: &str, seq: u64, chunk: Value) -> Frame {

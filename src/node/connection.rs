@@ -99,7 +99,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let url = ws_url(&config.gateway);
-    let span = tracing::info_span!("link", node = %key.node_id(), gateway = %url);
+    let span = tracing::info_span!("gateway_link", node = %key.node_id(), gateway = %url);
     reconnect(config, url, key, runtime, shutdown)
         .instrument(span)
         .await

@@ -5,8 +5,8 @@
 //! benchmarks) through tokio-tungstenite. Their message types differ, so the codec sees a
 //! message through the small [`Message`] trait (a borrowed [`WsMessage`] view to read, two
 //! constructors to write) and a transport error through [`TransportError`]; both libraries
-//! implement them here. Everything else — what a text, binary, control or close message
-//! means, how an oversized message is reported, how a close reason is cut to fit — exists
+//! implement them here. Everything else (what a text, binary, control or close message
+//! means, how an oversized message is reported, how a close reason is cut to fit) exists
 //! once, in this file.
 //!
 //! Owns: framing, the frame size limit of both transports, close frames. Must not touch:
@@ -20,6 +20,11 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio_tungstenite::tungstenite;
 
 use super::{close, DecodeError, Frame, MAX_FRAME_BYTES};
+
+/// The longest close reason the WebSocket protocol allows: a control frame carries at most
+/// 125 bytes, two of which are the code. A peer refuses a longer one as a protocol error and
+/// never sees the close code.
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
 
 /// A WebSocket message as the codec sees it, borrowed from the library that carried it (so
 /// reading costs no copy).
@@ -41,7 +46,7 @@ pub trait Message: Sized {
     fn view(&self) -> WsMessage<'_>;
     /// A text message.
     fn from_text(text: String) -> Self;
-    /// A close frame.
+    /// A close frame; `reason` is already cut to [`MAX_CLOSE_REASON_BYTES`].
     fn from_close(code: u16, reason: &str) -> Self;
 }
 
@@ -136,8 +141,8 @@ where
 }
 
 /// Reads the next frame, skipping control and binary messages (for a peer that has nothing
-/// to say about either: the node, a test client). Not cancel-safe across skipped messages
-/// only in that a skipped message stays skipped.
+/// to say about either: the node, a test client). Cancel-safe like [`read`]: a message is
+/// either returned or was one to skip.
 pub async fn read_frame<S, M, E>(stream: &mut S) -> Result<Frame, CodecError>
 where
     S: Stream<Item = Result<M, E>> + Unpin,
@@ -205,8 +210,7 @@ where
     K: Sink<M> + Unpin,
     M: Message,
 {
-    let reason: String = reason.chars().take(120).collect();
-    let _ = sink.send(M::from_close(code, &reason)).await;
+    let _ = sink.send(M::from_close(code, close_reason(reason))).await;
     let _ = sink.close().await;
 }
 
@@ -217,6 +221,18 @@ where
     M: Message,
 {
     close(sink, close::TOO_BIG, "frame too large").await
+}
+
+/// The longest prefix of `reason` that fits a close frame, cut at a character boundary.
+pub fn close_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_CLOSE_REASON_BYTES {
+        return reason;
+    }
+    let mut end = MAX_CLOSE_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 /// tokio-tungstenite settings for a client: the protocol's size limit on what it reads.
@@ -390,5 +406,36 @@ mod tests {
             ),
             "{second:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_long_non_ascii_close_reason_still_arrives_as_a_close() {
+        // A refusal's reason can quote the peer's input (an unknown frame type, say).
+        let (mut client, mut server) = pair().await;
+        let reason = format!("unknown frame type {:?}", "é".repeat(200));
+        let closer = async move { close(&mut server, close::POLICY, &reason).await };
+        let (_, got) = tokio::join!(closer, read(&mut client));
+        match got {
+            Err(CodecError::Closed(Some(c))) => {
+                assert_eq!(c.code, close::POLICY);
+                assert!(
+                    c.reason.starts_with("unknown frame type \"é"),
+                    "{}",
+                    c.reason
+                );
+            }
+            other => panic!("expected close 1008, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn close_reasons_are_cut_at_a_character_boundary() {
+        assert_eq!(close_reason("short"), "short");
+        let ascii = "a".repeat(300);
+        assert_eq!(close_reason(&ascii).len(), MAX_CLOSE_REASON_BYTES);
+        let wide = "é".repeat(100); // 200 bytes
+        let cut = close_reason(&wide);
+        assert_eq!(cut.len(), MAX_CLOSE_REASON_BYTES - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
     }
 }

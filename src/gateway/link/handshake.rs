@@ -199,7 +199,7 @@ async fn enroll(app: &App, c: &Connect) -> Result<(NodeRecord, String), Refusal>
         .map_err(internal)?
     {
         Ok(node) => {
-            tracing::info!(name = %node.name, "node enrolled");
+            tracing::info!(node = %node.id, name = %node.name, "node enrolled");
             Ok((node, node_token))
         }
         Err(EnrollRefusal::Unknown) => {

@@ -39,7 +39,7 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     codec::limit_upgrade(ws).on_upgrade(move |socket| {
-        let span = tracing::info_span!("link", %peer, node = tracing::field::Empty);
+        let span = tracing::info_span!("node_link", %peer, node = tracing::field::Empty);
         serve(app, socket).instrument(span)
     })
 }
