@@ -700,3 +700,46 @@ async fn a_node_shutting_down_stops_its_tasks_and_reports_them() {
     let events = full_stream(&c.stream_url(&id), &c.gw.token).await;
     assert_eq!(text(&events), "up\n");
 }
+
+/// More tasks wait for an offline node than its connection's outgoing queue holds (1024):
+/// when it connects, the gateway must hand them over while the connection already runs,
+/// not fill the queue before anything drains it (which timed the handshake out forever).
+#[tokio::test]
+async fn a_node_that_comes_back_to_2000_waiting_tasks_runs_them_all() {
+    let mut c = Cluster::start(&[]).await;
+    c.node.terminate();
+    c.gw.wait_node_status("worker", "offline", T).await;
+    const N: usize = 2000;
+    for i in 0..N {
+        c.task_with(json!({ "nodeId": c.node_id, "goal": format!("echo {i}"),
+                            "options": { "cwd": c.work.path() } }))
+            .await;
+    }
+    c.node = start_node(&c.gw.url, None, c.ndir.path(), "worker");
+    let unfinished = |state: &'static str| {
+        let gw = &c.gw;
+        async move {
+            let (_, v) = gw
+                .get(&format!("/api/tasks?state={state}&limit=1000"))
+                .await;
+            v["tasks"].as_array().unwrap().len()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    loop {
+        let left = unfinished("pending").await + unfinished("running").await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} tasks still unfinished; node log:\n{}",
+            c.node.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, errors) = c.gw.get("/api/tasks?state=error&limit=10").await;
+    assert_eq!(errors["tasks"].as_array().unwrap().len(), 0, "{errors}");
+    let (_, done) = c.gw.get("/api/tasks?state=completed&limit=1000").await;
+    assert_eq!(done["tasks"].as_array().unwrap().len(), 1000);
+}

@@ -121,13 +121,27 @@ async fn register(
         node_id: node_id.to_string(),
         name: name.to_string(),
     });
-    if let Err(e) = tasks::on_node_connected(app, node_id).await {
-        tracing::error!(error = format!("{e:#}"), "dispatching waiting tasks");
-    }
-    if let Err(e) = envs::on_node_connected(app, node_id).await {
-        tracing::error!(error = format!("{e:#}"), "preparing waiting bindings");
-    }
+    hand_over_waiting_work(app, node_id);
     (conn_id, rx)
+}
+
+/// Queues the tasks and prepares that waited for the node, alongside its connection loop:
+/// they go through the connection's bounded queue, which only the loop drains, so awaiting
+/// them here first would stall (and time out) a node that has more waiting than the queue
+/// holds. Tracked, so shutdown waits for it.
+fn hand_over_waiting_work(app: &App, node_id: &str) {
+    let (app, node_id) = (app.clone(), node_id.to_string());
+    let tracked = app.connections.token();
+    let work = async move {
+        let _tracked = tracked;
+        if let Err(e) = tasks::on_node_connected(&app, &node_id).await {
+            tracing::error!(error = format!("{e:#}"), "dispatching waiting tasks");
+        }
+        if let Err(e) = envs::on_node_connected(&app, &node_id).await {
+            tracing::error!(error = format!("{e:#}"), "preparing waiting bindings");
+        }
+    };
+    tokio::spawn(work.instrument(tracing::Span::current()));
 }
 
 /// Takes the connection out of the registry (unless a newer one replaced it) and records
