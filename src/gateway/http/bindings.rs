@@ -82,7 +82,7 @@ pub async fn bind(
         })
         .await?;
     send_prepare(&app, &env, &binding, false).await?;
-    let binding = app.store.binding(binding.id).await?.expect("just written");
+    let binding = reload(&app, &env, binding.id).await?;
     Ok((
         StatusCode::CREATED,
         Json(binding_view(&app, &binding, env.version)),
@@ -102,6 +102,16 @@ pub async fn bindings(
         .map(|b| binding_view(&app, b, env.version))
         .collect();
     Ok(Json(BindingList { bindings }))
+}
+
+/// A binding read back after a change; a 404 when the environment was deleted meanwhile.
+async fn reload(app: &App, env: &EnvironmentRecord, id: String) -> ApiResult<BindingRecord> {
+    app.store.binding(id.clone()).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "binding {id:?} was removed (environment {} deleted)",
+            env.name
+        ))
+    })
 }
 
 async fn load_binding(app: &App, env: &EnvironmentRecord, bid: &str) -> ApiResult<BindingRecord> {
@@ -133,7 +143,7 @@ pub async fn prepare(
             binding.node_id
         )));
     }
-    let binding = app.store.binding(binding.id).await?.expect("exists");
+    let binding = reload(&app, &env, binding.id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(binding_view(&app, &binding, env.version)),

@@ -19,10 +19,13 @@ mod threads;
 mod usage;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 use tracing::Instrument;
 
 pub use nodes::create_enrollment;
@@ -46,6 +49,7 @@ pub fn router(app: App) -> Router {
         .nest("/api", operator_routes(app.clone()))
         .merge(board::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(catch_panic))
         .layer(axum::middleware::from_fn(request_span))
         .with_state(app)
 }
@@ -110,6 +114,28 @@ async fn request_span(req: Request, next: Next) -> Response {
     next.run(req).instrument(span).await
 }
 
+/// A handler that panics answers 500 in the API's error shape, instead of the connection
+/// being dropped with no answer. The panic itself is logged.
+async fn catch_panic(req: Request, next: Next) -> Response {
+    match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        Ok(res) => res,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "request handler panicked");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the gateway log",
+            )
+            .into_response()
+        }
+    }
+}
+
 async fn api_not_found() -> ApiError {
     ApiError::not_found("no such API route")
 }
@@ -124,4 +150,31 @@ async fn health(State(app): State<App>) -> ApiResult<Json<Health>> {
         nodes_online: app.registry.online_count() as u64,
         tasks,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::routing::get;
+    use axum::Router;
+
+    use crate::protocol::api::ErrorBody;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_the_error_shape() {
+        crate::tls::init();
+        let router = Router::new()
+            .route("/boom", get(|| async { panic!("boom") as &'static str }))
+            .route("/fine", get(|| async { "fine" }))
+            .layer(axum::middleware::from_fn(super::catch_panic));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let res = reqwest::get(format!("http://{addr}/boom")).await.unwrap();
+        assert_eq!(res.status(), 500);
+        let body: ErrorBody = res.json().await.unwrap();
+        assert_eq!(body.error.code, "internal");
+        // The server keeps serving.
+        let res = reqwest::get(format!("http://{addr}/fine")).await.unwrap();
+        assert_eq!(res.text().await.unwrap(), "fine");
+    }
 }

@@ -283,11 +283,11 @@ async fn start_task(
     let thread_id = thread.id.clone();
     app.store.update_thread(thread).await?;
     changed(app, &thread_id);
-    let rec = app
-        .store
-        .task(task_id.clone())
-        .await?
-        .expect("just inserted");
+    let rec = app.store.task(task_id.clone()).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "task {task_id:?} was removed (its environment was deleted)"
+        ))
+    })?;
     app.tasks.created(&rec);
     if ready {
         crate::gateway::tasks::dispatch(app, &rec).await?;
