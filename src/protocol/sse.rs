@@ -8,20 +8,28 @@ pub struct SseEvent {
     pub data: String,
 }
 
-/// Incremental SSE parser (handles events split across reads, CRLF, comments).
+/// Incremental SSE parser (handles events split across reads, CRLF, comments). It buffers
+/// bytes and decodes whole lines, so a UTF-8 character split between two network reads
+/// stays whole.
 #[derive(Default)]
 pub struct SseParser {
-    buf: String,
+    buf: Vec<u8>,
     cur: SseEvent,
     has_data: bool,
 }
 
 impl SseParser {
     pub fn push(&mut self, text: &str) -> Vec<SseEvent> {
-        self.buf.push_str(text);
+        self.push_bytes(text.as_bytes())
+    }
+
+    /// Feeds the bytes of one network read; returns the events it completed.
+    pub fn push_bytes(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
-        while let Some(nl) = self.buf.find('\n') {
-            let line: String = self.buf.drain(..=nl).collect();
+        while let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
+            let raw: Vec<u8> = self.buf.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&raw);
             let line = line.trim_end_matches(['\n', '\r']);
             if line.is_empty() {
                 if self.has_data {
@@ -69,5 +77,16 @@ mod tests {
         assert_eq!(all[0].data, "{\"a\":1}");
         assert_eq!(all[1].data, "x");
         assert_eq!(all[2].data, "[DONE]");
+    }
+
+    #[test]
+    fn a_character_split_between_reads_stays_whole() {
+        let text = "data: a😀b\n\n".as_bytes();
+        let cut = text.iter().position(|b| *b >= 0xf0).unwrap() + 2;
+        let mut p = SseParser::default();
+        assert!(p.push_bytes(&text[..cut]).is_empty());
+        let events = p.push_bytes(&text[cut..]);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data, "a😀b");
     }
 }

@@ -11,9 +11,8 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::provider::WireApi;
-use crate::node::executor::shell::Utf8Stream;
 use crate::node::executor::Run;
-use crate::protocol::sse::{SseEvent, SseParser};
+use crate::protocol::sse::SseParser;
 use crate::protocol::ui::UiChunk;
 
 /// A tool call being assembled from stream deltas.
@@ -204,11 +203,12 @@ pub(super) async fn read_stream(
     reasoning_id: &str,
 ) -> Result<Step, String> {
     let mut body = res.bytes_stream();
-    let mut decoder = SseDecoder::default();
+    // The parser decodes whole lines, so a character split between reads stays whole.
+    let mut decoder = SseParser::default();
     let mut step = StepAssembler::new(run, text_id, reasoning_id);
     while let Some(part) = body.next().await {
         let bytes = part.map_err(|e| format!("model stream broke off: {e}"))?;
-        for ev in decoder.push(&bytes) {
+        for ev in decoder.push_bytes(&bytes) {
             if ev.data.trim() == "[DONE]" {
                 step.finished = true;
                 continue;
@@ -219,24 +219,6 @@ pub(super) async fn read_stream(
         }
     }
     step.finish()
-}
-
-/// Decodes a response body, read by read, into Server-Sent Events. A UTF-8 character split
-/// between two reads is kept whole (decoding each read on its own would turn both halves
-/// into U+FFFD).
-#[derive(Default)]
-struct SseDecoder {
-    utf8: Utf8Stream,
-    sse: SseParser,
-}
-
-impl SseDecoder {
-    fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
-        match self.utf8.push(bytes) {
-            Some(text) => self.sse.push(&text),
-            None => Vec::new(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -252,9 +234,10 @@ mod tests {
         );
         let bytes = body.as_bytes();
         for cut in 0..=bytes.len() {
-            let mut decoder = SseDecoder::default();
-            let mut events = decoder.push(&bytes[..cut]);
-            events.extend(decoder.push(&bytes[cut..]));
+            // The parser decodes whole lines, so a character split between reads stays whole.
+            let mut decoder = SseParser::default();
+            let mut events = decoder.push_bytes(&bytes[..cut]);
+            events.extend(decoder.push_bytes(&bytes[cut..]));
             assert_eq!(events.len(), 1, "cut at {cut}");
             let v: Value = serde_json::from_str(&events[0].data).unwrap();
             assert_eq!(v["choices"][0]["delta"]["content"], text, "cut at {cut}");
