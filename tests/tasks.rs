@@ -743,3 +743,30 @@ async fn a_node_that_comes_back_to_2000_waiting_tasks_runs_them_all() {
     let (_, done) = c.gw.get("/api/tasks?state=completed&limit=1000").await;
     assert_eq!(done["tasks"].as_array().unwrap().len(), 1000);
 }
+
+/// Retries of one request that arrive together still create one task; other keys go on.
+#[tokio::test]
+async fn concurrent_retries_with_one_key_create_one_task() {
+    let c = Cluster::start(&[]).await;
+    let send = |key: &'static str| {
+        c.gw.http
+            .post(format!("{}/api/tasks", c.gw.url))
+            .bearer_auth(&c.gw.token)
+            .header("idempotency-key", key)
+            .json(&json!({"goal": "true", "options": { "cwd": c.work.path() }}))
+            .send()
+    };
+    let same = futures_util::future::join_all((0..10).map(|_| send("together-1"))).await;
+    let other = send("another-1").await.unwrap();
+    assert_eq!(other.status(), 201);
+    let mut ids = std::collections::BTreeSet::new();
+    for res in same {
+        let res = res.unwrap();
+        assert_eq!(res.status(), 201);
+        let v: Value = res.json().await.unwrap();
+        ids.insert(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let (_, list) = c.gw.get("/api/tasks").await;
+    assert_eq!(list["tasks"].as_array().unwrap().len(), 2);
+}

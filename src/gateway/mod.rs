@@ -72,8 +72,8 @@ pub struct AppState {
     pub events: events::Events,
     /// Environment validations waiting for a node's answer.
     pub validations: envs::Validations,
-    /// Serializes requests that carry an Idempotency-Key.
-    pub idempotency: tokio::sync::Mutex<()>,
+    /// One lock per Idempotency-Key in flight: retries of a request wait for each other.
+    pub idempotency: http::KeyLocks,
     pub auth: auth::OperatorAuth,
     /// Seals and opens environment secrets.
     pub keyring: crate::secrets::Keyring,
@@ -144,7 +144,7 @@ pub async fn start(
         tasks: tasks::TaskHub::start(store.clone(), events.clone()),
         events,
         validations: envs::Validations::default(),
-        idempotency: tokio::sync::Mutex::new(()),
+        idempotency: http::KeyLocks::default(),
         auth,
         keyring,
         base_url: base_url.clone(),

@@ -28,6 +28,7 @@ use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use tracing::Instrument;
 
+pub use idempotency::KeyLocks;
 pub use nodes::create_enrollment;
 
 use super::error::{ApiError, ApiResult, MAX_BODY_BYTES};
