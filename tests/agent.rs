@@ -6,7 +6,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::fake_openai::{anthropic_text, anthropic_tool, text, tool_call, FakeOpenAi, Reply};
+use common::fake_openai::{
+    anthropic_text, anthropic_tool, text, text_split_in_a_character, tool_call, FakeOpenAi, Reply,
+};
 use common::*;
 use serde_json::{json, Value};
 
@@ -648,4 +650,23 @@ async fn provider_settings_can_come_from_the_nodes_config_file() {
     .await;
     assert_eq!(fake.requests()[0]["model"], "file-model");
     assert_eq!(fake.authorization(0).as_deref(), Some("Bearer sk-file"));
+}
+
+/// A 4-byte character that a provider's stream splits across two TCP writes arrives whole
+/// in the task's output.
+#[tokio::test]
+async fn a_character_split_across_tcp_writes_arrives_whole() {
+    let answer = "😀 naïve → done";
+    let a = agent(vec![text_split_in_a_character(answer)]).await;
+    let (id, t) = a.run("say it").await;
+    assert_eq!(t["state"], "completed", "{t}");
+    let text: String = a
+        .chunks(&id)
+        .await
+        .iter()
+        .filter(|c| c["type"] == "text-delta")
+        .map(|c| c["delta"].as_str().unwrap().to_string())
+        .collect();
+    assert!(text.contains(answer), "{text:?}");
+    assert!(!text.contains('\u{fffd}'), "{text:?}");
 }

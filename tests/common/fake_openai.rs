@@ -25,6 +25,9 @@ pub enum Reply {
     Status(u16, Option<&'static str>),
     /// A raw event-stream body, for broken streams.
     Raw(&'static str),
+    /// Like `Stream`, but the body goes out in two TCP writes, 50 ms apart, cut in the
+    /// middle of the first multi-byte character.
+    SplitStream(Vec<Value>),
 }
 
 #[derive(Default)]
@@ -44,6 +47,14 @@ pub struct FakeOpenAi {
 fn chunk(delta: Value, finish: Option<&str>) -> Value {
     json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "fake",
            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+}
+
+/// A text answer whose body reaches the node in two reads split inside a character.
+pub fn text_split_in_a_character(s: &str) -> Reply {
+    match text(s) {
+        Reply::Stream(chunks) => Reply::SplitStream(chunks),
+        _ => unreachable!(),
+    }
 }
 
 /// A text answer, streamed in two pieces.
@@ -204,14 +215,46 @@ fn respond(inner: &Inner, headers: HeaderMap, body: String) -> Response {
         }
         Some(Reply::Raw(body)) => ([("content-type", "text/event-stream")], body).into_response(),
         Some(Reply::Stream(chunks)) => {
-            let mut sse = String::new();
-            for c in chunks {
-                sse.push_str(&format!("data: {c}\n\n"));
-            }
-            sse.push_str("data: [DONE]\n\n");
-            ([("content-type", "text/event-stream")], sse).into_response()
+            ([("content-type", "text/event-stream")], openai_sse(chunks)).into_response()
+        }
+        Some(Reply::SplitStream(chunks)) => {
+            let sse = openai_sse(chunks).into_bytes();
+            let cut = sse
+                .iter()
+                .position(|b| *b >= 0xc0)
+                .expect("a multi-byte character to cut")
+                + 1;
+            let (first, second) = (sse[..cut].to_vec(), sse[cut..].to_vec());
+            let parts = futures_util::stream::unfold(0, move |i| {
+                let (first, second) = (first.clone(), second.clone());
+                async move {
+                    match i {
+                        0 => Some((Ok::<_, std::io::Error>(first), 1)),
+                        1 => {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            Some((Ok(second), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            (
+                [("content-type", "text/event-stream")],
+                axum::body::Body::from_stream(parts),
+            )
+                .into_response()
         }
     }
+}
+
+/// An OpenAI-style event stream of these chunks, ending with `[DONE]`.
+fn openai_sse(chunks: Vec<Value>) -> String {
+    let mut sse = String::new();
+    for c in chunks {
+        sse.push_str(&format!("data: {c}\n\n"));
+    }
+    sse.push_str("data: [DONE]\n\n");
+    sse
 }
 
 async fn messages(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
@@ -230,6 +273,11 @@ async fn messages(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Str
             ([("content-type", "text/event-stream")], sse).into_response()
         }
         Some(Reply::Status(code, _)) => (StatusCode::from_u16(code).unwrap(), "{}").into_response(),
+        Some(Reply::SplitStream(_)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "split streams are scripted for OpenAI only",
+        )
+            .into_response(),
         Some(Reply::Raw(body)) => ([("content-type", "text/event-stream")], body).into_response(),
         None => (StatusCode::INTERNAL_SERVER_ERROR, "script exhausted").into_response(),
     }
