@@ -770,3 +770,30 @@ async fn concurrent_retries_with_one_key_create_one_task() {
     let (_, list) = c.gw.get("/api/tasks").await;
     assert_eq!(list["tasks"].as_array().unwrap().len(), 2);
 }
+
+/// A partition without a restart: the node freezes (SIGSTOP) past the heartbeat window while
+/// its task keeps printing, the gateway marks it offline, then it thaws and reconnects.
+/// Every line arrives exactly once, in order, and the task completes.
+#[tokio::test]
+async fn a_frozen_node_comes_back_and_its_task_loses_nothing() {
+    use nix::sys::signal::Signal;
+    let c = Cluster::start(&[]).await;
+    let id = c
+        .task("for i in $(seq 1 60); do echo line-$i; sleep 0.05; done")
+        .await;
+    c.wait_state(&id, "running").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.node.signal(Signal::SIGSTOP);
+    c.gw.wait_node_status("worker", "offline", T).await;
+    // The task's shell keeps running and writing while its node is frozen.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.node.signal(Signal::SIGCONT);
+    c.gw.wait_node_status("worker", "online", Duration::from_secs(40))
+        .await;
+    c.wait_state(&id, "completed").await;
+    let events = full_stream(&c.stream_url(&id), &c.gw.token).await;
+    let expected: String = (1..=60).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(text(&events), expected);
+    let seqs: Vec<u64> = events.iter().filter_map(|(s, _)| *s).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+}
