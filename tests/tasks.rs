@@ -797,3 +797,45 @@ async fn a_frozen_node_comes_back_and_its_task_loses_nothing() {
     let seqs: Vec<u64> = events.iter().filter_map(|(s, _)| *s).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }
+
+/// kill -9 of the gateway 20 times in a row, at random points of a task that prints
+/// numbered lines: every line exactly once, in order (issue 11's first scenario).
+#[tokio::test]
+async fn twenty_gateway_kills_at_random_points_lose_nothing() {
+    let mut c = Cluster::start(&[]).await;
+    let n = 300;
+    let goal = format!("for i in $(seq 1 {n}); do echo \"line $i\"; sleep 0.03; done");
+    let id = c.task(&goal).await;
+    let url = c.stream_url(&id);
+    let port = c.gw.port;
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    eprintln!("kill points seeded with {seed}");
+    for _ in 0..20 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        tokio::time::sleep(Duration::from_millis((seed >> 33) % 400)).await;
+        c.gw.proc.kill9();
+        c.gw = Gateway::start(c._gdir.path(), port, &[]);
+    }
+    // The node's reconnect backoff may have grown to its cap while the gateway kept dying.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, v) = c.gw.get(&format!("/api/tasks/{id}")).await;
+        if v["state"] == "completed" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && v["state"] != "error",
+            "{v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all = full_stream(&url, &c.gw.token).await;
+    assert_ids_strictly_increase(&all);
+    let expected: String = (1..=n).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(text(&all), expected);
+}
