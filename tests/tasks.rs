@@ -839,3 +839,27 @@ async fn twenty_gateway_kills_at_random_points_lose_nothing() {
     let expected: String = (1..=n).map(|i| format!("line {i}\n")).collect();
     assert_eq!(text(&all), expected);
 }
+
+/// kill -9 of the node mid-task, restarted within the grace period: the task ends as an
+/// error that says the node restarted, and its output up to the kill is complete, each
+/// line once and in order (issue 11's second scenario).
+#[tokio::test]
+async fn a_node_killed_and_restarted_within_grace_ends_its_task_clearly() {
+    let mut c = Cluster::start(&[]).await;
+    let id = c
+        .task("for i in $(seq 1 30); do echo \"line $i\"; done; sleep 20")
+        .await;
+    let url = c.stream_url(&id);
+    let (_, _) = read_stream(&url, &c.gw.token, None, |(_, d)| !d.contains("line 30\\n")).await;
+    c.node.kill9();
+    c.node = start_node(&c.gw.url, None, c.ndir.path(), "worker");
+    let failed = c.wait_state(&id, "error").await;
+    assert!(
+        failed["error"].as_str().unwrap().contains("node restarted"),
+        "{failed}"
+    );
+    let all = full_stream(&url, &c.gw.token).await;
+    assert_ids_strictly_increase(&all);
+    let expected: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(text(&all), expected);
+}
