@@ -30,6 +30,19 @@ impl Default for Events {
     }
 }
 
+impl Published {
+    /// `event`, stamped with the current time and serialized.
+    pub fn new(event: Event) -> Published {
+        let kind = event.kind();
+        let envelope = EventEnvelope {
+            event,
+            at: iso8601(now_ms()),
+        };
+        let json = serde_json::to_string(&envelope).expect("events serialize");
+        Published { kind, json }
+    }
+}
+
 impl Events {
     /// Publishes `event`, stamped with the current time.
     pub fn publish(&self, event: Event) {
@@ -37,13 +50,7 @@ impl Events {
         if self.tx.receiver_count() == 0 {
             return;
         }
-        let kind = event.kind();
-        let envelope = EventEnvelope {
-            event,
-            at: iso8601(now_ms()),
-        };
-        let json = serde_json::to_string(&envelope).expect("events serialize");
-        let _ = self.tx.send(Arc::new(Published { kind, json }));
+        let _ = self.tx.send(Arc::new(Published::new(event)));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {

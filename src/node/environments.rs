@@ -207,7 +207,7 @@ async fn materialize(
     log: &(dyn Fn(&str) + Sync),
     step: &(dyn Fn(&'static str) + Sync),
 ) -> Result<Option<String>, StepError> {
-    let is_repo = matches!(p.source.kind, EnvKind::Git | EnvKind::Github);
+    let is_repo = p.source.kind.is_git();
     if is_repo && p.strategy == BindingStrategy::Auto {
         let url = p
             .source

@@ -119,6 +119,13 @@ pub struct ViberInfo {
     pub running_tasks: Vec<String>,
 }
 
+impl ViberInfo {
+    /// Whether the node advertised `executor` among its capabilities.
+    pub fn offers(&self, executor: super::ExecutorKind) -> bool {
+        self.capabilities.iter().any(|c| c == executor.as_str())
+    }
+}
+
 /// Heartbeat payload (the seed's `ViberStatus`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]

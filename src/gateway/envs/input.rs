@@ -53,8 +53,7 @@ pub fn new_record(id: String, kind: EnvKind, now: i64) -> EnvironmentRecord {
 
 /// The kind named in a request.
 pub fn parse_kind(kind: &str) -> ApiResult<EnvKind> {
-    kind.parse()
-        .map_err(|e: crate::protocol::names::UnknownName| ApiError::validation(e.to_string()))
+    Ok(kind.parse()?)
 }
 
 /// Applies `input` over `env` (a new one or the stored one) and checks the result.

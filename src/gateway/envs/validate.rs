@@ -130,15 +130,9 @@ async fn pick_node(app: &App, env: &EnvironmentRecord) -> ApiResult<String> {
     {
         return Ok(b.node_id.clone());
     }
-    app.registry
-        .online_ids()
-        .into_iter()
-        .filter_map(|id| app.registry.presence(&id))
-        .min_by_key(|p| (p.status.running_tasks.len(), p.info.id.clone()))
-        .map(|p| p.info.id)
-        .ok_or_else(|| {
-            ApiError::unavailable(
-                "no online node to validate on; start one with `viber node` (nodes run the checks)",
-            )
-        })
+    app.registry.least_busy(|_| true).ok_or_else(|| {
+        ApiError::unavailable(
+            "no online node to validate on; start one with `viber node` (nodes run the checks)",
+        )
+    })
 }

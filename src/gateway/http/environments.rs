@@ -80,6 +80,13 @@ pub async fn load_env(app: &App, id: &str) -> ApiResult<EnvironmentRecord> {
         .ok_or_else(|| ApiError::not_found(format!("no environment {id:?}")))
 }
 
+fn changed(app: &App, id: &str, deleted: Option<bool>) {
+    app.events.publish(Event::EnvironmentChanged {
+        environment_id: id.to_string(),
+        deleted,
+    });
+}
+
 fn name_taken(name: &str) -> ApiError {
     ApiError::conflict(format!("an environment named {name:?} already exists"))
 }
@@ -108,10 +115,7 @@ pub async fn create(
         return Err(name_taken(&env.name));
     }
     tracing::info!(environment = %env.id, name = %env.name, "environment created");
-    app.events.publish(Event::EnvironmentChanged {
-        environment_id: env.id.clone(),
-        deleted: None,
-    });
+    changed(&app, &env.id, None);
     Ok((
         StatusCode::CREATED,
         Json(env_view(&app, &env, warnings).await?),
@@ -156,10 +160,7 @@ pub async fn update(
         return Err(name_taken(&env.name));
     }
     let env = load_env(&app, &env.id).await?;
-    app.events.publish(Event::EnvironmentChanged {
-        environment_id: env.id.clone(),
-        deleted: None,
-    });
+    changed(&app, &env.id, None);
     Ok(Json(env_view(&app, &env, warnings).await?))
 }
 
@@ -174,10 +175,7 @@ pub async fn delete(State(app): State<App>, Path(id): Path<String>) -> ApiResult
         )));
     }
     app.store.delete_environment(env.id.clone()).await?;
-    app.events.publish(Event::EnvironmentChanged {
-        environment_id: env.id,
-        deleted: Some(true),
-    });
+    changed(&app, &env.id, Some(true));
     Ok(StatusCode::NO_CONTENT)
 }
 

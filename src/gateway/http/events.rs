@@ -6,19 +6,13 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
 use super::stream::{sse_response, KEEPALIVE};
-use crate::clock::{iso8601, now_ms};
+use crate::gateway::events::Published;
 use crate::gateway::App;
-use crate::protocol::events::{Event, EventEnvelope};
+use crate::protocol::events::Event;
 
-/// One SSE event for an event that is not on the bus (`ready`, `gap`).
-fn sse_event(event: Event) -> Bytes {
-    let kind = event.kind();
-    let json = serde_json::to_string(&EventEnvelope {
-        event,
-        at: iso8601(now_ms()),
-    })
-    .expect("events serialize");
-    Bytes::from(format!("event: {kind}\ndata: {json}\n\n"))
+/// One event as an SSE message.
+fn sse(p: &Published) -> Bytes {
+    Bytes::from(format!("event: {}\ndata: {}\n\n", p.kind, p.json))
 }
 
 /// `GET /api/events`: push-only gateway events as SSE (`event: <type>`).
@@ -28,9 +22,9 @@ pub async fn events(State(app): State<App>) -> Response {
     let tracked = app.connections.token();
     tokio::spawn(async move {
         let _tracked = tracked;
-        let hello = sse_event(Event::Ready {
+        let hello = sse(&Published::new(Event::Ready {
             nodes_online: app.registry.online_count() as u64,
-        });
+        }));
         if tx.send(hello).await.is_err() {
             return;
         }
@@ -44,8 +38,10 @@ pub async fn events(State(app): State<App>) -> Response {
                 _ = app.shutdown.cancelled() => return,
             };
             let bytes = match msg {
-                Ok(ev) => Bytes::from(format!("event: {}\ndata: {}\n\n", ev.kind, ev.json)),
-                Err(broadcast::error::RecvError::Lagged(n)) => sse_event(Event::Gap { missed: n }),
+                Ok(ev) => sse(&ev),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    sse(&Published::new(Event::Gap { missed: n }))
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
             if tx.send(bytes).await.is_err() {

@@ -162,7 +162,7 @@ async fn check_node(app: &App, id: String, executor: ExecutorKind) -> ApiResult<
         .presence(&id)
         .filter(|_| executor != ExecutorKind::Llm)
     {
-        if !p.info.capabilities.iter().any(|c| c == executor.as_str()) {
+        if !p.info.offers(executor) {
             return Err(ApiError::validation(format!(
                 "node {id} has no {:?} executor",
                 executor.as_str()
@@ -199,18 +199,12 @@ fn route(app: &App, explicit: Option<ExecutorKind>) -> ApiResult<String> {
 pub fn offers(app: &App, node_id: &str, executor: ExecutorKind) -> bool {
     app.registry
         .presence(node_id)
-        .is_some_and(|p| p.info.capabilities.iter().any(|c| c == executor.as_str()))
+        .is_some_and(|p| p.info.offers(executor))
 }
 
 /// The online node with the fewest known tasks that offers `executor`.
 fn pick_node(app: &App, executor: ExecutorKind) -> Option<String> {
-    app.registry
-        .online_ids()
-        .into_iter()
-        .filter_map(|id| app.registry.presence(&id))
-        .filter(|p| p.info.capabilities.iter().any(|c| c == executor.as_str()))
-        .min_by_key(|p| (p.status.running_tasks.len(), p.info.id.clone()))
-        .map(|p| p.info.id)
+    app.registry.least_busy(|info| info.offers(executor))
 }
 
 pub async fn load(app: &App, id: &str) -> ApiResult<TaskRecord> {

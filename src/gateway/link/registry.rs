@@ -98,8 +98,14 @@ impl Registry {
         })
     }
 
-    pub fn online_ids(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+    /// The online node with the fewest running tasks among those `eligible` accepts (ties go
+    /// to the smallest id, so the choice is stable).
+    pub fn least_busy(&self, eligible: impl Fn(&ViberInfo) -> bool) -> Option<String> {
+        self.lock()
+            .values()
+            .filter(|c| eligible(&c.info))
+            .min_by_key(|c| (c.status.running_tasks.len(), &c.info.id))
+            .map(|c| c.info.id.clone())
     }
 
     pub fn online_count(&self) -> usize {
