@@ -213,3 +213,16 @@ CREATE TABLE sessions (
 
 -- The thread list shows each thread's latest run.
 CREATE INDEX tasks_by_thread ON tasks (thread_id, created_at);
+
+-- migration: 5
+
+-- Gateway -> node commands (follow-up messages, approval answers) kept until the node
+-- acknowledges them, sent again after a reconnect. The frame is stored as sent.
+CREATE TABLE commands (
+    id          TEXT PRIMARY KEY,
+    node_id     TEXT NOT NULL,
+    task_id     TEXT NOT NULL,
+    frame       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX commands_by_node ON commands (node_id, created_at);

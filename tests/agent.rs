@@ -16,9 +16,9 @@ const T: Duration = Duration::from_secs(30);
 
 struct Agent {
     gw: Gateway,
-    _node: Proc,
+    node: Proc,
     work: TempDir,
-    _dirs: (TempDir, TempDir),
+    dirs: (TempDir, TempDir),
     fake: FakeOpenAi,
 }
 
@@ -56,9 +56,9 @@ async fn agent_with(script: Vec<Reply>, anthropic: bool) -> Agent {
     gw.wait_node_status("agent", "online", T).await;
     Agent {
         gw,
-        _node: node,
+        node,
         work,
-        _dirs: (gdir, ndir),
+        dirs: (gdir, ndir),
         fake,
     }
 }
@@ -227,7 +227,7 @@ async fn a_multi_step_task_reads_edits_and_runs_and_the_file_changes() {
     assert_eq!(meta["messageMetadata"]["usage"]["outputTokens"], 7);
 
     // The node's session log holds the whole conversation next to the frames.
-    let agents = a._dirs.1.join("agents");
+    let agents = a.dirs.1.join("agents");
     let node_dir = std::fs::read_dir(&agents)
         .unwrap()
         .next()
@@ -436,6 +436,80 @@ async fn an_always_ask_task_pauses_until_approved_over_the_api() {
         .await;
     assert_eq!(code, 409);
     a.conformance(&id);
+}
+
+/// Approval answers are commands the gateway keeps until the node acknowledges them (issue
+/// 11, defect 3). First answer: sent to a frozen node, then the gateway is killed before the
+/// node's ack; the node applies it from its socket buffer, and the new gateway's resend is
+/// acknowledged without running the call again. Second answer: given while the node is
+/// away, then the gateway is killed again; the third gateway delivers it. Each call runs
+/// exactly once and the task completes.
+#[tokio::test]
+async fn approvals_survive_gateway_kills_and_apply_once() {
+    use nix::sys::signal::Signal::{SIGCONT, SIGSTOP};
+    let mut a = agent(vec![
+        tool_call("call_1", "bash", json!({"command": "echo one >> ran.txt"})),
+        tool_call("call_2", "bash", json!({"command": "echo two >> ran.txt"})),
+        text("Both ran."),
+    ])
+    .await;
+    let id = a
+        .start("append twice", json!({"workingMode": "always-ask"}))
+        .await;
+    let port = a.gw.port;
+    let restart = |a: &mut Agent| {
+        a.gw.proc.kill9();
+        a.gw = Gateway::start(a.dirs.0.path(), port, &[]);
+    };
+
+    let first = a.wait_approval(&id).await["approvalId"].clone();
+    a.node.signal(SIGSTOP);
+    let (code, v) =
+        a.gw.post(
+            &format!("/api/tasks/{id}/approvals/{}", first.as_str().unwrap()),
+            json!({"approve": true}),
+        )
+        .await;
+    assert_eq!(code, 202, "{v}");
+    assert_eq!(
+        v["delivered"], false,
+        "a frozen node cannot acknowledge: {v}"
+    );
+    restart(&mut a);
+    a.node.signal(SIGCONT);
+
+    let mut second = first.clone();
+    while second == first {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        second = a.wait_approval(&id).await["approvalId"].clone();
+    }
+    a.node.signal(SIGSTOP);
+    restart(&mut a);
+    let (code, v) =
+        a.gw.post(
+            &format!("/api/tasks/{id}/approvals/{}", second.as_str().unwrap()),
+            json!({"approve": true}),
+        )
+        .await;
+    assert_eq!(code, 202, "an answer for an away node is kept: {v}");
+    assert_eq!(v["delivered"], false, "{v}");
+    restart(&mut a);
+    a.node.signal(SIGCONT);
+
+    let t = a.wait_end(&id).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    assert_eq!(
+        std::fs::read_to_string(a.work.join("ran.txt")).unwrap(),
+        "one\ntwo\n"
+    );
+    let approvals: Vec<Value> = a
+        .chunks(&id)
+        .await
+        .into_iter()
+        .filter(|c| c["type"] == "tool-approval-response")
+        .collect();
+    assert_eq!(approvals.len(), 2, "{approvals:?}");
+    assert!(approvals.iter().all(|c| c["approved"] == true));
 }
 
 #[tokio::test]

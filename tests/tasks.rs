@@ -370,6 +370,8 @@ async fn message(c: &Cluster, id: &str, mode: &str, msg: &str) {
         )
         .await;
     assert_eq!(status, 202, "{v}");
+    // Applied by the node before the answer: what the test does next cannot overtake it.
+    assert_eq!(v["delivered"], true, "{v}");
 }
 
 #[tokio::test]

@@ -114,9 +114,9 @@ export const api = {
     get<P.ThreadMessages>(`/api/threads/${enc(id)}/messages?output=false`).then((r) => r.messages),
   /** `key` makes a retried send (double click, flaky network) deliver the message once. */
   send: (id: string, body: { message: string; injectionMode?: InjectionMode; executor?: string }, key: string) =>
-    request<{ taskId: string }>('POST', `/api/threads/${enc(id)}/messages`, body, { 'Idempotency-Key': key }),
+    request<{ taskId: string } & Partial<P.FollowUpAccepted>>('POST', `/api/threads/${enc(id)}/messages`, body, { 'Idempotency-Key': key }),
 
   stop: (id: string) => request<P.TaskView>('POST', `/api/tasks/${enc(id)}/stop`, {}),
   approve: (id: string, approvalId: string, approve: boolean) =>
-    request<unknown>('POST', `/api/tasks/${enc(id)}/approvals/${enc(approvalId)}`, { approve } satisfies P.ApprovalAnswer),
+    request<P.ApprovalAnswered>('POST', `/api/tasks/${enc(id)}/approvals/${enc(approvalId)}`, { approve } satisfies P.ApprovalAnswer),
 };

@@ -103,6 +103,12 @@ export type TaskList = { tasks: Array<TaskView>, };
 
 export type ApprovalAnswer = { approve: boolean, reason?: string, };
 
+export type ApprovalAnswered = { taskId: string, approvalId: string, approved: boolean, 
+/**
+ * The node applied the answer already; false: stored and sent when the node is back.
+ */
+delivered: boolean, };
+
 export type SecretView = { value: string, scope: SecretScope, updatedAt: string, };
 
 export type BindingView = { id: string, environmentId: string, nodeId: string, nodeOnline: boolean, strategy: BindingStrategy, status: BindingPhase, createdAt: string, path?: string, resolvedWorkingDir?: string, step?: string, lastError?: string, commit?: string, preparedVersion?: number, lastPrepareAt?: string, };
@@ -138,6 +144,12 @@ export type MessageTask = { state: TaskState, executor: ExecutorKind,
  * Null until the task ends.
  */
 exitCode: number | null, error: string | null, usage?: TaskUsage, };
+
+export type FollowUpAccepted = { threadId: string, taskId: string, followUp: boolean, 
+/**
+ * The node applied the message already; false: stored and sent when the node is back.
+ */
+delivered: boolean, };
 
 export type ThreadMessageView = { id: number, message: string, taskId: string, createdAt: string, 
 /**

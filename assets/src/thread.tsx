@@ -42,7 +42,8 @@ function ToolPart({ part, taskId }: { part: AnyPart; taskId: string }) {
   const answer = async (approve: boolean) => {
     setBusy(true);
     try {
-      await api.approve(taskId, part.approval.id, approve);
+      const r = await api.approve(taskId, part.approval.id, approve);
+      if (!r.delivered) toast('The node is away: your answer is kept and applies when it is back.');
     } catch (e) {
       toast(`Approval: ${errorText(e)}`);
       setBusy(false);
@@ -174,7 +175,8 @@ function Composer({ thread, running, onSent }: { thread: Thread; running: boolea
       const body: { message: string; injectionMode?: InjectionMode; executor?: string } = { message };
       if (running) body.injectionMode = mode;
       else if (executor) body.executor = executor;
-      await api.send(thread.id, body, crypto.randomUUID());
+      const r = await api.send(thread.id, body, crypto.randomUUID());
+      if (r.followUp && !r.delivered) toast('The node is away: your message is kept and runs when it is back.');
       setText('');
       onSent();
     } catch (e) {

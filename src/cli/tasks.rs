@@ -243,11 +243,20 @@ pub async fn send(client: &Client, id: &str, mode: &str, message: String) -> any
         message,
         injection_mode: Some(mode.to_string()),
     };
-    let _: MessageAccepted = client
+    let sent: MessageAccepted = client
         .post(&format!("/api/tasks/{id}/message"), &body)
         .await?;
-    println!("sent ({mode})");
+    println!("sent ({mode}){}", queued_note(sent.delivered));
     Ok(())
+}
+
+/// What to add when the node has not applied a command yet.
+pub fn queued_note(delivered: bool) -> &'static str {
+    if delivered {
+        ""
+    } else {
+        "; the node is away, it applies when the node is back"
+    }
 }
 
 /// Answers a task's pending approval (the only one, or `approval`).
@@ -273,10 +282,11 @@ pub async fn approve(
         approve: !deny,
         reason,
     };
-    let _: ApprovalAnswered = client
+    let answered: ApprovalAnswered = client
         .post(&format!("/api/tasks/{id}/approvals/{approval}"), &body)
         .await?;
-    println!("{} {approval}", if deny { "denied" } else { "approved" });
+    let verdict = if deny { "denied" } else { "approved" };
+    println!("{verdict} {approval}{}", queued_note(answered.delivered));
     Ok(())
 }
 

@@ -49,7 +49,8 @@ pub async fn send(
         .await?;
     let started = match v {
         SendOutcome::FollowUp(f) => {
-            println!("sent to running task {}", f.task_id);
+            let note = super::tasks::queued_note(f.delivered);
+            println!("sent to running task {}{note}", f.task_id);
             return Ok(0);
         }
         SendOutcome::Started(t) => t,

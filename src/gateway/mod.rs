@@ -5,6 +5,7 @@
 //! - `link/`: the node WebSocket (handshake, session, frame dispatch, registry);
 //! - `tasks/`: the task hub (live fan-out, batched writer, life cycle, dispatch);
 //! - `envs/`: environment checks, secret sealing, binding preparation, validation by a node;
+//! - `commands.rs`: follow-ups and approval answers, stored until the node acknowledges them;
 //! - `auth.rs`, `board.rs`, `error.rs`, `events.rs`: operators, the board, errors, the bus.
 //!
 //! Nothing here imports `node::`: whatever must run on a machine with the code (scripts,
@@ -12,6 +13,7 @@
 
 mod auth;
 mod board;
+pub mod commands;
 pub mod envs;
 pub mod error;
 pub mod events;
@@ -72,6 +74,8 @@ pub struct AppState {
     pub events: events::Events,
     /// Environment validations waiting for a node's answer.
     pub validations: envs::Validations,
+    /// Requests waiting for the node to acknowledge their command.
+    pub commands: commands::Commands,
     /// One lock per Idempotency-Key in flight: retries of a request wait for each other.
     pub idempotency: http::KeyLocks,
     pub auth: auth::OperatorAuth,
@@ -144,6 +148,7 @@ pub async fn start(
         tasks: tasks::TaskHub::start(store.clone(), events.clone()),
         events,
         validations: envs::Validations::default(),
+        commands: commands::Commands::default(),
         idempotency: http::KeyLocks::default(),
         auth,
         keyring,

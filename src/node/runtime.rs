@@ -66,6 +66,8 @@ struct Inner {
     setup_memory: Mutex<SetupMemory>,
     /// Node-local key for MACs of setup inputs (never leaves the node).
     mac_key: ring::hmac::Key,
+    /// Commands applied lately, so a resend is acknowledged without applying it twice.
+    commands: Mutex<control::AppliedCommands>,
     /// Tool calls waiting for an operator, by approval id.
     approvals: Mutex<HashMap<String, tokio::sync::oneshot::Sender<ApprovalAnswer>>>,
     outbox: Mutex<Outbox>,
@@ -103,6 +105,7 @@ impl Runtime {
                 binding_locks: Mutex::new(HashMap::new()),
                 setup_memory: Mutex::new(setup_memory),
                 mac_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key_bytes),
+                commands: Mutex::new(control::AppliedCommands::default()),
                 approvals: Mutex::new(HashMap::new()),
                 outbox: Mutex::new(Outbox::new(MEMORY_CAP)),
                 outbox_changed: Notify::new(),
@@ -248,13 +251,19 @@ impl Runtime {
                 task_id,
                 message,
                 injection_mode,
-            } => self.route_message(task_id, message, injection_mode),
+                command_id,
+            } => self.command(command_id, || {
+                self.route_message(task_id, message, injection_mode)
+            }),
             Frame::TaskApproval {
                 task_id,
                 approval_id,
                 approved,
                 reason,
-            } => self.route_approval(task_id, approval_id, approved, reason),
+                command_id,
+            } => self.command(command_id, || {
+                self.route_approval(task_id, approval_id, approved, reason)
+            }),
             Frame::EnvironmentPrepare(p) => {
                 self.prepare_environment(p);
                 None

@@ -22,6 +22,8 @@
 //!    | -- task:submit ----------------------> |
 //!    | <-- task:started / task:stream-chunk / task:completed | task:error  (each with a seq)
 //!    | -- task:ack {taskId, seq} -----------> |   cumulative: everything <= seq is durable
+//!    | -- task:message / task:approval {commandId, ...} -> |  stored until acknowledged,
+//!    | <----- command:ack {commandId, error?} |   resent after a reconnect, applied once
 //! ```
 //!
 //! The seed's `connected {viber}` frame is folded into `connect`: the node describes itself
@@ -143,15 +145,19 @@ pub enum Frame {
     /// Gateway -> node: stop the task (SIGINT, SIGTERM, SIGKILL with grace).
     #[serde(rename = "task:stop")]
     TaskStop { task_id: String },
-    /// Gateway -> node: a follow-up message for a running task.
+    /// Gateway -> node: a follow-up message for a running task. A command (see
+    /// [`Frame::CommandAck`]) when it carries a `commandId`.
     #[serde(rename = "task:message")]
     TaskMessage {
         task_id: String,
         message: String,
         #[serde(default)]
         injection_mode: InjectionMode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command_id: Option<String>,
     },
-    /// Gateway -> node: the operator's answer to a `tool-approval-request`.
+    /// Gateway -> node: the operator's answer to a `tool-approval-request`. A command when
+    /// it carries a `commandId`.
     #[serde(rename = "task:approval")]
     TaskApproval {
         task_id: String,
@@ -159,6 +165,17 @@ pub enum Frame {
         approved: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command_id: Option<String>,
+    },
+    /// Node -> gateway: the command `commandId` was applied (or refused, with `error`). The
+    /// gateway stores each command until this arrives and sends it again after a reconnect;
+    /// the node applies a command id once, however often it arrives.
+    #[serde(rename = "command:ack")]
+    CommandAck {
+        command_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
 
     /// Gateway -> node: materialize an environment binding and run its setup.
@@ -208,6 +225,7 @@ pub const FRAME_TYPES: &[&str] = &[
     "task:stop",
     "task:message",
     "task:approval",
+    "command:ack",
     "environment:prepare",
     "environment:status",
     "environment:log",
@@ -306,6 +324,7 @@ impl Frame {
             Frame::TaskStop { .. } => "task:stop",
             Frame::TaskMessage { .. } => "task:message",
             Frame::TaskApproval { .. } => "task:approval",
+            Frame::CommandAck { .. } => "command:ack",
             Frame::EnvironmentPrepare(_) => "environment:prepare",
             Frame::EnvironmentStatus(_) => "environment:status",
             Frame::EnvironmentLog { .. } => "environment:log",
@@ -314,6 +333,17 @@ impl Frame {
             Frame::EnvironmentValidated(_) => "environment:validated",
             Frame::ConfigPush {} => "config:push",
             Frame::ConfigAck(_) => "config:ack",
+        }
+    }
+
+    /// Makes this frame a command with id `id` (see [`Frame::CommandAck`]); frames that are
+    /// not commands are left as they are.
+    pub fn set_command_id(&mut self, id: String) {
+        match self {
+            Frame::TaskMessage { command_id, .. } | Frame::TaskApproval { command_id, .. } => {
+                *command_id = Some(id)
+            }
+            _ => {}
         }
     }
 
@@ -409,12 +439,18 @@ mod tests {
                 task_id: "t".into(),
                 message: "m".into(),
                 injection_mode: InjectionMode::Steer,
+                command_id: Some("c1".into()),
             },
             Frame::TaskApproval {
                 task_id: "t".into(),
                 approval_id: "a".into(),
                 approved: true,
                 reason: None,
+                command_id: None,
+            },
+            Frame::CommandAck {
+                command_id: "c1".into(),
+                error: Some("no".into()),
             },
             Frame::EnvironmentPrepare(PrepareEnvironment {
                 binding_id: "b".into(),

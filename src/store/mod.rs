@@ -1,5 +1,5 @@
 //! The gateway's SQLite state: the only module that contains SQL. One file per table group
-//! (nodes, tasks, environments, bindings, threads, sessions); enum columns are the
+//! (nodes, tasks, environments, bindings, threads, sessions, commands); enum columns are the
 //! `protocol` enums, read and written through `sql.rs`, never compared as strings.
 //!
 //! `schema.sql` is embedded and applied at open (see [`migrate`]). Two connections in WAL
@@ -8,6 +8,7 @@
 //! no SQLite call ever runs on the reactor.
 
 mod bindings;
+mod commands;
 mod environments;
 mod nodes;
 mod sessions;
@@ -16,6 +17,7 @@ mod tasks;
 mod threads;
 
 pub use bindings::{BindingRecord, BindingUpdate};
+pub use commands::CommandRecord;
 pub use environments::{EnvironmentRecord, SecretChange, SecretRecord};
 pub use nodes::{EnrollRefusal, NodeRecord};
 pub use tasks::{ChunkBatch, NewTask, TaskFinish, TaskRecord};

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::idempotency::idempotent;
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
+use crate::gateway::commands::{self, Delivery};
 use crate::gateway::error::{ApiError, ApiResult, Body};
 use crate::gateway::link::Outgoing;
 use crate::gateway::App;
@@ -325,30 +326,35 @@ pub async fn message(
     idempotent(&app, &headers, scope, || send_message(&app, id, req)).await
 }
 
-/// Sends a follow-up to a running task's node and records it.
+/// Records a follow-up and sends it to the task's node as a command (stored until the node
+/// acknowledges it, so a dropped connection or a gateway restart does not lose it). Returns
+/// whether the node applied it already; a refusal from the node is a 409.
 pub async fn follow_up(
     app: &App,
     task: &TaskRecord,
     message: String,
     mode: InjectionMode,
-    offline: impl FnOnce(&str) -> ApiError,
-) -> ApiResult<()> {
+) -> ApiResult<bool> {
     let node_id = task.node_id.clone().unwrap_or_default();
-    let tx = app
-        .registry
-        .sender(&node_id)
-        .ok_or_else(|| offline(&node_id))?;
     app.store
         .insert_task_message(task.id.clone(), message.clone(), mode, now_ms())
         .await?;
-    let _ = tx
-        .send(Outgoing::Frame(Frame::TaskMessage {
-            task_id: task.id.clone(),
-            message,
-            injection_mode: mode,
-        }))
-        .await;
-    Ok(())
+    let frame = Frame::TaskMessage {
+        task_id: task.id.clone(),
+        message,
+        injection_mode: mode,
+        command_id: None,
+    };
+    delivered(commands::send(app, &node_id, &task.id, frame).await?)
+}
+
+/// Whether a command reached its node, or the node's refusal as a 409.
+fn delivered(d: Delivery) -> ApiResult<bool> {
+    match d {
+        Delivery::Applied => Ok(true),
+        Delivery::Queued => Ok(false),
+        Delivery::Refused(why) => Err(ApiError::conflict(format!("the node refused: {why}"))),
+    }
 }
 
 async fn send_message(
@@ -362,18 +368,14 @@ async fn send_message(
     };
     check_text("message", &req.message)?;
     let rec = load_unfinished(app, &id, "; start a new task").await?;
-    follow_up(app, &rec, req.message, mode, |node| {
-        ApiError::unavailable(format!(
-            "the task's node {node} is offline; retry when it is back"
-        ))
-    })
-    .await?;
+    let delivered = follow_up(app, &rec, req.message, mode).await?;
     Ok((
         StatusCode::ACCEPTED,
         MessageAccepted {
             task_id: id,
             injection_mode: mode,
             accepted: true,
+            delivered,
         },
     ))
 }
@@ -392,19 +394,14 @@ pub async fn approve(
         )));
     }
     let node = rec.node_id.clone().unwrap_or_default();
-    let tx = app.registry.sender(&node).ok_or_else(|| {
-        ApiError::unavailable(format!(
-            "the task's node {node} is offline; answer again when it is back"
-        ))
-    })?;
-    let _ = tx
-        .send(Outgoing::Frame(Frame::TaskApproval {
-            task_id: id.clone(),
-            approval_id: approval.clone(),
-            approved: req.approve,
-            reason: req.reason.clone(),
-        }))
-        .await;
+    let frame = Frame::TaskApproval {
+        task_id: id.clone(),
+        approval_id: approval.clone(),
+        approved: req.approve,
+        reason: req.reason.clone(),
+        command_id: None,
+    };
+    let delivered = delivered(commands::send(&app, &node, &id, frame).await?)?;
     tracing::info!(task = %id, approval = %approval, approved = req.approve, "approval answered");
     Ok((
         StatusCode::ACCEPTED,
@@ -412,6 +409,7 @@ pub async fn approve(
             task_id: id,
             approval_id: approval,
             approved: req.approve,
+            delivered,
         }),
     ))
 }

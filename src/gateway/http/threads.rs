@@ -191,10 +191,7 @@ async fn send_message(
         if let Some(task) = app.store.task(last.task_id.clone()).await? {
             if task.state == TaskState::Running {
                 let mode = mode.unwrap_or_default();
-                follow_up(app, &task, req.message.clone(), mode, |node| {
-                    ApiError::unavailable(format!("the thread's node {node} is offline"))
-                })
-                .await?;
+                let delivered = follow_up(app, &task, req.message.clone(), mode).await?;
                 app.store
                     .insert_thread_message(
                         id.clone(),
@@ -208,6 +205,7 @@ async fn send_message(
                     thread_id: id,
                     task_id: task.id,
                     follow_up: true,
+                    delivered,
                 };
                 return Ok((StatusCode::ACCEPTED, SendOutcome::FollowUp(accepted)));
             }

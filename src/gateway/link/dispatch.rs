@@ -7,7 +7,7 @@
 //! beyond what the handlers need.
 
 use crate::clock::now_ms;
-use crate::gateway::{envs, tasks, App};
+use crate::gateway::{commands, envs, tasks, App};
 use crate::protocol::events::Event;
 use crate::protocol::{BindingState, ConfigAck, ErrorCode, Frame, NodeStatus};
 
@@ -48,6 +48,12 @@ pub(super) async fn handle_frame(
             None
         }
         Frame::EnvironmentValidated(report) => app.validations.complete(node_id, report),
+        Frame::CommandAck { command_id, error } => {
+            if let Err(e) = commands::acked(app, node_id, command_id, error).await {
+                tracing::error!(error = format!("{e:#}"), "storing a command ack");
+            }
+            None
+        }
         Frame::Ping {} => Some(Frame::Pong {}),
         Frame::Pong {} => {
             app.registry.touch(node_id, conn_id, now_ms());

@@ -21,7 +21,7 @@ use super::dispatch::handle_frame;
 use super::handshake::{self, Admitted};
 use super::registry::{NodeConn, Outgoing};
 use crate::clock::now_ms;
-use crate::gateway::{envs, tasks, App};
+use crate::gateway::{commands, envs, tasks, App};
 use crate::protocol::codec::{self, CodecError, Incoming};
 use crate::protocol::events::Event;
 use crate::protocol::{close, ErrorCode, Frame, NodeStatus, ViberInfo};
@@ -125,7 +125,7 @@ async fn register(
     (conn_id, rx)
 }
 
-/// Queues the tasks and prepares that waited for the node, alongside its connection loop:
+/// Queues the tasks, prepares and commands that waited for the node, alongside its connection loop:
 /// they go through the connection's bounded queue, which only the loop drains, so awaiting
 /// them here first would stall (and time out) a node that has more waiting than the queue
 /// holds. Tracked, so shutdown waits for it.
@@ -139,6 +139,12 @@ fn hand_over_waiting_work(app: &App, node_id: &str) {
         }
         if let Err(e) = envs::on_node_connected(&app, &node_id).await {
             tracing::error!(error = format!("{e:#}"), "preparing waiting bindings");
+        }
+        if let Err(e) = commands::on_node_connected(&app, &node_id).await {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "resending unacknowledged commands"
+            );
         }
     };
     tokio::spawn(work.instrument(tracing::Span::current()));

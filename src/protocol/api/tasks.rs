@@ -139,6 +139,8 @@ pub struct MessageAccepted {
     pub task_id: String,
     pub injection_mode: InjectionMode,
     pub accepted: bool,
+    /// The node applied the message already; false: stored and sent when the node is back.
+    pub delivered: bool,
 }
 
 /// `POST /api/tasks/:id/approvals/:approvalId`.
@@ -153,10 +155,13 @@ pub struct ApprovalAnswer {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ApprovalAnswered {
     pub task_id: String,
     pub approval_id: String,
     pub approved: bool,
+    /// The node applied the answer already; false: stored and sent when the node is back.
+    pub delivered: bool,
 }
 
 /// `GET /api/tasks/:id/stream?follow=`.

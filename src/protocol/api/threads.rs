@@ -82,10 +82,13 @@ pub struct ThreadList {
 /// A message that joined the thread's running task instead of starting one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct FollowUpAccepted {
     pub thread_id: String,
     pub task_id: String,
     pub follow_up: bool,
+    /// The node applied the message already; false: stored and sent when the node is back.
+    pub delivered: bool,
 }
 
 /// The task a thread message ran as (or joined).
