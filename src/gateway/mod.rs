@@ -88,6 +88,9 @@ pub struct AppState {
     /// Long-lived connection handlers (node sockets, event streams), awaited at shutdown so
     /// their close frames go out before the database closes.
     pub connections: TaskTracker,
+    /// The task writer and the lost-node sweeper: awaited at shutdown after the connections,
+    /// so the writer commits what they queued before the database closes.
+    pub background: TaskTracker,
 }
 
 pub type App = Arc<AppState>;
@@ -141,11 +144,12 @@ pub async fn start(
         .unwrap_or_else(|| format!("http://{}", display_addr(addr)));
 
     let events = events::Events::default();
+    let background = TaskTracker::new();
     let state = Arc::new(AppState {
         config,
         store: store.clone(),
         registry: Registry::default(),
-        tasks: tasks::TaskHub::start(store.clone(), events.clone()),
+        tasks: tasks::TaskHub::start(store.clone(), events.clone(), shutdown.clone(), &background),
         events,
         validations: envs::Validations::default(),
         commands: commands::Commands::default(),
@@ -156,9 +160,12 @@ pub async fn start(
         started: std::time::Instant::now(),
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
+        background,
     });
 
-    tokio::spawn(tasks::sweep_lost_nodes(state.clone()));
+    state
+        .background
+        .spawn(tasks::sweep_lost_nodes(state.clone()));
     let task = tokio::spawn(serve(listener, state.clone(), store, shutdown));
     tracing::info!(%addr, "gateway listening");
     Ok(RunningGateway {
@@ -181,6 +188,7 @@ async fn serve(
     let router = http::router(state.clone());
     let serve_shutdown = shutdown.clone();
     let connections = state.connections.clone();
+    let background = state.background.clone();
 
     // Small frames (SSE events, acks) must leave at once, not wait for Nagle.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -200,6 +208,8 @@ async fn serve(
             let r = server.await;
             connections.close();
             connections.wait().await;
+            background.close();
+            background.wait().await;
             r
         } => r.context("http server"),
         _ = async {

@@ -1,5 +1,7 @@
 //! Tasks, their chunk streams and follow-up messages.
 
+use std::sync::Arc;
+
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::Store;
@@ -198,7 +200,9 @@ impl Store {
     }
 
     /// Writes a batch of chunks and state changes in one transaction.
-    pub async fn apply_chunk_batch(&self, batch: ChunkBatch) -> anyhow::Result<()> {
+    /// Writes a batch in one transaction: all of it or, on an error, none of it (so the same
+    /// batch can be applied again).
+    pub async fn apply_chunk_batch(&self, batch: Arc<ChunkBatch>) -> anyhow::Result<()> {
         self.write(move |c| {
             let tx = c.transaction()?;
             {

@@ -189,6 +189,11 @@ pub const HEARTBEAT_MS: &str = "300";
 impl Gateway {
     /// Starts a gateway on `port` (0: any) with its data in `dir`.
     pub fn start(dir: &Path, port: u16, extra: &[&str]) -> Gateway {
+        Gateway::start_logged(dir, &dir.join("gateway.log"), port, extra)
+    }
+
+    /// Starts a gateway with its data in `dir` and its log in `log`.
+    pub fn start_logged(dir: &Path, log: &Path, port: u16, extra: &[&str]) -> Gateway {
         let listen = format!("127.0.0.1:{port}");
         let dir_s = dir.to_str().unwrap();
         let mut args = vec!["gateway", "--listen", &listen, "--data-dir", dir_s];
@@ -196,7 +201,7 @@ impl Gateway {
             args.extend_from_slice(&["--heartbeat-ms", HEARTBEAT_MS]);
         }
         args.extend_from_slice(extra);
-        let mut proc = Proc::spawn(&args, dir.join("gateway.log"), &[]);
+        let mut proc = Proc::spawn(&args, log.to_path_buf(), &[]);
         let line = proc.wait_line("viber ready: ", Duration::from_secs(30));
         Gateway::from_ready(proc, &line, dir)
     }

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::events::Events;
 use crate::clock::now_ms;
@@ -143,8 +145,14 @@ pub struct TaskHub {
 }
 
 impl TaskHub {
-    /// Creates the hub and starts its writer.
-    pub fn start(store: Store, events: Events) -> Arc<TaskHub> {
+    /// Creates the hub and starts its writer on `background`. On `shutdown` the writer
+    /// commits what is queued and ends.
+    pub fn start(
+        store: Store,
+        events: Events,
+        shutdown: CancellationToken,
+        background: &TaskTracker,
+    ) -> Arc<TaskHub> {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let hub = Arc::new(TaskHub {
             live: Mutex::new(HashMap::new()),
@@ -152,7 +160,7 @@ impl TaskHub {
             writer: tx,
             events,
         });
-        tokio::spawn(writer(Arc::downgrade(&hub), store, rx));
+        background.spawn(writer(Arc::downgrade(&hub), store, rx, shutdown));
         hub
     }
 

@@ -1,85 +1,169 @@
 //! The task hub's writer: drains queued writes in batches, one SQLite transaction each,
 //! then acknowledges the highest stored seq per task to its node and publishes state changes.
+//!
+//! A batch that fails to commit (a full disk, an I/O error) is kept and tried again with
+//! backoff: its frames were accepted and shown to watchers, and the nodes will not send them
+//! again once a later batch acknowledges past them, so dropping it would lose them. While it
+//! retries nothing drains the queue, so `ingest` waits and the nodes' sockets are not read
+//! (backpressure) until the store can write again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{LiveTask, TaskHub, WriteOp, WRITER_BATCH, WRITER_LINGER};
 use crate::protocol::events::Event;
 use crate::protocol::TaskState;
 use crate::store::{ChunkBatch, Store};
 
-/// Drains write ops in batches, one transaction each, then acks and publishes.
+/// First wait after a failed commit; doubled on each failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// One batch, ready to commit, with what to do once it is stored.
+#[derive(Default)]
+struct Batch {
+    rows: ChunkBatch,
+    /// Highest seq per task in the batch: acknowledged once it is stored.
+    max_seq: HashMap<String, (Arc<LiveTask>, u64)>,
+    started: Vec<String>,
+    finished: Vec<(Arc<LiveTask>, TaskState)>,
+}
+
+/// Drains write ops in batches, one transaction each, then acks and publishes. On shutdown,
+/// commits what is queued and returns.
 pub(super) async fn writer(
     hub: std::sync::Weak<TaskHub>,
     store: Store,
     mut rx: mpsc::Receiver<WriteOp>,
+    shutdown: CancellationToken,
 ) {
     let mut ops = Vec::with_capacity(WRITER_BATCH);
-    while rx.recv_many(&mut ops, WRITER_BATCH).await > 0 {
-        // Fewer, larger transactions: gather a little longer unless the batch is full.
-        // Watchers are not waiting on this; only acks and the final state are.
-        let deadline = tokio::time::Instant::now() + WRITER_LINGER;
-        while ops.len() < WRITER_BATCH {
-            let room = WRITER_BATCH - ops.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut ops, room)).await {
-                Ok(n) if n > 0 => continue,
-                _ => break,
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut ops, WRITER_BATCH) => n,
+            _ = shutdown.cancelled() => {
+                while ops.len() < WRITER_BATCH && rx.try_recv().map(|op| ops.push(op)).is_ok() {}
+                ops.len()
             }
+        };
+        if n == 0 {
+            return;
         }
-        let mut batch = ChunkBatch::default();
-        let mut max_seq: HashMap<String, (Arc<LiveTask>, u64)> = HashMap::new();
-        let mut started = Vec::new();
-        let mut finished = Vec::new();
-        for op in ops.drain(..) {
-            let (live, seq) = match op {
-                WriteOp::Chunk(live, seq, text, usage) => {
-                    batch.chunks.push((live.id.clone(), seq, text.to_string()));
-                    if let Some(u) = usage {
-                        batch
-                            .usage
-                            .push((live.id.clone(), u.input, u.output, u.model));
-                    }
-                    (live, seq)
-                }
-                WriteOp::Started(live, seq, at) => {
-                    batch.started.push((live.id.clone(), at));
-                    started.push(live.id.clone());
-                    (live, seq)
-                }
-                WriteOp::Finished(live, seq, fin) => {
-                    finished.push((live.clone(), fin.outcome.state()));
-                    batch.finished.push((live.id.clone(), fin));
-                    (live, seq)
-                }
-            };
-            let e = max_seq.entry(live.id.clone()).or_insert((live, seq));
-            e.1 = e.1.max(seq);
+        if !shutdown.is_cancelled() {
+            linger(&mut rx, &mut ops).await;
         }
-        for (task, (_, seq)) in &max_seq {
-            batch.last_seq.push((task.clone(), *seq));
-        }
-        if let Err(e) = store.apply_chunk_batch(batch).await {
-            // Not acknowledged, so the nodes keep these frames and send them again after a
-            // reconnect.
-            tracing::error!(error = format!("{e:#}"), "writing task batch failed");
-            continue;
+        let batch = build(ops.drain(..));
+        if !commit(&store, Arc::new(batch.rows), &shutdown).await {
+            return;
         }
         let Some(hub) = hub.upgrade() else { return };
-        for (live, seq) in max_seq.values() {
-            hub.committed(live, *seq);
-            hub.ack_box(&live.node_id).set(&live.id, *seq);
+        publish(&hub, batch.max_seq, batch.started, batch.finished);
+    }
+}
+
+/// Fewer, larger transactions: gathers a little longer unless the batch is full. Watchers
+/// are not waiting on this; only acks and the final state are.
+async fn linger(rx: &mut mpsc::Receiver<WriteOp>, ops: &mut Vec<WriteOp>) {
+    let deadline = tokio::time::Instant::now() + WRITER_LINGER;
+    while ops.len() < WRITER_BATCH {
+        let room = WRITER_BATCH - ops.len();
+        match tokio::time::timeout_at(deadline, rx.recv_many(ops, room)).await {
+            Ok(n) if n > 0 => continue,
+            _ => break,
         }
-        for id in started {
-            hub.events.publish(Event::TaskState {
-                task_id: id,
-                state: TaskState::Running,
-            });
+    }
+}
+
+fn build(ops: impl Iterator<Item = WriteOp>) -> Batch {
+    let mut b = Batch::default();
+    for op in ops {
+        let (live, seq) = match op {
+            WriteOp::Chunk(live, seq, text, usage) => {
+                b.rows.chunks.push((live.id.clone(), seq, text.to_string()));
+                if let Some(u) = usage {
+                    b.rows
+                        .usage
+                        .push((live.id.clone(), u.input, u.output, u.model));
+                }
+                (live, seq)
+            }
+            WriteOp::Started(live, seq, at) => {
+                b.rows.started.push((live.id.clone(), at));
+                b.started.push(live.id.clone());
+                (live, seq)
+            }
+            WriteOp::Finished(live, seq, fin) => {
+                b.finished.push((live.clone(), fin.outcome.state()));
+                b.rows.finished.push((live.id.clone(), fin));
+                (live, seq)
+            }
+        };
+        let e = b.max_seq.entry(live.id.clone()).or_insert((live, seq));
+        e.1 = e.1.max(seq);
+    }
+    for (task, (_, seq)) in &b.max_seq {
+        b.rows.last_seq.push((task.clone(), *seq));
+    }
+    b
+}
+
+/// Commits a batch, trying again with backoff until it is stored. Returns false only when
+/// the gateway shuts down first (the nodes keep the unacknowledged frames and send them to
+/// the next gateway).
+async fn commit(store: &Store, rows: Arc<ChunkBatch>, shutdown: &CancellationToken) -> bool {
+    let mut delay = RETRY_FIRST;
+    let mut failures: u32 = 0;
+    loop {
+        match store.apply_chunk_batch(rows.clone()).await {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::warn!(failures, "task writes resumed; the held batch is stored");
+                }
+                return true;
+            }
+            Err(e) => {
+                failures += 1;
+                // Every failure while the disk stays full would flood the log.
+                if failures.is_power_of_two() {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        failures,
+                        "writing task output failed; holding the batch and reading no more \
+                         from nodes until it is stored"
+                    );
+                }
+            }
         }
-        for (live, state) in finished {
-            hub.ended(&live, state);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return false,
         }
+        delay = (delay * 2).min(RETRY_MAX);
+    }
+}
+
+/// After a commit: acks to the nodes, then state events.
+fn publish(
+    hub: &TaskHub,
+    max_seq: HashMap<String, (Arc<LiveTask>, u64)>,
+    started: Vec<String>,
+    finished: Vec<(Arc<LiveTask>, TaskState)>,
+) {
+    for (live, seq) in max_seq.values() {
+        hub.committed(live, *seq);
+        hub.ack_box(&live.node_id).set(&live.id, *seq);
+    }
+    for id in started {
+        hub.events.publish(Event::TaskState {
+            task_id: id,
+            state: TaskState::Running,
+        });
+    }
+    for (live, state) in finished {
+        hub.ended(&live, state);
     }
 }
