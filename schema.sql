@@ -226,3 +226,10 @@ CREATE TABLE commands (
     created_at  INTEGER NOT NULL
 );
 CREATE INDEX commands_by_node ON commands (node_id, created_at);
+
+-- Retention: ended tasks' chunks are deleted after `--retention-days`; the task row and its
+-- summary stay, marked with when their output was pruned.
+ALTER TABLE tasks ADD COLUMN output_pruned_at INTEGER;
+CREATE INDEX tasks_to_prune ON tasks (finished_at) WHERE output_pruned_at IS NULL;
+CREATE INDEX binding_logs_by_time ON binding_logs (at);
+CREATE INDEX idempotency_keys_by_time ON idempotency_keys (created_at);

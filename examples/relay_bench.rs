@@ -374,7 +374,10 @@ async fn watch(http: reqwest::Client, url: String, token: String) -> (u64, Vec<u
     let mut n = 0;
     while let Some(Ok(bytes)) = body.next().await {
         let now = now_ns();
-        for ev in parser.push(&String::from_utf8_lossy(&bytes)) {
+        for ev in parser
+            .push_bytes(&bytes)
+            .expect("events within the size limit")
+        {
             if ev.data == "[DONE]" {
                 return (n, lat);
             }

@@ -1002,3 +1002,43 @@ async fn validation_is_answered_by_a_node() {
     assert_eq!(v["checks"][0]["message"], "line 1: from the node", "{v}");
     assert_eq!(v["checks"][0]["line"], 1, "{v}");
 }
+
+/// Issue 11, defect 6: a node that shuts down stops the setup script it is running (its
+/// whole process group), as `task stop` does, instead of leaving it behind.
+#[tokio::test]
+async fn a_node_shutting_down_stops_its_setup_script() {
+    let mut s = setup().await;
+    let work = TempDir::new("setup-work");
+    let pid_file = work.join("setup.pid");
+    let script = format!("sleep 300 &\necho $! > {}\nwait", pid_file.display());
+    let (code, env) =
+        s.gw.post(
+            "/api/environments",
+            json!({"name": "slow-setup", "type": "manual", "setupScript": script}),
+        )
+        .await;
+    assert_eq!(code, 201, "{env}");
+    let env_id = env["id"].as_str().unwrap();
+    let (code, b) =
+        s.gw.post(
+            &format!("/api/environments/{env_id}/bindings"),
+            json!({"nodeId": s.node_id}),
+        )
+        .await;
+    assert_eq!(code, 201, "{b}");
+    wait_until("setup script running", T, || async {
+        std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim().parse::<i32>().is_ok())
+    })
+    .await;
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alive = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    assert!(alive(pid));
+
+    let status = s._node.terminate();
+    assert!(status.success(), "node exit: {status:?}");
+    wait_until("setup's child gone", T, || async { !alive(pid) }).await;
+}

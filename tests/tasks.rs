@@ -103,7 +103,7 @@ async fn read_stream(
     let mut parser = SseParser::default();
     let mut events = Vec::new();
     while let Ok(Some(Ok(bytes))) = tokio::time::timeout(T, body.next()).await {
-        for ev in parser.push(&String::from_utf8_lossy(&bytes)) {
+        for ev in parser.push_bytes(&bytes).unwrap() {
             if ev.data == "[DONE]" {
                 return (events, true);
             }
@@ -672,7 +672,7 @@ async fn cli_runs_a_task_streams_it_and_exits_with_its_code() {
             .unwrap()
             .unwrap()
             .unwrap();
-        for ev in parser.push(&String::from_utf8_lossy(&bytes)) {
+        for ev in parser.push_bytes(&bytes).unwrap() {
             let v: Value = serde_json::from_str(&ev.data).unwrap();
             assert_eq!(ev.event.as_deref(), v["type"].as_str());
             if v["taskId"] == id.as_str() {
@@ -975,5 +975,73 @@ async fn a_full_disk_holds_task_output_until_space_returns() {
             .unwrap()
             .contains("task writes resumed"),
         "the writer never said it recovered"
+    );
+}
+
+/// Issue 11, defect 5: retention. Ended tasks older than `--retention-days` lose their
+/// chunks but keep their row and summary; idempotency keys go after a day; recent tasks keep
+/// everything. Time is moved by backdating rows in the real database between two runs.
+#[tokio::test]
+async fn retention_prunes_old_output_and_keys_and_keeps_summaries() {
+    let mut c = Cluster::start(&[]).await;
+    let old = c.task("echo old output").await;
+    c.wait_state(&old, "completed").await;
+    let recent = c.task("echo recent output").await;
+    c.wait_state(&recent, "completed").await;
+    let create = |gw: &Gateway| {
+        gw.http
+            .post(format!("{}/api/tasks", gw.url))
+            .bearer_auth(&gw.token)
+            .header("idempotency-key", "kept-a-day")
+            .json(&json!({"goal": "true"}))
+            .send()
+    };
+    let first = create(&c.gw).await.unwrap();
+    assert_eq!(first.status(), 201);
+
+    c.gw.proc.terminate();
+    let day: i64 = 24 * 3600 * 1000;
+    let db = rusqlite::Connection::open(c._gdir.join("viber.db")).unwrap();
+    db.execute(
+        "UPDATE tasks SET finished_at = finished_at - ?2 WHERE id = ?1",
+        rusqlite::params![old, 31 * day],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE idempotency_keys SET created_at = created_at - ?1",
+        [day + 1000],
+    )
+    .unwrap();
+    drop(db);
+    c.gw = Gateway::start(c._gdir.path(), c.gw.port, &["--retention-days", "30"]);
+
+    let deadline = std::time::Instant::now() + T;
+    let pruned = loop {
+        let (_, v) = c.gw.get(&format!("/api/tasks/{old}")).await;
+        if v["outputPrunedAt"].is_string() {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "never pruned: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(pruned["state"], "completed");
+    assert_eq!(pruned["exitCode"], 0);
+    assert_eq!(pruned["goal"], "echo old output");
+    assert_eq!(
+        text(&full_stream(&c.stream_url(&old), &c.gw.token).await),
+        ""
+    );
+    let (_, kept) = c.gw.get(&format!("/api/tasks/{recent}")).await;
+    assert!(kept["outputPrunedAt"].is_null(), "{kept}");
+    assert_eq!(
+        text(&full_stream(&c.stream_url(&recent), &c.gw.token).await),
+        "recent output\n"
+    );
+    c.gw.wait_node_status("worker", "online", T).await;
+    let again = create(&c.gw).await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert!(
+        again.headers().get("idempotent-replayed").is_none(),
+        "a key older than a day is forgotten"
     );
 }

@@ -75,6 +75,10 @@ nodeId?: string | null, goal: string, executor: ExecutorKind, options: Record<st
  */
 lastSeq: number, startedAt?: string, finishedAt?: string, exitCode?: number, error?: string, result?: string, usage?: TaskUsage, environmentId?: string, threadId?: string, 
 /**
+ * When retention deleted the task's output; its summary stays.
+ */
+outputPrunedAt?: string, 
+/**
  * `GET /api/tasks/:id` of a running task that waits for an approval.
  */
 awaitingApproval?: PendingApproval, 
@@ -143,7 +147,11 @@ export type MessageTask = { state: TaskState, executor: ExecutorKind,
 /**
  * Null until the task ends.
  */
-exitCode: number | null, error: string | null, usage?: TaskUsage, };
+exitCode: number | null, error: string | null, usage?: TaskUsage, 
+/**
+ * When retention deleted the task's output.
+ */
+outputPrunedAt?: string, };
 
 export type FollowUpAccepted = { threadId: string, taskId: string, followUp: boolean, 
 /**

@@ -144,6 +144,11 @@ function TaskOutput({ taskId, task }: { taskId: string; task: ThreadMessage['tas
       <div class="task-foot">
         {task && <Pill status={task.state} />}
         {task?.exitCode != null && <span>exit {task.exitCode}</span>}
+        {task?.outputPrunedAt && (
+          <span class="muted-text" title={task.outputPrunedAt}>
+            output deleted by retention
+          </span>
+        )}
         {task?.error && !u?.errors.includes(task.error) && <span class="bad-text">{task.error}</span>}
         {task?.usage && (
           <span class="muted-text">

@@ -117,6 +117,10 @@ pub struct GatewayArgs {
     /// Seconds a node may stay away before its unfinished tasks fail with "node lost".
     #[arg(long, default_value_t = 120)]
     pub node_grace_secs: u64,
+    /// Days ended tasks keep their output and setup logs (the task and its summary stay);
+    /// 0 keeps them for ever.
+    #[arg(long, env = "VIBER_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u64,
 }
 
 impl GatewayArgs {
@@ -125,6 +129,7 @@ impl GatewayArgs {
         c.public_url = self.public_url.clone();
         c.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
         c.node_grace = Duration::from_secs(self.node_grace_secs);
+        c.retention = retention(self.retention_days);
         c
     }
 }
@@ -151,6 +156,14 @@ pub struct NodeRunArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub data_dir: DataDirArg,
+    /// Days the session logs of ended tasks are kept; 0 keeps them for ever.
+    #[arg(long, env = "VIBER_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u64,
+}
+
+/// `--retention-days`: 0 is for ever.
+pub fn retention(days: u64) -> Option<Duration> {
+    (days > 0).then(|| Duration::from_secs(days * 24 * 3600))
 }
 
 impl NodeRunArgs {
@@ -160,6 +173,7 @@ impl NodeRunArgs {
             token: self.token,
             name: self.name.unwrap_or_else(node::hostname),
             data_dir: self.data_dir.resolve(),
+            retention: retention(self.retention_days),
         }
     }
 }

@@ -51,6 +51,7 @@ pub async fn all_in_one(args: AllInOneArgs) -> anyhow::Result<()> {
         token,
         name,
         data_dir,
+        retention: gw.state.config.retention,
     };
     let node_shutdown = shutdown.clone();
     let node_task = tokio::spawn(async move {

@@ -88,7 +88,7 @@ pub async fn follow_stream(client: &Client, id: &str, follow: bool) -> anyhow::R
         let mut body = res.bytes_stream();
         while let Some(part) = body.next().await {
             let Ok(bytes) = part else { break };
-            for ev in parser.push_bytes(&bytes) {
+            for ev in parser.push_bytes(&bytes)? {
                 if ev.data == "[DONE]" {
                     return Ok(());
                 }

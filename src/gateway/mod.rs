@@ -5,6 +5,7 @@
 //! - `link/`: the node WebSocket (handshake, session, frame dispatch, registry);
 //! - `tasks/`: the task hub (live fan-out, batched writer, life cycle, dispatch);
 //! - `envs/`: environment checks, secret sealing, binding preparation, validation by a node;
+//! - `retention.rs`: the sweeper that deletes ended tasks' output and old records;
 //! - `commands.rs`: follow-ups and approval answers, stored until the node acknowledges them;
 //! - `auth.rs`, `board.rs`, `error.rs`, `events.rs`: operators, the board, errors, the bus.
 //!
@@ -19,6 +20,7 @@ pub mod error;
 pub mod events;
 mod http;
 pub mod link;
+pub mod retention;
 pub mod tasks;
 
 pub use http::create_enrollment;
@@ -45,6 +47,8 @@ pub struct GatewayConfig {
     pub heartbeat_interval: Duration,
     /// How long a node may stay away before its unfinished tasks fail with "node lost".
     pub node_grace: Duration,
+    /// How long ended tasks keep their output (chunks) and setup logs; None: for ever.
+    pub retention: Option<Duration>,
     /// How long an enrollment token stays valid.
     pub enrollment_ttl: Duration,
     /// The URL nodes and browsers use to reach this gateway, when it differs from `listen`
@@ -59,6 +63,7 @@ impl GatewayConfig {
             data_dir,
             heartbeat_interval: Duration::from_secs(15),
             node_grace: Duration::from_secs(120),
+            retention: Some(Duration::from_secs(30 * 24 * 3600)),
             enrollment_ttl: Duration::from_secs(24 * 3600),
             public_url: None,
         }
@@ -88,7 +93,7 @@ pub struct AppState {
     /// Long-lived connection handlers (node sockets, event streams), awaited at shutdown so
     /// their close frames go out before the database closes.
     pub connections: TaskTracker,
-    /// The task writer and the lost-node sweeper: awaited at shutdown after the connections,
+    /// The task writer and the sweepers (lost nodes, retention): awaited at shutdown after the connections,
     /// so the writer commits what they queued before the database closes.
     pub background: TaskTracker,
 }
@@ -166,6 +171,7 @@ pub async fn start(
     state
         .background
         .spawn(tasks::sweep_lost_nodes(state.clone()));
+    state.background.spawn(retention::sweeper(state.clone()));
     let task = tokio::spawn(serve(listener, state.clone(), store, shutdown));
     tracing::info!(%addr, "gateway listening");
     Ok(RunningGateway {

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::executor::{run_bash, BashRun, RunOutcome};
-use super::runtime::Runtime;
+use super::runtime::{Runtime, STOPPED_BY_SHUTDOWN};
 use crate::protocol::{
     BindingState, BindingStatus, BindingStrategy, EnvKind, Frame, PrepareEnvironment,
 };
@@ -87,10 +87,13 @@ impl Runtime {
     /// time (a second one waits for the first).
     pub(super) fn prepare_environment(&self, p: PrepareEnvironment) {
         let rt = self.clone();
-        tokio::spawn(async move {
+        self.track(async move {
             let lock = rt.binding_lock(&p.binding_id);
-            let _guard = lock.lock().await;
+            let guard = lock.lock().await;
             prepare(&rt, p).await;
+            drop(guard);
+            drop(lock);
+            rt.forget_idle_binding_locks();
         });
     }
 }
@@ -161,7 +164,7 @@ async fn run_steps(
 ) -> Result<(PathBuf, Option<String>, bool), StepError> {
     let dir = resolve_dir(rt, p)?;
     log(&format!("directory: {}\n", dir.display()));
-    let commit = materialize(p, &dir, redactor, log, step).await?;
+    let commit = materialize(p, &dir, redactor, log, step, &rt.stopping()).await?;
     step("workdir");
     let workdir = working_dir(p, &dir)?;
     step("setup");
@@ -206,6 +209,7 @@ async fn materialize(
     redactor: &Redactor,
     log: &(dyn Fn(&str) + Sync),
     step: &(dyn Fn(&'static str) + Sync),
+    stopping: &CancellationToken,
 ) -> Result<Option<String>, StepError> {
     let is_repo = p.source.kind.is_git();
     if is_repo && p.strategy == BindingStrategy::Auto {
@@ -238,7 +242,14 @@ async fn materialize(
                 super::git::clone_repo(&url, branch.as_deref(), &d, &i)
             }
         });
-        let sha = match tokio::time::timeout(GIT_TIMEOUT, job).await {
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(GIT_TIMEOUT, job) => r,
+            _ = stopping.cancelled() => {
+                interrupt.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Err(fail(which, STOPPED_BY_SHUTDOWN));
+            }
+        };
+        let sha = match outcome {
             Ok(Ok(Ok(sha))) => sha,
             Ok(Ok(Err(e))) => {
                 if !existing {
@@ -308,7 +319,7 @@ async fn setup(
                 script: &script,
                 cwd: workdir,
                 env: &env,
-                abort: CancellationToken::new(),
+                abort: rt.stopping(),
                 stop_grace: SETUP_STOP_GRACE,
             },
             |text| {
@@ -334,7 +345,7 @@ async fn setup(
                     format!("setup script exited with status {code}"),
                 ))
             }
-            RunOutcome::Interrupted => return Err(fail("setup", "setup script was interrupted")),
+            RunOutcome::Interrupted => return Err(fail("setup", STOPPED_BY_SHUTDOWN)),
             RunOutcome::Failed(e) => return Err(fail("setup", e)),
         }
     }

@@ -29,6 +29,8 @@ pub struct NodeConfig {
     pub token: Option<String>,
     pub name: String,
     pub data_dir: PathBuf,
+    /// How long session logs of ended tasks are kept; None: for ever.
+    pub retention: Option<Duration>,
 }
 
 /// Runs the node until `shutdown` is cancelled (or the gateway refuses it for good).
@@ -40,6 +42,9 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     executor::llm::load_node_config(&config.data_dir)?;
     tracing::info!(node = %key.node_id(), name = %config.name, gateway = %config.gateway, "node starting");
     let runtime = Runtime::new(key.node_id(), &config.data_dir, &config.gateway)?;
+    if let Some(keep) = config.retention {
+        tokio::spawn(runtime.clone().prune_session_logs(keep, shutdown.clone()));
+    }
     // On shutdown, stop the running tasks first and let their final frames reach the
     // gateway; only then close the connection.
     let connection_done = CancellationToken::new();

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::environments::SetupMemory;
@@ -39,6 +40,8 @@ pub type ApprovalAnswer = (bool, Option<String>);
 /// Node-local HMAC key file (mode 0600).
 const STATE_KEY_FILE: &str = "state.key";
 const SETUP_MEMORY_FILE: &str = ".viber-setup.json";
+/// Why a task or prepare ended when the node shut down under it.
+pub(super) const STOPPED_BY_SHUTDOWN: &str = "stopped: the node is shutting down";
 /// Best-effort frames kept while the gateway is away.
 const EVENT_QUEUE_CAP: usize = 10_000;
 
@@ -73,7 +76,11 @@ struct Inner {
     outbox: Mutex<Outbox>,
     outbox_changed: Notify,
     running: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
+    /// Every task, prepare, validation and config check this runtime started: shutdown
+    /// waits for them.
     tracker: TaskTracker,
+    /// Cancelled when the node shuts down: prepares stop their git work and setup scripts.
+    stopping: CancellationToken,
     started: Instant,
 }
 
@@ -111,6 +118,7 @@ impl Runtime {
                 outbox_changed: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
+                stopping: CancellationToken::new(),
                 started: Instant::now(),
             }),
         })
@@ -165,6 +173,11 @@ impl Runtime {
             .clone()
     }
 
+    /// Drops the locks of bindings no prepare holds or waits for.
+    pub(super) fn forget_idle_binding_locks(&self) {
+        lock(&self.inner.binding_locks).retain(|_, l| Arc::strong_count(l) > 1);
+    }
+
     pub(super) fn workspace_dir(&self) -> &Path {
         &self.inner.workspace_dir
     }
@@ -187,6 +200,19 @@ impl Runtime {
 
     pub(super) fn gateway(&self) -> &str {
         &self.inner.gateway
+    }
+
+    /// Cancelled when the node shuts down.
+    pub(super) fn stopping(&self) -> CancellationToken {
+        self.inner.stopping.child_token()
+    }
+
+    /// Runs `work` as part of this runtime: shutdown waits for it.
+    pub(super) fn track<F>(&self, work: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tracker.spawn(work);
     }
 
     pub(super) fn node_id(&self) -> &str {
@@ -270,7 +296,7 @@ impl Runtime {
             }
             Frame::EnvironmentValidate(req) => {
                 let rt = self.clone();
-                tokio::spawn(async move {
+                self.inner.tracker.spawn(async move {
                     let report = super::environments::validate(req).await;
                     rt.send_event(Frame::EnvironmentValidated(report));
                 });
@@ -291,10 +317,32 @@ impl Runtime {
     /// goes out as a `config:ack` event.
     fn check_config(&self) {
         let rt = self.clone();
-        tokio::spawn(async move {
+        self.inner.tracker.spawn(async move {
             let ack = super::config::check(&rt).await;
             rt.send_event(Frame::ConfigAck(ack));
         });
+    }
+
+    /// Deletes session logs of tasks that ended more than `keep` ago (by the log's last
+    /// write), at start and then every hour until `shutdown`. Logs of tasks this node still
+    /// runs or holds unacknowledged frames of stay.
+    pub async fn prune_session_logs(self, keep: Duration, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let open = self.known_tasks();
+            let dir = self.inner.sessions_dir.clone();
+            let pruned =
+                tokio::task::spawn_blocking(move || prune_old_files(&dir, keep, &open)).await;
+            match pruned {
+                Ok(n) if n > 0 => tracing::info!(logs = n, "deleted old session logs"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "pruning session logs"),
+            }
+        }
     }
 
     /// Waits up to `limit` for the gateway to acknowledge every queued frame.
@@ -308,6 +356,36 @@ impl Runtime {
         }
         true
     }
+}
+
+/// Deletes the `<task>.jsonl` files in `dir` last written more than `keep` ago, except those
+/// of `open` tasks. Returns how many went.
+fn prune_old_files(dir: &Path, keep: Duration, open: &[String]) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut n = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        let Some(task) = path
+            .file_name()
+            .and_then(|f| f.to_str())
+            .and_then(|f| f.strip_suffix(".jsonl"))
+        else {
+            continue;
+        };
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age > keep);
+        if old && !open.iter().any(|o| o == task) && std::fs::remove_file(&path).is_ok() {
+            n += 1;
+        }
+    }
+    n
 }
 
 fn load_average() -> [f64; 3] {
@@ -329,4 +407,31 @@ pub fn rss_bytes() -> u64 {
         .and_then(|x| x.parse().ok())
         .unwrap_or(0);
     pages * 4096
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_session_logs_go_and_open_or_recent_ones_stay() {
+        let dir = std::env::temp_dir().join(format!("viber-logs-{}", crate::crypto::random_u64()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let long_ago = std::time::SystemTime::now() - Duration::from_secs(40 * 24 * 3600);
+        for name in ["old.jsonl", "open.jsonl", "recent.jsonl", "notes.txt"] {
+            let f = std::fs::File::create(dir.join(name)).unwrap();
+            if name != "recent.jsonl" {
+                f.set_modified(long_ago).unwrap();
+            }
+        }
+        let keep = Duration::from_secs(30 * 24 * 3600);
+        assert_eq!(prune_old_files(&dir, keep, &["open".to_string()]), 1);
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["notes.txt", "open.jsonl", "recent.jsonl"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -1,5 +1,6 @@
 //! The gateway's SQLite state: the only module that contains SQL. One file per table group
-//! (nodes, tasks, environments, bindings, threads, sessions, commands); enum columns are the
+//! (nodes, tasks, environments, bindings, threads, sessions, commands), and `retention.rs`
+//! for what the sweeper deletes; enum columns are the
 //! `protocol` enums, read and written through `sql.rs`, never compared as strings.
 //!
 //! `schema.sql` is embedded and applied at open (see [`migrate`]). Two connections in WAL
@@ -11,6 +12,7 @@ mod bindings;
 mod commands;
 mod environments;
 mod nodes;
+mod retention;
 mod sessions;
 mod sql;
 mod tasks;
@@ -20,6 +22,7 @@ pub use bindings::{BindingRecord, BindingUpdate};
 pub use commands::CommandRecord;
 pub use environments::{EnvironmentRecord, SecretChange, SecretRecord};
 pub use nodes::{EnrollRefusal, NodeRecord};
+pub use retention::Pruned;
 pub use tasks::{ChunkBatch, NewTask, TaskFinish, TaskRecord};
 pub use threads::{ThreadMessage, ThreadRecord};
 
@@ -167,6 +170,158 @@ mod tests {
         drop(store);
         let again = Store::open(&path).unwrap();
         assert_eq!(again.schema_version().await.unwrap(), latest);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The schema version of the previous release.
+    const PREVIOUS_RELEASE: i64 = 4;
+    const DAY: i64 = 24 * 3600 * 1000;
+
+    /// A database as the previous release left it, holding a bit of everything; `now` is
+    /// the present, `old` a time 40 days ago.
+    fn previous_release_db(path: &Path, now: i64) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut conn = Connection::open(path).unwrap();
+        configure(&conn).unwrap();
+        for (n, sql) in migrations()
+            .into_iter()
+            .filter(|(n, _)| *n <= PREVIOUS_RELEASE)
+        {
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(&sql).unwrap();
+            tx.pragma_update(None, "user_version", n).unwrap();
+            tx.commit().unwrap();
+        }
+        let old = now - 40 * DAY;
+        conn.execute_batch(&format!(
+            "INSERT INTO tasks (id, node_id, goal, executor, state, created_at, finished_at,
+                                exit_code, result, last_seq, input_tokens, output_tokens, model)
+             VALUES ('t_old', 'n1', 'echo old', 'shell', 'completed', {old}, {old}, 0, 'ok', 1,
+                     5, 7, 'm'),
+                    ('t_new', 'n1', 'echo new', 'shell', 'completed', {now}, {now}, 0, NULL, 0,
+                     0, 0, NULL),
+                    ('t_run', 'n1', 'sleep', 'shell', 'running', {old}, NULL, NULL, NULL, 0,
+                     0, 0, NULL);
+             INSERT INTO task_chunks (task_id, seq, chunk) VALUES
+                    ('t_old', 0, '{{\"type\":\"start\"}}'), ('t_old', 1, '{{\"type\":\"finish\"}}'),
+                    ('t_new', 0, '{{\"type\":\"start\"}}'), ('t_run', 0, '{{\"type\":\"start\"}}');
+             INSERT INTO idempotency_keys (scope, key, status, response, created_at) VALUES
+                    ('s', 'old', 201, '{{}}', {old}), ('s', 'new', 201, '{{}}', {now});
+             INSERT INTO binding_logs (binding_id, seq, line, at) VALUES
+                    ('b1', 0, 'old line', {old}), ('b1', 1, 'new line', {now});
+             INSERT INTO operator_tokens (id, name, token_hash, created_at)
+                    VALUES ('admin', 'admin', 'h', {old});
+             INSERT INTO sessions (session_hash, csrf_token, operator_hash, created_at, expires_at)
+                    VALUES ('gone', 'c', 'h', {old}, {old}), ('live', 'c', 'h', {now}, {now} + {DAY});
+             INSERT INTO enrollments (token_hash, name, created_at, expires_at) VALUES
+                    ('e_old', 'x', {old}, {old}), ('e_new', 'y', {now}, {now} + {DAY});"
+        ))
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_previous_release_database_migrates_with_its_data() {
+        let dir = std::env::temp_dir().join(format!("viber-store-{}", crate::crypto::random_u64()));
+        let path = dir.join("viber.db");
+        let now = crate::clock::now_ms();
+        previous_release_db(&path, now);
+        let store = Store::open(&path).unwrap();
+        let latest = migrations().last().unwrap().0;
+        assert!(latest > PREVIOUS_RELEASE);
+        assert_eq!(store.schema_version().await.unwrap(), latest);
+        let t = store.task("t_old".into()).await.unwrap().unwrap();
+        assert_eq!(t.goal, "echo old");
+        assert_eq!(t.state, crate::protocol::TaskState::Completed);
+        assert_eq!((t.input_tokens, t.output_tokens), (5, 7));
+        assert_eq!(t.result.as_deref(), Some("ok"));
+        assert_eq!(t.output_pruned_at, None);
+        assert_eq!(
+            store
+                .chunks_after("t_old".into(), -1, 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(store.unfinished_tasks().await.unwrap().len(), 1);
+        // New tables work on the migrated database.
+        store
+            .insert_command("c1".into(), "n1".into(), "t_run".into(), "{}".into(), now)
+            .await
+            .unwrap();
+        assert_eq!(store.commands_of("n1".into()).await.unwrap().len(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_only_what_is_past_its_time() {
+        let dir = std::env::temp_dir().join(format!("viber-store-{}", crate::crypto::random_u64()));
+        let path = dir.join("viber.db");
+        let now = crate::clock::now_ms();
+        previous_release_db(&path, now);
+        let store = Store::open(&path).unwrap();
+        store
+            .insert_command(
+                "c_done".into(),
+                "n1".into(),
+                "t_old".into(),
+                "{}".into(),
+                now,
+            )
+            .await
+            .unwrap();
+        store
+            .insert_command(
+                "c_live".into(),
+                "n1".into(),
+                "t_run".into(),
+                "{}".into(),
+                now,
+            )
+            .await
+            .unwrap();
+        let cutoff = now - 30 * DAY;
+        let p = store.prune_records(cutoff, now - DAY, now).await.unwrap();
+        assert_eq!(
+            p,
+            Pruned {
+                binding_log_lines: 1,
+                idempotency_keys: 1,
+                sessions: 1,
+                enrollments: 1,
+                commands: 1,
+                ..Pruned::default()
+            }
+        );
+        assert_eq!(store.prune_task_outputs(cutoff, now).await.unwrap(), (1, 2));
+        assert_eq!(store.prune_task_outputs(cutoff, now).await.unwrap(), (0, 0));
+        let t = store.task("t_old".into()).await.unwrap().unwrap();
+        assert_eq!(t.output_pruned_at, Some(now));
+        assert_eq!(t.result.as_deref(), Some("ok"));
+        assert!(store
+            .chunks_after("t_old".into(), -1, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store
+                .chunks_after("t_new".into(), -1, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .chunks_after("t_run".into(), -1, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let cmds = store.commands_of("n1".into()).await.unwrap();
+        assert_eq!(cmds.len(), 1);
+        assert_eq!(cmds[0].id, "c_live");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

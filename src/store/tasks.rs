@@ -44,11 +44,14 @@ pub struct TaskRecord {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub model: Option<String>,
+    /// When retention deleted the task's output (its row and summary stay).
+    pub output_pruned_at: Option<i64>,
 }
 
 const TASK_COLUMNS: &str = "id, node_id, goal, executor, options, state, created_at, started_at, \
                             finished_at, exit_code, error, result, last_seq, environment_id, \
-                            thread_id, binding_id, input_tokens, output_tokens, model";
+                            thread_id, binding_id, input_tokens, output_tokens, model, \
+                            output_pruned_at";
 
 fn task_from_row(r: &Row) -> rusqlite::Result<TaskRecord> {
     Ok(TaskRecord {
@@ -71,6 +74,7 @@ fn task_from_row(r: &Row) -> rusqlite::Result<TaskRecord> {
         input_tokens: r.get(16)?,
         output_tokens: r.get(17)?,
         model: r.get(18)?,
+        output_pruned_at: r.get(19)?,
     })
 }
 

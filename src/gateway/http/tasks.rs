@@ -43,6 +43,7 @@ pub fn task_view(t: &TaskRecord) -> TaskView {
         usage: task_usage(t),
         environment_id: t.environment_id.clone(),
         thread_id: t.thread_id.clone(),
+        output_pruned_at: t.output_pruned_at.map(iso8601),
         awaiting_approval: None,
         status: None,
         last_events: None,

@@ -350,6 +350,7 @@ pub async fn messages(
                 exit_code: task.exit_code,
                 error: task.error.clone(),
                 usage: task_usage(&task),
+                output_pruned_at: task.output_pruned_at.map(iso8601),
             });
             if with_output && m.injection_mode.is_none() {
                 v.output = Some(app.store.task_text(task.id, OUTPUT_LIMIT).await?);

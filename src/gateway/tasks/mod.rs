@@ -363,6 +363,24 @@ impl TaskHub {
         (chunk.to_string().into(), usage)
     }
 
+    /// The node's connection ended: its pending acks go (they are sent again when the node
+    /// resends the frames they cover), so the map holds only connected nodes.
+    pub fn node_gone(&self, node_id: &str) {
+        self.acks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node_id);
+    }
+
+    /// Forgets the entries of tasks that ended without their node. They are loaded again
+    /// (from SQLite) if that node ever speaks of one of them. Returns how many went.
+    pub fn forget_orphans(&self) -> usize {
+        let mut map = self.live_map();
+        let before = map.len();
+        map.retain(|_, l| !l.lock().orphan);
+        before - map.len()
+    }
+
     /// Remembers that a stop was requested, so it is sent again when the node reconnects.
     pub fn request_stop(&self, task_id: &str) {
         if let Some(l) = self.live_map().get(task_id) {

@@ -14,11 +14,10 @@ use std::collections::{HashMap, VecDeque};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{lock, Runtime};
+use super::{lock, Runtime, STOPPED_BY_SHUTDOWN};
 use crate::protocol::{ErrorCode, Frame, InjectionMode};
 
 pub(super) const STOPPED_BY_OPERATOR: &str = "stopped by operator";
-const STOPPED_BY_SHUTDOWN: &str = "stopped: the node is shutting down";
 /// Command ids remembered after they were applied. The gateway resends a command only
 /// until it sees the ack, so only the latest few can come back.
 const APPLIED_COMMANDS_CAP: usize = 4096;
@@ -124,8 +123,10 @@ impl Runtime {
         }
     }
 
-    /// Stops every running task (node shutdown) and waits up to `limit` for them to end.
+    /// Stops every running task and prepare (node shutdown) and waits up to `limit` for
+    /// them, and for validations and config checks in flight, to end.
     pub async fn stop_all(&self, limit: std::time::Duration) {
+        self.inner.stopping.cancel();
         for tx in self.running().values() {
             let _ = tx.send(Control::Stop(STOPPED_BY_SHUTDOWN));
         }

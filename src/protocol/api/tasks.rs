@@ -98,6 +98,9 @@ pub struct TaskView {
     pub environment_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thread_id: Option<String>,
+    /// When retention deleted the task's output; its summary stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_pruned_at: Option<String>,
     /// `GET /api/tasks/:id` of a running task that waits for an approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting_approval: Option<PendingApproval>,

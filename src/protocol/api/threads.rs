@@ -104,6 +104,10 @@ pub struct MessageTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional))]
     pub usage: Option<TaskUsage>,
+    /// When retention deleted the task's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub output_pruned_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

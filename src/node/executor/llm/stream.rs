@@ -208,7 +208,7 @@ pub(super) async fn read_stream(
     let mut step = StepAssembler::new(run, text_id, reasoning_id);
     while let Some(part) = body.next().await {
         let bytes = part.map_err(|e| format!("model stream broke off: {e}"))?;
-        for ev in decoder.push_bytes(&bytes) {
+        for ev in decoder.push_bytes(&bytes).map_err(|e| e.to_string())? {
             if ev.data.trim() == "[DONE]" {
                 step.finished = true;
                 continue;
@@ -236,8 +236,8 @@ mod tests {
         for cut in 0..=bytes.len() {
             // The parser decodes whole lines, so a character split between reads stays whole.
             let mut decoder = SseParser::default();
-            let mut events = decoder.push_bytes(&bytes[..cut]);
-            events.extend(decoder.push_bytes(&bytes[cut..]));
+            let mut events = decoder.push_bytes(&bytes[..cut]).unwrap();
+            events.extend(decoder.push_bytes(&bytes[cut..]).unwrap());
             assert_eq!(events.len(), 1, "cut at {cut}");
             let v: Value = serde_json::from_str(&events[0].data).unwrap();
             assert_eq!(v["choices"][0]["delta"]["content"], text, "cut at {cut}");

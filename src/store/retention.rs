@@ -1,0 +1,107 @@
+//! Retention: what the sweeper deletes so the database does not grow without bound.
+//!
+//! Ended tasks keep their row (goal, state, times, exit code, error, result, usage) for ever;
+//! their chunks go after the retention period. Setup logs go after the same period;
+//! idempotency keys after a day; board sessions when they expire; enrollment tokens a
+//! retention period after they expired; commands once their task ended.
+//!
+//! Work is cut into small transactions (one task's chunks at a time) so the task writer,
+//! which shares the write connection, never waits long behind the sweeper.
+
+use rusqlite::params;
+
+use super::Store;
+
+/// Tasks whose chunks are deleted per call of [`Store::prune_task_outputs`].
+const TASKS_PER_CALL: usize = 50;
+
+/// What one retention pass deleted.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    pub task_outputs: usize,
+    pub chunks: usize,
+    pub binding_log_lines: usize,
+    pub idempotency_keys: usize,
+    pub sessions: usize,
+    pub enrollments: usize,
+    pub commands: usize,
+}
+
+impl Pruned {
+    pub fn is_empty(&self) -> bool {
+        *self == Pruned::default()
+    }
+}
+
+impl Store {
+    /// Deletes the chunks of up to [`TASKS_PER_CALL`] tasks that ended before `cutoff`, one
+    /// transaction per task, and marks them pruned at `now`. Returns (tasks, chunks); fewer
+    /// than [`TASKS_PER_CALL`] tasks means none is left.
+    pub async fn prune_task_outputs(
+        &self,
+        cutoff: i64,
+        now: i64,
+    ) -> anyhow::Result<(usize, usize)> {
+        let ids: Vec<String> = self
+            .read(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT id FROM tasks WHERE output_pruned_at IS NULL AND finished_at < ?1
+                     AND state IN ('completed', 'error', 'stopped') LIMIT ?2",
+                )?;
+                let rows = st.query_map(params![cutoff, TASKS_PER_CALL], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await?;
+        let mut chunks = 0;
+        for id in &ids {
+            let id = id.clone();
+            chunks += self
+                .write(move |c| {
+                    let tx = c.transaction()?;
+                    let n = tx.execute("DELETE FROM task_chunks WHERE task_id = ?1", [&id])?;
+                    tx.execute(
+                        "UPDATE tasks SET output_pruned_at = ?2 WHERE id = ?1",
+                        params![id, now],
+                    )?;
+                    tx.commit()?;
+                    Ok(n)
+                })
+                .await?;
+        }
+        Ok((ids.len(), chunks))
+    }
+
+    /// Deletes the small things past their time; see the module documentation.
+    pub async fn prune_records(
+        &self,
+        cutoff: i64,
+        keys_cutoff: i64,
+        now: i64,
+    ) -> anyhow::Result<Pruned> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let p = Pruned {
+                binding_log_lines: tx
+                    .execute("DELETE FROM binding_logs WHERE at < ?1", [cutoff])?,
+                idempotency_keys: tx.execute(
+                    "DELETE FROM idempotency_keys WHERE created_at < ?1",
+                    [keys_cutoff],
+                )?,
+                sessions: tx.execute("DELETE FROM sessions WHERE expires_at < ?1", [now])?,
+                enrollments: tx.execute(
+                    "DELETE FROM enrollments WHERE expires_at < ?1 AND used_at IS NULL",
+                    [cutoff],
+                )?,
+                commands: tx.execute(
+                    "DELETE FROM commands WHERE task_id IN
+                       (SELECT id FROM tasks WHERE state IN ('completed', 'error', 'stopped'))",
+                    [],
+                )?,
+                ..Pruned::default()
+            };
+            tx.commit()?;
+            Ok(p)
+        })
+        .await
+    }
+}
