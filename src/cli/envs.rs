@@ -288,20 +288,33 @@ pub async fn prepare(
 async fn wait_prepared(client: &Client, env: &str, binding: &str) -> anyhow::Result<()> {
     let mut after = 0i64;
     loop {
+        // The status first, then the logs: a node's setup lines are stored before the state
+        // that ends its prepare, so once the status says so, the logs read next are complete.
+        let v: BindingList = client
+            .get(&format!("/api/environments/{}/bindings", seg(env)))
+            .await?;
         let logs: LogList = client
             .get(&format!(
                 "/api/environments/{}/bindings/{binding}/logs?after={after}",
                 seg(env)
             ))
             .await?;
+        let printed = !logs.logs.is_empty();
         for l in logs.logs {
             print!("{}", l.text);
             after = l.seq;
         }
-        let v: BindingList = client
-            .get(&format!("/api/environments/{}/bindings", seg(env)))
-            .await?;
         let b = v.bindings.into_iter().find(|b| b.id == binding);
+        let ended = b.as_ref().is_some_and(|b| {
+            matches!(
+                b.status,
+                BindingPhase::Ready | BindingPhase::Stale | BindingPhase::Error
+            )
+        });
+        if ended && printed {
+            // Logs come in pages: read until there are no more before saying it ended.
+            continue;
+        }
         match b {
             Some(b) if matches!(b.status, BindingPhase::Ready | BindingPhase::Stale) => {
                 println!("ready: {}", or_dash(b.resolved_working_dir));

@@ -263,7 +263,7 @@ async fn pump(
     loop {
         // Everything the runtime has not sent on this connection yet (all unacknowledged
         // frames on a fresh connection), as one burst.
-        let unsent = runtime.unsent(&mut cursor);
+        let unsent = runtime.unsent(&mut cursor).await;
         if !unsent.is_empty() {
             for frame in &unsent {
                 if let Err(e) = codec::feed(sink, frame).await {

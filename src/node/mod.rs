@@ -67,6 +67,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         runtime.stop_all(Duration::from_secs(15)).await;
     }
     closer.abort();
+    let rt = runtime.clone();
+    let _ = tokio::task::spawn_blocking(move || rt.flush_logs()).await;
     result
 }
 

@@ -3,7 +3,14 @@
 //! Every frame that must not be lost (`task:started`, `task:stream-chunk`, `task:completed`,
 //! `task:error`) gets the next per-task sequence number, is appended to the task's session
 //! log (`<data>/agents/<node>/sessions/<task>.jsonl`) and is kept until the gateway
-//! acknowledges it (`task:ack` is cumulative). A new connection starts with a fresh
+//! acknowledges it (`task:ack` is cumulative).
+//!
+//! No file I/O happens under the outbox's lock: [`Outbox::push`] only appends the log line to
+//! the task's pending bytes; the runtime's log writer takes them in batches
+//! ([`Outbox::take_log_writes`]), writes them on its own thread and reports them written
+//! ([`Outbox::logs_written`]). A frame is sent only once its line is in the log, so the log
+//! is always ahead of what the gateway has seen. Spilled frames are read back from the log by
+//! the caller of [`Outbox::unsent`], off the reactor ([`SpillRead::read`]). A new connection starts with a fresh
 //! [`SendCursor`], so everything unacknowledged is sent again; the gateway drops duplicates
 //! by (task, seq).
 //!
@@ -17,6 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -48,9 +56,14 @@ struct TaskQueue {
     mem: VecDeque<(u64, Frame)>,
     /// Frames that live only in the log: from (seq, byte offset) to `last`.
     spill: Option<Spill>,
-    log: File,
+    log: Arc<File>,
     log_path: PathBuf,
+    /// Bytes of the log, written or pending.
     log_len: u64,
+    /// Log bytes not yet written.
+    pending: Vec<u8>,
+    /// Frames with a lower seq are written to the log (and may be sent).
+    written_seq: u64,
     /// The final frame was pushed; the queue is dropped once it is acknowledged.
     finished: bool,
 }
@@ -116,9 +129,11 @@ impl Outbox {
                 acked: None,
                 mem: VecDeque::new(),
                 spill: None,
-                log,
+                log: Arc::new(log),
                 log_path: log_path.to_path_buf(),
                 log_len,
+                pending: Vec::new(),
+                written_seq: next_seq,
                 finished: false,
             },
         );
@@ -157,8 +172,8 @@ impl Outbox {
             .map_err(std::io::Error::other)?;
         line.push(b'\n');
         let offset = q.log_len;
-        q.log.write_all(&line)?;
         q.log_len += line.len() as u64;
+        q.pending.extend_from_slice(&line);
         q.finished |= last;
         match &mut q.spill {
             Some(s) => s.last_seq = seq,
@@ -184,9 +199,30 @@ impl Outbox {
         let mut line = serde_json::to_vec(&serde_json::json!({ "conversation": record }))
             .map_err(std::io::Error::other)?;
         line.push(b'\n');
-        q.log.write_all(&line)?;
         q.log_len += line.len() as u64;
+        q.pending.extend_from_slice(&line);
         Ok(())
+    }
+
+    /// Takes every task's pending log bytes, to be written in order by one writer.
+    pub fn take_log_writes(&mut self) -> Vec<LogWrite> {
+        self.tasks
+            .iter_mut()
+            .filter(|(_, q)| !q.pending.is_empty())
+            .map(|(id, q)| LogWrite {
+                task_id: id.clone(),
+                file: q.log.clone(),
+                bytes: std::mem::take(&mut q.pending),
+                upto_seq: q.next_seq,
+            })
+            .collect()
+    }
+
+    /// The log writes up to `upto_seq` of a task are on disk: those frames may be sent.
+    pub fn logs_written(&mut self, task_id: &str, upto_seq: u64) {
+        if let Some(q) = self.tasks.get_mut(task_id) {
+            q.written_seq = q.written_seq.max(upto_seq);
+        }
     }
 
     /// The gateway stored everything of `task_id` up to `seq`.
@@ -203,17 +239,17 @@ impl Outbox {
             q.spill = None;
         }
         if q.finished && q.next_seq > 0 && seq + 1 >= q.next_seq {
-            let _ = q.log.flush();
             self.tasks.remove(task_id);
             self.order.retain(|t| t != task_id);
         }
     }
 
-    /// Frames not yet sent on the connection `cursor` belongs to, oldest task first. The
-    /// second value is true when more spilled frames remain to be read.
-    pub fn unsent(&mut self, cursor: &mut SendCursor) -> (Vec<Frame>, bool) {
+    /// Frames not yet sent on the connection `cursor` belongs to, oldest task first, and the
+    /// spilled frames to read back from the logs after them (each task's spilled frames
+    /// come after its in-memory ones). Only frames already written to the log are given.
+    pub fn unsent(&mut self, cursor: &mut SendCursor) -> (Vec<Frame>, Vec<SpillRead>) {
         let mut out = Vec::new();
-        let mut more = false;
+        let mut reads = Vec::new();
         for task_id in &self.order {
             let Some(q) = self.tasks.get_mut(task_id) else {
                 continue;
@@ -225,39 +261,78 @@ impl Outbox {
             } else {
                 (entry.0 + 1).max(floor)
             };
-            for (seq, frame) in q.mem.iter().filter(|(s, _)| *s >= next) {
+            for (seq, frame) in q
+                .mem
+                .iter()
+                .filter(|(s, _)| *s >= next && *s < q.written_seq)
+            {
                 out.push(frame.clone());
                 entry.0 = *seq;
             }
             if let Some(spill) = q.spill {
-                if next <= spill.last_seq {
-                    let start = if entry.1 > spill.first_offset {
-                        entry.1
-                    } else {
-                        spill.first_offset
-                    };
-                    match read_spilled(&q.log_path, start, next, SPILL_BATCH) {
-                        Ok((frames, end_offset)) => {
-                            for (seq, frame) in frames {
-                                out.push(frame);
-                                entry.0 = seq;
-                            }
-                            entry.1 = end_offset;
-                            more |= entry.0 < spill.last_seq;
-                        }
-                        Err(e) => {
-                            tracing::error!(task = %task_id, error = %e, "reading spilled frames")
-                        }
-                    }
+                let last_seq = spill.last_seq.min(q.written_seq.saturating_sub(1));
+                if next <= last_seq && q.written_seq > 0 {
+                    reads.push(SpillRead {
+                        task_id: task_id.clone(),
+                        path: q.log_path.clone(),
+                        offset: entry.1.max(spill.first_offset),
+                        min_seq: next,
+                        last_seq,
+                    });
                 }
             }
         }
-        (out, more)
+        (out, reads)
     }
 
     #[cfg(test)]
     pub fn frames_in_memory(&self) -> usize {
         self.in_memory
+    }
+}
+
+/// Pending log bytes of one task, taken by the log writer.
+pub struct LogWrite {
+    pub task_id: String,
+    file: Arc<File>,
+    bytes: Vec<u8>,
+    /// Frames below this seq are in `bytes` or already written.
+    pub upto_seq: u64,
+}
+
+impl LogWrite {
+    /// Appends the bytes to the log (blocking).
+    pub fn write(&self) -> std::io::Result<()> {
+        (&*self.file).write_all(&self.bytes)
+    }
+}
+
+/// Spilled frames of one task to read back from its log.
+pub struct SpillRead {
+    task_id: String,
+    path: PathBuf,
+    offset: u64,
+    min_seq: u64,
+    /// The last spilled frame written to the log.
+    last_seq: u64,
+}
+
+impl SpillRead {
+    /// Reads the next batch (blocking); returns the frames and whether more remain. The
+    /// cursor remembers where to continue.
+    pub fn read(&self, cursor: &mut SendCursor) -> std::io::Result<(Vec<Frame>, bool)> {
+        let (frames, end) = read_spilled(&self.path, self.offset, self.min_seq, SPILL_BATCH)?;
+        let entry = cursor
+            .sent
+            .entry(self.task_id.clone())
+            .or_insert((u64::MAX, 0));
+        let mut out = Vec::with_capacity(frames.len());
+        for (seq, frame) in frames.into_iter().filter(|(s, _)| *s <= self.last_seq) {
+            out.push(frame);
+            entry.0 = seq;
+        }
+        entry.1 = end;
+        Ok((out, entry.0 == u64::MAX || entry.0 < self.last_seq))
     }
 }
 
@@ -316,11 +391,25 @@ mod tests {
             .collect()
     }
 
+    /// What the log writer does: writes the pending bytes and reports them written.
+    fn write_logs(ob: &mut Outbox) {
+        for w in ob.take_log_writes() {
+            w.write().unwrap();
+            ob.logs_written(&w.task_id, w.upto_seq);
+        }
+    }
+
     fn drain(ob: &mut Outbox, cur: &mut SendCursor) -> Vec<u64> {
         let mut all = Vec::new();
         loop {
-            let (frames, more) = ob.unsent(cur);
+            let (frames, reads) = ob.unsent(cur);
             all.extend(seqs(&frames));
+            let mut more = false;
+            for r in reads {
+                let (frames, m) = r.read(cur).unwrap();
+                all.extend(seqs(&frames));
+                more |= m;
+            }
             if !more {
                 return all;
             }
@@ -338,10 +427,15 @@ mod tests {
         }
         assert_eq!(ob.frames_in_memory(), 10);
         let mut cur = SendCursor::default();
+        // Nothing is sent before it is in the log.
+        assert!(drain(&mut ob, &mut cur).is_empty());
+        write_logs(&mut ob);
         assert_eq!(drain(&mut ob, &mut cur), (0..5000).collect::<Vec<_>>());
         // Nothing new on the same connection.
         assert!(drain(&mut ob, &mut cur).is_empty());
         ob.push("t", false, |s| chunk("t", s)).unwrap();
+        assert!(drain(&mut ob, &mut cur).is_empty());
+        write_logs(&mut ob);
         assert_eq!(drain(&mut ob, &mut cur), vec![5000]);
 
         // A partial ack, then a reconnect: everything after the ack again, in order.
@@ -357,6 +451,7 @@ mod tests {
             result: None,
         })
         .unwrap();
+        write_logs(&mut ob);
         ob.ack("t", 5000);
         assert!(ob.contains("t"));
         ob.ack("t", 5001);

@@ -74,7 +74,10 @@ struct Inner {
     /// Tool calls waiting for an operator, by approval id.
     approvals: Mutex<HashMap<String, tokio::sync::oneshot::Sender<ApprovalAnswer>>>,
     outbox: Mutex<Outbox>,
+    /// Frames may be sent: new ones reached the log, or more spilled ones can be read.
     outbox_changed: Notify,
+    /// Writes the outbox's session-log lines on its own thread.
+    log_writer: LogWriter,
     running: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
     /// Every task, prepare, validation and config check this runtime started: shutdown
     /// waits for them.
@@ -100,7 +103,7 @@ impl Runtime {
             }
         };
         let setup_memory = SetupMemory::load(&workspace_dir.join(SETUP_MEMORY_FILE));
-        Ok(Runtime {
+        let rt = Runtime {
             inner: Arc::new(Inner {
                 node_id,
                 data_dir: data_dir.to_path_buf(),
@@ -116,12 +119,18 @@ impl Runtime {
                 approvals: Mutex::new(HashMap::new()),
                 outbox: Mutex::new(Outbox::new(MEMORY_CAP)),
                 outbox_changed: Notify::new(),
+                log_writer: LogWriter::default(),
                 running: Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
                 stopping: CancellationToken::new(),
                 started: Instant::now(),
             }),
-        })
+        };
+        let weak = Arc::downgrade(&rt.inner);
+        std::thread::Builder::new()
+            .name("viber-session-log".into())
+            .spawn(move || log_writer_thread(weak))?;
+        Ok(rt)
     }
 
     pub fn capabilities(&self) -> Vec<String> {
@@ -133,8 +142,9 @@ impl Runtime {
     }
 
     /// Frames not yet sent on this connection: queued best-effort frames, then (on a new
-    /// connection) the state of every binding, then unacknowledged task frames.
-    pub fn unsent(&self, cursor: &mut SendCursor) -> Vec<Frame> {
+    /// connection) the state of every binding, then unacknowledged task frames. Spilled
+    /// frames are read back from the session logs on a blocking thread.
+    pub async fn unsent(&self, cursor: &mut SendCursor) -> Vec<Frame> {
         let mut frames: Vec<Frame> = lock(&self.inner.events).drain(..).collect();
         if !cursor.synced {
             cursor.synced = true;
@@ -142,12 +152,41 @@ impl Runtime {
                 lock(&self.inner.bindings).values().cloned().collect();
             frames.push(Frame::EnvironmentSync { bindings });
         }
-        let (task_frames, more) = self.outbox().unsent(cursor);
+        let (task_frames, reads) = self.outbox().unsent(cursor);
         frames.extend(task_frames);
+        if reads.is_empty() {
+            return frames;
+        }
+        let mut c = std::mem::take(cursor);
+        let read = tokio::task::spawn_blocking(move || {
+            let (mut spilled, mut more) = (Vec::new(), false);
+            for r in reads {
+                match r.read(&mut c) {
+                    Ok((f, m)) => {
+                        spilled.extend(f);
+                        more |= m;
+                    }
+                    Err(e) => tracing::error!(error = %e, "reading spilled frames"),
+                }
+            }
+            (c, spilled, more)
+        })
+        .await;
+        // Should the read fail outright, a fresh cursor sends everything again (the gateway
+        // drops what it has).
+        let (c, spilled, more) = read.unwrap_or_default();
+        *cursor = c;
+        frames.extend(spilled);
         if more {
             self.inner.outbox_changed.notify_one();
         }
         frames
+    }
+
+    /// Writes the session-log lines queued so far (at shutdown; the log writer does it
+    /// otherwise). Blocking.
+    pub fn flush_logs(&self) {
+        write_logs(&self.inner);
     }
 
     /// Queues a best-effort frame (kept across a reconnect, oldest dropped past a cap).
@@ -356,6 +395,67 @@ impl Runtime {
         }
         true
     }
+}
+
+/// Wakes the session-log thread when lines are queued.
+#[derive(Default)]
+struct LogWriter {
+    queued: Mutex<bool>,
+    wake: std::sync::Condvar,
+    /// One writer at a time, so each log's lines land in order.
+    writing: Mutex<()>,
+}
+
+impl LogWriter {
+    fn wake(&self) {
+        *lock(&self.queued) = true;
+        self.wake.notify_one();
+    }
+}
+
+/// Writes queued session-log lines as they come, in batches, until the runtime is dropped.
+fn log_writer_thread(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        {
+            let w = &strong.log_writer;
+            let mut queued = lock(&w.queued);
+            if !*queued {
+                // Wake now and then to notice that the runtime is gone.
+                queued = w
+                    .wake
+                    .wait_timeout(queued, Duration::from_millis(500))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            *queued = false;
+        }
+        write_logs(&strong);
+    }
+}
+
+/// Takes the outbox's pending log lines, writes them outside its lock, then lets the frames
+/// they hold be sent. A failed write is logged and the frames go out regardless: the
+/// gateway's copy is the one that counts, the node's log is its fallback.
+fn write_logs(inner: &Inner) {
+    let _one_writer = lock(&inner.log_writer.writing);
+    let writes = lock(&inner.outbox).take_log_writes();
+    if writes.is_empty() {
+        return;
+    }
+    for w in &writes {
+        if let Err(e) = w.write() {
+            tracing::error!(task = %w.task_id, error = %e, "writing session log");
+        }
+    }
+    let mut outbox = lock(&inner.outbox);
+    for w in &writes {
+        outbox.logs_written(&w.task_id, w.upto_seq);
+    }
+    drop(outbox);
+    inner.outbox_changed.notify_one();
 }
 
 /// Deletes the `<task>.jsonl` files in `dir` last written more than `keep` ago, except those

@@ -146,18 +146,31 @@ fn cap(mut s: String) -> String {
 pub async fn run(name: &str, args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
     match name {
         "bash" => bash(args, ctx).await,
-        "read_file" => read_file(args, ctx),
-        "write_file" => write_file(args, ctx),
-        "edit_file" => edit_file(args, ctx),
-        "list_files" => list_files(args, ctx),
-        "grep" => grep(args, ctx),
+        _ => {
+            // The file tools read, write and walk the disk: off the reactor.
+            let (name, args, root) = (name.to_string(), args.clone(), ctx.root.to_path_buf());
+            tokio::task::spawn_blocking(move || file_tool(&name, &args, &root))
+                .await
+                .unwrap_or_else(|e| Err(format!("the tool failed: {e}")))
+        }
+    }
+}
+
+/// The tools that only touch files, run on a blocking thread.
+fn file_tool(name: &str, args: &Value, root: &Path) -> Result<Value, String> {
+    match name {
+        "read_file" => read_file(args, root),
+        "write_file" => write_file(args, root),
+        "edit_file" => edit_file(args, root),
+        "list_files" => list_files(args, root),
+        "grep" => grep(args, root),
         other => Err(format!("unknown tool {other:?}")),
     }
 }
 
-fn read_file(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
+fn read_file(args: &Value, root: &Path) -> Result<Value, String> {
     let rel = arg(args, "path")?;
-    let path = confine(ctx.root, rel)?;
+    let path = confine(root, rel)?;
     let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {rel}: {e}"))?;
     let offset = args["offset"].as_u64().unwrap_or(1).max(1) as usize;
     let limit = args["limit"].as_u64().map(|l| l as usize);
@@ -169,9 +182,9 @@ fn read_file(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
     Ok(json!(cap(lines.join("\n"))))
 }
 
-fn write_file(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
+fn write_file(args: &Value, root: &Path) -> Result<Value, String> {
     let rel = arg(args, "path")?;
-    let path = confine(ctx.root, rel)?;
+    let path = confine(root, rel)?;
     let content = arg(args, "content")?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
@@ -180,9 +193,9 @@ fn write_file(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
     Ok(json!(format!("wrote {} bytes to {rel}", content.len())))
 }
 
-fn edit_file(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
+fn edit_file(args: &Value, root: &Path) -> Result<Value, String> {
     let rel = arg(args, "path")?;
-    let path = confine(ctx.root, rel)?;
+    let path = confine(root, rel)?;
     let (old, new) = (arg(args, "old_string")?, arg(args, "new_string")?);
     if old.is_empty() {
         return Err("old_string must not be empty".into());
@@ -201,8 +214,8 @@ fn edit_file(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
     }
 }
 
-fn list_files(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
-    let base = confine(ctx.root, args["path"].as_str().unwrap_or("."))?;
+fn list_files(args: &Value, root: &Path) -> Result<Value, String> {
+    let base = confine(root, args["path"].as_str().unwrap_or("."))?;
     let recursive = args["recursive"].as_bool().unwrap_or(true);
     let mut out = Vec::new();
     list(&base, &base, recursive, &mut out);
@@ -218,13 +231,13 @@ fn list_files(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
     Ok(json!(text))
 }
 
-fn grep(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
+fn grep(args: &Value, root: &Path) -> Result<Value, String> {
     let pattern = arg(args, "pattern")?;
-    let base = confine(ctx.root, args["path"].as_str().unwrap_or("."))?;
+    let base = confine(root, args["path"].as_str().unwrap_or("."))?;
     let mut files = Vec::new();
     if base.is_file() {
         files.push(
-            base.strip_prefix(ctx.root.canonicalize().unwrap_or_default())
+            base.strip_prefix(root.canonicalize().unwrap_or_default())
                 .unwrap_or(&base)
                 .display()
                 .to_string(),
@@ -232,14 +245,15 @@ fn grep(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
     } else {
         list(&base, &base, true, &mut files);
     }
-    let root = if base.is_file() {
-        ctx.root.canonicalize().unwrap_or_default()
+    let files_capped = files.len() > MAX_LIST;
+    let dir = if base.is_file() {
+        root.canonicalize().unwrap_or_default()
     } else {
         base.clone()
     };
     let mut hits = Vec::new();
-    'files: for f in files.iter().filter(|f| !f.ends_with('/')) {
-        let Ok(text) = std::fs::read_to_string(root.join(f)) else {
+    'files: for f in files.iter().take(MAX_LIST).filter(|f| !f.ends_with('/')) {
+        let Ok(text) = std::fs::read_to_string(dir.join(f)) else {
             continue;
         };
         for (i, line) in text.lines().enumerate() {
@@ -250,6 +264,18 @@ fn grep(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
                 }
             }
         }
+    }
+    // Say where the search stopped short, so the model does not take it as complete.
+    if hits.len() >= MAX_GREP {
+        hits.push(format!(
+            "[stopped at {MAX_GREP} matches; use a narrower pattern or path]"
+        ));
+    }
+    if files_capped {
+        hits.push(format!(
+            "[searched only the first {MAX_LIST} entries of {}; grep a subdirectory]",
+            args["path"].as_str().unwrap_or(".")
+        ));
     }
     Ok(json!(cap(hits.join("\n"))))
 }
@@ -435,5 +461,31 @@ mod tests {
                 .unwrap_err();
             assert!(e.contains("outside") || e.contains("leaves"), "{bad}: {e}");
         }
+    }
+
+    #[tokio::test]
+    async fn grep_says_when_it_searched_only_part_of_the_tree() {
+        let root = std::env::temp_dir().join(format!("viber-grep-{}", crate::crypto::random_u64()));
+        std::fs::create_dir_all(&root).unwrap();
+        for i in 0..MAX_LIST + 20 {
+            std::fs::write(root.join(format!("f{i:05}.txt")), "needle\n").unwrap();
+        }
+        let c = ctx(&root);
+        let out = run("grep", &json!({"pattern": "needle"}), &c)
+            .await
+            .unwrap();
+        let out = out.as_str().unwrap();
+        assert!(
+            out.contains(&format!("[stopped at {MAX_GREP} matches")),
+            "{out}"
+        );
+        let out = run("grep", &json!({"pattern": "absent"}), &c)
+            .await
+            .unwrap();
+        assert!(
+            out.as_str().unwrap().contains("searched only the first"),
+            "{out}"
+        );
+        std::fs::remove_dir_all(root).unwrap();
     }
 }

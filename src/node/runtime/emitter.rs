@@ -120,6 +120,7 @@ impl Emitter {
         if let Err(e) = r {
             tracing::error!(parent: &self.span, error = %e, "writing session log");
         }
+        self.inner.log_writer.wake();
     }
 
     /// Forgets an approval that timed out or was interrupted.
@@ -155,9 +156,10 @@ impl Emitter {
     pub(super) fn reliable(&self, last: bool, build: impl FnOnce(u64) -> Frame) {
         let pushed = lock(&self.inner.outbox).push(&self.task_id, last, build);
         if let Err(e) = pushed {
-            tracing::error!(parent: &self.span, error = %e, "writing session log");
+            tracing::error!(parent: &self.span, error = %e, "queueing a task frame");
         }
-        self.inner.outbox_changed.notify_one();
+        // Sent once the log writer has it on disk.
+        self.inner.log_writer.wake();
     }
 }
 
