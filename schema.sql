@@ -216,12 +216,13 @@ CREATE INDEX tasks_by_thread ON tasks (thread_id, created_at);
 
 -- migration: 5
 
--- Gateway -> node commands (follow-up messages, approval answers) kept until the node
--- acknowledges them, sent again after a reconnect. The frame is stored as sent.
+-- Gateway -> node commands (follow-up messages, approval answers, config pushes) kept until
+-- the node acknowledges them, sent again after a reconnect. The frame is stored as sent;
+-- `task_id` is null for a command about the node itself.
 CREATE TABLE commands (
     id          TEXT PRIMARY KEY,
     node_id     TEXT NOT NULL,
-    task_id     TEXT NOT NULL,
+    task_id     TEXT,
     frame       TEXT NOT NULL,
     created_at  INTEGER NOT NULL
 );

@@ -803,6 +803,13 @@ async fn the_cli_drives_environments_and_threads() {
         out.contains("setting up with [REDACTED]") && out.contains("ready:"),
         "{out}"
     );
+    // The node checks its config (now with this environment's setup script) on request.
+    let (code, out) = cli(&["node", "check-config", &s.node_id], None);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("setup_script") && out.contains("verified"),
+        "{out}"
+    );
     let (code, out) = cli(&["env", "list"], None);
     assert!(
         out.contains("cli env") && out.contains(":ready"),

@@ -88,6 +88,7 @@ export const api = {
   enroll: (name: string) =>
     request<{ token: string; expiresAt: string; command: string }>('POST', '/api/nodes/enroll', { name }),
   revokeNode: (id: string) => request<void>('DELETE', `/api/nodes/${enc(id)}`),
+  checkConfig: (id: string) => request<P.ConfigPushed>('POST', `/api/nodes/${enc(id)}/config-push`, {}),
 
   environments: () => get<P.EnvironmentList>('/api/environments').then((r) => r.environments),
   environment: (id: string) => get<Environment>(`/api/environments/${enc(id)}`),

@@ -64,6 +64,14 @@ export function NodesPage() {
       toast(`Revoke: ${errorText(e)}`);
     }
   };
+  const checkConfig = async (id: string) => {
+    try {
+      const r = await api.checkConfig(id);
+      toast(r.delivered ? 'Checking its config; results appear on the card' : 'The node is away: it checks its config when it is back');
+    } catch (e) {
+      toast(`Check config: ${errorText(e)}`);
+    }
+  };
   return (
     <div class="page">
       <header class="page-head">
@@ -79,6 +87,9 @@ export function NodesPage() {
               <div class="binding-head">
                 <h2>{n.name}</h2>
                 <Pill status={n.status} />
+                <button class="small" onClick={() => checkConfig(n.id)}>
+                  Check config
+                </button>
                 <button class="danger small" onClick={() => revoke(n.id, n.name)}>
                   Revoke
                 </button>
@@ -103,6 +114,19 @@ export function NodesPage() {
                   </>
                 )}
               </dl>
+              {n.config && (
+                <>
+                  <h3>Config checks</h3>
+                  <ul class="plain" data-config-checks>
+                    {n.config.validations.map((v) => (
+                      <li key={v.category}>
+                        {v.category} <Pill status={v.status} />
+                        {v.message && <span class="muted-text"> {v.message}</span>}
+                      </li>
+                    ))}
+                  </ul>
+                </>
+              )}
               <h3>Environments</h3>
               {bindings.length === 0 ? (
                 <p class="muted-text">No environment mapped here.</p>

@@ -21,6 +21,22 @@ export type BindingPhase = "pending" | "preparing" | "ready" | "stale" | "error"
 
 export type NodePresence = "online" | "offline";
 
+export type ValidationStatus = "verified" | "failed" | "unchecked";
+
+export type ConfigValidation = { 
+/**
+ * llm_keys, oauth, env_secrets, skills, binary_deps, setup_script
+ */
+category: string, status: ValidationStatus, message?: string, checkedAt: string, };
+
+export type ConfigAck = { configVersion: string, validations: Array<ConfigValidation>, };
+
+export type ConfigPushed = { nodeId: string, pushed: boolean, 
+/**
+ * The node started checking already; false: stored and sent when the node is back.
+ */
+delivered: boolean, };
+
 export type CredentialKind = "bearer" | "cookie";
 
 export type ThreadStatus = "active" | "paused" | "archived";
@@ -43,7 +59,11 @@ export type NodeView = { id: string, name: string, version: string, platform: st
 /**
  * 1, 5 and 15 minute load averages (online nodes).
  */
-load?: [number, number, number], };
+load?: [number, number, number], 
+/**
+ * The node's last `config:ack`.
+ */
+config?: ConfigAck, };
 
 export type NodeList = { nodes: Array<NodeView>, };
 

@@ -195,6 +195,13 @@ pub enum NodeAction {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Ask a node to pull its config from the gateway and check it (LLM keys, secrets,
+    /// setup scripts); prints the checks once the node reports them.
+    CheckConfig {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List nodes (same as `viber nodes`).
     Ls {
         #[arg(long)]

@@ -19,7 +19,7 @@ pub async fn list_nodes(json: bool, client: &ClientArgs) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// `viber node add|rm|ls`.
+/// `viber node add|rm|ls|check-config`.
 pub async fn node(action: NodeAction) -> anyhow::Result<ExitCode> {
     match action {
         NodeAction::Add {
@@ -29,6 +29,9 @@ pub async fn node(action: NodeAction) -> anyhow::Result<ExitCode> {
         } => nodes::add(&Client::new(&client)?, &name, expires_in_secs).await?,
         NodeAction::Rm { id, client } => nodes::remove(&Client::new(&client)?, &id).await?,
         NodeAction::Ls { json, client } => nodes::list(&Client::new(&client)?, json).await?,
+        NodeAction::CheckConfig { id, client } => {
+            return nodes::check_config(&Client::new(&client)?, &id).await
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

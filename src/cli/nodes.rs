@@ -1,7 +1,10 @@
-//! `viber nodes`, `viber node add`, `viber node rm`.
+//! `viber nodes`, `viber node add`, `viber node rm`, `viber node check-config`.
+
+use std::process::ExitCode;
 
 use super::{or_dash, print_table, Client};
-use crate::protocol::api::{EnrollRequest, Enrollment, NodeList};
+use crate::protocol::api::{ConfigPushed, EnrollRequest, Enrollment, NodeList, NodeView};
+use crate::protocol::ValidationStatus;
 
 pub async fn list(client: &Client, as_json: bool) -> anyhow::Result<()> {
     let v: NodeList = client.get("/api/vibers").await?;
@@ -56,6 +59,58 @@ pub async fn add(client: &Client, name: &str, expires_in_secs: Option<u64>) -> a
     println!("On the new machine, run:\n");
     println!("  {}\n", v.command);
     Ok(())
+}
+
+/// Asks the node to check its config and prints the checks it reports (within 30 s); exits
+/// non-zero when one failed.
+pub async fn check_config(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
+    let before: NodeView = client.get(&format!("/api/nodes/{id}")).await?;
+    let pushed: ConfigPushed = client
+        .post_empty(&format!("/api/nodes/{id}/config-push"))
+        .await?;
+    if !pushed.delivered {
+        println!("the node is away; it checks its config when it is back");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stamp = |n: &NodeView| {
+        n.config
+            .as_ref()
+            .and_then(|c| c.validations.first())
+            .map(|v| v.checked_at.clone())
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ack = loop {
+        let now: NodeView = client.get(&format!("/api/nodes/{id}")).await?;
+        let fresh = stamp(&now) != stamp(&before);
+        if let Some(config) = now.config.filter(|_| fresh) {
+            break config;
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("the node did not report its checks within 30 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let rows: Vec<Vec<String>> = ack
+        .validations
+        .iter()
+        .map(|v| {
+            vec![
+                v.category.clone(),
+                v.status.to_string(),
+                or_dash(v.message.clone()),
+            ]
+        })
+        .collect();
+    print_table(&["CHECK", "STATUS", "MESSAGE"], &rows);
+    let failed = ack
+        .validations
+        .iter()
+        .any(|v| v.status == ValidationStatus::Failed);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub async fn remove(client: &Client, id: &str) -> anyhow::Result<()> {

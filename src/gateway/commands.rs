@@ -1,4 +1,5 @@
-//! Gateway -> node commands that must arrive: follow-up messages and approval answers.
+//! Gateway -> node commands that must arrive: follow-up messages, approval answers and
+//! config pushes.
 //!
 //! A command gets an id and is stored in SQLite before it is sent. It stays there until the
 //! node answers `command:ack` for that id, and is sent again each time the node reconnects
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::clock::now_ms;
 use crate::crypto;
+use crate::gateway::error::{ApiError, ApiResult};
 use crate::gateway::link::Outgoing;
 use crate::gateway::App;
 use crate::protocol::Frame;
@@ -35,6 +37,18 @@ pub enum Delivery {
     /// Stored, not yet acknowledged: the node is away or slow. It is sent again when the
     /// node reconnects.
     Queued,
+}
+
+impl Delivery {
+    /// The API's answer: whether the node applied it already (false: queued), or the node's
+    /// refusal as a 409.
+    pub fn answer(self) -> ApiResult<bool> {
+        match self {
+            Delivery::Applied => Ok(true),
+            Delivery::Queued => Ok(false),
+            Delivery::Refused(why) => Err(ApiError::conflict(format!("the node refused: {why}"))),
+        }
+    }
 }
 
 /// Requests waiting for their command's ack, by command id.
@@ -62,12 +76,12 @@ impl Commands {
     }
 }
 
-/// Stores `frame` as a command for `task_id` on `node_id`, sends it when the node is online
-/// and waits up to [`ACK_WAIT`] for the node to apply it.
+/// Stores `frame` as a command for `node_id` (about `task_id`, if any), sends it when the
+/// node is online and waits up to [`ACK_WAIT`] for the node to apply it.
 pub async fn send(
     app: &App,
     node_id: &str,
-    task_id: &str,
+    task_id: Option<&str>,
     mut frame: Frame,
 ) -> anyhow::Result<Delivery> {
     let id = crypto::new_id("cmd");
@@ -76,7 +90,7 @@ pub async fn send(
         .insert_command(
             id.clone(),
             node_id.to_string(),
-            task_id.to_string(),
+            task_id.map(str::to_string),
             frame.encode(),
             now_ms(),
         )
@@ -129,11 +143,14 @@ pub async fn on_node_connected(app: &App, node_id: &str) -> anyhow::Result<()> {
         return Ok(());
     };
     for cmd in app.store.commands_of(node_id.to_string()).await? {
-        let live = app
-            .store
-            .task(cmd.task_id.clone())
-            .await?
-            .is_some_and(|t| !t.state.is_terminal());
+        let live = match &cmd.task_id {
+            Some(task) => app
+                .store
+                .task(task.clone())
+                .await?
+                .is_some_and(|t| !t.state.is_terminal()),
+            None => true,
+        };
         let frame = match Frame::decode(&cmd.frame) {
             Ok(frame) if live => frame,
             _ => {

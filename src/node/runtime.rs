@@ -341,10 +341,10 @@ impl Runtime {
                 });
                 None
             }
-            Frame::ConfigPush {} => {
+            Frame::ConfigPush { command_id } => self.command(command_id, || {
                 self.check_config();
                 None
-            }
+            }),
             other => Some(Frame::error(
                 ErrorCode::InvalidFrame,
                 format!("{:?} frames are not accepted by a node", other.type_name()),

@@ -140,6 +140,7 @@ pub struct BindingState {
 /// Node -> gateway: the result of checking the pulled config.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ConfigAck {
     pub config_version: String,
     pub validations: Vec<ConfigValidation>,
@@ -147,6 +148,7 @@ pub struct ConfigAck {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
 pub struct ConfigValidation {
     /// llm_keys, oauth, env_secrets, skills, binary_deps, setup_script
     pub category: String,

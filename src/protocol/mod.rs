@@ -22,7 +22,7 @@
 //!    | -- task:submit ----------------------> |
 //!    | <-- task:started / task:stream-chunk / task:completed | task:error  (each with a seq)
 //!    | -- task:ack {taskId, seq} -----------> |   cumulative: everything <= seq is durable
-//!    | -- task:message / task:approval {commandId, ...} -> |  stored until acknowledged,
+//!    | -- task:message / task:approval / config:push {commandId, ...} -> | stored until acked,
 //!    | <----- command:ack {commandId, error?} |   resent after a reconnect, applied once
 //! ```
 //!
@@ -196,9 +196,13 @@ pub enum Frame {
     /// Node -> gateway: the checks of an `environment:validate`.
     #[serde(rename = "environment:validated")]
     EnvironmentValidated(ValidationReport),
-    /// Gateway -> node: pull `/api/vibers/:id/config` and validate it.
+    /// Gateway -> node: pull `/api/vibers/:id/config` and validate it. A command when it
+    /// carries a `commandId`.
     #[serde(rename = "config:push")]
-    ConfigPush {},
+    ConfigPush {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command_id: Option<String>,
+    },
     /// Node -> gateway: the validations of the pulled config.
     #[serde(rename = "config:ack")]
     ConfigAck(ConfigAck),
@@ -331,7 +335,7 @@ impl Frame {
             Frame::EnvironmentSync { .. } => "environment:sync",
             Frame::EnvironmentValidate(_) => "environment:validate",
             Frame::EnvironmentValidated(_) => "environment:validated",
-            Frame::ConfigPush {} => "config:push",
+            Frame::ConfigPush { .. } => "config:push",
             Frame::ConfigAck(_) => "config:ack",
         }
     }
@@ -340,9 +344,9 @@ impl Frame {
     /// not commands are left as they are.
     pub fn set_command_id(&mut self, id: String) {
         match self {
-            Frame::TaskMessage { command_id, .. } | Frame::TaskApproval { command_id, .. } => {
-                *command_id = Some(id)
-            }
+            Frame::TaskMessage { command_id, .. }
+            | Frame::TaskApproval { command_id, .. }
+            | Frame::ConfigPush { command_id } => *command_id = Some(id),
             _ => {}
         }
     }
@@ -501,7 +505,7 @@ mod tests {
                     line: None,
                 }],
             }),
-            Frame::ConfigPush {},
+            Frame::ConfigPush { command_id: None },
             Frame::ConfigAck(ConfigAck {
                 config_version: "v".into(),
                 validations: vec![],

@@ -2,11 +2,12 @@
 
 use super::Store;
 
-/// A stored command: its id, the task it is about, and the frame as sent (JSON).
+/// A stored command: its id, the task it is about (none for the node itself), and the frame
+/// as sent (JSON).
 #[derive(Debug, Clone)]
 pub struct CommandRecord {
     pub id: String,
-    pub task_id: String,
+    pub task_id: Option<String>,
     pub frame: String,
 }
 
@@ -16,7 +17,7 @@ impl Store {
         &self,
         id: String,
         node_id: String,
-        task_id: String,
+        task_id: Option<String>,
         frame: String,
         now: i64,
     ) -> anyhow::Result<()> {

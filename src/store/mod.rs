@@ -246,7 +246,13 @@ mod tests {
         assert_eq!(store.unfinished_tasks().await.unwrap().len(), 1);
         // New tables work on the migrated database.
         store
-            .insert_command("c1".into(), "n1".into(), "t_run".into(), "{}".into(), now)
+            .insert_command(
+                "c1".into(),
+                "n1".into(),
+                Some("t_run".into()),
+                "{}".into(),
+                now,
+            )
             .await
             .unwrap();
         assert_eq!(store.commands_of("n1".into()).await.unwrap().len(), 1);
@@ -264,7 +270,7 @@ mod tests {
             .insert_command(
                 "c_done".into(),
                 "n1".into(),
-                "t_old".into(),
+                Some("t_old".into()),
                 "{}".into(),
                 now,
             )
@@ -274,7 +280,7 @@ mod tests {
             .insert_command(
                 "c_live".into(),
                 "n1".into(),
-                "t_run".into(),
+                Some("t_run".into()),
                 "{}".into(),
                 now,
             )

@@ -9,8 +9,9 @@ use axum::Json;
 
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
+use crate::gateway::commands;
 use crate::gateway::error::{ApiError, ApiResult, Body};
-use crate::gateway::link::{self, Outgoing, ENROLLMENT_PREFIX};
+use crate::gateway::link::{self, ENROLLMENT_PREFIX};
 use crate::gateway::App;
 use crate::protocol::api::{
     ConfigPushed, EnrollRequest, Enrollment, NodeList, NodePresence, NodeView,
@@ -183,16 +184,14 @@ pub async fn config_push(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<ConfigPushed>)> {
     load(&app, &id).await?;
-    let tx = app
-        .registry
-        .sender(&id)
-        .ok_or_else(|| ApiError::unavailable(format!("node {id} is offline")))?;
-    let _ = tx.send(Outgoing::Frame(Frame::ConfigPush {})).await;
+    let frame = Frame::ConfigPush { command_id: None };
+    let delivered = commands::send(&app, &id, None, frame).await?.answer()?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ConfigPushed {
             node_id: id,
             pushed: true,
+            delivered,
         }),
     ))
 }

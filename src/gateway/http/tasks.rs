@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::idempotency::idempotent;
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
-use crate::gateway::commands::{self, Delivery};
+use crate::gateway::commands;
 use crate::gateway::error::{ApiError, ApiResult, Body};
 use crate::gateway::link::Outgoing;
 use crate::gateway::App;
@@ -346,16 +346,9 @@ pub async fn follow_up(
         injection_mode: mode,
         command_id: None,
     };
-    delivered(commands::send(app, &node_id, &task.id, frame).await?)
-}
-
-/// Whether a command reached its node, or the node's refusal as a 409.
-fn delivered(d: Delivery) -> ApiResult<bool> {
-    match d {
-        Delivery::Applied => Ok(true),
-        Delivery::Queued => Ok(false),
-        Delivery::Refused(why) => Err(ApiError::conflict(format!("the node refused: {why}"))),
-    }
+    commands::send(app, &node_id, Some(&task.id), frame)
+        .await?
+        .answer()
 }
 
 async fn send_message(
@@ -402,7 +395,9 @@ pub async fn approve(
         reason: req.reason.clone(),
         command_id: None,
     };
-    let delivered = delivered(commands::send(&app, &node, &id, frame).await?)?;
+    let delivered = commands::send(&app, &node, Some(&id), frame)
+        .await?
+        .answer()?;
     tracing::info!(task = %id, approval = %approval, approved = req.approve, "approval answered");
     Ok((
         StatusCode::ACCEPTED,

@@ -54,7 +54,7 @@ pub struct NodeView {
     pub load: Option<[f64; 3]>,
     /// The node's last `config:ack`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(test, ts(skip))]
+    #[cfg_attr(test, ts(optional))]
     pub config: Option<ConfigAck>,
 }
 
@@ -87,9 +87,12 @@ pub struct Enrollment {
 /// `POST /api/nodes/:id/config-push`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ConfigPushed {
     pub node_id: String,
     pub pushed: bool,
+    /// The node started checking already; false: stored and sent when the node is back.
+    pub delivered: bool,
 }
 
 // ---- board sessions ----
