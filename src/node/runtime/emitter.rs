@@ -144,12 +144,14 @@ impl Emitter {
     }
 
     fn send_chunk(&self, value: serde_json::Value) {
-        let task_id = self.task_id.clone();
-        self.reliable(false, move |seq| Frame::TaskStreamChunk {
-            task_id,
-            seq,
-            chunk: value,
-        });
+        for chunk in fit_chunk(value) {
+            let task_id = self.task_id.clone();
+            self.reliable(false, move |seq| Frame::TaskStreamChunk {
+                task_id,
+                seq,
+                chunk,
+            });
+        }
     }
 
     /// Queues a reliable frame of this task; `last` for its final frame.
@@ -163,6 +165,90 @@ impl Emitter {
     }
 }
 
+/// Most bytes a chunk may take in one frame: well under the protocol's frame limit, which
+/// closes the link when passed (and the node would send the same frame again after
+/// reconnecting, for ever).
+const MAX_CHUNK_BYTES: usize = crate::protocol::MAX_FRAME_BYTES / 2;
+/// Size of the pieces a long text or reasoning delta is split into, and of what is kept of
+/// a long string in any other chunk.
+const PIECE_BYTES: usize = 64 * 1024;
+
+/// Makes a chunk fit in frames: a long text or reasoning delta becomes several deltas of the
+/// same part; any other chunk has its long strings cut, saying so. Chunks that fit, as
+/// nearly all do, pass through untouched.
+fn fit_chunk(mut v: serde_json::Value) -> Vec<serde_json::Value> {
+    // JSON escaping at most sextuples a string (\u0000), so short chunks need no exact size.
+    if string_bytes(&v) * 6 < MAX_CHUNK_BYTES || encoded_len(&v) <= MAX_CHUNK_BYTES {
+        return vec![v];
+    }
+    let is_delta = matches!(v["type"].as_str(), Some("text-delta" | "reasoning-delta"));
+    if let (true, Some(delta)) = (is_delta, v["delta"].as_str()) {
+        return split_at_chars(delta, PIECE_BYTES)
+            .into_iter()
+            .map(|piece| {
+                let mut c = v.clone();
+                c["delta"] = serde_json::Value::String(piece.to_string());
+                c
+            })
+            .collect();
+    }
+    cut_long_strings(&mut v);
+    if encoded_len(&v) > MAX_CHUNK_BYTES {
+        let ty = v["type"].as_str().unwrap_or("?").to_string();
+        v = serde_json::json!({
+            "type": "error",
+            "errorText": format!("a {ty} chunk was too large to send and was left out"),
+        });
+    }
+    vec![v]
+}
+
+fn encoded_len(v: &serde_json::Value) -> usize {
+    serde_json::to_string(v).map_or(usize::MAX, |s| s.len())
+}
+
+/// Bytes of every string (keys too) inside a JSON value.
+fn string_bytes(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::String(s) => s.len(),
+        serde_json::Value::Array(a) => a.iter().map(string_bytes).sum(),
+        serde_json::Value::Object(m) => m.iter().map(|(k, x)| k.len() + string_bytes(x)).sum(),
+        _ => 8,
+    }
+}
+
+/// Pieces of at most `max` bytes, cut on character boundaries.
+fn split_at_chars(s: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    out.push(rest);
+    out
+}
+
+fn cut_long_strings(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) if s.len() > PIECE_BYTES => {
+            let total = s.len();
+            let keep = split_at_chars(s, PIECE_BYTES)[0].len();
+            s.truncate(keep);
+            s.push_str(&format!(
+                "\n[cut: {total} bytes, too large for one frame; the first {keep} shown]"
+            ));
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(cut_long_strings),
+        serde_json::Value::Object(m) => m.values_mut().for_each(cut_long_strings),
+        _ => {}
+    }
+}
+
 /// Redacts every string inside a JSON value.
 fn redact_value(r: &Redactor, v: &mut serde_json::Value) {
     match v {
@@ -170,5 +256,47 @@ fn redact_value(r: &Redactor, v: &mut serde_json::Value) {
         serde_json::Value::Array(a) => a.iter_mut().for_each(|x| redact_value(r, x)),
         serde_json::Value::Object(m) => m.values_mut().for_each(|x| redact_value(r, x)),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn chunks_too_large_for_a_frame_are_split_or_cut() {
+        let small = json!({"type": "text-delta", "id": "t", "delta": "hi"});
+        assert_eq!(fit_chunk(small.clone()), vec![small]);
+
+        // A long delta becomes several deltas of the same part, whole characters each.
+        let text = "é😀x".repeat(200_000);
+        let pieces = fit_chunk(json!({"type": "text-delta", "id": "t", "delta": text}));
+        assert!(pieces.len() > 1);
+        let joined: String = pieces
+            .iter()
+            .map(|p| p["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(joined, text);
+        assert!(pieces
+            .iter()
+            .all(|p| p["id"] == "t" && encoded_len(p) <= MAX_CHUNK_BYTES));
+
+        // A huge tool input keeps its shape with the long string cut, saying so.
+        let big = "a".repeat(3 * MAX_CHUNK_BYTES);
+        let cut = fit_chunk(json!({"type": "tool-input-available", "toolCallId": "c",
+            "toolName": "write_file", "input": {"path": "f", "content": big}}));
+        assert_eq!(cut.len(), 1);
+        assert_eq!(cut[0]["input"]["path"], "f");
+        assert!(cut[0]["input"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("[cut: "));
+        assert!(encoded_len(&cut[0]) <= MAX_CHUNK_BYTES);
+
+        // Control characters escape six-fold: still measured right.
+        let nul = "\u{0}".repeat(MAX_CHUNK_BYTES / 4);
+        let fitted = fit_chunk(json!({"type": "data-x", "data": nul}));
+        assert!(encoded_len(&fitted[0]) <= MAX_CHUNK_BYTES);
     }
 }
