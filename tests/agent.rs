@@ -744,3 +744,33 @@ async fn a_character_split_across_tcp_writes_arrives_whole() {
     assert!(text.contains(answer), "{text:?}");
     assert!(!text.contains('\u{fffd}'), "{text:?}");
 }
+
+/// A tool call whose input is larger than a frame (a model writing a 1.3 MB file): the file is
+/// written whole, the stream shows the call with the long content cut, and the task
+/// completes instead of the node resending a too-large frame for ever.
+#[tokio::test]
+async fn a_tool_call_larger_than_a_frame_runs_and_streams_cut() {
+    // Over the 1 MiB frame limit, under the fake provider's 2 MB request limit.
+    let content = "0123456789abcdef\n".repeat(1300 * 1024 / 17);
+    let a = agent(vec![
+        tool_call(
+            "call_big",
+            "write_file",
+            json!({"path": "big.txt", "content": content}),
+        ),
+        text("Wrote it."),
+    ])
+    .await;
+    let (id, t) = a.run("write a big file").await;
+    assert_eq!(t["state"], "completed", "{}", t["error"]);
+    assert!(std::fs::read_to_string(a.work.join("big.txt")).unwrap() == content);
+    let chunks = a.chunks(&id).await;
+    let input = chunks
+        .iter()
+        .find(|c| c["type"] == "tool-input-available")
+        .unwrap();
+    assert!(input["input"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("[cut: "));
+}
