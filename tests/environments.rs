@@ -1049,3 +1049,32 @@ async fn a_node_shutting_down_stops_its_setup_script() {
     assert!(status.success(), "node exit: {status:?}");
     wait_until("setup's child gone", T, || async { !alive(pid) }).await;
 }
+
+/// Issue 12, item 3: a working dir that is a symlink out of the environment's directory (as a
+/// repository or setup script can make) fails the prepare clearly instead of moving the
+/// agent's confinement root, here to `/`.
+#[tokio::test]
+async fn a_working_dir_that_links_out_of_the_environment_fails_prepare() {
+    let s = setup().await;
+    let project = TempDir::new("project");
+    std::os::unix::fs::symlink("/", project.join("app")).unwrap();
+    let (code, env) =
+        s.gw.post(
+            "/api/environments",
+            json!({"name": "escapes", "type": "local", "localPath": project.path(),
+                   "workingDir": "app"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{env}");
+    let env_id = env["id"].as_str().unwrap();
+    let (code, b) =
+        s.gw.post(
+            &format!("/api/environments/{env_id}/bindings"),
+            json!({"nodeId": s.node_id}),
+        )
+        .await;
+    assert_eq!(code, 201, "{b}");
+    let b = wait_binding(&s.gw, env_id, "error").await;
+    assert_eq!(b["step"], "workdir", "{b}");
+    assert!(b["lastError"].as_str().unwrap().contains("outside"), "{b}");
+}

@@ -20,6 +20,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -169,6 +171,8 @@ async fn run_steps(
     let workdir = working_dir(p, &dir)?;
     step("setup");
     let skipped = setup(rt, p, &workdir, commit.as_deref(), redactor, log).await?;
+    // Again after setup: the script may have replaced the working dir.
+    working_dir(p, &dir)?;
     Ok((workdir, commit, skipped))
 }
 
@@ -279,11 +283,21 @@ async fn materialize(
 fn working_dir(p: &PrepareEnvironment, dir: &Path) -> Result<PathBuf, StepError> {
     let rel =
         relative_inside(&p.working_dir).map_err(|e| fail("workdir", format!("working dir {e}")))?;
-    let workdir = dir.join(rel);
+    let workdir = dir.join(&rel);
     if !workdir.is_dir() {
         return Err(fail(
             "workdir",
             format!("working dir {} does not exist", workdir.display()),
+        ));
+    }
+    // The repository (or its setup script) decides what the working dir is on disk: a
+    // symlink there must not move the agent's confinement root out of the environment.
+    let beneath = crate::node::beneath::Beneath::open_root(dir)
+        .and_then(|b| b.open(&rel, OFlag::O_DIRECTORY | OFlag::O_RDONLY, Mode::empty()));
+    if let Err(e) = beneath {
+        return Err(fail(
+            "workdir",
+            format!("working dir {}: {e}", p.working_dir),
         ));
     }
     Ok(workdir)

@@ -1,5 +1,6 @@
 //! The node daemon: dials its gateway, runs tasks, streams their output back.
 
+pub mod beneath;
 mod config;
 mod connection;
 pub mod environments;

@@ -1,5 +1,7 @@
-//! The agent's tools. Every path is confined to the task's working directory: relative paths
-//! are resolved inside it, and the canonical result (symlinks followed) must stay inside it.
+//! The agent's tools. Every path is confined to the task's working directory: a path argument
+//! becomes a path relative to it (`..` refused), and every file is opened beneath the
+//! directory's descriptor (`node::beneath`), so a symlink in the tree, dangling or not,
+//! cannot lead a read, a write, a listing or a grep outside it.
 //!
 //! Owns: the tools' JSON schemas, running one tool call, capping what goes back to the model.
 //! Must not touch: approvals, UI chunks and redaction (the agent loop in `llm/` does them).
@@ -13,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::shell::{run_bash, BashRun};
 use super::RunOutcome;
+use crate::node::beneath::Beneath;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 /// Most bytes of file content or command output handed back to the model.
 pub const OUTPUT_CAP: usize = 64 * 1024;
@@ -83,42 +88,37 @@ pub fn is_read_only(name: &str) -> bool {
     matches!(name, "read_file" | "list_files" | "grep")
 }
 
-/// Resolves `p` inside `root`; refuses absolute paths elsewhere, `..` and symlink escapes.
+/// Turns a tool's path argument into a path relative to `root`: an absolute path must name
+/// something inside it, and `..` is refused. Opening it then stays beneath `root`.
 pub fn confine(root: &Path, p: &str) -> Result<PathBuf, String> {
-    let root = root
-        .canonicalize()
-        .map_err(|e| format!("working directory unavailable: {e}"))?;
-    let rel = Path::new(p);
-    let joined = if rel.is_absolute() {
-        rel.to_path_buf()
+    let path = Path::new(p);
+    let rel = if path.is_absolute() {
+        let canon = root
+            .canonicalize()
+            .map_err(|e| format!("working directory unavailable: {e}"))?;
+        path.strip_prefix(&canon)
+            .or_else(|_| path.strip_prefix(root))
+            .map_err(|_| format!("path {p:?} is outside the working directory"))?
+            .to_path_buf()
     } else {
-        if rel.components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(format!("path {p:?} leaves the working directory"));
-        }
-        root.join(rel)
+        path.to_path_buf()
     };
-    // Canonicalize the longest existing ancestor (follows symlinks), then re-append the rest.
-    let mut existing = joined.as_path();
-    let mut rest = Vec::new();
-    while !existing.exists() {
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_owned());
-                existing = parent;
-            }
-            _ => break,
-        }
+    if rel.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(format!("path {p:?} leaves the working directory"));
     }
-    let mut real = existing
-        .canonicalize()
-        .map_err(|e| format!("cannot resolve {p:?}: {e}"))?;
-    for part in rest.iter().rev() {
-        real.push(part);
+    Ok(rel)
+}
+
+/// Says a refused open the way the model can act on.
+fn io_error(what: &str, p: &Path, e: std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::PermissionDenied && e.to_string().contains("outside") {
+        format!(
+            "path {:?} is outside the working directory: {e}",
+            p.display()
+        )
+    } else {
+        format!("cannot {what} {}: {e}", p.display())
     }
-    if !real.starts_with(&root) {
-        return Err(format!("path {p:?} is outside the working directory"));
-    }
-    Ok(real)
 }
 
 fn arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, String> {
@@ -158,20 +158,22 @@ pub async fn run(name: &str, args: &Value, ctx: &ToolContext<'_>) -> Result<Valu
 
 /// The tools that only touch files, run on a blocking thread.
 fn file_tool(name: &str, args: &Value, root: &Path) -> Result<Value, String> {
+    let b = Beneath::open_root(root).map_err(|e| format!("working directory unavailable: {e}"))?;
     match name {
-        "read_file" => read_file(args, root),
-        "write_file" => write_file(args, root),
-        "edit_file" => edit_file(args, root),
-        "list_files" => list_files(args, root),
-        "grep" => grep(args, root),
+        "read_file" => read_file(args, root, &b),
+        "write_file" => write_file(args, root, &b),
+        "edit_file" => edit_file(args, root, &b),
+        "list_files" => list_files(args, root, &b),
+        "grep" => grep(args, root, &b),
         other => Err(format!("unknown tool {other:?}")),
     }
 }
 
-fn read_file(args: &Value, root: &Path) -> Result<Value, String> {
-    let rel = arg(args, "path")?;
-    let path = confine(root, rel)?;
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {rel}: {e}"))?;
+fn read_file(args: &Value, root: &Path, b: &Beneath) -> Result<Value, String> {
+    let rel = confine(root, arg(args, "path")?)?;
+    let text = b
+        .read_to_string(&rel)
+        .map_err(|e| io_error("read", &rel, e))?;
     let offset = args["offset"].as_u64().unwrap_or(1).max(1) as usize;
     let limit = args["limit"].as_u64().map(|l| l as usize);
     let lines: Vec<&str> = text
@@ -182,43 +184,43 @@ fn read_file(args: &Value, root: &Path) -> Result<Value, String> {
     Ok(json!(cap(lines.join("\n"))))
 }
 
-fn write_file(args: &Value, root: &Path) -> Result<Value, String> {
-    let rel = arg(args, "path")?;
-    let path = confine(root, rel)?;
+fn write_file(args: &Value, root: &Path, b: &Beneath) -> Result<Value, String> {
+    let p = arg(args, "path")?;
+    let rel = confine(root, p)?;
     let content = arg(args, "content")?;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-    }
-    std::fs::write(&path, content).map_err(|e| format!("cannot write: {e}"))?;
-    Ok(json!(format!("wrote {} bytes to {rel}", content.len())))
+    b.write(&rel, content.as_bytes())
+        .map_err(|e| io_error("write", &rel, e))?;
+    Ok(json!(format!("wrote {} bytes to {p}", content.len())))
 }
 
-fn edit_file(args: &Value, root: &Path) -> Result<Value, String> {
-    let rel = arg(args, "path")?;
-    let path = confine(root, rel)?;
+fn edit_file(args: &Value, root: &Path, b: &Beneath) -> Result<Value, String> {
+    let p = arg(args, "path")?;
+    let rel = confine(root, p)?;
     let (old, new) = (arg(args, "old_string")?, arg(args, "new_string")?);
     if old.is_empty() {
         return Err("old_string must not be empty".into());
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {rel}: {e}"))?;
+    let text = b
+        .read_to_string(&rel)
+        .map_err(|e| io_error("read", &rel, e))?;
     match text.matches(old).count() {
-        0 => Err(format!("old_string not found in {rel}")),
+        0 => Err(format!("old_string not found in {p}")),
         1 => {
-            std::fs::write(&path, text.replacen(old, new, 1))
-                .map_err(|e| format!("cannot write: {e}"))?;
-            Ok(json!(format!("edited {rel}")))
+            b.write(&rel, text.replacen(old, new, 1).as_bytes())
+                .map_err(|e| io_error("write", &rel, e))?;
+            Ok(json!(format!("edited {p}")))
         }
         n => Err(format!(
-            "old_string appears {n} times in {rel}; include more surrounding text to make it unique"
+            "old_string appears {n} times in {p}; include more surrounding text to make it unique"
         )),
     }
 }
 
-fn list_files(args: &Value, root: &Path) -> Result<Value, String> {
+fn list_files(args: &Value, root: &Path, b: &Beneath) -> Result<Value, String> {
     let base = confine(root, args["path"].as_str().unwrap_or("."))?;
     let recursive = args["recursive"].as_bool().unwrap_or(true);
     let mut out = Vec::new();
-    list(&base, &base, recursive, &mut out);
+    list(b, &base, Path::new(""), recursive, &mut out)?;
     out.sort();
     let truncated = out.len() > MAX_LIST;
     out.truncate(MAX_LIST);
@@ -231,29 +233,27 @@ fn list_files(args: &Value, root: &Path) -> Result<Value, String> {
     Ok(json!(text))
 }
 
-fn grep(args: &Value, root: &Path) -> Result<Value, String> {
+fn grep(args: &Value, root: &Path, b: &Beneath) -> Result<Value, String> {
     let pattern = arg(args, "pattern")?;
     let base = confine(root, args["path"].as_str().unwrap_or("."))?;
+    let is_file = b
+        .open(&base, OFlag::O_RDONLY, Mode::empty())
+        .and_then(|f| f.metadata())
+        .map_err(|e| io_error("read", &base, e))?
+        .is_file();
+    // Paths of the files to search, relative to `base`.
     let mut files = Vec::new();
-    if base.is_file() {
-        files.push(
-            base.strip_prefix(root.canonicalize().unwrap_or_default())
-                .unwrap_or(&base)
-                .display()
-                .to_string(),
-        );
+    let dir = if is_file {
+        files.push(base.display().to_string());
+        PathBuf::new()
     } else {
-        list(&base, &base, true, &mut files);
-    }
-    let files_capped = files.len() > MAX_LIST;
-    let dir = if base.is_file() {
-        root.canonicalize().unwrap_or_default()
-    } else {
-        base.clone()
+        list(b, &base, Path::new(""), true, &mut files)?;
+        base
     };
+    let files_capped = files.len() > MAX_LIST;
     let mut hits = Vec::new();
     'files: for f in files.iter().take(MAX_LIST).filter(|f| !f.ends_with('/')) {
-        let Ok(text) = std::fs::read_to_string(dir.join(f)) else {
+        let Ok(text) = b.read_to_string(&dir.join(f)) else {
             continue;
         };
         for (i, line) in text.lines().enumerate() {
@@ -280,29 +280,46 @@ fn grep(args: &Value, root: &Path) -> Result<Value, String> {
     Ok(json!(cap(hits.join("\n"))))
 }
 
-fn list(base: &Path, dir: &Path, recursive: bool, out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
+/// Lists `base/sub` beneath the root into `out` (paths relative to `base`, directories with a
+/// trailing `/`). A symlink is listed as an entry when it resolves inside the tree, never
+/// followed into, and left out when it leads outside.
+fn list(
+    b: &Beneath,
+    base: &Path,
+    sub: &Path,
+    recursive: bool,
+    out: &mut Vec<String>,
+) -> Result<(), String> {
+    let here = base.join(sub);
+    let dir = b
+        .open(&here, OFlag::O_DIRECTORY | OFlag::O_RDONLY, Mode::empty())
+        .map_err(|e| io_error("list", &here, e))?;
+    // Read the directory this descriptor holds, not whatever its path names by now.
+    let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
+    let Ok(rd) = std::fs::read_dir(fd_path) else {
+        return Ok(());
     };
     for e in rd.flatten() {
         if out.len() > MAX_LIST {
-            return;
+            return Ok(());
         }
-        let p = e.path();
-        if p.file_name().is_some_and(|n| n == ".git") {
+        let name = e.file_name();
+        if name == ".git" {
             continue;
         }
-        let rel = p.strip_prefix(base).unwrap_or(&p).display().to_string();
-        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir {
-            out.push(format!("{rel}/"));
+        let rel = sub.join(&name);
+        let Ok(kind) = e.file_type() else { continue };
+        if kind.is_dir() {
+            out.push(format!("{}/", rel.display()));
             if recursive {
-                list(base, &p, true, out);
+                // A subdirectory that cannot be read is left out, not the whole listing.
+                let _ = list(b, base, &rel, true, out);
             }
-        } else {
-            out.push(rel);
+        } else if !kind.is_symlink() || b.contains(&base.join(&rel)) {
+            out.push(rel.display().to_string());
         }
     }
+    Ok(())
 }
 
 async fn bash(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
@@ -487,5 +504,80 @@ mod tests {
             "{out}"
         );
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// Issue 12, items 1 and 2: a repository that ships symlinks out of the tree cannot get
+    /// a read-only tool to show what they point to, nor a write to land outside.
+    #[tokio::test]
+    async fn symlinks_out_of_the_tree_leak_nothing_and_take_no_writes() {
+        let dir = std::env::temp_dir().join(format!("viber-links-{}", crate::crypto::random_u64()));
+        let root = dir.join("repo");
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(dir.join("id_ed25519"), "PRIVATE KEY MATERIAL").unwrap();
+        std::fs::create_dir_all(dir.join("home")).unwrap();
+        std::fs::write(dir.join("home/notes"), "PRIVATE KEY MATERIAL too").unwrap();
+        std::fs::write(root.join("src/ok.txt"), "nothing here").unwrap();
+        let link = |target: &Path, name: &str| {
+            std::os::unix::fs::symlink(target, root.join(name)).unwrap()
+        };
+        link(&dir.join("id_ed25519"), "leak.txt");
+        link(&dir.join("home"), "homedir");
+        link(&dir.join("planted"), "dangling");
+        link(Path::new("src/ok.txt"), "inside-link.txt");
+        let c = ctx(&root);
+
+        let hits = run("grep", &json!({"pattern": "PRIVATE"}), &c)
+            .await
+            .unwrap();
+        assert_eq!(hits, json!(""), "grep followed a link out");
+        let e = run(
+            "grep",
+            &json!({"pattern": "PRIVATE", "path": "leak.txt"}),
+            &c,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("outside"), "{e}");
+        let e = run(
+            "grep",
+            &json!({"pattern": "PRIVATE", "path": "homedir"}),
+            &c,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("outside"), "{e}");
+        let listing = run("list_files", &json!({}), &c).await.unwrap();
+        let listing = listing.as_str().unwrap();
+        assert!(
+            !listing.contains("leak.txt") && !listing.contains("notes"),
+            "{listing}"
+        );
+        assert!(listing.contains("inside-link.txt"), "{listing}");
+        assert_eq!(
+            run("read_file", &json!({"path": "inside-link.txt"}), &c)
+                .await
+                .unwrap(),
+            json!("nothing here")
+        );
+
+        let e = run(
+            "write_file",
+            &json!({"path": "dangling", "content": "x"}),
+            &c,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("outside"), "{e}");
+        assert!(!dir.join("planted").exists());
+        let e = run(
+            "write_file",
+            &json!({"path": "homedir/new", "content": "x"}),
+            &c,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.contains("outside"), "{e}");
+        assert!(!dir.join("home/new").exists());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
