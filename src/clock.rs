@@ -60,7 +60,9 @@ pub fn parse_time(s: &str) -> Option<i64> {
         "Z" | "z" => 0,
         o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
             let sign = if o.starts_with('-') { -1 } else { 1 };
-            sign * (o[1..3].parse::<i64>().ok()? * 60 + o[4..6].parse::<i64>().ok()?)
+            // `get`, not slicing: a multi-byte character must not panic the parser.
+            let part = |r: std::ops::Range<usize>| o.get(r).and_then(|x| x.parse::<i64>().ok());
+            sign * (part(1..3)? * 60 + part(4..6)?)
         }
         _ => return None,
     };
@@ -117,5 +119,16 @@ mod tests {
         assert_eq!(super::parse_time("1795286357123"), Some(1_795_286_357_123));
         assert_eq!(super::parse_time("yesterday"), None);
         assert_eq!(super::parse_time("2026-13-01"), None);
+        // Multi-byte characters where digits belong are refused, not a panic (issue 12, 15).
+        for bad in [
+            "2026-11-21T20:39:17+0é:0",
+            "2026-11-21T20:39:17+00:é",
+            "2026-11-21T20:39:1é",
+            "2026-1é-21",
+            "2026-11-21T20:39:17.5é",
+            "éééééééééééééééééééé",
+        ] {
+            assert_eq!(super::parse_time(bad), None, "{bad}");
+        }
     }
 }

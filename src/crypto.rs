@@ -112,6 +112,14 @@ impl NodeKey {
 }
 
 /// Writes `contents` to `path` with mode 0600, replacing it atomically.
+/// Creates `dir` (and its parents) and makes it private to this user (0700): data dirs hold
+/// keys, the database and session logs.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

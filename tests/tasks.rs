@@ -574,6 +574,21 @@ async fn a_node_cannot_report_on_a_task_it_does_not_own() {
         other => panic!("{other:?}"),
     }
     assert!(c.gw.proc.logs().contains("does not own"));
+    // Progress for another node's task is refused the same way (issue 12, item 11).
+    send_frame(
+        &mut ws,
+        &viber::protocol::Frame::TaskProgress {
+            task_id: id.clone(),
+            event: json!({"kind": "forged"}),
+        },
+    )
+    .await;
+    match recv_no_ping(&mut ws).await {
+        Got::Frame(viber::protocol::Frame::Error(e)) => {
+            assert_eq!(e.code, viber::protocol::ErrorCode::NotOwner)
+        }
+        other => panic!("{other:?}"),
+    }
     touch(c.work.path(), "go");
     c.wait_state(&id, "completed").await;
     let events = full_stream(&c.stream_url(&id), &c.gw.token).await;
@@ -1044,4 +1059,101 @@ async fn retention_prunes_old_output_and_keys_and_keeps_summaries() {
         again.headers().get("idempotent-replayed").is_none(),
         "a key older than a day is forgotten"
     );
+}
+
+/// Issue 12, item 10: a hostile node reports absurd token usage for its own task. The sums
+/// stay integers, saturated, and the task list and usage report keep answering.
+#[tokio::test]
+async fn absurd_token_counts_from_a_node_are_clamped() {
+    use viber::protocol::Frame;
+    let c = Cluster::start(&[]).await;
+    let kdir = TempDir::new("keys");
+    let key = new_key(&kdir, "liar");
+    let token = c.gw.enroll("liar").await;
+    // A node that offers the shell executor, so a task can be sent to it.
+    let mut ws = ws_open(&c.gw.ws_url()).await;
+    let hello = viber::node::handshake::NodeHello {
+        name: "liar".into(),
+        version: "test".into(),
+        platform: "test".into(),
+        capabilities: vec!["shell".into()],
+    };
+    viber::node::handshake::handshake(&mut ws, &key, &token, &hello)
+        .await
+        .unwrap();
+    let liar = key.node_id();
+    let (code, v) =
+        c.gw.post("/api/tasks", json!({"goal": "true", "nodeId": liar}))
+            .await;
+    assert_eq!(code, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    loop {
+        if let Got::Frame(Frame::TaskSubmit(_)) = recv_no_ping(&mut ws).await {
+            break;
+        }
+    }
+    let usage = |n: Value| {
+        json!({"type": "message-metadata", "messageMetadata":
+        {"model": "m", "usage": {"inputTokens": n, "outputTokens": n}}})
+    };
+    let frames = [
+        Frame::TaskStarted {
+            task_id: id.clone(),
+            seq: 0,
+        },
+        Frame::TaskStreamChunk {
+            task_id: id.clone(),
+            seq: 1,
+            chunk: usage(json!(i64::MAX)),
+        },
+        Frame::TaskStreamChunk {
+            task_id: id.clone(),
+            seq: 2,
+            chunk: usage(json!(i64::MAX)),
+        },
+        Frame::TaskStreamChunk {
+            task_id: id.clone(),
+            seq: 3,
+            chunk: usage(json!(u64::MAX)),
+        },
+        Frame::TaskStreamChunk {
+            task_id: id.clone(),
+            seq: 4,
+            chunk: usage(json!(-5)),
+        },
+        Frame::TaskCompleted {
+            task_id: id.clone(),
+            seq: 5,
+            exit_code: Some(0),
+            result: None,
+        },
+    ];
+    for f in &frames {
+        send_frame(&mut ws, f).await;
+    }
+    let done = c.wait_state(&id, "completed").await;
+    let input = done["usage"]["inputTokens"].as_i64().unwrap();
+    assert!(input > 0 && input <= 1_000_000_000, "{done}");
+    let (code, list) = c.gw.get("/api/tasks").await;
+    assert_eq!(code, 200, "{list}");
+    let (code, usage) = c.gw.get("/api/usage").await;
+    assert_eq!(code, 200, "{usage}");
+}
+
+/// Issue 12, item 14: what the gateway and the node keep on disk is theirs alone.
+#[tokio::test]
+async fn data_dirs_database_and_session_logs_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::start(&[]).await;
+    let id = c.task("echo private").await;
+    c.wait_state(&id, "completed").await;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(c._gdir.path()), 0o700);
+    assert_eq!(mode(c.ndir.path()), 0o700);
+    for f in ["viber.db", "viber.db-wal", "viber.db-shm"] {
+        assert_eq!(mode(&c._gdir.join(f)), 0o600, "{f}");
+    }
+    let sessions = c.ndir.join("agents").join(&c.node_id).join("sessions");
+    let log = sessions.join(format!("{id}.jsonl"));
+    assert_eq!(mode(&log), 0o600);
 }

@@ -126,7 +126,7 @@ pub async fn start(
     config: GatewayConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningGateway> {
-    std::fs::create_dir_all(&config.data_dir)
+    crate::crypto::private_dir(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let db_path = config.data_dir.join("viber.db");
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;

@@ -37,7 +37,7 @@ pub struct NodeConfig {
 /// Runs the node until `shutdown` is cancelled (or the gateway refuses it for good).
 pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     crate::tls::init();
-    std::fs::create_dir_all(&config.data_dir)
+    crate::crypto::private_dir(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let key = NodeKey::load_or_create(&config.data_dir.join(identity::KEY_FILE))?;
     executor::llm::load_node_config(&config.data_dir)?;

@@ -23,6 +23,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -110,6 +111,7 @@ impl Outbox {
             .create(true)
             .append(true)
             .read(true)
+            .mode(0o600)
             .open(log_path)?;
         let log_len = log.metadata()?.len();
         // A log left by an earlier process of this node: continue its numbering.

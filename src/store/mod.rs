@@ -47,6 +47,18 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating data dir {}", dir.display()))?;
         }
+        // Created 0600 before SQLite opens it: SQLite gives the WAL and shared-memory files
+        // the database file's mode.
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
         let mut writer =
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         configure(&writer)?;

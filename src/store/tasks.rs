@@ -71,11 +71,24 @@ fn task_from_row(r: &Row) -> rusqlite::Result<TaskRecord> {
         environment_id: r.get(13)?,
         thread_id: r.get(14)?,
         binding_id: r.get(15)?,
-        input_tokens: r.get(16)?,
-        output_tokens: r.get(17)?,
+        input_tokens: tokens(r, 16)?,
+        output_tokens: tokens(r, 17)?,
         model: r.get(18)?,
         output_pruned_at: r.get(19)?,
     })
+}
+
+/// Most tokens one task's usage counts; reports past it saturate here.
+pub const MAX_TASK_TOKENS: i64 = 1_000_000_000_000_000;
+
+/// A token count, read tolerantly: a REAL left by an older build (whose sums could overflow
+/// into floats) or a sum is read saturated instead of failing every query that reads it.
+fn tokens(r: &Row, i: usize) -> rusqlite::Result<i64> {
+    match r.get_ref(i)? {
+        rusqlite::types::ValueRef::Integer(n) => Ok(n.clamp(0, MAX_TASK_TOKENS)),
+        rusqlite::types::ValueRef::Real(f) if f.is_finite() => Ok(f.clamp(0.0, 9.0e18) as i64),
+        _ => Ok(0),
+    }
 }
 
 /// How a task ended, and when.
@@ -230,11 +243,12 @@ impl Store {
                     seqs.execute(params![task, *seq as i64])?;
                 }
                 let mut usage = tx.prepare_cached(
-                    "UPDATE tasks SET input_tokens = input_tokens + ?2, output_tokens = output_tokens + ?3,
+                    "UPDATE tasks SET input_tokens = min(input_tokens + ?2, ?5),
+                                      output_tokens = min(output_tokens + ?3, ?5),
                                       model = coalesce(?4, model) WHERE id = ?1",
                 )?;
                 for (task, input, output, model) in &batch.usage {
-                    usage.execute(params![task, input, output, model])?;
+                    usage.execute(params![task, input, output, model, MAX_TASK_TOKENS])?;
                 }
             }
             for (task, fin) in &batch.finished {
@@ -294,11 +308,14 @@ impl Store {
     ) -> anyhow::Result<Vec<(Option<String>, i64, i64, i64)>> {
         self.read(move |c| {
             let mut st = c.prepare(&format!(
-                "SELECT {key}, count(*), sum(input_tokens), sum(output_tokens) FROM tasks
+                "SELECT {key}, count(*), total(input_tokens), total(output_tokens) FROM tasks
                  WHERE created_at >= ?1 AND created_at < ?2 AND (input_tokens > 0 OR output_tokens > 0)
-                 GROUP BY {key} ORDER BY sum(input_tokens) + sum(output_tokens) DESC"
+                 GROUP BY {key} ORDER BY total(input_tokens) + total(output_tokens) DESC"
             ))?;
-            let rows = st.query_map(params![from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            // total() is a float that cannot overflow; the sums are read back saturated.
+            let rows = st.query_map(params![from, to], |r| {
+                Ok((r.get(0)?, r.get(1)?, tokens(r, 2)?, tokens(r, 3)?))
+            })?;
             rows.collect()
         })
         .await

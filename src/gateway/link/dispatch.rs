@@ -39,14 +39,7 @@ pub(super) async fn handle_frame(
             config_ack(app, node_id, ack).await;
             None
         }
-        Frame::TaskProgress { task_id, event } => {
-            app.events.publish(Event::TaskProgress {
-                task_id,
-                node_id: node_id.to_string(),
-                event,
-            });
-            None
-        }
+        Frame::TaskProgress { task_id, event } => progress(app, node_id, task_id, event).await,
         Frame::EnvironmentValidated(report) => app.validations.complete(node_id, report),
         Frame::CommandAck { command_id, error } => {
             if let Err(e) = commands::acked(app, node_id, command_id, error).await {
@@ -74,6 +67,34 @@ pub(super) async fn handle_frame(
                 other.type_name()
             ),
         )),
+    }
+}
+
+/// Publishes a progress event of a task the node owns (others are refused like its chunks).
+async fn progress(
+    app: &App,
+    node_id: &str,
+    task_id: String,
+    event: serde_json::Value,
+) -> Option<Frame> {
+    // The hub's entry (cached) says who owns the task.
+    match app.tasks.live(&app.store, &task_id).await {
+        Ok(Some(t)) if t.node_id == node_id => {
+            app.events.publish(Event::TaskProgress {
+                task_id,
+                node_id: node_id.to_string(),
+                event,
+            });
+            None
+        }
+        Ok(_) => {
+            tracing::warn!(task = %task_id, "refused progress for a task the node does not own");
+            Some(Frame::error(
+                ErrorCode::NotOwner,
+                format!("task {task_id} does not belong to this node"),
+            ))
+        }
+        Err(e) => env_result(Err(e)),
     }
 }
 

@@ -120,6 +120,18 @@ struct Usage {
     model: Option<String>,
 }
 
+/// Most tokens one usage report may add: far above any model's context, far below what
+/// could overflow a sum.
+const MAX_REPORTED_TOKENS: i64 = 100_000_000;
+
+/// A node's token count, clamped: a hostile or broken node cannot make the sums overflow.
+fn reported_tokens(v: &Value) -> i64 {
+    v.as_i64()
+        .or_else(|| v.as_u64().map(|_| i64::MAX))
+        .unwrap_or(0)
+        .clamp(0, MAX_REPORTED_TOKENS)
+}
+
 /// What to do with one reliable frame after ordering it.
 enum Sequenced {
     /// Queue this write.
@@ -356,8 +368,8 @@ impl TaskHub {
             .then(|| &chunk["messageMetadata"])
             .filter(|m| m["usage"].is_object())
             .map(|m| Usage {
-                input: m["usage"]["inputTokens"].as_i64().unwrap_or(0),
-                output: m["usage"]["outputTokens"].as_i64().unwrap_or(0),
+                input: reported_tokens(&m["usage"]["inputTokens"]),
+                output: reported_tokens(&m["usage"]["outputTokens"]),
                 model: m["model"].as_str().map(str::to_string),
             });
         (chunk.to_string().into(), usage)
