@@ -111,6 +111,25 @@ impl TaskOutcome {
         }
     }
 
+    /// The same outcome with `f` applied to its texts (error, reason, result): redaction.
+    pub fn map_text(self, f: impl Fn(&str) -> String) -> TaskOutcome {
+        match self {
+            TaskOutcome::Completed { exit_code, result } => TaskOutcome::Completed {
+                exit_code,
+                result: result.map(|r| f(&r)),
+            },
+            TaskOutcome::Failed { error, exit_code } => TaskOutcome::Failed {
+                error: f(&error),
+                exit_code,
+            },
+            TaskOutcome::Stopped { reason, exit_code } => TaskOutcome::Stopped {
+                reason: f(&reason),
+                exit_code,
+            },
+            TaskOutcome::NodeLost { reason } => TaskOutcome::NodeLost { reason: f(&reason) },
+        }
+    }
+
     /// The state a task with this outcome is in.
     pub fn state(&self) -> TaskState {
         match self {

@@ -21,6 +21,10 @@ use nix::sys::stat::Mode;
 
 /// Most bytes of file content or command output handed back to the model.
 pub const OUTPUT_CAP: usize = 64 * 1024;
+/// Most bytes a tool keeps before redaction: the cap plus more than the longest secret
+/// (32 KiB), so a secret across the cap is whole when it is redacted, and then cut away
+/// (see [`finish`]).
+const RAW_CAP: usize = OUTPUT_CAP + 64 * 1024;
 const DEFAULT_BASH_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_LIST: usize = 2000;
 const MAX_GREP: usize = 500;
@@ -127,19 +131,46 @@ fn arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("missing string argument {name:?}"))
 }
 
-fn cap(mut s: String) -> String {
-    if s.len() > OUTPUT_CAP {
-        let mut cut = OUTPUT_CAP;
+/// What a tool keeps of a long output before redaction.
+fn cap(s: String) -> String {
+    cap_at(s, RAW_CAP)
+}
+
+fn cap_at(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
         while !s.is_char_boundary(cut) {
             cut -= 1;
         }
-        let total = s.len();
         s.truncate(cut);
         s.push_str(&format!(
-            "\n[output truncated: {total} bytes, showing the first {cut}]"
+            "\n[output truncated: showing the first {cut} bytes]"
         ));
     }
     s
+}
+
+/// A tool's result as the model and the stream get it: `redact` first, then cut to
+/// [`OUTPUT_CAP`], so a cut never leaves the first part of a secret behind.
+pub fn finish(
+    result: Result<Value, String>,
+    redact: impl Fn(&str) -> String,
+) -> Result<Value, String> {
+    fn walk(v: &mut Value, redact: &dyn Fn(&str) -> String) {
+        match v {
+            Value::String(s) => *s = cap_at(redact(s), OUTPUT_CAP),
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, redact)),
+            Value::Object(m) => m.values_mut().for_each(|x| walk(x, redact)),
+            _ => {}
+        }
+    }
+    match result {
+        Ok(mut v) => {
+            walk(&mut v, &redact);
+            Ok(v)
+        }
+        Err(e) => Err(cap_at(redact(&e), OUTPUT_CAP)),
+    }
 }
 
 /// Runs one tool; `Ok` is the output for the model, `Err` a message for a failed call.
@@ -346,7 +377,7 @@ async fn bash(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
             stop_grace: Duration::from_secs(1),
         },
         |s| {
-            if output.len() <= OUTPUT_CAP {
+            if output.len() <= RAW_CAP {
                 output.push_str(&s);
             }
         },
@@ -579,5 +610,24 @@ mod tests {
         assert!(e.contains("outside"), "{e}");
         assert!(!dir.join("home/new").exists());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Issue 12, item 6: a secret that straddles the output cap is redacted whole before the
+    /// cut, so no first part of it survives.
+    #[test]
+    fn output_is_redacted_before_it_is_cut() {
+        let secret = "sk-live-0123456789abcdef".to_string();
+        let r = crate::secrets::Redactor::new(std::slice::from_ref(&secret));
+        let text = format!("{}{secret} and more", "a".repeat(OUTPUT_CAP - 6));
+        let out = finish(Ok(json!({"output": text})), |s| r.redact_str(s)).unwrap();
+        let out = out["output"].as_str().unwrap();
+        assert!(
+            !out.contains("sk-liv") && !out.contains("sk-"),
+            "{}",
+            &out[OUTPUT_CAP - 20..]
+        );
+        assert!(out.len() < OUTPUT_CAP + 100);
+        let e = finish(Err(format!("failed: {secret}")), |s| r.redact_str(s)).unwrap_err();
+        assert!(!e.contains(&secret), "{e}");
     }
 }

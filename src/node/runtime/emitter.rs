@@ -71,6 +71,39 @@ impl Emitter {
                 drop(parts);
                 self.send_delta(UiChunk::ReasoningDelta { id, delta: safe });
             }
+            // Tool-call arguments stream too: one redactor per call, so a secret split
+            // across two deltas is still caught; what it holds back goes out before the
+            // complete input.
+            UiChunk::ToolInputDelta {
+                tool_call_id,
+                input_text_delta,
+            } => {
+                let safe = parts
+                    .entry(tool_call_id.clone())
+                    .or_insert_with(|| template.clone())
+                    .push(&input_text_delta);
+                drop(parts);
+                self.send_delta(UiChunk::ToolInputDelta {
+                    tool_call_id,
+                    input_text_delta: safe,
+                });
+            }
+            UiChunk::ToolInputAvailable {
+                ref tool_call_id, ..
+            } => {
+                let rest = parts
+                    .remove(tool_call_id)
+                    .map(|mut r| r.finish())
+                    .unwrap_or_default();
+                drop(parts);
+                self.send_delta(UiChunk::ToolInputDelta {
+                    tool_call_id: tool_call_id.clone(),
+                    input_text_delta: rest,
+                });
+                let mut v = chunk.to_value();
+                redact_value(template, &mut v);
+                self.send_chunk(v);
+            }
             UiChunk::TextEnd { ref id } | UiChunk::ReasoningEnd { ref id } => {
                 let rest = parts.remove(id).map(|mut r| r.finish()).unwrap_or_default();
                 drop(parts);
@@ -92,10 +125,14 @@ impl Emitter {
         }
     }
 
-    /// Sends a text or reasoning delta unless the redactor held all of it back.
+    /// Sends a text, reasoning or tool-input delta unless the redactor held all of it back.
     fn send_delta(&self, delta: UiChunk) {
-        if let UiChunk::TextDelta { delta: d, .. } | UiChunk::ReasoningDelta { delta: d, .. } =
-            &delta
+        if let UiChunk::TextDelta { delta: d, .. }
+        | UiChunk::ReasoningDelta { delta: d, .. }
+        | UiChunk::ToolInputDelta {
+            input_text_delta: d,
+            ..
+        } = &delta
         {
             if d.is_empty() {
                 return;
@@ -298,5 +335,47 @@ mod tests {
         let nul = "\u{0}".repeat(MAX_CHUNK_BYTES / 4);
         let fitted = fit_chunk(json!({"type": "data-x", "data": nul}));
         assert!(encoded_len(&fitted[0]) <= MAX_CHUNK_BYTES);
+    }
+
+    /// Issue 12, item 7: a secret split across two tool-input deltas is still redacted.
+    #[test]
+    fn a_secret_split_across_tool_input_deltas_is_redacted() {
+        use crate::node::outbox::SendCursor;
+        use crate::node::runtime::Runtime;
+        let dir = std::env::temp_dir().join(format!("viber-emit-{}", crate::crypto::random_u64()));
+        let rt = Runtime::new("n1".into(), &dir, "http://127.0.0.1:1").unwrap();
+        rt.outbox().open("t1", &dir.join("t1.jsonl")).unwrap();
+        let secret = "ghp_split-secret-0042".to_string();
+        let emit = Emitter::new(
+            rt.inner.clone(),
+            "t1".into(),
+            &[secret],
+            tracing::Span::none(),
+        );
+        let delta = |d: &str| UiChunk::ToolInputDelta {
+            tool_call_id: "c1".into(),
+            input_text_delta: d.into(),
+        };
+        emit.chunk(delta("{\"command\": \"curl -H 'token: ghp_split"));
+        emit.chunk(delta("-secret-0042' https://x\"}"));
+        emit.chunk(UiChunk::ToolInputAvailable {
+            tool_call_id: "c1".into(),
+            tool_name: "bash".into(),
+            input: json!({"command": "curl -H 'token: ghp_split-secret-0042' https://x"}),
+        });
+        super::super::write_logs(&rt.inner);
+        let (frames, _) = rt.outbox().unsent(&mut SendCursor::default());
+        let mut streamed = String::new();
+        for f in &frames {
+            if let Frame::TaskStreamChunk { chunk, .. } = f {
+                if chunk["type"] == "tool-input-delta" {
+                    streamed.push_str(chunk["inputTextDelta"].as_str().unwrap());
+                }
+                assert!(!chunk.to_string().contains("split-secret"), "{chunk}");
+            }
+        }
+        assert!(streamed.contains("[REDACTED]"), "{streamed}");
+        assert!(streamed.ends_with("https://x\"}"), "{streamed}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

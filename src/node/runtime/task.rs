@@ -269,5 +269,44 @@ fn finish_chunk(emit: &Emitter, reason: FinishReason) {
 /// The task's final frame: how it ended, decided here once for the gateway to store.
 fn end(emit: &Emitter, outcome: TaskOutcome) {
     let task_id = emit.task_id().to_string();
+    // An error can quote what failed (a provider URL with a token in it, a command line):
+    // the task's secrets are redacted from it like from its output.
+    let outcome = outcome.map_text(|t| emit.redact(t));
     emit.reliable(true, move |seq| outcome.to_frame(&task_id, seq));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::outbox::SendCursor;
+    use crate::protocol::Frame;
+
+    /// Issue 12, item 5: a task's final error is redacted like its output.
+    #[test]
+    fn a_final_error_quoting_a_secret_is_redacted() {
+        let dir = std::env::temp_dir().join(format!("viber-end-{}", crate::crypto::random_u64()));
+        let rt = Runtime::new("n1".into(), &dir, "http://127.0.0.1:1").unwrap();
+        rt.outbox().open("t1", &dir.join("t1.jsonl")).unwrap();
+        let secret = "tok-5ecret-value-42".to_string();
+        let emit = Emitter::new(
+            rt.inner.clone(),
+            "t1".into(),
+            &[secret],
+            tracing::Span::none(),
+        );
+        end(
+            &emit,
+            TaskOutcome::failed("GET https://provider.example/tok-5ecret-value-42/v1 answered 401"),
+        );
+        super::super::write_logs(&rt.inner);
+        let (frames, _) = rt.outbox().unsent(&mut SendCursor::default());
+        let Some(Frame::TaskError { error, .. }) = frames.last() else {
+            panic!("{frames:?}");
+        };
+        assert!(!error.contains("5ecret"), "{error}");
+        assert!(error.contains("[REDACTED]"), "{error}");
+        let log = std::fs::read_to_string(dir.join("t1.jsonl")).unwrap();
+        assert!(!log.contains("5ecret"), "{log}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -250,7 +250,9 @@ impl<'r, 'a> Agent<'r, 'a> {
                 }
             }
         }
-        let result = tools::run(&call.name, &input, &self.tools).await;
+        let result = tools::finish(tools::run(&call.name, &input, &self.tools).await, |s| {
+            run.emit.redact(s)
+        });
         if run.abort.is_cancelled() {
             run.emit.chunk(UiChunk::ToolOutputError {
                 tool_call_id: call.id.clone(),
