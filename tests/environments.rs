@@ -481,10 +481,34 @@ async fn bad_environment_input_is_refused_clearly() {
             json!({"name": "x10", "type": "manual", "metadata": ["a"]}),
             "metadata not an object",
         ),
+        // Issue 12, item 16: credentials in a repository URL.
+        (
+            json!({"name": "x11", "type": "git", "repoUrl": "https://user:ghp_tok123@example.com/r.git"}),
+            "user and token in an https URL",
+        ),
+        (
+            json!({"name": "x12", "type": "git", "repoUrl": "https://ghp_tok123@example.com/r.git"}),
+            "a token as the user of an https URL",
+        ),
+        (
+            json!({"name": "x13", "type": "github", "repoUrl": "https://x:ghp_tok@github.com/o/r"}),
+            "credentials in a github URL",
+        ),
     ] {
         let (code, v) = gw.post("/api/environments", body).await;
         assert_eq!(code, 422, "{why}: {v}");
+        assert!(
+            !v.to_string().contains("ghp_tok"),
+            "{why}: the refusal echoes it: {v}"
+        );
     }
+    let (code, v) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "ssh-user", "type": "git", "repoUrl": "ssh://git@example.com/r.git"}),
+        )
+        .await;
+    assert_eq!(code, 201, "a plain ssh user is not a secret: {v}");
     let (code, v) = gw
         .post("/api/environments", json!({"name": "gh", "type": "github", "repoUrl": "https://github.com/dustland/openviber"}))
         .await;

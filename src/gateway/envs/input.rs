@@ -163,8 +163,33 @@ fn merge_metadata(old: &str, changes: Value) -> ApiResult<String> {
     Ok(Value::Object(merged).to_string())
 }
 
+/// Refuses a repository URL that carries credentials (`https://user:token@host/...`): it
+/// would be stored, shown by the API and the board, and written into the clone's config.
+/// A user name alone is fine where it is not a secret (`ssh://git@host/...`).
+fn check_no_credentials(url: &str) -> ApiResult<()> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Ok(());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let Some((userinfo, _host)) = authority.rsplit_once('@') else {
+        return Ok(());
+    };
+    let web = matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https");
+    if userinfo.contains(':') || web {
+        return Err(ApiError::validation(
+            "repoUrl must not contain credentials (user:token@): they would be stored and shown \
+             in plain text. Use the plain URL and give the node access instead: an ssh:// URL \
+             with the node's key, or a git credential helper configured on the node",
+        ));
+    }
+    Ok(())
+}
+
 /// The source fields each kind needs, normalized (a GitHub URL fills org and name).
 fn check_source(env: &mut EnvironmentRecord) -> ApiResult<()> {
+    if let Some(url) = &env.repo_url {
+        check_no_credentials(url)?;
+    }
     match env.kind {
         EnvKind::Github => match (&env.repo_url, &env.repo_org, &env.repo_name) {
             (Some(url), _, _) => {
