@@ -40,14 +40,9 @@ pub fn needs_approval(opts: &TaskOptions, tool: &str, input: &Value) -> bool {
     }
 }
 
-/// Whether a bash command is on the task's allowlist, as a whole or by its first word.
+/// Whether a bash command may run without asking (see `allowlist.rs` for the rule).
 fn allowlisted(opts: &TaskOptions, command: &str) -> bool {
-    let cmd = command.trim();
-    let first = cmd.split_whitespace().next().unwrap_or("");
-    // Only a single simple command can be allowlisted: no pipes, lists,
-    // redirections or substitutions that could run something else.
-    let simple = !cmd.contains(['|', ';', '&', '>', '<', '`', '$', '\n', '(']);
-    simple && opts.allowlist.iter().any(|a| a == cmd || a == first)
+    super::allowlist::allowed(&opts.allowlist, command)
 }
 
 /// The operator's answer.

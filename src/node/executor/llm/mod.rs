@@ -24,6 +24,7 @@
 //! Must not touch: the task's lifecycle (`start`/`finish` chunks, final frames: the runtime),
 //! what a tool does (`tools.rs`).
 
+mod allowlist;
 mod anthropic;
 mod approval;
 mod openai;
