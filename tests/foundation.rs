@@ -554,3 +554,46 @@ async fn all_in_one_prints_a_login_url_and_its_node_is_online() {
     assert_eq!(nodes.len(), 1, "{nodes:?}");
     assert_eq!(nodes[0]["status"], "online");
 }
+
+/// Issue 12, item 13: what unauthenticated or greedy clients can hold is bounded.
+#[tokio::test]
+async fn handshakes_sign_ins_and_watchers_are_limited() {
+    let dir = TempDir::new("gw");
+    let gw = Gateway::start(dir.path(), 0, &["--max-pending-handshakes", "2"]);
+
+    // Two sockets sit in their handshake (challenge received, never answered); a third is
+    // refused before the upgrade.
+    let mut a = ws_open(&gw.ws_url()).await;
+    let mut b = ws_open(&gw.ws_url()).await;
+    challenge(&mut a).await;
+    challenge(&mut b).await;
+    match tokio_tungstenite::connect_async(gw.ws_url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 503)
+        }
+        other => panic!("expected a 503, got {:?}", other.map(|_| ())),
+    }
+    drop((a, b));
+    wait_until("places freed", Duration::from_secs(10), || async {
+        tokio_tungstenite::connect_async(gw.ws_url()).await.is_ok()
+    })
+    .await;
+
+    // Ten failed sign-ins from one address, then even the right token waits.
+    let login = |token: &str| {
+        reqwest::Client::new()
+            .post(format!("{}/api/session", gw.url))
+            .json(&json!({ "token": token }))
+            .send()
+    };
+    for _ in 0..10 {
+        assert_eq!(login("wrong").await.unwrap().status(), 401);
+    }
+    let res = login(&gw.token).await.unwrap();
+    assert_eq!(res.status(), 429);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    // Operator tokens on the API are not affected.
+    let (code, _) = gw.get("/api/nodes").await;
+    assert_eq!(code, 200);
+}

@@ -1157,3 +1157,31 @@ async fn data_dirs_database_and_session_logs_are_private() {
     let log = sessions.join(format!("{id}.jsonl"));
     assert_eq!(mode(&log), 0o600);
 }
+
+/// Issue 12, item 13: a task has at most 64 watchers; a place frees when one leaves.
+#[tokio::test]
+async fn a_task_has_a_bounded_number_of_watchers() {
+    let c = Cluster::start(&[]).await;
+    let id = c.task("sleep 30").await;
+    c.wait_state(&id, "running").await;
+    let open = || {
+        reqwest::Client::new()
+            .get(c.stream_url(&id))
+            .bearer_auth(&c.gw.token)
+            .send()
+    };
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        let res = open().await.unwrap();
+        assert_eq!(res.status(), 200);
+        held.push(res);
+    }
+    let res = open().await.unwrap();
+    assert_eq!(res.status(), 429);
+    drop(held.pop());
+    wait_until("a place frees", T, || async {
+        open().await.unwrap().status() == 200
+    })
+    .await;
+    c.gw.post(&format!("/api/tasks/{id}/stop"), json!({})).await;
+}

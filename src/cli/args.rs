@@ -121,6 +121,9 @@ pub struct GatewayArgs {
     /// 0 keeps them for ever.
     #[arg(long, env = "VIBER_RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u64,
+    /// WebSocket connections that may be authenticating at once; more are refused (503).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pending_handshakes: u64,
 }
 
 impl GatewayArgs {
@@ -130,6 +133,7 @@ impl GatewayArgs {
         c.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
         c.node_grace = Duration::from_secs(self.node_grace_secs);
         c.retention = retention(self.retention_days);
+        c.max_pending_handshakes = self.max_pending_handshakes as usize;
         c
     }
 }

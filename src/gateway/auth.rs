@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::RwLock;
 
 use anyhow::Context;
+use axum::extract::ConnectInfo;
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -195,9 +196,17 @@ pub async fn require_operator(
 }
 
 /// `POST /api/session {token}`: exchanges an operator token for a session cookie.
-pub async fn login(State(app): State<App>, Body(req): Body<LoginRequest>) -> ApiResult<Response> {
+/// An address with too many recent failures is refused (429) before its token is checked.
+pub async fn login(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Body(req): Body<LoginRequest>,
+) -> ApiResult<Response> {
+    app.limits.login_allowed(peer.ip())?;
     let token = req.token.trim();
     if token.is_empty() || !app.auth.is_valid(token) {
+        app.limits.login_failed(peer.ip());
+        tracing::warn!(%peer, "failed sign-in");
         return Err(ApiError::unauthorized("invalid operator token"));
     }
     let id = crypto::new_token(SESSION_PREFIX);

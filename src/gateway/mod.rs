@@ -19,6 +19,7 @@ pub mod envs;
 pub mod error;
 pub mod events;
 mod http;
+pub mod limits;
 pub mod link;
 pub mod retention;
 pub mod tasks;
@@ -47,6 +48,8 @@ pub struct GatewayConfig {
     pub heartbeat_interval: Duration,
     /// How long a node may stay away before its unfinished tasks fail with "node lost".
     pub node_grace: Duration,
+    /// WebSocket connections that may be in their handshake at once (unauthenticated).
+    pub max_pending_handshakes: usize,
     /// How long ended tasks keep their output (chunks) and setup logs; None: for ever.
     pub retention: Option<Duration>,
     /// How long an enrollment token stays valid.
@@ -64,6 +67,7 @@ impl GatewayConfig {
             heartbeat_interval: Duration::from_secs(15),
             node_grace: Duration::from_secs(120),
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            max_pending_handshakes: 1024,
             enrollment_ttl: Duration::from_secs(24 * 3600),
             public_url: None,
         }
@@ -79,6 +83,8 @@ pub struct AppState {
     pub events: events::Events,
     /// Environment validations waiting for a node's answer.
     pub validations: envs::Validations,
+    /// Handshakes in progress, SSE watchers, failed sign-ins.
+    pub limits: limits::Limits,
     /// Requests waiting for the node to acknowledge their command.
     pub commands: commands::Commands,
     /// One lock per Idempotency-Key in flight: retries of a request wait for each other.
@@ -150,6 +156,7 @@ pub async fn start(
 
     let events = events::Events::default();
     let background = TaskTracker::new();
+    let max_pending_handshakes = config.max_pending_handshakes;
     let state = Arc::new(AppState {
         config,
         store: store.clone(),
@@ -158,6 +165,7 @@ pub async fn start(
         events,
         validations: envs::Validations::default(),
         commands: commands::Commands::default(),
+        limits: limits::Limits::new(max_pending_handshakes),
         idempotency: http::KeyLocks::default(),
         auth,
         keyring,

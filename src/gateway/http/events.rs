@@ -6,6 +6,7 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
 use super::stream::{sse_response, KEEPALIVE};
+use crate::gateway::error::ApiResult;
 use crate::gateway::events::Published;
 use crate::gateway::App;
 use crate::protocol::events::Event;
@@ -16,12 +17,14 @@ fn sse(p: &Published) -> Bytes {
 }
 
 /// `GET /api/events`: push-only gateway events as SSE (`event: <type>`).
-pub async fn events(State(app): State<App>) -> Response {
+pub async fn events(State(app): State<App>) -> ApiResult<Response> {
+    let watching = app.limits.watch(None)?;
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let mut sub = app.events.subscribe();
     let tracked = app.connections.token();
     tokio::spawn(async move {
         let _tracked = tracked;
+        let _watching = watching;
         let hello = sse(&Published::new(Event::Ready {
             nodes_online: app.registry.online_count() as u64,
         }));
@@ -49,5 +52,5 @@ pub async fn events(State(app): State<App>) -> Response {
             }
         }
     });
-    sse_response(rx, false)
+    Ok(sse_response(rx, false))
 }

@@ -46,10 +46,12 @@ pub async fn stream(
     };
     load(&app, &id).await?;
     let follow = q.follow.unwrap_or(true);
+    let watching = app.limits.watch(Some(&id))?;
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     let tracked = app.connections.token();
     tokio::spawn(async move {
         let _tracked = tracked;
+        let _watching = watching;
         tokio::select! {
             r = pump_task(&app, &id, after, follow, &tx) => {
                 if let Err(e) = r {

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+
+use crate::gateway::error::ApiError;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -38,18 +40,25 @@ pub async fn upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // Unauthenticated connections hold a place only until their handshake ends.
+    let Some(place) = app.limits.handshake() else {
+        tracing::warn!(%peer, "refused a WebSocket: too many handshakes in progress");
+        return ApiError::unavailable("too many connections are authenticating; retry shortly")
+            .into_response();
+    };
     codec::limit_upgrade(ws).on_upgrade(move |socket| {
         let span = tracing::info_span!("node_link", %peer, node = tracing::field::Empty);
-        serve(app, socket).instrument(span)
+        serve(app, socket, place).instrument(span)
     })
 }
 
 /// One connection, in the span of its peer (and of its node once admitted).
-async fn serve(app: App, socket: WebSocket) {
+async fn serve(app: App, socket: WebSocket, place: tokio::sync::OwnedSemaphorePermit) {
     let _tracked = app.connections.token();
     let (mut sink, mut stream) = socket.split();
-    let Some(Admitted { node, connect }) = handshake::admit(&app, &mut sink, &mut stream).await
-    else {
+    let admitted = handshake::admit(&app, &mut sink, &mut stream).await;
+    drop(place);
+    let Some(Admitted { node, connect }) = admitted else {
         return;
     };
     tracing::Span::current().record("node", tracing::field::display(&node.id));

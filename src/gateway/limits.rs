@@ -1,0 +1,160 @@
+//! Limits on what an unauthenticated or greedy client can hold: WebSocket connections still
+//! in their handshake, SSE watchers (per task and in all), and failed sign-ins per address.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::gateway::error::ApiError;
+
+/// SSE watchers of one task.
+pub const WATCHERS_PER_TASK: usize = 64;
+/// SSE watchers in all (task streams and `/api/events`).
+pub const WATCHERS_TOTAL: usize = 4096;
+/// Failed `POST /api/session` attempts per address per window before it must wait.
+const LOGIN_FAILURES: u32 = 10;
+const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered for failed sign-ins (the oldest window is dropped past it).
+const LOGIN_ADDRESSES: usize = 10_000;
+
+pub struct Limits {
+    handshakes: Arc<Semaphore>,
+    watchers: Arc<Watchers>,
+    login_failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+#[derive(Default)]
+struct Watchers {
+    total: AtomicUsize,
+    per_task: Mutex<HashMap<String, usize>>,
+}
+
+/// One SSE watcher; leaving (dropping it) frees its place.
+pub struct Watching {
+    watchers: Arc<Watchers>,
+    task: Option<String>,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.watchers.total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(task) = &self.task {
+            let mut map = self.watchers.lock();
+            if let Some(n) = map.get_mut(task) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(task);
+                }
+            }
+        }
+    }
+}
+
+impl Watchers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.per_task.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Limits {
+    pub fn new(pending_handshakes: usize) -> Limits {
+        Limits {
+            handshakes: Arc::new(Semaphore::new(pending_handshakes)),
+            watchers: Arc::default(),
+            login_failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for a WebSocket connection until it has authenticated, or None when too many
+    /// are in their handshake.
+    pub fn handshake(&self) -> Option<OwnedSemaphorePermit> {
+        self.handshakes.clone().try_acquire_owned().ok()
+    }
+
+    /// A place for one SSE watcher (of `task`, or of the event bus), or a 429.
+    pub fn watch(&self, task: Option<&str>) -> Result<Watching, ApiError> {
+        let w = &self.watchers;
+        if let Some(task) = task {
+            let mut map = w.lock();
+            let n = map.entry(task.to_string()).or_default();
+            if *n >= WATCHERS_PER_TASK {
+                return Err(ApiError::too_many(format!(
+                    "task {task} already has {WATCHERS_PER_TASK} watchers; close some"
+                )));
+            }
+            *n += 1;
+        }
+        // From here the guard undoes both counts, whatever happens next.
+        let guard = Watching {
+            watchers: w.clone(),
+            task: task.map(str::to_string),
+        };
+        if w.total.fetch_add(1, Ordering::Relaxed) >= WATCHERS_TOTAL {
+            drop(guard);
+            return Err(ApiError::too_many(format!(
+                "the gateway already serves {WATCHERS_TOTAL} streams; close some"
+            )));
+        }
+        Ok(guard)
+    }
+
+    /// Refuses a sign-in from an address with too many recent failures.
+    pub fn login_allowed(&self, addr: IpAddr) -> Result<(), ApiError> {
+        let map = self
+            .login_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match map.get(&addr) {
+            Some((since, n)) if *n >= LOGIN_FAILURES && since.elapsed() < LOGIN_WINDOW => {
+                Err(ApiError::too_many(format!(
+                    "too many failed sign-ins from this address; try again in {} s",
+                    (LOGIN_WINDOW - since.elapsed()).as_secs() + 1
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed sign-in from `addr`.
+    pub fn login_failed(&self, addr: IpAddr) {
+        let mut map = self
+            .login_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if map.len() >= LOGIN_ADDRESSES {
+            map.retain(|_, (since, _)| since.elapsed() < LOGIN_WINDOW);
+        }
+        let e = map.entry(addr).or_insert((Instant::now(), 0));
+        if e.0.elapsed() >= LOGIN_WINDOW {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchers_are_counted_per_task_and_freed_on_drop() {
+        let l = Limits::new(1);
+        let held: Vec<_> = (0..WATCHERS_PER_TASK)
+            .map(|_| l.watch(Some("t")).unwrap())
+            .collect();
+        assert!(l.watch(Some("t")).is_err());
+        assert!(l.watch(Some("other")).is_ok());
+        drop(held);
+        assert!(l.watch(Some("t")).is_ok());
+        assert_eq!(l.watchers.total.load(Ordering::Relaxed), 0);
+        assert!(l.watchers.lock().is_empty());
+        let first = l.handshake().unwrap();
+        assert!(l.handshake().is_none());
+        drop(first);
+        assert!(l.handshake().is_some());
+    }
+}
