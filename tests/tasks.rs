@@ -943,7 +943,8 @@ async fn a_full_disk_holds_task_output_until_space_returns() {
     let ndir = TempDir::new("node");
     let work = TempDir::new("work");
     let log = gdir.join("gateway.log");
-    let gw = Gateway::start_logged(disk_dir.path(), &log, 0, &[]);
+    // The free-disk floor is off: this test is about what happens when writes fail.
+    let gw = Gateway::start_logged(disk_dir.path(), &log, 0, &["--min-free-disk-mb", "0"]);
     let token = gw.enroll("worker").await;
     let _node = start_node(&gw.url, Some(&token), ndir.path(), "worker");
     gw.wait_node_status("worker", "online", T).await;
@@ -1184,4 +1185,46 @@ async fn a_task_has_a_bounded_number_of_watchers() {
     })
     .await;
     c.gw.post(&format!("/api/tasks/{id}/stop"), json!({})).await;
+}
+
+/// Issue 12, item 12: a task past its output quota ends as an error, its node is told to
+/// stop it, and what was stored stays within the quota; below the free-disk floor new output
+/// is refused the same way.
+#[tokio::test]
+async fn output_quotas_and_the_disk_floor_end_tasks_clearly() {
+    let c = Cluster::start(&["--task-output-quota-mb", "1"]).await;
+    let id = c
+        .task("for i in $(seq 1 100000); do echo \"line $i of a task that writes far too much\"; done; sleep 30")
+        .await;
+    let failed = c.wait_state(&id, "error").await;
+    assert!(
+        failed["error"].as_str().unwrap().contains("output quota"),
+        "{failed}"
+    );
+    let db = rusqlite::Connection::open(c._gdir.join("viber.db")).unwrap();
+    let stored: i64 = db
+        .query_row(
+            "SELECT coalesce(sum(length(chunk)), 0) FROM task_chunks WHERE task_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(stored <= 1 << 20, "{stored} bytes stored");
+    // The node stopped it: nothing of it still runs there.
+    wait_until("node dropped the task", T, || async {
+        let (_, nodes) = c.gw.get("/api/nodes").await;
+        nodes["nodes"][0]["runningTasks"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+
+    let c = Cluster::start(&["--min-free-disk-mb", "100000000"]).await;
+    let id = c.task("echo hello").await;
+    let failed = c.wait_state(&id, "error").await;
+    assert!(
+        failed["error"].as_str().unwrap().contains("disk"),
+        "{failed}"
+    );
 }

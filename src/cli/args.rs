@@ -124,6 +124,19 @@ pub struct GatewayArgs {
     /// WebSocket connections that may be authenticating at once; more are refused (503).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pending_handshakes: u64,
+    /// Most output one task may store, in MiB; past it the task ends as an error.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub task_output_quota_mb: u64,
+    /// Most chunks one task may store.
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub task_chunk_quota: u64,
+    /// Most output one node's running tasks may store together, in MiB.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_output_quota_mb: u64,
+    /// Below this much free disk space (MiB) on the data dir, new task output is refused
+    /// with a clear task error instead of filling the disk; 0 turns the check off.
+    #[arg(long, default_value_t = 256)]
+    pub min_free_disk_mb: u64,
 }
 
 impl GatewayArgs {
@@ -134,6 +147,12 @@ impl GatewayArgs {
         c.node_grace = Duration::from_secs(self.node_grace_secs);
         c.retention = retention(self.retention_days);
         c.max_pending_handshakes = self.max_pending_handshakes as usize;
+        c.quotas = crate::gateway::tasks::Quotas {
+            task_bytes: self.task_output_quota_mb << 20,
+            task_chunks: self.task_chunk_quota,
+            node_bytes: self.node_output_quota_mb << 20,
+            min_free_disk_bytes: self.min_free_disk_mb << 20,
+        };
         c
     }
 }

@@ -48,6 +48,8 @@ pub struct GatewayConfig {
     pub heartbeat_interval: Duration,
     /// How long a node may stay away before its unfinished tasks fail with "node lost".
     pub node_grace: Duration,
+    /// Output quotas and the free-disk floor.
+    pub quotas: tasks::Quotas,
     /// WebSocket connections that may be in their handshake at once (unauthenticated).
     pub max_pending_handshakes: usize,
     /// How long ended tasks keep their output (chunks) and setup logs; None: for ever.
@@ -68,6 +70,7 @@ impl GatewayConfig {
             node_grace: Duration::from_secs(120),
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
             max_pending_handshakes: 1024,
+            quotas: tasks::Quotas::default(),
             enrollment_ttl: Duration::from_secs(24 * 3600),
             public_url: None,
         }
@@ -157,11 +160,19 @@ pub async fn start(
     let events = events::Events::default();
     let background = TaskTracker::new();
     let max_pending_handshakes = config.max_pending_handshakes;
+    let (quotas, data_dir) = (config.quotas, config.data_dir.clone());
     let state = Arc::new(AppState {
         config,
         store: store.clone(),
         registry: Registry::default(),
-        tasks: tasks::TaskHub::start(store.clone(), events.clone(), shutdown.clone(), &background),
+        tasks: tasks::TaskHub::start(
+            store.clone(),
+            events.clone(),
+            quotas,
+            data_dir,
+            shutdown.clone(),
+            &background,
+        ),
         events,
         validations: envs::Validations::default(),
         commands: commands::Commands::default(),

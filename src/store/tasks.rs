@@ -259,6 +259,18 @@ impl Store {
         .await
     }
 
+    /// How much output a task stored: (chunks, bytes).
+    pub async fn task_output_size(&self, task_id: String) -> anyhow::Result<(u64, u64)> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT count(*), coalesce(sum(length(chunk)), 0) FROM task_chunks WHERE task_id = ?1",
+                [task_id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+        })
+        .await
+    }
+
     /// Moves an unfinished task to a terminal state. Returns false when it had already ended.
     pub async fn finish_task(&self, id: String, fin: TaskFinish) -> anyhow::Result<bool> {
         self.write(move |c| finish_task_tx(c, &id, &fin)).await

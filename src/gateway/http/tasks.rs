@@ -267,20 +267,39 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Js
             v.status = Some("awaiting approval".into());
         }
     }
-    // The most recent chunks, oldest first.
+    // The most recent chunks, oldest first, within a byte budget: a view of the task, not
+    // its output (the stream has all of it).
     let after = (rec.last_seq - 20).max(-1);
-    let last: Vec<ChunkEvent> = app
-        .store
-        .chunks_after(id, after, 50)
-        .await?
-        .into_iter()
-        .map(|(seq, c)| ChunkEvent {
-            seq,
-            chunk: serde_json::from_str(&c).unwrap_or(Value::Null),
-        })
-        .collect();
-    v.last_events = Some(last);
+    let chunks = app.store.chunks_after(id, after, 50).await?;
+    v.last_events = Some(last_events(chunks));
     Ok(Json(v))
+}
+
+/// Bytes of chunk JSON a task view shows at most, and the most one chunk may take there.
+const LAST_EVENTS_BYTES: usize = 64 * 1024;
+const LAST_EVENT_BYTES: usize = 16 * 1024;
+
+/// The newest chunks that fit [`LAST_EVENTS_BYTES`], oldest first; a chunk over
+/// [`LAST_EVENT_BYTES`] is shown as its type and size.
+fn last_events(chunks: Vec<(u64, String)>) -> Vec<ChunkEvent> {
+    let mut budget = LAST_EVENTS_BYTES;
+    let mut out = Vec::new();
+    for (seq, c) in chunks.into_iter().rev() {
+        let chunk = if c.len() > LAST_EVENT_BYTES {
+            let v: Value = serde_json::from_str(&c).unwrap_or(Value::Null);
+            serde_json::json!({"type": v["type"], "omitted": true, "bytes": c.len()})
+        } else {
+            serde_json::from_str(&c).unwrap_or(Value::Null)
+        };
+        let size = c.len().min(LAST_EVENT_BYTES);
+        if size > budget {
+            break;
+        }
+        budget -= size;
+        out.push(ChunkEvent { seq, chunk });
+    }
+    out.reverse();
+    out
 }
 
 pub async fn stop(
@@ -408,4 +427,31 @@ pub async fn approve(
             delivered,
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12, item 12: a task view's recent events stay small whatever the chunks hold.
+    #[test]
+    fn the_task_view_shows_a_bounded_summary() {
+        let big =
+            serde_json::json!({"type": "text-delta", "id": "t", "delta": "x".repeat(200_000)})
+                .to_string();
+        let small = |i: u64| {
+            serde_json::json!({"type": "text-delta", "id": "t", "delta": format!("line {i}")})
+                .to_string()
+        };
+        let mut chunks: Vec<(u64, String)> = (0..10).map(|i| (i, big.clone())).collect();
+        chunks.extend((10..20).map(|i| (i, small(i))));
+        let last = last_events(chunks);
+        let size: usize = last.iter().map(|e| e.chunk.to_string().len()).sum();
+        assert!(size <= LAST_EVENTS_BYTES, "{size}");
+        assert_eq!(last.last().unwrap().seq, 19);
+        assert!(last.windows(2).all(|w| w[0].seq < w[1].seq));
+        let omitted = last.iter().find(|e| e.chunk["omitted"] == true).unwrap();
+        assert_eq!(omitted.chunk["type"], "text-delta");
+        assert_eq!(omitted.chunk["bytes"], big.len());
+    }
 }

@@ -12,6 +12,7 @@
 //!   SQLite; nothing is skipped and nothing repeats.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,8 +41,34 @@ const WRITER_QUEUE: usize = 16 * 1024;
 const WRITER_BATCH: usize = 8 * 1024;
 /// After the first op of a batch, how long the writer gathers more before committing.
 const WRITER_LINGER: Duration = Duration::from_millis(3);
+/// Most bytes of a node's error or result text kept with a task.
+const MAX_OUTCOME_TEXT: usize = 16 * 1024;
 /// Live events buffered per task for slow watchers before they fall back to SQLite.
 const LIVE_BUFFER: usize = 4096;
+
+/// How much output the gateway takes before it refuses more (`--task-output-quota-mb` and
+/// friends): a task past its quota, or a node past its own, ends as an error and is told to
+/// stop; below the free-disk floor, new output is refused the same way instead of filling
+/// the disk.
+#[derive(Debug, Clone, Copy)]
+pub struct Quotas {
+    pub task_bytes: u64,
+    pub task_chunks: u64,
+    /// Output bytes of a node's live tasks together.
+    pub node_bytes: u64,
+    pub min_free_disk_bytes: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Quotas {
+        Quotas {
+            task_bytes: 512 << 20,
+            task_chunks: 2_000_000,
+            node_bytes: 4 << 30,
+            min_free_disk_bytes: 256 << 20,
+        }
+    }
+}
 
 /// A live event of one task.
 #[derive(Clone, Debug)]
@@ -71,6 +98,9 @@ struct LiveInner {
     /// when its node spoke of it again: acknowledge and stop it, store nothing.
     orphan: bool,
     stop_requested: bool,
+    /// Output accepted so far (bytes of chunk JSON, chunks), for the quotas.
+    bytes: u64,
+    chunks: u64,
 }
 
 impl LiveTask {
@@ -138,6 +168,8 @@ enum Sequenced {
     Write(WriteOp),
     /// Answer the node with this frame and store nothing.
     Answer(Box<Frame>),
+    /// Over a quota: end the task with this error and tell the node to stop it.
+    Refuse(String),
     /// A resend or a gap: nothing to store or say.
     Ignore,
 }
@@ -154,6 +186,11 @@ pub struct TaskHub {
     acks: Mutex<HashMap<String, Arc<AckBox>>>,
     writer: mpsc::Sender<WriteOp>,
     events: Events,
+    quotas: Quotas,
+    /// Output bytes of each node's live tasks.
+    node_bytes: Mutex<HashMap<String, u64>>,
+    /// Free bytes on the data dir's disk, refreshed every second.
+    free_disk: Arc<AtomicU64>,
 }
 
 impl TaskHub {
@@ -162,17 +199,24 @@ impl TaskHub {
     pub fn start(
         store: Store,
         events: Events,
+        quotas: Quotas,
+        data_dir: std::path::PathBuf,
         shutdown: CancellationToken,
         background: &TaskTracker,
     ) -> Arc<TaskHub> {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let free_disk = Arc::new(AtomicU64::new(u64::MAX));
         let hub = Arc::new(TaskHub {
             live: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
             writer: tx,
             events,
+            quotas,
+            node_bytes: Mutex::new(HashMap::new()),
+            free_disk: free_disk.clone(),
         });
-        background.spawn(writer(Arc::downgrade(&hub), store, rx, shutdown));
+        background.spawn(writer(Arc::downgrade(&hub), store, rx, shutdown.clone()));
+        background.spawn(watch_free_disk(data_dir, free_disk, shutdown));
         hub
     }
 
@@ -189,7 +233,7 @@ impl TaskHub {
             .clone()
     }
 
-    fn insert_live(&self, rec: &TaskRecord) -> Arc<LiveTask> {
+    fn insert_live(&self, rec: &TaskRecord, output: (u64, u64)) -> Arc<LiveTask> {
         let mut map = self.live_map();
         map.entry(rec.id.clone())
             .or_insert_with(|| {
@@ -204,6 +248,8 @@ impl TaskHub {
                         ended: false,
                         orphan: rec.state.is_terminal(),
                         stop_requested: false,
+                        chunks: output.0,
+                        bytes: output.1,
                     }),
                 })
             })
@@ -219,15 +265,21 @@ impl TaskHub {
         if let Some(l) = self.live_map().get(task_id) {
             return Ok(Some(l.clone()));
         }
-        Ok(store
-            .task(task_id.to_string())
-            .await?
-            .map(|rec| self.insert_live(&rec)))
+        let Some(rec) = store.task(task_id.to_string()).await? else {
+            return Ok(None);
+        };
+        // After a gateway restart: what the task already stored counts toward its quota.
+        let output = if rec.state.is_terminal() {
+            (0, 0)
+        } else {
+            store.task_output_size(task_id.to_string()).await?
+        };
+        Ok(Some(self.insert_live(&rec, output)))
     }
 
     /// Registers a task just created.
     pub fn created(&self, rec: &TaskRecord) {
-        self.insert_live(rec);
+        self.insert_live(rec, (0, 0));
         self.events.publish(Event::TaskCreated {
             task_id: rec.id.clone(),
             node_id: rec.node_id.clone(),
@@ -266,6 +318,7 @@ impl TaskHub {
             Sequenced::Write(op) => op,
             Sequenced::Answer(reply) => return Some(*reply),
             Sequenced::Ignore => return None,
+            Sequenced::Refuse(why) => return self.refuse(store, &live, why).await,
         };
         if self.writer.send(op).await.is_err() {
             tracing::error!("task writer stopped");
@@ -332,23 +385,94 @@ impl TaskHub {
             tracing::warn!(task = %task_id, seq, expected = st.last_seq + 1, "sequence gap; waiting for a resend");
             return Sequenced::Ignore;
         }
-        st.last_seq = s;
         if let Frame::TaskStreamChunk { chunk, .. } = frame {
             let (text, usage) = self.chunk_seen(task_id, &chunk);
+            if let Some(why) = self.over_quota(&st, node_id, text.len() as u64) {
+                return Sequenced::Refuse(why);
+            }
+            st.last_seq = s;
+            st.bytes += text.len() as u64;
+            st.chunks += 1;
+            *self.node_bytes().entry(node_id.to_string()).or_default() += text.len() as u64;
             st.pending.push_back((seq, text.clone()));
             let _ = st.tx.send(Live::Chunk(seq, text.clone()));
             return Sequenced::Write(WriteOp::Chunk(live.clone(), seq, text, usage));
         }
+        st.last_seq = s;
         if let Frame::TaskStarted { .. } = frame {
             return Sequenced::Write(WriteOp::Started(live.clone(), seq, now_ms()));
         }
         match TaskOutcome::from_frame(&frame) {
+            // A node's error or result text is kept to a readable size.
             Some(outcome) => Sequenced::Write(WriteOp::Finished(
                 live.clone(),
                 seq,
-                TaskFinish::now(outcome),
+                TaskFinish::now(outcome.map_text(|t| cut_text(t, MAX_OUTCOME_TEXT))),
             )),
             None => Sequenced::Ignore,
+        }
+    }
+
+    /// Why one more chunk of `len` bytes is refused, if it is.
+    fn over_quota(&self, st: &LiveInner, node_id: &str, len: u64) -> Option<String> {
+        let q = &self.quotas;
+        let mib = |b: u64| b >> 20;
+        if st.bytes + len > q.task_bytes {
+            return Some(format!(
+                "output quota exceeded: the task wrote more than {} MiB",
+                mib(q.task_bytes)
+            ));
+        }
+        if st.chunks + 1 > q.task_chunks {
+            return Some(format!(
+                "output quota exceeded: the task sent more than {} chunks",
+                q.task_chunks
+            ));
+        }
+        let node = self.node_bytes().get(node_id).copied().unwrap_or(0);
+        if node + len > q.node_bytes {
+            return Some(format!(
+                "output quota exceeded: the node's running tasks wrote more than {} MiB",
+                mib(q.node_bytes)
+            ));
+        }
+        let free = self.free_disk.load(Ordering::Relaxed);
+        if free < q.min_free_disk_bytes {
+            return Some(format!(
+                "output refused: the gateway's disk has less than {} MiB free",
+                mib(q.min_free_disk_bytes)
+            ));
+        }
+        None
+    }
+
+    fn node_bytes(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.node_bytes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends a task over a quota as an error and tells its node to stop it; its later frames
+    /// are acknowledged and dropped.
+    async fn refuse(&self, store: &Store, live: &Arc<LiveTask>, why: String) -> Option<Frame> {
+        tracing::warn!(task = %live.id, reason = %why, "refusing task output");
+        let fin = TaskFinish::now(TaskOutcome::failed(why));
+        if let Err(e) = self.end_without_node(store, &live.id, fin).await {
+            tracing::error!(error = format!("{e:#}"), "ending a task over its quota");
+        }
+        live.lock().stop_requested = true;
+        Some(Frame::TaskStop {
+            task_id: live.id.clone(),
+        })
+    }
+
+    /// A task ended: its output no longer counts toward its node's quota.
+    fn release(&self, live: &LiveTask) {
+        let bytes = std::mem::take(&mut live.lock().bytes);
+        let mut nodes = self.node_bytes();
+        if let Some(n) = nodes.get_mut(&live.node_id) {
+            *n = n.saturating_sub(bytes);
+            if *n == 0 {
+                nodes.remove(&live.node_id);
+            }
         }
     }
 
@@ -419,6 +543,7 @@ impl TaskHub {
         if changed {
             let live = self.live_map().get(task_id).cloned();
             if let Some(live) = live {
+                self.release(&live);
                 let mut st = live.lock();
                 st.orphan = true;
                 st.ended = true;
@@ -442,6 +567,7 @@ impl TaskHub {
     }
 
     fn ended(&self, live: &LiveTask, state: TaskState) {
+        self.release(live);
         {
             let mut st = live.lock();
             st.ended = true;
@@ -452,5 +578,34 @@ impl TaskHub {
             task_id: live.id.clone(),
             state,
         });
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, saying so.
+fn cut_text(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… [cut: {} bytes]", &s[..cut], s.len())
+}
+
+/// Keeps `free` at the free bytes of the disk holding `dir`, checked every second.
+async fn watch_free_disk(dir: std::path::PathBuf, free: Arc<AtomicU64>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let d = dir.clone();
+        let stat = tokio::task::spawn_blocking(move || nix::sys::statvfs::statvfs(&d)).await;
+        if let Ok(Ok(st)) = stat {
+            let bytes = st.blocks_available() as u64 * st.fragment_size() as u64;
+            free.store(bytes, Ordering::Relaxed);
+        }
     }
 }
