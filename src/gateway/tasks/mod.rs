@@ -604,7 +604,7 @@ async fn watch_free_disk(dir: std::path::PathBuf, free: Arc<AtomicU64>, stop: Ca
         let d = dir.clone();
         let stat = tokio::task::spawn_blocking(move || nix::sys::statvfs::statvfs(&d)).await;
         if let Ok(Ok(st)) = stat {
-            let bytes = st.blocks_available() as u64 * st.fragment_size() as u64;
+            let bytes = st.blocks_available() * st.fragment_size();
             free.store(bytes, Ordering::Relaxed);
         }
     }
