@@ -481,6 +481,11 @@ async fn bad_environment_input_is_refused_clearly() {
             json!({"name": "x10", "type": "manual", "metadata": ["a"]}),
             "metadata not an object",
         ),
+        // Issue 12, item 9: a secret too short to redact.
+        (
+            json!({"name": "x14", "type": "manual", "secrets": {"PIN": "123"}}),
+            "a three-character secret",
+        ),
         // Issue 12, item 16: credentials in a repository URL.
         (
             json!({"name": "x11", "type": "git", "repoUrl": "https://user:ghp_tok123@example.com/r.git"}),

@@ -140,7 +140,6 @@ export function EnvironmentForm({ id }: { id?: string }) {
       }));
       loadedFor.current = env.id;
       setDraft(draftOf(env));
-      if (env.warnings?.length) toast(env.warnings.join(' '));
       if (then === 'map') navigate(`/environments/${env.id}/mappings`);
       else if (!existing) navigate(`/environments/${env.id}`);
       else toast('Saved');

@@ -139,11 +139,7 @@ export type BindingView = { id: string, environmentId: string, nodeId: string, n
 
 export type BindingList = { bindings: Array<BindingView>, };
 
-export type EnvironmentView = { id: string, name: string, description: string, type: EnvKind, workingDir: string, setupScript: string, networkAccess: boolean, persistVolume: boolean, metadata: Record<string, unknown>, version: number, vars: { [key in string]: string }, secrets: { [key in string]: SecretView }, bindings: Array<BindingView>, createdAt: string, updatedAt: string, repoUrl?: string, repoOrg?: string, repoName?: string, repoBranch?: string, localPath?: string, containerImage?: string, defaultExecutor?: ExecutorKind, 
-/**
- * Create and update: secrets too short to redact.
- */
-warnings?: Array<string>, };
+export type EnvironmentView = { id: string, name: string, description: string, type: EnvKind, workingDir: string, setupScript: string, networkAccess: boolean, persistVolume: boolean, metadata: Record<string, unknown>, version: number, vars: { [key in string]: string }, secrets: { [key in string]: SecretView }, bindings: Array<BindingView>, createdAt: string, updatedAt: string, repoUrl?: string, repoOrg?: string, repoName?: string, repoBranch?: string, localPath?: string, containerImage?: string, defaultExecutor?: ExecutorKind, };
 
 export type EnvironmentList = { environments: Array<EnvironmentView>, };
 

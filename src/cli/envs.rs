@@ -128,15 +128,8 @@ pub async fn create(client: &Client, name: &str, fields: &EnvFields) -> anyhow::
     body.name = Some(name.to_string());
     body.kind.get_or_insert_with(|| "manual".into());
     let env: EnvironmentView = client.post("/api/environments", &body).await?;
-    print_warnings(&env);
     println!("created environment {} ({})", env.name, env.id);
     Ok(())
-}
-
-fn print_warnings(env: &EnvironmentView) {
-    for w in env.warnings.iter().flatten() {
-        eprintln!("warning: {w}");
-    }
 }
 
 pub async fn list(client: &Client, as_json: bool) -> anyhow::Result<()> {
@@ -176,7 +169,6 @@ pub async fn update(
         bail!("nothing to update: give at least one option");
     }
     let v = put(client, env, &body).await?;
-    print_warnings(&v);
     println!("updated {} (version {})", v.name, v.version);
     Ok(())
 }
@@ -220,7 +212,6 @@ pub async fn secret_set(client: &Client, env: &str, name: &str, scope: &str) -> 
         ..EnvironmentInput::default()
     };
     let v = put(client, env, &body).await?;
-    print_warnings(&v);
     println!("secret {name} set on {} ({scope})", v.name);
     Ok(())
 }

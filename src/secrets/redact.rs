@@ -13,8 +13,9 @@
 //! emitted. [`Redactor::finish`] flushes the tail at the end of a stream.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 
@@ -25,13 +26,144 @@ pub const MIN_SECRET_LEN: usize = 4;
 /// Encoded forms shorter than this are not used as patterns (too likely by chance).
 const MIN_PATTERN_LEN: usize = 6;
 
+/// A streaming redactor. Cloning it is cheap (the patterns are shared), so one template
+/// serves every part of a task's output.
 #[derive(Clone)]
 pub struct Redactor {
-    ac: Option<AhoCorasick>,
-    /// Every proper, non-empty prefix of every pattern.
-    prefixes: HashSet<Vec<u8>>,
-    max_len: usize,
+    ac: Option<Arc<AhoCorasick>>,
+    /// The patterns' prefixes, to know what to hold back.
+    prefixes: Arc<Prefixes>,
     held: Vec<u8>,
+    /// The prefix automaton's state after `held`.
+    state: u32,
+}
+
+const ROOT: u32 = 0;
+const NONE: u32 = u32::MAX;
+
+/// The patterns' prefixes as a trie with failure links (Aho-Corasick's goto and fail), so
+/// "the longest tail of the output that could still become a match" is one automaton state.
+/// Memory is linear in the patterns' total length; the set of every prefix it replaces was
+/// quadratic (about a gigabyte for the patterns of one 32 KiB secret).
+#[derive(Default)]
+struct Prefixes {
+    /// Per node: its first edge, its failure link, its depth.
+    nodes: Vec<(u32, u32, u32)>,
+    /// Edges: (byte, child, next edge of the same node).
+    edges: Vec<(u8, u32, u32)>,
+}
+
+impl Prefixes {
+    fn new(patterns: &[String]) -> Prefixes {
+        let mut t = Prefixes {
+            nodes: vec![(NONE, ROOT, 0)],
+            edges: Vec::new(),
+        };
+        for p in patterns {
+            let mut node = ROOT;
+            for &b in p.as_bytes() {
+                node = match t.child(node, b) {
+                    Some(c) => c,
+                    None => t.add_child(node, b),
+                };
+            }
+        }
+        t.link();
+        t
+    }
+
+    fn child(&self, node: u32, b: u8) -> Option<u32> {
+        let mut e = self.nodes[node as usize].0;
+        while e != NONE {
+            let (byte, child, next) = self.edges[e as usize];
+            if byte == b {
+                return Some(child);
+            }
+            e = next;
+        }
+        None
+    }
+
+    fn add_child(&mut self, node: u32, b: u8) -> u32 {
+        let child = self.nodes.len() as u32;
+        let depth = self.nodes[node as usize].2 + 1;
+        self.nodes.push((NONE, ROOT, depth));
+        let first = self.nodes[node as usize].0;
+        self.edges.push((b, child, first));
+        self.nodes[node as usize].0 = (self.edges.len() - 1) as u32;
+        child
+    }
+
+    /// Failure links, breadth first: a node's link is the longest proper suffix of its
+    /// string that is also a prefix.
+    fn link(&mut self) {
+        let mut queue = std::collections::VecDeque::from([ROOT]);
+        while let Some(node) = queue.pop_front() {
+            let mut e = self.nodes[node as usize].0;
+            while e != NONE {
+                let (b, child, next) = self.edges[e as usize];
+                let fail = if node == ROOT {
+                    ROOT
+                } else {
+                    let mut f = self.nodes[node as usize].1;
+                    loop {
+                        if let Some(c) = self.child(f, b) {
+                            break c;
+                        }
+                        if f == ROOT {
+                            break ROOT;
+                        }
+                        f = self.nodes[f as usize].1;
+                    }
+                };
+                self.nodes[child as usize].1 = fail;
+                queue.push_back(child);
+                e = next;
+            }
+        }
+    }
+
+    /// The state after `b`: the longest suffix so far that is a prefix of a pattern.
+    fn step(&self, mut state: u32, b: u8) -> u32 {
+        loop {
+            if let Some(c) = self.child(state, b) {
+                return c;
+            }
+            if state == ROOT {
+                return ROOT;
+            }
+            state = self.nodes[state as usize].1;
+        }
+    }
+
+    fn feed(&self, bytes: &[u8]) -> u32 {
+        bytes.iter().fold(ROOT, |s, &b| self.step(s, b))
+    }
+
+    /// Whether the node stands for a proper prefix (something can follow it).
+    fn open(&self, node: u32) -> bool {
+        self.nodes[node as usize].0 != NONE
+    }
+
+    /// The length of the longest tail, ending in `state`, that is a proper prefix.
+    fn proper_tail(&self, mut state: u32) -> usize {
+        while state != ROOT && !self.open(state) {
+            state = self.nodes[state as usize].1;
+        }
+        self.nodes[state as usize].2 as usize
+    }
+
+    /// Whether `bytes` as a whole is a proper prefix of a pattern.
+    fn is_proper_prefix(&self, bytes: &[u8]) -> bool {
+        let mut node = ROOT;
+        for &b in bytes {
+            match self.child(node, b) {
+                Some(c) => node = c,
+                None => return false,
+            }
+        }
+        node != ROOT && self.open(node)
+    }
 }
 
 /// The patterns that stand for `secret` in output.
@@ -43,10 +175,18 @@ pub fn patterns_for(secret: &str) -> Vec<String> {
     let json = serde_json::to_string(secret).unwrap_or_default();
     out.push(json[1..json.len() - 1].to_string());
     out.push(url_encode(secret));
+    out.push(url_encode(secret).to_lowercase_escapes());
     let bytes = secret.as_bytes();
     for engine in [&STANDARD, &URL_SAFE] {
         out.push(engine.encode(bytes));
     }
+    // What `base64` prints for the value: wrapped at 76 columns.
+    out.push(wrap(&STANDARD.encode(bytes), 76));
+    // Hex, as `xxd -p` prints it (wrapped at 60 columns) and unwrapped, both cases.
+    let hex = crate::crypto::hex(bytes);
+    out.push(wrap(&hex, 60));
+    out.push(hex.to_uppercase());
+    out.push(hex);
     for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
         out.extend(base64_cores(engine, bytes));
     }
@@ -68,6 +208,42 @@ fn base64_cores(engine: &impl Engine, secret: &[u8]) -> Vec<String> {
             (last > first + MIN_PATTERN_LEN).then(|| enc[first..last].to_string())
         })
         .collect()
+}
+
+/// `s` with a newline after every `width` characters (the last line unterminated).
+fn wrap(s: &str, width: usize) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / width);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && i % width == 0 {
+            out.push('\n');
+        }
+        out.push(c);
+    }
+    out
+}
+
+trait LowercaseEscapes {
+    /// `%2F` as `%2f`: the same URL encoding with lowercase hex digits.
+    fn to_lowercase_escapes(&self) -> String;
+}
+
+impl LowercaseEscapes for String {
+    fn to_lowercase_escapes(&self) -> String {
+        let mut out = String::with_capacity(self.len());
+        let mut escape = 0;
+        for c in self.chars() {
+            if c == '%' {
+                escape = 2;
+                out.push(c);
+            } else if escape > 0 {
+                escape -= 1;
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
@@ -92,24 +268,22 @@ impl Redactor {
             .collect();
         patterns.sort();
         patterns.dedup();
-        let max_len = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
-        let mut prefixes = HashSet::new();
-        for p in &patterns {
-            for k in 1..p.len() {
-                prefixes.insert(p.as_bytes()[..k].to_vec());
-            }
-        }
         let ac = (!patterns.is_empty()).then(|| {
-            AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(&patterns)
-                .expect("patterns build")
+            Arc::new(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    // Not a DFA: its build is far from linear for long patterns (seconds
+                    // for one 2 KiB secret), and an NFA scans output fast enough.
+                    .kind(Some(AhoCorasickKind::ContiguousNFA))
+                    .build(&patterns)
+                    .expect("patterns build"),
+            )
         });
         Redactor {
             ac,
-            prefixes,
-            max_len,
+            prefixes: Arc::new(Prefixes::new(&patterns)),
             held: Vec::new(),
+            state: ROOT,
         }
     }
 
@@ -123,6 +297,9 @@ impl Redactor {
             return input.to_string();
         }
         self.held.extend_from_slice(input.as_bytes());
+        self.state = input
+            .bytes()
+            .fold(self.state, |st, b| self.prefixes.step(st, b));
         let hold_from = self.hold_from();
         let out = self.redact_prefix(hold_from);
         String::from_utf8(out).expect("cuts fall on character boundaries")
@@ -149,11 +326,7 @@ impl Redactor {
     /// The smallest position from which the held bytes are a proper prefix of a pattern
     /// (and so may still become a match); `held.len()` when there is none.
     fn hold_from(&self) -> usize {
-        let len = self.held.len();
-        let start = len.saturating_sub(self.max_len.saturating_sub(1));
-        (start..len)
-            .find(|&p| self.prefixes.contains(&self.held[p..]))
-            .unwrap_or(len)
+        self.held.len() - self.prefixes.proper_tail(self.state)
     }
 
     /// Emits `held[..upto]` with matches that start before `upto` replaced, and keeps the
@@ -174,9 +347,11 @@ impl Redactor {
         let cut = upto.max(last);
         out.extend_from_slice(&self.held[last..cut]);
         self.held.drain(..cut);
+        // The automaton again from what is left (at most a pattern's length).
+        self.state = self.prefixes.feed(&self.held);
         // What remains could still hold a match at its start only if it is a prefix;
         // anything before such a prefix was emitted above.
-        if !self.held.is_empty() && !self.prefixes.contains(&self.held[..]) {
+        if !self.held.is_empty() && !self.prefixes.is_proper_prefix(&self.held) {
             let again = self.hold_from();
             let more = self.redact_prefix(again);
             out.extend(more);
@@ -298,5 +473,39 @@ mod tests {
         assert_eq!(r.push("secret!\n"), "[REDACTED]!\n");
         assert_eq!(r.push("tops"), "");
         assert_eq!(r.finish(), "tops");
+    }
+
+    /// Issue 12, item 8: the encodings a shell makes of a secret without trying.
+    #[test]
+    fn lowercase_url_wrapped_base64_and_hex_forms_are_caught() {
+        let secret = "p@ss/w0rd+with spaces and more than fifty-seven bytes of secret";
+        let lower_url = url_encode(secret).to_lowercase_escapes();
+        assert_ne!(lower_url, url_encode(secret));
+        let wrapped = wrap(&STANDARD.encode(secret), 76);
+        assert!(wrapped.contains('\n'));
+        let hex = crate::crypto::hex(secret.as_bytes());
+        let xxd = wrap(&hex, 60);
+        for form in [lower_url, wrapped, hex.clone(), hex.to_uppercase(), xxd] {
+            let out = whole(&[secret], &format!("before\n{form}\nafter"));
+            assert_eq!(out, "before\n[REDACTED]\nafter", "{form:?}");
+        }
+    }
+
+    /// Issue 12, item 9: a 32 KiB secret builds in linear memory and redacts a stream.
+    #[test]
+    fn a_large_secret_is_handled_in_linear_memory() {
+        let secret: String = (0..32 * 1024)
+            .map(|i| (b'a' + (i * 7 % 26) as u8) as char)
+            .collect();
+        let r = Redactor::new(&[&secret]);
+        let total: usize = patterns_for(&secret).iter().map(|p| p.len()).sum();
+        assert!(r.prefixes.nodes.len() <= total + 1);
+        let input = format!("head {secret} tail");
+        let parts: Vec<&str> = input
+            .as_bytes()
+            .chunks(1000)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        assert_eq!(pieces(&r, &parts), "head [REDACTED] tail");
     }
 }

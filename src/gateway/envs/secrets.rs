@@ -11,14 +11,14 @@ use crate::protocol::{SecretScope, SecretValue};
 use crate::secrets::redact::MIN_SECRET_LEN;
 use crate::store::SecretChange;
 
-/// Seals the secrets of a request; returns the changes and warnings for short values.
+/// Seals the secrets of a request. A value too short to be redacted from output is refused:
+/// it could not be kept out of logs and streams.
 pub fn seal_secrets(
     app: &App,
     env_id: &str,
     input: BTreeMap<String, Option<SecretInput>>,
-) -> ApiResult<(BTreeMap<String, SecretChange>, Vec<String>)> {
+) -> ApiResult<BTreeMap<String, SecretChange>> {
     let mut changes = BTreeMap::new();
-    let mut warnings = Vec::new();
     for (k, v) in input {
         if !valid_key(&k) {
             return Err(ApiError::validation(format!(
@@ -41,14 +41,15 @@ pub fn seal_secrets(
             )));
         }
         if value.len() < MIN_SECRET_LEN {
-            warnings.push(format!(
-                "secret {k} is shorter than {MIN_SECRET_LEN} characters and cannot be redacted from output"
-            ));
+            return Err(ApiError::validation(format!(
+                "secret {k} is shorter than {MIN_SECRET_LEN} characters, so it could not be \
+                 redacted from output; use a longer value (or a plain variable if it is not secret)"
+            )));
         }
         let sealed = app.keyring.seal(value.as_bytes(), &secret_aad(env_id, &k));
         changes.insert(k, SecretChange::Set { scope, sealed });
     }
-    Ok((changes, warnings))
+    Ok(changes)
 }
 
 /// Binds a sealed value to its environment and name, so it cannot be moved to another.

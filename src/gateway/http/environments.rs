@@ -18,11 +18,7 @@ use crate::protocol::api::{
 use crate::protocol::events::Event;
 use crate::store::EnvironmentRecord;
 
-async fn env_view(
-    app: &App,
-    e: &EnvironmentRecord,
-    warnings: Vec<String>,
-) -> ApiResult<EnvironmentView> {
+async fn env_view(app: &App, e: &EnvironmentRecord) -> ApiResult<EnvironmentView> {
     let vars = app.store.environment_vars(e.id.clone()).await?;
     let secrets = app
         .store
@@ -69,7 +65,6 @@ async fn env_view(
         local_path: e.local_path.clone(),
         container_image: e.container_image.clone(),
         default_executor: e.default_executor,
-        warnings: Some(warnings).filter(|w| !w.is_empty()),
     })
 }
 
@@ -105,8 +100,7 @@ pub async fn create(
     input::apply(&mut env, &mut req)?;
     let vars = req.vars.take().unwrap_or_default();
     input::check_vars(&vars)?;
-    let (secrets, warnings) =
-        envs::seal_secrets(&app, &env.id, req.secrets.take().unwrap_or_default())?;
+    let secrets = envs::seal_secrets(&app, &env.id, req.secrets.take().unwrap_or_default())?;
     if !app
         .store
         .insert_environment(env.clone(), vars, secrets)
@@ -116,16 +110,13 @@ pub async fn create(
     }
     tracing::info!(environment = %env.id, name = %env.name, "environment created");
     changed(&app, &env.id, None);
-    Ok((
-        StatusCode::CREATED,
-        Json(env_view(&app, &env, warnings).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(env_view(&app, &env).await?)))
 }
 
 pub async fn list(State(app): State<App>) -> ApiResult<Json<EnvironmentList>> {
     let mut environments = Vec::new();
     for e in app.store.list_environments().await? {
-        environments.push(env_view(&app, &e, vec![]).await?);
+        environments.push(env_view(&app, &e).await?);
     }
     Ok(Json(EnvironmentList { environments }))
 }
@@ -135,7 +126,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<EnvironmentView>> {
     let e = load_env(&app, &id).await?;
-    Ok(Json(env_view(&app, &e, vec![]).await?))
+    Ok(Json(env_view(&app, &e).await?))
 }
 
 pub async fn update(
@@ -150,8 +141,7 @@ pub async fn update(
     if let Some(v) = &vars {
         input::check_vars(v)?;
     }
-    let (secrets, warnings) =
-        envs::seal_secrets(&app, &env.id, req.secrets.take().unwrap_or_default())?;
+    let secrets = envs::seal_secrets(&app, &env.id, req.secrets.take().unwrap_or_default())?;
     if !app
         .store
         .update_environment(env.clone(), vars, secrets)
@@ -161,7 +151,7 @@ pub async fn update(
     }
     let env = load_env(&app, &env.id).await?;
     changed(&app, &env.id, None);
-    Ok(Json(env_view(&app, &env, warnings).await?))
+    Ok(Json(env_view(&app, &env).await?))
 }
 
 pub async fn delete(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {

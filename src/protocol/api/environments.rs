@@ -156,9 +156,6 @@ pub struct EnvironmentView {
     pub container_image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_executor: Option<ExecutorKind>,
-    /// Create and update: secrets too short to redact.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub warnings: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
