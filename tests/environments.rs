@@ -1107,3 +1107,73 @@ async fn a_working_dir_that_links_out_of_the_environment_fails_prepare() {
     assert_eq!(b["step"], "workdir", "{b}");
     assert!(b["lastError"].as_str().unwrap().contains("outside"), "{b}");
 }
+
+/// An HTTP server that asks for Basic credentials and records the ones it gets (then says
+/// the repository does not exist): enough of the smart-HTTP exchange to see what git sends.
+async fn auth_recording_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/private/repo.git", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let auth = req
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("Authorization: ")
+                            .or_else(|| l.strip_prefix("authorization: "))
+                    })
+                    .map(str::to_string);
+                let reply = match auth {
+                    None => "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    Some(a) => {
+                        log.lock().unwrap().push(a);
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    }
+                };
+                let _ = sock.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// Issue 12, item 16: the GIT_TOKEN secret is for https servers that ask for credentials;
+/// a plain-http server that asks gets nothing, the prepare fails clearly, and the token is
+/// shown nowhere.
+#[tokio::test]
+async fn a_git_token_is_never_sent_in_clear_text() {
+    let s = setup().await;
+    let (url, seen) = auth_recording_server().await;
+    let token = "tok-private-repo-4242";
+    let (code, env) =
+        s.gw.post(
+            "/api/environments",
+            json!({"name": "private", "type": "git", "repoUrl": url,
+                   "secrets": {"GIT_TOKEN": {"value": token, "scope": "setup"}}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{env}");
+    let env_id = env["id"].as_str().unwrap();
+    s.gw.post(
+        &format!("/api/environments/{env_id}/bindings"),
+        json!({"nodeId": s.node_id}),
+    )
+    .await;
+    let b = wait_binding(&s.gw, env_id, "error").await;
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    assert_eq!(b["step"], "clone", "{b}");
+    let binding = b["id"].as_str().unwrap();
+    let shown = format!("{b} {}", logs(&s.gw, env_id, binding).await);
+    assert!(!shown.contains(token), "{shown}");
+}

@@ -206,6 +206,30 @@ fn resolve_dir(rt: &Runtime, p: &PrepareEnvironment) -> Result<PathBuf, StepErro
     Ok(dir)
 }
 
+/// Credentials for an https repository: the `GIT_TOKEN` secret as the password, with
+/// `GIT_USERNAME` (a variable or a secret) or `x-access-token` (what GitHub and most hosts
+/// accept with a token) as the user name. Never over plain http (git refuses to send
+/// credentials in clear text, and so do we).
+fn http_auth(p: &PrepareEnvironment, url: &str) -> Option<super::git::HttpAuth> {
+    if !url.to_ascii_lowercase().starts_with("https://") {
+        return None;
+    }
+    let secret = |name: &str| {
+        p.secrets
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.value.clone())
+    };
+    let password = secret("GIT_TOKEN")?;
+    let username = p
+        .vars
+        .get("GIT_USERNAME")
+        .cloned()
+        .or_else(|| secret("GIT_USERNAME"))
+        .unwrap_or_else(|| "x-access-token".to_string());
+    Some(super::git::HttpAuth { username, password })
+}
+
 /// Step 2: clone or fetch a repository (returns its commit), or create a manual directory.
 async fn materialize(
     p: &PrepareEnvironment,
@@ -236,14 +260,18 @@ async fn materialize(
         ));
         let interrupt = Arc::new(AtomicBool::new(false));
         let (d, i) = (dir.to_path_buf(), interrupt.clone());
+        let auth = http_auth(p, &url);
+        if auth.is_some() {
+            log("using the GIT_TOKEN secret if the server asks for credentials\n");
+        }
         let job = tokio::task::spawn_blocking(move || {
             if existing {
-                super::git::update_repo(&d, &url, branch.as_deref(), &i)
+                super::git::update_repo(&d, &url, branch.as_deref(), auth, &i)
             } else {
                 if let Some(parent) = d.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
-                super::git::clone_repo(&url, branch.as_deref(), &d, &i)
+                super::git::clone_repo(&url, branch.as_deref(), &d, auth, &i)
             }
         });
         let outcome = tokio::select! {

@@ -17,17 +17,53 @@ use gix::progress::Discard;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 use gix::remote::Direction;
 
+/// Credentials for an https repository (from the environment's `GIT_TOKEN` secret), given to
+/// git when the server asks for them; never part of the URL or the repository's config.
+#[derive(Clone)]
+pub struct HttpAuth {
+    pub username: String,
+    pub password: String,
+}
+
+/// The credential callback gix calls when the server asks (HTTP 401).
+fn answer_with(
+    auth: HttpAuth,
+) -> impl FnMut(
+    gix::credentials::helper::Action,
+) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
+    move |action| match action {
+        gix::credentials::helper::Action::Get(ctx) => {
+            Ok(Some(gix::credentials::protocol::Outcome {
+                identity: gix::sec::identity::Account {
+                    username: auth.username.clone(),
+                    password: auth.password.clone(),
+                    oauth_refresh_token: None,
+                },
+                next: ctx.into(),
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Clone `url` into `dest` (must be absent or empty) and check out `branch`, or the remote's default
 /// branch (`HEAD`) when `None`. Returns the hex id of the checked-out commit.
 pub fn clone_repo(
     url: &str,
     branch: Option<&str>,
     dest: &Path,
+    auth: Option<HttpAuth>,
     interrupt: &AtomicBool,
 ) -> Result<String> {
     let dest_existed = dest.exists(); // before prepare_clone(), which creates it
     let mut prepare = gix::prepare_clone(url, dest)
         .with_context(|| format!("cannot prepare clone of {url} into {}", dest.display()))?;
+    if let Some(auth) = auth {
+        prepare = prepare.configure_connection(move |conn| {
+            conn.set_credentials(answer_with(auth.clone()));
+            Ok(())
+        });
+    }
     if let Some(branch) = branch {
         prepare = prepare
             .with_ref_name(Some(branch))
@@ -79,6 +115,7 @@ pub fn update_repo(
     dest: &Path,
     url: &str,
     branch: Option<&str>,
+    auth: Option<HttpAuth>,
     interrupt: &AtomicBool,
 ) -> Result<String> {
     let current;
@@ -102,7 +139,7 @@ pub fn update_repo(
         .with_context(|| format!("{} is a bare repository", dest.display()))?;
 
     // 1. fetch `refs/heads/<branch>` into `refs/remotes/origin/<branch>`.
-    let remote_id = fetch_branch(&repo, url, branch, interrupt)?;
+    let remote_id = fetch_branch(&repo, url, branch, auth, interrupt)?;
     if interrupt.load(Ordering::Relaxed) {
         bail!("update of {} was interrupted", dest.display());
     }
@@ -130,6 +167,7 @@ fn fetch_branch(
     repo: &gix::Repository,
     url: &str,
     branch: &str,
+    auth: Option<HttpAuth>,
     interrupt: &AtomicBool,
 ) -> Result<gix::ObjectId> {
     let tracking = format!("refs/remotes/origin/{branch}");
@@ -142,9 +180,13 @@ fn fetch_branch(
         )
         .with_context(|| format!("invalid branch name {branch:?}"))?
         .with_fetch_tags(gix::remote::fetch::Tags::None);
-    let prepare = remote
+    let mut conn = remote
         .connect(Direction::Fetch)
-        .map_err(|e| anyhow!("repository not reachable: {url}: {}", chain(&e)))?
+        .map_err(|e| anyhow!("repository not reachable: {url}: {}", chain(&e)))?;
+    if let Some(auth) = auth {
+        conn.set_credentials(answer_with(auth));
+    }
+    let prepare = conn
         .prepare_fetch(Discard, Default::default())
         .map_err(|e| anyhow!("repository not reachable: {url}: {}", chain(&e)))?;
     if prepare.ref_map().mappings.is_empty() {

@@ -178,8 +178,9 @@ fn check_no_credentials(url: &str) -> ApiResult<()> {
     if userinfo.contains(':') || web {
         return Err(ApiError::validation(
             "repoUrl must not contain credentials (user:token@): they would be stored and shown \
-             in plain text. Use the plain URL and give the node access instead: an ssh:// URL \
-             with the node's key, or a git credential helper configured on the node",
+             in plain text. Use the plain URL and put the token in a secret named GIT_TOKEN \
+             (and the user in GIT_USERNAME if the host needs one), or give the node access \
+             (an ssh:// URL with its key, or a git credential helper on the node)",
         ));
     }
     Ok(())
