@@ -610,7 +610,17 @@ async fn a_malformed_provider_stream_ends_the_step_with_an_error() {
     assert_eq!(t["state"], "error", "{t}");
     assert!(t["error"].as_str().unwrap().contains("malformed"), "{t}");
     let chunks = a.chunks(&id).await;
-    assert!(types(&chunks).contains(&"error"), "{chunks:?}");
+    let ty = types(&chunks);
+    // One error, and the text part the broken stream had opened is closed.
+    assert_eq!(ty.iter().filter(|t| **t == "error").count(), 1, "{ty:?}");
+    assert_eq!(
+        ty.iter().filter(|t| **t == "text-start").count(),
+        ty.iter().filter(|t| **t == "text-end").count(),
+        "{ty:?}"
+    );
+    let text_end = ty.iter().position(|t| *t == "text-end").unwrap();
+    let error = ty.iter().position(|t| *t == "error").unwrap();
+    assert!(text_end < error, "{ty:?}");
     a.conformance(&id);
 }
 

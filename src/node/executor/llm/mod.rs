@@ -192,10 +192,8 @@ impl<'r, 'a> Agent<'r, 'a> {
         };
         match streamed {
             Ok(answer) => ControlFlow::Continue(answer),
+            // The runtime reports a failed run's error (once, for every executor).
             Err(e) => {
-                run.emit.chunk(UiChunk::Error {
-                    error_text: e.clone(),
-                });
                 run.emit.chunk(UiChunk::FinishStep);
                 ControlFlow::Break(RunOutcome::Failed(e))
             }

@@ -155,18 +155,24 @@ impl<'r, 'a> StepAssembler<'r, 'a> {
         }
     }
 
-    /// Closes open parts; a stream that never said it finished is an error.
-    fn finish(mut self) -> Result<Step, String> {
-        if self.reasoning_open {
+    /// Ends the text and reasoning parts still open (also when the stream broke off, so the
+    /// UI never shows a part that never ends).
+    fn close_parts(&mut self) {
+        if std::mem::take(&mut self.reasoning_open) {
             self.run.emit.chunk(UiChunk::ReasoningEnd {
                 id: self.reasoning_id.into(),
             });
         }
-        if self.text_open {
+        if std::mem::take(&mut self.text_open) {
             self.run.emit.chunk(UiChunk::TextEnd {
                 id: self.text_id.into(),
             });
         }
+    }
+
+    /// Closes open parts; a stream that never said it finished is an error.
+    fn finish(mut self) -> Result<Step, String> {
+        self.close_parts();
         if !self.finished {
             return Err("the model stream ended before the response was complete".into());
         }
@@ -206,6 +212,22 @@ pub(super) async fn read_stream(
     // The parser decodes whole lines, so a character split between reads stays whole.
     let mut decoder = SseParser::default();
     let mut step = StepAssembler::new(run, text_id, reasoning_id);
+    match read_events(wire, &mut body, &mut decoder, &mut step).await {
+        Ok(()) => step.finish(),
+        Err(e) => {
+            step.close_parts();
+            Err(e)
+        }
+    }
+}
+
+/// Feeds the stream's events to the step until the stream ends.
+async fn read_events(
+    wire: &dyn WireApi,
+    body: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    decoder: &mut SseParser,
+    step: &mut StepAssembler<'_, '_>,
+) -> Result<(), String> {
     while let Some(part) = body.next().await {
         let bytes = part.map_err(|e| format!("model stream broke off: {e}"))?;
         for ev in decoder.push_bytes(&bytes).map_err(|e| e.to_string())? {
@@ -215,10 +237,10 @@ pub(super) async fn read_stream(
             }
             let v: Value = serde_json::from_str(&ev.data)
                 .map_err(|e| format!("malformed chunk in the model stream: {e}"))?;
-            wire.on_event(&mut step, &v)?;
+            wire.on_event(step, &v)?;
         }
     }
-    step.finish()
+    Ok(())
 }
 
 #[cfg(test)]
