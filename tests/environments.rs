@@ -1177,3 +1177,35 @@ async fn a_git_token_is_never_sent_in_clear_text() {
     let shown = format!("{b} {}", logs(&s.gw, env_id, binding).await);
     assert!(!shown.contains(token), "{shown}");
 }
+
+/// A node killed in the middle of a prepare and started again prepares the binding again,
+/// instead of leaving it `preparing` for ever.
+#[tokio::test]
+async fn a_prepare_lost_with_a_node_restart_runs_again() {
+    let mut s = setup().await;
+    let work = TempDir::new("mark");
+    let mark = work.join("first-run");
+    // The first run hangs (the node is killed during it); the second one passes.
+    let script = format!(
+        "if [ ! -e {m} ]; then touch {m}; sleep 60; fi\necho prepared",
+        m = mark.display()
+    );
+    let (_, env) =
+        s.gw.post(
+            "/api/environments",
+            json!({"name": "restarts", "type": "manual", "setupScript": script}),
+        )
+        .await;
+    let env_id = env["id"].as_str().unwrap();
+    s.gw.post(
+        &format!("/api/environments/{env_id}/bindings"),
+        json!({"nodeId": s.node_id}),
+    )
+    .await;
+    wait_until("setup running", T, || async { mark.exists() }).await;
+    s._node.kill9();
+    s._node = start_node(&s.gw.url, None, s.ndir.path(), "worker");
+    let b = wait_binding(&s.gw, env_id, "ready").await;
+    let binding = b["id"].as_str().unwrap();
+    assert!(logs(&s.gw, env_id, binding).await.contains("prepared"));
+}

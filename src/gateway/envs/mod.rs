@@ -10,6 +10,6 @@ mod prepare;
 mod secrets;
 mod validate;
 
-pub use prepare::{apply_state, binding_phase, on_node_connected, send_prepare};
+pub use prepare::{apply_state, binding_phase, on_node_connected, prepare_lost, send_prepare};
 pub use secrets::{seal_secrets, unseal_secrets};
 pub use validate::{validate, Validations};

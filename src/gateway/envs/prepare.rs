@@ -169,3 +169,21 @@ pub async fn on_node_connected(app: &App, node_id: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// After a node's binding sync: prepares again the bindings it was preparing and no longer
+/// knows (it restarted mid-prepare). Those still `queued` are sent by [`on_node_connected`].
+pub async fn prepare_lost(app: &App, node_id: &str, known: &[String]) -> anyhow::Result<()> {
+    for b in app.store.bindings_of_node(node_id.to_string()).await? {
+        let lost = b.status == BindingStatus::Preparing
+            && b.step.as_deref() != Some("queued")
+            && !known.contains(&b.id);
+        if !lost {
+            continue;
+        }
+        tracing::warn!(binding = %b.id, step = ?b.step, "the node lost this prepare (it restarted); preparing again");
+        if let Some(env) = app.store.environment(b.environment_id.clone()).await? {
+            send_prepare(app, &env, &b, false).await?;
+        }
+    }
+    Ok(())
+}

@@ -109,12 +109,20 @@ async fn heartbeat(app: &App, node_id: &str, conn_id: u64, status: NodeStatus) {
 
 /// Applies every state; one the gateway cannot take (its environment was deleted, say) must
 /// not keep the others from being recorded.
+///
+/// A node lists every binding it knows when it connects. One the gateway has as preparing
+/// (past `queued`) that the node does not list was lost with a node restart mid-prepare: it is
+/// prepared again instead of staying `preparing` for ever.
 async fn sync_bindings(app: &App, node_id: &str, bindings: Vec<BindingState>) {
+    let known: Vec<String> = bindings.iter().map(|b| b.binding_id.clone()).collect();
     for state in bindings {
         let id = state.binding_id.clone();
         if let Some(Frame::Error(e)) = env_result(envs::apply_state(app, node_id, state).await) {
             tracing::warn!(binding = %id, message = %e.message, "ignored a synced binding state");
         }
+    }
+    if let Err(e) = envs::prepare_lost(app, node_id, &known).await {
+        tracing::error!(error = format!("{e:#}"), "preparing lost bindings again");
     }
 }
 
