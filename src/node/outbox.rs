@@ -116,7 +116,7 @@ impl Outbox {
         let log_len = log.metadata()?.len();
         // A log left by an earlier process of this node: continue its numbering.
         let next_seq = if log_len > 0 {
-            read_spilled(log_path, 0, 0, usize::MAX)?
+            read_spilled(log_path, 0, 0, u64::MAX, usize::MAX)?
                 .0
                 .last()
                 .map(|(s, _)| s + 1)
@@ -220,6 +220,18 @@ impl Outbox {
             .collect()
     }
 
+    /// A log write failed after `written` of its bytes: the rest goes back in front of the
+    /// task's pending bytes, to be tried again; its frames are not sent until then (spilled
+    /// ones exist nowhere else).
+    pub fn log_write_failed(&mut self, w: LogWrite, written: usize) {
+        if let Some(q) = self.tasks.get_mut(&w.task_id) {
+            let mut rest = w.bytes;
+            rest.drain(..written);
+            rest.extend_from_slice(&q.pending);
+            q.pending = rest;
+        }
+    }
+
     /// The log writes up to `upto_seq` of a task are on disk: those frames may be sent.
     pub fn logs_written(&mut self, task_id: &str, upto_seq: u64) {
         if let Some(q) = self.tasks.get_mut(task_id) {
@@ -303,9 +315,19 @@ pub struct LogWrite {
 }
 
 impl LogWrite {
-    /// Appends the bytes to the log (blocking).
-    pub fn write(&self) -> std::io::Result<()> {
-        (&*self.file).write_all(&self.bytes)
+    /// Appends the bytes to the log (blocking). On an error, returns how many were written
+    /// with it: the rest goes back to the task with [`Outbox::log_write_failed`].
+    pub fn write(&self) -> Result<(), (usize, std::io::Error)> {
+        let mut done = 0;
+        while done < self.bytes.len() {
+            match (&*self.file).write(&self.bytes[done..]) {
+                Ok(0) => return Err((done, std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err((done, e)),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -323,26 +345,40 @@ impl SpillRead {
     /// Reads the next batch (blocking); returns the frames and whether more remain. The
     /// cursor remembers where to continue.
     pub fn read(&self, cursor: &mut SendCursor) -> std::io::Result<(Vec<Frame>, bool)> {
-        let (frames, end) = read_spilled(&self.path, self.offset, self.min_seq, SPILL_BATCH)?;
+        // Stops before the first frame past `last_seq`: the log writer may have written more
+        // since, and the cursor must not move past frames it did not hand out.
+        let (frames, end) = read_spilled(
+            &self.path,
+            self.offset,
+            self.min_seq,
+            self.last_seq,
+            SPILL_BATCH,
+        )?;
         let entry = cursor
             .sent
             .entry(self.task_id.clone())
             .or_insert((u64::MAX, 0));
+        let progressed = !frames.is_empty() || end > self.offset;
         let mut out = Vec::with_capacity(frames.len());
-        for (seq, frame) in frames.into_iter().filter(|(s, _)| *s <= self.last_seq) {
+        for (seq, frame) in frames {
             out.push(frame);
             entry.0 = seq;
         }
         entry.1 = end;
-        Ok((out, entry.0 == u64::MAX || entry.0 < self.last_seq))
+        // More only when this read got somewhere: otherwise the next log write says so.
+        let behind = entry.0 == u64::MAX || entry.0 < self.last_seq;
+        Ok((out, progressed && behind))
     }
 }
 
-/// Reads up to `limit` frames with `seq >= min_seq` from a session log starting at `offset`.
+/// Reads up to `limit` frames with `min_seq <= seq <= max_seq` from a session log starting at
+/// `offset`; returns them and the offset to continue from (the start of the first line not
+/// read).
 fn read_spilled(
     path: &Path,
     offset: u64,
     min_seq: u64,
+    max_seq: u64,
     limit: usize,
 ) -> std::io::Result<(Vec<(u64, Frame)>, u64)> {
     let mut f = File::open(path)?;
@@ -357,11 +393,15 @@ fn read_spilled(
         if n == 0 || !line.ends_with('\n') {
             break;
         }
-        pos += n as u64;
         // Other lines (the agent's conversation) are not frames.
         let Ok(parsed) = serde_json::from_str::<LogLine>(&line) else {
+            pos += n as u64;
             continue;
         };
+        if parsed.seq > max_seq {
+            break;
+        }
+        pos += n as u64;
         if parsed.seq >= min_seq {
             out.push((parsed.seq, parsed.frame));
         }
@@ -396,7 +436,7 @@ mod tests {
     /// What the log writer does: writes the pending bytes and reports them written.
     fn write_logs(ob: &mut Outbox) {
         for w in ob.take_log_writes() {
-            w.write().unwrap();
+            w.write().map_err(|(_, e)| e).unwrap();
             ob.logs_written(&w.task_id, w.upto_seq);
         }
     }
@@ -464,6 +504,39 @@ mod tests {
             .lines()
             .count();
         assert_eq!(lines, 5002);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A spilled read must not move past frames written to the log after `unsent()` took
+    /// its snapshot (the log writer runs meanwhile): they are sent on the next round.
+    #[test]
+    fn a_spilled_read_never_skips_frames_written_meanwhile() {
+        let dir =
+            std::env::temp_dir().join(format!("viber-outbox-{}", crate::crypto::random_u64()));
+        let mut ob = Outbox::new(10);
+        ob.open("t", &dir.join("t.jsonl")).unwrap();
+        for _ in 0..50 {
+            ob.push("t", false, |s| chunk("t", s)).unwrap();
+        }
+        write_logs(&mut ob);
+        let mut cur = SendCursor::default();
+        let (mut got, reads) = ob.unsent(&mut cur);
+        // The writer puts 20 more lines on disk before the read, not yet reported written.
+        for _ in 0..20 {
+            ob.push("t", false, |s| chunk("t", s)).unwrap();
+        }
+        let pending = ob.take_log_writes();
+        for w in &pending {
+            w.write().map_err(|(_, e)| e).unwrap();
+        }
+        for r in reads {
+            got.extend(r.read(&mut cur).unwrap().0);
+        }
+        assert_eq!(seqs(&got), (0..50).collect::<Vec<_>>());
+        for w in &pending {
+            ob.logs_written(&w.task_id, w.upto_seq);
+        }
+        assert_eq!(drain(&mut ob, &mut cur), (50..70).collect::<Vec<_>>());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -19,6 +19,7 @@ mod task;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -400,6 +401,8 @@ impl Runtime {
 /// Wakes the session-log thread when lines are queued.
 #[derive(Default)]
 struct LogWriter {
+    /// Failed writes in a row (for logging).
+    failures: std::sync::atomic::AtomicU64,
     queued: Mutex<bool>,
     wake: std::sync::Condvar,
     /// One writer at a time, so each log's lines land in order.
@@ -437,24 +440,35 @@ fn log_writer_thread(inner: std::sync::Weak<Inner>) {
 }
 
 /// Takes the outbox's pending log lines, writes them outside its lock, then lets the frames
-/// they hold be sent. A failed write is logged and the frames go out regardless: the
-/// gateway's copy is the one that counts, the node's log is its fallback.
+/// they hold be sent. A failed write (a full disk) keeps what was not written for the next
+/// round (the log writer wakes at least twice a second) and holds those frames back.
 fn write_logs(inner: &Inner) {
     let _one_writer = lock(&inner.log_writer.writing);
     let writes = lock(&inner.outbox).take_log_writes();
     if writes.is_empty() {
         return;
     }
-    for w in &writes {
-        if let Err(e) = w.write() {
-            tracing::error!(task = %w.task_id, error = %e, "writing session log");
+    let results: Vec<_> = writes.iter().map(|w| w.write()).collect();
+    let mut outbox = lock(&inner.outbox);
+    let mut failed = false;
+    for (w, r) in writes.into_iter().zip(results) {
+        match r {
+            Ok(()) => outbox.logs_written(&w.task_id, w.upto_seq),
+            Err((written, e)) => {
+                let n = inner.log_writer.failures.fetch_add(1, Ordering::Relaxed);
+                if n.is_power_of_two() || n == 0 {
+                    tracing::error!(task = %w.task_id, error = %e, "writing session log; will retry");
+                }
+                outbox.log_write_failed(w, written);
+                failed = true;
+            }
         }
     }
-    let mut outbox = lock(&inner.outbox);
-    for w in &writes {
-        outbox.logs_written(&w.task_id, w.upto_seq);
-    }
     drop(outbox);
+    // What failed is tried again on the next wake-up (at most half a second away).
+    if !failed {
+        inner.log_writer.failures.store(0, Ordering::Relaxed);
+    }
     inner.outbox_changed.notify_one();
 }
 
