@@ -131,9 +131,21 @@ fn arg<'a>(args: &'a Value, name: &str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("missing string argument {name:?}"))
 }
 
-/// What a tool keeps of a long output before redaction.
-fn cap(s: String) -> String {
-    cap_at(s, RAW_CAP)
+/// Ends an output cut at [`RAW_CAP`], before redaction.
+const RAW_CUT: &str = "\n[output truncated before redaction]";
+
+/// What a tool keeps of a long output before redaction (marked, so [`finish`] knows a
+/// secret may have been cut in two at its end).
+fn cap(mut s: String) -> String {
+    if s.len() > RAW_CAP {
+        let mut cut = RAW_CAP;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str(RAW_CUT);
+    }
+    s
 }
 
 fn cap_at(mut s: String, max: usize) -> String {
@@ -150,26 +162,36 @@ fn cap_at(mut s: String, max: usize) -> String {
     s
 }
 
-/// A tool's result as the model and the stream get it: `redact` first, then cut to
-/// [`OUTPUT_CAP`], so a cut never leaves the first part of a secret behind.
+/// A tool's result as the model and the stream get it: redacted first, then cut to
+/// [`OUTPUT_CAP`], so a cut never leaves the first part of a secret behind. `redact` takes
+/// a whole text; `redact_head` a text cut short, whose end may be the start of a secret
+/// (it drops such an end).
 pub fn finish(
     result: Result<Value, String>,
     redact: impl Fn(&str) -> String,
+    redact_head: impl Fn(&str) -> String,
 ) -> Result<Value, String> {
-    fn walk(v: &mut Value, redact: &dyn Fn(&str) -> String) {
+    let one = |s: &str| -> String {
+        let clean = match s.strip_suffix(RAW_CUT) {
+            Some(head) => redact_head(head) + RAW_CUT,
+            None => redact(s),
+        };
+        cap_at(clean, OUTPUT_CAP)
+    };
+    fn walk(v: &mut Value, one: &dyn Fn(&str) -> String) {
         match v {
-            Value::String(s) => *s = cap_at(redact(s), OUTPUT_CAP),
-            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, redact)),
-            Value::Object(m) => m.values_mut().for_each(|x| walk(x, redact)),
+            Value::String(s) => *s = one(s),
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, one)),
+            Value::Object(m) => m.values_mut().for_each(|x| walk(x, one)),
             _ => {}
         }
     }
     match result {
         Ok(mut v) => {
-            walk(&mut v, &redact);
+            walk(&mut v, &one);
             Ok(v)
         }
-        Err(e) => Err(cap_at(redact(&e), OUTPUT_CAP)),
+        Err(e) => Err(one(&e)),
     }
 }
 
@@ -619,7 +641,8 @@ mod tests {
         let secret = "sk-live-0123456789abcdef".to_string();
         let r = crate::secrets::Redactor::new(std::slice::from_ref(&secret));
         let text = format!("{}{secret} and more", "a".repeat(OUTPUT_CAP - 6));
-        let out = finish(Ok(json!({"output": text})), |s| r.redact_str(s)).unwrap();
+        let head = |s: &str| r.clone().push(s);
+        let out = finish(Ok(json!({"output": text})), |s| r.redact_str(s), head).unwrap();
         let out = out["output"].as_str().unwrap();
         assert!(
             !out.contains("sk-liv") && !out.contains("sk-"),
@@ -627,7 +650,14 @@ mod tests {
             &out[OUTPUT_CAP - 20..]
         );
         assert!(out.len() < OUTPUT_CAP + 100);
-        let e = finish(Err(format!("failed: {secret}")), |s| r.redact_str(s)).unwrap_err();
+        let e = finish(Err(format!("failed: {secret}")), |s| r.redact_str(s), head).unwrap_err();
         assert!(!e.contains(&secret), "{e}");
+        // Cut before redaction in the middle of a secret, with the redacted text then short
+        // enough that the final cut does not reach it: no part of the secret survives.
+        let many = format!("{secret}\n").repeat(RAW_CAP / (secret.len() + 1) + 1);
+        let out = finish(Ok(json!(cap(many))), |s| r.redact_str(s), head).unwrap();
+        let out = out.as_str().unwrap();
+        assert!(out.len() < OUTPUT_CAP, "the final cut did not apply");
+        assert!(!out.contains("sk-"), "{}", &out[out.len() - 80..]);
     }
 }

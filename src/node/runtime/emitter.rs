@@ -173,6 +173,15 @@ impl Emitter {
         }
     }
 
+    /// Redacts a text that was cut short: an end that could be the start of a secret is
+    /// dropped with the rest of the cut.
+    pub fn redact_head(&self, s: &str) -> String {
+        match &self.redactor {
+            Some(r) => r.clone().push(s),
+            None => s.to_string(),
+        }
+    }
+
     /// Redacts the task's secrets from every string inside a JSON value.
     pub fn redact_value(&self, v: &mut serde_json::Value) {
         if let Some(r) = &self.redactor {

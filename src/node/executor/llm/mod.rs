@@ -249,9 +249,11 @@ impl<'r, 'a> Agent<'r, 'a> {
                 }
             }
         }
-        let result = tools::finish(tools::run(&call.name, &input, &self.tools).await, |s| {
-            run.emit.redact(s)
-        });
+        let result = tools::finish(
+            tools::run(&call.name, &input, &self.tools).await,
+            |s| run.emit.redact(s),
+            |s| run.emit.redact_head(s),
+        );
         if run.abort.is_cancelled() {
             run.emit.chunk(UiChunk::ToolOutputError {
                 tool_call_id: call.id.clone(),
