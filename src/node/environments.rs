@@ -211,9 +211,17 @@ fn resolve_dir(rt: &Runtime, p: &PrepareEnvironment) -> Result<PathBuf, StepErro
 /// accept with a token) as the user name. Never over plain http (git refuses to send
 /// credentials in clear text, and so do we).
 fn http_auth(p: &PrepareEnvironment, url: &str) -> Option<super::git::HttpAuth> {
-    if !url.to_ascii_lowercase().starts_with("https://") {
-        return None;
-    }
+    // The host as gix reports it to the credential callback: with a port when there is one.
+    let rest = url
+        .get(..8)?
+        .eq_ignore_ascii_case("https://")
+        .then(|| &url[8..])?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority
+        .rsplit('@')
+        .next()
+        .unwrap_or(authority)
+        .to_string();
     let secret = |name: &str| {
         p.secrets
             .iter()
@@ -227,7 +235,11 @@ fn http_auth(p: &PrepareEnvironment, url: &str) -> Option<super::git::HttpAuth> 
         .cloned()
         .or_else(|| secret("GIT_USERNAME"))
         .unwrap_or_else(|| "x-access-token".to_string());
-    Some(super::git::HttpAuth { username, password })
+    Some(super::git::HttpAuth {
+        username,
+        password,
+        host,
+    })
 }
 
 /// Step 2: clone or fetch a repository (returns its commit), or create a manual directory.

@@ -23,6 +23,9 @@ use gix::remote::Direction;
 pub struct HttpAuth {
     pub username: String,
     pub password: String,
+    /// The host they are for (the environment's repository URL): a redirect elsewhere, or to
+    /// plain http, gets nothing.
+    pub host: String,
 }
 
 /// The credential callback gix calls when the server asks (HTTP 401).
@@ -32,7 +35,13 @@ fn answer_with(
     gix::credentials::helper::Action,
 ) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
     move |action| match action {
-        gix::credentials::helper::Action::Get(ctx) => {
+        gix::credentials::helper::Action::Get(ctx)
+            if ctx.protocol.as_deref() == Some("https")
+                && ctx
+                    .host
+                    .as_deref()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(&auth.host)) =>
+        {
             Ok(Some(gix::credentials::protocol::Outcome {
                 identity: gix::sec::identity::Account {
                     username: auth.username.clone(),
@@ -539,4 +548,36 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         src = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+    use gix::credentials::helper::Action;
+    use gix::credentials::protocol::Context;
+
+    /// Review fix (issue 12 item 16): the token answers only its own https host.
+    #[test]
+    fn the_token_answers_only_its_host_over_https() {
+        let mut answer = answer_with(HttpAuth {
+            username: "x-access-token".into(),
+            password: "tok".into(),
+            host: "git.example.com".into(),
+        });
+        let ask = |protocol: &str, host: &str| {
+            Action::Get(Context {
+                protocol: Some(protocol.into()),
+                host: Some(host.into()),
+                ..Default::default()
+            })
+        };
+        let given = answer(ask("https", "git.example.com")).unwrap().unwrap();
+        assert_eq!(given.identity.password, "tok");
+        assert!(answer(ask("https", "GIT.example.com")).unwrap().is_some());
+        assert!(answer(ask("http", "git.example.com")).unwrap().is_none());
+        assert!(answer(ask("https", "evil.example.net")).unwrap().is_none());
+        assert!(answer(ask("https", "git.example.com.evil.net"))
+            .unwrap()
+            .is_none());
+    }
 }
