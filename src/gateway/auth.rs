@@ -202,13 +202,13 @@ pub async fn login(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Body(req): Body<LoginRequest>,
 ) -> ApiResult<Response> {
-    app.limits.login_allowed(peer.ip())?;
+    app.limits.login_attempt(peer.ip())?;
     let token = req.token.trim();
     if token.is_empty() || !app.auth.is_valid(token) {
-        app.limits.login_failed(peer.ip());
         tracing::warn!(%peer, "failed sign-in");
         return Err(ApiError::unauthorized("invalid operator token"));
     }
+    app.limits.login_succeeded(peer.ip());
     let id = crypto::new_token(SESSION_PREFIX);
     let csrf = crypto::new_token("");
     let now = now_ms();

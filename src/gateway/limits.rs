@@ -102,37 +102,44 @@ impl Limits {
         Ok(guard)
     }
 
-    /// Refuses a sign-in from an address with too many recent failures.
-    pub fn login_allowed(&self, addr: IpAddr) -> Result<(), ApiError> {
-        let map = self
-            .login_failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match map.get(&addr) {
-            Some((since, n)) if *n >= LOGIN_FAILURES && since.elapsed() < LOGIN_WINDOW => {
-                Err(ApiError::too_many(format!(
-                    "too many failed sign-ins from this address; try again in {} s",
-                    (LOGIN_WINDOW - since.elapsed()).as_secs() + 1
-                )))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts a failed sign-in from `addr`.
-    pub fn login_failed(&self, addr: IpAddr) {
+    /// Counts a sign-in attempt from `addr` before its token is checked, so parallel guesses
+    /// count too; refuses it when the address already used up its window. A success gives
+    /// the attempt back ([`Limits::login_succeeded`]).
+    pub fn login_attempt(&self, addr: IpAddr) -> Result<(), ApiError> {
         let mut map = self
             .login_failures
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if map.len() >= LOGIN_ADDRESSES {
             map.retain(|_, (since, _)| since.elapsed() < LOGIN_WINDOW);
+            if map.len() >= LOGIN_ADDRESSES {
+                // Too many addresses at once to keep apart: start over rather than grow.
+                map.clear();
+            }
         }
         let e = map.entry(addr).or_insert((Instant::now(), 0));
         if e.0.elapsed() >= LOGIN_WINDOW {
             *e = (Instant::now(), 0);
         }
+        if e.1 >= LOGIN_FAILURES {
+            return Err(ApiError::too_many(format!(
+                "too many failed sign-ins from this address; try again in {} s",
+                (LOGIN_WINDOW.saturating_sub(e.0.elapsed())).as_secs() + 1
+            )));
+        }
         e.1 += 1;
+        Ok(())
+    }
+
+    /// The attempt from `addr` succeeded: it does not count as a failure.
+    pub fn login_succeeded(&self, addr: IpAddr) {
+        let mut map = self
+            .login_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = map.get_mut(&addr) {
+            e.1 = e.1.saturating_sub(1);
+        }
     }
 }
 
@@ -156,5 +163,20 @@ mod tests {
         assert!(l.handshake().is_none());
         drop(first);
         assert!(l.handshake().is_some());
+    }
+
+    /// Parallel guesses count before any of them is checked; a success gives its place back.
+    #[test]
+    fn sign_in_attempts_count_before_they_are_checked() {
+        let l = Limits::new(1);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..LOGIN_FAILURES {
+            l.login_attempt(ip).unwrap();
+        }
+        assert!(l.login_attempt(ip).is_err());
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        l.login_attempt(other).unwrap();
+        l.login_succeeded(other);
+        assert_eq!(l.login_failures.lock().unwrap()[&other].1, 0);
     }
 }

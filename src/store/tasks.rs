@@ -263,7 +263,7 @@ impl Store {
     pub async fn task_output_size(&self, task_id: String) -> anyhow::Result<(u64, u64)> {
         self.read(move |c| {
             c.query_row(
-                "SELECT count(*), coalesce(sum(length(chunk)), 0) FROM task_chunks WHERE task_id = ?1",
+                "SELECT count(*), coalesce(sum(length(CAST(chunk AS BLOB))), 0) FROM task_chunks WHERE task_id = ?1",
                 [task_id],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )

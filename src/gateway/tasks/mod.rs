@@ -237,6 +237,12 @@ impl TaskHub {
         let mut map = self.live_map();
         map.entry(rec.id.clone())
             .or_insert_with(|| {
+                // What it stored before a restart counts toward its node's quota too (and is
+                // given back when it ends, like the rest).
+                if output.1 > 0 {
+                    let node = rec.node_id.clone().unwrap_or_default();
+                    *self.node_bytes().entry(node).or_default() += output.1;
+                }
                 Arc::new(LiveTask {
                     id: rec.id.clone(),
                     node_id: rec.node_id.clone().unwrap_or_default(),
