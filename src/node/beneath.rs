@@ -41,10 +41,18 @@ impl Beneath {
         Ok(File::from(open_in(&self.root, rel, flags, mode)?))
     }
 
+    /// Reads a regular file. Opening does not wait (a FIFO planted in the tree would block a
+    /// reader for good); anything but a regular file is refused.
     pub fn read_to_string(&self, rel: &Path) -> io::Result<String> {
+        let mut f = self.open(rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK, Mode::empty())?;
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file",
+                rel.display()
+            )));
+        }
         let mut s = String::new();
-        self.open(rel, OFlag::O_RDONLY, Mode::empty())?
-            .read_to_string(&mut s)?;
+        f.read_to_string(&mut s)?;
         Ok(s)
     }
 
@@ -189,6 +197,10 @@ mod tests {
         assert_eq!(b.read_to_string(Path::new("ok")).unwrap(), "inside");
         assert!(b.contains(Path::new("sub/inner.txt")));
         assert!(!b.contains(Path::new("leak")));
+
+        nix::unistd::mkfifo(&root.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        let e = b.read_to_string(Path::new("fifo")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
 
         b.write(Path::new("a/b/c.txt"), b"made").unwrap();
         assert_eq!(

@@ -51,12 +51,63 @@ fn long_opt(arg: &str, name: &str) -> bool {
 /// Commands whose purpose is to run another command, and tools whose arguments are
 /// programs: too many ways to run code to list their options.
 const RUNS_OTHERS: &[&str] = &[
-    "env", "xargs", "sudo", "doas", "su", "bash", "sh", "zsh", "dash", "ksh", "fish", "eval",
-    "exec", "command", "builtin", "source", ".", "timeout", "nice", "nohup", "watch", "time",
-    "ssh", "parallel", "setsid", "stdbuf", "strace", "chroot", "unshare", "script", "busybox",
-    "sed", "gsed", "awk", "gawk", "mawk", "nawk", "perl", "python", "python3", "ruby", "node",
-    "deno", "bun", "php", "lua", "tclsh", "tar", "rsync", "vi", "vim", "nvim", "emacs", "less",
-    "more", "man", "git-shell",
+    "env",
+    "xargs",
+    "sudo",
+    "doas",
+    "su",
+    "bash",
+    "sh",
+    "zsh",
+    "dash",
+    "ksh",
+    "fish",
+    "eval",
+    "exec",
+    "command",
+    "builtin",
+    "source",
+    ".",
+    "timeout",
+    "nice",
+    "nohup",
+    "watch",
+    "time",
+    "ssh",
+    "parallel",
+    "setsid",
+    "stdbuf",
+    "strace",
+    "chroot",
+    "unshare",
+    "script",
+    "busybox",
+    "sed",
+    "gsed",
+    "awk",
+    "gawk",
+    "mawk",
+    "nawk",
+    "perl",
+    "python",
+    "python3",
+    "ruby",
+    "node",
+    "deno",
+    "bun",
+    "php",
+    "lua",
+    "tclsh",
+    "tar",
+    "rsync",
+    "vi",
+    "vim",
+    "nvim",
+    "emacs",
+    "less",
+    "more",
+    "man",
+    "git-shell",
 ];
 
 /// Git subcommands that run commands or change what later commands run.
@@ -159,7 +210,9 @@ fn runs_code(argv: &[String]) -> bool {
                 || any(&|a: &str| {
                     // Short options, alone or attached (`-c`, `-calias.x=!cmd`, `-u`, `-x`,
                     // `-O`), and long ones, abbreviated or not.
-                    (a.starts_with('-') && !a.starts_with("--") && a[1..].contains(['c', 'u', 'x', 'O']))
+                    (a.starts_with('-')
+                        && !a.starts_with("--")
+                        && a[1..].contains(['c', 'u', 'x', 'O']))
                         || [
                             "--config-env",
                             "--exec-path",
@@ -232,9 +285,24 @@ mod tests {
     #[test]
     fn tools_options_that_run_code_need_approval() {
         let l = list(&[
-            "find", "git", "git log", "git status", "git diff", "git grep", "git fetch",
-            "git ls-remote", "git submodule", "git rebase", "sed", "sed -n", "awk", "tar",
-            "env", "xargs", "rsync", "sort",
+            "find",
+            "git",
+            "git log",
+            "git status",
+            "git diff",
+            "git grep",
+            "git fetch",
+            "git ls-remote",
+            "git submodule",
+            "git rebase",
+            "sed",
+            "sed -n",
+            "awk",
+            "tar",
+            "env",
+            "xargs",
+            "rsync",
+            "sort",
         ]);
         for ask in [
             "find . -exec touch /tmp/x {} +",
