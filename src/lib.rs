@@ -12,6 +12,7 @@ pub mod node;
 pub mod protocol;
 pub mod secrets;
 pub mod store;
+pub mod text;
 pub mod tls;
 
 /// This build's version.

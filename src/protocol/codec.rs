@@ -225,14 +225,7 @@ where
 
 /// The longest prefix of `reason` that fits a close frame, cut at a character boundary.
 pub fn close_reason(reason: &str) -> &str {
-    if reason.len() <= MAX_CLOSE_REASON_BYTES {
-        return reason;
-    }
-    let mut end = MAX_CLOSE_REASON_BYTES;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
+    crate::text::head(reason, MAX_CLOSE_REASON_BYTES)
 }
 
 /// tokio-tungstenite settings for a client: the protocol's size limit on what it reads.

@@ -592,11 +592,7 @@ fn cut_text(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}… [cut: {} bytes]", &s[..cut], s.len())
+    format!("{}… [cut: {} bytes]", crate::text::head(s, max), s.len())
 }
 
 /// Keeps `free` at the free bytes of the disk holding `dir`, checked every second.

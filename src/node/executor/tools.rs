@@ -136,28 +136,22 @@ const RAW_CUT: &str = "\n[output truncated before redaction]";
 
 /// What a tool keeps of a long output before redaction (marked, so [`finish`] knows a
 /// secret may have been cut in two at its end).
-fn cap(mut s: String) -> String {
-    if s.len() > RAW_CAP {
-        let mut cut = RAW_CAP;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push_str(RAW_CUT);
-    }
-    s
+fn cap(s: String) -> String {
+    cut_with(s, RAW_CAP, |_| RAW_CUT.to_string())
 }
 
-fn cap_at(mut s: String, max: usize) -> String {
+fn cap_at(s: String, max: usize) -> String {
+    cut_with(s, max, |cut| {
+        format!("\n[output truncated: showing the first {cut} bytes]")
+    })
+}
+
+/// `s` cut to `max` bytes (on a character boundary) and followed by `note(cut)`, if longer.
+fn cut_with(mut s: String, max: usize, note: impl FnOnce(usize) -> String) -> String {
     if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
+        let cut = crate::text::head(&s, max).len();
         s.truncate(cut);
-        s.push_str(&format!(
-            "\n[output truncated: showing the first {cut} bytes]"
-        ));
+        s.push_str(&note(cut));
     }
     s
 }

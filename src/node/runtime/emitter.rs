@@ -268,12 +268,9 @@ fn split_at_chars(s: &str, max: usize) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = s;
     while rest.len() > max {
-        let mut cut = max;
-        while !rest.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.push(&rest[..cut]);
-        rest = &rest[cut..];
+        let piece = crate::text::head(rest, max);
+        out.push(piece);
+        rest = &rest[piece.len()..];
     }
     out.push(rest);
     out
@@ -283,7 +280,7 @@ fn cut_long_strings(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::String(s) if s.len() > PIECE_BYTES => {
             let total = s.len();
-            let keep = split_at_chars(s, PIECE_BYTES)[0].len();
+            let keep = crate::text::head(s, PIECE_BYTES).len();
             s.truncate(keep);
             s.push_str(&format!(
                 "\n[cut: {total} bytes, too large for one frame; the first {keep} shown]"
