@@ -211,17 +211,9 @@ fn resolve_dir(rt: &Runtime, p: &PrepareEnvironment) -> Result<PathBuf, StepErro
 /// accept with a token) as the user name. Never over plain http (git refuses to send
 /// credentials in clear text, and so do we).
 fn http_auth(p: &PrepareEnvironment, url: &str) -> Option<super::git::HttpAuth> {
-    // The host as gix reports it to the credential callback: with a port when there is one.
-    let rest = url
-        .get(..8)?
-        .eq_ignore_ascii_case("https://")
-        .then(|| &url[8..])?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority
-        .rsplit('@')
-        .next()
-        .unwrap_or(authority)
-        .to_string();
+    if !url.get(..8)?.eq_ignore_ascii_case("https://") {
+        return None;
+    }
     let secret = |name: &str| {
         p.secrets
             .iter()
@@ -238,7 +230,7 @@ fn http_auth(p: &PrepareEnvironment, url: &str) -> Option<super::git::HttpAuth> 
     Some(super::git::HttpAuth {
         username,
         password,
-        host,
+        url: url.to_string(),
     })
 }
 

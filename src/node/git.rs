@@ -23,24 +23,33 @@ use gix::remote::Direction;
 pub struct HttpAuth {
     pub username: String,
     pub password: String,
-    /// The host they are for (the environment's repository URL): a redirect elsewhere, or to
-    /// plain http, gets nothing.
-    pub host: String,
+    /// The repository URL they are for: a request for another host or port, or over plain
+    /// http (a redirect), gets nothing.
+    pub url: String,
 }
 
-/// The credential callback gix calls when the server asks (HTTP 401).
+/// Scheme, host (lowercase) and port of an https URL, as gix reads it; None for anything
+/// else.
+fn https_origin(url: &[u8]) -> Option<(String, u16)> {
+    let u = gix::url::parse(gix::bstr::BStr::new(url)).ok()?;
+    if u.scheme != gix::url::Scheme::Https {
+        return None;
+    }
+    Some((u.host()?.to_ascii_lowercase(), u.port_or_default()?))
+}
+
+/// The credential callback gix calls when the server asks (HTTP 401). gix gives it the URL
+/// being fetched (only that: the rest of the context is empty).
 fn answer_with(
     auth: HttpAuth,
 ) -> impl FnMut(
     gix::credentials::helper::Action,
 ) -> gix::Result<Option<gix::credentials::protocol::Outcome>> {
+    let origin = https_origin(auth.url.as_bytes());
     move |action| match action {
         gix::credentials::helper::Action::Get(ctx)
-            if ctx.protocol.as_deref() == Some("https")
-                && ctx
-                    .host
-                    .as_deref()
-                    .is_some_and(|h| h.eq_ignore_ascii_case(&auth.host)) =>
+            if origin.is_some()
+                && ctx.url.as_ref().and_then(|u| https_origin(u.as_ref())) == origin =>
         {
             Ok(Some(gix::credentials::protocol::Outcome {
                 identity: gix::sec::identity::Account {
@@ -556,28 +565,38 @@ mod credential_tests {
     use gix::credentials::helper::Action;
     use gix::credentials::protocol::Context;
 
-    /// Review fix (issue 12 item 16): the token answers only its own https host.
+    /// Review fix (issue 12 item 16): the token answers only its own https origin, from the
+    /// URL gix puts in the request (the only field it fills in).
     #[test]
-    fn the_token_answers_only_its_host_over_https() {
+    fn the_token_answers_only_its_origin_over_https() {
         let mut answer = answer_with(HttpAuth {
             username: "x-access-token".into(),
             password: "tok".into(),
-            host: "git.example.com".into(),
+            url: "https://git.example.com/acme/web.git".into(),
         });
-        let ask = |protocol: &str, host: &str| {
+        let ask = |url: &str| {
             Action::Get(Context {
-                protocol: Some(protocol.into()),
-                host: Some(host.into()),
+                url: Some(url.into()),
                 ..Default::default()
             })
         };
-        let given = answer(ask("https", "git.example.com")).unwrap().unwrap();
+        let given = answer(ask("https://git.example.com/acme/web.git/info/refs"))
+            .unwrap()
+            .unwrap();
         assert_eq!(given.identity.password, "tok");
-        assert!(answer(ask("https", "GIT.example.com")).unwrap().is_some());
-        assert!(answer(ask("http", "git.example.com")).unwrap().is_none());
-        assert!(answer(ask("https", "evil.example.net")).unwrap().is_none());
-        assert!(answer(ask("https", "git.example.com.evil.net"))
+        assert!(answer(ask("https://GIT.example.com:443/acme/web.git"))
+            .unwrap()
+            .is_some());
+        assert!(answer(ask("http://git.example.com/acme/web.git"))
             .unwrap()
             .is_none());
+        assert!(answer(ask("https://evil.example.net/x")).unwrap().is_none());
+        assert!(answer(ask("https://git.example.com:8443/x"))
+            .unwrap()
+            .is_none());
+        assert!(answer(ask("https://git.example.com.evil.net/x"))
+            .unwrap()
+            .is_none());
+        assert!(answer(Action::Get(Context::default())).unwrap().is_none());
     }
 }
