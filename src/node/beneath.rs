@@ -68,14 +68,23 @@ impl Beneath {
             .file_name()
             .ok_or_else(|| io::Error::other("not a file name"))?;
         let parent = self.create_dirs(rel.parent().unwrap_or(Path::new("")))?;
-        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC;
+        // Not truncated before it is known to be a regular file; never waits on a FIFO.
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NONBLOCK;
         let fd = open_in(
             &parent,
             Path::new(name),
             flags,
             Mode::from_bits_truncate(0o644),
         )?;
-        File::from(fd).write_all(data)
+        let mut f = File::from(fd);
+        if !f.metadata()?.is_file() {
+            return Err(io::Error::other(format!(
+                "{} is not a regular file",
+                rel.display()
+            )));
+        }
+        f.set_len(0)?;
+        f.write_all(data)
     }
 
     /// Opens the directory `rel`, creating what is missing one level at a time.
@@ -201,6 +210,8 @@ mod tests {
         nix::unistd::mkfifo(&root.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
         let e = b.read_to_string(Path::new("fifo")).unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
+        // Writing to it neither waits for a reader nor succeeds.
+        assert!(b.write(Path::new("fifo"), b"x").is_err());
 
         b.write(Path::new("a/b/c.txt"), b"made").unwrap();
         assert_eq!(

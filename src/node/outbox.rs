@@ -386,15 +386,18 @@ fn read_spilled(
     let mut reader = BufReader::new(f);
     let mut pos = offset;
     let mut out = Vec::new();
-    let mut line = String::new();
+    // Bytes, not text: a line cut in the middle of a character (a full disk, a crash) must
+    // end the read, not fail it.
+    let mut line = Vec::new();
     while out.len() < limit {
         line.clear();
-        let n = reader.read_line(&mut line)?;
-        if n == 0 || !line.ends_with('\n') {
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
             break;
         }
-        // Other lines (the agent's conversation) are not frames.
-        let Ok(parsed) = serde_json::from_str::<LogLine>(&line) else {
+        // Other lines (the agent's conversation, a line left broken by a crash) are not
+        // frames.
+        let Ok(parsed) = serde_json::from_slice::<LogLine>(&line) else {
             pos += n as u64;
             continue;
         };
@@ -537,6 +540,28 @@ mod tests {
             ob.logs_written(&w.task_id, w.upto_seq);
         }
         assert_eq!(drain(&mut ob, &mut cur), (50..70).collect::<Vec<_>>());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A log ending in half a character (a full disk, a crash) is read up to that line.
+    #[test]
+    fn a_log_cut_inside_a_character_reads_up_to_the_cut() {
+        let dir =
+            std::env::temp_dir().join(format!("viber-outbox-{}", crate::crypto::random_u64()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.jsonl");
+        let line = serde_json::to_vec(&LogLineRef {
+            seq: 0,
+            frame: &chunk("t", 0),
+        })
+        .unwrap();
+        let mut bytes = line.clone();
+        bytes.push(b'\n');
+        bytes.extend_from_slice(b"{\"seq\":1,\"frame\":\"\xe2\x82");
+        std::fs::write(&path, &bytes).unwrap();
+        let (frames, end) = read_spilled(&path, 0, 0, u64::MAX, 10).unwrap();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(end, line.len() as u64 + 1);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

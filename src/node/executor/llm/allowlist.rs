@@ -30,22 +30,28 @@ pub fn allowed(allowlist: &[String], command: &str) -> bool {
         return false;
     }
     allowlist.iter().any(|entry| match simple_command(entry) {
-        // A bare `git` entry would allow every subcommand: it needs one.
-        Some(prefix) if base_name(&argv[0]) == "git" && prefix.len() < 2 => false,
+        // A `git` entry needs its subcommand right after `git` (no global options).
+        Some(prefix) if base_name(&argv[0]) == "git" && !git_subcommand_first(&prefix) => false,
         Some(prefix) if !prefix.is_empty() => argv.starts_with(&prefix),
         _ => false,
     })
 }
 
-/// Whether `arg` is the long option `name` (`--name`, `--name=...`) or an abbreviation of it
-/// of at least three letters, as getopt accepts.
+/// Whether the words are `git SUBCOMMAND ...`: no global option (`-C`, `-c`, `--git-dir`,
+/// `--exec-path`, ...) before the subcommand.
+fn git_subcommand_first(argv: &[String]) -> bool {
+    argv.get(1).is_some_and(|s| !s.starts_with('-'))
+}
+
+/// Whether `arg` is the long option `name` (`--name`, `--name=...`) or any abbreviation of
+/// it, as getopt and git accept.
 fn long_opt(arg: &str, name: &str) -> bool {
     let Some(given) = arg.strip_prefix("--") else {
         return false;
     };
     let given = given.split('=').next().unwrap_or(given);
     let name = name.trim_start_matches("--");
-    given.len() >= 3 && name.starts_with(given)
+    !given.is_empty() && name.starts_with(given)
 }
 
 /// Commands whose purpose is to run another command, and tools whose arguments are
@@ -110,6 +116,24 @@ const RUNS_OTHERS: &[&str] = &[
     "git-shell",
 ];
 
+/// Git long options that run commands, change configuration or write files.
+const GIT_RUNS_OPTIONS: &[&str] = &[
+    "--config-env",
+    "--config",
+    "--template",
+    "--exec-path",
+    "--upload-pack",
+    "--receive-pack",
+    "--exec",
+    "--open-files-in-pager",
+    "--ext-diff",
+    "--textconv",
+    "--extcmd",
+    "--tool",
+    "--output",
+    "--output-directory",
+];
+
 /// Git subcommands that run commands or change what later commands run.
 const GIT_RUNS: &[&str] = &[
     "submodule",
@@ -165,7 +189,16 @@ pub fn simple_command(command: &str) -> Option<Vec<String>> {
                     match chars.next()? {
                         '"' => break,
                         '$' | '`' => return None,
-                        '\\' => cur.push(chars.next()?),
+                        // As bash: the backslash goes only before these (a line break after
+                        // one would join lines: refused).
+                        '\\' => match chars.next()? {
+                            '\n' => return None,
+                            ch @ ('"' | '\\') => cur.push(ch),
+                            ch => {
+                                cur.push('\\');
+                                cur.push(ch);
+                            }
+                        },
                         ch => cur.push(ch),
                     }
                 }
@@ -205,28 +238,16 @@ fn runs_code(argv: &[String]) -> bool {
             ) || a.starts_with("-fprint")
         }),
         "git" => {
-            let subcommand = args.iter().find(|a| !a.starts_with('-'));
-            subcommand.is_some_and(|s| GIT_RUNS.contains(&s.as_str()))
+            !git_subcommand_first(argv)
+                || GIT_RUNS.contains(&args[0].as_str())
                 || any(&|a: &str| {
-                    // Short options, alone or attached (`-c`, `-calias.x=!cmd`, `-u`, `-x`,
-                    // `-O`), and long ones, abbreviated or not.
+                    // Short options, alone, clustered or attached (`-c`, `-calias.x=!cmd`,
+                    // `-u`, `-x`, `-O`, `-o FILE`), and long ones, abbreviated or not. Writing
+                    // a file (`--output`) could rewrite the repository's config.
                     (a.starts_with('-')
                         && !a.starts_with("--")
-                        && a[1..].contains(['c', 'u', 'x', 'O']))
-                        || [
-                            "--config-env",
-                            "--exec-path",
-                            "--upload-pack",
-                            "--receive-pack",
-                            "--exec",
-                            "--open-files-in-pager",
-                            "--ext-diff",
-                            "--textconv",
-                            "--extcmd",
-                            "--tool",
-                        ]
-                        .iter()
-                        .any(|n| long_opt(a, n))
+                        && a[1..].contains(['c', 'u', 'x', 'O', 'o']))
+                        || GIT_RUNS_OPTIONS.iter().any(|n| long_opt(a, n))
                 })
         }
         "sort" => any(&|a: &str| long_opt(a, "--compress-program")),
@@ -323,6 +344,14 @@ mod tests {
             "git grep --open-files-in-pager=sh foo",
             "git diff --ext-diff",
             "git branch",
+            "git log -1 --format=x --output=.git/config",
+            "git log -1 --out=.git/config",
+            "git grep --op='touch /x' foo",
+            "git ls-remote --u='touch /x' .",
+            "git -C d submodule foreach cmd",
+            "git --no-pager log",
+            "git grep \"--ope\\\nn-files-in-pager=sh\" x",
+            "sort --co=sh f",
             "sed -n 1,5p f",
             "sed e",
             "sed -e'1e touch /x' f",
