@@ -106,15 +106,17 @@ impl Limits {
     /// count too; refuses it when the address already used up its window. A success gives
     /// the attempt back ([`Limits::login_succeeded`]).
     pub fn login_attempt(&self, addr: IpAddr) -> Result<(), ApiError> {
+        let addr = client_key(addr);
         let mut map = self
             .login_failures
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if map.len() >= LOGIN_ADDRESSES {
+        if map.len() >= LOGIN_ADDRESSES && !map.contains_key(&addr) {
             map.retain(|_, (since, _)| since.elapsed() < LOGIN_WINDOW);
             if map.len() >= LOGIN_ADDRESSES {
-                // Too many addresses at once to keep apart: start over rather than grow.
-                map.clear();
+                // Full of live entries: a new address goes untracked rather than resetting
+                // the others' counts (or growing the map).
+                return Ok(());
             }
         }
         let e = map.entry(addr).or_insert((Instant::now(), 0));
@@ -133,12 +135,25 @@ impl Limits {
 
     /// The attempt from `addr` succeeded: it does not count as a failure.
     pub fn login_succeeded(&self, addr: IpAddr) {
+        let addr = client_key(addr);
         let mut map = self
             .login_failures
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if let Some(e) = map.get_mut(&addr) {
             e.1 = e.1.saturating_sub(1);
+        }
+    }
+}
+
+/// Who a sign-in limit applies to: an IPv4 address, or an IPv6 /64 (one host usually has a
+/// whole /64 to pick addresses from).
+fn client_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
         }
     }
 }
@@ -178,5 +193,14 @@ mod tests {
         l.login_attempt(other).unwrap();
         l.login_succeeded(other);
         assert_eq!(l.login_failures.lock().unwrap()[&other].1, 0);
+        // One IPv6 /64 is one client.
+        for i in 0..LOGIN_FAILURES {
+            let a: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+            l.login_attempt(a).unwrap();
+        }
+        assert!(l
+            .login_attempt("2001:db8:1:2:ffff::9".parse().unwrap())
+            .is_err());
+        assert!(l.login_attempt("2001:db8:1:3::1".parse().unwrap()).is_ok());
     }
 }
