@@ -102,19 +102,12 @@ impl Prefixes {
             let mut e = self.nodes[node as usize].0;
             while e != NONE {
                 let (b, child, next) = self.edges[e as usize];
+                // The longest proper suffix of the child's string that is a prefix: where
+                // the node's own failure link goes on `b` (the root's children fail to it).
                 let fail = if node == ROOT {
                     ROOT
                 } else {
-                    let mut f = self.nodes[node as usize].1;
-                    loop {
-                        if let Some(c) = self.child(f, b) {
-                            break c;
-                        }
-                        if f == ROOT {
-                            break ROOT;
-                        }
-                        f = self.nodes[f as usize].1;
-                    }
+                    self.step(self.nodes[node as usize].1, b)
                 };
                 self.nodes[child as usize].1 = fail;
                 queue.push_back(child);

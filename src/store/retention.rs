@@ -93,8 +93,9 @@ impl Store {
                     [cutoff],
                 )?,
                 commands: tx.execute(
-                    "DELETE FROM commands WHERE task_id IN
-                       (SELECT id FROM tasks WHERE state IN ('completed', 'error', 'stopped'))",
+                    // From the (small) commands table, one task lookup each.
+                    "DELETE FROM commands WHERE EXISTS (SELECT 1 FROM tasks t
+                       WHERE t.id = commands.task_id AND t.state IN ('completed', 'error', 'stopped'))",
                     [],
                 )?,
                 ..Pruned::default()
