@@ -393,13 +393,10 @@ impl TaskHub {
         }
         if let Frame::TaskStreamChunk { chunk, .. } = frame {
             let (text, usage) = self.chunk_seen(task_id, &chunk);
-            if let Some(why) = self.over_quota(&st, node_id, text.len() as u64) {
+            if let Err(why) = self.charge(&mut st, node_id, text.len() as u64) {
                 return Sequenced::Refuse(why);
             }
             st.last_seq = s;
-            st.bytes += text.len() as u64;
-            st.chunks += 1;
-            *self.node_bytes().entry(node_id.to_string()).or_default() += text.len() as u64;
             st.pending.push_back((seq, text.clone()));
             let _ = st.tx.send(Live::Chunk(seq, text.clone()));
             return Sequenced::Write(WriteOp::Chunk(live.clone(), seq, text, usage));
@@ -419,37 +416,45 @@ impl TaskHub {
         }
     }
 
-    /// Why one more chunk of `len` bytes is refused, if it is.
-    fn over_quota(&self, st: &LiveInner, node_id: &str, len: u64) -> Option<String> {
+    /// Counts one more chunk of `len` bytes against the task's and its node's quotas, or
+    /// says why it is refused. One lock of the node counts per chunk, and no allocation but
+    /// for a node's first chunk: this runs for every chunk the gateway relays.
+    fn charge(&self, st: &mut LiveInner, node_id: &str, len: u64) -> Result<(), String> {
         let q = &self.quotas;
         let mib = |b: u64| b >> 20;
         if st.bytes + len > q.task_bytes {
-            return Some(format!(
+            return Err(format!(
                 "output quota exceeded: the task wrote more than {} MiB",
                 mib(q.task_bytes)
             ));
         }
         if st.chunks + 1 > q.task_chunks {
-            return Some(format!(
+            return Err(format!(
                 "output quota exceeded: the task sent more than {} chunks",
                 q.task_chunks
             ));
         }
-        let node = self.node_bytes().get(node_id).copied().unwrap_or(0);
-        if node + len > q.node_bytes {
-            return Some(format!(
-                "output quota exceeded: the node's running tasks wrote more than {} MiB",
-                mib(q.node_bytes)
-            ));
-        }
-        let free = self.free_disk.load(Ordering::Relaxed);
-        if free < q.min_free_disk_bytes {
-            return Some(format!(
+        if self.free_disk.load(Ordering::Relaxed) < q.min_free_disk_bytes {
+            return Err(format!(
                 "output refused: the gateway's disk has less than {} MiB free",
                 mib(q.min_free_disk_bytes)
             ));
         }
-        None
+        let mut nodes = self.node_bytes();
+        let node = match nodes.get_mut(node_id) {
+            Some(n) => n,
+            None => nodes.entry(node_id.to_string()).or_default(),
+        };
+        if *node + len > q.node_bytes {
+            return Err(format!(
+                "output quota exceeded: the node's running tasks wrote more than {} MiB",
+                mib(q.node_bytes)
+            ));
+        }
+        *node += len;
+        st.bytes += len;
+        st.chunks += 1;
+        Ok(())
     }
 
     fn node_bytes(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
