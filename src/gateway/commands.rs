@@ -11,16 +11,13 @@
 //! whether the node applied it (or why the node refused it) rather than only that it was
 //! queued.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
-
-use tokio::sync::oneshot;
 
 use crate::clock::now_ms;
 use crate::crypto;
 use crate::gateway::error::{ApiError, ApiResult};
 use crate::gateway::link::Outgoing;
+use crate::gateway::waiters::Waiters;
 use crate::gateway::App;
 use crate::protocol::Frame;
 
@@ -51,30 +48,8 @@ impl Delivery {
     }
 }
 
-/// Requests waiting for their command's ack, by command id.
-#[derive(Default)]
-pub struct Commands {
-    waiting: Mutex<HashMap<String, oneshot::Sender<Option<String>>>>,
-}
-
-/// Removes a waiter when its request returns (acked, timed out, or dropped by a client that
-/// went away), so the map holds at most one entry per request in flight.
-struct Forget<'a> {
-    commands: &'a Commands,
-    id: String,
-}
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        self.commands.lock().remove(&self.id);
-    }
-}
-
-impl Commands {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Option<String>>>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+/// Requests waiting for their command's ack (the node's error, if it refused), by id.
+pub type Commands = Waiters<Option<String>>;
 
 /// Stores `frame` as a command for `node_id` (about `task_id`, if any), sends it when the
 /// node is online and waits up to [`ACK_WAIT`] for the node to apply it.
@@ -95,21 +70,18 @@ pub async fn send(
             now_ms(),
         )
         .await?;
-    let (tx, rx) = oneshot::channel();
-    app.commands.lock().insert(id.clone(), tx);
-    let _forget = Forget {
-        commands: &app.commands,
-        id,
-    };
+    let mut waiting = app.commands.wait(id, node_id);
     let Some(link) = app.registry.sender(node_id) else {
         return Ok(Delivery::Queued);
     };
     let _ = link.send(Outgoing::Frame(frame)).await;
-    Ok(match tokio::time::timeout(ACK_WAIT, rx).await {
-        Ok(Ok(None)) => Delivery::Applied,
-        Ok(Ok(Some(why))) => Delivery::Refused(why),
-        _ => Delivery::Queued,
-    })
+    Ok(
+        match tokio::time::timeout(ACK_WAIT, &mut waiting.answer).await {
+            Ok(Ok(None)) => Delivery::Applied,
+            Ok(Ok(Some(why))) => Delivery::Refused(why),
+            _ => Delivery::Queued,
+        },
+    )
 }
 
 /// A node's `command:ack`: forgets the command and wakes the request waiting for it. An ack
@@ -130,9 +102,7 @@ pub async fn acked(
     if let Some(why) = &error {
         tracing::warn!(command = %command_id, reason = %why, "node refused a command");
     }
-    if let Some(tx) = app.commands.lock().remove(&command_id) {
-        let _ = tx.send(error);
-    }
+    let _ = app.commands.answer(node_id, &command_id, error);
     Ok(())
 }
 

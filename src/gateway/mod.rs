@@ -6,7 +6,8 @@
 //! - `tasks/`: the task hub (live fan-out, batched writer, life cycle, dispatch);
 //! - `envs/`: environment checks, secret sealing, binding preparation, validation by a node;
 //! - `retention.rs`: the sweeper that deletes ended tasks' output and old records;
-//! - `commands.rs`: follow-ups and approval answers, stored until the node acknowledges them;
+//! - `commands.rs`: follow-ups, approval answers and config pushes, stored until the node
+//!   acknowledges them; `waiters.rs`: requests waiting for one node's answer;
 //! - `auth.rs`, `board.rs`, `error.rs`, `events.rs`: operators, the board, errors, the bus.
 //!
 //! Nothing here imports `node::`: whatever must run on a machine with the code (scripts,
@@ -23,6 +24,7 @@ pub mod limits;
 pub mod link;
 pub mod retention;
 pub mod tasks;
+mod waiters;
 
 pub use http::create_enrollment;
 
@@ -174,8 +176,8 @@ pub async fn start(
             &background,
         ),
         events,
-        validations: envs::Validations::default(),
-        commands: commands::Commands::default(),
+        validations: Default::default(),
+        commands: Default::default(),
         limits: limits::Limits::new(max_pending_handshakes),
         idempotency: http::KeyLocks::default(),
         auth,

@@ -12,4 +12,4 @@ mod validate;
 
 pub use prepare::{apply_state, binding_phase, on_node_connected, prepare_lost, send_prepare};
 pub use secrets::{seal_secrets, unseal_secrets};
-pub use validate::{validate, Validations};
+pub use validate::{complete as validated, validate, Validations};

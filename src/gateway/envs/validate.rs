@@ -3,15 +3,12 @@
 //! has the environment bound (else the least busy online node) and waits for the matching
 //! `environment:validated`.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
-
-use tokio::sync::oneshot;
 
 use crate::crypto;
 use crate::gateway::error::{ApiError, ApiResult};
 use crate::gateway::link::Outgoing;
+use crate::gateway::waiters::{Unanswered, Waiters};
 use crate::gateway::App;
 use crate::protocol::api::ValidationResult;
 use crate::protocol::{BindingStatus, ErrorCode, Frame, ValidateEnvironment, ValidationReport};
@@ -21,55 +18,21 @@ use crate::store::EnvironmentRecord;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Validation requests waiting for their node's answer, by request id.
-#[derive(Default)]
-pub struct Validations {
-    waiting: Mutex<HashMap<String, Waiting>>,
-}
+pub type Validations = Waiters<ValidationReport>;
 
-struct Waiting {
-    node_id: String,
-    tx: oneshot::Sender<ValidationReport>,
-}
-
-/// Removes a request from the waiting map when its handler returns (answered, timed out or
-/// dropped by a client that went away).
-struct Forget<'a> {
-    validations: &'a Validations,
-    id: String,
-}
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        self.validations.lock().remove(&self.id);
-    }
-}
-
-impl Validations {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiting>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A node's answer: hands it to the waiting request, or says why it is refused.
-    pub fn complete(&self, node_id: &str, report: ValidationReport) -> Option<Frame> {
-        let mut waiting = self.lock();
-        match waiting.get(&report.request_id) {
-            Some(w) if w.node_id == node_id => {
-                let w = waiting.remove(&report.request_id).expect("present");
-                let _ = w.tx.send(report);
-                None
-            }
-            Some(_) => Some(Frame::error(
-                ErrorCode::NotOwner,
-                format!(
-                    "validation {} was not asked of this node",
-                    report.request_id
-                ),
-            )),
-            None => Some(Frame::error(
-                ErrorCode::InvalidFrame,
-                format!("no validation {} is waiting", report.request_id),
-            )),
-        }
+/// A node's `environment:validated`: hands it to the waiting request, or says why not.
+pub fn complete(app: &App, node_id: &str, report: ValidationReport) -> Option<Frame> {
+    let id = report.request_id.clone();
+    match app.validations.answer(node_id, &id, report) {
+        Ok(()) => None,
+        Err(Unanswered::OtherNode) => Some(Frame::error(
+            ErrorCode::NotOwner,
+            format!("validation {id} was not asked of this node"),
+        )),
+        Err(Unanswered::Unknown) => Some(Frame::error(
+            ErrorCode::InvalidFrame,
+            format!("no validation {id} is waiting"),
+        )),
     }
 }
 
@@ -81,18 +44,7 @@ pub async fn validate(app: &App, env: &EnvironmentRecord) -> ApiResult<Validatio
         .sender(&node_id)
         .ok_or_else(|| ApiError::unavailable(format!("node {node_id} went offline")))?;
     let request_id = crypto::new_id("val");
-    let (answer_tx, answer_rx) = oneshot::channel();
-    app.validations.lock().insert(
-        request_id.clone(),
-        Waiting {
-            node_id: node_id.clone(),
-            tx: answer_tx,
-        },
-    );
-    let _forget = Forget {
-        validations: &app.validations,
-        id: request_id.clone(),
-    };
+    let mut waiting = app.validations.wait(request_id.clone(), &node_id);
     let frame = Frame::EnvironmentValidate(ValidateEnvironment {
         request_id,
         setup_script: env.setup_script.clone(),
@@ -104,7 +56,7 @@ pub async fn validate(app: &App, env: &EnvironmentRecord) -> ApiResult<Validatio
             "node {node_id} went offline"
         )));
     }
-    let report = match tokio::time::timeout(ANSWER_TIMEOUT, answer_rx).await {
+    let report = match tokio::time::timeout(ANSWER_TIMEOUT, &mut waiting.answer).await {
         Ok(Ok(report)) => report,
         Ok(Err(_)) | Err(_) => {
             return Err(ApiError::unavailable(format!(

@@ -40,7 +40,7 @@ pub(super) async fn handle_frame(
             None
         }
         Frame::TaskProgress { task_id, event } => progress(app, node_id, task_id, event).await,
-        Frame::EnvironmentValidated(report) => app.validations.complete(node_id, report),
+        Frame::EnvironmentValidated(report) => envs::validated(app, node_id, report),
         Frame::CommandAck { command_id, error } => {
             if let Err(e) = commands::acked(app, node_id, command_id, error).await {
                 tracing::error!(error = format!("{e:#}"), "storing a command ack");
