@@ -94,6 +94,18 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// A periodic job's wait: true at its next tick (the first one at once), false once `stop`
+/// is cancelled.
+pub async fn next_tick(
+    tick: &mut tokio::time::Interval,
+    stop: &tokio_util::sync::CancellationToken,
+) -> bool {
+    tokio::select! {
+        _ = tick.tick() => true,
+        _ = stop.cancelled() => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -15,11 +15,7 @@ const KEYS_KEPT: Duration = Duration::from_secs(24 * 3600);
 /// Runs passes until shutdown.
 pub async fn sweeper(app: App) {
     let mut tick = tokio::time::interval(PERIOD);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = app.shutdown.cancelled() => return,
-        }
+    while crate::clock::next_tick(&mut tick, &app.shutdown).await {
         match pass(&app).await {
             Ok(p) if !p.is_empty() => tracing::info!(?p, "retention pass"),
             Ok(_) => {}

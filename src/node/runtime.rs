@@ -368,11 +368,7 @@ impl Runtime {
     /// runs or holds unacknowledged frames of stay.
     pub async fn prune_session_logs(self, keep: Duration, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
+        while crate::clock::next_tick(&mut tick, &shutdown).await {
             let open = self.known_tasks();
             let dir = self.inner.sessions_dir.clone();
             let pruned =

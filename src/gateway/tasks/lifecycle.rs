@@ -67,11 +67,7 @@ pub async fn sweep_lost_nodes(app: App) {
     let period =
         (app.config.node_grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut tick = tokio::time::interval(period);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = app.shutdown.cancelled() => return,
-        }
+    while crate::clock::next_tick(&mut tick, &app.shutdown).await {
         if let Err(e) = sweep_once(&app, started_ms).await {
             tracing::error!(error = format!("{e:#}"), "sweeping lost nodes");
         }

@@ -603,11 +603,7 @@ fn cut_text(s: &str, max: usize) -> String {
 /// Keeps `free` at the free bytes of the disk holding `dir`, checked every second.
 async fn watch_free_disk(dir: std::path::PathBuf, free: Arc<AtomicU64>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.cancelled() => return,
-        }
+    while crate::clock::next_tick(&mut tick, &stop).await {
         let d = dir.clone();
         let stat = tokio::task::spawn_blocking(move || nix::sys::statvfs::statvfs(&d)).await;
         if let Ok(Ok(st)) = stat {
