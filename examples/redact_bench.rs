@@ -7,17 +7,8 @@
 
 use std::time::Instant;
 
+use viber::node::rss_bytes;
 use viber::secrets::Redactor;
-
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0);
-    pages * 4
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -26,15 +17,15 @@ fn main() {
     let secret: String = (0..kib * 1024)
         .map(|i| (b'a' + ((i * 7 + i / 26) % 26) as u8) as char)
         .collect();
-    let before = rss_kib();
+    let before = rss_bytes();
     let t = Instant::now();
     let template = Redactor::new(&[&secret]);
     let build = t.elapsed();
-    let after = rss_kib();
+    let after = rss_bytes();
     println!(
         "secret {kib} KiB: build {:.1} ms, memory +{:.1} MiB",
         build.as_secs_f64() * 1e3,
-        (after.saturating_sub(before)) as f64 / 1024.0
+        after.saturating_sub(before) as f64 / (1 << 20) as f64
     );
 
     // Output: log-like lines, with the secret once every 8 MiB.

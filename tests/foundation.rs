@@ -555,9 +555,9 @@ async fn all_in_one_prints_a_login_url_and_its_node_is_online() {
     assert_eq!(nodes[0]["status"], "online");
 }
 
-/// Issue 12, item 13: what unauthenticated or greedy clients can hold is bounded.
+/// Issue 12, item 13: what unauthenticated clients can hold is bounded (watchers: tasks.rs).
 #[tokio::test]
-async fn handshakes_sign_ins_and_watchers_are_limited() {
+async fn handshakes_and_sign_ins_are_limited() {
     let dir = TempDir::new("gw");
     let gw = Gateway::start(dir.path(), 0, &["--max-pending-handshakes", "2"]);
 

@@ -18,7 +18,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 pub use connection::ws_url;
-pub use runtime::Runtime;
+pub use runtime::{rss_bytes, Runtime};
 
 use crate::crypto::NodeKey;
 

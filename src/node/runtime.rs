@@ -519,6 +519,36 @@ pub fn rss_bytes() -> u64 {
     pages * 4096
 }
 
+/// For the runtime's tests: a task with secrets, and what it queued for the gateway.
+#[cfg(test)]
+pub(super) mod testing {
+    use std::path::PathBuf;
+
+    use super::{write_logs, Emitter, Runtime};
+    use crate::node::outbox::SendCursor;
+    use crate::protocol::Frame;
+
+    /// A runtime in a fresh directory with task `t1` open, and its emitter with `secret`.
+    pub fn task_with_secret(secret: &str) -> (PathBuf, Runtime, Emitter) {
+        let dir = std::env::temp_dir().join(format!("viber-rt-{}", crate::crypto::random_u64()));
+        let rt = Runtime::new("n1".into(), &dir, "http://127.0.0.1:1").unwrap();
+        rt.outbox().open("t1", &dir.join("t1.jsonl")).unwrap();
+        let emit = Emitter::new(
+            rt.inner.clone(),
+            "t1".into(),
+            &[secret.to_string()],
+            tracing::Span::none(),
+        );
+        (dir, rt, emit)
+    }
+
+    /// The frames queued so far, once the log writer has written them.
+    pub fn queued(rt: &Runtime) -> Vec<Frame> {
+        write_logs(&rt.inner);
+        rt.outbox().unsent(&mut SendCursor::default()).0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

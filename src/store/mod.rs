@@ -231,6 +231,14 @@ mod tests {
         .unwrap();
     }
 
+    /// Stores a command for task `task` of node `n1`.
+    async fn command(store: &Store, id: &str, task: &str, now: i64) {
+        store
+            .insert_command(id.into(), "n1".into(), Some(task.into()), "{}".into(), now)
+            .await
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn a_previous_release_database_migrates_with_its_data() {
         let dir = std::env::temp_dir().join(format!("viber-store-{}", crate::crypto::random_u64()));
@@ -257,16 +265,7 @@ mod tests {
         );
         assert_eq!(store.unfinished_tasks().await.unwrap().len(), 1);
         // New tables work on the migrated database.
-        store
-            .insert_command(
-                "c1".into(),
-                "n1".into(),
-                Some("t_run".into()),
-                "{}".into(),
-                now,
-            )
-            .await
-            .unwrap();
+        command(&store, "c1", "t_run", now).await;
         assert_eq!(store.commands_of("n1".into()).await.unwrap().len(), 1);
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -278,26 +277,8 @@ mod tests {
         let now = crate::clock::now_ms();
         previous_release_db(&path, now);
         let store = Store::open(&path).unwrap();
-        store
-            .insert_command(
-                "c_done".into(),
-                "n1".into(),
-                Some("t_old".into()),
-                "{}".into(),
-                now,
-            )
-            .await
-            .unwrap();
-        store
-            .insert_command(
-                "c_live".into(),
-                "n1".into(),
-                Some("t_run".into()),
-                "{}".into(),
-                now,
-            )
-            .await
-            .unwrap();
+        command(&store, "c_done", "t_old", now).await;
+        command(&store, "c_live", "t_run", now).await;
         let cutoff = now - 30 * DAY;
         let p = store.prune_records(cutoff, now - DAY, now).await.unwrap();
         assert_eq!(

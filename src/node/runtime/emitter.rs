@@ -346,18 +346,7 @@ mod tests {
     /// Issue 12, item 7: a secret split across two tool-input deltas is still redacted.
     #[test]
     fn a_secret_split_across_tool_input_deltas_is_redacted() {
-        use crate::node::outbox::SendCursor;
-        use crate::node::runtime::Runtime;
-        let dir = std::env::temp_dir().join(format!("viber-emit-{}", crate::crypto::random_u64()));
-        let rt = Runtime::new("n1".into(), &dir, "http://127.0.0.1:1").unwrap();
-        rt.outbox().open("t1", &dir.join("t1.jsonl")).unwrap();
-        let secret = "ghp_split-secret-0042".to_string();
-        let emit = Emitter::new(
-            rt.inner.clone(),
-            "t1".into(),
-            &[secret],
-            tracing::Span::none(),
-        );
+        let (dir, rt, emit) = super::super::testing::task_with_secret("ghp_split-secret-0042");
         let delta = |d: &str| UiChunk::ToolInputDelta {
             tool_call_id: "c1".into(),
             input_text_delta: d.into(),
@@ -369,8 +358,7 @@ mod tests {
             tool_name: "bash".into(),
             input: json!({"command": "curl -H 'token: ghp_split-secret-0042' https://x"}),
         });
-        super::super::write_logs(&rt.inner);
-        let (frames, _) = rt.outbox().unsent(&mut SendCursor::default());
+        let frames = super::super::testing::queued(&rt);
         let mut streamed = String::new();
         for f in &frames {
             if let Frame::TaskStreamChunk { chunk, .. } = f {

@@ -278,28 +278,17 @@ fn end(emit: &Emitter, outcome: TaskOutcome) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::outbox::SendCursor;
     use crate::protocol::Frame;
 
     /// Issue 12, item 5: a task's final error is redacted like its output.
     #[test]
     fn a_final_error_quoting_a_secret_is_redacted() {
-        let dir = std::env::temp_dir().join(format!("viber-end-{}", crate::crypto::random_u64()));
-        let rt = Runtime::new("n1".into(), &dir, "http://127.0.0.1:1").unwrap();
-        rt.outbox().open("t1", &dir.join("t1.jsonl")).unwrap();
-        let secret = "tok-5ecret-value-42".to_string();
-        let emit = Emitter::new(
-            rt.inner.clone(),
-            "t1".into(),
-            &[secret],
-            tracing::Span::none(),
-        );
+        let (dir, rt, emit) = super::super::testing::task_with_secret("tok-5ecret-value-42");
         end(
             &emit,
             TaskOutcome::failed("GET https://provider.example/tok-5ecret-value-42/v1 answered 401"),
         );
-        super::super::write_logs(&rt.inner);
-        let (frames, _) = rt.outbox().unsent(&mut SendCursor::default());
+        let frames = super::super::testing::queued(&rt);
         let Some(Frame::TaskError { error, .. }) = frames.last() else {
             panic!("{frames:?}");
         };
