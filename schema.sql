@@ -234,3 +234,12 @@ ALTER TABLE tasks ADD COLUMN output_pruned_at INTEGER;
 CREATE INDEX tasks_to_prune ON tasks (finished_at) WHERE output_pruned_at IS NULL;
 CREATE INDEX binding_logs_by_time ON binding_logs (at);
 CREATE INDEX idempotency_keys_by_time ON idempotency_keys (created_at);
+
+-- migration: 6
+
+-- networkAccess became a mode (on, off, allowlist) with a host allowlist.
+ALTER TABLE environments ADD COLUMN network_mode TEXT NOT NULL DEFAULT 'on'
+    CHECK (network_mode IN ('on', 'off', 'allowlist'));
+ALTER TABLE environments ADD COLUMN network_allowlist TEXT NOT NULL DEFAULT '[]';
+UPDATE environments SET network_mode = CASE WHEN network_access THEN 'on' ELSE 'off' END;
+ALTER TABLE environments DROP COLUMN network_access;

@@ -7,10 +7,15 @@ use clap::Parser;
 
 use viber::cli::args::{Cli, Command, NodeCommand};
 use viber::cli::{dispatch, roles};
+use viber::node::sandbox::forward;
 
 fn main() -> ExitCode {
     viber::tls::init();
     let cli = Cli::parse();
+    if let Command::SandboxForward { socket, program } = cli.command {
+        // Inside a task's sandbox: no runtime, no logging, just the forwarder.
+        return ExitCode::from(forward::run(socket, &program).clamp(0, 255) as u8);
+    }
     init_tracing(if cli.command.is_daemon() {
         "info"
     } else {
@@ -55,5 +60,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Env { action } => dispatch::env(action).await,
         Command::Thread { action } => dispatch::thread(action).await,
         Command::Completions { shell } => Ok(dispatch::completions(shell)),
+        Command::SandboxForward { .. } => unreachable!("handled before the runtime starts"),
     }
 }

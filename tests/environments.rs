@@ -1044,13 +1044,17 @@ async fn validation_is_answered_by_a_node() {
 #[tokio::test]
 async fn a_node_shutting_down_stops_its_setup_script() {
     let mut s = setup().await;
+    // A local environment, so the test sees the marker the script leaves in its working
+    // dir (the sandbox gives the script a private /tmp). The sleep's argument names it among
+    // the host's processes (its PID inside the sandbox means nothing outside).
     let work = TempDir::new("setup-work");
-    let pid_file = work.join("setup.pid");
-    let script = format!("sleep 300 &\necho $! > {}\nwait", pid_file.display());
+    let marker = work.join("started");
+    let script = "sleep 300.4242 &\ntouch started\nwait";
     let (code, env) =
         s.gw.post(
             "/api/environments",
-            json!({"name": "slow-setup", "type": "manual", "setupScript": script}),
+            json!({"name": "slow-setup", "type": "local", "localPath": work.path(),
+                   "setupScript": script}),
         )
         .await;
     assert_eq!(code, 201, "{env}");
@@ -1062,21 +1066,13 @@ async fn a_node_shutting_down_stops_its_setup_script() {
         )
         .await;
     assert_eq!(code, 201, "{b}");
-    wait_until("setup script running", T, || async {
-        std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim().parse::<i32>().is_ok())
-    })
-    .await;
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let alive = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-    assert!(alive(pid));
+    wait_until("setup script running", T, || async { marker.exists() }).await;
+    let alive = || processes_with_cmdline("sleep\x00300.4242\x00") > 0;
+    assert!(alive());
 
     let status = s._node.terminate();
     assert!(status.success(), "node exit: {status:?}");
-    wait_until("setup's child gone", T, || async { !alive(pid) }).await;
+    wait_until("setup's child gone", T, || async { !alive() }).await;
 }
 
 /// Issue 12, item 3: a working dir that is a symlink out of the environment's directory (as a
@@ -1115,15 +1111,14 @@ async fn a_prepare_lost_with_a_node_restart_runs_again() {
     let mut s = setup().await;
     let work = TempDir::new("mark");
     let mark = work.join("first-run");
-    // The first run hangs (the node is killed during it); the second one passes.
-    let script = format!(
-        "if [ ! -e {m} ]; then touch {m}; sleep 60; fi\necho prepared",
-        m = mark.display()
-    );
+    // The first run hangs (the node is killed during it); the second one passes. A local
+    // environment, so the marker in the script's working dir is the test's to see.
+    let script = "if [ ! -e first-run ]; then touch first-run; sleep 60; fi\necho prepared";
     let (_, env) =
         s.gw.post(
             "/api/environments",
-            json!({"name": "restarts", "type": "manual", "setupScript": script}),
+            json!({"name": "restarts", "type": "local", "localPath": work.path(),
+                   "setupScript": script}),
         )
         .await;
     let env_id = env["id"].as_str().unwrap();

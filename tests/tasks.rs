@@ -276,18 +276,21 @@ async fn gateway_killed_mid_task_loses_nothing() {
     assert_eq!(done["exitCode"], 0);
 }
 
-fn pid_alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
-}
-
 #[tokio::test]
 async fn stop_kills_the_whole_process_tree_with_escalation() {
     let c = Cluster::start(&[]).await;
     // A tree of processes; the inner shell ignores SIGINT and SIGTERM, so only SIGKILL ends it.
+    // They run in a sandbox with PIDs of its own: the test finds them by their command lines
+    // (the subshell is a fork of the script's bash, so it has the same one).
     let goal = "trap '' INT TERM; \
-                (trap '' INT TERM; sleep 300 & echo $! >> pids; wait) & echo $! >> pids; \
-                sleep 300 & echo $! >> pids; \
-                echo $$ >> pids; echo ready; wait";
+                (trap '' INT TERM; sleep 300.11 & wait) & \
+                sleep 300.12 & \
+                echo ready; wait";
+    let tree = [
+        (format!("bash\0-c\0{goal}\0"), 2),
+        ("sleep\x00300.11\x00".to_string(), 1),
+        ("sleep\x00300.12\x00".to_string(), 1),
+    ];
     let id = c
         .task_with(json!({
             "goal": goal,
@@ -296,20 +299,22 @@ async fn stop_kills_the_whole_process_tree_with_escalation() {
         .await;
     let url = c.stream_url(&id);
     let (_, _) = read_stream(&url, &c.gw.token, None, |(_, d)| !d.contains("ready")).await;
-    let pids: Vec<i32> = std::fs::read_to_string(c.work.join("pids"))
-        .unwrap()
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
-        .collect();
-    assert_eq!(pids.len(), 4, "{pids:?}");
-    assert!(pids.iter().all(|p| pid_alive(*p)));
+    for (cmdline, n) in &tree {
+        wait_until(&format!("{n} of {cmdline:?} running"), T, || async {
+            processes_with_cmdline(cmdline) == *n
+        })
+        .await;
+    }
 
     let (status, v) = c.gw.post(&format!("/api/tasks/{id}/stop"), json!({})).await;
     assert_eq!(status, 202, "{v}");
     let stopped = c.wait_state(&id, "stopped").await;
     assert_eq!(stopped["error"], "stopped by operator");
-    for p in &pids {
-        wait_until(&format!("pid {p} to exit"), T, || async { !pid_alive(*p) }).await;
+    for (cmdline, _) in &tree {
+        wait_until(&format!("{cmdline:?} to exit"), T, || async {
+            processes_with_cmdline(cmdline) == 0
+        })
+        .await;
     }
     // The stream ends with an abort chunk and [DONE].
     let events = full_stream(&url, &c.gw.token).await;

@@ -11,7 +11,7 @@
 // Help text such as `http://<listen>` is read by clap, not rendered as HTML.
 #![allow(rustdoc::invalid_html_tags)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,7 +19,8 @@ use clap::{Args, Parser, Subcommand};
 
 use super::{envs::EnvFields, ClientArgs, DEFAULT_GATEWAY};
 use crate::gateway::GatewayConfig;
-use crate::node::{self, NodeConfig};
+use crate::node::sandbox::{parse_resolve, Mode as SandboxMode};
+use crate::node::{self, NodeConfig, SandboxSpec};
 
 #[derive(Parser)]
 #[command(
@@ -70,6 +71,13 @@ pub enum Command {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// Inside a task's sandbox: relays the task's HTTP(S) proxy traffic to the node.
+    #[command(name = "sandbox-forward", hide = true)]
+    SandboxForward {
+        socket: PathBuf,
+        #[arg(last = true, required = true)]
+        program: Vec<String>,
     },
 }
 
@@ -182,6 +190,30 @@ pub struct NodeRunArgs {
     /// Days the session logs of ended tasks are kept; 0 keeps them for ever.
     #[arg(long, env = "VIBER_RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u64,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct SandboxArgs {
+    /// How task processes and setup scripts are confined: `auto` uses bubblewrap and refuses
+    /// tasks when it is missing; `bwrap` refuses to start without it; `off` runs them with the
+    /// node's files, keys and network.
+    #[arg(long, env = "VIBER_SANDBOX", value_enum, default_value_t = SandboxMode::Auto)]
+    pub sandbox: SandboxMode,
+    /// HOST=IP: a name the network allowlist proxy resolves to this address instead of
+    /// asking DNS (repeatable, or comma-separated in the variable).
+    #[arg(long = "proxy-resolve", env = "VIBER_PROXY_RESOLVE", value_delimiter = ',', value_parser = parse_resolve)]
+    pub proxy_resolve: Vec<(String, IpAddr)>,
+}
+
+impl SandboxArgs {
+    pub fn spec(&self) -> SandboxSpec {
+        SandboxSpec {
+            mode: self.sandbox,
+            resolve: self.proxy_resolve.iter().cloned().collect(),
+        }
+    }
 }
 
 /// `--retention-days`: 0 is for ever.
@@ -197,6 +229,7 @@ impl NodeRunArgs {
             name: self.name.unwrap_or_else(node::hostname),
             data_dir: self.data_dir.resolve(),
             retention: retention(self.retention_days),
+            sandbox: self.sandbox.spec(),
         }
     }
 }
@@ -454,6 +487,8 @@ pub struct AllInOneArgs {
     /// Name of the local node [default: host name].
     #[arg(long)]
     pub name: Option<String>,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ pub async fn all_in_one(args: AllInOneArgs) -> anyhow::Result<()> {
         name,
         data_dir,
         retention: gw.state.config.retention,
+        sandbox: args.sandbox.spec(),
     };
     let node_shutdown = shutdown.clone();
     let node_task = tokio::spawn(async move {

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::executor::{run_bash, BashRun, RunOutcome};
 use super::runtime::{Runtime, STOPPED_BY_SHUTDOWN};
+use super::sandbox::{Confinement, Network};
 use crate::protocol::{
     BindingState, BindingStatus, BindingStrategy, EnvKind, Frame, PrepareEnvironment,
 };
@@ -367,6 +368,11 @@ async fn setup(
                 env: &env,
                 abort: rt.stopping(),
                 stop_grace: SETUP_STOP_GRACE,
+                confine: &Confinement {
+                    sandbox: rt.sandbox().clone(),
+                    // Setup installs dependencies: it has the network whatever the tasks get.
+                    network: Network::On,
+                },
             },
             |text| {
                 let safe = stream.push(&text);

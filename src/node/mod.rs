@@ -10,6 +10,7 @@ pub mod handshake;
 pub mod identity;
 mod outbox;
 mod runtime;
+pub mod sandbox;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 pub use connection::ws_url;
-pub use runtime::{rss_bytes, Runtime};
+pub use runtime::{rss_bytes, Runtime, SandboxSpec};
 
 use crate::crypto::NodeKey;
 
@@ -32,6 +33,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// How long session logs of ended tasks are kept; None: for ever.
     pub retention: Option<Duration>,
+    /// The sandbox task processes run in.
+    pub sandbox: SandboxSpec,
 }
 
 /// Runs the node until `shutdown` is cancelled (or the gateway refuses it for good).
@@ -42,7 +45,12 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let key = NodeKey::load_or_create(&config.data_dir.join(identity::KEY_FILE))?;
     executor::llm::load_node_config(&config.data_dir)?;
     tracing::info!(node = %key.node_id(), name = %config.name, gateway = %config.gateway, "node starting");
-    let runtime = Runtime::new(key.node_id(), &config.data_dir, &config.gateway)?;
+    let runtime = Runtime::new(
+        key.node_id(),
+        &config.data_dir,
+        &config.gateway,
+        config.sandbox.clone(),
+    )?;
     if let Some(keep) = config.retention {
         tokio::spawn(runtime.clone().prune_session_logs(keep, shutdown.clone()));
     }

@@ -18,6 +18,7 @@ mod emitter;
 mod task;
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,7 @@ use tokio_util::task::TaskTracker;
 use super::environments::SetupMemory;
 use super::executor;
 use super::outbox::{Outbox, SendCursor, MEMORY_CAP};
+use super::sandbox::{Mode as SandboxMode, Sandbox};
 use crate::protocol::{BindingState, ErrorCode, Frame, NodeStatus};
 use control::{Control, STOPPED_BY_OPERATOR};
 
@@ -41,6 +43,27 @@ pub type ApprovalAnswer = (bool, Option<String>);
 /// Node-local HMAC key file (mode 0600).
 const STATE_KEY_FILE: &str = "state.key";
 const SETUP_MEMORY_FILE: &str = ".viber-setup.json";
+/// Under the workspace: where tasks without a working dir run (not the workspace itself,
+/// which holds every environment's checkout).
+pub(super) const DEFAULT_TASK_DIR: &str = "default";
+
+/// How the node's sandbox is chosen (from `viber node` flags).
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub mode: SandboxMode,
+    pub resolve: HashMap<String, IpAddr>,
+}
+
+impl SandboxSpec {
+    /// No sandbox (unit tests of the runtime's bookkeeping).
+    #[cfg(test)]
+    pub fn off() -> SandboxSpec {
+        SandboxSpec {
+            mode: SandboxMode::Off,
+            resolve: HashMap::new(),
+        }
+    }
+}
 /// Why a task or prepare ended when the node shut down under it.
 pub(super) const STOPPED_BY_SHUTDOWN: &str = "stopped: the node is shutting down";
 /// Best-effort frames kept while the gateway is away.
@@ -62,6 +85,8 @@ struct Inner {
     gateway: String,
     sessions_dir: PathBuf,
     workspace_dir: PathBuf,
+    /// What every task process and setup script runs in.
+    sandbox: Sandbox,
     /// Best-effort frames (environment status and logs, config acks), sent in order.
     events: Mutex<VecDeque<Frame>>,
     /// The last state of every binding this node prepared, sent again after a reconnect.
@@ -89,11 +114,17 @@ struct Inner {
 }
 
 impl Runtime {
-    pub fn new(node_id: String, data_dir: &Path, gateway: &str) -> anyhow::Result<Runtime> {
+    pub fn new(
+        node_id: String,
+        data_dir: &Path,
+        gateway: &str,
+        sandbox: SandboxSpec,
+    ) -> anyhow::Result<Runtime> {
         let sessions_dir = data_dir.join("agents").join(&node_id).join("sessions");
         let workspace_dir = data_dir.join("workspace");
         std::fs::create_dir_all(&sessions_dir)?;
-        std::fs::create_dir_all(&workspace_dir)?;
+        std::fs::create_dir_all(workspace_dir.join(DEFAULT_TASK_DIR))?;
+        let sandbox = Sandbox::detect(sandbox.mode, data_dir, &workspace_dir, sandbox.resolve)?;
         let key_path = data_dir.join(STATE_KEY_FILE);
         let key_bytes = match std::fs::read(&key_path) {
             Ok(b) if b.len() == 32 => b,
@@ -111,6 +142,7 @@ impl Runtime {
                 gateway: gateway.to_string(),
                 sessions_dir,
                 workspace_dir,
+                sandbox,
                 events: Mutex::new(VecDeque::new()),
                 bindings: Mutex::new(HashMap::new()),
                 binding_locks: Mutex::new(HashMap::new()),
@@ -135,7 +167,13 @@ impl Runtime {
     }
 
     pub fn capabilities(&self) -> Vec<String> {
-        executor::available()
+        let mut caps = executor::available();
+        caps.push(self.inner.sandbox.capability());
+        caps
+    }
+
+    pub(super) fn sandbox(&self) -> &Sandbox {
+        &self.inner.sandbox
     }
 
     pub fn new_send_cursor(&self) -> SendCursor {
@@ -531,7 +569,7 @@ pub(super) mod testing {
     /// A runtime in a fresh directory with task `t1` open, and its emitter with `secret`.
     pub fn task_with_secret(secret: &str) -> (PathBuf, Runtime, Emitter) {
         let dir = std::env::temp_dir().join(format!("viber-rt-{}", crate::crypto::random_u64()));
-        let rt = Runtime::new("n1".into(), &dir, "http://127.0.0.1:1").unwrap();
+        let rt = Runtime::new("n1".into(), &dir, "http://127.0.0.1:1", SandboxSpec::off()).unwrap();
         rt.outbox().open("t1", &dir.join("t1.jsonl")).unwrap();
         let emit = Emitter::new(
             rt.inner.clone(),

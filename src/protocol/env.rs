@@ -49,6 +49,61 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// What outbound network a task's processes get (the environment's `networkAccess`).
+    pub enum NetworkAccess ("network access") {
+        /// The host's network, as the node itself has it.
+        On = "on",
+        /// Loopback only: the sandbox has its own network namespace.
+        Off = "off",
+        /// Only through the node's HTTP(S) proxy, to the listed hosts.
+        Allowlist = "allowlist",
+    }
+}
+
+impl NetworkAccess {
+    /// The mode an older `networkAccess: true|false` meant.
+    pub fn from_flag(on: bool) -> NetworkAccess {
+        if on {
+            NetworkAccess::On
+        } else {
+            NetworkAccess::Off
+        }
+    }
+}
+
+/// Checks one `networkAllowlist` entry: a host name (`example.com`), a wildcard for its
+/// subdomains (`*.example.com`) or an IP address, each with an optional `:port`. Returns it
+/// lowercased.
+pub fn allowlist_entry(entry: &str) -> Result<String, String> {
+    let e = entry.trim().trim_end_matches('.').to_ascii_lowercase();
+    let (host, port) = match e.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, Some(p)),
+        _ => (e.as_str(), None),
+    };
+    if let Some(p) = port {
+        if p.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("{entry:?}: the port must be 1-65535"));
+        }
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !ok {
+        return Err(format!(
+            "{entry:?} is not a host name, a *.wildcard or an IPv4 address (with an optional :port)"
+        ));
+    }
+    Ok(e)
+}
+
 /// A secret's plaintext, only ever inside an authenticated frame to the node that needs it.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -263,6 +263,13 @@ pub struct TaskOptions {
     /// An unanswered approval is denied after this many seconds (default 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_timeout_secs: Option<u64>,
+    /// Outbound network for the task's processes (default: on). Thread tasks get their
+    /// environment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_access: Option<super::NetworkAccess>,
+    /// Hosts reachable under `networkAccess: allowlist` (see [`super::allowlist_entry`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_allowlist: Vec<String>,
 }
 
 #[cfg(test)]

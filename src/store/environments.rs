@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::Store;
-use crate::protocol::{EnvKind, ExecutorKind, SecretScope};
+use crate::protocol::{EnvKind, ExecutorKind, NetworkAccess, SecretScope};
 use crate::secrets::Sealed;
 
 #[derive(Debug, Clone)]
@@ -22,7 +22,9 @@ pub struct EnvironmentRecord {
     pub container_image: Option<String>,
     pub working_dir: String,
     pub setup_script: String,
-    pub network_access: bool,
+    pub network_access: NetworkAccess,
+    /// JSON array of host patterns.
+    pub network_allowlist: String,
     pub persist_volume: bool,
     pub default_executor: Option<ExecutorKind>,
     /// JSON object.
@@ -34,8 +36,8 @@ pub struct EnvironmentRecord {
 
 const ENV_COLUMNS: &str =
     "id, name, description, type, repo_url, repo_org, repo_name, repo_branch, \
-     local_path, container_image, working_dir, setup_script, network_access, persist_volume, \
-     default_executor, metadata, version, created_at, updated_at";
+     local_path, container_image, working_dir, setup_script, network_mode, persist_volume, \
+     default_executor, metadata, version, created_at, updated_at, network_allowlist";
 
 fn env_from_row(r: &Row) -> rusqlite::Result<EnvironmentRecord> {
     Ok(EnvironmentRecord {
@@ -52,6 +54,7 @@ fn env_from_row(r: &Row) -> rusqlite::Result<EnvironmentRecord> {
         working_dir: r.get(10)?,
         setup_script: r.get(11)?,
         network_access: r.get(12)?,
+        network_allowlist: r.get(19)?,
         persist_volume: r.get(13)?,
         default_executor: r.get(14)?,
         metadata: r.get(15)?,
@@ -140,12 +143,13 @@ impl Store {
         self.write(move |c| {
             let tx = c.transaction()?;
             let r = tx.execute(
-                &format!("INSERT INTO environments ({ENV_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
+                &format!("INSERT INTO environments ({ENV_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
                 params![
                     env.id, env.name, env.description, env.kind, env.repo_url, env.repo_org,
                     env.repo_name, env.repo_branch, env.local_path, env.container_image,
                     env.working_dir, env.setup_script, env.network_access, env.persist_volume,
-                    env.default_executor, env.metadata, env.version, env.created_at, env.updated_at
+                    env.default_executor, env.metadata, env.version, env.created_at, env.updated_at,
+                    env.network_allowlist
                 ],
             );
             match r {
@@ -176,8 +180,9 @@ impl Store {
                 "UPDATE environments SET name = ?2, description = ?3, type = ?4, repo_url = ?5,
                     repo_org = ?6, repo_name = ?7, repo_branch = ?8, local_path = ?9,
                     container_image = ?10, working_dir = ?11, setup_script = ?12,
-                    network_access = ?13, persist_volume = ?14, default_executor = ?15,
-                    metadata = ?16, version = version + 1, updated_at = ?17
+                    network_mode = ?13, persist_volume = ?14, default_executor = ?15,
+                    metadata = ?16, version = version + 1, updated_at = ?17,
+                    network_allowlist = ?18
                  WHERE id = ?1",
                 params![
                     env.id,
@@ -196,7 +201,8 @@ impl Store {
                     env.persist_volume,
                     env.default_executor,
                     env.metadata,
-                    env.updated_at
+                    env.updated_at,
+                    env.network_allowlist
                 ],
             );
             match r {

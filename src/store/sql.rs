@@ -6,7 +6,8 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 
 use crate::protocol::api::ThreadStatus;
 use crate::protocol::{
-    BindingStatus, BindingStrategy, EnvKind, ExecutorKind, InjectionMode, SecretScope, TaskState,
+    BindingStatus, BindingStrategy, EnvKind, ExecutorKind, InjectionMode, NetworkAccess,
+    SecretScope, TaskState,
 };
 
 macro_rules! text_column {
@@ -37,4 +38,5 @@ text_column!(
     BindingStrategy,
     BindingStatus,
     ThreadStatus,
+    NetworkAccess,
 );

@@ -459,3 +459,16 @@ pub async fn handshake(url: &str, key: &NodeKey, token: &str) -> (Ws, Got) {
     };
     (ws, got)
 }
+
+/// How many of this machine's processes have exactly this command line (arguments joined
+/// by NUL, as `/proc/PID/cmdline` holds them). Sandboxed processes have PIDs of their own
+/// namespace, so the tests find them by what they run.
+pub fn processes_with_cmdline(cmdline: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
+        .count()
+}

@@ -8,7 +8,10 @@ use serde_json::Value;
 
 use crate::gateway::error::{ApiError, ApiResult};
 use crate::protocol::api::EnvironmentInput;
-use crate::protocol::{absolute_clean, relative_inside, EnvKind, ExecutorKind, WorkingMode};
+use crate::protocol::{
+    absolute_clean, allowlist_entry, relative_inside, EnvKind, ExecutorKind, NetworkAccess,
+    WorkingMode,
+};
 use crate::store::EnvironmentRecord;
 
 pub const MAX_SCRIPT_BYTES: usize = 64 * 1024;
@@ -41,7 +44,8 @@ pub fn new_record(id: String, kind: EnvKind, now: i64) -> EnvironmentRecord {
         container_image: None,
         working_dir: String::new(),
         setup_script: String::new(),
-        network_access: true,
+        network_access: NetworkAccess::On,
+        network_allowlist: "[]".into(),
         persist_volume: false,
         default_executor: None,
         metadata: "{}".into(),
@@ -111,7 +115,11 @@ fn apply_fields(env: &mut EnvironmentRecord, input: &mut EnvironmentInput) -> Ap
         env.setup_script = s;
     }
     if let Some(b) = input.network_access.take() {
-        env.network_access = b;
+        env.network_access = b.mode();
+    }
+    if let Some(list) = input.network_allowlist.take() {
+        env.network_allowlist =
+            serde_json::to_string(&check_allowlist(&list)?).map_err(anyhow::Error::from)?;
     }
     if let Some(b) = input.persist_volume.take() {
         env.persist_volume = b;
@@ -120,6 +128,32 @@ fn apply_fields(env: &mut EnvironmentRecord, input: &mut EnvironmentInput) -> Ap
         env.metadata = merge_metadata(&env.metadata, m)?;
     }
     Ok(())
+}
+
+/// Most entries an environment's `networkAllowlist` may hold.
+const MAX_ALLOWLIST: usize = 256;
+
+/// Each entry checked and lowercased, duplicates dropped, order kept.
+fn check_allowlist(list: &[String]) -> ApiResult<Vec<String>> {
+    if list.len() > MAX_ALLOWLIST {
+        return Err(ApiError::validation(format!(
+            "networkAllowlist has more than {MAX_ALLOWLIST} entries"
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for e in list {
+        let e = allowlist_entry(e)
+            .map_err(|m| ApiError::validation(format!("networkAllowlist: {m}")))?;
+        if !out.contains(&e) {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// The stored allowlist (a JSON array).
+pub fn allowlist_of(env: &EnvironmentRecord) -> Vec<String> {
+    serde_json::from_str(&env.network_allowlist).unwrap_or_default()
 }
 
 fn check_name(name: &str) -> ApiResult<()> {

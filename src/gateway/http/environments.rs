@@ -49,6 +49,7 @@ async fn env_view(app: &App, e: &EnvironmentRecord) -> ApiResult<EnvironmentView
         working_dir: e.working_dir.clone(),
         setup_script: e.setup_script.clone(),
         network_access: e.network_access,
+        network_allowlist: crate::gateway::envs::input::allowlist_of(e),
         persist_volume: e.persist_volume,
         metadata: serde_json::from_str(&e.metadata)
             .unwrap_or_else(|_| Value::Object(Default::default())),

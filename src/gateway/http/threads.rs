@@ -253,6 +253,8 @@ async fn start_task(
         cwd: binding.resolved_working_dir.clone(),
         env: vars,
         working_mode,
+        network_access: Some(env.network_access),
+        network_allowlist: crate::gateway::envs::input::allowlist_of(env),
         ..TaskOptions::default()
     };
     let now = now_ms();

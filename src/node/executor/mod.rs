@@ -42,6 +42,8 @@ pub struct Run<'a> {
     pub memory: &'a tokio::sync::Mutex<Vec<serde_json::Value>>,
     /// The task's options (model, working mode, ...).
     pub options: &'a crate::protocol::TaskOptions,
+    /// The sandbox and network every process of the run gets.
+    pub confine: &'a crate::node::sandbox::Confinement,
 }
 
 /// How a run ended.

@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 
 use super::{Executor, Run, RunOutcome};
+use crate::node::sandbox::{Confinement, Prepared, Proxy};
 use crate::protocol::ui::UiChunk;
 
 pub struct Shell;
@@ -42,6 +43,7 @@ impl Executor for Shell {
                     env: run.env,
                     abort: run.abort.clone(),
                     stop_grace: run.stop_grace,
+                    confine: run.confine,
                 },
                 |text| run.emit.chunk(UiChunk::text_delta(&run.part_id, text)),
             )
@@ -63,18 +65,21 @@ pub struct BashRun<'a> {
     /// Cancelled to stop the script (SIGINT, SIGTERM, SIGKILL to its process group).
     pub abort: tokio_util::sync::CancellationToken,
     pub stop_grace: Duration,
+    /// The sandbox and network the script runs with.
+    pub confine: &'a Confinement,
 }
 
 /// Runs a bash script in its own process group and hands its output (stdout and stderr,
 /// in order, as UTF-8 text) to `on_output` while it runs.
 pub async fn run_bash(run: BashRun<'_>, mut on_output: impl FnMut(String)) -> RunOutcome {
-    let (mut child, pgid, pipe) = match spawn(&run).await {
+    let (mut child, pgid, pipe, proxy) = match spawn(&run).await {
         Ok(started) => started,
         Err(outcome) => return outcome,
     };
     let (exit, interrupted) = pump(&run, &mut child, pgid, pipe, &mut on_output).await;
     // Nothing of the run may outlive it.
     kill_group(pgid, Signal::SIGKILL);
+    drop(proxy);
     if interrupted {
         RunOutcome::Interrupted
     } else {
@@ -82,22 +87,34 @@ pub async fn run_bash(run: BashRun<'_>, mut on_output: impl FnMut(String)) -> Ru
     }
 }
 
-/// Starts bash in a new process group, stdout and stderr on one pipe; returns the child,
-/// its group and the pipe's read end.
-async fn spawn(
-    run: &BashRun<'_>,
-) -> Result<(tokio::process::Child, Pid, tokio::net::unix::pipe::Receiver), RunOutcome> {
+/// What [`spawn`] started: the child, its group, the pipe's read end, and the allowlist
+/// proxy that must serve it until it ends.
+type Started = (
+    tokio::process::Child,
+    Pid,
+    tokio::net::unix::pipe::Receiver,
+    Option<Proxy>,
+);
+
+/// Starts bash in its sandbox in a new process group, stdout and stderr on one pipe.
+async fn spawn(run: &BashRun<'_>) -> Result<Started, RunOutcome> {
     let (reader, writer): (OwnedFd, OwnedFd) = nix::unistd::pipe()
         .map_err(|e| RunOutcome::Failed(format!("creating output pipe: {e}")))?;
     let writer2 = writer
         .try_clone()
         .map_err(|e| RunOutcome::Failed(format!("creating output pipe: {e}")))?;
-    let mut cmd = tokio::process::Command::new("bash");
-    cmd.arg("-c")
-        .arg(run.script)
-        .current_dir(run.cwd)
-        .envs(run.env)
-        .stdin(Stdio::null())
+    let Prepared { mut cmd, _proxy } = run
+        .confine
+        .sandbox
+        .command(
+            "bash",
+            &["-c", run.script],
+            run.cwd,
+            run.env,
+            &run.confine.network,
+        )
+        .map_err(RunOutcome::Failed)?;
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::from(writer))
         .stderr(Stdio::from(writer2))
         .process_group(0)
@@ -110,7 +127,7 @@ async fn spawn(
     drop(cmd);
     let pgid = Pid::from_raw(child.id().map(|p| p as i32).unwrap_or(0));
     match tokio::net::unix::pipe::Receiver::from_owned_fd(reader) {
-        Ok(pipe) => Ok((child, pgid, pipe)),
+        Ok(pipe) => Ok((child, pgid, pipe, _proxy)),
         Err(e) => {
             kill_group(pgid, Signal::SIGKILL);
             let _ = child.wait().await;

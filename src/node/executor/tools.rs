@@ -33,6 +33,8 @@ const MAX_GREP: usize = 500;
 pub struct ToolContext<'a> {
     pub root: &'a Path,
     pub env: &'a BTreeMap<String, String>,
+    /// Where `bash` runs: the task's sandbox and network.
+    pub confine: &'a crate::node::sandbox::Confinement,
     /// Cancelled to interrupt a running tool (stop or steer).
     pub abort: CancellationToken,
 }
@@ -391,6 +393,7 @@ async fn bash(args: &Value, ctx: &ToolContext<'_>) -> Result<Value, String> {
             env: ctx.env,
             abort: abort.clone(),
             stop_grace: Duration::from_secs(1),
+            confine: ctx.confine,
         },
         |s| {
             if output.len() <= RAW_CAP {
@@ -417,9 +420,12 @@ mod tests {
 
     fn ctx(root: &Path) -> ToolContext<'_> {
         static ENV: std::sync::OnceLock<BTreeMap<String, String>> = std::sync::OnceLock::new();
+        static OFF: std::sync::OnceLock<crate::node::sandbox::Confinement> =
+            std::sync::OnceLock::new();
         ToolContext {
             root,
             env: ENV.get_or_init(BTreeMap::new),
+            confine: OFF.get_or_init(crate::node::sandbox::Confinement::unconfined),
             abort: CancellationToken::new(),
         }
     }

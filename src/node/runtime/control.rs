@@ -263,7 +263,13 @@ mod tests {
     #[test]
     fn a_command_is_applied_once_and_every_arrival_is_acknowledged() {
         let dir = std::env::temp_dir().join(format!("viber-cmd-{}", crate::crypto::random_u64()));
-        let rt = Runtime::new("n1".into(), &dir, "http://127.0.0.1:1").unwrap();
+        let rt = Runtime::new(
+            "n1".into(),
+            &dir,
+            "http://127.0.0.1:1",
+            crate::node::runtime::SandboxSpec::off(),
+        )
+        .unwrap();
         let mut applied = 0;
         for _ in 0..3 {
             let ack = rt.command(Some("cmd-1".into()), || {

@@ -20,6 +20,7 @@ use tracing::Instrument;
 use super::control::{Control, Inbox};
 use super::{Emitter, Runtime};
 use crate::node::executor::{self, Executor, Run, RunOutcome};
+use crate::node::sandbox::{Confinement, Network};
 use crate::protocol::ui::{FinishReason, UiChunk};
 use crate::protocol::{Frame, TaskOutcome, TaskSubmit};
 
@@ -86,6 +87,7 @@ struct Task {
     cwd: PathBuf,
     env: BTreeMap<String, String>,
     grace: Duration,
+    confine: Confinement,
     /// The conversation so far (the `llm` executor continues it on a follow-up).
     memory: tokio::sync::Mutex<Vec<serde_json::Value>>,
 }
@@ -133,13 +135,18 @@ fn prepare(runtime: &Runtime, submit: TaskSubmit) -> Result<Task, String> {
         .cwd
         .as_ref()
         .map(PathBuf::from)
-        .unwrap_or_else(|| runtime.inner.workspace_dir.clone());
+        .unwrap_or_else(|| runtime.inner.workspace_dir.join(super::DEFAULT_TASK_DIR));
     if !cwd.is_dir() {
         return Err(format!(
             "working directory {} does not exist on this node",
             cwd.display()
         ));
     }
+    runtime.sandbox().check(&cwd)?;
+    let confine = Confinement {
+        sandbox: runtime.sandbox().clone(),
+        network: Network::of(&submit.options),
+    };
     let mut env: BTreeMap<String, String> = submit.options.env.clone();
     for s in &submit.secrets {
         env.insert(s.name.clone(), s.value.clone());
@@ -157,6 +164,7 @@ fn prepare(runtime: &Runtime, submit: TaskSubmit) -> Result<Task, String> {
         cwd,
         env,
         grace,
+        confine,
         memory: tokio::sync::Mutex::new(Vec::new()),
     })
 }
@@ -192,6 +200,7 @@ async fn run_once(
         stop_grace: task.grace,
         memory: &task.memory,
         options: &task.submit.options,
+        confine: &task.confine,
     });
     tokio::pin!(run);
     let outcome = loop {

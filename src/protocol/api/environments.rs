@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::protocol::names::wire_enum;
-use crate::protocol::{BindingStrategy, EnvKind, ExecutorKind, SecretScope, ValidationCheck};
+use crate::protocol::{
+    BindingStrategy, EnvKind, ExecutorKind, NetworkAccess, SecretScope, ValidationCheck,
+};
 
 /// A secret in a request: a bare value (runtime scope), `{value, scope}`, or null to remove.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,8 +49,13 @@ pub struct EnvironmentInput {
     pub working_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup_script: Option<String>,
+    /// `on`, `off` or `allowlist` (`true`/`false` are accepted for `on`/`off`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network_access: Option<bool>,
+    pub network_access: Option<NetworkAccessInput>,
+    /// Hosts a task may reach under `networkAccess: allowlist`: `example.com`,
+    /// `*.example.com` (its subdomains), an IPv4 address, each with an optional `:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_allowlist: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persist_volume: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,6 +69,23 @@ pub struct EnvironmentInput {
     /// Changes by name; a null value removes the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<BTreeMap<String, Option<SecretInput>>>,
+}
+
+/// `networkAccess` in a request: a mode, or the boolean older clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum NetworkAccessInput {
+    Flag(bool),
+    Mode(NetworkAccess),
+}
+
+impl NetworkAccessInput {
+    pub fn mode(self) -> NetworkAccess {
+        match self {
+            NetworkAccessInput::Flag(on) => NetworkAccess::from_flag(on),
+            NetworkAccessInput::Mode(m) => m,
+        }
+    }
 }
 
 /// A secret as shown: never its value, only a mask.
@@ -132,7 +156,8 @@ pub struct EnvironmentView {
     pub kind: EnvKind,
     pub working_dir: String,
     pub setup_script: String,
-    pub network_access: bool,
+    pub network_access: NetworkAccess,
+    pub network_allowlist: Vec<String>,
     pub persist_volume: bool,
     #[cfg_attr(test, ts(type = "Record<string, unknown>"))]
     pub metadata: Value,

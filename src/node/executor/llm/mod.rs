@@ -133,6 +133,7 @@ impl<'r, 'a> Agent<'r, 'a> {
             tools: ToolContext {
                 root: run.cwd,
                 env: run.env,
+                confine: run.confine,
                 abort: run.abort.clone(),
             },
             usage: Usage::default(),

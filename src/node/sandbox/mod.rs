@@ -1,0 +1,427 @@
+//! The sandbox every process a task or a setup script starts runs in.
+//!
+//! Built on bubblewrap (`bwrap`): the process sees the system read-only, its working dir
+//! read-write, a private `/tmp` and `/proc`, and not the node's data dir (keys, tokens, the
+//! database, other environments' workspaces, session logs), which is covered by an empty
+//! tmpfs. It keeps no capabilities (a root node's tasks cannot remount their way out), gets
+//! its own PID and IPC namespaces, dies with the node, and, by the task's `networkAccess`,
+//! its own network namespace with loopback only (`off`) or with only the node's allowlist
+//! proxy (`allowlist`, see `proxy.rs` and `forward.rs`).
+//!
+//! Whatever the sandbox, a process's environment is the node's minus its internals
+//! (`VIBER_*`) and anything that looks like a credential (`*KEY*`, `*TOKEN*`, `*SECRET*`,
+//! `*PASSWORD*`, ...), plus what the task or environment sets.
+//!
+//! Owns: finding the tool, the command line that confines one process tree, the environment
+//! it gets, which working dirs a task may use. Must not touch: running and reaping the
+//! process (`executor::shell` does), what a network request may reach (`proxy.rs`).
+
+pub mod forward;
+mod proxy;
+
+pub use proxy::Proxy;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::protocol::{NetworkAccess, TaskOptions};
+
+/// How the node confines task processes (`viber node --sandbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// bubblewrap when it is installed and works; without it, tasks are refused.
+    Auto,
+    /// bubblewrap, or the node does not start.
+    Bwrap,
+    /// No sandbox: tasks run as the node's user with its files and network. Explicit only.
+    Off,
+}
+
+/// What the node advertises and the board shows (`sandbox:<status>` capability).
+pub const CAPABILITY_PREFIX: &str = "sandbox:";
+
+/// The sandbox tool of this node, shared by every task.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tool: Tool,
+    data_dir: PathBuf,
+    workspace_dir: PathBuf,
+    /// Where the allowlist proxies' sockets live (inside the data dir, so hidden).
+    run_dir: PathBuf,
+    /// Host names the allowlist proxy resolves itself (`--proxy-resolve HOST=IP`).
+    resolve: HashMap<String, IpAddr>,
+}
+
+enum Tool {
+    Bwrap(PathBuf),
+    Off,
+    /// Asked for `auto` and no working bwrap: the reason, shown when a task is refused.
+    Missing(String),
+}
+
+/// The outbound network one process tree gets.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Network {
+    On,
+    Off,
+    /// Only to these host patterns, through the node's proxy.
+    Allowlist(Arc<Vec<String>>),
+}
+
+impl Network {
+    /// A task's network, from its options (default: on).
+    pub fn of(options: &TaskOptions) -> Network {
+        match options.network_access.unwrap_or(NetworkAccess::On) {
+            NetworkAccess::On => Network::On,
+            NetworkAccess::Off => Network::Off,
+            NetworkAccess::Allowlist => {
+                Network::Allowlist(Arc::new(options.network_allowlist.clone()))
+            }
+        }
+    }
+}
+
+/// Where one process tree runs: the node's sandbox and the network it may use.
+#[derive(Clone)]
+pub struct Confinement {
+    pub sandbox: Sandbox,
+    pub network: Network,
+}
+
+impl Confinement {
+    /// No sandbox, the host's network: for unit tests of what runs inside.
+    #[cfg(test)]
+    pub fn unconfined() -> Confinement {
+        Confinement {
+            sandbox: Sandbox {
+                inner: Arc::new(Inner {
+                    tool: Tool::Off,
+                    data_dir: PathBuf::from("/nonexistent"),
+                    workspace_dir: PathBuf::from("/nonexistent/workspace"),
+                    run_dir: std::env::temp_dir(),
+                    resolve: HashMap::new(),
+                }),
+            },
+            network: Network::On,
+        }
+    }
+}
+
+/// A command ready to spawn, and what must live as long as the process does.
+pub struct Prepared {
+    pub cmd: tokio::process::Command,
+    /// The allowlist proxy serving this process tree; stops when dropped.
+    pub _proxy: Option<Proxy>,
+}
+
+/// Paths inside the sandbox for the allowlist plumbing (in its private /tmp).
+const SOCKET_INSIDE: &str = "/tmp/.viber/proxy.sock";
+const FORWARDER_INSIDE: &str = "/tmp/.viber/viber";
+
+impl Sandbox {
+    /// Finds the tool `mode` asks for. `Bwrap` without a working bwrap is an error; `Auto`
+    /// without one gives a sandbox that refuses tasks (and says why).
+    pub fn detect(
+        mode: Mode,
+        data_dir: &Path,
+        workspace_dir: &Path,
+        resolve: HashMap<String, IpAddr>,
+    ) -> anyhow::Result<Sandbox> {
+        let tool = match mode {
+            Mode::Off => {
+                tracing::warn!(
+                    "sandbox is off: tasks run with this node's files, keys and network"
+                );
+                Tool::Off
+            }
+            Mode::Auto | Mode::Bwrap => match probe_bwrap() {
+                Ok(path) => Tool::Bwrap(path),
+                Err(why) if mode == Mode::Bwrap => anyhow::bail!("--sandbox bwrap: {why}"),
+                Err(why) => {
+                    tracing::error!(
+                        "no sandbox: {why}; tasks are refused until bubblewrap is installed \
+                         (apt-get install bubblewrap) or the node runs with --sandbox off"
+                    );
+                    Tool::Missing(why)
+                }
+            },
+        };
+        let run_dir = data_dir.join("run");
+        crate::crypto::private_dir(&run_dir)
+            .with_context(|| format!("creating {}", run_dir.display()))?;
+        let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        Ok(Sandbox {
+            inner: Arc::new(Inner {
+                tool,
+                data_dir: canonical(data_dir),
+                workspace_dir: canonical(workspace_dir),
+                run_dir,
+                resolve,
+            }),
+        })
+    }
+
+    /// `bwrap`, `off` or `missing`.
+    pub fn status(&self) -> &'static str {
+        match self.inner.tool {
+            Tool::Bwrap(_) => "bwrap",
+            Tool::Off => "off",
+            Tool::Missing(_) => "missing",
+        }
+    }
+
+    /// The capability the node advertises: `sandbox:bwrap`, `sandbox:off`, `sandbox:missing`.
+    pub fn capability(&self) -> String {
+        format!("{CAPABILITY_PREFIX}{}", self.status())
+    }
+
+    /// Whether a task may run in `cwd`: the node has a sandbox (or it was turned off), and
+    /// the directory does not expose the data dir (it is not the data dir, above it, or in
+    /// it outside the workspace).
+    pub fn check(&self, cwd: &Path) -> Result<(), String> {
+        if let Tool::Missing(why) = &self.inner.tool {
+            return Err(format!(
+                "this node has no sandbox ({why}); install bubblewrap (apt-get install \
+                 bubblewrap) or start the node with --sandbox off to run tasks unconfined"
+            ));
+        }
+        if matches!(self.inner.tool, Tool::Off) {
+            return Ok(());
+        }
+        let cwd = std::fs::canonicalize(cwd)
+            .map_err(|e| format!("working directory {}: {e}", cwd.display()))?;
+        let (data, ws) = (&self.inner.data_dir, &self.inner.workspace_dir);
+        let inside_workspace = cwd.starts_with(ws) && cwd != *ws;
+        if data.starts_with(&cwd) || (cwd.starts_with(data) && !inside_workspace) {
+            return Err(format!(
+                "working directory {} would expose the node's data dir to the task",
+                cwd.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// `program args` confined to `cwd` with `network`, its environment built from `env`
+    /// (see [`process_env`]). The caller sets stdio and the process group.
+    pub fn command(
+        &self,
+        program: &str,
+        args: &[&str],
+        cwd: &Path,
+        env: &BTreeMap<String, String>,
+        network: &Network,
+    ) -> Result<Prepared, String> {
+        let bwrap = match &self.inner.tool {
+            Tool::Missing(_) => return Err(self.check(cwd).unwrap_err()),
+            Tool::Off => {
+                let mut cmd = tokio::process::Command::new(program);
+                cmd.args(args).current_dir(cwd);
+                set_env(&mut cmd, env);
+                return Ok(Prepared { cmd, _proxy: None });
+            }
+            Tool::Bwrap(path) => path,
+        };
+        self.check(cwd)?;
+        let mut a: Vec<OsString> = [
+            "--die-with-parent",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--cap-drop",
+            "ALL",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        // Cover the data dir (which also holds the workspaces), then open the task's own
+        // working dir again inside it.
+        push(&mut a, &["--tmpfs"]);
+        a.push(self.inner.data_dir.clone().into());
+        push(&mut a, &["--bind"]);
+        a.push(cwd.into());
+        a.push(cwd.into());
+        let mut proxy = None;
+        match network {
+            Network::On => {}
+            Network::Off => push(&mut a, &["--unshare-net"]),
+            Network::Allowlist(hosts) => {
+                let p = proxy::Proxy::start(
+                    &self.inner.run_dir,
+                    hosts.clone(),
+                    self.inner.resolve.clone(),
+                )
+                .map_err(|e| format!("starting the network allowlist proxy: {e:#}"))?;
+                let exe = std::env::current_exe()
+                    .map_err(|e| format!("finding the viber binary for the proxy: {e}"))?;
+                push(&mut a, &["--unshare-net", "--bind"]);
+                a.push(p.socket().into());
+                a.push(SOCKET_INSIDE.into());
+                push(&mut a, &["--ro-bind"]);
+                a.push(exe.into());
+                a.push(FORWARDER_INSIDE.into());
+                proxy = Some(p);
+            }
+        }
+        push(&mut a, &["--chdir"]);
+        a.push(cwd.into());
+        push(&mut a, &["--"]);
+        if proxy.is_some() {
+            push(
+                &mut a,
+                &[FORWARDER_INSIDE, forward::SUBCOMMAND, SOCKET_INSIDE, "--"],
+            );
+        }
+        push(&mut a, &[program]);
+        push(&mut a, args);
+        let mut cmd = tokio::process::Command::new(bwrap);
+        cmd.args(a).current_dir(cwd);
+        set_env(&mut cmd, env);
+        Ok(Prepared { cmd, _proxy: proxy })
+    }
+}
+
+fn push(a: &mut Vec<OsString>, items: &[&str]) {
+    a.extend(items.iter().map(OsString::from));
+}
+
+/// Runs bwrap once with the options every task uses; its path when that works.
+fn probe_bwrap() -> Result<PathBuf, String> {
+    let path = find_on_path("bwrap").ok_or("bubblewrap (bwrap) is not installed")?;
+    let out = std::process::Command::new(&path)
+        .args([
+            "--die-with-parent",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-net",
+            "--cap-drop",
+            "ALL",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+            "true",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} does not work here: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(path)
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Names of the node's own variables that a task must not inherit.
+fn internal(name: &str) -> bool {
+    let up = name.to_ascii_uppercase();
+    up.starts_with("VIBER_")
+        || up == "TMPDIR"
+        || [
+            "KEY",
+            "TOKEN",
+            "SECRET",
+            "PASSWORD",
+            "PASSWD",
+            "CREDENTIAL",
+            "AUTH",
+        ]
+        .iter()
+        .any(|w| up.contains(w))
+}
+
+/// A task process's environment: the node's, minus its internals and credentials, plus
+/// `env` (the task's vars and secrets, which may name anything).
+pub fn process_env(env: &BTreeMap<String, String>) -> Vec<(OsString, OsString)> {
+    let mut out: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| k.to_str().is_some_and(|k| !internal(k)))
+        .filter(|(k, _)| k.to_str().is_some_and(|k| !env.contains_key(k)))
+        .collect();
+    out.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
+    out
+}
+
+fn set_env(cmd: &mut tokio::process::Command, env: &BTreeMap<String, String>) {
+    cmd.env_clear().envs(process_env(env));
+}
+
+/// Parses `--proxy-resolve HOST=IP`.
+pub fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
+    let (host, ip) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected HOST=IP"))?;
+    let ip: IpAddr = ip
+        .trim()
+        .parse()
+        .map_err(|e| format!("{s:?}: {ip:?} is not an IP address: {e}"))?;
+    Ok((host.trim().trim_end_matches('.').to_ascii_lowercase(), ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_internals_and_credentials_are_not_inherited() {
+        for k in [
+            "VIBER_HOME",
+            "viber_node_token",
+            "ANTHROPIC_API_KEY",
+            "GITHUB_TOKEN",
+            "AWS_SECRET_ACCESS_KEY",
+            "PGPASSWORD",
+            "TMPDIR",
+        ] {
+            assert!(internal(k), "{k}");
+        }
+        for k in ["PATH", "HOME", "LANG", "TERM", "USER", "CARGO_HOME"] {
+            assert!(!internal(k), "{k}");
+        }
+        // What the task itself sets is kept, whatever its name.
+        let env = BTreeMap::from([("GIT_TOKEN".to_string(), "t".to_string())]);
+        let got = process_env(&env);
+        assert!(got.iter().any(|(k, v)| k == "GIT_TOKEN" && v == "t"));
+        assert_eq!(got.iter().filter(|(k, _)| k == "GIT_TOKEN").count(), 1);
+    }
+
+    #[test]
+    fn resolve_entries_parse() {
+        assert_eq!(
+            parse_resolve("Api.Example.com.=127.0.0.1").unwrap(),
+            ("api.example.com".to_string(), "127.0.0.1".parse().unwrap())
+        );
+        assert!(parse_resolve("nohost").is_err());
+        assert!(parse_resolve("h=notanip").is_err());
+    }
+}
