@@ -2,7 +2,8 @@
 # The full test suite. Installs what the tests need when it is missing:
 #   - npm packages pinned in tests/js/package-lock.json: `ai` (SSE conformance) and
 #     playwright-core (drives the browser in the board test);
-#   - Debian's chromium (apt-get; as root or through sudo) for the board's end-to-end test.
+#   - Debian's chromium (apt-get; as root or through sudo) for the board's end-to-end test;
+#   - Debian's bubblewrap, the sandbox task processes run in.
 # The board itself (assets/) is built by build.rs during `cargo test` (npm ci + vite).
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
@@ -19,20 +20,14 @@ if [ ! -f tests/js/node_modules/ai/package.json ] \
     npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 fi
 
+. scripts/lib.sh
+
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 if [ ! -x "$CHROMIUM" ]; then
-    echo "installing chromium (Debian package) for the board test" >&2
-    if [ "$(id -u)" -eq 0 ]; then
-        SUDO=""
-    elif command -v sudo >/dev/null 2>&1; then
-        SUDO="sudo"
-    else
-        echo "scripts/test.sh: $CHROMIUM is missing; install it (apt-get install chromium) or set CHROMIUM" >&2
-        exit 1
-    fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    apt_install chromium
 fi
+# The sandbox every task process runs in (tests/sandbox.rs and every task test).
+ensure_bubblewrap
 export CHROMIUM
 
 cargo test --all-targets "$@"

@@ -784,3 +784,37 @@ async fn a_tool_call_larger_than_a_frame_runs_and_streams_cut() {
         .unwrap()
         .contains("[cut: "));
 }
+
+/// Issue 13: the agent's `bash` tool runs in the node's sandbox: the node's key, its data
+/// dir and its provider key are out of reach, the working dir is the tool's to write.
+#[tokio::test]
+async fn the_bash_tool_cannot_reach_the_nodes_keys() {
+    let a = agent(vec![]).await;
+    let ndir = a.dirs.1.path().display().to_string();
+    a.fake.set_script(vec![
+        tool_call(
+            "call_1",
+            "bash",
+            json!({"command": format!(
+                "for f in node-key state.key node.json; do [ -e {ndir}/$f ] && echo \"SEES $f\"; done; \
+                 echo \"key=[$OPENAI_API_KEY] home=[$VIBER_HOME]\"; echo made > made.txt; echo finished"
+            )}),
+        ),
+        text("done"),
+    ]);
+    assert!(a.dirs.1.join("node-key").exists());
+    let (_, task) = a.run("look around").await;
+    assert_eq!(task["state"], "completed", "{task}");
+    let reqs = a.fake.requests();
+    let out = reqs[1]["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(out.contains("finished"), "{out}");
+    assert!(!out.contains("SEES"), "{out}");
+    assert!(out.contains("key=[] home=[]"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(a.work.join("made.txt")).unwrap(),
+        "made\n"
+    );
+}

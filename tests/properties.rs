@@ -138,6 +138,7 @@ proptest! {
         let ctx = viber::node::executor::tools::ToolContext {
             root: &fixture.join("root"),
             env: &Default::default(),
+            confine: &viber::node::sandbox::Confinement::unconfined(),
             abort: Default::default(),
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

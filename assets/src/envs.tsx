@@ -2,6 +2,7 @@
 
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, type EnvType, type Environment, type SecretInfo, type ValidationResult } from './api';
+import type * as P from './protocol.gen';
 import { errorText, navigate, openLog, setState, toast, useStore } from './store';
 import { Empty, ErrorBox, Pill, RelTime } from './ui';
 
@@ -28,7 +29,8 @@ interface Draft {
   localPath: string;
   workingDir: string;
   setupScript: string;
-  networkAccess: boolean;
+  networkAccess: P.NetworkAccess;
+  networkAllowlist: string;
   persistVolume: boolean;
   defaultExecutor: string;
   workingMode: string;
@@ -46,7 +48,8 @@ function draftOf(e: Environment | null): Draft {
     localPath: e?.localPath ?? '',
     workingDir: e?.workingDir ?? '',
     setupScript: e?.setupScript ?? '',
-    networkAccess: e?.networkAccess ?? true,
+    networkAccess: e?.networkAccess ?? 'on',
+    networkAllowlist: (e?.networkAllowlist ?? []).join('\n'),
     persistVolume: e?.persistVolume ?? false,
     defaultExecutor: e?.defaultExecutor ?? '',
     workingMode: typeof e?.metadata?.workingMode === 'string' ? (e.metadata.workingMode as string) : '',
@@ -74,6 +77,10 @@ function bodyOf(d: Draft, isNew: boolean) {
     workingDir: d.workingDir,
     setupScript: d.setupScript,
     networkAccess: d.networkAccess,
+    networkAllowlist: d.networkAllowlist
+      .split(/[\s,]+/)
+      .map((h) => h.trim())
+      .filter(Boolean),
     persistVolume: d.persistVolume,
     vars,
   };
@@ -259,10 +266,29 @@ export function EnvironmentForm({ id }: { id?: string }) {
             <option value="always-ask">Always ask before every tool</option>
           </select>
         </label>
-        <label class="check">
-          <input type="checkbox" checked={draft.networkAccess} onChange={(e) => set({ networkAccess: (e.target as HTMLInputElement).checked })} />
+        <label>
           Network access
+          <select
+            name="networkAccess"
+            value={draft.networkAccess}
+            onChange={(e) => set({ networkAccess: (e.target as HTMLSelectElement).value as P.NetworkAccess })}
+          >
+            <option value="on">On: the node's network</option>
+            <option value="allowlist">Allowlist: only the hosts below, through the node's proxy</option>
+            <option value="off">Off: loopback only</option>
+          </select>
         </label>
+        {draft.networkAccess === 'allowlist' && (
+          <label>
+            Allowed hosts <span class="muted-text">(one per line: example.com, *.example.com, host:port)</span>
+            <textarea
+              name="networkAllowlist"
+              rows={3}
+              value={draft.networkAllowlist}
+              onInput={(e) => set({ networkAllowlist: (e.target as HTMLTextAreaElement).value })}
+            />
+          </label>
+        )}
         <label class="check">
           <input type="checkbox" checked={draft.persistVolume} onChange={(e) => set({ persistVolume: (e.target as HTMLInputElement).checked })} />
           Persistent volume

@@ -103,6 +103,16 @@ export function NodesPage() {
                 <dd>{n.version ?? '—'}</dd>
                 <dt>Platform</dt>
                 <dd>{n.platform ?? '—'}</dd>
+                <dt>Sandbox</dt>
+                <dd data-sandbox>
+                  {n.sandbox === 'missing' ? (
+                    <span class="bad-text">none: install bubblewrap or start the node with --sandbox off; it refuses tasks</span>
+                  ) : n.sandbox === 'off' ? (
+                    <span class="bad-text">off: tasks run with the node's files and network</span>
+                  ) : (
+                    n.sandbox ?? '—'
+                  )}
+                </dd>
                 <dt>Last seen</dt>
                 <dd>{n.status === 'online' ? 'now' : <RelTime iso={n.lastSeen} />}</dd>
                 <dt>Running tasks</dt>

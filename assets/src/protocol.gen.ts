@@ -15,6 +15,8 @@ export type BindingStrategy = "auto" | "existing-path";
 
 export type SecretScope = "setup" | "runtime";
 
+export type NetworkAccess = "on" | "off" | "allowlist";
+
 export type BindingStatus = "pending" | "preparing" | "ready" | "error";
 
 export type BindingPhase = "pending" | "preparing" | "ready" | "stale" | "error";
@@ -55,7 +57,12 @@ status: string, version: string, uptimeSecs: number,
  */
 nodes: number, nodesOnline: number, tasks: number, };
 
-export type NodeView = { id: string, name: string, version: string, platform: string, capabilities: Array<string>, status: NodePresence, runningTasks: Array<string>, enrolledAt: string, lastSeen?: string, connectedAt?: string, memoryRssBytes?: number, uptimeSecs?: number, 
+export type NodeView = { id: string, name: string, version: string, platform: string, capabilities: Array<string>, 
+/**
+ * How the node confines task processes: `bwrap`, `off` (turned off by its operator) or
+ * `missing` (no sandbox tool: it refuses tasks). Absent for nodes that do not say.
+ */
+sandbox?: string, status: NodePresence, runningTasks: Array<string>, enrolledAt: string, lastSeen?: string, connectedAt?: string, memoryRssBytes?: number, uptimeSecs?: number, 
 /**
  * 1, 5 and 15 minute load averages (online nodes).
  */
@@ -139,7 +146,7 @@ export type BindingView = { id: string, environmentId: string, nodeId: string, n
 
 export type BindingList = { bindings: Array<BindingView>, };
 
-export type EnvironmentView = { id: string, name: string, description: string, type: EnvKind, workingDir: string, setupScript: string, networkAccess: boolean, persistVolume: boolean, metadata: Record<string, unknown>, version: number, vars: { [key in string]: string }, secrets: { [key in string]: SecretView }, bindings: Array<BindingView>, createdAt: string, updatedAt: string, repoUrl?: string, repoOrg?: string, repoName?: string, repoBranch?: string, localPath?: string, containerImage?: string, defaultExecutor?: ExecutorKind, };
+export type EnvironmentView = { id: string, name: string, description: string, type: EnvKind, workingDir: string, setupScript: string, networkAccess: NetworkAccess, networkAllowlist: Array<string>, persistVolume: boolean, metadata: Record<string, unknown>, version: number, vars: { [key in string]: string }, secrets: { [key in string]: SecretView }, bindings: Array<BindingView>, createdAt: string, updatedAt: string, repoUrl?: string, repoOrg?: string, repoName?: string, repoBranch?: string, localPath?: string, containerImage?: string, defaultExecutor?: ExecutorKind, };
 
 export type EnvironmentList = { environments: Array<EnvironmentView>, };
 

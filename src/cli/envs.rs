@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::{or_dash, print_table, seg, Client};
 use crate::protocol::api::{
     BindRequest, BindingList, BindingPhase, BindingView, EnvironmentInput, EnvironmentList,
-    EnvironmentView, LogList, PrepareRequest, SecretInput, ValidationResult,
+    EnvironmentView, LogList, NetworkAccessInput, PrepareRequest, SecretInput, ValidationResult,
 };
 use crate::protocol::{BindingStrategy, EnvKind, SecretScope};
 
@@ -48,6 +48,13 @@ pub struct EnvFields {
     /// How much the agent may do without asking: always-ask, agent-decides or always-execute.
     #[arg(long, value_parser = ["always-ask", "agent-decides", "always-execute"])]
     pub working_mode: Option<String>,
+    /// Outbound network for the environment's tasks: on, off (loopback only) or allowlist.
+    #[arg(long, value_parser = ["on", "off", "allowlist"])]
+    pub network: Option<String>,
+    /// A host tasks may reach under `--network allowlist` (example.com, *.example.com,
+    /// with an optional :port; repeatable). Replaces the whole list when given.
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
 }
 
 impl EnvFields {
@@ -62,6 +69,12 @@ impl EnvFields {
             setup_script: self.setup.clone(),
             description: self.description.clone(),
             default_executor: self.executor.clone(),
+            network_access: self
+                .network
+                .as_deref()
+                .map(|m| m.parse().map(NetworkAccessInput::Mode))
+                .transpose()?,
+            network_allowlist: (!self.allow_hosts.is_empty()).then(|| self.allow_hosts.clone()),
             ..EnvironmentInput::default()
         };
         if let Some(f) = &self.setup_file {

@@ -26,6 +26,7 @@ pub async fn list(client: &Client, as_json: bool) -> anyhow::Result<()> {
                 n.status.to_string(),
                 n.version.clone(),
                 n.platform.clone(),
+                or_dash(n.sandbox.as_deref()),
                 or_dash(n.last_seen.as_deref()),
                 n.running_tasks.len().to_string(),
             ]
@@ -38,6 +39,7 @@ pub async fn list(client: &Client, as_json: bool) -> anyhow::Result<()> {
             "STATUS",
             "VERSION",
             "PLATFORM",
+            "SANDBOX",
             "LAST SEEN",
             "RUNNING",
         ],

@@ -569,7 +569,13 @@ pub(super) mod testing {
     /// A runtime in a fresh directory with task `t1` open, and its emitter with `secret`.
     pub fn task_with_secret(secret: &str) -> (PathBuf, Runtime, Emitter) {
         let dir = std::env::temp_dir().join(format!("viber-rt-{}", crate::crypto::random_u64()));
-        let rt = Runtime::new("n1".into(), &dir, "http://127.0.0.1:1", SandboxSpec::off()).unwrap();
+        let rt = Runtime::new(
+            "n1".into(),
+            &dir,
+            "http://127.0.0.1:1",
+            super::SandboxSpec::off(),
+        )
+        .unwrap();
         rt.outbox().open("t1", &dir.join("t1.jsonl")).unwrap();
         let emit = Emitter::new(
             rt.inner.clone(),

@@ -30,6 +30,7 @@ fn generate() -> String {
         EnvKind,
         BindingStrategy,
         SecretScope,
+        NetworkAccess,
         BindingStatus,
         BindingPhase,
         NodePresence,

@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use super::PROTOCOL_VERSION;
 
+/// The capability by which a node says how it confines task processes (`sandbox:bwrap`,
+/// `sandbox:off`, `sandbox:missing`).
+pub const SANDBOX_CAPABILITY: &str = "sandbox:";
+
 /// Roles a WebSocket client may declare in `connect`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

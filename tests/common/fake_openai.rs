@@ -167,6 +167,12 @@ impl FakeOpenAi {
     }
 
     /// The request bodies received, in order.
+    /// Replaces the replies still to come (for a script that names paths known only after
+    /// the node started).
+    pub fn set_script(&self, script: Vec<Reply>) {
+        *self.inner.script.lock().unwrap() = script.into();
+    }
+
     pub fn requests(&self) -> Vec<Value> {
         self.inner
             .requests

@@ -134,7 +134,7 @@ fn apply_fields(env: &mut EnvironmentRecord, input: &mut EnvironmentInput) -> Ap
 const MAX_ALLOWLIST: usize = 256;
 
 /// Each entry checked and lowercased, duplicates dropped, order kept.
-fn check_allowlist(list: &[String]) -> ApiResult<Vec<String>> {
+pub fn check_allowlist(list: &[String]) -> ApiResult<Vec<String>> {
     if list.len() > MAX_ALLOWLIST {
         return Err(ApiError::validation(format!(
             "networkAllowlist has more than {MAX_ALLOWLIST} entries"

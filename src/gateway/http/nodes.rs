@@ -19,6 +19,14 @@ use crate::protocol::api::{
 use crate::protocol::{close, ErrorCode, Frame};
 use crate::store::NodeRecord;
 
+/// The sandbox a node advertised (`sandbox:bwrap` -> `bwrap`); none from older nodes.
+fn sandbox_of(capabilities: &[String]) -> Option<String> {
+    capabilities
+        .iter()
+        .find_map(|c| c.strip_prefix(crate::protocol::SANDBOX_CAPABILITY))
+        .map(str::to_string)
+}
+
 /// A node as the API shows it: what it reported on this connection when online, what was
 /// stored at its last connection otherwise.
 fn node_view(app: &App, n: &NodeRecord) -> NodeView {
@@ -33,6 +41,7 @@ fn node_view(app: &App, n: &NodeRecord) -> NodeView {
             name: n.name.clone(),
             version: p.info.version,
             platform: p.info.platform,
+            sandbox: sandbox_of(&p.info.capabilities),
             capabilities: p.info.capabilities,
             status: NodePresence::Online,
             running_tasks: p.status.running_tasks,
@@ -49,6 +58,7 @@ fn node_view(app: &App, n: &NodeRecord) -> NodeView {
             name: n.name.clone(),
             version: n.version.clone(),
             platform: n.platform.clone(),
+            sandbox: sandbox_of(&n.capabilities),
             capabilities: n.capabilities.clone(),
             status: NodePresence::Offline,
             running_tasks: Vec::new(),

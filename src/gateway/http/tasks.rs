@@ -1,6 +1,7 @@
 //! `/api/tasks*`: create, list, inspect, stop, message and answer approvals of tasks.
 //! The stream of a task is in `stream.rs`; its life cycle after creation is the task hub's.
 
+use crate::gateway::envs::input::check_allowlist;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -127,7 +128,9 @@ async fn create_task(app: &App, req: CreateTask) -> ApiResult<(StatusCode, TaskV
             ExecutorKind::Shell
         }
     });
-    let options = serde_json::to_string(&req.options).map_err(anyhow::Error::from)?;
+    let mut options = req.options;
+    options.network_allowlist = check_allowlist(&options.network_allowlist)?;
+    let options = serde_json::to_string(&options).map_err(anyhow::Error::from)?;
     let task = NewTask {
         id: crypto::new_id("task"),
         node_id: node_id.clone(),

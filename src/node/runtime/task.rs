@@ -142,11 +142,11 @@ fn prepare(runtime: &Runtime, submit: TaskSubmit) -> Result<Task, String> {
             cwd.display()
         ));
     }
-    runtime.sandbox().check(&cwd)?;
     let confine = Confinement {
         sandbox: runtime.sandbox().clone(),
         network: Network::of(&submit.options),
     };
+    confine.sandbox.check(&cwd, &confine.network)?;
     let mut env: BTreeMap<String, String> = submit.options.env.clone();
     for s in &submit.secrets {
         env.insert(s.name.clone(), s.value.clone());

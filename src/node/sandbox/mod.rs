@@ -42,8 +42,7 @@ pub enum Mode {
     Off,
 }
 
-/// What the node advertises and the board shows (`sandbox:<status>` capability).
-pub const CAPABILITY_PREFIX: &str = "sandbox:";
+use crate::protocol::SANDBOX_CAPABILITY;
 
 /// The sandbox tool of this node, shared by every task.
 #[derive(Clone)]
@@ -98,8 +97,8 @@ pub struct Confinement {
 }
 
 impl Confinement {
-    /// No sandbox, the host's network: for unit tests of what runs inside.
-    #[cfg(test)]
+    /// No sandbox and the host's network, as `--sandbox off` gives, without a node: for
+    /// tests of the agent's file tools, which confine themselves (`node::beneath`).
     pub fn unconfined() -> Confinement {
         Confinement {
             sandbox: Sandbox {
@@ -181,21 +180,30 @@ impl Sandbox {
 
     /// The capability the node advertises: `sandbox:bwrap`, `sandbox:off`, `sandbox:missing`.
     pub fn capability(&self) -> String {
-        format!("{CAPABILITY_PREFIX}{}", self.status())
+        format!("{SANDBOX_CAPABILITY}{}", self.status())
     }
 
-    /// Whether a task may run in `cwd`: the node has a sandbox (or it was turned off), and
-    /// the directory does not expose the data dir (it is not the data dir, above it, or in
-    /// it outside the workspace).
-    pub fn check(&self, cwd: &Path) -> Result<(), String> {
-        if let Tool::Missing(why) = &self.inner.tool {
-            return Err(format!(
-                "this node has no sandbox ({why}); install bubblewrap (apt-get install \
-                 bubblewrap) or start the node with --sandbox off to run tasks unconfined"
-            ));
-        }
-        if matches!(self.inner.tool, Tool::Off) {
-            return Ok(());
+    /// Whether a task may run in `cwd` with `network`: the node has a sandbox (or it was
+    /// turned off and the task asks for no network limit it could not keep), and the
+    /// directory does not expose the data dir (it is not the data dir, above it, or in it
+    /// outside the workspace).
+    pub fn check(&self, cwd: &Path, network: &Network) -> Result<(), String> {
+        match &self.inner.tool {
+            Tool::Missing(why) => {
+                return Err(format!(
+                    "this node has no sandbox ({why}); install bubblewrap (apt-get install \
+                     bubblewrap) or start the node with --sandbox off to run tasks unconfined"
+                ))
+            }
+            Tool::Off if *network != Network::On => {
+                return Err(
+                    "this node runs without a sandbox (--sandbox off), so it cannot limit the \
+                     task's network as its networkAccess asks"
+                        .into(),
+                )
+            }
+            Tool::Off => return Ok(()),
+            Tool::Bwrap(_) => {}
         }
         let cwd = std::fs::canonicalize(cwd)
             .map_err(|e| format!("working directory {}: {e}", cwd.display()))?;
@@ -221,8 +229,9 @@ impl Sandbox {
         network: &Network,
     ) -> Result<Prepared, String> {
         let bwrap = match &self.inner.tool {
-            Tool::Missing(_) => return Err(self.check(cwd).unwrap_err()),
+            Tool::Missing(_) => return Err(self.check(cwd, network).unwrap_err()),
             Tool::Off => {
+                self.check(cwd, network)?;
                 let mut cmd = tokio::process::Command::new(program);
                 cmd.args(args).current_dir(cwd);
                 set_env(&mut cmd, env);
@@ -230,7 +239,7 @@ impl Sandbox {
             }
             Tool::Bwrap(path) => path,
         };
-        self.check(cwd)?;
+        self.check(cwd, network)?;
         let mut a: Vec<OsString> = [
             "--die-with-parent",
             "--unshare-pid",
@@ -413,6 +422,33 @@ mod tests {
         let got = process_env(&env);
         assert!(got.iter().any(|(k, v)| k == "GIT_TOKEN" && v == "t"));
         assert_eq!(got.iter().filter(|(k, _)| k == "GIT_TOKEN").count(), 1);
+    }
+
+    fn with_tool(tool: Tool) -> Sandbox {
+        let mut c = Confinement::unconfined();
+        let inner = Arc::get_mut(&mut c.sandbox.inner).unwrap();
+        inner.tool = tool;
+        c.sandbox
+    }
+
+    #[test]
+    fn a_node_without_a_sandbox_refuses_and_an_unconfined_one_keeps_no_network_promise() {
+        let dir = std::env::temp_dir();
+        let missing = with_tool(Tool::Missing("bwrap is not installed".into()));
+        let e = missing.check(&dir, &Network::On).unwrap_err();
+        assert!(
+            e.contains("bubblewrap") && e.contains("--sandbox off"),
+            "{e}"
+        );
+        assert!(missing
+            .command("true", &[], &dir, &BTreeMap::new(), &Network::On)
+            .is_err());
+        let off = with_tool(Tool::Off);
+        assert!(off.check(&dir, &Network::On).is_ok());
+        for net in [Network::Off, Network::Allowlist(Arc::new(vec![]))] {
+            let e = off.check(&dir, &net).unwrap_err();
+            assert!(e.contains("networkAccess"), "{e}");
+        }
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct NodeView {
     pub version: String,
     pub platform: String,
     pub capabilities: Vec<String>,
+    /// How the node confines task processes: `bwrap`, `off` (turned off by its operator) or
+    /// `missing` (no sandbox tool: it refuses tasks). Absent for nodes that do not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
     pub status: NodePresence,
     pub running_tasks: Vec<String>,
     pub enrolled_at: String,

@@ -1,0 +1,381 @@
+//! Issue 13: the sandbox task processes run in, and `networkAccess`. Real processes: a real
+//! `viber all-in-one` or gateway plus node, bubblewrap as installed by `scripts/test.sh`,
+//! an HTTP server of the test's own on the host's loopback.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use common::*;
+
+const T: Duration = Duration::from_secs(30);
+
+/// Under CI a missing bubblewrap is a failure; elsewhere the test says it skipped.
+fn bwrap_or_skip() -> bool {
+    if std::path::Path::new("/usr/bin/bwrap").exists() || which("bwrap") {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "bubblewrap is missing (scripts/test.sh installs it)"
+    );
+    eprintln!("SKIPPED: bubblewrap (bwrap) is not installed");
+    false
+}
+
+fn which(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+async fn create_task(gw: &Gateway, goal: &str, options: Value) -> String {
+    let (code, v) = gw
+        .post(
+            "/api/tasks",
+            json!({"goal": goal, "executor": "shell", "options": options}),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// Waits for the task to end; returns it and its whole text output.
+async fn finished(gw: &Gateway, id: &str) -> (Value, String) {
+    let ended =
+        |t: &Value| ["completed", "error", "stopped"].contains(&t["state"].as_str().unwrap_or(""));
+    wait_until("task to end", T, || async {
+        ended(&gw.get(&format!("/api/tasks/{id}")).await.1)
+    })
+    .await;
+    let task = gw.get(&format!("/api/tasks/{id}")).await.1;
+    let body = gw
+        .http
+        .get(format!("{}/api/tasks/{id}/stream", gw.url))
+        .bearer_auth(&gw.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let text: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|c| c["type"] == "text-delta")
+        .map(|c| c["delta"].as_str().unwrap_or("").to_string())
+        .collect();
+    (task, text)
+}
+
+async fn run_task(gw: &Gateway, goal: &str, options: Value) -> (Value, String) {
+    let id = create_task(gw, goal, options).await;
+    finished(gw, &id).await
+}
+
+/// The attack from the issue, on `viber all-in-one`: a shell task reads `$VIBER_HOME`'s
+/// operator token, secret key and node key. Now it sees neither the files nor the variable,
+/// and still reads and writes its working dir.
+#[tokio::test]
+async fn a_task_cannot_read_the_data_dir_or_see_viber_home() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let home = TempDir::new("aio-home");
+    let work = TempDir::new("work");
+    std::fs::write(work.join("input.txt"), "from the host\n").unwrap();
+    let mut proc = Proc::spawn(
+        &["all-in-one", "--listen", "127.0.0.1:0"],
+        home.join("aio.log"),
+        &[
+            ("VIBER_HOME", home.path().to_str().unwrap()),
+            ("SOME_API_KEY", "node-side-credential-1234"),
+        ],
+    );
+    let line = proc.wait_line("viber ready: ", T);
+    let gw = Gateway::from_ready(proc, &line, home.path());
+    let nodes = gw.nodes().await;
+    assert!(
+        nodes[0]["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("sandbox:bwrap")),
+        "{nodes:?}"
+    );
+    assert_eq!(nodes[0]["sandbox"], "bwrap", "{nodes:?}");
+
+    let files = [
+        "admin-token",
+        "secret.key",
+        "node-key",
+        "viber.db",
+        "state.key",
+    ];
+    for f in files {
+        assert!(home.join(f).exists(), "{f} is where the attack looks");
+    }
+    let goal = format!(
+        "D={d}\n\
+         echo \"VIBER_HOME=[$VIBER_HOME] KEY=[$SOME_API_KEY]\"\n\
+         cat \"$VIBER_HOME/admin-token\" $D/admin-token 2>/dev/null && echo LEAKED\n\
+         for f in {files}; do [ -e \"$D/$f\" ] && echo \"SEES $f\"; done\n\
+         echo \"entries=$(ls -A $D | wc -l)\"\n\
+         cat input.txt && echo written > output.txt\n\
+         echo probe > /tmp/probe && echo tmp-ok\n\
+         touch /usr/viber-probe 2>/dev/null && echo SYSTEM-WRITABLE\n\
+         echo \"pid1=$(cat /proc/1/comm)\"",
+        d = home.path().display(),
+        files = files.join(" "),
+    );
+    let (task, out) = run_task(&gw, &goal, json!({"cwd": work.path()})).await;
+    assert_eq!(task["state"], "completed", "{task} {out}");
+    assert!(out.contains("VIBER_HOME=[] KEY=[]"), "{out}");
+    assert!(!out.contains("LEAKED") && !out.contains("SEES"), "{out}");
+    let token = std::fs::read_to_string(home.join("admin-token")).unwrap();
+    assert!(!out.contains(token.trim()), "{out}");
+    assert!(out.contains("entries=0"), "{out}");
+    assert!(
+        out.contains("from the host") && out.contains("tmp-ok"),
+        "{out}"
+    );
+    assert!(!out.contains("SYSTEM-WRITABLE"), "{out}");
+    // Its own PID namespace: the node's processes (and their environments) are not there.
+    assert!(out.contains("pid1=bwrap"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(work.join("output.txt")).unwrap(),
+        "written\n"
+    );
+    // Its /tmp was its own.
+    assert!(!std::path::Path::new("/tmp/probe").exists());
+
+    // A working dir that would open the data dir (or a directory above it) is refused.
+    for cwd in [
+        home.path().to_path_buf(),
+        home.path().parent().unwrap().to_path_buf(),
+    ] {
+        let (task, _) = run_task(&gw, "ls", json!({"cwd": cwd})).await;
+        assert_eq!(task["state"], "error", "{task}");
+        assert!(
+            task["error"].as_str().unwrap().contains("data dir"),
+            "{task}"
+        );
+    }
+}
+
+/// A tiny HTTP server on the host's loopback: answers every request with `hello from host`.
+async fn host_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = "hello from host";
+                let _ = conn
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// Fetches a URL with Python's urllib (which honours `HTTP_PROXY`), or through an explicit
+/// CONNECT tunnel (`tunnel HOST PORT`); prints the body or the error.
+const FETCH_PY: &str = r#"
+import os, sys, urllib.request, urllib.parse, http.client
+try:
+    if sys.argv[1] == "tunnel":
+        p = urllib.parse.urlparse(os.environ["HTTPS_PROXY"])
+        c = http.client.HTTPConnection(p.hostname, p.port, timeout=10)
+        c.set_tunnel(sys.argv[2], int(sys.argv[3]))
+        c.request("GET", "/")
+        print("BODY:" + c.getresponse().read().decode())
+    else:
+        print("BODY:" + urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())
+except urllib.error.HTTPError as e:
+    print("HTTP %d: %s" % (e.code, e.read().decode().strip()))
+except Exception as e:
+    print("ERROR: %s" % e)
+"#;
+
+/// `networkAccess`: `off` has loopback only (the host's server is unreachable), `on` reaches
+/// it, `allowlist` reaches a listed name (mapped to the server with `--proxy-resolve`) over
+/// plain HTTP and a CONNECT tunnel, and refuses another name and unlisted addresses.
+#[tokio::test]
+async fn network_access_off_on_and_allowlist() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let port = host_server().await;
+    let (gdir, ndir, work) = (
+        TempDir::new("gw"),
+        TempDir::new("node"),
+        TempDir::new("work"),
+    );
+    std::fs::write(work.join("fetch.py"), FETCH_PY).unwrap();
+    let gw = Gateway::start(gdir.path(), 0, &[]);
+    let token = gw.enroll("net").await;
+    let _node = start_node_env(
+        &gw.url,
+        Some(&token),
+        ndir.path(),
+        "net",
+        &[(
+            "VIBER_PROXY_RESOLVE",
+            "allowed.test=127.0.0.1,other.test=127.0.0.1",
+        )],
+    );
+    gw.wait_node_status("net", "online", T).await;
+    let direct = format!("python3 fetch.py http://127.0.0.1:{port}/");
+    let opts = |access: &str| {
+        json!({"cwd": work.path(), "networkAccess": access,
+               "networkAllowlist": ["allowed.test", "*.wild.test"]})
+    };
+
+    let (_, out) = run_task(&gw, &direct, opts("on")).await;
+    assert!(out.contains("BODY:hello from host"), "on: {out}");
+
+    let (_, out) = run_task(&gw, &direct, opts("off")).await;
+    assert!(out.contains("ERROR"), "off: {out}");
+    assert!(!out.contains("hello from host"), "off: {out}");
+
+    // Allowlist: the listed name passes, by a proxied GET and by a CONNECT tunnel...
+    let (_, out) = run_task(
+        &gw,
+        &format!("python3 fetch.py http://allowed.test:{port}/ && python3 fetch.py tunnel allowed.test {port}"),
+        opts("allowlist"),
+    )
+    .await;
+    assert_eq!(
+        out.matches("BODY:hello from host").count(),
+        2,
+        "allowlist: {out}"
+    );
+    // ...another name is refused with a message that says why...
+    let (_, out) = run_task(
+        &gw,
+        &format!(
+            "python3 fetch.py http://other.test:{port}/; python3 fetch.py tunnel other.test {port}"
+        ),
+        opts("allowlist"),
+    )
+    .await;
+    assert!(
+        out.contains("HTTP 403") && out.contains("not on its networkAllowlist"),
+        "{out}"
+    );
+    assert!(!out.contains("hello from host"), "{out}");
+    // ...and the host's loopback is not reachable around the proxy.
+    let (_, out) = run_task(&gw, &direct, opts("allowlist")).await;
+    assert!(!out.contains("hello from host"), "{out}");
+}
+
+/// An environment's `networkAccess` and allowlist reach its thread's tasks; bad entries are
+/// refused at creation; older clients' booleans still work.
+#[tokio::test]
+async fn an_environments_network_mode_applies_to_its_threads() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let port = host_server().await;
+    let (gdir, ndir, work) = (
+        TempDir::new("gw"),
+        TempDir::new("node"),
+        TempDir::new("work"),
+    );
+    std::fs::write(work.join("fetch.py"), FETCH_PY).unwrap();
+    let gw = Gateway::start(gdir.path(), 0, &[]);
+    let token = gw.enroll("envnet").await;
+    let _node = start_node_env(
+        &gw.url,
+        Some(&token),
+        ndir.path(),
+        "envnet",
+        &[("VIBER_PROXY_RESOLVE", "allowed.test=127.0.0.1")],
+    );
+    gw.wait_node_status("envnet", "online", T).await;
+
+    for bad in [
+        json!(["exa mple.com"]),
+        json!(["example.com:0"]),
+        json!([""]),
+    ] {
+        let (code, v) = gw
+            .post(
+                "/api/environments",
+                json!({"name": "bad", "type": "manual", "networkAllowlist": bad}),
+            )
+            .await;
+        assert_eq!(code, 422, "{bad}: {v}");
+    }
+    let (code, v) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "legacy", "type": "manual", "networkAccess": false}),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(v["networkAccess"], "off");
+
+    let (code, env) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "fenced", "type": "local", "localPath": work.path(),
+                   "networkAccess": "allowlist", "networkAllowlist": ["Allowed.Test"]}),
+        )
+        .await;
+    assert_eq!(code, 201, "{env}");
+    assert_eq!(env["networkAccess"], "allowlist");
+    assert_eq!(env["networkAllowlist"], json!(["allowed.test"]));
+    let env_id = env["id"].as_str().unwrap();
+    let nodes = gw.nodes().await;
+    let (code, b) = gw
+        .post(
+            &format!("/api/environments/{env_id}/bindings"),
+            json!({"nodeId": nodes[0]["id"]}),
+        )
+        .await;
+    assert_eq!(code, 201, "{b}");
+    let (code, t) = gw
+        .post("/api/threads", json!({"environmentId": env_id}))
+        .await;
+    assert_eq!(code, 201, "{t}");
+    let (code, t) = gw
+        .post(
+            &format!("/api/threads/{}/messages", t["id"].as_str().unwrap()),
+            json!({"executor": "shell",
+                   "message": format!("python3 fetch.py http://allowed.test:{port}/; python3 fetch.py http://127.0.0.1:{port}/")}),
+        )
+        .await;
+    assert!(code == 201 || code == 202, "{t}");
+    let task_id = t["taskId"].as_str().unwrap().to_string();
+    let (task, out) = finished(&gw, &task_id).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(
+        lines[0], "BODY:hello from host",
+        "the listed name passes: {out}"
+    );
+    assert!(
+        lines[1].starts_with("ERROR"),
+        "the host's loopback does not: {out}"
+    );
+}
