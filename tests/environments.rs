@@ -203,7 +203,7 @@ async fn run_environment_flow(s: &Setup, repo_url: &str, name: &str) {
                 "type": "git",
                 "repoUrl": repo_url,
                 "repoBranch": "main",
-                "setupScript": "echo \"setup ran with $GREETING\" > setup-done.txt\necho \"setup sees token $API_TOKEN\"\ncat README.md",
+                "setupScript": "echo \"setup ran with $GREETING\" > setup-done.txt\necho \"setup sees token $API_TOKEN\"\necho \"setup-only secret: ${#SETUP_ONLY} chars\"\ncat README.md",
                 "vars": {"GREETING": "hello-var"},
                 "secrets": {"API_TOKEN": SECRET, "SETUP_ONLY": {"value": "only-for-setup-xyz", "scope": "setup"}},
             }),
@@ -241,6 +241,8 @@ async fn run_environment_flow(s: &Setup, repo_url: &str, name: &str) {
     );
     let log = logs(gw, &env_id, &bid).await;
     assert!(log.contains("setup sees token [REDACTED]"), "{log}");
+    // The setup phase has the setup-scoped secret (the task below does not).
+    assert!(log.contains("setup-only secret: 18 chars"), "{log}");
     assert!(log.contains("hello from the repo"), "{log}");
 
     // A thread whose message is a shell task using both.

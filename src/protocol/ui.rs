@@ -11,6 +11,10 @@ use serde_json::Value;
 /// Response header that marks an SSE body as a UI message stream.
 pub const STREAM_HEADER: (&str, &str) = ("x-vercel-ai-ui-message-stream", "v1");
 
+/// The tool name of a network approval: a sandboxed task under `networkAccess: allowlist`
+/// asking to reach a host its allowlist does not name (input `{host, port}`).
+pub const NETWORK_TOOL: &str = "network";
+
 /// Why a message finished (`finish.finishReason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

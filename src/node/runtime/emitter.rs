@@ -160,6 +160,40 @@ impl Emitter {
         self.inner.log_writer.wake();
     }
 
+    /// Emits a `tool-approval-request` for `tool_call_id` and waits for the operator's
+    /// answer (denied after `timeout`), then emits the response. None when `abort` fired
+    /// first (the request is forgotten, no response is emitted).
+    pub async fn request_approval(
+        &self,
+        tool_call_id: &str,
+        timeout: std::time::Duration,
+        abort: &tokio_util::sync::CancellationToken,
+    ) -> Option<ApprovalAnswer> {
+        let approval_id = crate::crypto::new_id("appr");
+        let answer = self.await_approval(&approval_id);
+        self.chunk(UiChunk::ToolApprovalRequest {
+            approval_id: approval_id.clone(),
+            tool_call_id: tool_call_id.to_string(),
+        });
+        let (approved, reason) = tokio::select! {
+            a = answer => a.unwrap_or((false, Some("the approval was dropped".into()))),
+            _ = tokio::time::sleep(timeout) => {
+                self.drop_approval(&approval_id);
+                (false, Some(format!("no answer within {} s", timeout.as_secs())))
+            }
+            _ = abort.cancelled() => {
+                self.drop_approval(&approval_id);
+                return None;
+            }
+        };
+        self.chunk(UiChunk::ToolApprovalResponse {
+            approval_id,
+            approved,
+            reason: reason.clone(),
+        });
+        Some((approved, reason))
+    }
+
     /// Forgets an approval that timed out or was interrupted.
     pub fn drop_approval(&self, approval_id: &str) {
         lock(&self.inner.approvals).remove(approval_id);

@@ -11,17 +11,20 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::control::{Control, Inbox};
 use super::{Emitter, Runtime};
+use crate::node::executor::llm::approval;
 use crate::node::executor::{self, Executor, Run, RunOutcome};
-use crate::node::sandbox::{Confinement, Network};
-use crate::protocol::ui::{FinishReason, UiChunk};
+use crate::node::sandbox::{Confinement, Network, NetworkAsk};
+use crate::protocol::ui::{FinishReason, UiChunk, NETWORK_TOOL};
 use crate::protocol::{Frame, TaskOutcome, TaskSubmit};
 
 /// Default grace period between stop signals.
@@ -99,12 +102,14 @@ async fn run_task(
     emit: Emitter,
     control: mpsc::UnboundedReceiver<Control>,
 ) {
+    // Shared with the allowlist proxy, which asks the operator through the task's stream.
+    let emit = Arc::new(emit);
     emit.reliable(false, |seq| Frame::TaskStarted {
         task_id: emit.task_id().to_string(),
         seq,
     });
     tracing::info!("task started");
-    let task = match prepare(runtime, submit) {
+    let task = match prepare(runtime, submit, &emit) {
         Ok(task) => task,
         Err(msg) => {
             emit.chunk(UiChunk::Error {
@@ -128,7 +133,7 @@ async fn run_task(
 
 /// The executor, working directory and environment of a task's runs; an error message
 /// when the node cannot run it.
-fn prepare(runtime: &Runtime, submit: TaskSubmit) -> Result<Task, String> {
+fn prepare(runtime: &Runtime, submit: TaskSubmit, emit: &Arc<Emitter>) -> Result<Task, String> {
     let exec = executor::for_kind(submit.executor);
     let cwd = submit
         .options
@@ -142,9 +147,15 @@ fn prepare(runtime: &Runtime, submit: TaskSubmit) -> Result<Task, String> {
             cwd.display()
         ));
     }
+    let ask = approval::asks(&submit.options).then(|| {
+        Arc::new(AskOperator {
+            emit: emit.clone(),
+            timeout: approval::timeout(&submit.options),
+        }) as Arc<dyn NetworkAsk>
+    });
     let confine = Confinement {
         sandbox: runtime.sandbox().clone(),
-        network: Network::of(&submit.options),
+        network: Network::of(&submit.options, ask),
     };
     confine.sandbox.check(&cwd, &confine.network)?;
     let mut env: BTreeMap<String, String> = submit.options.env.clone();
@@ -306,5 +317,50 @@ mod tests {
         let log = std::fs::read_to_string(dir.join("t1.jsonl")).unwrap();
         assert!(!log.contains("5ecret"), "{log}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// Asks the task's operator about a host its network allowlist does not name: a `network`
+/// tool call with the host and port as input, approved or denied like any other.
+struct AskOperator {
+    emit: Arc<Emitter>,
+    timeout: Duration,
+}
+
+impl NetworkAsk for AskOperator {
+    fn ask(&self, host: String, port: u16) -> BoxFuture<'static, Result<(), String>> {
+        let (emit, timeout) = (self.emit.clone(), self.timeout);
+        Box::pin(async move {
+            let call = crate::crypto::new_id("net");
+            emit.chunk(UiChunk::ToolInputStart {
+                tool_call_id: call.clone(),
+                tool_name: NETWORK_TOOL.into(),
+            });
+            emit.chunk(UiChunk::ToolInputAvailable {
+                tool_call_id: call.clone(),
+                tool_name: NETWORK_TOOL.into(),
+                input: serde_json::json!({"host": host, "port": port}),
+            });
+            // The connection waits; the task's own stop ends it with the sandbox.
+            let never = CancellationToken::new();
+            match emit.request_approval(&call, timeout, &never).await {
+                Some((true, _)) => {
+                    emit.chunk(UiChunk::ToolOutputAvailable {
+                        tool_call_id: call,
+                        output: serde_json::json!(format!("{host}:{port} allowed")),
+                    });
+                    Ok(())
+                }
+                answer => {
+                    emit.chunk(UiChunk::ToolOutputDenied { tool_call_id: call });
+                    let reason = answer.and_then(|(_, r)| r).unwrap_or_default();
+                    Err(if reason.is_empty() {
+                        "the operator denied it".to_string()
+                    } else {
+                        format!("the operator denied it: {reason}")
+                    })
+                }
+            }
+        })
     }
 }

@@ -25,9 +25,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
+use futures_util::future::BoxFuture;
 
 use crate::protocol::{NetworkAccess, TaskOptions};
 
@@ -68,23 +69,85 @@ enum Tool {
 }
 
 /// The outbound network one process tree gets.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone)]
 pub enum Network {
     On,
     Off,
-    /// Only to these host patterns, through the node's proxy.
-    Allowlist(Arc<Vec<String>>),
+    /// Only through the node's proxy, to what the allowlist allows.
+    Allowlist(Arc<Allowlist>),
+}
+
+/// Asks an operator whether a task may reach a host its allowlist does not name: `Ok` to
+/// let the connection through, `Err` with why not.
+pub trait NetworkAsk: Send + Sync {
+    fn ask(&self, host: String, port: u16) -> BoxFuture<'static, Result<(), String>>;
+}
+
+/// The hosts a task may reach, and who to ask about others.
+pub struct Allowlist {
+    hosts: Vec<String>,
+    /// None: refuse what is not listed without asking.
+    ask: Option<Arc<dyn NetworkAsk>>,
+    /// Hosts an operator allowed during this task.
+    approved: Mutex<Vec<String>>,
+    /// One question at a time, so concurrent connections to one host ask once.
+    asking: tokio::sync::Mutex<()>,
+}
+
+impl Allowlist {
+    pub fn new(hosts: Vec<String>, ask: Option<Arc<dyn NetworkAsk>>) -> Allowlist {
+        Allowlist {
+            hosts,
+            ask,
+            approved: Mutex::new(Vec::new()),
+            asking: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn listed(&self, host: &str, port: u16) -> bool {
+        self.hosts.iter().any(|p| proxy::matches(p, host, port))
+            || lock(&self.approved).iter().any(|h| h == host)
+    }
+
+    /// Whether `host:port` may be reached: listed, approved before, or approved now.
+    async fn allows(&self, host: &str, port: u16) -> Result<(), String> {
+        if self.listed(host, port) {
+            return Ok(());
+        }
+        let refused = format!(
+            "network access to {host}:{port} is not allowed: this environment's \
+             networkAccess is \"allowlist\" and {host} is not on its networkAllowlist"
+        );
+        let Some(ask) = &self.ask else {
+            return Err(refused);
+        };
+        let _one = self.asking.lock().await;
+        if self.listed(host, port) {
+            return Ok(());
+        }
+        ask.ask(host.to_string(), port)
+            .await
+            .map_err(|why| format!("{refused}; {why}"))?;
+        lock(&self.approved).push(host.to_string());
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Network {
-    /// A task's network, from its options (default: on).
-    pub fn of(options: &TaskOptions) -> Network {
+    /// A task's network, from its options (default: on); `ask` is consulted about hosts an
+    /// allowlist does not name.
+    pub fn of(options: &TaskOptions, ask: Option<Arc<dyn NetworkAsk>>) -> Network {
         match options.network_access.unwrap_or(NetworkAccess::On) {
             NetworkAccess::On => Network::On,
             NetworkAccess::Off => Network::Off,
-            NetworkAccess::Allowlist => {
-                Network::Allowlist(Arc::new(options.network_allowlist.clone()))
-            }
+            NetworkAccess::Allowlist => Network::Allowlist(Arc::new(Allowlist::new(
+                options.network_allowlist.clone(),
+                ask,
+            ))),
         }
     }
 }
@@ -195,7 +258,7 @@ impl Sandbox {
                      bubblewrap) or start the node with --sandbox off to run tasks unconfined"
                 ))
             }
-            Tool::Off if *network != Network::On => {
+            Tool::Off if !matches!(network, Network::On) => {
                 return Err(
                     "this node runs without a sandbox (--sandbox off), so it cannot limit the \
                      task's network as its networkAccess asks"
@@ -445,7 +508,10 @@ mod tests {
             .is_err());
         let off = with_tool(Tool::Off);
         assert!(off.check(&dir, &Network::On).is_ok());
-        for net in [Network::Off, Network::Allowlist(Arc::new(vec![]))] {
+        for net in [
+            Network::Off,
+            Network::Allowlist(Arc::new(Allowlist::new(vec![], None))),
+        ] {
             let e = off.check(&dir, &net).unwrap_err();
             assert!(e.contains("networkAccess"), "{e}");
         }

@@ -17,6 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
+use super::Allowlist;
+
 /// Most bytes of a request head before the proxy gives up on it.
 const MAX_HEAD: usize = 16 * 1024;
 
@@ -33,7 +35,7 @@ impl Drop for Proxy {
 }
 
 struct Rules {
-    allow: Arc<Vec<String>>,
+    allow: Arc<Allowlist>,
     resolve: HashMap<String, IpAddr>,
 }
 
@@ -41,7 +43,7 @@ impl Proxy {
     /// Listens on a new socket in `dir` (the node's private run dir).
     pub fn start(
         dir: &Path,
-        allow: Arc<Vec<String>>,
+        allow: Arc<Allowlist>,
         resolve: HashMap<String, IpAddr>,
     ) -> anyhow::Result<Proxy> {
         let socket = dir.join(format!("proxy-{:016x}.sock", crate::crypto::random_u64()));
@@ -257,12 +259,7 @@ pub fn matches(pattern: &str, host: &str, port: u16) -> bool {
 impl Rules {
     /// The address to connect to, or why not.
     async fn decide(&self, host: &str, port: u16) -> Result<SocketAddr, String> {
-        if !self.allow.iter().any(|p| matches(p, host, port)) {
-            return Err(format!(
-                "network access to {host}:{port} is not allowed: this environment's \
-                 networkAccess is \"allowlist\" and {host} is not on its networkAllowlist"
-            ));
-        }
+        self.allow.allows(host, port).await?;
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(SocketAddr::new(ip, port));
         }

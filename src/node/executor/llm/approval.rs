@@ -14,7 +14,6 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::node::executor::{tools, Run};
-use crate::protocol::ui::UiChunk;
 use crate::protocol::{TaskOptions, WorkingMode};
 
 /// How long an approval waits when the task does not say.
@@ -54,38 +53,31 @@ pub(super) enum Approval {
     Interrupted,
 }
 
+/// How long an approval waits under these options (denied after it).
+pub fn timeout(opts: &TaskOptions) -> Duration {
+    opts.approval_timeout_secs
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TIMEOUT)
+}
+
+/// Whether the task's working mode asks the operator before something new happens (a
+/// tool call, or a network request its allowlist does not name).
+pub fn asks(opts: &TaskOptions) -> bool {
+    matches!(
+        opts.working_mode,
+        Some(WorkingMode::AlwaysAsk | WorkingMode::AgentDecides)
+    )
+}
+
 /// Emits a `tool-approval-request` and waits for the operator (denied on timeout).
 pub(super) async fn ask(run: &Run<'_>, tool_call_id: &str) -> Approval {
-    let approval_id = crate::crypto::new_id("appr");
-    let answer = run.emit.await_approval(&approval_id);
-    run.emit.chunk(UiChunk::ToolApprovalRequest {
-        approval_id: approval_id.clone(),
-        tool_call_id: tool_call_id.to_string(),
-    });
-    let timeout = run
-        .options
-        .approval_timeout_secs
-        .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_TIMEOUT);
-    let (approved, reason) = tokio::select! {
-        a = answer => a.unwrap_or((false, Some("the approval was dropped".into()))),
-        _ = tokio::time::sleep(timeout) => {
-            run.emit.drop_approval(&approval_id);
-            (false, Some(format!("no answer within {} s", timeout.as_secs())))
-        }
-        _ = run.abort.cancelled() => {
-            run.emit.drop_approval(&approval_id);
-            return Approval::Interrupted;
-        }
-    };
-    run.emit.chunk(UiChunk::ToolApprovalResponse {
-        approval_id,
-        approved,
-        reason: reason.clone(),
-    });
-    if approved {
-        Approval::Approved
-    } else {
-        Approval::Denied(reason)
+    match run
+        .emit
+        .request_approval(tool_call_id, timeout(run.options), &run.abort)
+        .await
+    {
+        None => Approval::Interrupted,
+        Some((true, _)) => Approval::Approved,
+        Some((false, reason)) => Approval::Denied(reason),
     }
 }

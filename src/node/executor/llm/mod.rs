@@ -26,7 +26,7 @@
 
 mod allowlist;
 mod anthropic;
-mod approval;
+pub mod approval;
 mod openai;
 mod provider;
 mod retry;
