@@ -16,10 +16,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::{ApiError, ApiResult, Body};
+use super::http::Errors;
 use super::App;
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
-use super::http::Errors;
 use crate::protocol::api::{CredentialKind, ErrorBody, LoginRequest, SessionInfo, SessionOpened};
 use crate::store::Store;
 

@@ -25,7 +25,7 @@ fn sse(p: &Published) -> Bytes {
     tag = "events",
     responses(
         (status = 200, description = "Server-Sent Events, never ending: `event: <type>` and `data: <EventEnvelope JSON>`; `ready` first",
-            content_type = "text/event-stream", body = String),
+            content_type = "text/event-stream", body = super::openapi::GatewayEvent),
         (status = 429, description = "Too many streams open", body = crate::protocol::api::ErrorBody),
         Errors,
     )

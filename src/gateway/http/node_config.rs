@@ -5,11 +5,11 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 
+use super::openapi::Errors;
 use crate::crypto;
 use crate::gateway::error::{ApiError, ApiResult, Path};
 use crate::gateway::App;
 use crate::protocol::api::ErrorBody;
-use super::openapi::Errors;
 use crate::protocol::node_config::{
     NodeConfig, NodeConfigBinding, NodeConfigEnvironment, NodeConfigSecret,
 };

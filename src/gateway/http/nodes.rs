@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
+use super::openapi::Errors;
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
 use crate::gateway::commands;
@@ -14,7 +15,6 @@ use crate::gateway::error::{ApiError, ApiResult, Body, Path};
 use crate::gateway::link::{self, ENROLLMENT_PREFIX};
 use crate::gateway::App;
 use crate::protocol::api::ErrorBody;
-use super::openapi::Errors;
 use crate::protocol::api::{
     ConfigPushed, EnrollRequest, Enrollment, NodeList, NodePresence, NodeView,
 };

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::Ref;
+use utoipa::openapi::schema::{ObjectBuilder, Ref, Schema, Type};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -97,7 +97,9 @@ impl utoipa::Modify for SecuritySchemes {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("A node's own token (`vbr_node_...`), not an operator's."))
+                    .description(Some(
+                        "A node's own token (`vbr_node_...`), not an operator's.",
+                    ))
                     .build(),
             ),
         );
@@ -139,7 +141,10 @@ pub struct Errors;
 impl utoipa::IntoResponses for Errors {
     fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::response::Response>> {
         [
-            ("4XX", "The request was refused (see `error.code` and `error.message`)"),
+            (
+                "4XX",
+                "The request was refused (see `error.code` and `error.message`)",
+            ),
             ("5XX", "The gateway failed or is unavailable"),
         ]
         .into_iter()
@@ -156,6 +161,62 @@ impl utoipa::IntoResponses for Errors {
         .collect()
     }
 }
+
+/// One event of `GET /api/tasks/{id}/stream`, as Server-Sent Events parsers see it (the
+/// `schema` of a `text/event-stream` response describes one event).
+pub struct TaskStreamEvent;
+
+impl utoipa::PartialSchema for TaskStreamEvent {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .description(Some(
+                "A chunk (`id` its sequence number, `data` its AI SDK UI chunk JSON), or \
+                 `data: [DONE]` once the task has ended.",
+            ))
+            .property(
+                "event",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["message"])),
+            )
+            .property(
+                "id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[0-9]+$")),
+            )
+            .property("data", ObjectBuilder::new().schema_type(Type::String))
+            .required("data")
+            .into()
+    }
+}
+
+impl ToSchema for TaskStreamEvent {}
+
+/// One event of `GET /api/events` (`event: <type>`, `data: <EventEnvelope JSON>`).
+pub struct GatewayEvent;
+
+impl utoipa::PartialSchema for GatewayEvent {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .description(Some(
+                "`event` names the event (`ready` first, then `node.online`, `task.state`, ...); \
+                 `data` is the event as JSON with its `type` and `at` (RFC 3339).",
+            ))
+            .property("event", ObjectBuilder::new().schema_type(Type::String))
+            .property(
+                "data",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .content_media_type("application/json"),
+            )
+            .required("event")
+            .required("data")
+            .into()
+    }
+}
+
+impl ToSchema for GatewayEvent {}
 
 /// The serialized description, made once when the router is built.
 #[derive(Clone)]

@@ -40,7 +40,7 @@ pub const KEEPALIVE: Duration = Duration::from_secs(15);
     ),
     responses(
         (status = 200, description = "Server-Sent Events: `id: <seq>` and `data: <AI SDK UI chunk JSON>` per chunk, `data: [DONE]` when the task has ended",
-            content_type = "text/event-stream", body = String),
+            content_type = "text/event-stream", body = super::openapi::TaskStreamEvent),
         (status = 404, description = "No such task", body = crate::protocol::api::ErrorBody),
         (status = 429, description = "Too many streams open", body = crate::protocol::api::ErrorBody),
         Errors,

@@ -17,8 +17,7 @@ use crate::gateway::link::Outgoing;
 use crate::gateway::App;
 use crate::protocol::api::{
     ApprovalAnswer, ApprovalAnswered, ChunkEvent, CreateTask, ErrorBody, MessageAccepted,
-    MessageRequest,
-    PendingApproval, TaskList, TaskListQuery, TaskUsage, TaskView,
+    MessageRequest, PendingApproval, TaskList, TaskListQuery, TaskUsage, TaskView,
 };
 use crate::protocol::{ExecutorKind, Frame, InjectionMode, TaskOutcome, TaskState};
 use crate::store::{NewTask, TaskFinish, TaskRecord};

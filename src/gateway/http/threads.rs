@@ -18,9 +18,9 @@ use crate::gateway::envs::{binding_phase, send_prepare};
 use crate::gateway::error::{ApiError, ApiResult, Body, Path, Query};
 use crate::gateway::App;
 use crate::protocol::api::{
-    BindingPhase, CreateThread, ErrorBody, FollowUpAccepted, MessageTask, MessagesQuery, PatchThread,
-    SendMessage, SendOutcome, ThreadList, ThreadListQuery, ThreadMessageView, ThreadMessages,
-    ThreadStatus, ThreadView,
+    BindingPhase, CreateThread, ErrorBody, FollowUpAccepted, MessageTask, MessagesQuery,
+    PatchThread, SendMessage, SendOutcome, ThreadList, ThreadListQuery, ThreadMessageView,
+    ThreadMessages, ThreadStatus, ThreadView,
 };
 use crate::protocol::events::Event;
 use crate::protocol::{BindingStatus, ExecutorKind, InjectionMode, TaskOptions, TaskState};

@@ -4,10 +4,10 @@
 use axum::extract::State;
 use axum::Json;
 
+use super::openapi::Errors;
 use crate::clock::{iso8601, now_ms, parse_time};
 use crate::gateway::error::{ApiError, ApiResult, Query};
 use crate::gateway::App;
-use super::openapi::Errors;
 use crate::protocol::api::{UsageQuery, UsageReport, UsageRow, UsageTotal};
 
 /// Tokens of agent tasks created in `[from, to)` (default: the last 30 days).
