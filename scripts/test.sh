@@ -2,7 +2,9 @@
 # The full test suite. Installs what the tests need when it is missing:
 #   - npm packages pinned in tests/js/package-lock.json: `ai` (SSE conformance) and
 #     playwright-core (drives the browser in the board test);
-#   - Debian's chromium (apt-get; as root or through sudo) for the board's end-to-end test.
+#   - Debian's chromium (apt-get; as root or through sudo) for the board's end-to-end test;
+#   - schemathesis 4 (PyPI, in a venv at target/py-venv; SCHEMATHESIS points at its `st`), which
+#     tests/api_contract.rs runs against a live gateway and its /api/openapi.json.
 # The board itself (assets/) is built by build.rs during `cargo test` (npm ci + vite).
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
@@ -34,5 +36,34 @@ if [ ! -x "$CHROMIUM" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 export CHROMIUM
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "scripts/test.sh: need root (or sudo) to run: $*" >&2
+        exit 1
+    fi
+}
+
+VENV=target/py-venv
+if [ -z "${SCHEMATHESIS:-}" ]; then
+    if [ ! -x "$VENV/bin/st" ]; then
+        echo "installing schemathesis into $VENV for the API contract test" >&2
+        if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1 \
+            || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+            as_root apt-get update -qq
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+                python3 python3-venv >/dev/null
+        fi
+        rm -rf "$VENV"
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
+    fi
+    SCHEMATHESIS="$(pwd)/$VENV/bin/st"
+fi
+export SCHEMATHESIS
 
 cargo test --all-targets "$@"

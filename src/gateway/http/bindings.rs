@@ -43,7 +43,7 @@ pub fn binding_view(app: &App, b: &BindingRecord, env_version: i64) -> BindingVi
     path = "/environments/{id}/bindings",
     operation_id = "bindEnvironment",
     tag = "environments",
-    params(("id" = String, Path, description = "Environment id")),
+    params(("id" = String, Path, description = "Environment id or name")),
     request_body = BindRequest,
     responses(
         (status = 201, description = "Bound; preparing when the node is online", body = BindingView),
@@ -110,7 +110,7 @@ pub async fn bind(
     path = "/environments/{id}/bindings",
     operation_id = "listBindings",
     tag = "environments",
-    params(("id" = String, Path, description = "Environment id")),
+    params(("id" = String, Path, description = "Environment id or name")),
     responses(
         (status = 200, description = "The environment's bindings", body = BindingList),
         (status = 404, description = "No such environment", body = ErrorBody),
@@ -158,7 +158,7 @@ async fn load_binding(app: &App, env: &EnvironmentRecord, bid: &str) -> ApiResul
     path = "/environments/{id}/bindings/{bid}/prepare",
     operation_id = "prepareBinding",
     tag = "environments",
-    params(("id" = String, Path, description = "Environment id"), ("bid" = String, Path, description = "Binding id")),
+    params(("id" = String, Path, description = "Environment id or name"), ("bid" = String, Path, description = "Binding id")),
     request_body(content = Option<PrepareRequest>, description = "Optional (no body, or null: `force` false)", content_type = "application/json"),
     responses(
         (status = 202, description = "Sent to the node", body = BindingView),
@@ -200,7 +200,7 @@ pub async fn prepare(
     path = "/environments/{id}/bindings/{bid}/logs",
     operation_id = "bindingLogs",
     tag = "environments",
-    params(("id" = String, Path, description = "Environment id"), ("bid" = String, Path, description = "Binding id"), LogQuery),
+    params(("id" = String, Path, description = "Environment id or name"), ("bid" = String, Path, description = "Binding id"), LogQuery),
     responses(
         (status = 200, description = "Lines after `after`", body = LogList),
         (status = 404, description = "No such environment or binding", body = ErrorBody),

@@ -148,7 +148,7 @@ pub async fn list(State(app): State<App>) -> ApiResult<Json<EnvironmentList>> {
     path = "/environments/{id}",
     operation_id = "getEnvironment",
     tag = "environments",
-    params(("id" = String, Path, description = "Environment id")),
+    params(("id" = String, Path, description = "Environment id or name")),
     responses(
         (status = 200, description = "The environment", body = EnvironmentView),
         (status = 404, description = "No such environment", body = ErrorBody),
@@ -169,7 +169,7 @@ pub async fn get(
     path = "/environments/{id}",
     operation_id = "updateEnvironment",
     tag = "environments",
-    params(("id" = String, Path, description = "Environment id")),
+    params(("id" = String, Path, description = "Environment id or name")),
     request_body = EnvironmentInput,
     responses(
         (status = 200, description = "Updated", body = EnvironmentView),
@@ -210,7 +210,7 @@ pub async fn update(
     path = "/environments/{id}",
     operation_id = "deleteEnvironment",
     tag = "environments",
-    params(("id" = String, Path, description = "Environment id")),
+    params(("id" = String, Path, description = "Environment id or name")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such environment", body = ErrorBody),
@@ -240,7 +240,7 @@ pub async fn delete(State(app): State<App>, Path(id): Path<String>) -> ApiResult
     path = "/environments/{id}/validate",
     operation_id = "validateEnvironment",
     tag = "environments",
-    params(("id" = String, Path, description = "Environment id")),
+    params(("id" = String, Path, description = "Environment id or name")),
     responses(
         (status = 200, description = "The checks", body = ValidationResult),
         (status = 404, description = "No such environment", body = ErrorBody),
