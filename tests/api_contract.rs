@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "patch", "head", "options", "trace",
@@ -268,13 +268,74 @@ async fn schemathesis_finds_nothing() {
     gw.wait_node_status("st-node", "online", Duration::from_secs(20))
         .await;
 
+    // Things to test against: without them most operations would only meet 404s. An
+    // environment bound to the node with a thread, a second one for DELETE, and a task.
+    let node = gw.nodes().await[0]["id"].as_str().unwrap().to_string();
+    let id = |v: Value| {
+        v["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v}"))
+            .to_string()
+    };
+    let env = id(gw
+        .post("/api/environments", json!({"name": "st", "type": "manual"}))
+        .await
+        .1);
+    let doomed = id(gw
+        .post(
+            "/api/environments",
+            json!({"name": "st-del", "type": "manual"}),
+        )
+        .await
+        .1);
+    let bid = id(gw
+        .post(
+            &format!("/api/environments/{env}/bindings"),
+            json!({"nodeId": node}),
+        )
+        .await
+        .1);
+    let thread = id(gw
+        .post("/api/threads", json!({"environmentId": env}))
+        .await
+        .1);
+    let task = id(gw.post("/api/tasks", json!({"goal": "true"})).await.1);
+    let config = format!(
+        r#"
+[[operations]]
+include-path-regex = "^/api/environments/"
+include-method = "DELETE"
+parameters = {{ "id" = "{doomed}" }}
+
+[[operations]]
+include-path-regex = "^/api/environments/"
+parameters = {{ "id" = "{env}", "bid" = "{bid}" }}
+
+[[operations]]
+include-path-regex = "^/api/(nodes|vibers)/"
+parameters = {{ "id" = "{node}" }}
+
+[[operations]]
+include-path-regex = "^/api/threads/"
+parameters = {{ "id" = "{thread}" }}
+
+[[operations]]
+include-path-regex = "^/api/tasks/"
+parameters = {{ "id" = "{task}" }}
+"#
+    );
+    let config_file = dir.join("schemathesis.toml");
+    std::fs::write(&config_file, config).unwrap();
+
     let auth = format!("Authorization: Bearer {}", gw.token);
     let spec = format!("{}/api/openapi.json", gw.url);
     let checks = "not_a_server_error,response_schema_conformance,status_code_conformance,\
                   content_type_conformance";
     let run = |filters: &[&str]| {
         let mut cmd = Command::new(&st);
-        cmd.args(["run", &spec, "-H", &auth, "--checks", checks])
+        cmd.arg("--config-file")
+            .arg(&config_file)
+            .args(["run", &spec, "-H", &auth, "--checks", checks])
             .args(["--max-examples", "25", "--workers", "1", "--seed", "1"])
             .args(["--request-timeout", "20", "--no-color"])
             .args(filters)
