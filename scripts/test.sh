@@ -3,7 +3,9 @@
 #   - npm packages pinned in tests/js/package-lock.json: `ai` (SSE conformance) and
 #     playwright-core (drives the browser in the board test);
 #   - Debian's chromium (apt-get; as root or through sudo) for the board's end-to-end test;
-#   - Debian's bubblewrap, the sandbox task processes run in.
+#   - Debian's bubblewrap, the sandbox task processes run in;
+#   - schemathesis 4 (PyPI, in a venv at target/py-venv; SCHEMATHESIS points at its `st`), which
+#     tests/api_contract.rs runs against a live gateway and its /api/openapi.json.
 # The board itself (assets/) is built by build.rs during `cargo test` (npm ci + vite).
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
@@ -29,5 +31,21 @@ fi
 # The sandbox every task process runs in (tests/sandbox.rs and every task test).
 ensure_bubblewrap
 export CHROMIUM
+
+VENV=target/py-venv
+if [ -z "${SCHEMATHESIS:-}" ]; then
+    if [ ! -x "$VENV/bin/st" ]; then
+        echo "installing schemathesis into $VENV for the API contract test" >&2
+        if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1 \
+            || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+            apt_install python3 python3-venv
+        fi
+        rm -rf "$VENV"
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
+    fi
+    SCHEMATHESIS="$(pwd)/$VENV/bin/st"
+fi
+export SCHEMATHESIS
 
 cargo test --all-targets "$@"

@@ -16,10 +16,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::{ApiError, ApiResult, Body};
+use super::http::Errors;
 use super::App;
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
-use crate::protocol::api::{CredentialKind, LoginRequest, SessionInfo, SessionOpened};
+use crate::protocol::api::{CredentialKind, ErrorBody, LoginRequest, SessionInfo, SessionOpened};
 use crate::store::Store;
 
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
@@ -197,6 +198,21 @@ pub async fn require_operator(
 
 /// `POST /api/session {token}`: exchanges an operator token for a session cookie.
 /// An address with too many recent failures is refused (429) before its token is checked.
+#[utoipa::path(
+    post,
+    path = "/api/session",
+    operation_id = "login",
+    tag = "session",
+    security(()),
+    request_body = LoginRequest,
+    responses(
+        (status = 201, description = "Session opened; the `viber_session` cookie is set", body = SessionOpened,
+            headers(("Set-Cookie" = String, description = "The session cookie (HttpOnly, SameSite=Strict)"))),
+        (status = 401, description = "Invalid operator token", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts from this address", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn login(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -245,6 +261,18 @@ pub async fn login(
 }
 
 /// `GET /api/session`: whether the request is authenticated, and the CSRF token of its session.
+#[utoipa::path(
+    get,
+    path = "/api/session",
+    operation_id = "session",
+    tag = "session",
+    security(("operatorToken" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "Authenticated", body = SessionInfo),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn session(State(app): State<App>, headers: HeaderMap) -> ApiResult<Json<SessionInfo>> {
     let (via, csrf_token) = match credential(&app, &headers)? {
         Credential::Bearer => (CredentialKind::Bearer, None),
@@ -258,6 +286,20 @@ pub async fn session(State(app): State<App>, headers: HeaderMap) -> ApiResult<Js
 }
 
 /// `DELETE /api/session`: ends the cookie's session (CSRF-checked like every write).
+#[utoipa::path(
+    delete,
+    path = "/api/session",
+    operation_id = "logout",
+    tag = "session",
+    security(("operatorToken" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 204, description = "Session ended; the cookie is cleared",
+            headers(("Set-Cookie" = String, description = "Clears the session cookie"))),
+        (status = 401, description = "Not authenticated", body = ErrorBody),
+        (status = 403, description = "Cookie without the session's X-CSRF-Token", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn logout(State(app): State<App>, headers: HeaderMap) -> ApiResult<Response> {
     if let Credential::Session(csrf) = credential(&app, &headers)? {
         check_csrf(&headers, &csrf)?;

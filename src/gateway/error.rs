@@ -1,7 +1,8 @@
 //! The API's error shape, `{"error": {"code", "message"}}`, and a JSON body extractor that
 //! answers bad bodies with it.
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -125,4 +126,42 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
         serde_json::error::Category::Data => ApiError::validation(e.to_string()),
         _ => ApiError::bad_request(format!("request body is not valid JSON: {e}")),
     })
+}
+
+/// Path parameters; one that does not decode (not UTF-8) is a 400 in the API's error shape
+/// rather than axum's plain-text rejection.
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|rej| ApiError::bad_request(rej.body_text()))
+    }
+}
+
+/// Query parameters; a query that does not parse (`limit=abc`) is a 400 in the API's error
+/// shape rather than axum's plain-text rejection.
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|rej| ApiError::bad_request(rej.body_text()))
+    }
 }

@@ -193,7 +193,7 @@ pub struct BindingState {
 }
 
 /// Node -> gateway: the result of checking the pulled config.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ConfigAck {
@@ -201,7 +201,7 @@ pub struct ConfigAck {
     pub validations: Vec<ConfigValidation>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
 pub struct ConfigValidation {
@@ -209,6 +209,7 @@ pub struct ConfigValidation {
     pub category: String,
     pub status: ValidationStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub message: Option<String>,
     pub checked_at: String,
 }
@@ -247,7 +248,7 @@ pub struct ValidationReport {
 }
 
 /// One check of an environment (`setupScript`, `repository`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ValidationCheck {
@@ -257,6 +258,7 @@ pub struct ValidationCheck {
     /// The script line a syntax error is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional))]
+    #[schema(nullable = false)]
     pub line: Option<u32>,
 }
 

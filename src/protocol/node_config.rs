@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BindingStrategy, EnvKind, SecretScope};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeConfig {
     pub environments: Vec<NodeConfigEnvironment>,
@@ -20,7 +20,7 @@ pub struct NodeConfig {
     pub node_id: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeConfigEnvironment {
     pub id: String,
@@ -28,7 +28,9 @@ pub struct NodeConfigEnvironment {
     #[serde(rename = "type")]
     pub kind: EnvKind,
     pub version: i64,
+    #[schema(required = true)]
     pub repo_url: Option<String>,
+    #[schema(required = true)]
     pub repo_branch: Option<String>,
     pub working_dir: String,
     pub setup_script: String,
@@ -37,7 +39,7 @@ pub struct NodeConfigEnvironment {
     pub secrets: Vec<NodeConfigSecret>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeConfigSecret {
     pub name: String,
@@ -46,12 +48,13 @@ pub struct NodeConfigSecret {
     pub set: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeConfigBinding {
     pub id: String,
     pub environment_id: String,
     pub strategy: BindingStrategy,
+    #[schema(required = true)]
     pub path: Option<String>,
     pub environment_version: i64,
 }

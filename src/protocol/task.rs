@@ -235,23 +235,27 @@ pub fn default_executor() -> ExecutorKind {
 }
 
 /// Per-task options; unknown keys are ignored so newer gateways can add some.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskOptions {
     /// Working directory on the node; defaults to the node's workspace directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub cwd: Option<String>,
     /// Extra environment variables for the task's processes.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub env: std::collections::BTreeMap<String, String>,
     /// Grace period between stop signals, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub stop_grace_ms: Option<u64>,
     /// Model for the `llm` executor (default: the node's configured model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub model: Option<String>,
     /// When the agent must ask before running a tool (default: always-execute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub working_mode: Option<WorkingMode>,
     /// Under agent-decides: bash commands (by their first word, or an exact command) that
     /// run without asking.
@@ -262,6 +266,7 @@ pub struct TaskOptions {
     pub require_approval: Vec<String>,
     /// An unanswered approval is denied after this many seconds (default 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub approval_timeout_secs: Option<u64>,
     /// Outbound network for the task's processes (default: on). Thread tasks get their
     /// environment's.

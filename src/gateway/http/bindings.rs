@@ -1,18 +1,19 @@
 //! `/api/environments/:id/bindings*`: mapping an environment onto nodes, preparing it there
 //! and reading the setup output. The prepare frames themselves are `envs/prepare.rs`'s.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
 use super::environments::load_env;
+use super::openapi::Errors;
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
 use crate::gateway::envs::{binding_phase, send_prepare};
-use crate::gateway::error::{parse_json, ApiError, ApiResult, Body};
+use crate::gateway::error::{parse_json, ApiError, ApiResult, Body, Path, Query};
 use crate::gateway::App;
 use crate::protocol::api::{
-    BindRequest, BindingList, BindingView, LogLine, LogList, LogQuery, PrepareRequest,
+    BindRequest, BindingList, BindingView, ErrorBody, LogLine, LogList, LogQuery, PrepareRequest,
 };
 use crate::protocol::{absolute_clean, BindingStatus, BindingStrategy};
 use crate::store::{BindingRecord, EnvironmentRecord};
@@ -36,6 +37,21 @@ pub fn binding_view(app: &App, b: &BindingRecord, env_version: i64) -> BindingVi
     }
 }
 
+/// Maps the environment onto a node and prepares it there (replacing the node's binding).
+#[utoipa::path(
+    post,
+    path = "/environments/{id}/bindings",
+    operation_id = "bindEnvironment",
+    tag = "environments",
+    params(("id" = String, Path, description = "Environment id or name")),
+    request_body = BindRequest,
+    responses(
+        (status = 201, description = "Bound; preparing when the node is online", body = BindingView),
+        (status = 404, description = "No such environment", body = ErrorBody),
+        (status = 422, description = "Unknown node or bad path", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn bind(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -89,6 +105,18 @@ pub async fn bind(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/environments/{id}/bindings",
+    operation_id = "listBindings",
+    tag = "environments",
+    params(("id" = String, Path, description = "Environment id or name")),
+    responses(
+        (status = 200, description = "The environment's bindings", body = BindingList),
+        (status = 404, description = "No such environment", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn bindings(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -124,6 +152,21 @@ async fn load_binding(app: &App, env: &EnvironmentRecord, bid: &str) -> ApiResul
     }
 }
 
+/// Prepares a binding again on its node (setup runs when something changed, or `force`).
+#[utoipa::path(
+    post,
+    path = "/environments/{id}/bindings/{bid}/prepare",
+    operation_id = "prepareBinding",
+    tag = "environments",
+    params(("id" = String, Path, description = "Environment id or name"), ("bid" = String, Path, description = "Binding id")),
+    request_body(content = Option<PrepareRequest>, description = "Optional (no body, or null: `force` false)", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Sent to the node", body = BindingView),
+        (status = 404, description = "No such environment or binding", body = ErrorBody),
+        (status = 503, description = "The node is offline", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn prepare(
     State(app): State<App>,
     Path((id, bid)): Path<(String, String)>,
@@ -131,11 +174,12 @@ pub async fn prepare(
 ) -> ApiResult<(StatusCode, Json<BindingView>)> {
     let env = load_env(&app, &id).await?;
     let binding = load_binding(&app, &env, &bid).await?;
-    // The body is optional: `{"force": true}` re-runs setup even when nothing changed.
+    // The body is optional (none, or null): `{"force": true}` re-runs setup even when
+    // nothing changed.
     let force = if body.iter().all(u8::is_ascii_whitespace) {
         false
     } else {
-        parse_json::<PrepareRequest>(&body)?.force
+        parse_json::<Option<PrepareRequest>>(&body)?.is_some_and(|r| r.force)
     };
     if !send_prepare(&app, &env, &binding, force).await? {
         return Err(ApiError::unavailable(format!(
@@ -150,6 +194,19 @@ pub async fn prepare(
     ))
 }
 
+/// A binding's setup output (redacted on the node).
+#[utoipa::path(
+    get,
+    path = "/environments/{id}/bindings/{bid}/logs",
+    operation_id = "bindingLogs",
+    tag = "environments",
+    params(("id" = String, Path, description = "Environment id or name"), ("bid" = String, Path, description = "Binding id"), LogQuery),
+    responses(
+        (status = 200, description = "Lines after `after`", body = LogList),
+        (status = 404, description = "No such environment or binding", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn logs(
     State(app): State<App>,
     Path((id, bid)): Path<(String, String)>,

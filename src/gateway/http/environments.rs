@@ -1,19 +1,20 @@
 //! `/api/environments[/:id][/validate]`: environments with vars and sealed secrets. Checking
 //! and sealing is `envs/`'s; this file turns requests into records and records into views.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::Value;
 
 use super::bindings::binding_view;
+use super::openapi::Errors;
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
 use crate::gateway::envs::{self, input};
-use crate::gateway::error::{ApiError, ApiResult, Body};
+use crate::gateway::error::{ApiError, ApiResult, Body, Path};
 use crate::gateway::App;
 use crate::protocol::api::{
-    EnvironmentInput, EnvironmentList, EnvironmentView, SecretView, ValidationResult,
+    EnvironmentInput, EnvironmentList, EnvironmentView, ErrorBody, SecretView, ValidationResult,
 };
 use crate::protocol::events::Event;
 use crate::store::EnvironmentRecord;
@@ -87,6 +88,20 @@ fn name_taken(name: &str) -> ApiError {
     ApiError::conflict(format!("an environment named {name:?} already exists"))
 }
 
+/// Creates an environment (`type` is required).
+#[utoipa::path(
+    post,
+    path = "/environments",
+    operation_id = "createEnvironment",
+    tag = "environments",
+    request_body = EnvironmentInput,
+    responses(
+        (status = 201, description = "Created", body = EnvironmentView),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 422, description = "A field is missing or invalid", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn create(
     State(app): State<App>,
     Body(mut req): Body<EnvironmentInput>,
@@ -114,6 +129,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(env_view(&app, &env).await?)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/environments",
+    operation_id = "listEnvironments",
+    tag = "environments",
+    responses((status = 200, description = "Environments", body = EnvironmentList), Errors)
+)]
 pub async fn list(State(app): State<App>) -> ApiResult<Json<EnvironmentList>> {
     let mut environments = Vec::new();
     for e in app.store.list_environments().await? {
@@ -122,6 +144,18 @@ pub async fn list(State(app): State<App>) -> ApiResult<Json<EnvironmentList>> {
     Ok(Json(EnvironmentList { environments }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/environments/{id}",
+    operation_id = "getEnvironment",
+    tag = "environments",
+    params(("id" = String, Path, description = "Environment id or name")),
+    responses(
+        (status = 200, description = "The environment", body = EnvironmentView),
+        (status = 404, description = "No such environment", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn get(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -130,6 +164,22 @@ pub async fn get(
     Ok(Json(env_view(&app, &e).await?))
 }
 
+/// Changes an environment; absent fields keep their value.
+#[utoipa::path(
+    put,
+    path = "/environments/{id}",
+    operation_id = "updateEnvironment",
+    tag = "environments",
+    params(("id" = String, Path, description = "Environment id or name")),
+    request_body = EnvironmentInput,
+    responses(
+        (status = 200, description = "Updated", body = EnvironmentView),
+        (status = 404, description = "No such environment", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 422, description = "A field is invalid", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn update(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -155,6 +205,20 @@ pub async fn update(
     Ok(Json(env_view(&app, &env).await?))
 }
 
+/// Deletes an environment, its bindings and threads.
+#[utoipa::path(
+    delete,
+    path = "/environments/{id}",
+    operation_id = "deleteEnvironment",
+    tag = "environments",
+    params(("id" = String, Path, description = "Environment id or name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such environment", body = ErrorBody),
+        (status = 409, description = "It has running threads", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn delete(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let env = load_env(&app, &id).await?;
     let busy = app.store.busy_threads(env.id.clone()).await?;
@@ -172,6 +236,19 @@ pub async fn delete(State(app): State<App>, Path(id): Path<String>) -> ApiResult
 
 /// `POST /api/environments/:id/validate`: setup script syntax and repository reachability,
 /// checked by a node.
+#[utoipa::path(
+    post,
+    path = "/environments/{id}/validate",
+    operation_id = "validateEnvironment",
+    tag = "environments",
+    params(("id" = String, Path, description = "Environment id or name")),
+    responses(
+        (status = 200, description = "The checks", body = ValidationResult),
+        (status = 404, description = "No such environment", body = ErrorBody),
+        (status = 503, description = "No online node to check it", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn validate(
     State(app): State<App>,
     Path(id): Path<String>,

@@ -5,6 +5,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
+use super::openapi::Errors;
 use super::stream::{sse_response, KEEPALIVE};
 use crate::gateway::error::ApiResult;
 use crate::gateway::events::Published;
@@ -17,6 +18,18 @@ fn sse(p: &Published) -> Bytes {
 }
 
 /// `GET /api/events`: push-only gateway events as SSE (`event: <type>`).
+#[utoipa::path(
+    get,
+    path = "/events",
+    operation_id = "events",
+    tag = "events",
+    responses(
+        (status = 200, description = "Server-Sent Events, never ending: `event: <type>` and `data: <EventEnvelope JSON>`; `ready` first",
+            content_type = "text/event-stream", body = super::openapi::GatewayEvent),
+        (status = 429, description = "Too many streams open", body = crate::protocol::api::ErrorBody),
+        Errors,
+    )
+)]
 pub async fn events(State(app): State<App>) -> ApiResult<Response> {
     let watching = app.limits.watch(None)?;
     let (tx, rx) = mpsc::channel::<Bytes>(16);

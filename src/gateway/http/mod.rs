@@ -13,6 +13,7 @@ mod events;
 mod idempotency;
 mod node_config;
 mod nodes;
+mod openapi;
 mod stream;
 mod tasks;
 mod threads;
@@ -22,32 +23,24 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use tracing::Instrument;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use idempotency::KeyLocks;
 pub use nodes::create_enrollment;
+pub use openapi::Errors;
 
 use super::error::{ApiError, ApiResult, MAX_BODY_BYTES};
 use super::{auth, board, link, App};
 use crate::protocol::api::Health;
 
 pub fn router(app: App) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        // Authenticated with the node's own token, not an operator token.
-        .route("/api/vibers/{id}/config", get(node_config::node_config))
-        .route("/api/nodes/{id}/config", get(node_config::node_config))
-        // Authenticated with the token in the body (login) or the cookie itself.
-        .route(
-            "/api/session",
-            get(auth::session).post(auth::login).delete(auth::logout),
-        )
-        .route("/ws", get(link::upgrade))
-        .nest("/api", operator_routes(app.clone()))
+    let (api, doc) = api_router(app.clone()).split_for_parts();
+    api.layer(Extension(openapi::Description::new(&doc)))
         .merge(board::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(catch_panic))
@@ -55,54 +48,58 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
+/// Every route but the board's, each registered with `routes!` from its annotated handler,
+/// so the OpenAPI description (`GET /api/openapi.json`) lists exactly these. One `routes!`
+/// per path: it registers all its handlers on every path they name.
+#[allow(deprecated)] // the `/api/vibers` aliases, deprecated in the description
+fn api_router(app: App) -> OpenApiRouter<App> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(health))
+        .routes(routes!(openapi::openapi_json))
+        // Authenticated with the node's own token, not an operator token.
+        .routes(routes!(node_config::node_config))
+        .routes(routes!(node_config::node_config_viber))
+        // Authenticated with the token in the body (login) or the cookie itself.
+        .routes(routes!(auth::session, auth::login, auth::logout))
+        // Nodes authenticate in the handshake.
+        .routes(routes!(link::upgrade))
+        .nest("/api", operator_routes(app))
+}
+
 /// `/api/*` behind operator authentication.
-fn operator_routes(app: App) -> Router<App> {
-    Router::new()
-        .route("/vibers", get(nodes::list))
-        .route("/nodes", get(nodes::list))
-        .route("/nodes/enroll", post(nodes::enroll))
-        .route("/nodes/{id}", get(nodes::get).delete(nodes::revoke))
-        .route("/vibers/{id}", get(nodes::get).delete(nodes::revoke))
-        .route("/vibers/{id}/config-push", post(nodes::config_push))
-        .route("/nodes/{id}/config-push", post(nodes::config_push))
-        .route("/tasks", get(tasks::list).post(tasks::create))
-        .route("/tasks/{id}", get(tasks::get))
-        .route("/tasks/{id}/stop", post(tasks::stop))
-        .route("/tasks/{id}/message", post(tasks::message))
-        .route("/tasks/{id}/stream", get(stream::stream))
-        .route("/tasks/{id}/approvals/{approval}", post(tasks::approve))
-        .route("/events", get(events::events))
-        .route("/usage", get(usage::usage))
-        .route(
-            "/environments",
-            get(environments::list).post(environments::create),
-        )
-        .route(
-            "/environments/{id}",
-            get(environments::get)
-                .put(environments::update)
-                .delete(environments::delete),
-        )
-        .route("/environments/{id}/validate", post(environments::validate))
-        .route(
-            "/environments/{id}/bindings",
-            get(bindings::bindings).post(bindings::bind),
-        )
-        .route(
-            "/environments/{id}/bindings/{bid}/prepare",
-            post(bindings::prepare),
-        )
-        .route(
-            "/environments/{id}/bindings/{bid}/logs",
-            get(bindings::logs),
-        )
-        .route("/threads", get(threads::list).post(threads::create))
-        .route("/threads/{id}", get(threads::get).patch(threads::patch))
-        .route(
-            "/threads/{id}/messages",
-            get(threads::messages).post(threads::send),
-        )
-        .fallback(api_not_found)
+#[allow(deprecated)] // the `/api/vibers` aliases, deprecated in the description
+fn operator_routes(app: App) -> OpenApiRouter<App> {
+    let mut api = OpenApiRouter::default()
+        .routes(routes!(nodes::list))
+        .routes(routes!(nodes::list_vibers))
+        .routes(routes!(nodes::enroll))
+        .routes(routes!(nodes::get, nodes::revoke))
+        .routes(routes!(nodes::get_viber, nodes::revoke_viber))
+        .routes(routes!(nodes::config_push))
+        .routes(routes!(nodes::config_push_viber))
+        .routes(routes!(tasks::list, tasks::create))
+        .routes(routes!(tasks::get))
+        .routes(routes!(tasks::stop))
+        .routes(routes!(tasks::message))
+        .routes(routes!(stream::stream))
+        .routes(routes!(tasks::approve))
+        .routes(routes!(events::events))
+        .routes(routes!(usage::usage))
+        .routes(routes!(environments::list, environments::create))
+        .routes(routes!(
+            environments::get,
+            environments::update,
+            environments::delete
+        ))
+        .routes(routes!(environments::validate))
+        .routes(routes!(bindings::bindings, bindings::bind))
+        .routes(routes!(bindings::prepare))
+        .routes(routes!(bindings::logs))
+        .routes(routes!(threads::list, threads::create))
+        .routes(routes!(threads::get, threads::patch))
+        .routes(routes!(threads::messages, threads::send));
+    openapi::require_operator(api.get_openapi_mut());
+    api.fallback(api_not_found)
         .layer(axum::middleware::from_fn_with_state(
             app,
             auth::require_operator,
@@ -141,6 +138,15 @@ async fn api_not_found() -> ApiError {
     ApiError::not_found("no such API route")
 }
 
+/// `GET /health`: liveness and counts; no authentication.
+#[utoipa::path(
+    get,
+    path = "/health",
+    operation_id = "health",
+    tag = "system",
+    security(()),
+    responses((status = 200, description = "The gateway is up", body = Health), Errors)
+)]
 async fn health(State(app): State<App>) -> ApiResult<Json<Health>> {
     let (nodes, tasks) = app.store.counts().await?;
     Ok(Json(Health {

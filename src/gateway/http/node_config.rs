@@ -1,17 +1,33 @@
 //! `GET /api/nodes/:id/config` (alias `/api/vibers/:id/config`): a node's configuration,
 //! served only to that node (its own node token, not an operator's).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 
+use super::openapi::Errors;
 use crate::crypto;
-use crate::gateway::error::{ApiError, ApiResult};
+use crate::gateway::error::{ApiError, ApiResult, Path};
 use crate::gateway::App;
+use crate::protocol::api::ErrorBody;
 use crate::protocol::node_config::{
     NodeConfig, NodeConfigBinding, NodeConfigEnvironment, NodeConfigSecret,
 };
 
+/// The node's environments and bindings, pulled by the node itself after `config:push`.
+#[utoipa::path(
+    get,
+    path = "/api/nodes/{id}/config",
+    operation_id = "nodeConfig",
+    tag = "nodes",
+    params(("id" = String, Path, description = "Node id")),
+    security(("nodeToken" = [])),
+    responses(
+        (status = 200, description = "The node's configuration (no secret values)", body = NodeConfig),
+        (status = 401, description = "Not this node's token", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn node_config(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -77,4 +93,23 @@ pub async fn node_config(
         });
     }
     Ok(Json(NodeConfig::new(id, environments, bindings)))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/vibers/{id}/config",
+    operation_id = "viberConfig",
+    tag = "nodes",
+    description = "Alias of `GET /api/nodes/{id}/config` (OpenViber compatibility).",
+    params(("id" = String, Path, description = "Node id")),
+    security(("nodeToken" = [])),
+    responses((status = 200, description = "The node's configuration", body = NodeConfig), Errors)
+)]
+#[deprecated = "use GET /api/nodes/{id}/config"]
+pub async fn node_config_viber(
+    app: State<App>,
+    id: Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<NodeConfig>> {
+    node_config(app, id, headers).await
 }

@@ -3,16 +3,18 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
+use super::openapi::Errors;
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
 use crate::gateway::commands;
-use crate::gateway::error::{ApiError, ApiResult, Body};
+use crate::gateway::error::{ApiError, ApiResult, Body, Path};
 use crate::gateway::link::{self, ENROLLMENT_PREFIX};
 use crate::gateway::App;
+use crate::protocol::api::ErrorBody;
 use crate::protocol::api::{
     ConfigPushed, EnrollRequest, Enrollment, NodeList, NodePresence, NodeView,
 };
@@ -73,6 +75,13 @@ fn node_view(app: &App, n: &NodeRecord) -> NodeView {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/nodes",
+    operation_id = "listNodes",
+    tag = "nodes",
+    responses((status = 200, description = "Enrolled nodes", body = NodeList), Errors)
+)]
 pub async fn list(State(app): State<App>) -> ApiResult<Json<NodeList>> {
     let nodes = app.store.list_nodes().await?;
     Ok(Json(NodeList {
@@ -88,11 +97,36 @@ async fn load(app: &App, id: &str) -> ApiResult<NodeRecord> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/nodes/{id}",
+    operation_id = "getNode",
+    tag = "nodes",
+    params(("id" = String, Path, description = "Node id")),
+    responses(
+        (status = 200, description = "The node", body = NodeView),
+        (status = 404, description = "No such node (or revoked)", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<NodeView>> {
     let n = load(&app, &id).await?;
     Ok(Json(node_view(&app, &n)))
 }
 
+/// A one-time token that enrolls a new node, and the command that uses it.
+#[utoipa::path(
+    post,
+    path = "/nodes/enroll",
+    operation_id = "enrollNode",
+    tag = "nodes",
+    request_body = EnrollRequest,
+    responses(
+        (status = 201, description = "Enrollment token created", body = Enrollment),
+        (status = 422, description = "Bad name or lifetime", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn enroll(
     State(app): State<App>,
     Body(req): Body<EnrollRequest>,
@@ -173,6 +207,19 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// Revokes a node: its token stops working and its connection is closed.
+#[utoipa::path(
+    delete,
+    path = "/nodes/{id}",
+    operation_id = "revokeNode",
+    tag = "nodes",
+    params(("id" = String, Path, description = "Node id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such node", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn revoke(State(app): State<App>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     if !app.store.revoke_node(id.clone(), now_ms()).await? {
         return Err(ApiError::not_found(format!("no node {id:?}")));
@@ -189,6 +236,18 @@ pub async fn revoke(State(app): State<App>, Path(id): Path<String>) -> ApiResult
 }
 
 /// `POST /api/nodes/:id/config-push`: asks the node to pull and validate its config.
+#[utoipa::path(
+    post,
+    path = "/nodes/{id}/config-push",
+    operation_id = "pushNodeConfig",
+    tag = "nodes",
+    params(("id" = String, Path, description = "Node id")),
+    responses(
+        (status = 202, description = "Sent (or stored until the node is back)", body = ConfigPushed),
+        (status = 404, description = "No such node", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn config_push(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -204,6 +263,69 @@ pub async fn config_push(
             delivered,
         }),
     ))
+}
+
+// ---- `/api/vibers*`: OpenViber's names for the same routes ----
+
+#[utoipa::path(
+    get,
+    path = "/vibers",
+    operation_id = "listVibers",
+    tag = "nodes",
+    description = "Alias of `GET /api/nodes` (OpenViber compatibility).",
+    responses((status = 200, description = "Enrolled nodes", body = NodeList), Errors)
+)]
+#[deprecated = "use GET /api/nodes"]
+pub async fn list_vibers(app: State<App>) -> ApiResult<Json<NodeList>> {
+    list(app).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/vibers/{id}",
+    operation_id = "getViber",
+    tag = "nodes",
+    description = "Alias of `GET /api/nodes/{id}` (OpenViber compatibility).",
+    params(("id" = String, Path, description = "Node id")),
+    responses((status = 200, description = "The node", body = NodeView), Errors)
+)]
+#[deprecated = "use GET /api/nodes/{id}"]
+pub async fn get_viber(app: State<App>, id: Path<String>) -> ApiResult<Json<NodeView>> {
+    get(app, id).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/vibers/{id}",
+    operation_id = "revokeViber",
+    tag = "nodes",
+    description = "Alias of `DELETE /api/nodes/{id}` (OpenViber compatibility).",
+    params(("id" = String, Path, description = "Node id")),
+    responses((status = 204, description = "Revoked"), Errors)
+)]
+#[deprecated = "use DELETE /api/nodes/{id}"]
+pub async fn revoke_viber(app: State<App>, id: Path<String>) -> ApiResult<StatusCode> {
+    revoke(app, id).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/vibers/{id}/config-push",
+    operation_id = "pushViberConfig",
+    tag = "nodes",
+    description = "Alias of `POST /api/nodes/{id}/config-push` (OpenViber compatibility).",
+    params(("id" = String, Path, description = "Node id")),
+    responses(
+        (status = 202, description = "Sent (or stored until the node is back)", body = ConfigPushed),
+        Errors,
+    )
+)]
+#[deprecated = "use POST /api/nodes/{id}/config-push"]
+pub async fn config_push_viber(
+    app: State<App>,
+    id: Path<String>,
+) -> ApiResult<(StatusCode, Json<ConfigPushed>)> {
+    config_push(app, id).await
 }
 
 #[cfg(test)]

@@ -6,14 +6,15 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::Body as HttpBody;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{broadcast, mpsc};
 
+use super::openapi::Errors;
 use super::tasks::load;
-use crate::gateway::error::{ApiError, ApiResult};
+use crate::gateway::error::{ApiError, ApiResult, Path, Query};
 use crate::gateway::tasks::Live;
 use crate::gateway::App;
 use crate::protocol::api::StreamQuery;
@@ -27,6 +28,24 @@ const REPLAY_PAGE: u32 = 2000;
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// `GET /api/tasks/:id/stream`: the task's chunks as an AI SDK UI message stream.
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}/stream",
+    operation_id = "streamTask",
+    tag = "tasks",
+    params(
+        ("id" = String, Path, description = "Task id"),
+        StreamQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this chunk sequence number"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `id: <seq>` and `data: <AI SDK UI chunk JSON>` per chunk, `data: [DONE]` when the task has ended",
+            content_type = "text/event-stream", body = super::openapi::TaskStreamEvent),
+        (status = 404, description = "No such task", body = crate::protocol::api::ErrorBody),
+        (status = 429, description = "Too many streams open", body = crate::protocol::api::ErrorBody),
+        Errors,
+    )
+)]
 pub async fn stream(
     State(app): State<App>,
     Path(id): Path<String>,

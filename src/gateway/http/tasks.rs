@@ -2,22 +2,23 @@
 //! The stream of a task is in `stream.rs`; its life cycle after creation is the task hub's.
 
 use crate::gateway::envs::input::check_allowlist;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use serde_json::Value;
 
 use super::idempotency::idempotent;
+use super::openapi::Errors;
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
 use crate::gateway::commands;
-use crate::gateway::error::{ApiError, ApiResult, Body};
+use crate::gateway::error::{ApiError, ApiResult, Body, Path, Query};
 use crate::gateway::link::Outgoing;
 use crate::gateway::App;
 use crate::protocol::api::{
-    ApprovalAnswer, ApprovalAnswered, ChunkEvent, CreateTask, MessageAccepted, MessageRequest,
-    PendingApproval, TaskList, TaskListQuery, TaskUsage, TaskView,
+    ApprovalAnswer, ApprovalAnswered, ChunkEvent, CreateTask, ErrorBody, MessageAccepted,
+    MessageRequest, PendingApproval, TaskList, TaskListQuery, TaskUsage, TaskView,
 };
 use crate::protocol::{ExecutorKind, Frame, InjectionMode, TaskOutcome, TaskState};
 use crate::store::{NewTask, TaskFinish, TaskRecord};
@@ -63,6 +64,19 @@ pub fn task_usage(t: &TaskRecord) -> Option<TaskUsage> {
     })
 }
 
+/// Tasks, newest first.
+#[utoipa::path(
+    get,
+    path = "/tasks",
+    operation_id = "listTasks",
+    tag = "tasks",
+    params(TaskListQuery),
+    responses(
+        (status = 200, description = "Tasks, newest first", body = TaskList),
+        (status = 422, description = "Unknown state", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn list(
     State(app): State<App>,
     Query(q): Query<TaskListQuery>,
@@ -78,6 +92,21 @@ pub async fn list(
     }))
 }
 
+/// Creates a task and sends it to a node (`nodeId`, or the least busy online node).
+#[utoipa::path(
+    post,
+    path = "/tasks",
+    operation_id = "createTask",
+    tag = "tasks",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key get the first response again (with `Idempotent-Replayed: true`); 1 to 255 characters")),
+    request_body = CreateTask,
+    responses(
+        (status = 201, description = "Created and dispatched", body = TaskView),
+        (status = 422, description = "Empty goal, unknown executor or nodeId", body = ErrorBody),
+        (status = 503, description = "No online node can run it", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn create(
     State(app): State<App>,
     headers: HeaderMap,
@@ -260,6 +289,19 @@ async fn load_unfinished(app: &App, id: &str, hint: &str) -> ApiResult<TaskRecor
     Ok(rec)
 }
 
+/// A task, with its pending approval and most recent chunks.
+#[utoipa::path(
+    get,
+    path = "/tasks/{id}",
+    operation_id = "getTask",
+    tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The task", body = TaskView),
+        (status = 404, description = "No such task", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<TaskView>> {
     let rec = load(&app, &id).await?;
     let mut v = task_view(&rec);
@@ -305,6 +347,20 @@ fn last_events(chunks: Vec<(u64, String)>) -> Vec<ChunkEvent> {
     out
 }
 
+/// Stops a task: at once when it has not started or its node is away, else by asking the node.
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/stop",
+    operation_id = "stopTask",
+    tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 202, description = "Stop requested", body = TaskView),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The task already ended", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn stop(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -339,6 +395,21 @@ pub async fn stop(
     Ok((StatusCode::ACCEPTED, Json(v)))
 }
 
+/// A follow-up message for a running task.
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/message",
+    operation_id = "messageTask",
+    tag = "tasks",
+    params(("id" = String, Path, description = "Task id"), ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key get the first response again (with `Idempotent-Replayed: true`); 1 to 255 characters")),
+    request_body = MessageRequest,
+    responses(
+        (status = 202, description = "Accepted", body = MessageAccepted),
+        (status = 404, description = "No such task", body = ErrorBody),
+        (status = 409, description = "The task already ended", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn message(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -397,6 +468,23 @@ async fn send_message(
 }
 
 /// `POST /api/tasks/:id/approvals/:approvalId {approve, reason?}`.
+#[utoipa::path(
+    post,
+    path = "/tasks/{id}/approvals/{approval}",
+    operation_id = "answerApproval",
+    tag = "tasks",
+    params(
+        ("id" = String, Path, description = "Task id"),
+        ("approval" = String, Path, description = "Approval id (`awaitingApproval.approvalId`)"),
+    ),
+    request_body = ApprovalAnswer,
+    responses(
+        (status = 202, description = "Answer sent (or stored until the node is back)", body = ApprovalAnswered),
+        (status = 404, description = "No such task or pending approval", body = ErrorBody),
+        (status = 409, description = "The task already ended", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn approve(
     State(app): State<App>,
     Path((id, approval)): Path<(String, String)>,

@@ -2,7 +2,7 @@
 //! the environment on a node when needed, then runs a task in its working directory; later
 //! messages feed the running task (injection modes) or start the next one.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
@@ -10,16 +10,17 @@ use serde_json::Value;
 
 use super::environments::load_env;
 use super::idempotency::idempotent;
+use super::openapi::Errors;
 use super::tasks::{check_text, follow_up, offers, parse_executor, task_usage, task_view};
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
 use crate::gateway::envs::{binding_phase, send_prepare};
-use crate::gateway::error::{ApiError, ApiResult, Body};
+use crate::gateway::error::{ApiError, ApiResult, Body, Path, Query};
 use crate::gateway::App;
 use crate::protocol::api::{
-    BindingPhase, CreateThread, FollowUpAccepted, MessageTask, MessagesQuery, PatchThread,
-    SendMessage, SendOutcome, ThreadList, ThreadListQuery, ThreadMessageView, ThreadMessages,
-    ThreadStatus, ThreadView,
+    BindingPhase, CreateThread, ErrorBody, FollowUpAccepted, MessageTask, MessagesQuery,
+    PatchThread, SendMessage, SendOutcome, ThreadList, ThreadListQuery, ThreadMessageView,
+    ThreadMessages, ThreadStatus, ThreadView,
 };
 use crate::protocol::events::Event;
 use crate::protocol::{BindingStatus, ExecutorKind, InjectionMode, TaskOptions, TaskState};
@@ -77,6 +78,18 @@ fn changed(app: &App, thread_id: &str) {
     });
 }
 
+#[utoipa::path(
+    post,
+    path = "/threads",
+    operation_id = "createThread",
+    tag = "threads",
+    request_body = CreateThread,
+    responses(
+        (status = 201, description = "Created", body = ThreadView),
+        (status = 422, description = "Unknown environment or bad title", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn create(
     State(app): State<App>,
     Body(req): Body<CreateThread>,
@@ -113,6 +126,18 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(thread_view(&t))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/threads",
+    operation_id = "listThreads",
+    tag = "threads",
+    params(ThreadListQuery),
+    responses(
+        (status = 200, description = "Threads", body = ThreadList),
+        (status = 404, description = "No such environment", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn list(
     State(app): State<App>,
     Query(q): Query<ThreadListQuery>,
@@ -131,11 +156,38 @@ pub async fn list(
     Ok(Json(ThreadList { threads }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/threads/{id}",
+    operation_id = "getThread",
+    tag = "threads",
+    params(("id" = String, Path, description = "Thread id")),
+    responses(
+        (status = 200, description = "The thread", body = ThreadView),
+        (status = 404, description = "No such thread", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<ThreadView>> {
     let t = load(&app, &id).await?;
     Ok(Json(thread_view(&t)))
 }
 
+/// Renames a thread or changes its status.
+#[utoipa::path(
+    patch,
+    path = "/threads/{id}",
+    operation_id = "updateThread",
+    tag = "threads",
+    params(("id" = String, Path, description = "Thread id")),
+    request_body = PatchThread,
+    responses(
+        (status = 200, description = "Updated", body = ThreadView),
+        (status = 404, description = "No such thread", body = ErrorBody),
+        (status = 422, description = "Bad title or unknown status", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn patch(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -158,6 +210,22 @@ pub async fn patch(
     Ok(Json(thread_view(&t)))
 }
 
+/// A message: starts the thread's next task, or joins its running one as a follow-up.
+#[utoipa::path(
+    post,
+    path = "/threads/{id}/messages",
+    operation_id = "sendThreadMessage",
+    tag = "threads",
+    params(("id" = String, Path, description = "Thread id"), ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key get the first response again (with `Idempotent-Replayed: true`); 1 to 255 characters")),
+    request_body = SendMessage,
+    responses(
+        (status = 201, description = "A new task (preparing the environment first when needed)", body = crate::protocol::api::TaskView),
+        (status = 202, description = "A follow-up to the running task", body = FollowUpAccepted),
+        (status = 404, description = "No such thread", body = ErrorBody),
+        (status = 409, description = "Archived, not bound to a node, or the previous message still waits", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn send(
     State(app): State<App>,
     Path(id): Path<String>,
@@ -327,6 +395,18 @@ async fn pick_binding(app: &App, env_id: &str, node: Option<&str>) -> ApiResult<
 }
 
 /// `GET /api/threads/:id/messages`: the conversation with each task's state and output.
+#[utoipa::path(
+    get,
+    path = "/threads/{id}/messages",
+    operation_id = "listThreadMessages",
+    tag = "threads",
+    params(("id" = String, Path, description = "Thread id"), MessagesQuery),
+    responses(
+        (status = 200, description = "Messages, oldest first", body = ThreadMessages),
+        (status = 404, description = "No such thread", body = ErrorBody),
+        Errors,
+    )
+)]
 pub async fn messages(
     State(app): State<App>,
     Path(id): Path<String>,

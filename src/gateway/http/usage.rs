@@ -1,14 +1,29 @@
 //! `GET /api/usage?from=&to=`: tokens of agent tasks created in a time range (default: the
 //! last 30 days), summed by node, environment and model.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 
+use super::openapi::Errors;
 use crate::clock::{iso8601, now_ms, parse_time};
-use crate::gateway::error::{ApiError, ApiResult};
+use crate::gateway::error::{ApiError, ApiResult, Query};
 use crate::gateway::App;
 use crate::protocol::api::{UsageQuery, UsageReport, UsageRow, UsageTotal};
 
+/// Tokens of agent tasks created in `[from, to)` (default: the last 30 days).
+#[utoipa::path(
+    get,
+    path = "/usage",
+    operation_id = "usage",
+    tag = "usage",
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "Totals by node, environment and model", body = UsageReport),
+        (status = 400, description = "from or to is not a time", body = crate::protocol::api::ErrorBody),
+        (status = 422, description = "from is not before to", body = crate::protocol::api::ErrorBody),
+        Errors,
+    )
+)]
 pub async fn usage(
     State(app): State<App>,
     Query(q): Query<UsageQuery>,

@@ -20,4 +20,4 @@ mod session;
 
 pub use handshake::{ENROLLMENT_PREFIX, NODE_TOKEN_PREFIX};
 pub use registry::{kick, NodeConn, Outgoing, Presence, Registry};
-pub use session::upgrade;
+pub use session::{__path_upgrade, upgrade};

@@ -10,8 +10,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::gateway::error::ApiError;
@@ -35,11 +37,38 @@ pub(super) type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 pub(super) type Stream = futures_util::stream::SplitStream<WebSocket>;
 
 /// `GET /ws`: upgrades to a WebSocket with the protocol's size limit and serves it.
+/// A request that is not a WebSocket upgrade gets a 4xx in the API's error shape.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    operation_id = "nodeLink",
+    tag = "system",
+    security(()),
+    description = "The node link: a WebSocket upgrade, then the control protocol (`challenge`, \
+        `connect` with the node's token, ...). Nodes authenticate in the handshake.",
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade request", body = crate::protocol::api::ErrorBody),
+        (status = 503, description = "Too many connections are authenticating", body = crate::protocol::api::ErrorBody),
+        crate::gateway::http::Errors,
+    )
+)]
 pub async fn upgrade(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rej) => {
+            let code = match rej.status() {
+                StatusCode::UPGRADE_REQUIRED => "upgrade_required",
+                StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+                _ => "bad_request",
+            };
+            return ApiError::new(rej.status(), code, rej.body_text()).into_response();
+        }
+    };
     // Unauthenticated connections hold a place only until their handshake ends.
     let Some(place) = app.limits.handshake() else {
         tracing::warn!(%peer, "refused a WebSocket: too many handshakes in progress");

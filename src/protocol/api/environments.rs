@@ -11,7 +11,7 @@ use crate::protocol::{
 };
 
 /// A secret in a request: a bare value (runtime scope), `{value, scope}`, or null to remove.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum SecretInput {
     Value(String),
@@ -22,8 +22,36 @@ pub enum SecretInput {
     },
 }
 
+/// The schema (only) of one entry of `secrets` in an [`EnvironmentInput`]: a
+/// [`SecretInput`], or null to remove the secret.
+pub struct SecretChange;
+
+impl utoipa::PartialSchema for SecretChange {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Ref, Type};
+        use utoipa::ToSchema;
+        OneOfBuilder::new()
+            .item(Ref::from_schema_name(SecretInput::name()))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SecretChange {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::{PartialSchema, ToSchema};
+        schemas.push((SecretInput::name().into(), SecretInput::schema()));
+        <SecretInput as ToSchema>::schemas(schemas);
+    }
+}
+
 /// `POST /api/environments` and `PUT /api/environments/:id`: absent fields keep their value.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EnvironmentInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,11 +96,12 @@ pub struct EnvironmentInput {
     pub vars: Option<BTreeMap<String, String>>,
     /// Changes by name; a null value removes the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<BTreeMap<String, SecretChange>>)]
     pub secrets: Option<BTreeMap<String, Option<SecretInput>>>,
 }
 
 /// `networkAccess` in a request: a mode, or the boolean older clients send.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum NetworkAccessInput {
     Flag(bool),
@@ -89,7 +118,7 @@ impl NetworkAccessInput {
 }
 
 /// A secret as shown: never its value, only a mask.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct SecretView {
@@ -111,7 +140,7 @@ wire_enum! {
 }
 
 /// An environment mapped onto one node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
 pub struct BindingView {
@@ -123,29 +152,36 @@ pub struct BindingView {
     pub status: BindingPhase,
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub resolved_working_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub prepared_version: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub last_prepare_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct BindingList {
     pub bindings: Vec<BindingView>,
 }
 
 /// An environment as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
 pub struct EnvironmentView {
@@ -168,29 +204,36 @@ pub struct EnvironmentView {
     pub created_at: String,
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub repo_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub repo_org: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub repo_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub repo_branch: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub local_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub container_image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub default_executor: Option<ExecutorKind>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct EnvironmentList {
     pub environments: Vec<EnvironmentView>,
 }
 
 /// `POST /api/environments/:id/bindings`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BindRequest {
     pub node_id: String,
@@ -201,7 +244,7 @@ pub struct BindRequest {
 }
 
 /// `POST /api/environments/:id/bindings/:bid/prepare` (the body is optional).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PrepareRequest {
     /// Re-run setup even when nothing changed.
@@ -210,28 +253,29 @@ pub struct PrepareRequest {
 }
 
 /// `GET .../logs?after=`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<i64>,
 }
 
 /// One line of a binding's setup output (already redacted on the node).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct LogLine {
     pub seq: i64,
     pub text: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct LogList {
     pub logs: Vec<LogLine>,
 }
 
 /// `POST /api/environments/:id/validate`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ValidationResult {
     pub ok: bool,

@@ -6,7 +6,7 @@ use crate::protocol::names::wire_enum;
 use crate::protocol::ConfigAck;
 
 /// `GET /health`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Health {
@@ -29,7 +29,7 @@ wire_enum! {
 }
 
 /// A node as `GET /api/nodes` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
 pub struct NodeView {
@@ -46,30 +46,36 @@ pub struct NodeView {
     pub running_tasks: Vec<String>,
     pub enrolled_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub last_seen: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub connected_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub memory_rss_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub uptime_secs: Option<u64>,
     /// 1, 5 and 15 minute load averages (online nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub load: Option<[f64; 3]>,
     /// The node's last `config:ack`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional))]
+    #[schema(nullable = false)]
     pub config: Option<ConfigAck>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct NodeList {
     pub nodes: Vec<NodeView>,
 }
 
 /// `POST /api/nodes/enroll`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EnrollRequest {
     pub name: String,
@@ -79,7 +85,7 @@ pub struct EnrollRequest {
 }
 
 /// A one-time enrollment token and the command that uses it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Enrollment {
     pub name: String,
@@ -89,7 +95,7 @@ pub struct Enrollment {
 }
 
 /// `POST /api/nodes/:id/config-push`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ConfigPushed {
@@ -102,14 +108,14 @@ pub struct ConfigPushed {
 // ---- board sessions ----
 
 /// `POST /api/session`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub token: String,
 }
 
 /// A board session just opened (the cookie carries its id).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct SessionOpened {
@@ -126,12 +132,13 @@ wire_enum! {
 }
 
 /// `GET /api/session`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
 pub struct SessionInfo {
     pub authenticated: bool,
     pub via: CredentialKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub csrf_token: Option<String>,
 }

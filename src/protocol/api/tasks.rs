@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::protocol::{ExecutorKind, InjectionMode, TaskOptions, TaskState};
 
 /// `POST /api/tasks`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -20,7 +20,8 @@ pub struct CreateTask {
 }
 
 /// `GET /api/tasks?nodeId=&state=&limit=`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,31 +33,33 @@ pub struct TaskListQuery {
 }
 
 /// Tokens a task's agent used.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct TaskUsage {
     pub input_tokens: i64,
     pub output_tokens: i64,
     /// Null when the provider did not say.
+    #[schema(required = true)]
     pub model: Option<String>,
 }
 
 /// A tool call waiting for an operator's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct PendingApproval {
     pub approval_id: String,
     pub tool_call_id: String,
     /// Null when the tool call's input chunk is missing.
+    #[schema(required = true)]
     pub tool_name: Option<String>,
     #[cfg_attr(test, ts(type = "unknown"))]
     pub input: Value,
 }
 
 /// One stored chunk of a task's stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ChunkEvent {
     pub seq: u64,
@@ -66,13 +69,14 @@ pub struct ChunkEvent {
 
 /// A task as the API shows it. The optional fields at the end appear only in the responses
 /// that say so.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
 pub struct TaskView {
     pub id: String,
     /// Null for a task whose node was deleted.
     #[cfg_attr(test, ts(optional = nullable))]
+    #[schema(required = true)]
     pub node_id: Option<String>,
     pub goal: String,
     pub executor: ExecutorKind,
@@ -83,52 +87,67 @@ pub struct TaskView {
     /// The last stream sequence number stored (-1 before the first chunk).
     pub last_seq: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub started_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub finished_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub result: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub usage: Option<TaskUsage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub environment_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub thread_id: Option<String>,
     /// When retention deleted the task's output; its summary stays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub output_pruned_at: Option<String>,
     /// `GET /api/tasks/:id` of a running task that waits for an approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub awaiting_approval: Option<PendingApproval>,
     /// `awaiting approval` alongside `awaitingApproval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub status: Option<String>,
     /// `GET /api/tasks/:id`: the most recent chunks, oldest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub last_events: Option<Vec<ChunkEvent>>,
     /// `POST /api/tasks/:id/stop`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub stop_requested: Option<bool>,
     /// `POST /api/threads/:id/messages` that started a task: the task id again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub task_id: Option<String>,
     /// `POST /api/threads/:id/messages` that started a task: the binding it runs on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub binding_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct TaskList {
     pub tasks: Vec<TaskView>,
 }
 
 /// `POST /api/tasks/:id/message`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MessageRequest {
     pub message: String,
@@ -136,7 +155,7 @@ pub struct MessageRequest {
     pub injection_mode: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MessageAccepted {
     pub task_id: String,
@@ -147,7 +166,7 @@ pub struct MessageAccepted {
 }
 
 /// `POST /api/tasks/:id/approvals/:approvalId`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
 pub struct ApprovalAnswer {
@@ -156,7 +175,7 @@ pub struct ApprovalAnswer {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ApprovalAnswered {
@@ -168,7 +187,8 @@ pub struct ApprovalAnswered {
 }
 
 /// `GET /api/tasks/:id/stream?follow=`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// `false`: replay what is stored and close, without waiting for more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,7 +196,8 @@ pub struct StreamQuery {
 }
 
 /// `GET /api/usage?from=&to=`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
@@ -185,17 +206,18 @@ pub struct UsageQuery {
 }
 
 /// Token totals of the tasks that share one key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageRow {
     /// The node, environment or model; null for tasks without one.
+    #[schema(required = true)]
     pub key: Option<String>,
     pub tasks: i64,
     pub input_tokens: i64,
     pub output_tokens: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageTotal {
     pub tasks: i64,
@@ -204,7 +226,7 @@ pub struct UsageTotal {
 }
 
 /// `GET /api/usage`: tokens of agent tasks created in `[from, to)`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageReport {
     pub from: String,
