@@ -243,3 +243,5 @@ ALTER TABLE environments ADD COLUMN network_mode TEXT NOT NULL DEFAULT 'on'
 ALTER TABLE environments ADD COLUMN network_allowlist TEXT NOT NULL DEFAULT '[]';
 UPDATE environments SET network_mode = CASE WHEN network_access THEN 'on' ELSE 'off' END;
 ALTER TABLE environments DROP COLUMN network_access;
+-- Hosts an operator allowed for all of a thread's tasks (a network approval "for the thread").
+ALTER TABLE threads ADD COLUMN network_allowlist TEXT NOT NULL DEFAULT '[]';

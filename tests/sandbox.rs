@@ -379,3 +379,133 @@ async fn an_environments_network_mode_applies_to_its_threads() {
         "the host's loopback does not: {out}"
     );
 }
+
+/// Ask, don't just block: under `allowlist`, a task in `always-ask` that reaches for an
+/// unlisted host raises a `network` approval. Approved for the environment, the request goes
+/// through and the host joins the environment's allowlist; denied, the request gets a 403
+/// that says so.
+#[tokio::test]
+async fn an_unlisted_host_raises_a_network_approval() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let port = host_server().await;
+    let (gdir, ndir, work) = (
+        TempDir::new("gw"),
+        TempDir::new("node"),
+        TempDir::new("work"),
+    );
+    std::fs::write(work.join("fetch.py"), FETCH_PY).unwrap();
+    let gw = Gateway::start(gdir.path(), 0, &[]);
+    let token = gw.enroll("asker").await;
+    let _node = start_node_env(
+        &gw.url,
+        Some(&token),
+        ndir.path(),
+        "asker",
+        &[(
+            "VIBER_PROXY_RESOLVE",
+            "asked.test=127.0.0.1,denied.test=127.0.0.1",
+        )],
+    );
+    gw.wait_node_status("asker", "online", T).await;
+    let (code, env) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "asks", "type": "local", "localPath": work.path(),
+                   "networkAccess": "allowlist", "networkAllowlist": ["allowed.test"],
+                   "metadata": {"workingMode": "always-ask"}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{env}");
+    let env_id = env["id"].as_str().unwrap().to_string();
+    let nodes = gw.nodes().await;
+    let (code, b) = gw
+        .post(
+            &format!("/api/environments/{env_id}/bindings"),
+            json!({"nodeId": nodes[0]["id"]}),
+        )
+        .await;
+    assert_eq!(code, 201, "{b}");
+    let (_, thread) = gw
+        .post("/api/threads", json!({"environmentId": env_id}))
+        .await;
+    let thread_id = thread["id"].as_str().unwrap().to_string();
+    let send = |host: &'static str| {
+        let (gw, thread_id) = (&gw, &thread_id);
+        async move {
+            let (code, t) = gw
+                .post(
+                    &format!("/api/threads/{thread_id}/messages"),
+                    json!({"executor": "shell",
+                           "message": format!("python3 fetch.py http://{host}:{port}/")}),
+                )
+                .await;
+            assert!(code == 201 || code == 202, "{t}");
+            t["taskId"].as_str().unwrap().to_string()
+        }
+    };
+    let pending = |task_id: String| {
+        let gw = &gw;
+        async move {
+            wait_until("a network approval", T, || async {
+                gw.get(&format!("/api/tasks/{task_id}")).await.1["status"] == "awaiting approval"
+            })
+            .await;
+            gw.get(&format!("/api/tasks/{task_id}")).await.1["awaitingApproval"].clone()
+        }
+    };
+
+    // Asked, approved for the environment: it goes through and is remembered.
+    let task_id = send("asked.test").await;
+    let p = pending(task_id.clone()).await;
+    assert_eq!(p["toolName"], "network", "{p}");
+    assert_eq!(
+        p["input"],
+        json!({"host": "asked.test", "port": port}),
+        "{p}"
+    );
+    let (code, v) = gw
+        .post(
+            &format!(
+                "/api/tasks/{task_id}/approvals/{}",
+                p["approvalId"].as_str().unwrap()
+            ),
+            json!({"approve": true, "scope": "environment"}),
+        )
+        .await;
+    assert_eq!(code, 202, "{v}");
+    let (task, out) = finished(&gw, &task_id).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    assert!(out.contains("BODY:hello from host"), "{out}");
+    let (_, env) = gw.get(&format!("/api/environments/{env_id}")).await;
+    assert_eq!(
+        env["networkAllowlist"],
+        json!(["allowed.test", "asked.test"]),
+        "{env}"
+    );
+
+    // Now listed: the next task reaches it without asking.
+    let task_id = send("asked.test").await;
+    let (task, out) = finished(&gw, &task_id).await;
+    assert_eq!(task["state"], "completed", "{task}");
+    assert!(out.contains("BODY:hello from host"), "{out}");
+
+    // Asked and denied: refused with the reason; a scope is for network approvals only.
+    let task_id = send("denied.test").await;
+    let p = pending(task_id.clone()).await;
+    let answer = format!(
+        "/api/tasks/{task_id}/approvals/{}",
+        p["approvalId"].as_str().unwrap()
+    );
+    let (code, v) = gw
+        .post(&answer, json!({"approve": false, "reason": "not today"}))
+        .await;
+    assert_eq!(code, 202, "{v}");
+    let (_, out) = finished(&gw, &task_id).await;
+    assert!(
+        out.contains("HTTP 403") && out.contains("not today"),
+        "{out}"
+    );
+    assert!(!out.contains("hello from host"), "{out}");
+}

@@ -118,6 +118,9 @@ export const api = {
     request<{ taskId: string } & Partial<P.FollowUpAccepted>>('POST', `/api/threads/${enc(id)}/messages`, body, { 'Idempotency-Key': key }),
 
   stop: (id: string) => request<P.TaskView>('POST', `/api/tasks/${enc(id)}/stop`, {}),
-  approve: (id: string, approvalId: string, approve: boolean) =>
-    request<P.ApprovalAnswered>('POST', `/api/tasks/${enc(id)}/approvals/${enc(approvalId)}`, { approve } satisfies P.ApprovalAnswer),
+  approve: (id: string, approvalId: string, approve: boolean, scope?: P.ApprovalScope) =>
+    request<P.ApprovalAnswered>('POST', `/api/tasks/${enc(id)}/approvals/${enc(approvalId)}`, {
+      approve,
+      ...(scope ? { scope } : {}),
+    } satisfies P.ApprovalAnswer),
 };

@@ -132,7 +132,14 @@ bindingId?: string, };
 
 export type TaskList = { tasks: Array<TaskView>, };
 
-export type ApprovalAnswer = { approve: boolean, reason?: string, };
+export type ApprovalScope = "once" | "thread" | "environment";
+
+export type ApprovalAnswer = { approve: boolean, reason?: string, 
+/**
+ * For a network approval: how long the host stays allowed (default `once`: the rest
+ * of this task). Other approvals take only `once`.
+ */
+scope?: ApprovalScope, };
 
 export type ApprovalAnswered = { taskId: string, approvalId: string, approved: boolean, 
 /**

@@ -4,6 +4,7 @@
 import type { UIMessage } from 'ai';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, type InjectionMode, type Thread, type ThreadMessage } from './api';
+import type * as P from './protocol.gen';
 import { errorText, navigate, nodeName, setState, toast, useStore } from './store';
 import { watchTask, type TaskStreamUpdate } from './stream';
 import { Empty, ErrorBox, Pill, RelTime } from './ui';
@@ -39,10 +40,10 @@ type AnyPart = UIMessage['parts'][number] & Record<string, any>;
 function ToolPart({ part, taskId }: { part: AnyPart; taskId: string }) {
   const name: string = part.type === 'dynamic-tool' ? part.toolName : part.type.slice('tool-'.length);
   const [busy, setBusy] = useState(false);
-  const answer = async (approve: boolean) => {
+  const answer = async (approve: boolean, scope?: P.ApprovalScope) => {
     setBusy(true);
     try {
-      const r = await api.approve(taskId, part.approval.id, approve);
+      const r = await api.approve(taskId, part.approval.id, approve, scope);
       if (!r.delivered) toast('The node is away: your answer is kept and applies when it is back.');
     } catch (e) {
       toast(`Approval: ${errorText(e)}`);
@@ -63,7 +64,11 @@ function ToolPart({ part, taskId }: { part: AnyPart; taskId: string }) {
       ? String(part.input.command)
       : part.input && typeof part.input === 'object' && 'path' in part.input
         ? String(part.input.path)
-        : '';
+        : part.input && typeof part.input === 'object' && 'host' in part.input
+          ? `${part.input.host}:${part.input.port}`
+          : '';
+  // A sandboxed process asking to reach a host its environment's allowlist does not name.
+  const network = name === 'network';
   return (
     <div class={`tool state-${part.state}`}>
       <details open={part.state === 'approval-requested'}>
@@ -86,10 +91,20 @@ function ToolPart({ part, taskId }: { part: AnyPart; taskId: string }) {
       </details>
       {part.state === 'approval-requested' && (
         <div class="approval" role="group" aria-label={`Approve ${name}?`}>
-          <span>The agent wants to run {name}.</span>
+          <span>{network ? `The task wants to reach ${summaryInput}.` : `The agent wants to run ${name}.`}</span>
           <button class="primary" disabled={busy} onClick={() => answer(true)}>
-            Approve
+            {network ? 'Allow for this task' : 'Approve'}
           </button>
+          {network && (
+            <>
+              <button disabled={busy} onClick={() => answer(true, 'thread')}>
+                Allow for this thread
+              </button>
+              <button disabled={busy} onClick={() => answer(true, 'environment')}>
+                Always allow for the environment
+              </button>
+            </>
+          )}
           <button class="danger" disabled={busy} onClick={() => answer(false)}>
             Deny
           </button>

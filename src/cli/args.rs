@@ -330,6 +330,10 @@ pub enum TaskAction {
         deny: bool,
         #[arg(long)]
         reason: Option<String>,
+        /// For a network approval: allow the host for the rest of this task (`once`), every
+        /// task of its thread (`thread`) or of its environment (`environment`).
+        #[arg(long, value_parser = ["once", "thread", "environment"])]
+        scope: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -12,6 +12,7 @@ use clap::CommandFactory;
 
 use super::args::{Cli, EnvAction, NodeAction, SecretAction, TaskAction, ThreadAction};
 use super::{envs, nodes, tasks, threads, Client, ClientArgs};
+use crate::protocol::api::ApprovalAnswer;
 
 /// `viber nodes`.
 pub async fn list_nodes(json: bool, client: &ClientArgs) -> anyhow::Result<ExitCode> {
@@ -73,8 +74,16 @@ pub async fn task(action: TaskAction) -> anyhow::Result<ExitCode> {
             approval,
             deny,
             reason,
+            scope,
             client,
-        } => tasks::approve(&Client::new(&client)?, &id, approval, deny, reason).await?,
+        } => {
+            let answer = ApprovalAnswer {
+                approve: !deny,
+                reason,
+                scope: scope.as_deref().map(str::parse).transpose()?,
+            };
+            tasks::approve(&Client::new(&client)?, &id, approval, answer).await?
+        }
         TaskAction::Send {
             id,
             mode,

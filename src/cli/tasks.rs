@@ -264,8 +264,7 @@ pub async fn approve(
     client: &Client,
     id: &str,
     approval: Option<String>,
-    deny: bool,
-    reason: Option<String>,
+    answer: ApprovalAnswer,
 ) -> anyhow::Result<()> {
     let approval = match approval {
         Some(a) => a,
@@ -278,14 +277,10 @@ pub async fn approve(
             pending.approval_id
         }
     };
-    let body = ApprovalAnswer {
-        approve: !deny,
-        reason,
-    };
     let answered: ApprovalAnswered = client
-        .post(&format!("/api/tasks/{id}/approvals/{approval}"), &body)
+        .post(&format!("/api/tasks/{id}/approvals/{approval}"), &answer)
         .await?;
-    let verdict = if deny { "denied" } else { "approved" };
+    let verdict = if answer.approve { "approved" } else { "denied" };
     println!("{verdict} {approval}{}", queued_note(answered.delivered));
     Ok(())
 }

@@ -52,6 +52,7 @@ fn generate() -> String {
         ChunkEvent,
         TaskView,
         TaskList,
+        ApprovalScope,
         ApprovalAnswer,
         ApprovalAnswered,
         SecretView,

@@ -132,7 +132,78 @@ fn write_secrets(
     Ok(())
 }
 
+/// Where an operator's "allow this host from now on" is kept.
+#[derive(Debug, Clone, Copy)]
+pub enum AllowedHosts {
+    /// Every task of the environment (its `networkAllowlist`).
+    Environment,
+    /// Every task of one thread.
+    Thread,
+}
+
+impl AllowedHosts {
+    fn table(self) -> &'static str {
+        match self {
+            AllowedHosts::Environment => "environments",
+            AllowedHosts::Thread => "threads",
+        }
+    }
+}
+
 impl Store {
+    /// Adds `host` to the environment's or thread's network allowlist (once), without
+    /// bumping the environment's version (the allowlist does not change what is prepared).
+    /// `Ok(false)` when there is no such row.
+    pub async fn allow_host(
+        &self,
+        list: AllowedHosts,
+        id: String,
+        host: String,
+    ) -> anyhow::Result<bool> {
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let table = list.table();
+            let current: Option<String> = tx
+                .query_row(
+                    &format!("SELECT network_allowlist FROM {table} WHERE id = ?1"),
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(current) = current else {
+                return Ok(false);
+            };
+            let mut hosts: Vec<String> = serde_json::from_str(&current).unwrap_or_default();
+            let current = current.clone();
+            if !hosts.contains(&host) {
+                hosts.push(host);
+                tx.execute(
+                    &format!("UPDATE {table} SET network_allowlist = ?2 WHERE id = ?1"),
+                    params![id, serde_json::to_string(&hosts).unwrap_or(current)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// The hosts an operator allowed for a thread's tasks.
+    pub async fn thread_allowed_hosts(&self, thread_id: String) -> anyhow::Result<Vec<String>> {
+        self.read(move |c| {
+            let s: Option<String> = c
+                .query_row(
+                    "SELECT network_allowlist FROM threads WHERE id = ?1",
+                    params![thread_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(s.and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default())
+        })
+        .await
+    }
+
     /// Inserts an environment; `Ok(false)` when the name is taken.
     pub async fn insert_environment(
         &self,

@@ -20,7 +20,7 @@ mod threads;
 
 pub use bindings::{BindingRecord, BindingUpdate};
 pub use commands::CommandRecord;
-pub use environments::{EnvironmentRecord, SecretChange, SecretRecord};
+pub use environments::{AllowedHosts, EnvironmentRecord, SecretChange, SecretRecord};
 pub use nodes::{EnrollRefusal, NodeRecord};
 pub use retention::Pruned;
 pub use tasks::{ChunkBatch, NewTask, TaskFinish, TaskRecord};

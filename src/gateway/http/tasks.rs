@@ -2,6 +2,9 @@
 //! The stream of a task is in `stream.rs`; its life cycle after creation is the task hub's.
 
 use crate::gateway::envs::input::check_allowlist;
+use crate::protocol::api::ApprovalScope;
+use crate::protocol::ui::NETWORK_TOOL;
+use crate::store::AllowedHosts;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -492,10 +495,19 @@ pub async fn approve(
 ) -> ApiResult<(StatusCode, Json<ApprovalAnswered>)> {
     let rec = load_unfinished(&app, &id, "").await?;
     let open = awaiting_approvals(&app, &id).await?;
-    if !open.iter().any(|o| o.approval_id == approval) {
+    let Some(pending) = open.iter().find(|o| o.approval_id == approval) else {
         return Err(ApiError::not_found(format!(
             "task {id} has no pending approval {approval:?}"
         )));
+    };
+    if req.approve {
+        remember_host(
+            &app,
+            &rec,
+            pending,
+            req.scope.unwrap_or(ApprovalScope::Once),
+        )
+        .await?;
     }
     let node = rec.node_id.clone().unwrap_or_default();
     let frame = Frame::TaskApproval {
@@ -518,6 +530,39 @@ pub async fn approve(
             delivered,
         }),
     ))
+}
+
+/// An approved network request with a scope wider than the task: the host joins the
+/// thread's or the environment's allowlist (the node allows it for the rest of the task).
+async fn remember_host(
+    app: &App,
+    task: &TaskRecord,
+    pending: &PendingApproval,
+    scope: ApprovalScope,
+) -> ApiResult<()> {
+    let (list, id) = match scope {
+        ApprovalScope::Once => return Ok(()),
+        ApprovalScope::Thread => (AllowedHosts::Thread, task.thread_id.clone()),
+        ApprovalScope::Environment => (AllowedHosts::Environment, task.environment_id.clone()),
+    };
+    if pending.tool_name.as_deref() != Some(NETWORK_TOOL) {
+        return Err(ApiError::validation(format!(
+            "scope {scope} applies to network approvals only; this one is for {}",
+            pending.tool_name.as_deref().unwrap_or("a tool call")
+        )));
+    }
+    let Some(id) = id else {
+        return Err(ApiError::validation(format!(
+            "scope {scope}: task {} has no {scope}",
+            task.id
+        )));
+    };
+    let host = pending.input["host"]
+        .as_str()
+        .and_then(|h| crate::protocol::allowlist_entry(h).ok())
+        .ok_or_else(|| ApiError::validation("the network approval names no valid host"))?;
+    app.store.allow_host(list, id, host).await?;
+    Ok(())
 }
 
 #[cfg(test)]

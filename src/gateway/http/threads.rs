@@ -322,7 +322,15 @@ async fn start_task(
         env: vars,
         working_mode,
         network_access: Some(env.network_access),
-        network_allowlist: crate::gateway::envs::input::allowlist_of(env),
+        network_allowlist: {
+            let mut hosts = crate::gateway::envs::input::allowlist_of(env);
+            for h in app.store.thread_allowed_hosts(thread.id.clone()).await? {
+                if !hosts.contains(&h) {
+                    hosts.push(h);
+                }
+            }
+            hosts
+        },
         ..TaskOptions::default()
     };
     let now = now_ms();
@@ -362,6 +370,15 @@ async fn start_task(
     } else if binding.status != BindingStatus::Preparing {
         // Not ready, stale or failed: prepare now; the task starts when the binding is ready.
         send_prepare(app, env, &binding, false).await?;
+    } else if app
+        .store
+        .binding(binding.id.clone())
+        .await?
+        .is_some_and(|b| binding_phase(&b, env.version) == BindingPhase::Ready)
+    {
+        // It became ready between the read above and the task's insert, so the dispatch of
+        // its waiting tasks may have missed this one (a node ignores a second submit).
+        crate::gateway::tasks::dispatch_waiting(app, &binding.id).await?;
     }
     let mut v = task_view(&rec);
     v.thread_id = Some(thread_id);

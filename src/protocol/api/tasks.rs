@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::protocol::names::wire_enum;
 use crate::protocol::{ExecutorKind, InjectionMode, TaskOptions, TaskState};
 
 /// `POST /api/tasks`.
@@ -173,6 +174,22 @@ pub struct ApprovalAnswer {
     pub approve: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a network approval: how long the host stays allowed (default `once`: the rest
+    /// of this task). Other approvals take only `once`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ApprovalScope>,
+}
+
+wire_enum! {
+    /// How far an approved network request reaches.
+    pub enum ApprovalScope ("scope") {
+        /// The rest of this task.
+        Once = "once",
+        /// Every task of the task's thread.
+        Thread = "thread",
+        /// Every task of its environment (the host joins its `networkAllowlist`).
+        Environment = "environment",
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
