@@ -295,31 +295,6 @@ fn end(emit: &Emitter, outcome: TaskOutcome) {
     emit.reliable(true, move |seq| outcome.to_frame(&task_id, seq));
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::Frame;
-
-    /// Issue 12, item 5: a task's final error is redacted like its output.
-    #[test]
-    fn a_final_error_quoting_a_secret_is_redacted() {
-        let (dir, rt, emit) = super::super::testing::task_with_secret("tok-5ecret-value-42");
-        end(
-            &emit,
-            TaskOutcome::failed("GET https://provider.example/tok-5ecret-value-42/v1 answered 401"),
-        );
-        let frames = super::super::testing::queued(&rt);
-        let Some(Frame::TaskError { error, .. }) = frames.last() else {
-            panic!("{frames:?}");
-        };
-        assert!(!error.contains("5ecret"), "{error}");
-        assert!(error.contains("[REDACTED]"), "{error}");
-        let log = std::fs::read_to_string(dir.join("t1.jsonl")).unwrap();
-        assert!(!log.contains("5ecret"), "{log}");
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-}
-
 /// Asks the task's operator about a host its network allowlist does not name: a `network`
 /// tool call with the host and port as input, approved or denied like any other.
 struct AskOperator {
@@ -362,5 +337,30 @@ impl NetworkAsk for AskOperator {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Frame;
+
+    /// Issue 12, item 5: a task's final error is redacted like its output.
+    #[test]
+    fn a_final_error_quoting_a_secret_is_redacted() {
+        let (dir, rt, emit) = super::super::testing::task_with_secret("tok-5ecret-value-42");
+        end(
+            &emit,
+            TaskOutcome::failed("GET https://provider.example/tok-5ecret-value-42/v1 answered 401"),
+        );
+        let frames = super::super::testing::queued(&rt);
+        let Some(Frame::TaskError { error, .. }) = frames.last() else {
+            panic!("{frames:?}");
+        };
+        assert!(!error.contains("5ecret"), "{error}");
+        assert!(error.contains("[REDACTED]"), "{error}");
+        let log = std::fs::read_to_string(dir.join("t1.jsonl")).unwrap();
+        assert!(!log.contains("5ecret"), "{log}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
