@@ -3,7 +3,8 @@
 //! bubblewrap with each `networkAccess` (`on`, `off`: a network namespace of its own,
 //! `allowlist`: that plus the node's proxy and the forwarder inside).
 //!
-//! `cargo run --release --example sandbox_bench -- [RUNS]` (200 by default).
+//! `cargo build --release && cargo run --release --example sandbox_bench -- [RUNS]` (200 by
+//! default; the allowlist case runs the release `viber` binary's forwarder).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,7 +24,16 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
     let env = BTreeMap::new();
     let off = Sandbox::detect(Mode::Off, &data, &data.join("workspace"), HashMap::new())?;
-    let bwrap = Sandbox::detect(Mode::Bwrap, &data, &data.join("workspace"), HashMap::new())?;
+    // The allowlist case runs `viber sandbox-forward` inside: the release binary next to this
+    // example.
+    let viber = std::env::current_exe()?
+        .parent()
+        .and_then(|examples| examples.parent())
+        .map(|release| release.join("viber"))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| anyhow::anyhow!("build the viber binary first: cargo build --release"))?;
+    let bwrap = Sandbox::detect(Mode::Bwrap, &data, &data.join("workspace"), HashMap::new())?
+        .with_forwarder(viber);
     let cases = [
         ("unconfined (floor)", &off, Network::On),
         ("bwrap, network on", &bwrap, Network::On),

@@ -59,6 +59,8 @@ struct Inner {
     run_dir: PathBuf,
     /// Host names the allowlist proxy resolves itself (`--proxy-resolve HOST=IP`).
     resolve: HashMap<String, IpAddr>,
+    /// The `viber` binary that runs the forwarder inside an allowlist sandbox.
+    forwarder: Option<PathBuf>,
 }
 
 enum Tool {
@@ -171,6 +173,7 @@ impl Confinement {
                     workspace_dir: PathBuf::from("/nonexistent/workspace"),
                     run_dir: std::env::temp_dir(),
                     resolve: HashMap::new(),
+                    forwarder: None,
                 }),
             },
             network: Network::On,
@@ -228,8 +231,18 @@ impl Sandbox {
                 workspace_dir: canonical(workspace_dir),
                 run_dir,
                 resolve,
+                forwarder: std::env::current_exe().ok(),
             }),
         })
+    }
+
+    /// Runs the allowlist forwarder from `viber` at `path` instead of this executable (for
+    /// programs other than `viber` that use the sandbox, such as its benchmark).
+    pub fn with_forwarder(mut self, path: PathBuf) -> Sandbox {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.forwarder = Some(path);
+        }
+        self
     }
 
     /// `bwrap`, `off` or `missing`.
@@ -340,8 +353,11 @@ impl Sandbox {
                     self.inner.resolve.clone(),
                 )
                 .map_err(|e| format!("starting the network allowlist proxy: {e:#}"))?;
-                let exe = std::env::current_exe()
-                    .map_err(|e| format!("finding the viber binary for the proxy: {e}"))?;
+                let exe = self
+                    .inner
+                    .forwarder
+                    .clone()
+                    .ok_or("cannot find the viber binary to run the network proxy's forwarder")?;
                 push(&mut a, &["--unshare-net", "--bind"]);
                 a.push(p.socket().into());
                 a.push(SOCKET_INSIDE.into());
