@@ -23,7 +23,13 @@ async fn main() -> anyhow::Result<()> {
     let work = data.join("workspace").join("bench");
     std::fs::create_dir_all(&work)?;
     let env = BTreeMap::new();
-    let off = Sandbox::detect(Mode::Off, &data, &data.join("workspace"), HashMap::new())?;
+    let off = Sandbox::detect(
+        Mode::Off,
+        &data,
+        &data.join("workspace"),
+        HashMap::new(),
+        Vec::new(),
+    )?;
     // The allowlist case runs `viber sandbox-forward` inside: the release binary next to this
     // example.
     let viber = std::env::current_exe()?
@@ -32,8 +38,14 @@ async fn main() -> anyhow::Result<()> {
         .map(|release| release.join("viber"))
         .filter(|p| p.is_file())
         .ok_or_else(|| anyhow::anyhow!("build the viber binary first: cargo build --release"))?;
-    let bwrap = Sandbox::detect(Mode::Bwrap, &data, &data.join("workspace"), HashMap::new())?
-        .with_forwarder(viber);
+    let bwrap = Sandbox::detect(
+        Mode::Bwrap,
+        &data,
+        &data.join("workspace"),
+        HashMap::new(),
+        Vec::new(),
+    )?
+    .with_forwarder(viber);
     let cases = [
         ("unconfined (floor)", &off, Network::On),
         ("bwrap, network on", &bwrap, Network::On),

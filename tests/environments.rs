@@ -802,7 +802,10 @@ async fn the_cli_drives_environments_and_threads() {
     assert_eq!(code, Some(0), "{out}");
     let (_, v) = s.gw.get("/api/environments/cli%20env").await;
     assert_eq!(v["networkAccess"], "allowlist", "{v}");
-    assert_eq!(v["networkAllowlist"], json!(["*.example.com", "pypi.org:443"]));
+    assert_eq!(
+        v["networkAllowlist"],
+        json!(["*.example.com", "pypi.org:443"])
+    );
     // Metadata merges key by key; null removes one.
     let (code, v) =
         s.gw.request(

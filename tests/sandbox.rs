@@ -87,12 +87,27 @@ async fn a_task_cannot_read_the_data_dir_or_see_viber_home() {
     let home = TempDir::new("aio-home");
     let work = TempDir::new("work");
     std::fs::write(work.join("input.txt"), "from the host\n").unwrap();
+    // More paths to cover (`--sandbox-hide`), outside /tmp (the sandbox's /tmp is its own).
+    let outside = TempDir(std::path::PathBuf::from(format!(
+        "/var/tmp/viber-test-hide-{:016x}",
+        viber::crypto::random_u64()
+    )));
+    std::fs::create_dir_all(outside.join("keys")).unwrap();
+    std::fs::write(outside.join("keys/id"), "hidden-dir-content").unwrap();
+    std::fs::write(outside.join("token"), "hidden-file-content").unwrap();
+    std::fs::write(outside.join("public"), "visible-content").unwrap();
+    let hide = format!(
+        "{},{}",
+        outside.join("keys").display(),
+        outside.join("token").display()
+    );
     let mut proc = Proc::spawn(
         &["all-in-one", "--listen", "127.0.0.1:0"],
         home.join("aio.log"),
         &[
             ("VIBER_HOME", home.path().to_str().unwrap()),
             ("SOME_API_KEY", "node-side-credential-1234"),
+            ("VIBER_SANDBOX_HIDE", &hide),
         ],
     );
     let line = proc.wait_line("viber ready: ", T);
@@ -126,9 +141,11 @@ async fn a_task_cannot_read_the_data_dir_or_see_viber_home() {
          cat input.txt && echo written > output.txt\n\
          echo probe > /tmp/probe && echo tmp-ok\n\
          touch /usr/viber-probe 2>/dev/null && echo SYSTEM-WRITABLE\n\
-         echo \"pid1=$(cat /proc/1/comm)\"",
+         echo \"pid1=$(cat /proc/1/comm)\"\n\
+         cat {o}/keys/id {o}/token {o}/public 2>/dev/null; echo",
         d = home.path().display(),
         files = files.join(" "),
+        o = outside.path().display(),
     );
     let (task, out) = run_task(&gw, &goal, json!({"cwd": work.path()})).await;
     assert_eq!(task["state"], "completed", "{task} {out}");
@@ -142,6 +159,8 @@ async fn a_task_cannot_read_the_data_dir_or_see_viber_home() {
         "{out}"
     );
     assert!(!out.contains("SYSTEM-WRITABLE"), "{out}");
+    assert!(out.contains("visible-content"), "{out}");
+    assert!(!out.contains("hidden-"), "{out}");
     // Its own PID namespace: the node's processes (and their environments) are not there.
     assert!(out.contains("pid1=bwrap"), "{out}");
     assert_eq!(

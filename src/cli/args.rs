@@ -205,6 +205,15 @@ pub struct SandboxArgs {
     /// asking DNS (repeatable, or comma-separated in the variable).
     #[arg(long = "proxy-resolve", env = "VIBER_PROXY_RESOLVE", value_delimiter = ',', value_parser = parse_resolve)]
     pub proxy_resolve: Vec<(String, IpAddr)>,
+    /// A file or directory task processes must not see, covered like the data dir (for
+    /// example a gateway's data dir elsewhere, or ~/.ssh); repeatable, or comma-separated in
+    /// the variable.
+    #[arg(
+        long = "sandbox-hide",
+        env = "VIBER_SANDBOX_HIDE",
+        value_delimiter = ','
+    )]
+    pub sandbox_hide: Vec<PathBuf>,
 }
 
 impl SandboxArgs {
@@ -212,6 +221,7 @@ impl SandboxArgs {
         SandboxSpec {
             mode: self.sandbox,
             resolve: self.proxy_resolve.iter().cloned().collect(),
+            hide: self.sandbox_hide.clone(),
         }
     }
 }

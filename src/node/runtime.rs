@@ -52,6 +52,8 @@ pub(super) const DEFAULT_TASK_DIR: &str = "default";
 pub struct SandboxSpec {
     pub mode: SandboxMode,
     pub resolve: HashMap<String, IpAddr>,
+    /// More paths the sandbox covers.
+    pub hide: Vec<PathBuf>,
 }
 
 impl SandboxSpec {
@@ -61,6 +63,7 @@ impl SandboxSpec {
         SandboxSpec {
             mode: SandboxMode::Off,
             resolve: HashMap::new(),
+            hide: Vec::new(),
         }
     }
 }
@@ -124,7 +127,13 @@ impl Runtime {
         let workspace_dir = data_dir.join("workspace");
         std::fs::create_dir_all(&sessions_dir)?;
         std::fs::create_dir_all(workspace_dir.join(DEFAULT_TASK_DIR))?;
-        let sandbox = Sandbox::detect(sandbox.mode, data_dir, &workspace_dir, sandbox.resolve)?;
+        let sandbox = Sandbox::detect(
+            sandbox.mode,
+            data_dir,
+            &workspace_dir,
+            sandbox.resolve,
+            sandbox.hide,
+        )?;
         let key_path = data_dir.join(STATE_KEY_FILE);
         let key_bytes = match std::fs::read(&key_path) {
             Ok(b) if b.len() == 32 => b,

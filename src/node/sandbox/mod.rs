@@ -61,6 +61,8 @@ struct Inner {
     resolve: HashMap<String, IpAddr>,
     /// The `viber` binary that runs the forwarder inside an allowlist sandbox.
     forwarder: Option<PathBuf>,
+    /// More paths covered like the data dir (`--sandbox-hide`).
+    hide: Vec<PathBuf>,
 }
 
 enum Tool {
@@ -174,6 +176,7 @@ impl Confinement {
                     run_dir: std::env::temp_dir(),
                     resolve: HashMap::new(),
                     forwarder: None,
+                    hide: Vec::new(),
                 }),
             },
             network: Network::On,
@@ -200,6 +203,7 @@ impl Sandbox {
         data_dir: &Path,
         workspace_dir: &Path,
         resolve: HashMap<String, IpAddr>,
+        hide: Vec<PathBuf>,
     ) -> anyhow::Result<Sandbox> {
         let tool = match mode {
             Mode::Off => {
@@ -232,6 +236,7 @@ impl Sandbox {
                 run_dir,
                 resolve,
                 forwarder: std::env::current_exe().ok(),
+                hide: hide.iter().map(|p| canonical(p)).collect(),
             }),
         })
     }
@@ -264,6 +269,12 @@ impl Sandbox {
     /// directory does not expose the data dir (it is not the data dir, above it, or in it
     /// outside the workspace).
     pub fn check(&self, cwd: &Path, network: &Network) -> Result<(), String> {
+        self.working_dir(cwd, network).map(drop)
+    }
+
+    /// [`Self::check`], returning the working dir with its links resolved (what the sandbox
+    /// binds; None when there is no sandbox).
+    fn working_dir(&self, cwd: &Path, network: &Network) -> Result<Option<PathBuf>, String> {
         match &self.inner.tool {
             Tool::Missing(why) => {
                 return Err(format!(
@@ -278,7 +289,7 @@ impl Sandbox {
                         .into(),
                 )
             }
-            Tool::Off => return Ok(()),
+            Tool::Off => return Ok(None),
             Tool::Bwrap(_) => {}
         }
         let cwd = std::fs::canonicalize(cwd)
@@ -291,7 +302,7 @@ impl Sandbox {
                 cwd.display()
             ));
         }
-        Ok(())
+        Ok(Some(cwd))
     }
 
     /// `program args` confined to `cwd` with `network`, its environment built from `env`
@@ -315,7 +326,9 @@ impl Sandbox {
             }
             Tool::Bwrap(path) => path,
         };
-        self.check(cwd, network)?;
+        let cwd = &self
+            .working_dir(cwd, network)?
+            .ok_or("the sandbox has no working dir")?;
         let mut a: Vec<OsString> = [
             "--die-with-parent",
             "--unshare-pid",
@@ -339,6 +352,16 @@ impl Sandbox {
         // working dir again inside it.
         push(&mut a, &["--tmpfs"]);
         a.push(self.inner.data_dir.clone().into());
+        for h in &self.inner.hide {
+            if h.is_dir() {
+                push(&mut a, &["--tmpfs"]);
+            } else if h.exists() {
+                push(&mut a, &["--ro-bind", "/dev/null"]);
+            } else {
+                continue;
+            }
+            a.push(h.into());
+        }
         push(&mut a, &["--bind"]);
         a.push(cwd.into());
         a.push(cwd.into());
@@ -353,11 +376,10 @@ impl Sandbox {
                     self.inner.resolve.clone(),
                 )
                 .map_err(|e| format!("starting the network allowlist proxy: {e:#}"))?;
-                let exe = self
-                    .inner
-                    .forwarder
-                    .clone()
-                    .ok_or("cannot find the viber binary to run the network proxy's forwarder")?;
+                let exe =
+                    self.inner.forwarder.clone().ok_or(
+                        "cannot find the viber binary to run the network proxy's forwarder",
+                    )?;
                 push(&mut a, &["--unshare-net", "--bind"]);
                 a.push(p.socket().into());
                 a.push(SOCKET_INSIDE.into());
