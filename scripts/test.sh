@@ -3,7 +3,8 @@
 #   - npm packages pinned in tests/js/package-lock.json: `ai` (SSE conformance) and
 #     playwright-core (drives the browser in the board test);
 #   - Debian's chromium (apt-get; as root or through sudo) for the board's end-to-end test;
-#   - Debian's bubblewrap, the sandbox task processes run in;
+#   - Debian's bubblewrap, the sandbox task processes run in, and podman, runc and
+#     busybox-static for the container test;
 #   - schemathesis 4 (PyPI, in a venv at target/py-venv; SCHEMATHESIS points at its `st`), which
 #     tests/api_contract.rs runs against a live gateway and its /api/openapi.json.
 # The board itself (assets/) is built by build.rs during `cargo test` (npm ci + vite).
@@ -30,6 +31,11 @@ if [ ! -x "$CHROMIUM" ]; then
 fi
 # The sandbox every task process runs in (tests/sandbox.rs and every task test).
 ensure_bubblewrap
+# Containers (tests/sandbox.rs): podman with runc, and busybox for the test's image.
+if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 \
+    || [ ! -x /usr/bin/busybox ]; then
+    apt_install podman runc busybox-static
+fi
 export CHROMIUM
 
 VENV=target/py-venv

@@ -528,3 +528,162 @@ async fn an_unlisted_host_raises_a_network_approval() {
     );
     assert!(!out.contains("hello from host"), "{out}");
 }
+
+/// The container engine's configuration for these machines: the engine may not raise
+/// resource limits here (no CAP_SYS_RESOURCE), and crun refuses the host's hybrid cgroups.
+const CONTAINERS_CONF: &str = "[containers]\ndefault_ulimits = []\n[engine]\nruntime = \"runc\"\n";
+
+/// A tiny image without a registry: the host's bash and its libraries, busybox, and an
+/// os-release that names it.
+fn import_test_image(dir: &std::path::Path, conf: &std::path::Path, tag: &str) {
+    let root = dir.join("rootfs");
+    let copy = |from: &str, to: &str| {
+        let dest = root.join(to.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(from, &dest).unwrap_or_else(|e| panic!("{from}: {e}"));
+    };
+    copy("/bin/bash", "/bin/bash");
+    copy("/usr/bin/busybox", "/bin/busybox");
+    let ldd = std::process::Command::new("ldd")
+        .arg("/bin/bash")
+        .output()
+        .unwrap();
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        copy(lib, lib);
+    }
+    for tool in ["sh", "cat", "grep", "echo", "ls", "id"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).unwrap();
+    }
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/os-release"), "ID=viber-test\n").unwrap();
+    for d in ["tmp", "home", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C {} -c . | podman import - {tag} >/dev/null",
+            root.display()
+        ))
+        .env("CONTAINERS_CONF", conf)
+        .status()
+        .unwrap();
+    assert!(status.success(), "podman import");
+}
+
+/// An environment with a `containerImage` runs its setup script and its tasks in a container
+/// of that image: the image's files, the working dir bind-mounted and written, the home
+/// volume kept from setup to task, secrets passed in, no network under `off`.
+#[tokio::test]
+async fn a_container_environment_runs_setup_and_tasks_in_its_image() {
+    if !which("podman") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "podman is missing (scripts/test.sh installs it)"
+        );
+        eprintln!("SKIPPED: podman is not installed");
+        return;
+    }
+    let (gdir, ndir, work) = (
+        TempDir::new("gw"),
+        TempDir::new("node"),
+        TempDir::new("work"),
+    );
+    let conf = gdir.join("containers.conf");
+    std::fs::write(&conf, CONTAINERS_CONF).unwrap();
+    let tag = format!(
+        "localhost/viber-test-{:08x}:latest",
+        viber::crypto::random_u64() as u32
+    );
+    import_test_image(gdir.path(), &conf, &tag);
+    let gw = Gateway::start(gdir.path(), 0, &[]);
+    let token = gw.enroll("boxed").await;
+    let _node = start_node_env(
+        &gw.url,
+        Some(&token),
+        ndir.path(),
+        "boxed",
+        &[("CONTAINERS_CONF", conf.to_str().unwrap())],
+    );
+    gw.wait_node_status("boxed", "online", T).await;
+    let nodes = gw.nodes().await;
+    assert!(
+        nodes[0]["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("container:podman")),
+        "{nodes:?}"
+    );
+    let (code, v) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "bad-image", "type": "manual", "containerImage": "--privileged"}),
+        )
+        .await;
+    assert_eq!(code, 422, "{v}");
+    let (code, env) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "boxed", "type": "local", "localPath": work.path(),
+                   "containerImage": tag, "persistVolume": true, "networkAccess": "off",
+                   "secrets": {"BOX_SECRET": "box-secret-value-1234"},
+                   "setupScript": "grep ^ID= /etc/os-release > setup.txt\necho kept-from-setup > $HOME/kept"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{env}");
+    let env_id = env["id"].as_str().unwrap().to_string();
+    let (code, b) = gw
+        .post(
+            &format!("/api/environments/{env_id}/bindings"),
+            json!({"nodeId": nodes[0]["id"]}),
+        )
+        .await;
+    assert_eq!(code, 201, "{b}");
+    let binding_id = b["id"].as_str().unwrap().to_string();
+    let (_, thread) = gw
+        .post("/api/threads", json!({"environmentId": env_id}))
+        .await;
+    let (code, t) = gw
+        .post(
+            &format!("/api/threads/{}/messages", thread["id"].as_str().unwrap()),
+            json!({"executor": "shell", "message": "grep ^ID= /etc/os-release; cat $HOME/kept; \
+                   echo written > out.txt; echo \"secret-len=${#BOX_SECRET}\"; id -u; \
+                   ls /sys/class/net"}),
+        )
+        .await;
+    assert!(code == 201 || code == 202, "{t}");
+    let (task, out) = finished(&gw, t["taskId"].as_str().unwrap()).await;
+    let _ = std::process::Command::new("podman")
+        .args([
+            "volume",
+            "rm",
+            "--force",
+            &format!("viber-home-{binding_id}"),
+        ])
+        .env("CONTAINERS_CONF", &conf)
+        .output();
+    let _ = std::process::Command::new("podman")
+        .args(["rmi", "--force", &tag])
+        .env("CONTAINERS_CONF", &conf)
+        .output();
+    assert_eq!(task["state"], "completed", "{task} {out}");
+    assert_eq!(
+        std::fs::read_to_string(work.join("setup.txt")).unwrap(),
+        "ID=viber-test\n"
+    );
+    assert!(out.contains("ID=viber-test"), "{out}");
+    assert!(
+        out.contains("kept-from-setup"),
+        "the home volume persists: {out}"
+    );
+    assert!(out.contains("secret-len=21"), "{out}");
+    // `networkAccess: off`: loopback only.
+    assert!(out.contains("lo") && !out.contains("eth0"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(work.join("out.txt")).unwrap(),
+        "written\n"
+    );
+}

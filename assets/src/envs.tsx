@@ -32,6 +32,7 @@ interface Draft {
   networkAccess: P.NetworkAccess;
   networkAllowlist: string;
   persistVolume: boolean;
+  containerImage: string;
   defaultExecutor: string;
   workingMode: string;
   vars: Row[];
@@ -51,6 +52,7 @@ function draftOf(e: Environment | null): Draft {
     networkAccess: e?.networkAccess ?? 'on',
     networkAllowlist: (e?.networkAllowlist ?? []).join('\n'),
     persistVolume: e?.persistVolume ?? false,
+    containerImage: e?.containerImage ?? '',
     defaultExecutor: e?.defaultExecutor ?? '',
     workingMode: typeof e?.metadata?.workingMode === 'string' ? (e.metadata.workingMode as string) : '',
     vars: Object.entries(e?.vars ?? {}).map(([key, value]) => ({ key, value })),
@@ -82,6 +84,7 @@ function bodyOf(d: Draft, isNew: boolean) {
       .map((h) => h.trim())
       .filter(Boolean),
     persistVolume: d.persistVolume,
+    containerImage: d.containerImage.trim(),
     vars,
   };
   if (d.type === 'git' || d.type === 'github') {
@@ -289,9 +292,18 @@ export function EnvironmentForm({ id }: { id?: string }) {
             />
           </label>
         )}
+        <label>
+          Container image <span class="muted-text">(optional: setup and tasks run in it through the node's podman or docker)</span>
+          <input
+            name="containerImage"
+            placeholder="debian:12"
+            value={draft.containerImage}
+            onInput={(e) => set({ containerImage: (e.target as HTMLInputElement).value })}
+          />
+        </label>
         <label class="check">
           <input type="checkbox" checked={draft.persistVolume} onChange={(e) => set({ persistVolume: (e.target as HTMLInputElement).checked })} />
-          Persistent volume
+          Persistent home volume (containers)
         </label>
       </fieldset>
       <fieldset>

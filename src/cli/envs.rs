@@ -55,6 +55,13 @@ pub struct EnvFields {
     /// with an optional :port; repeatable). Replaces the whole list when given.
     #[arg(long = "allow-host", value_name = "HOST")]
     pub allow_hosts: Vec<String>,
+    /// Run setup and tasks in containers of this image (podman or docker on the node);
+    /// an empty value goes back to the node's own system.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Keep a volume for the container's home directory between runs (true or false).
+    #[arg(long)]
+    pub persist_volume: Option<bool>,
 }
 
 impl EnvFields {
@@ -75,6 +82,8 @@ impl EnvFields {
                 .map(|m| m.parse().map(NetworkAccessInput::Mode))
                 .transpose()?,
             network_allowlist: (!self.allow_hosts.is_empty()).then(|| self.allow_hosts.clone()),
+            container_image: self.image.clone(),
+            persist_volume: self.persist_volume,
             ..EnvironmentInput::default()
         };
         if let Some(f) = &self.setup_file {

@@ -372,6 +372,7 @@ async fn setup(
                     sandbox: rt.sandbox().clone(),
                     // Setup installs dependencies: it has the network whatever the tasks get.
                     network: Network::On,
+                    container: p.container.clone(),
                 },
             },
             |text| {

@@ -177,7 +177,7 @@ impl Runtime {
 
     pub fn capabilities(&self) -> Vec<String> {
         let mut caps = executor::available();
-        caps.push(self.inner.sandbox.capability());
+        caps.extend(self.inner.sandbox.capabilities());
         caps
     }
 

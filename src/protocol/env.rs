@@ -158,6 +158,39 @@ pub struct PrepareEnvironment {
     /// Run setup even when nothing changed since the last success.
     #[serde(default)]
     pub force: bool,
+    /// Run the setup script in a container of this image (the environment's
+    /// `containerImage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSpec>,
+}
+
+/// Checks a container image reference (`debian:12`, `ghcr.io/org/img@sha256:...`): the
+/// characters an image name may hold, and no leading `-` (it is an engine argument).
+pub fn image_reference(image: &str) -> Result<(), String> {
+    let ok = !image.is_empty()
+        && image.len() <= 255
+        && !image.starts_with('-')
+        && image
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/:@-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{image:?} is not an image reference (like debian:12 or ghcr.io/org/image:tag)"
+        ))
+    }
+}
+
+/// A container that an environment's processes run in, through the node's podman or docker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSpec {
+    pub image: String,
+    /// A named volume mounted as the home directory and kept between runs
+    /// (`persistVolume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_volume: Option<String>,
 }
 
 wire_enum! {

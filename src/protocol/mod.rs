@@ -474,6 +474,7 @@ mod tests {
                 vars: Default::default(),
                 secrets: vec![],
                 force: false,
+                container: None,
             }),
             Frame::EnvironmentStatus(BindingState {
                 binding_id: "b".into(),

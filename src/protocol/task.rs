@@ -275,6 +275,9 @@ pub struct TaskOptions {
     /// Hosts reachable under `networkAccess: allowlist` (see [`super::allowlist_entry`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub network_allowlist: Vec<String>,
+    /// Run the task's processes in a container (thread tasks get their environment's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<super::ContainerSpec>,
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use serde_json::Value;
 use crate::gateway::error::{ApiError, ApiResult};
 use crate::protocol::api::EnvironmentInput;
 use crate::protocol::{
-    absolute_clean, allowlist_entry, relative_inside, EnvKind, ExecutorKind, NetworkAccess,
-    WorkingMode,
+    absolute_clean, allowlist_entry, relative_inside, ContainerSpec, EnvKind, ExecutorKind,
+    NetworkAccess, WorkingMode,
 };
 use crate::store::EnvironmentRecord;
 
@@ -67,6 +67,10 @@ pub fn apply(env: &mut EnvironmentRecord, input: &mut EnvironmentInput) -> ApiRe
     check_source(env)?;
     relative_inside(&env.working_dir)
         .map_err(|e| ApiError::validation(format!("workingDir {e}")))?;
+    if let Some(image) = &env.container_image {
+        crate::protocol::image_reference(image)
+            .map_err(|e| ApiError::validation(format!("containerImage {e}")))?;
+    }
     if env.setup_script.len() > MAX_SCRIPT_BYTES {
         return Err(ApiError::too_large(format!(
             "setupScript is over {MAX_SCRIPT_BYTES} bytes"
@@ -149,6 +153,17 @@ pub fn check_allowlist(list: &[String]) -> ApiResult<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// The container a binding's processes run in: the environment's image, with a home volume
+/// of the binding's own when it asks for one.
+pub fn container_of(env: &EnvironmentRecord, binding_id: &str) -> Option<ContainerSpec> {
+    env.container_image.as_ref().map(|image| ContainerSpec {
+        image: image.clone(),
+        home_volume: env
+            .persist_volume
+            .then(|| format!("viber-home-{binding_id}")),
+    })
 }
 
 /// The stored allowlist (a JSON array).

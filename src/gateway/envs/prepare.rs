@@ -58,6 +58,7 @@ pub async fn send_prepare(
         vars,
         secrets,
         force,
+        container: super::input::container_of(env, &b.id),
     });
     app.store
         .update_binding(

@@ -331,6 +331,7 @@ async fn start_task(
             }
             hosts
         },
+        container: crate::gateway::envs::input::container_of(env, &binding.id),
         ..TaskOptions::default()
     };
     let now = now_ms();

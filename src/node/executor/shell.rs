@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 
 use super::{Executor, Run, RunOutcome};
-use crate::node::sandbox::{Confinement, Prepared, Proxy};
+use crate::node::sandbox::{Confinement, Guard, Prepared};
 use crate::protocol::ui::UiChunk;
 
 pub struct Shell;
@@ -72,14 +72,15 @@ pub struct BashRun<'a> {
 /// Runs a bash script in its own process group and hands its output (stdout and stderr,
 /// in order, as UTF-8 text) to `on_output` while it runs.
 pub async fn run_bash(run: BashRun<'_>, mut on_output: impl FnMut(String)) -> RunOutcome {
-    let (mut child, pgid, pipe, proxy) = match spawn(&run).await {
+    let (mut child, pgid, pipe, guard) = match spawn(&run).await {
         Ok(started) => started,
         Err(outcome) => return outcome,
     };
     let (exit, interrupted) = pump(&run, &mut child, pgid, pipe, &mut on_output).await;
     // Nothing of the run may outlive it.
     kill_group(pgid, Signal::SIGKILL);
-    drop(proxy);
+    // The proxy stops, the container is removed.
+    drop(guard);
     if interrupted {
         RunOutcome::Interrupted
     } else {
@@ -87,13 +88,13 @@ pub async fn run_bash(run: BashRun<'_>, mut on_output: impl FnMut(String)) -> Ru
     }
 }
 
-/// What [`spawn`] started: the child, its group, the pipe's read end, and the allowlist
-/// proxy that must serve it until it ends.
+/// What [`spawn`] started: the child, its group, the pipe's read end, and what must live
+/// until it ends (its allowlist proxy or container).
 type Started = (
     tokio::process::Child,
     Pid,
     tokio::net::unix::pipe::Receiver,
-    Option<Proxy>,
+    Option<Guard>,
 );
 
 /// Starts bash in its sandbox in a new process group, stdout and stderr on one pipe.
@@ -103,16 +104,9 @@ async fn spawn(run: &BashRun<'_>) -> Result<Started, RunOutcome> {
     let writer2 = writer
         .try_clone()
         .map_err(|e| RunOutcome::Failed(format!("creating output pipe: {e}")))?;
-    let Prepared { mut cmd, _proxy } = run
+    let Prepared { mut cmd, guard } = run
         .confine
-        .sandbox
-        .command(
-            "bash",
-            &["-c", run.script],
-            run.cwd,
-            run.env,
-            &run.confine.network,
-        )
+        .command("bash", &["-c", run.script], run.cwd, run.env)
         .map_err(RunOutcome::Failed)?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(writer))
@@ -127,7 +121,7 @@ async fn spawn(run: &BashRun<'_>) -> Result<Started, RunOutcome> {
     drop(cmd);
     let pgid = Pid::from_raw(child.id().map(|p| p as i32).unwrap_or(0));
     match tokio::net::unix::pipe::Receiver::from_owned_fd(reader) {
-        Ok(pipe) => Ok((child, pgid, pipe, _proxy)),
+        Ok(pipe) => Ok((child, pgid, pipe, guard)),
         Err(e) => {
             kill_group(pgid, Signal::SIGKILL);
             let _ = child.wait().await;

@@ -156,8 +156,9 @@ fn prepare(runtime: &Runtime, submit: TaskSubmit, emit: &Arc<Emitter>) -> Result
     let confine = Confinement {
         sandbox: runtime.sandbox().clone(),
         network: Network::of(&submit.options, ask),
+        container: submit.options.container.clone(),
     };
-    confine.sandbox.check(&cwd, &confine.network)?;
+    confine.check(&cwd)?;
     let mut env: BTreeMap<String, String> = submit.options.env.clone();
     for s in &submit.secrets {
         env.insert(s.name.clone(), s.value.clone());

@@ -16,6 +16,7 @@
 //! it gets, which working dirs a task may use. Must not touch: running and reaping the
 //! process (`executor::shell` does), what a network request may reach (`proxy.rs`).
 
+mod container;
 pub mod forward;
 mod proxy;
 
@@ -30,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use futures_util::future::BoxFuture;
 
-use crate::protocol::{NetworkAccess, TaskOptions};
+use crate::protocol::{ContainerSpec, NetworkAccess, TaskOptions};
 
 /// How the node confines task processes (`viber node --sandbox`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +64,8 @@ struct Inner {
     forwarder: Option<PathBuf>,
     /// More paths covered like the data dir (`--sandbox-hide`).
     hide: Vec<PathBuf>,
+    /// podman or docker, for environments with a container image.
+    engine: Option<container::Engine>,
 }
 
 enum Tool {
@@ -156,11 +159,13 @@ impl Network {
     }
 }
 
-/// Where one process tree runs: the node's sandbox and the network it may use.
+/// Where one process tree runs: the node's sandbox and the network it may use, in a
+/// container when the environment names an image.
 #[derive(Clone)]
 pub struct Confinement {
     pub sandbox: Sandbox,
     pub network: Network,
+    pub container: Option<ContainerSpec>,
 }
 
 impl Confinement {
@@ -177,9 +182,40 @@ impl Confinement {
                     resolve: HashMap::new(),
                     forwarder: None,
                     hide: Vec::new(),
+                    engine: None,
                 }),
             },
             network: Network::On,
+            container: None,
+        }
+    }
+
+    /// Whether a task may run in `cwd` so confined (see [`Sandbox::check`]; a container
+    /// needs an engine instead of bwrap).
+    pub fn check(&self, cwd: &Path) -> Result<(), String> {
+        match &self.container {
+            Some(spec) => self
+                .sandbox
+                .container_check(spec, cwd, &self.network)
+                .map(drop),
+            None => self.sandbox.check(cwd, &self.network),
+        }
+    }
+
+    /// `program args` in `cwd` confined as this says (see [`Sandbox::command`]).
+    pub fn command(
+        &self,
+        program: &str,
+        args: &[&str],
+        cwd: &Path,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Prepared, String> {
+        match &self.container {
+            Some(spec) => {
+                self.sandbox
+                    .container_command(spec, program, args, cwd, env, &self.network)
+            }
+            None => self.sandbox.command(program, args, cwd, env, &self.network),
         }
     }
 }
@@ -187,8 +223,15 @@ impl Confinement {
 /// A command ready to spawn, and what must live as long as the process does.
 pub struct Prepared {
     pub cmd: tokio::process::Command,
-    /// The allowlist proxy serving this process tree; stops when dropped.
-    pub _proxy: Option<Proxy>,
+    /// The allowlist proxy serving this process tree, or the container it runs in: stopped
+    /// and removed when dropped.
+    pub guard: Option<Guard>,
+}
+
+/// What a process tree needs until it ends.
+pub enum Guard {
+    Proxy(Proxy),
+    Container(container::Running),
 }
 
 /// Paths inside the sandbox for the allowlist plumbing (in its private /tmp).
@@ -237,6 +280,7 @@ impl Sandbox {
                 resolve,
                 forwarder: std::env::current_exe().ok(),
                 hide: hide.iter().map(|p| canonical(p)).collect(),
+                engine: container::Engine::detect(),
             }),
         })
     }
@@ -259,9 +303,17 @@ impl Sandbox {
         }
     }
 
-    /// The capability the node advertises: `sandbox:bwrap`, `sandbox:off`, `sandbox:missing`.
-    pub fn capability(&self) -> String {
-        format!("{SANDBOX_CAPABILITY}{}", self.status())
+    /// The capabilities the node advertises: `sandbox:bwrap` (`off`, `missing`), and
+    /// `container:podman` (or `docker`) when it has an engine.
+    pub fn capabilities(&self) -> Vec<String> {
+        let mut caps = vec![format!("{SANDBOX_CAPABILITY}{}", self.status())];
+        caps.extend(
+            self.inner
+                .engine
+                .as_ref()
+                .map(container::Engine::capability),
+        );
+        caps
     }
 
     /// Whether a task may run in `cwd` with `network`: the node has a sandbox (or it was
@@ -292,6 +344,12 @@ impl Sandbox {
             Tool::Off => return Ok(None),
             Tool::Bwrap(_) => {}
         }
+        self.confined_dir(cwd).map(Some)
+    }
+
+    /// `cwd` with its links resolved, unless mounting it read-write would expose the data
+    /// dir (it is the data dir, above it, or in it outside the workspace).
+    fn confined_dir(&self, cwd: &Path) -> Result<PathBuf, String> {
         let cwd = std::fs::canonicalize(cwd)
             .map_err(|e| format!("working directory {}: {e}", cwd.display()))?;
         let (data, ws) = (&self.inner.data_dir, &self.inner.workspace_dir);
@@ -302,7 +360,7 @@ impl Sandbox {
                 cwd.display()
             ));
         }
-        Ok(Some(cwd))
+        Ok(cwd)
     }
 
     /// `program args` confined to `cwd` with `network`, its environment built from `env`
@@ -322,7 +380,7 @@ impl Sandbox {
                 let mut cmd = tokio::process::Command::new(program);
                 cmd.args(args).current_dir(cwd);
                 set_env(&mut cmd, env);
-                return Ok(Prepared { cmd, _proxy: None });
+                return Ok(Prepared { cmd, guard: None });
             }
             Tool::Bwrap(path) => path,
         };
@@ -403,7 +461,10 @@ impl Sandbox {
         let mut cmd = tokio::process::Command::new(bwrap);
         cmd.args(a).current_dir(cwd);
         set_env(&mut cmd, env);
-        Ok(Prepared { cmd, _proxy: proxy })
+        Ok(Prepared {
+            cmd,
+            guard: proxy.map(Guard::Proxy),
+        })
     }
 }
 
