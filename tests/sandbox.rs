@@ -31,6 +31,35 @@ fn which(name: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }
 
+/// A gateway and one node with `env` in its environment; `fetch.py` in the working dir.
+struct Cluster {
+    gw: Gateway,
+    work: TempDir,
+    _node: Proc,
+    _dirs: (TempDir, TempDir),
+}
+
+impl Cluster {
+    async fn start(name: &str, env: &[(&str, &str)]) -> Cluster {
+        let (gdir, ndir, work) = (
+            TempDir::new("gw"),
+            TempDir::new("node"),
+            TempDir::new("work"),
+        );
+        std::fs::write(work.join("fetch.py"), FETCH_PY).unwrap();
+        let gw = Gateway::start(gdir.path(), 0, &[]);
+        let token = gw.enroll(name).await;
+        let node = start_node_env(&gw.url, Some(&token), ndir.path(), name, env);
+        gw.wait_node_status(name, "online", T).await;
+        Cluster {
+            gw,
+            work,
+            _node: node,
+            _dirs: (gdir, ndir),
+        }
+    }
+}
+
 async fn create_task(gw: &Gateway, goal: &str, options: Value) -> String {
     let (code, v) = gw
         .post(
@@ -243,41 +272,31 @@ async fn network_access_off_on_and_allowlist() {
         return;
     }
     let port = host_server().await;
-    let (gdir, ndir, work) = (
-        TempDir::new("gw"),
-        TempDir::new("node"),
-        TempDir::new("work"),
-    );
-    std::fs::write(work.join("fetch.py"), FETCH_PY).unwrap();
-    let gw = Gateway::start(gdir.path(), 0, &[]);
-    let token = gw.enroll("net").await;
-    let _node = start_node_env(
-        &gw.url,
-        Some(&token),
-        ndir.path(),
+    let c = Cluster::start(
         "net",
         &[(
             "VIBER_PROXY_RESOLVE",
             "allowed.test=127.0.0.1,other.test=127.0.0.1",
         )],
-    );
-    gw.wait_node_status("net", "online", T).await;
+    )
+    .await;
+    let (gw, work) = (&c.gw, &c.work);
     let direct = format!("python3 fetch.py http://127.0.0.1:{port}/");
     let opts = |access: &str| {
         json!({"cwd": work.path(), "networkAccess": access,
                "networkAllowlist": ["allowed.test", "*.wild.test"]})
     };
 
-    let (_, out) = run_task(&gw, &direct, opts("on")).await;
+    let (_, out) = run_task(gw, &direct, opts("on")).await;
     assert!(out.contains("BODY:hello from host"), "on: {out}");
 
-    let (_, out) = run_task(&gw, &direct, opts("off")).await;
+    let (_, out) = run_task(gw, &direct, opts("off")).await;
     assert!(out.contains("ERROR"), "off: {out}");
     assert!(!out.contains("hello from host"), "off: {out}");
 
     // Allowlist: the listed name passes, by a proxied GET and by a CONNECT tunnel...
     let (_, out) = run_task(
-        &gw,
+        gw,
         &format!("python3 fetch.py http://allowed.test:{port}/ && python3 fetch.py tunnel allowed.test {port}"),
         opts("allowlist"),
     )
@@ -289,7 +308,7 @@ async fn network_access_off_on_and_allowlist() {
     );
     // ...another name is refused with a message that says why...
     let (_, out) = run_task(
-        &gw,
+        gw,
         &format!(
             "python3 fetch.py http://other.test:{port}/; python3 fetch.py tunnel other.test {port}"
         ),
@@ -302,7 +321,7 @@ async fn network_access_off_on_and_allowlist() {
     );
     assert!(!out.contains("hello from host"), "{out}");
     // ...and the host's loopback is not reachable around the proxy.
-    let (_, out) = run_task(&gw, &direct, opts("allowlist")).await;
+    let (_, out) = run_task(gw, &direct, opts("allowlist")).await;
     assert!(!out.contains("hello from host"), "{out}");
 }
 
@@ -314,22 +333,12 @@ async fn an_environments_network_mode_applies_to_its_threads() {
         return;
     }
     let port = host_server().await;
-    let (gdir, ndir, work) = (
-        TempDir::new("gw"),
-        TempDir::new("node"),
-        TempDir::new("work"),
-    );
-    std::fs::write(work.join("fetch.py"), FETCH_PY).unwrap();
-    let gw = Gateway::start(gdir.path(), 0, &[]);
-    let token = gw.enroll("envnet").await;
-    let _node = start_node_env(
-        &gw.url,
-        Some(&token),
-        ndir.path(),
+    let c = Cluster::start(
         "envnet",
         &[("VIBER_PROXY_RESOLVE", "allowed.test=127.0.0.1")],
-    );
-    gw.wait_node_status("envnet", "online", T).await;
+    )
+    .await;
+    let (gw, work) = (&c.gw, &c.work);
 
     for bad in [
         json!(["exa mple.com"]),
@@ -385,7 +394,7 @@ async fn an_environments_network_mode_applies_to_its_threads() {
         .await;
     assert!(code == 201 || code == 202, "{t}");
     let task_id = t["taskId"].as_str().unwrap().to_string();
-    let (task, out) = finished(&gw, &task_id).await;
+    let (task, out) = finished(gw, &task_id).await;
     assert_eq!(task["state"], "completed", "{task}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
@@ -409,25 +418,15 @@ async fn an_unlisted_host_raises_a_network_approval() {
         return;
     }
     let port = host_server().await;
-    let (gdir, ndir, work) = (
-        TempDir::new("gw"),
-        TempDir::new("node"),
-        TempDir::new("work"),
-    );
-    std::fs::write(work.join("fetch.py"), FETCH_PY).unwrap();
-    let gw = Gateway::start(gdir.path(), 0, &[]);
-    let token = gw.enroll("asker").await;
-    let _node = start_node_env(
-        &gw.url,
-        Some(&token),
-        ndir.path(),
+    let c = Cluster::start(
         "asker",
         &[(
             "VIBER_PROXY_RESOLVE",
             "asked.test=127.0.0.1,denied.test=127.0.0.1",
         )],
-    );
-    gw.wait_node_status("asker", "online", T).await;
+    )
+    .await;
+    let (gw, work) = (&c.gw, &c.work);
     let (code, env) = gw
         .post(
             "/api/environments",
@@ -494,7 +493,7 @@ async fn an_unlisted_host_raises_a_network_approval() {
         )
         .await;
     assert_eq!(code, 202, "{v}");
-    let (task, out) = finished(&gw, &task_id).await;
+    let (task, out) = finished(gw, &task_id).await;
     assert_eq!(task["state"], "completed", "{task}");
     assert!(out.contains("BODY:hello from host"), "{out}");
     let (_, env) = gw.get(&format!("/api/environments/{env_id}")).await;
@@ -506,7 +505,7 @@ async fn an_unlisted_host_raises_a_network_approval() {
 
     // Now listed: the next task reaches it without asking.
     let task_id = send("asked.test").await;
-    let (task, out) = finished(&gw, &task_id).await;
+    let (task, out) = finished(gw, &task_id).await;
     assert_eq!(task["state"], "completed", "{task}");
     assert!(out.contains("BODY:hello from host"), "{out}");
 
@@ -521,7 +520,7 @@ async fn an_unlisted_host_raises_a_network_approval() {
         .post(&answer, json!({"approve": false, "reason": "not today"}))
         .await;
     assert_eq!(code, 202, "{v}");
-    let (_, out) = finished(&gw, &task_id).await;
+    let (_, out) = finished(gw, &task_id).await;
     assert!(
         out.contains("HTTP 403") && out.contains("not today"),
         "{out}"
@@ -587,28 +586,16 @@ async fn a_container_environment_runs_setup_and_tasks_in_its_image() {
         eprintln!("SKIPPED: podman is not installed");
         return;
     }
-    let (gdir, ndir, work) = (
-        TempDir::new("gw"),
-        TempDir::new("node"),
-        TempDir::new("work"),
-    );
-    let conf = gdir.join("containers.conf");
+    let image_dir = TempDir::new("image");
+    let conf = image_dir.join("containers.conf");
     std::fs::write(&conf, CONTAINERS_CONF).unwrap();
     let tag = format!(
         "localhost/viber-test-{:08x}:latest",
         viber::crypto::random_u64() as u32
     );
-    import_test_image(gdir.path(), &conf, &tag);
-    let gw = Gateway::start(gdir.path(), 0, &[]);
-    let token = gw.enroll("boxed").await;
-    let _node = start_node_env(
-        &gw.url,
-        Some(&token),
-        ndir.path(),
-        "boxed",
-        &[("CONTAINERS_CONF", conf.to_str().unwrap())],
-    );
-    gw.wait_node_status("boxed", "online", T).await;
+    import_test_image(image_dir.path(), &conf, &tag);
+    let c = Cluster::start("boxed", &[("CONTAINERS_CONF", conf.to_str().unwrap())]).await;
+    let (gw, work) = (&c.gw, &c.work);
     let nodes = gw.nodes().await;
     assert!(
         nodes[0]["capabilities"]
@@ -655,7 +642,7 @@ async fn a_container_environment_runs_setup_and_tasks_in_its_image() {
         )
         .await;
     assert!(code == 201 || code == 202, "{t}");
-    let (task, out) = finished(&gw, t["taskId"].as_str().unwrap()).await;
+    let (task, out) = finished(gw, t["taskId"].as_str().unwrap()).await;
     let _ = std::process::Command::new("podman")
         .args([
             "volume",

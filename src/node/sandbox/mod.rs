@@ -387,25 +387,7 @@ impl Sandbox {
         let cwd = &self
             .working_dir(cwd, network)?
             .ok_or("the sandbox has no working dir")?;
-        let mut a: Vec<OsString> = [
-            "--die-with-parent",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--cap-drop",
-            "ALL",
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--tmpfs",
-            "/tmp",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
+        let mut a: Vec<OsString> = BWRAP_BASE.iter().map(OsString::from).collect();
         // Cover the data dir (which also holds the workspaces), then open the task's own
         // working dir again inside it.
         push(&mut a, &["--tmpfs"]);
@@ -468,6 +450,25 @@ impl Sandbox {
     }
 }
 
+/// What every sandbox is: dies with the node, its own PID and IPC namespaces, no
+/// capabilities, the system read-only, its own /dev, /proc and /tmp.
+const BWRAP_BASE: &[&str] = &[
+    "--die-with-parent",
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--cap-drop",
+    "ALL",
+    "--ro-bind",
+    "/",
+    "/",
+    "--dev",
+    "/dev",
+    "--proc",
+    "/proc",
+    "--tmpfs",
+    "/tmp",
+];
+
 fn push(a: &mut Vec<OsString>, items: &[&str]) {
     a.extend(items.iter().map(OsString::from));
 }
@@ -476,24 +477,8 @@ fn push(a: &mut Vec<OsString>, items: &[&str]) {
 fn probe_bwrap() -> Result<PathBuf, String> {
     let path = find_on_path("bwrap").ok_or("bubblewrap (bwrap) is not installed")?;
     let out = std::process::Command::new(&path)
-        .args([
-            "--die-with-parent",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-net",
-            "--cap-drop",
-            "ALL",
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--tmpfs",
-            "/tmp",
-            "true",
-        ])
+        .args(BWRAP_BASE)
+        .args(["--unshare-net", "true"])
         .stdin(std::process::Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
