@@ -171,6 +171,15 @@ impl Emitter {
     ) -> Option<ApprovalAnswer> {
         let approval_id = crate::crypto::new_id("appr");
         let answer = self.await_approval(&approval_id);
+        // Forgotten however the wait ends, also when this future is dropped (the allowlist
+        // proxy stops with its process tree).
+        struct Forget<'a>(&'a Emitter, &'a str);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.drop_approval(self.1);
+            }
+        }
+        let _forget = Forget(self, &approval_id);
         self.chunk(UiChunk::ToolApprovalRequest {
             approval_id: approval_id.clone(),
             tool_call_id: tool_call_id.to_string(),
@@ -178,16 +187,12 @@ impl Emitter {
         let (approved, reason) = tokio::select! {
             a = answer => a.unwrap_or((false, Some("the approval was dropped".into()))),
             _ = tokio::time::sleep(timeout) => {
-                self.drop_approval(&approval_id);
                 (false, Some(format!("no answer within {} s", timeout.as_secs())))
             }
-            _ = abort.cancelled() => {
-                self.drop_approval(&approval_id);
-                return None;
-            }
+            _ = abort.cancelled() => return None,
         };
         self.chunk(UiChunk::ToolApprovalResponse {
-            approval_id,
+            approval_id: approval_id.clone(),
             approved,
             reason: reason.clone(),
         });
