@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full test suite. Installs what the tests need when it is missing:
-#   - npm packages pinned in tests/js/package-lock.json: `ai` (SSE conformance) and
-#     playwright-core (drives the browser in the board test);
+#   - npm packages pinned in tests/js/package-lock.json: `ai` (SSE conformance),
+#     playwright-core (drives the browser in the board test) and Claude Code's CLI (the
+#     claude-code executor's tests);
 #   - Debian's chromium (apt-get; as root or through sudo) for the board's end-to-end test;
 #   - Debian's bubblewrap, the sandbox task processes run in, and podman, runc and
 #     busybox-static for the container test;
@@ -18,6 +19,7 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 if [ ! -f tests/js/node_modules/ai/package.json ] \
     || [ ! -f tests/js/node_modules/playwright-core/package.json ] \
+    || [ ! -x tests/js/node_modules/.bin/claude ] \
     || [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; then
     echo "installing test JS dependencies (tests/js)" >&2
     npm ci --prefix tests/js --no-audit --no-fund --loglevel=error

@@ -254,6 +254,7 @@ export function EnvironmentForm({ id }: { id?: string }) {
           >
             <option value="">Agent when configured</option>
             <option value="llm">Agent (llm)</option>
+            <option value="claude-code">Claude Code</option>
             <option value="shell">Shell command</option>
           </select>
         </label>

@@ -3,7 +3,7 @@
 
 export type TaskState = "pending" | "running" | "completed" | "error" | "stopped";
 
-export type ExecutorKind = "shell" | "llm";
+export type ExecutorKind = "shell" | "llm" | "claude-code";
 
 export type WorkingMode = "always-ask" | "agent-decides" | "always-execute";
 

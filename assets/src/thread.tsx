@@ -250,6 +250,7 @@ function Composer({ thread, running, onSent }: { thread: Thread; running: boolea
             >
               <option value="">Environment default</option>
               <option value="llm">Agent</option>
+              <option value="claude-code">Claude Code</option>
               <option value="shell">Shell command</option>
             </select>
           </label>

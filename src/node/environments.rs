@@ -373,6 +373,7 @@ async fn setup(
                     // Setup installs dependencies: it has the network whatever the tasks get.
                     network: Network::On,
                     container: p.container.clone(),
+                    home: None,
                 },
             },
             |text| {

@@ -37,6 +37,8 @@ wire_enum! {
         Shell = "shell",
         /// The built-in agent loop against an OpenAI-compatible or Anthropic API.
         Llm = "llm",
+        /// Claude Code's CLI (`claude`), driven over stdio in stream-json.
+        ClaudeCode = "claude-code",
     }
 }
 

@@ -9,6 +9,7 @@
 //! Must not touch: the task's lifecycle, its final frames or the order of its inputs (the
 //! runtime), frames or the connection. An executor ends by returning a [`RunOutcome`].
 
+mod claude;
 pub mod llm;
 mod shell;
 pub mod tools;
@@ -67,7 +68,13 @@ pub fn for_kind(kind: ExecutorKind) -> &'static dyn Executor {
     match kind {
         ExecutorKind::Shell => &Shell,
         ExecutorKind::Llm => &llm::Llm,
+        ExecutorKind::ClaudeCode => &claude::ClaudeCode,
     }
+}
+
+/// Executors that keep state in `HOME` (agent CLIs): their tasks get a writable one.
+pub fn needs_home(kind: ExecutorKind) -> bool {
+    matches!(kind, ExecutorKind::ClaudeCode)
 }
 
 /// Executors this node can run now (advertised as capabilities): `llm` only with a provider.
@@ -75,6 +82,10 @@ pub fn available() -> Vec<String> {
     let mut v = vec![ExecutorKind::Shell.as_str().to_string()];
     if llm::Provider::configured() {
         v.push(ExecutorKind::Llm.as_str().to_string());
+    }
+    if let Some((_, version)) = claude::installed() {
+        v.push(ExecutorKind::ClaudeCode.as_str().to_string());
+        v.push(format!("{}@{version}", ExecutorKind::ClaudeCode.as_str()));
     }
     v
 }

@@ -246,6 +246,14 @@ async fn escalate(pgid: Pid, grace: Duration, child: &mut tokio::process::Child)
     }
 }
 
+/// Stops a process group as a run's abort does (SIGINT, SIGTERM, SIGKILL after `grace`
+/// each), for executors that start their own processes.
+pub(super) async fn stop_group(pgid: i32, grace: Duration, child: &mut tokio::process::Child) {
+    let pgid = Pid::from_raw(pgid);
+    escalate(pgid, grace, child).await;
+    kill_group(pgid, Signal::SIGKILL);
+}
+
 fn kill_group(pgid: Pid, sig: Signal) {
     if pgid.as_raw() > 0 {
         let _ = killpg(pgid, sig);

@@ -157,6 +157,8 @@ fn prepare(runtime: &Runtime, submit: TaskSubmit, emit: &Arc<Emitter>) -> Result
         sandbox: runtime.sandbox().clone(),
         network: Network::of(&submit.options, ask),
         container: submit.options.container.clone(),
+        // Agent CLIs keep their state in a home of the working dir's own.
+        home: executor::needs_home(submit.executor).then(|| agent_home(runtime, &cwd)),
     };
     confine.check(&cwd)?;
     let mut env: BTreeMap<String, String> = submit.options.env.clone();
@@ -179,6 +181,17 @@ fn prepare(runtime: &Runtime, submit: TaskSubmit, emit: &Arc<Emitter>) -> Result
         confine,
         memory: tokio::sync::Mutex::new(Vec::new()),
     })
+}
+
+/// A writable home for an agent CLI, one per working dir, under the workspace (so in no
+/// other task's view): `workspace/.agent-homes/<hash of the working dir>`.
+fn agent_home(runtime: &Runtime, cwd: &std::path::Path) -> PathBuf {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cwd.as_os_str().as_encoded_bytes());
+    runtime
+        .inner
+        .workspace_dir
+        .join(".agent-homes")
+        .join(crate::crypto::hex(&digest.as_ref()[..8]))
 }
 
 /// Runs the task's inputs one after another until none is left or the task is stopped;

@@ -166,6 +166,9 @@ pub struct Confinement {
     pub sandbox: Sandbox,
     pub network: Network,
     pub container: Option<ContainerSpec>,
+    /// A writable home directory (`HOME`) for programs that keep state there, such as
+    /// agent CLIs; None keeps the node's, read-only in the sandbox.
+    pub home: Option<PathBuf>,
 }
 
 impl Confinement {
@@ -187,6 +190,7 @@ impl Confinement {
             },
             network: Network::On,
             container: None,
+            home: None,
         }
     }
 
@@ -215,7 +219,17 @@ impl Confinement {
                 self.sandbox
                     .container_command(spec, program, args, cwd, env, &self.network)
             }
-            None => self.sandbox.command(program, args, cwd, env, &self.network),
+            None => match &self.home {
+                None => self.sandbox.command(program, args, cwd, env, &self.network),
+                Some(home) => {
+                    std::fs::create_dir_all(home)
+                        .map_err(|e| format!("creating {}: {e}", home.display()))?;
+                    let mut env = env.clone();
+                    env.insert("HOME".into(), home.display().to_string());
+                    self.sandbox
+                        .command_in(program, args, cwd, Some(home), &env, &self.network)
+                }
+            },
         }
     }
 }
@@ -373,6 +387,20 @@ impl Sandbox {
         env: &BTreeMap<String, String>,
         network: &Network,
     ) -> Result<Prepared, String> {
+        self.command_in(program, args, cwd, None, env, network)
+    }
+
+    /// [`Self::command`], with `home` also writable (it must not expose the data dir
+    /// either).
+    fn command_in(
+        &self,
+        program: &str,
+        args: &[&str],
+        cwd: &Path,
+        home: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        network: &Network,
+    ) -> Result<Prepared, String> {
         let bwrap = match &self.inner.tool {
             Tool::Missing(_) => return Err(self.check(cwd, network).unwrap_err()),
             Tool::Off => {
@@ -405,6 +433,12 @@ impl Sandbox {
         push(&mut a, &["--bind"]);
         a.push(cwd.into());
         a.push(cwd.into());
+        if let Some(home) = home {
+            let home = self.confined_dir(home)?;
+            push(&mut a, &["--bind"]);
+            a.push(home.clone().into());
+            a.push(home.into());
+        }
         let mut proxy = None;
         match network {
             Network::On => {}
