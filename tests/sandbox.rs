@@ -125,11 +125,20 @@ async fn a_task_cannot_read_the_data_dir_or_see_viber_home() {
     std::fs::write(outside.join("keys/id"), "hidden-dir-content").unwrap();
     std::fs::write(outside.join("token"), "hidden-file-content").unwrap();
     std::fs::write(outside.join("public"), "visible-content").unwrap();
+    // One inside the working dir too: the working dir's bind must not uncover it.
+    std::fs::write(work.join("inside-secret"), "hidden-inside-content").unwrap();
     let hide = format!(
-        "{},{}",
+        "{},{},{}",
         outside.join("keys").display(),
-        outside.join("token").display()
+        outside.join("token").display(),
+        work.join("inside-secret").display()
     );
+    // A socket in the host's /run (as systemd's, D-Bus's or docker's are): out of reach.
+    let run_socket = std::path::PathBuf::from(format!(
+        "/run/viber-test-{:016x}.sock",
+        viber::crypto::random_u64()
+    ));
+    let _listener = std::os::unix::net::UnixListener::bind(&run_socket).ok();
     let mut proc = Proc::spawn(
         &["all-in-one", "--listen", "127.0.0.1:0"],
         home.join("aio.log"),
@@ -171,10 +180,12 @@ async fn a_task_cannot_read_the_data_dir_or_see_viber_home() {
          echo probe > /tmp/probe && echo tmp-ok\n\
          touch /usr/viber-probe 2>/dev/null && echo SYSTEM-WRITABLE\n\
          echo \"pid1=$(cat /proc/1/comm)\"\n\
-         cat {o}/keys/id {o}/token {o}/public 2>/dev/null; echo",
+         cat {o}/keys/id {o}/token {o}/public inside-secret 2>/dev/null; echo\n\
+         [ -e {s} ] && echo SEES-RUN-SOCKET; true",
         d = home.path().display(),
         files = files.join(" "),
         o = outside.path().display(),
+        s = run_socket.display(),
     );
     let (task, out) = run_task(&gw, &goal, json!({"cwd": work.path()})).await;
     assert_eq!(task["state"], "completed", "{task} {out}");
@@ -190,6 +201,10 @@ async fn a_task_cannot_read_the_data_dir_or_see_viber_home() {
     assert!(!out.contains("SYSTEM-WRITABLE"), "{out}");
     assert!(out.contains("visible-content"), "{out}");
     assert!(!out.contains("hidden-"), "{out}");
+    if run_socket.exists() {
+        assert!(!out.contains("SEES-RUN-SOCKET"), "{out}");
+        let _ = std::fs::remove_file(&run_socket);
+    }
     // Its own PID namespace: the node's processes (and their environments) are not there.
     assert!(out.contains("pid1=bwrap"), "{out}");
     assert_eq!(
@@ -499,7 +514,7 @@ async fn an_unlisted_host_raises_a_network_approval() {
     let (_, env) = gw.get(&format!("/api/environments/{env_id}")).await;
     assert_eq!(
         env["networkAllowlist"],
-        json!(["allowed.test", "asked.test"]),
+        json!(["allowed.test", format!("asked.test:{port}")]),
         "{env}"
     );
 

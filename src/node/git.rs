@@ -140,7 +140,7 @@ pub fn update_repo(
     let branch = match branch {
         Some(b) => b,
         None => {
-            let repo = gix::open(dest)
+            let repo = open_checkout(dest)
                 .with_context(|| format!("cannot open repository at {}", dest.display()))?;
             current = repo
                 .head_name()?
@@ -149,8 +149,8 @@ pub fn update_repo(
             current.as_str()
         }
     };
-    let repo =
-        gix::open(dest).with_context(|| format!("cannot open repository at {}", dest.display()))?;
+    let repo = open_checkout(dest)
+        .with_context(|| format!("cannot open repository at {}", dest.display()))?;
     let workdir = repo
         .workdir()
         .map(Path::to_path_buf)
@@ -281,6 +281,10 @@ fn reset_worktree_to_tree(
     let mut opts = repo
         .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
         .context("cannot read checkout options from config")?;
+    // No filter drivers (`filter.<name>.smudge`/`process`): they are commands from the
+    // repository's config, which the environment's tasks can write, and would run here,
+    // outside the sandbox.
+    opts.filters.options_mut().drivers.clear();
     opts.destination_is_initially_empty = false;
     opts.overwrite_existing = true;
     let objects = repo
@@ -557,6 +561,21 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         src = s.source();
     }
     out
+}
+
+/// Opens a checkout that the environment's tasks could have written to (its `.git/config`
+/// included): settings that make git run a program are overridden, so nothing a task wrote
+/// runs in the node's own process.
+fn open_checkout(dest: &Path) -> Result<gix::Repository> {
+    gix::open_opts(
+        dest,
+        gix::open::Options::default().config_overrides([
+            "core.sshCommand=ssh",
+            "core.fsmonitor=false",
+            "core.hooksPath=/dev/null",
+        ]),
+    )
+    .map_err(anyhow::Error::from)
 }
 
 #[cfg(test)]

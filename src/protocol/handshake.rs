@@ -124,6 +124,15 @@ pub struct ViberInfo {
 }
 
 impl ViberInfo {
+    /// Whether the node can run tasks at all: not one that said it has no sandbox (it
+    /// refuses every task until bubblewrap is installed or its sandbox is turned off).
+    pub fn runs_tasks(&self) -> bool {
+        !self
+            .capabilities
+            .iter()
+            .any(|c| c.strip_prefix(SANDBOX_CAPABILITY) == Some("missing"))
+    }
+
     /// Whether the node advertised `executor` among its capabilities.
     pub fn offers(&self, executor: super::ExecutorKind) -> bool {
         self.capabilities.iter().any(|c| c == executor.as_str())

@@ -241,7 +241,8 @@ pub fn offers(app: &App, node_id: &str, executor: ExecutorKind) -> bool {
 
 /// The online node with the fewest known tasks that offers `executor`.
 fn pick_node(app: &App, executor: ExecutorKind) -> Option<String> {
-    app.registry.least_busy(|info| info.offers(executor))
+    app.registry
+        .least_busy(|info| info.offers(executor) && info.runs_tasks())
 }
 
 pub async fn load(app: &App, id: &str) -> ApiResult<TaskRecord> {
@@ -557,11 +558,21 @@ async fn remember_host(
             task.id
         )));
     };
+    // The host and the port asked about: approving example.com:443 does not open :22.
     let host = pending.input["host"]
         .as_str()
-        .and_then(|h| crate::protocol::allowlist_entry(h).ok())
-        .ok_or_else(|| ApiError::validation("the network approval names no valid host"))?;
-    app.store.allow_host(list, id, host).await?;
+        .zip(pending.input["port"].as_u64())
+        .and_then(|(h, p)| crate::protocol::allowlist_entry(&format!("{h}:{p}")).ok())
+        .ok_or_else(|| {
+            ApiError::validation(format!(
+                "this network approval's host cannot be remembered beyond the task (answer \
+                 with scope once): {}",
+                pending.input
+            ))
+        })?;
+    if !app.store.allow_host(list, id.clone(), host).await? {
+        return Err(ApiError::not_found(format!("{scope} {id} is gone")));
+    }
     Ok(())
 }
 

@@ -371,15 +371,17 @@ async fn start_task(
     } else if binding.status != BindingStatus::Preparing {
         // Not ready, stale or failed: prepare now; the task starts when the binding is ready.
         send_prepare(app, env, &binding, false).await?;
-    } else if app
-        .store
-        .binding(binding.id.clone())
-        .await?
-        .is_some_and(|b| binding_phase(&b, env.version) == BindingPhase::Ready)
-    {
-        // It became ready between the read above and the task's insert, so the dispatch of
-        // its waiting tasks may have missed this one (a node ignores a second submit).
-        crate::gateway::tasks::dispatch_waiting(app, &binding.id).await?;
+    } else if let Some(now) = app.store.binding(binding.id.clone()).await? {
+        // The prepare may have ended between the read above and the task's insert, and
+        // what it did with the waiting tasks then missed this one: start it on a binding
+        // that became ready (a node ignores a second submit), prepare again after a failure.
+        if binding_phase(&now, env.version) == BindingPhase::Ready
+            && now.resolved_working_dir.is_some()
+        {
+            crate::gateway::tasks::dispatch_waiting(app, &binding.id).await?;
+        } else if now.status != BindingStatus::Preparing {
+            send_prepare(app, env, &now, false).await?;
+        }
     }
     let mut v = task_view(&rec);
     v.thread_id = Some(thread_id);

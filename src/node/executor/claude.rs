@@ -148,8 +148,8 @@ async fn drive(run: Run<'_>) -> RunOutcome {
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
+    crate::node::sandbox::own_session(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return RunOutcome::Failed(format!("cannot start Claude Code: {e}")),

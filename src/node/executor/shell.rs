@@ -111,8 +111,8 @@ async fn spawn(run: &BashRun<'_>) -> Result<Started, RunOutcome> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(writer))
         .stderr(Stdio::from(writer2))
-        .process_group(0)
         .kill_on_drop(false);
+    crate::node::sandbox::own_session(&mut cmd);
     let mut child = cmd.spawn().map_err(|e| {
         RunOutcome::Failed(format!("cannot start bash in {}: {e}", run.cwd.display()))
     })?;

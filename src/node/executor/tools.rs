@@ -39,6 +39,13 @@ pub struct ToolContext<'a> {
     pub abort: CancellationToken,
 }
 
+/// Whether `name` is one of the tools.
+pub fn known(name: &str) -> bool {
+    definitions()
+        .iter()
+        .any(|d| d["function"]["name"].as_str() == Some(name))
+}
+
 /// JSON schemas of the tools, in the OpenAI `tools` format.
 pub fn definitions() -> Vec<Value> {
     let f = |name: &str, description: &str, params: Value| json!({"type": "function", "function": {"name": name, "description": description, "parameters": params}});

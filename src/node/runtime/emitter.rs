@@ -173,13 +173,21 @@ impl Emitter {
         let answer = self.await_approval(&approval_id);
         // Forgotten however the wait ends, also when this future is dropped (the allowlist
         // proxy stops with its process tree).
-        struct Forget<'a>(&'a Emitter, &'a str);
+        struct Forget<'a>(&'a Emitter, &'a str, bool);
         impl Drop for Forget<'_> {
             fn drop(&mut self) {
                 self.0.drop_approval(self.1);
+                if !self.2 {
+                    // Abandoned: the request is closed, so nobody answers it later.
+                    self.0.chunk(UiChunk::ToolApprovalResponse {
+                        approval_id: self.1.to_string(),
+                        approved: false,
+                        reason: Some("the request was abandoned".into()),
+                    });
+                }
             }
         }
-        let _forget = Forget(self, &approval_id);
+        let mut forget = Forget(self, &approval_id, false);
         self.chunk(UiChunk::ToolApprovalRequest {
             approval_id: approval_id.clone(),
             tool_call_id: tool_call_id.to_string(),
@@ -191,6 +199,7 @@ impl Emitter {
             }
             _ = abort.cancelled() => return None,
         };
+        forget.2 = true;
         self.chunk(UiChunk::ToolApprovalResponse {
             approval_id: approval_id.clone(),
             approved,

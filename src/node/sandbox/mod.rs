@@ -95,7 +95,7 @@ pub struct Allowlist {
     hosts: Vec<String>,
     /// None: refuse what is not listed without asking.
     ask: Option<Arc<dyn NetworkAsk>>,
-    /// Hosts an operator allowed during this task.
+    /// `host:port`s an operator allowed during this task.
     approved: Mutex<Vec<String>>,
     /// One question at a time, so concurrent connections to one host ask once.
     asking: tokio::sync::Mutex<()>,
@@ -112,8 +112,18 @@ impl Allowlist {
     }
 
     fn listed(&self, host: &str, port: u16) -> bool {
-        self.hosts.iter().any(|p| proxy::matches(p, host, port))
-            || lock(&self.approved).iter().any(|h| h == host)
+        self.hosts
+            .iter()
+            .chain(lock(&self.approved).iter())
+            .any(|p| proxy::matches(p, host, port))
+    }
+
+    /// Whether an entry names this address itself (so a name resolving to it may be
+    /// reached, private or not).
+    fn names_address(&self, ip: IpAddr, port: u16) -> bool {
+        self.hosts
+            .iter()
+            .any(|p| proxy::matches(p, &ip.to_string(), port))
     }
 
     /// Whether `host:port` may be reached: listed, approved before, or approved now.
@@ -135,7 +145,7 @@ impl Allowlist {
         ask.ask(host.to_string(), port)
             .await
             .map_err(|why| format!("{refused}; {why}"))?;
-        lock(&self.approved).push(host.to_string());
+        lock(&self.approved).push(format!("{host}:{port}"));
         Ok(())
     }
 }
@@ -293,7 +303,12 @@ impl Sandbox {
                 run_dir,
                 resolve,
                 forwarder: std::env::current_exe().ok(),
-                hide: hide.iter().map(|p| canonical(p)).collect(),
+                hide: hide
+                    .iter()
+                    .cloned()
+                    .chain(default_hidden())
+                    .map(|p| canonical(&p))
+                    .collect(),
                 engine: container::Engine::detect(),
             }),
         })
@@ -374,6 +389,13 @@ impl Sandbox {
                 cwd.display()
             ));
         }
+        if let Some(h) = self.inner.hide.iter().find(|h| cwd.starts_with(h)) {
+            return Err(format!(
+                "working directory {} is inside {}, which the sandbox hides",
+                cwd.display(),
+                h.display()
+            ));
+        }
         Ok(cwd)
     }
 
@@ -420,6 +442,11 @@ impl Sandbox {
         // working dir again inside it.
         push(&mut a, &["--tmpfs"]);
         a.push(self.inner.data_dir.clone().into());
+        push(&mut a, &["--bind"]);
+        a.push(cwd.into());
+        a.push(cwd.into());
+        // After the working dir's bind, so a hidden path inside it stays hidden (one that
+        // contains the working dir was refused).
         for h in &self.inner.hide {
             if h.is_dir() {
                 push(&mut a, &["--tmpfs"]);
@@ -430,9 +457,17 @@ impl Sandbox {
             }
             a.push(h.into());
         }
-        push(&mut a, &["--bind"]);
-        a.push(cwd.into());
-        a.push(cwd.into());
+        // /run is covered (its sockets would let a task ask systemd, D-Bus or docker to run
+        // something outside): keep only the resolver's files when resolv.conf points there.
+        if let Some(dir) = std::fs::canonicalize("/etc/resolv.conf")
+            .ok()
+            .filter(|p| p.starts_with("/run"))
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+        {
+            push(&mut a, &["--ro-bind"]);
+            a.push(dir.clone().into());
+            a.push(dir.into());
+        }
         if let Some(home) = home {
             let home = self.confined_dir(home)?;
             push(&mut a, &["--bind"]);
@@ -501,6 +536,8 @@ const BWRAP_BASE: &[&str] = &[
     "/proc",
     "--tmpfs",
     "/tmp",
+    "--tmpfs",
+    "/run",
 ];
 
 fn push(a: &mut Vec<OsString>, items: &[&str]) {
@@ -533,11 +570,51 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Names of the node's own variables that a task must not inherit.
+/// What the sandbox hides besides the data dir unless told otherwise: the usual places of
+/// the node user's credentials, and the shadow password files.
+fn default_hidden() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = ["/etc/shadow", "/etc/gshadow"].map(PathBuf::from).to_vec();
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        let home = PathBuf::from(home);
+        out.extend(
+            [
+                ".ssh",
+                ".gnupg",
+                ".aws",
+                ".azure",
+                ".kube",
+                ".docker",
+                ".config/gh",
+                ".config/gcloud",
+                ".git-credentials",
+                ".netrc",
+                ".npmrc",
+                ".pypirc",
+                ".claude",
+                ".claude.json",
+                ".codex",
+            ]
+            .iter()
+            .map(|p| home.join(p)),
+        );
+    }
+    out
+}
+
+/// Names of the node's own variables that a task must not inherit: its internals, sockets
+/// to agents and buses outside the sandbox, and anything named like a credential.
 fn internal(name: &str) -> bool {
     let up = name.to_ascii_uppercase();
     up.starts_with("VIBER_")
-        || up == "TMPDIR"
+        || up.starts_with("DBUS_")
+        || [
+            "TMPDIR",
+            "XDG_RUNTIME_DIR",
+            "SSH_AUTH_SOCK",
+            "SSH_AGENT_PID",
+            "GPG_AGENT_INFO",
+        ]
+        .contains(&up.as_str())
         || [
             "KEY",
             "TOKEN",
@@ -545,21 +622,50 @@ fn internal(name: &str) -> bool {
             "PASSWORD",
             "PASSWD",
             "CREDENTIAL",
+            "CREDS",
             "AUTH",
+            "_PAT",
+            "_DSN",
+            "_PWD",
         ]
         .iter()
         .any(|w| up.contains(w))
+}
+
+/// A value that carries a password in a URL (`scheme://user:secret@host`).
+fn has_userinfo(value: &std::ffi::OsStr) -> bool {
+    let v = value.to_string_lossy();
+    v.split("://").skip(1).any(|rest| {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    })
 }
 
 /// A task process's environment: the node's, minus its internals and credentials, plus
 /// `env` (the task's vars and secrets, which may name anything).
 pub fn process_env(env: &BTreeMap<String, String>) -> Vec<(OsString, OsString)> {
     let mut out: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(k, _)| k.to_str().is_some_and(|k| !internal(k)))
+        .filter(|(k, v)| k.to_str().is_some_and(|k| !internal(k)) && !has_userinfo(v))
         .filter(|(k, _)| k.to_str().is_some_and(|k| !env.contains_key(k)))
         .collect();
     out.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
     out
+}
+
+/// Starts the process in a session of its own (so also a process group of its own, whose
+/// id is its pid): it has no controlling terminal, so it cannot push keystrokes into the
+/// terminal of a node started in one, and stopping the group reaches all it starts.
+pub fn own_session(cmd: &mut tokio::process::Command) {
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
 }
 
 fn set_env(cmd: &mut tokio::process::Command, env: &BTreeMap<String, String>) {
@@ -592,12 +698,31 @@ mod tests {
             "AWS_SECRET_ACCESS_KEY",
             "PGPASSWORD",
             "TMPDIR",
+            "MYSQL_PWD",
+            "GITHUB_PAT",
+            "SENTRY_DSN",
+            "DBUS_SESSION_BUS_ADDRESS",
+            "XDG_RUNTIME_DIR",
+            "SSH_AUTH_SOCK",
         ] {
             assert!(internal(k), "{k}");
         }
-        for k in ["PATH", "HOME", "LANG", "TERM", "USER", "CARGO_HOME"] {
+        for k in [
+            "PATH",
+            "HOME",
+            "LANG",
+            "TERM",
+            "USER",
+            "CARGO_HOME",
+            "PWD",
+            "OLDPWD",
+        ] {
             assert!(!internal(k), "{k}");
         }
+        assert!(has_userinfo("postgres://app:pw@db:5432/x".as_ref()));
+        assert!(has_userinfo("http://u:p@proxy:3128".as_ref()));
+        assert!(!has_userinfo("https://example.com/a@b".as_ref()));
+        assert!(!has_userinfo("/usr/bin:/bin".as_ref()));
         // What the task itself sets is kept, whatever its name.
         let env = BTreeMap::from([("GIT_TOKEN".to_string(), "t".to_string())]);
         let got = process_env(&env);

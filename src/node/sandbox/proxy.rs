@@ -21,6 +21,11 @@ use super::Allowlist;
 
 /// Most bytes of a request head before the proxy gives up on it.
 const MAX_HEAD: usize = 16 * 1024;
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long resolving a name, and connecting to each of its addresses, may take.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct Proxy {
     socket: PathBuf,
@@ -83,26 +88,36 @@ impl Proxy {
 
 /// One client connection: read the request head, decide, then tunnel or forward.
 async fn serve(mut conn: UnixStream, rules: &Rules) {
-    let (head, rest) = match read_head(&mut conn).await {
-        Ok(h) => h,
-        Err(why) => return refuse(&mut conn, 400, &why).await,
+    let (head, rest) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut conn)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(why)) => return refuse(&mut conn, 400, &why).await,
+        Err(_) => return refuse(&mut conn, 408, "no request head within 30 s").await,
     };
     let Some(req) = Request::parse(&head) else {
         return refuse(&mut conn, 400, "not an HTTP proxy request").await;
     };
-    let addr = match rules.decide(&req.host, req.port).await {
+    let addrs = match rules.decide(&req.host, req.port).await {
         Ok(a) => a,
         Err(why) => {
             tracing::info!(host = %req.host, port = req.port, "allowlist proxy refused a request");
             return refuse(&mut conn, 403, &why).await;
         }
     };
-    let mut upstream = match TcpStream::connect(addr).await {
-        Ok(u) => u,
-        Err(e) => {
-            let why = format!("cannot connect to {}:{}: {e}", req.host, req.port);
-            return refuse(&mut conn, 502, &why).await;
+    let mut upstream = None;
+    let mut last_error = String::from("no address");
+    for addr in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(u)) => {
+                upstream = Some(u);
+                break;
+            }
+            Ok(Err(e)) => last_error = e.to_string(),
+            Err(_) => last_error = "timed out".into(),
         }
+    }
+    let Some(mut upstream) = upstream else {
+        let why = format!("cannot connect to {}:{}: {last_error}", req.host, req.port);
+        return refuse(&mut conn, 502, &why).await;
     };
     if req.connect {
         if conn
@@ -142,6 +157,7 @@ async fn read_head(conn: &mut UnixStream) -> Result<(Vec<u8>, Vec<u8>), String> 
 async fn refuse(conn: &mut UnixStream, status: u16, why: &str) {
     let reason = match status {
         403 => "Forbidden",
+        408 => "Request Timeout",
         502 => "Bad Gateway",
         _ => "Bad Request",
     };
@@ -258,28 +274,29 @@ pub fn matches(pattern: &str, host: &str, port: u16) -> bool {
 
 impl Rules {
     /// The address to connect to, or why not.
-    async fn decide(&self, host: &str, port: u16) -> Result<SocketAddr, String> {
+    /// The addresses to try, in order, or why not.
+    async fn decide(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
         self.allow.allows(host, port).await?;
         if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(SocketAddr::new(ip, port));
+            return Ok(vec![SocketAddr::new(ip, port)]);
         }
         if let Some(ip) = self.resolve.get(host) {
-            return Ok(SocketAddr::new(*ip, port));
+            return Ok(vec![SocketAddr::new(*ip, port)]);
         }
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
-            .collect();
-        addrs
-            .iter()
-            .copied()
-            .find(|a| public(a.ip()))
-            .ok_or_else(|| {
-                format!(
-                    "{host} resolves to a local or private address only; name that address \
-                     in networkAllowlist or map the name with --proxy-resolve on the node"
-                )
-            })
+        let addrs: Vec<SocketAddr> =
+            tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port)))
+                .await
+                .map_err(|_| format!("resolving {host} timed out"))?
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .filter(|a| public(a.ip()) || self.allow.names_address(a.ip(), port))
+                .collect();
+        if addrs.is_empty() {
+            return Err(format!(
+                "{host} resolves to a local or private address only; list that address in \
+                 networkAllowlist or map the name with --proxy-resolve on the node"
+            ));
+        }
+        Ok(addrs)
     }
 }
 

@@ -209,7 +209,14 @@ impl<'r, 'a> Agent<'r, 'a> {
         messages: &mut Vec<Value>,
     ) -> ControlFlow<RunOutcome> {
         let run = self.run;
-        let input = match parse_input(call) {
+        // An unknown tool fails before anything else, so a model cannot raise an approval
+        // for a name it made up (one that looks like the node's own `network` requests).
+        let parsed = if tools::known(&call.name) {
+            parse_input(call)
+        } else {
+            Err(format!("unknown tool {:?}", call.name))
+        };
+        let input = match parsed {
             Ok(input) => input,
             Err(msg) => {
                 run.emit.chunk(UiChunk::ToolInputAvailable {
