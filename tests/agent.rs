@@ -117,20 +117,7 @@ impl Agent {
     }
 
     async fn chunks(&self, id: &str) -> Vec<Value> {
-        let body = reqwest::Client::new()
-            .get(format!("{}/api/tasks/{id}/stream", self.gw.url))
-            .bearer_auth(&self.gw.token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        body.lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .filter(|d| *d != "[DONE]")
-            .map(|d| serde_json::from_str(d).unwrap())
-            .collect()
+        self.gw.chunks(id).await
     }
 
     /// What the stream holds so far (for a running task), as text.

@@ -90,24 +90,6 @@ impl Claude {
         })
         .await
     }
-
-    async fn chunks(&self, id: &str) -> Vec<Value> {
-        let body = self
-            .gw
-            .http
-            .get(format!("{}/api/tasks/{id}/stream", self.gw.url))
-            .bearer_auth(&self.gw.token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        body.lines()
-            .filter_map(|l| l.strip_prefix("data: "))
-            .filter_map(|d| serde_json::from_str(d).ok())
-            .collect()
-    }
 }
 
 fn bash(id: &str, command: &str) -> Reply {
@@ -143,7 +125,7 @@ async fn claude_code_runs_a_tool_call_and_reports_usage() {
         std::fs::read_to_string(c.work.join("made.txt")).unwrap(),
         "hi\n"
     );
-    let chunks = c.chunks(&id).await;
+    let chunks = c.gw.chunks(&id).await;
     let call = chunks
         .iter()
         .find(|c| c["type"] == "tool-input-available")

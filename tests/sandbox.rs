@@ -80,20 +80,10 @@ async fn finished(gw: &Gateway, id: &str) -> (Value, String) {
     })
     .await;
     let task = gw.get(&format!("/api/tasks/{id}")).await.1;
-    let body = gw
-        .http
-        .get(format!("{}/api/tasks/{id}/stream", gw.url))
-        .bearer_auth(&gw.token)
-        .send()
+    let text: String = gw
+        .chunks(id)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let text: String = body
-        .lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .into_iter()
         .filter(|c| c["type"] == "text-delta")
         .map(|c| c["delta"].as_str().unwrap_or("").to_string())
         .collect();

@@ -253,6 +253,25 @@ impl Gateway {
         (status, v)
     }
 
+    /// Every chunk of a task's stream, to its end (a running task's is followed).
+    pub async fn chunks(&self, task_id: &str) -> Vec<Value> {
+        let body = self
+            .http
+            .get(format!("{}/api/tasks/{task_id}/stream", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        body.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter(|d| *d != "[DONE]")
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.request(reqwest::Method::GET, path, None).await
     }
