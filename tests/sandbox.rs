@@ -40,6 +40,13 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// A cluster whose node's allowlist proxy resolves each of `names` to 127.0.0.1, where
+    /// the test's HTTP server listens (`--proxy-resolve`).
+    async fn resolving(node: &str, names: &[&str]) -> Cluster {
+        let map: Vec<String> = names.iter().map(|n| format!("{n}=127.0.0.1")).collect();
+        Cluster::start(node, &[("VIBER_PROXY_RESOLVE", &map.join(","))]).await
+    }
+
     async fn start(name: &str, env: &[(&str, &str)]) -> Cluster {
         let (gdir, ndir, work) = (
             TempDir::new("gw"),
@@ -277,14 +284,7 @@ async fn network_access_off_on_and_allowlist() {
         return;
     }
     let port = host_server().await;
-    let c = Cluster::start(
-        "net",
-        &[(
-            "VIBER_PROXY_RESOLVE",
-            "allowed.test=127.0.0.1,other.test=127.0.0.1",
-        )],
-    )
-    .await;
+    let c = Cluster::resolving("net", &["allowed.test", "other.test"]).await;
     let (gw, work) = (&c.gw, &c.work);
     let direct = format!("python3 fetch.py http://127.0.0.1:{port}/");
     let opts = |access: &str| {
@@ -338,11 +338,7 @@ async fn an_environments_network_mode_applies_to_its_threads() {
         return;
     }
     let port = host_server().await;
-    let c = Cluster::start(
-        "envnet",
-        &[("VIBER_PROXY_RESOLVE", "allowed.test=127.0.0.1")],
-    )
-    .await;
+    let c = Cluster::resolving("envnet", &["allowed.test"]).await;
     let (gw, work) = (&c.gw, &c.work);
 
     for bad in [
@@ -423,14 +419,7 @@ async fn an_unlisted_host_raises_a_network_approval() {
         return;
     }
     let port = host_server().await;
-    let c = Cluster::start(
-        "asker",
-        &[(
-            "VIBER_PROXY_RESOLVE",
-            "asked.test=127.0.0.1,denied.test=127.0.0.1",
-        )],
-    )
-    .await;
+    let c = Cluster::resolving("asker", &["asked.test", "denied.test"]).await;
     let (gw, work) = (&c.gw, &c.work);
     let (code, env) = gw
         .post(

@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::{find_on_path, set_env, Guard, Network, Prepared, Sandbox};
+use super::process::set_env;
+use super::{find_on_path, Guard, Network, Prepared, Sandbox};
 use crate::protocol::{image_reference, ContainerSpec};
 
 /// Where the home volume is mounted inside the container.
