@@ -2,6 +2,7 @@
 //! the environment on a node when needed, then runs a task in its working directory; later
 //! messages feed the running task (injection modes) or start the next one.
 
+use crate::gateway::envs::input::{allowlist_of, check_allowlist, container_of};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -322,16 +323,15 @@ async fn start_task(
         env: vars,
         working_mode,
         network_access: Some(env.network_access),
-        network_allowlist: {
-            let mut hosts = crate::gateway::envs::input::allowlist_of(env);
-            for h in app.store.thread_allowed_hosts(thread.id.clone()).await? {
-                if !hosts.contains(&h) {
-                    hosts.push(h);
-                }
-            }
-            hosts
-        },
-        container: crate::gateway::envs::input::container_of(env, &binding.id),
+        // The environment's hosts, then those allowed for this thread (one list, checked).
+        network_allowlist: check_allowlist(
+            &[
+                allowlist_of(env),
+                app.store.thread_allowed_hosts(thread.id.clone()).await?,
+            ]
+            .concat(),
+        )?,
+        container: container_of(env, &binding.id),
         ..TaskOptions::default()
     };
     let now = now_ms();

@@ -196,9 +196,9 @@ async fn drive(run: Run<'_>) -> RunOutcome {
                             asking.push(async move { (id, answer(run, &req).await) });
                         }
                         Some("result") => {
+                            // The turn is over: its last line. Closing stdin ends the CLI.
                             outcome = Some(map.result(&event));
-                            // The turn is over: closing stdin ends the CLI.
-                            stdin = None;
+                            break;
                         }
                         _ => map.event(&event, run.memory).await,
                     }
@@ -221,7 +221,14 @@ async fn drive(run: Run<'_>) -> RunOutcome {
     }
     drop(stdin);
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    let tail = errors.await.unwrap_or_default();
+    // Nothing the run started may outlive it (a background process of a Bash call, or a
+    // CLI that did not exit).
+    super::shell::stop_group(pgid, Duration::ZERO, &mut child).await;
+    let tail = tokio::time::timeout(Duration::from_secs(1), errors)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     map.close();
     match outcome {
         Some(o) => o,
