@@ -245,3 +245,12 @@ UPDATE environments SET network_mode = CASE WHEN network_access THEN 'on' ELSE '
 ALTER TABLE environments DROP COLUMN network_access;
 -- Hosts an operator allowed for all of a thread's tasks (a network approval "for the thread").
 ALTER TABLE threads ADD COLUMN network_allowlist TEXT NOT NULL DEFAULT '[]';
+
+-- migration: 7
+
+-- What agent CLIs report besides tokens: their cost, and the session a thread's next task
+-- continues (Claude Code, Codex and OpenCode keep their own conversation).
+ALTER TABLE tasks ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN agent_session TEXT;
+-- The executor a thread's messages run with, from its first message on.
+ALTER TABLE threads ADD COLUMN executor TEXT;

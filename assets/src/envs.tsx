@@ -3,6 +3,7 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, type EnvType, type Environment, type SecretInfo, type ValidationResult } from './api';
 import type * as P from './protocol.gen';
+import { EXECUTORS } from './executors';
 import { errorText, navigate, openLog, setState, toast, useStore } from './store';
 import { Empty, ErrorBox, Pill, RelTime } from './ui';
 
@@ -253,9 +254,11 @@ export function EnvironmentForm({ id }: { id?: string }) {
             onChange={(e) => set({ defaultExecutor: (e.target as HTMLSelectElement).value })}
           >
             <option value="">Agent when configured</option>
-            <option value="llm">Agent (llm)</option>
-            <option value="claude-code">Claude Code</option>
-            <option value="shell">Shell command</option>
+            {EXECUTORS.map((e) => (
+              <option key={e.value} value={e.value}>
+                {e.label}
+              </option>
+            ))}
           </select>
         </label>
         <label>

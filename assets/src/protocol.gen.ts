@@ -3,7 +3,7 @@
 
 export type TaskState = "pending" | "running" | "completed" | "error" | "stopped";
 
-export type ExecutorKind = "shell" | "llm" | "claude-code";
+export type ExecutorKind = "shell" | "llm" | "claude-code" | "codex" | "opencode";
 
 export type WorkingMode = "always-ask" | "agent-decides" | "always-execute";
 
@@ -82,7 +82,11 @@ export type TaskUsage = { inputTokens: number, outputTokens: number,
 /**
  * Null when the provider did not say.
  */
-model: string | null, };
+model: string | null, 
+/**
+ * What the agent reported the task cost, in US dollars (0 when it did not say).
+ */
+costUsd: number, };
 
 export type PendingApproval = { approvalId: string, toolCallId: string, 
 /**
@@ -169,7 +173,12 @@ line?: number, };
 
 export type ValidationResult = { ok: boolean, checks: Array<ValidationCheck>, };
 
-export type ThreadView = { id: string, environmentId: string, title: string, status: ThreadStatus, createdAt: string, updatedAt: string, activeNodeId?: string, lastMessageAt?: string, lastTaskId?: string, lastTaskState?: TaskState, };
+export type ThreadView = { id: string, environmentId: string, title: string, status: ThreadStatus, createdAt: string, updatedAt: string, activeNodeId?: string, lastMessageAt?: string, lastTaskId?: string, lastTaskState?: TaskState, 
+/**
+ * The executor the thread's messages run with (the first message's, or the last one
+ * that named another). Agent CLIs continue the thread's session on the same node.
+ */
+executor?: ExecutorKind, };
 
 export type ThreadList = { threads: Array<ThreadView>, };
 

@@ -5,6 +5,7 @@ import type { UIMessage } from 'ai';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, type InjectionMode, type Thread, type ThreadMessage } from './api';
 import type * as P from './protocol.gen';
+import { offeredBy } from './executors';
 import { errorText, navigate, nodeName, setState, toast, useStore } from './store';
 import { watchTask, type TaskStreamUpdate } from './stream';
 import { Empty, ErrorBox, Pill, RelTime } from './ui';
@@ -168,6 +169,7 @@ function TaskOutput({ taskId, task }: { taskId: string; task: ThreadMessage['tas
         {task?.usage && (
           <span class="muted-text">
             {task.usage.model} · {task.usage.inputTokens}↑ {task.usage.outputTokens}↓ tokens
+            {task.usage.costUsd > 0 && ` · $${task.usage.costUsd.toFixed(4)}`}
           </span>
         )}
         {running && (
@@ -183,7 +185,10 @@ function TaskOutput({ taskId, task }: { taskId: string; task: ThreadMessage['tas
 function Composer({ thread, running, onSent }: { thread: Thread; running: boolean; onSent: () => void }) {
   const [text, setText] = useState('');
   const [mode, setMode] = useState<InjectionMode>('followup');
-  const [executor, setExecutor] = useState(() => localStorage.getItem('viber.executor') ?? '');
+  const s = useStore();
+  // The thread keeps its executor; a new thread starts with this browser's last choice.
+  const [executor, setExecutor] = useState(() => thread.executor ?? localStorage.getItem('viber.executor') ?? '');
+  const offered = offeredBy(s.nodes.find((n) => n.id === thread.activeNodeId));
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const send = async () => {
@@ -249,9 +254,11 @@ function Composer({ thread, running, onSent }: { thread: Thread; running: boolea
               }}
             >
               <option value="">Environment default</option>
-              <option value="llm">Agent</option>
-              <option value="claude-code">Claude Code</option>
-              <option value="shell">Shell command</option>
+              {offered.map((e) => (
+                <option key={e.value} value={e.value}>
+                  {e.label}
+                </option>
+              ))}
             </select>
           </label>
         )}

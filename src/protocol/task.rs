@@ -39,6 +39,31 @@ wire_enum! {
         Llm = "llm",
         /// Claude Code's CLI (`claude`), driven over stdio in stream-json.
         ClaudeCode = "claude-code",
+        /// OpenAI's Codex CLI (`codex app-server`), driven over stdio in JSON-RPC.
+        Codex = "codex",
+        /// OpenCode (`opencode serve`), driven over its local HTTP API and event stream.
+        OpenCode = "opencode",
+    }
+}
+
+impl ExecutorKind {
+    /// Someone else's agent CLI: it keeps its own session, state in `HOME`, and is found on
+    /// the node's PATH.
+    pub fn is_agent_cli(self) -> bool {
+        matches!(
+            self,
+            ExecutorKind::ClaudeCode | ExecutorKind::Codex | ExecutorKind::OpenCode
+        )
+    }
+
+    /// How to install an agent CLI on a node.
+    pub fn install_hint(self) -> Option<&'static str> {
+        match self {
+            ExecutorKind::ClaudeCode => Some("npm install -g @anthropic-ai/claude-code"),
+            ExecutorKind::Codex => Some("npm install -g @openai/codex"),
+            ExecutorKind::OpenCode => Some("npm install -g opencode-ai"),
+            ExecutorKind::Shell | ExecutorKind::Llm => None,
+        }
     }
 }
 
@@ -280,6 +305,11 @@ pub struct TaskOptions {
     /// Run the task's processes in a container (thread tasks get their environment's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<super::ContainerSpec>,
+    /// An agent CLI's session to continue (Claude Code, Codex, OpenCode): the gateway sets
+    /// it on a thread's task from the thread's previous one on the same node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub resume_session: Option<String>,
 }
 
 #[cfg(test)]

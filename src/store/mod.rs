@@ -23,7 +23,7 @@ pub use commands::CommandRecord;
 pub use environments::{AllowedHosts, EnvironmentRecord, SecretChange, SecretRecord};
 pub use nodes::{EnrollRefusal, NodeRecord};
 pub use retention::Pruned;
-pub use tasks::{ChunkBatch, NewTask, TaskFinish, TaskRecord};
+pub use tasks::{AgentReport, ChunkBatch, NewTask, TaskFinish, TaskRecord};
 pub use threads::{ThreadMessage, ThreadRecord};
 
 use std::path::Path;

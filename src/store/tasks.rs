@@ -44,6 +44,8 @@ pub struct TaskRecord {
     pub input_tokens: i64,
     pub output_tokens: i64,
     pub model: Option<String>,
+    /// What its agent reported it cost, in US dollars.
+    pub cost_usd: f64,
     /// When retention deleted the task's output (its row and summary stay).
     pub output_pruned_at: Option<i64>,
 }
@@ -51,7 +53,7 @@ pub struct TaskRecord {
 const TASK_COLUMNS: &str = "id, node_id, goal, executor, options, state, created_at, started_at, \
                             finished_at, exit_code, error, result, last_seq, environment_id, \
                             thread_id, binding_id, input_tokens, output_tokens, model, \
-                            output_pruned_at";
+                            output_pruned_at, cost_usd";
 
 fn task_from_row(r: &Row) -> rusqlite::Result<TaskRecord> {
     Ok(TaskRecord {
@@ -75,11 +77,15 @@ fn task_from_row(r: &Row) -> rusqlite::Result<TaskRecord> {
         output_tokens: tokens(r, 17)?,
         model: r.get(18)?,
         output_pruned_at: r.get(19)?,
+        cost_usd: cost(r, 20)?,
     })
 }
 
 /// Most tokens one task's usage counts; reports past it saturate here.
 pub const MAX_TASK_TOKENS: i64 = 1_000_000_000_000_000;
+
+/// Most cost one task counts, in US dollars; reports past it saturate here.
+pub const MAX_TASK_COST_USD: f64 = 1.0e9;
 
 /// A token count, read tolerantly: a REAL left by an older build (whose sums could overflow
 /// into floats) or a sum is read saturated instead of failing every query that reads it.
@@ -88,6 +94,15 @@ fn tokens(r: &Row, i: usize) -> rusqlite::Result<i64> {
         rusqlite::types::ValueRef::Integer(n) => Ok(n.clamp(0, MAX_TASK_TOKENS)),
         rusqlite::types::ValueRef::Real(f) if f.is_finite() => Ok(f.clamp(0.0, 9.0e18) as i64),
         _ => Ok(0),
+    }
+}
+
+/// A cost, read tolerantly like a token count.
+fn cost(r: &Row, i: usize) -> rusqlite::Result<f64> {
+    match r.get_ref(i)? {
+        rusqlite::types::ValueRef::Real(f) if f.is_finite() => Ok(f.max(0.0)),
+        rusqlite::types::ValueRef::Integer(n) => Ok(n.max(0) as f64),
+        _ => Ok(0.0),
     }
 }
 
@@ -120,8 +135,20 @@ pub struct ChunkBatch {
     pub finished: Vec<(String, TaskFinish)>,
     /// (task, highest seq now stored)
     pub last_seq: Vec<(String, u64)>,
-    /// (task, input tokens, output tokens, model) to add to the task's usage
-    pub usage: Vec<(String, i64, i64, Option<String>)>,
+    /// What agents reported, to add to their tasks' usage
+    pub usage: Vec<AgentReport>,
+}
+
+/// What an agent's `message-metadata` chunk reports for its task: tokens and cost to add,
+/// the model, and the CLI session a later task of its thread can continue.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AgentReport {
+    pub task: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+    pub model: Option<String>,
+    pub session: Option<String>,
 }
 
 impl ChunkBatch {
@@ -245,10 +272,21 @@ impl Store {
                 let mut usage = tx.prepare_cached(
                     "UPDATE tasks SET input_tokens = min(input_tokens + ?2, ?5),
                                       output_tokens = min(output_tokens + ?3, ?5),
-                                      model = coalesce(?4, model) WHERE id = ?1",
+                                      model = coalesce(?4, model),
+                                      cost_usd = min(cost_usd + ?6, ?7),
+                                      agent_session = coalesce(?8, agent_session) WHERE id = ?1",
                 )?;
-                for (task, input, output, model) in &batch.usage {
-                    usage.execute(params![task, input, output, model, MAX_TASK_TOKENS])?;
+                for r in &batch.usage {
+                    usage.execute(params![
+                        r.task,
+                        r.input_tokens,
+                        r.output_tokens,
+                        r.model,
+                        MAX_TASK_TOKENS,
+                        r.cost_usd,
+                        MAX_TASK_COST_USD,
+                        r.session
+                    ])?;
                 }
             }
             for (task, fin) in &batch.finished {
@@ -311,22 +349,29 @@ impl Store {
     }
 
     /// Token usage of tasks created in [from, to), grouped by `key` (node_id, environment_id
-    /// or model): (key, tasks, input tokens, output tokens).
+    /// or model): (key, tasks, input tokens, output tokens, cost in US dollars).
     pub async fn usage_by(
         &self,
         key: &'static str,
         from: i64,
         to: i64,
-    ) -> anyhow::Result<Vec<(Option<String>, i64, i64, i64)>> {
+    ) -> anyhow::Result<Vec<(Option<String>, i64, i64, i64, f64)>> {
         self.read(move |c| {
             let mut st = c.prepare(&format!(
-                "SELECT {key}, count(*), total(input_tokens), total(output_tokens) FROM tasks
-                 WHERE created_at >= ?1 AND created_at < ?2 AND (input_tokens > 0 OR output_tokens > 0)
+                "SELECT {key}, count(*), total(input_tokens), total(output_tokens), total(cost_usd)
+                 FROM tasks WHERE created_at >= ?1 AND created_at < ?2
+                   AND (input_tokens > 0 OR output_tokens > 0 OR cost_usd > 0)
                  GROUP BY {key} ORDER BY total(input_tokens) + total(output_tokens) DESC"
             ))?;
             // total() is a float that cannot overflow; the sums are read back saturated.
             let rows = st.query_map(params![from, to], |r| {
-                Ok((r.get(0)?, r.get(1)?, tokens(r, 2)?, tokens(r, 3)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    tokens(r, 2)?,
+                    tokens(r, 3)?,
+                    cost(r, 4)?,
+                ))
             })?;
             rows.collect()
         })

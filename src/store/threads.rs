@@ -4,7 +4,7 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::Store;
 use crate::protocol::api::ThreadStatus;
-use crate::protocol::{InjectionMode, TaskState};
+use crate::protocol::{ExecutorKind, InjectionMode, TaskState};
 
 #[derive(Debug, Clone)]
 pub struct ThreadRecord {
@@ -16,6 +16,8 @@ pub struct ThreadRecord {
     pub last_message_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The executor its messages run with (set by the first message).
+    pub executor: Option<ExecutorKind>,
     /// The thread's latest task and its state (read-only; filled by SELECTs).
     pub last_task: Option<(String, TaskState)>,
 }
@@ -24,8 +26,8 @@ pub struct ThreadRecord {
 const THREAD_LAST_TASK: &str = "(SELECT id || ' ' || state FROM tasks
      WHERE tasks.thread_id = threads.id ORDER BY created_at DESC, id DESC LIMIT 1)";
 
-const THREAD_COLUMNS: &str =
-    "id, environment_id, title, active_node_id, status, last_message_at, created_at, updated_at";
+const THREAD_COLUMNS: &str = "id, environment_id, title, active_node_id, status, last_message_at, \
+                              created_at, updated_at, executor";
 
 fn thread_from_row(r: &Row) -> rusqlite::Result<ThreadRecord> {
     Ok(ThreadRecord {
@@ -37,7 +39,8 @@ fn thread_from_row(r: &Row) -> rusqlite::Result<ThreadRecord> {
         last_message_at: r.get(5)?,
         created_at: r.get(6)?,
         updated_at: r.get(7)?,
-        last_task: r.get::<_, Option<String>>(8)?.and_then(|s| {
+        executor: r.get(8)?,
+        last_task: r.get::<_, Option<String>>(9)?.and_then(|s| {
             let (id, state) = s.split_once(' ')?;
             Some((id.to_string(), state.parse().ok()?))
         }),
@@ -57,8 +60,8 @@ impl Store {
     pub async fn insert_thread(&self, t: ThreadRecord) -> anyhow::Result<()> {
         self.write(move |c| {
             c.execute(
-                &format!("INSERT INTO threads ({THREAD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
-                params![t.id, t.environment_id, t.title, t.active_node_id, t.status, t.last_message_at, t.created_at, t.updated_at],
+                &format!("INSERT INTO threads ({THREAD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![t.id, t.environment_id, t.title, t.active_node_id, t.status, t.last_message_at, t.created_at, t.updated_at, t.executor],
             )?;
             Ok(())
         })
@@ -94,14 +97,15 @@ impl Store {
         self.write(move |c| {
             c.execute(
                 "UPDATE threads SET title = ?2, status = ?3, active_node_id = ?4,
-                    last_message_at = ?5, updated_at = ?6 WHERE id = ?1",
+                    last_message_at = ?5, updated_at = ?6, executor = ?7 WHERE id = ?1",
                 params![
                     t.id,
                     t.title,
                     t.status,
                     t.active_node_id,
                     t.last_message_at,
-                    t.updated_at
+                    t.updated_at,
+                    t.executor
                 ],
             )?;
             Ok(())
@@ -148,6 +152,28 @@ impl Store {
                 })
             })?;
             rows.collect()
+        })
+        .await
+    }
+
+    /// The agent CLI session the thread's latest `executor` task on `node_id` reported: the
+    /// next task there continues it (a session lives in that node's agent home).
+    pub async fn thread_agent_session(
+        &self,
+        thread_id: String,
+        executor: ExecutorKind,
+        node_id: String,
+    ) -> anyhow::Result<Option<String>> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT agent_session FROM tasks
+                 WHERE thread_id = ?1 AND executor = ?2 AND node_id = ?3
+                   AND agent_session IS NOT NULL
+                 ORDER BY created_at DESC, id DESC LIMIT 1",
+                params![thread_id, executor, node_id],
+                |r| r.get(0),
+            )
+            .optional()
         })
         .await
     }

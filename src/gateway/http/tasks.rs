@@ -60,10 +60,11 @@ pub fn task_view(t: &TaskRecord) -> TaskView {
 
 /// The tokens a task used, when its agent reported any.
 pub fn task_usage(t: &TaskRecord) -> Option<TaskUsage> {
-    (t.input_tokens > 0 || t.output_tokens > 0).then(|| TaskUsage {
+    (t.input_tokens > 0 || t.output_tokens > 0 || t.cost_usd > 0.0).then(|| TaskUsage {
         input_tokens: t.input_tokens,
         output_tokens: t.output_tokens,
         model: t.model.clone(),
+        cost_usd: t.cost_usd,
     })
 }
 
@@ -201,8 +202,12 @@ async fn check_node(app: &App, id: String, executor: ExecutorKind) -> ApiResult<
     {
         if !p.info.offers(executor) {
             return Err(ApiError::validation(format!(
-                "node {id} has no {:?} executor",
-                executor.as_str()
+                "node {id} has no {:?} executor{}",
+                executor.as_str(),
+                executor
+                    .install_hint()
+                    .map(|h| format!(": install it on the node with `{h}` and restart the node"))
+                    .unwrap_or_default()
             )));
         }
     }

@@ -42,6 +42,7 @@ fn thread_view(t: &ThreadRecord) -> ThreadView {
         last_message_at: t.last_message_at.map(iso8601),
         last_task_id: t.last_task.as_ref().map(|(id, _)| id.clone()),
         last_task_state: t.last_task.as_ref().map(|(_, state)| *state),
+        executor: t.executor,
     }
 }
 
@@ -120,6 +121,7 @@ pub async fn create(
         last_message_at: None,
         created_at: now,
         updated_at: now,
+        executor: None,
         last_task: None,
     };
     app.store.insert_thread(t.clone()).await?;
@@ -301,16 +303,25 @@ async fn start_task(
 ) -> ApiResult<crate::protocol::api::TaskView> {
     let binding = pick_binding(app, &env.id, thread.active_node_id.as_deref()).await?;
     let vars = app.store.environment_vars(env.id.clone()).await?;
-    // The message's executor, else the environment's, else the agent when the node offers one.
+    // The message's executor, else the thread's, else the environment's, else the agent
+    // when the node offers one.
     let executor = match req.executor.as_deref() {
         Some(e) => parse_executor(e)?,
-        None => env.default_executor.unwrap_or_else(|| {
+        None => thread.executor.or(env.default_executor).unwrap_or_else(|| {
             if offers(app, &binding.node_id, ExecutorKind::Llm) {
                 ExecutorKind::Llm
             } else {
                 ExecutorKind::Shell
             }
         }),
+    };
+    // An agent CLI continues the session the thread's last task with it had on this node.
+    let resume_session = if executor.is_agent_cli() {
+        app.store
+            .thread_agent_session(thread.id.clone(), executor, binding.node_id.clone())
+            .await?
+    } else {
+        None
     };
     let ready = binding_phase(&binding, env.version) == BindingPhase::Ready
         && binding.resolved_working_dir.is_some();
@@ -332,6 +343,7 @@ async fn start_task(
             .concat(),
         )?,
         container: container_of(env, &binding.id),
+        resume_session,
         ..TaskOptions::default()
     };
     let now = now_ms();
@@ -355,6 +367,7 @@ async fn start_task(
         .insert_thread_message(thread.id.clone(), req.message, task_id.clone(), None, now)
         .await?;
     thread.active_node_id = Some(binding.node_id.clone());
+    thread.executor = Some(executor);
     thread.last_message_at = Some(now);
     thread.updated_at = now;
     let thread_id = thread.id.clone();

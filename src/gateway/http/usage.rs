@@ -1,4 +1,4 @@
-//! `GET /api/usage?from=&to=`: tokens of agent tasks created in a time range (default: the
+//! `GET /api/usage?from=&to=`: tokens and cost of agent tasks created in a time range (default: the
 //! last 30 days), summed by node, environment and model.
 
 use axum::extract::State;
@@ -44,14 +44,17 @@ pub async fn usage(
     if from >= to {
         return Err(ApiError::validation("from must be before to"));
     }
-    let rows = |rows: Vec<(Option<String>, i64, i64, i64)>| -> Vec<UsageRow> {
+    let rows = |rows: Vec<(Option<String>, i64, i64, i64, f64)>| -> Vec<UsageRow> {
         rows.into_iter()
-            .map(|(key, tasks, input_tokens, output_tokens)| UsageRow {
-                key,
-                tasks,
-                input_tokens,
-                output_tokens,
-            })
+            .map(
+                |(key, tasks, input_tokens, output_tokens, cost_usd)| UsageRow {
+                    key,
+                    tasks,
+                    input_tokens,
+                    output_tokens,
+                    cost_usd,
+                },
+            )
             .collect()
     };
     let by_node = rows(app.store.usage_by("node_id", from, to).await?);
@@ -60,11 +63,13 @@ pub async fn usage(
             tasks: 0,
             input_tokens: 0,
             output_tokens: 0,
+            cost_usd: 0.0,
         },
         |t, r| UsageTotal {
             tasks: t.tasks + r.tasks,
             input_tokens: t.input_tokens + r.input_tokens,
             output_tokens: t.output_tokens + r.output_tokens,
+            cost_usd: t.cost_usd + r.cost_usd,
         },
     );
     Ok(Json(UsageReport {

@@ -25,7 +25,7 @@ use super::events::Events;
 use crate::clock::now_ms;
 use crate::protocol::events::Event;
 use crate::protocol::{ErrorCode, Frame, TaskOutcome, TaskState};
-use crate::store::{Store, TaskFinish, TaskRecord};
+use crate::store::{AgentReport, Store, TaskFinish, TaskRecord};
 
 mod dispatch;
 mod lifecycle;
@@ -143,13 +143,6 @@ impl AckBox {
     }
 }
 
-/// Token usage reported by an agent's `message-metadata` chunk.
-struct Usage {
-    input: i64,
-    output: i64,
-    model: Option<String>,
-}
-
 /// Most tokens one usage report may add: far above any model's context, far below what
 /// could overflow a sum.
 const MAX_REPORTED_TOKENS: i64 = 100_000_000;
@@ -160,6 +153,45 @@ fn reported_tokens(v: &Value) -> i64 {
         .or_else(|| v.as_u64().map(|_| i64::MAX))
         .unwrap_or(0)
         .clamp(0, MAX_REPORTED_TOKENS)
+}
+
+/// Most cost one report may add, in US dollars.
+const MAX_REPORTED_COST_USD: f64 = 1.0e6;
+
+/// A node's cost figure, clamped like its token counts.
+fn reported_cost(v: &Value) -> f64 {
+    v.as_f64()
+        .filter(|f| f.is_finite())
+        .unwrap_or(0.0)
+        .clamp(0.0, MAX_REPORTED_COST_USD)
+}
+
+/// An agent session id as a node reports it: short printable text, or nothing.
+fn reported_session(v: &Value) -> Option<String> {
+    v.as_str()
+        .filter(|s| !s.is_empty() && s.len() <= 200 && s.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
+}
+
+/// What an agent's `message-metadata` chunk reports: usage, cost, its CLI session.
+fn agent_report(task_id: &str, chunk: &Value) -> Option<AgentReport> {
+    if chunk["type"] != "message-metadata" {
+        return None;
+    }
+    let m = &chunk["messageMetadata"];
+    let r = AgentReport {
+        task: task_id.to_string(),
+        input_tokens: reported_tokens(&m["usage"]["inputTokens"]),
+        output_tokens: reported_tokens(&m["usage"]["outputTokens"]),
+        cost_usd: reported_cost(&m["costUsd"]),
+        model: m["model"].as_str().map(str::to_string),
+        session: reported_session(&m["agentSession"]),
+    };
+    (r != AgentReport {
+        task: r.task.clone(),
+        ..AgentReport::default()
+    })
+    .then_some(r)
 }
 
 /// What to do with one reliable frame after ordering it.
@@ -175,8 +207,8 @@ enum Sequenced {
 }
 
 enum WriteOp {
-    /// A chunk, with the token usage it reports.
-    Chunk(Arc<LiveTask>, u64, Arc<str>, Option<Usage>),
+    /// A chunk, with what it reports for the task's usage.
+    Chunk(Arc<LiveTask>, u64, Arc<str>, Option<AgentReport>),
     Started(Arc<LiveTask>, u64, i64),
     Finished(Arc<LiveTask>, u64, TaskFinish),
 }
@@ -489,7 +521,7 @@ impl TaskHub {
 
     /// What the gateway reads from a chunk as it passes: approval requests (an event for the
     /// board) and token usage (stored with the task). Returns the chunk's text.
-    fn chunk_seen(&self, task_id: &str, chunk: &Value) -> (Arc<str>, Option<Usage>) {
+    fn chunk_seen(&self, task_id: &str, chunk: &Value) -> (Arc<str>, Option<AgentReport>) {
         if chunk["type"] == "tool-approval-request" {
             let field = |k: &str| chunk[k].as_str().unwrap_or_default().to_string();
             self.events.publish(Event::TaskApproval {
@@ -499,15 +531,7 @@ impl TaskHub {
                 tool_call_id: field("toolCallId"),
             });
         }
-        let usage = (chunk["type"] == "message-metadata")
-            .then(|| &chunk["messageMetadata"])
-            .filter(|m| m["usage"].is_object())
-            .map(|m| Usage {
-                input: reported_tokens(&m["usage"]["inputTokens"]),
-                output: reported_tokens(&m["usage"]["outputTokens"]),
-                model: m["model"].as_str().map(str::to_string),
-            });
-        (chunk.to_string().into(), usage)
+        (chunk.to_string().into(), agent_report(task_id, chunk))
     }
 
     /// The node's connection ended: its pending acks go (they are sent again when the node

@@ -85,9 +85,7 @@ fn build(ops: impl Iterator<Item = WriteOp>) -> Batch {
             WriteOp::Chunk(live, seq, text, usage) => {
                 b.rows.chunks.push((live.id.clone(), seq, text.to_string()));
                 if let Some(u) = usage {
-                    b.rows
-                        .usage
-                        .push((live.id.clone(), u.input, u.output, u.model));
+                    b.rows.usage.push(u);
                 }
                 (live, seq)
             }

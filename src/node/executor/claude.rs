@@ -18,9 +18,7 @@
 //! Credentials are the task's: `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL` (or
 //! `CLAUDE_CODE_OAUTH_TOKEN`) from the environment's secrets and variables.
 
-use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -28,36 +26,13 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use super::cli::{self, CLAUDE_CODE};
 use super::llm::approval;
 use super::{Executor, Run, RunOutcome};
 use crate::protocol::ui::UiChunk;
 use crate::protocol::WorkingMode;
 
 pub struct ClaudeCode;
-
-/// The CLI's path and version, when installed (looked up once).
-pub fn installed() -> Option<&'static (PathBuf, String)> {
-    static FOUND: OnceLock<Option<(PathBuf, String)>> = OnceLock::new();
-    FOUND
-        .get_or_init(|| {
-            let path = std::env::var_os("PATH").and_then(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join("claude"))
-                    .find(|p| p.is_file())
-            })?;
-            let out = std::process::Command::new(&path)
-                .arg("--version")
-                .stdin(Stdio::null())
-                .output()
-                .ok()?;
-            let version = String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .next()?
-                .to_string();
-            out.status.success().then_some((path, version))
-        })
-        .as_ref()
-}
 
 impl Executor for ClaudeCode {
     fn name(&self) -> &'static str {
@@ -96,19 +71,10 @@ fn must_ask(run: &Run<'_>, tool: &str, input: &Value) -> bool {
 }
 
 async fn drive(run: Run<'_>) -> RunOutcome {
-    let Some((bin, _)) = installed() else {
-        return RunOutcome::Failed(
-            "Claude Code is not installed on this node: install it with `npm install -g \
-             @anthropic-ai/claude-code` (the `claude` command must be on the node's PATH)"
-                .into(),
-        );
+    let Some(found) = CLAUDE_CODE.installed() else {
+        return RunOutcome::Failed(CLAUDE_CODE.missing());
     };
-    let session = run
-        .memory
-        .lock()
-        .await
-        .first()
-        .and_then(|m| m["claudeSession"].as_str().map(str::to_string));
+    let session = cli::session(&run).await;
     let mode = match run.options.working_mode {
         Some(WorkingMode::AgentDecides) => "acceptEdits",
         _ => "default",
@@ -139,7 +105,7 @@ async fn drive(run: Run<'_>) -> RunOutcome {
     env.entry("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into())
         .or_insert_with(|| "1".into());
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let bin = bin.display().to_string();
+    let bin = found.path.display().to_string();
     let prepared = match run.confine.command(&bin, &arg_refs, run.cwd, &env) {
         Ok(p) => p,
         Err(e) => return RunOutcome::Failed(e),
@@ -200,7 +166,7 @@ async fn drive(run: Run<'_>) -> RunOutcome {
                             outcome = Some(map.result(&event));
                             break;
                         }
-                        _ => map.event(&event, run.memory).await,
+                        _ => map.event(&event).await,
                     }
                 }
                 Ok(None) | Err(_) => break,
@@ -310,11 +276,11 @@ impl<'r, 'a> Mapper<'r, 'a> {
         self.run.emit.chunk(c);
     }
 
-    async fn event(&mut self, e: &Value, memory: &tokio::sync::Mutex<Vec<Value>>) {
+    async fn event(&mut self, e: &Value) {
         match e["type"].as_str() {
             Some("system") if e["subtype"] == "init" => {
                 if let Some(s) = e["session_id"].as_str() {
-                    *memory.lock().await = vec![json!({"claudeSession": s})];
+                    cli::remember_session(self.run, s).await;
                 }
             }
             Some("stream_event") => self.stream(&e["event"]),

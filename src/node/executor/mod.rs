@@ -10,7 +10,10 @@
 //! runtime), frames or the connection. An executor ends by returning a [`RunOutcome`].
 
 mod claude;
+pub mod cli;
+mod codex;
 pub mod llm;
+mod opencode;
 mod shell;
 pub mod tools;
 
@@ -69,12 +72,14 @@ pub fn for_kind(kind: ExecutorKind) -> &'static dyn Executor {
         ExecutorKind::Shell => &Shell,
         ExecutorKind::Llm => &llm::Llm,
         ExecutorKind::ClaudeCode => &claude::ClaudeCode,
+        ExecutorKind::Codex => &codex::Codex,
+        ExecutorKind::OpenCode => &opencode::OpenCode,
     }
 }
 
 /// Executors that keep state in `HOME` (agent CLIs): their tasks get a writable one.
 pub fn needs_home(kind: ExecutorKind) -> bool {
-    matches!(kind, ExecutorKind::ClaudeCode)
+    kind.is_agent_cli()
 }
 
 /// Executors this node can run now (advertised as capabilities): `llm` only with a provider.
@@ -83,9 +88,8 @@ pub fn available() -> Vec<String> {
     if llm::Provider::configured() {
         v.push(ExecutorKind::Llm.as_str().to_string());
     }
-    if let Some((_, version)) = claude::installed() {
-        v.push(ExecutorKind::ClaudeCode.as_str().to_string());
-        v.push(format!("{}@{version}", ExecutorKind::ClaudeCode.as_str()));
+    for c in cli::ALL {
+        v.extend(c.capabilities());
     }
     v
 }

@@ -43,6 +43,8 @@ pub struct TaskUsage {
     /// Null when the provider did not say.
     #[schema(required = true)]
     pub model: Option<String>,
+    /// What the agent reported the task cost, in US dollars (0 when it did not say).
+    pub cost_usd: f64,
 }
 
 /// A tool call waiting for an operator's answer.
@@ -232,6 +234,8 @@ pub struct UsageRow {
     pub tasks: i64,
     pub input_tokens: i64,
     pub output_tokens: i64,
+    /// What the agents reported their tasks cost, in US dollars.
+    pub cost_usd: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -240,6 +244,7 @@ pub struct UsageTotal {
     pub tasks: i64,
     pub input_tokens: i64,
     pub output_tokens: i64,
+    pub cost_usd: f64,
 }
 
 /// `GET /api/usage`: tokens of agent tasks created in `[from, to)`.

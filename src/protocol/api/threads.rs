@@ -50,6 +50,8 @@ pub struct SendMessage {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub injection_mode: Option<String>,
+    /// The executor for this and the thread's later messages (default: the thread's, else
+    /// the environment's default, else `llm` where the node offers it, else `shell`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor: Option<String>,
 }
@@ -76,6 +78,11 @@ pub struct ThreadView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub last_task_state: Option<TaskState>,
+    /// The executor the thread's messages run with (the first message's, or the last one
+    /// that named another). Agent CLIs continue the thread's session on the same node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub executor: Option<crate::protocol::ExecutorKind>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
