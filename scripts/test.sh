@@ -20,6 +20,8 @@ fi
 if [ ! -f tests/js/node_modules/ai/package.json ] \
     || [ ! -f tests/js/node_modules/playwright-core/package.json ] \
     || [ ! -x tests/js/node_modules/.bin/claude ] \
+    || [ ! -x tests/js/node_modules/.bin/codex ] \
+    || [ ! -x tests/js/node_modules/.bin/opencode ] \
     || [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; then
     echo "installing test JS dependencies (tests/js)" >&2
     npm ci --prefix tests/js --no-audit --no-fund --loglevel=error

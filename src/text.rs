@@ -12,6 +12,18 @@ pub fn head(s: &str, max: usize) -> &str {
     &s[..cut]
 }
 
+/// The longest suffix of `s` of at most `max` bytes that starts on a character boundary.
+pub fn tail(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = s.len() - max;
+    while !s.is_char_boundary(cut) {
+        cut += 1;
+    }
+    &s[cut..]
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -20,5 +32,8 @@ mod tests {
         assert_eq!(super::head("héllo", 3), "hé");
         assert_eq!(super::head("hi", 10), "hi");
         assert_eq!(super::head("😀", 3), "");
+        assert_eq!(super::tail("héllo", 4), "llo");
+        assert_eq!(super::tail("héllo", 5), "éllo");
+        assert_eq!(super::tail("hi", 10), "hi");
     }
 }

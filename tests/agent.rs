@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::fake_openai::{
@@ -127,19 +126,7 @@ impl Agent {
     }
 
     fn conformance(&self, id: &str) -> Value {
-        let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js/conformance.mjs");
-        let out = std::process::Command::new("node")
-            .arg(js)
-            .args(["stream", &format!("{}/api/tasks/{id}/stream", self.gw.url)])
-            .env("VIBER_TOKEN", &self.gw.token)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        self.gw.conformance(id)
     }
 }
 

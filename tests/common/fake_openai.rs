@@ -4,7 +4,10 @@
 //!   chunk, then `data: [DONE]`;
 //! - Anthropic Messages (`POST /v1/messages`): named SSE events (`message_start`,
 //!   `content_block_start/delta/stop`, `message_delta`, `message_stop`) with `input_json_delta`
-//!   pieces for tool input.
+//!   pieces for tool input;
+//! - OpenAI Responses (`POST /v1/responses`, what Codex speaks): named SSE events
+//!   (`response.created`, `response.output_item.added/done`, `response.output_text.delta`,
+//!   `response.completed` with usage).
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -36,6 +39,9 @@ struct Inner {
     requests: Mutex<Vec<(HeaderMap, Value)>>,
     /// When each request arrived and when its whole response was handed to the socket.
     timings: Mutex<Vec<(std::time::Instant, std::time::Instant)>>,
+    /// Answer chat requests without tools (OpenCode's session titles) with a title, outside
+    /// the script.
+    titles: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -130,6 +136,69 @@ pub fn tool_call(id: &str, name: &str, args: Value) -> Reply {
     ])
 }
 
+/// A Responses API answer: one assistant message, its text in two deltas.
+pub fn responses_text(s: &str) -> Reply {
+    let mid = (0..=s.len() / 2)
+        .rev()
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap();
+    let item = json!({"type": "message", "id": "msg_t", "role": "assistant", "status": "completed",
+                      "content": [{"type": "output_text", "text": s, "annotations": []}]});
+    let mut events = vec![
+        json!({"type": "response.created", "response": {"id": "resp_t"}}),
+        json!({"type": "response.output_item.added", "output_index": 0,
+               "item": {"type": "message", "id": "msg_t", "role": "assistant",
+                        "status": "in_progress", "content": []}}),
+    ];
+    for piece in [&s[..mid], &s[mid..]] {
+        events.push(
+            json!({"type": "response.output_text.delta", "item_id": "msg_t",
+                           "output_index": 0, "content_index": 0, "delta": piece}),
+        );
+    }
+    events.extend(responses_end(item));
+    Reply::Stream(events)
+}
+
+/// A Responses API answer that calls a function tool (Codex's `exec_command` takes
+/// `{"cmd": "..."}`).
+pub fn responses_call(call_id: &str, name: &str, args: Value) -> Reply {
+    let item = json!({"type": "function_call", "id": format!("fc_{call_id}"), "call_id": call_id,
+                      "name": name, "arguments": args.to_string(), "status": "completed"});
+    let mut added = item.clone();
+    added["arguments"] = json!("");
+    let mut events = vec![
+        json!({"type": "response.created", "response": {"id": "resp_c"}}),
+        json!({"type": "response.output_item.added", "output_index": 0, "item": added}),
+    ];
+    events.extend(responses_end(item));
+    Reply::Stream(events)
+}
+
+/// A Responses API answer that calls a freeform tool (Codex's `apply_patch`).
+pub fn responses_custom(call_id: &str, name: &str, input: &str) -> Reply {
+    let item = json!({"type": "custom_tool_call", "id": format!("ctc_{call_id}"), "call_id": call_id,
+                      "name": name, "input": input, "status": "completed"});
+    let mut added = item.clone();
+    added["input"] = json!("");
+    let mut events = vec![
+        json!({"type": "response.created", "response": {"id": "resp_p"}}),
+        json!({"type": "response.output_item.added", "output_index": 0, "item": added}),
+    ];
+    events.extend(responses_end(item));
+    Reply::Stream(events)
+}
+
+fn responses_end(item: Value) -> Vec<Value> {
+    vec![
+        json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+        json!({"type": "response.completed", "response": {"id": "resp", "usage": {
+            "input_tokens": 100, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 120}}}),
+    ]
+}
+
 impl FakeOpenAi {
     pub async fn start(script: Vec<Reply>) -> FakeOpenAi {
         let inner = Arc::new(Inner {
@@ -138,7 +207,8 @@ impl FakeOpenAi {
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
-            .route("/v1/messages", post(messages))
+            .route("/v1/messages", post(named_events))
+            .route("/v1/responses", post(named_events))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -147,6 +217,14 @@ impl FakeOpenAi {
             inner,
             base_url: format!("http://{addr}/v1"),
         }
+    }
+
+    /// From now on, chat requests without tools (a client's title generation) get a title
+    /// and are neither scripted nor recorded.
+    pub fn answer_titles(&self) {
+        self.inner
+            .titles
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Base URL for an Anthropic client (which appends `/v1/messages`).
@@ -204,6 +282,12 @@ async fn complete(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Str
 
 fn respond(inner: &Inner, headers: HeaderMap, body: String) -> Response {
     let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    if inner.titles.load(std::sync::atomic::Ordering::Relaxed) && parsed.get("tools").is_none() {
+        let Reply::Stream(chunks) = text("A title") else {
+            unreachable!()
+        };
+        return ([("content-type", "text/event-stream")], openai_sse(chunks)).into_response();
+    }
     inner.requests.lock().unwrap().push((headers, parsed));
     let next = inner.script.lock().unwrap().pop_front();
     match next {
@@ -263,7 +347,12 @@ fn openai_sse(chunks: Vec<Value>) -> String {
     sse
 }
 
-async fn messages(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: String) -> Response {
+/// Anthropic's and the Responses API's streams: SSE events named by their `type`.
+async fn named_events(
+    State(inner): State<Arc<Inner>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     inner.requests.lock().unwrap().push((headers, parsed));
     let next = inner.script.lock().unwrap().pop_front();
@@ -278,7 +367,15 @@ async fn messages(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Str
             }
             ([("content-type", "text/event-stream")], sse).into_response()
         }
-        Some(Reply::Status(code, _)) => (StatusCode::from_u16(code).unwrap(), "{}").into_response(),
+        // An error body both APIs' clients read their message from.
+        Some(Reply::Status(code, _)) => (
+            StatusCode::from_u16(code).unwrap(),
+            [("content-type", "application/json")],
+            json!({"type": "error", "error": {"type": "authentication_error",
+                   "message": "Incorrect API key provided", "code": "invalid_api_key"}})
+            .to_string(),
+        )
+            .into_response(),
         Some(Reply::SplitStream(_)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "split streams are scripted for OpenAI only",
@@ -287,4 +384,13 @@ async fn messages(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Str
         Some(Reply::Raw(body)) => ([("content-type", "text/event-stream")], body).into_response(),
         None => (StatusCode::INTERNAL_SERVER_ERROR, "script exhausted").into_response(),
     }
+}
+
+/// The last `max` bytes of `s` (on a character boundary), for failure messages.
+pub fn tail(s: &str, max: usize) -> &str {
+    let mut cut = s.len().saturating_sub(max);
+    while !s.is_char_boundary(cut) {
+        cut += 1;
+    }
+    &s[cut..]
 }

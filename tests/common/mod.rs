@@ -3,6 +3,7 @@
 //! ours is mocked.
 #![allow(dead_code)]
 
+pub mod agent_cli;
 pub mod fake_openai;
 
 use std::io::{BufRead, BufReader};
@@ -270,6 +271,27 @@ impl Gateway {
             .filter(|d| *d != "[DONE]")
             .map(|d| serde_json::from_str(d).unwrap())
             .collect()
+    }
+
+    /// Reads a task's stream with the real `ai` package (tests/js/conformance.mjs: its SSE
+    /// parser, chunk schema and ordering rules); its summary of the stream.
+    pub fn conformance(&self, task_id: &str) -> Value {
+        let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js/conformance.mjs");
+        let out = std::process::Command::new("node")
+            .arg(js)
+            .args([
+                "stream",
+                &format!("{}/api/tasks/{task_id}/stream", self.url),
+            ])
+            .env("VIBER_TOKEN", &self.token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

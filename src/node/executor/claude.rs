@@ -18,14 +18,13 @@
 //! Credentials are the task's: `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL` (or
 //! `CLAUDE_CODE_OAUTH_TOKEN`) from the environment's secrets and variables.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use std::time::Duration;
 
+use serde_json::{json, Value};
+
+use super::agent_process::AgentProcess;
 use super::cli::{self, CLAUDE_CODE};
 use super::llm::approval;
 use super::{Executor, Run, RunOutcome};
@@ -98,126 +97,114 @@ async fn drive(run: Run<'_>) -> RunOutcome {
     if let Some(m) = &run.options.model {
         args.extend(["--model".into(), m.clone()]);
     }
-    if let Some(s) = &session {
-        args.extend(["--resume".into(), s.clone()]);
-    }
     let mut env = run.env.clone();
     env.entry("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into())
         .or_insert_with(|| "1".into());
-    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let bin = found.path.display().to_string();
-    let prepared = match run.confine.command(&bin, &arg_refs, run.cwd, &env) {
-        Ok(p) => p,
+    let (mut cli, mut pending) = match start(&run, &found.path, &args, session, &env).await {
+        Ok(started) => started,
         Err(e) => return RunOutcome::Failed(e),
     };
-    let mut cmd = prepared.cmd;
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    crate::node::sandbox::own_session(&mut cmd);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return RunOutcome::Failed(format!("cannot start Claude Code: {e}")),
-    };
-    let _guard = prepared.guard;
-    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
-    let (Some(mut stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return RunOutcome::Failed("Claude Code's pipes are missing".into());
-    };
-    let errors = tokio::spawn(async move {
-        let mut tail = String::new();
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(l)) = lines.next_line().await {
-            tail.push_str(&l);
-            tail.push('\n');
-            if tail.len() > 8192 {
-                tail.drain(..tail.len() - 4096);
-            }
-        }
-        tail
-    });
-    let first = json!({"type": "user", "message": {"role": "user",
-        "content": [{"type": "text", "text": run.input}]}});
-    if write_line(&mut stdin, &first).await.is_err() {
-        return RunOutcome::Failed("Claude Code exited before reading its input".into());
-    }
-    let mut stdin = Some(stdin);
     let mut map = Mapper::new(&run);
-    let mut lines = BufReader::new(stdout).lines();
     let mut asking = FuturesUnordered::new();
-    let mut outcome: Option<RunOutcome> = None;
-    loop {
+    let outcome = loop {
         tokio::select! {
-            line = lines.next_line() => match line {
-                Ok(Some(line)) => {
-                    let Ok(event) = serde_json::from_str::<Value>(&line) else { continue };
-                    match event["type"].as_str() {
-                        Some("control_request") => {
-                            let req = event["request"].clone();
-                            let id = event["request_id"].clone();
-                            let run = &run;
-                            asking.push(async move { (id, answer(run, &req).await) });
-                        }
-                        Some("result") => {
-                            // The turn is over: its last line. Closing stdin ends the CLI.
-                            outcome = Some(map.result(&event));
-                            break;
-                        }
-                        _ => map.event(&event).await,
+            event = next(&mut cli, &mut pending) => match event {
+                None => break None,
+                Some(event) => match event["type"].as_str() {
+                    Some("control_request") => {
+                        let req = event["request"].clone();
+                        let id = event["request_id"].clone();
+                        let run = &run;
+                        asking.push(async move { (id, answer(run, &req).await) });
                     }
-                }
-                Ok(None) | Err(_) => break,
+                    // The turn is over: its last line. Closing stdin ends the CLI.
+                    Some("result") => break Some(map.result(&event)),
+                    // The CLI retries a refused key for minutes; it will not get better.
+                    Some("system") if refused(&event) => {
+                        break Some(RunOutcome::Failed(format!(
+                            "the model provider refused Claude Code's credentials (HTTP {}, {}): \
+                             check ANTHROPIC_API_KEY or CLAUDE_CODE_OAUTH_TOKEN",
+                            event["error_status"],
+                            event["error"].as_str().unwrap_or("authentication failed")
+                        )))
+                    }
+                    _ => map.event(&event).await,
+                },
             },
             Some((id, response)) = asking.next() => {
                 let reply = json!({"type": "control_response", "response": {
                     "subtype": "success", "request_id": id, "response": response}});
-                if let Some(w) = stdin.as_mut() {
-                    let _ = write_line(w, &reply).await;
-                }
+                cli.send(&reply).await;
             }
-            _ = run.abort.cancelled(), if outcome.is_none() => {
-                outcome = Some(RunOutcome::Interrupted);
-                super::shell::stop_group(pgid, run.stop_grace, &mut child).await;
-                break;
+            _ = run.abort.cancelled() => {
+                cli.interrupt(run.stop_grace).await;
+                break Some(RunOutcome::Interrupted);
             }
         }
-    }
-    drop(stdin);
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-    // Nothing the run started may outlive it (a background process of a Bash call, or a
-    // CLI that did not exit).
-    super::shell::stop_group(pgid, Duration::ZERO, &mut child).await;
-    let tail = tokio::time::timeout(Duration::from_secs(1), errors)
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    };
+    drop(asking);
     map.close();
     match outcome {
-        Some(o) => o,
-        None => RunOutcome::Failed(format!(
-            "Claude Code ended without a result ({}){}",
-            match status {
-                Ok(Ok(s)) => s.to_string(),
-                _ => "still running; killed".into(),
-            },
-            if tail.trim().is_empty() {
-                String::new()
-            } else {
-                format!(": {}", crate::text::head(tail.trim(), 2000))
-            }
-        )),
+        Some(o) => {
+            cli.finish().await;
+            o
+        }
+        None => RunOutcome::Failed(cli.ended_early().await),
     }
 }
 
-async fn write_line(w: &mut tokio::process::ChildStdin, v: &Value) -> std::io::Result<()> {
-    let mut line = v.to_string();
-    line.push('\n');
-    w.write_all(line.as_bytes()).await?;
-    w.flush().await
+/// How long a resumed session may take to say it started. Claude Code 2.1.197 can hang
+/// without a word on `--resume` (seen offline, after a `HEAD /` to the API's base URL).
+const RESUME_WAIT: Duration = Duration::from_secs(15);
+
+/// Starts the CLI and hands it the input; resumes `session` when it can, else starts a new
+/// one and says so in the stream. Returns the process and the first event it printed.
+async fn start(
+    run: &Run<'_>,
+    bin: &std::path::Path,
+    args: &[String],
+    session: Option<String>,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<(AgentProcess, Option<Value>), String> {
+    let input = json!({"type": "user", "message": {"role": "user",
+        "content": [{"type": "text", "text": run.input}]}});
+    if let Some(s) = &session {
+        let mut resumed = args.to_vec();
+        resumed.extend(["--resume".into(), s.clone()]);
+        let mut cli = AgentProcess::start(run, &CLAUDE_CODE, bin, &resumed, env)?;
+        if cli.send(&input).await {
+            if let Ok(Some(first)) = tokio::time::timeout(RESUME_WAIT, cli.next()).await {
+                return Ok((cli, Some(first)));
+            }
+        }
+        let (status, tail) = cli.finish().await;
+        tracing::warn!(session = %s, %status, stderr = %tail, "Claude Code did not resume its session");
+        let id = format!("{}-resume", run.part_id);
+        run.emit.chunk(UiChunk::TextStart { id: id.clone() });
+        run.emit.chunk(UiChunk::text_delta(
+            &id,
+            "(Claude Code could not resume the earlier session; this turn starts a new one.)\n",
+        ));
+        run.emit.chunk(UiChunk::TextEnd { id });
+    }
+    let mut cli = AgentProcess::start(run, &CLAUDE_CODE, bin, args, env)?;
+    if !cli.send(&input).await {
+        return Err(cli.ended_early().await);
+    }
+    Ok((cli, None))
+}
+
+/// The event kept from start-up, then the CLI's next.
+async fn next(cli: &mut AgentProcess, pending: &mut Option<Value>) -> Option<Value> {
+    match pending.take() {
+        Some(v) => Some(v),
+        None => cli.next().await,
+    }
+}
+
+/// A retry notice for a request the provider refused for its credentials.
+fn refused(event: &Value) -> bool {
+    event["subtype"] == "api_retry" && matches!(event["error_status"].as_u64(), Some(401 | 403))
 }
 
 /// The answer to one `can_use_tool` prompt.

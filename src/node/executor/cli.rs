@@ -5,7 +5,7 @@
 //! a CLI installed outside PATH, such as a project's `node_modules/.bin`). Each is looked up
 //! once per process; a node picks up a newly installed CLI when it restarts.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 
@@ -57,7 +57,7 @@ impl Cli {
     pub fn installed(&'static self) -> Option<&'static Found> {
         static FOUND: [OnceLock<Option<Found>>; 3] =
             [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-        let slot = ALL.iter().position(|c| std::ptr::eq(*c, self))?;
+        let slot = ALL.iter().position(|c| c.kind == self.kind)?;
         FOUND[slot].get_or_init(|| self.look_up()).as_ref()
     }
 
@@ -130,6 +130,22 @@ pub async fn remember_session(run: &super::Run<'_>, id: &str) {
         });
 }
 
+/// Whether `path` (absolute, or relative to `cwd`) stays inside `cwd`, by its components.
+pub fn inside(cwd: &Path, path: &Path) -> bool {
+    let full = cwd.join(path);
+    let mut parts: Vec<Component> = Vec::new();
+    for c in full.components() {
+        match c {
+            Component::ParentDir => {
+                parts.pop();
+            }
+            Component::CurDir => {}
+            other => parts.push(other),
+        }
+    }
+    parts.iter().collect::<PathBuf>().starts_with(cwd)
+}
+
 /// The version in a `--version` line: its first word that starts with a digit
 /// (`2.1.197 (Claude Code)`, `codex-cli 0.171.0`, `1.18.33`).
 fn version_in(text: &str) -> Option<String> {
@@ -148,6 +164,16 @@ mod tests {
         assert_eq!(version_in("codex-cli 0.171.0\n").unwrap(), "0.171.0");
         assert_eq!(version_in("1.18.33\n").unwrap(), "1.18.33");
         assert_eq!(version_in("usage: whatever"), None);
+    }
+
+    #[test]
+    fn patches_inside_the_working_dir_are_told_apart() {
+        let cwd = Path::new("/w/repo");
+        assert!(inside(cwd, Path::new("src/a.rs")));
+        assert!(inside(cwd, Path::new("/w/repo/b")));
+        assert!(!inside(cwd, Path::new("../other/a")));
+        assert!(!inside(cwd, Path::new("/etc/passwd")));
+        assert!(!inside(cwd, Path::new("/w/repository/x")));
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //! Must not touch: the task's lifecycle, its final frames or the order of its inputs (the
 //! runtime), frames or the connection. An executor ends by returning a [`RunOutcome`].
 
+mod agent_process;
 mod claude;
 pub mod cli;
 mod codex;
+mod jsonrpc;
 pub mod llm;
 mod opencode;
 mod shell;

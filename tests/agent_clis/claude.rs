@@ -1,0 +1,191 @@
+//! Claude Code (`claude -p` in stream-json) against the scripted Anthropic Messages server.
+
+use serde_json::{json, Value};
+
+use crate::common::agent_cli::AgentCli;
+use crate::common::fake_openai::{anthropic_text, anthropic_tool, Reply};
+
+const KEY: &str = "sk-ant-test-claude-1234";
+
+async fn claude(script: Vec<Reply>) -> Option<AgentCli> {
+    AgentCli::start("claude", script).await
+}
+
+fn env(c: &AgentCli) -> Value {
+    json!({"ANTHROPIC_BASE_URL": c.fake.anthropic_base(), "ANTHROPIC_API_KEY": KEY})
+}
+
+fn bash(id: &str, command: &str) -> Reply {
+    anthropic_tool(
+        id,
+        "Bash",
+        json!({"command": command, "description": "run it"}),
+    )
+}
+
+/// Always-execute: a Bash call runs (the file changes on disk), its result goes back to the
+/// model, and the stream (read by the `ai` package) carries the tool call, the text, the
+/// usage and the cost, which `/api/usage` counts.
+#[tokio::test]
+async fn claude_code_runs_a_tool_call_and_reports_usage() {
+    let Some(c) = claude(vec![
+        bash("toolu_1", "echo hi > made.txt"),
+        anthropic_text("Made it."),
+    ])
+    .await
+    else {
+        return;
+    };
+    let caps = c.gw.nodes().await[0]["capabilities"].clone();
+    assert!(
+        caps.as_array().unwrap().contains(&json!("claude-code")),
+        "{caps}"
+    );
+    let id = c
+        .task("claude-code", "make a file", "always-execute", env(&c))
+        .await;
+    let t = c.ended(&id).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    assert_eq!(
+        std::fs::read_to_string(c.work.join("made.txt")).unwrap(),
+        "hi\n"
+    );
+    let chunks = c.gw.chunks(&id).await;
+    let call = chunks
+        .iter()
+        .find(|c| c["type"] == "tool-input-available")
+        .expect("a tool call");
+    assert_eq!(call["toolName"], "Bash");
+    assert_eq!(call["input"]["command"], "echo hi > made.txt");
+    assert!(chunks
+        .iter()
+        .any(|c| c["type"] == "tool-output-available" && c["toolCallId"] == "toolu_1"));
+    let parsed = c.gw.conformance(&id);
+    assert!(
+        parsed["text"].as_str().unwrap().contains("Made it."),
+        "{parsed}"
+    );
+    assert!(
+        parsed["partTypes"].to_string().contains("tool-Bash"),
+        "{parsed}"
+    );
+    assert!(t["usage"]["inputTokens"].as_i64().unwrap() > 0, "{t}");
+    assert!(t["usage"]["costUsd"].as_f64().unwrap() > 0.0, "{t}");
+    let usage = c.usage().await;
+    assert!(usage["total"]["costUsd"].as_f64().unwrap() > 0.0, "{usage}");
+    // The model saw the tool's result; the key only ever went in a header.
+    let reqs = c.fake.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert!(reqs[1].to_string().contains("tool_result"));
+    assert!(!reqs.iter().any(|r| r.to_string().contains(KEY)));
+}
+
+/// Always-ask: the CLI's permission prompt becomes an approval; approved, the command runs;
+/// denied, the CLI is told and the task goes on without running it.
+#[tokio::test]
+async fn claude_code_permission_prompts_are_approvals() {
+    let Some(c) = claude(vec![
+        bash("toolu_a", "echo yes > approved.txt"),
+        anthropic_text("Ran it."),
+        bash("toolu_d", "echo no > denied.txt"),
+        anthropic_text("Understood, I did not run it."),
+    ])
+    .await
+    else {
+        return;
+    };
+    for (file, approve) in [("approved.txt", true), ("denied.txt", false)] {
+        let id = c
+            .task(
+                "claude-code",
+                &format!("write {file}"),
+                "always-ask",
+                env(&c),
+            )
+            .await;
+        let pending = c.answer(&id, approve, "not this one").await;
+        assert_eq!(pending["toolName"], "Bash");
+        let t = c.ended(&id).await;
+        assert_eq!(t["state"], "completed", "{t}");
+        assert_eq!(c.work.join(file).exists(), approve, "{file}");
+    }
+    // The denial reached the model as the tool's error result.
+    let reqs = c.fake.requests();
+    assert!(reqs[3].to_string().contains("not this one"), "{}", reqs[3]);
+}
+
+/// A thread's second message asks the CLI to resume its session, with the executor the
+/// thread remembers; the key is an environment secret. Claude Code 2.1.197 hangs on
+/// `--resume` offline (it probes the API's base URL with `HEAD /` and goes quiet), so the
+/// node gives up after a while and starts a new session, saying so in the stream: either
+/// way the turn completes.
+#[tokio::test]
+async fn claude_code_follow_ups_ask_to_resume_the_session() {
+    let Some(c) = claude(vec![
+        anthropic_text("The first answer is 41."),
+        anthropic_text("And the second is 42."),
+    ])
+    .await
+    else {
+        return;
+    };
+    let thread = c
+        .thread(
+            json!({"ANTHROPIC_BASE_URL": c.fake.anthropic_base()}),
+            json!({"ANTHROPIC_API_KEY": KEY}),
+        )
+        .await;
+    let first = c
+        .say(&thread, "what is the first answer?", Some("claude-code"))
+        .await;
+    assert_eq!(c.ended(&first).await["state"], "completed");
+    let second = c.say(&thread, "and the second?", None).await;
+    let t = c.ended(&second).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    assert_eq!(t["executor"], "claude-code");
+    assert!(t["options"]["resumeSession"].is_string(), "{t}");
+    let last = c.fake.requests().last().unwrap().to_string();
+    let resumed = last.contains("The first answer is 41.");
+    let text = c.text(&second).await;
+    assert!(
+        resumed || text.contains("could not resume the earlier session"),
+        "{text}"
+    );
+    assert!(text.contains("the second is 42"), "{text}");
+    let (_, th) = c.gw.get(&format!("/api/threads/{thread}")).await;
+    assert_eq!(th["executor"], "claude-code", "{th}");
+}
+
+/// Stop ends the CLI and what its tool started; a refused key ends the task with the
+/// provider's reason.
+#[tokio::test]
+async fn claude_code_stops_and_reports_a_refused_key() {
+    let Some(c) = claude(vec![
+        bash("toolu_s", "sleep 31377"),
+        Reply::Status(401, None),
+    ])
+    .await
+    else {
+        return;
+    };
+    let id = c
+        .task("claude-code", "wait a while", "always-execute", env(&c))
+        .await;
+    crate::common::wait_until(
+        "the tool's sleep to start",
+        crate::common::agent_cli::T,
+        || async { crate::common::agent_cli::processes_containing("sleep 31377") > 0 },
+    )
+    .await;
+    c.stop_and_check(&id, "sleep 31377").await;
+    let id = c
+        .task("claude-code", "hello", "always-execute", env(&c))
+        .await;
+    let t = c.ended(&id).await;
+    assert_eq!(t["state"], "error", "{t}");
+    let error = t["error"].as_str().unwrap();
+    assert!(
+        error.contains("refused") && error.contains("401"),
+        "{error}"
+    );
+}
