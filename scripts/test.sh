@@ -24,7 +24,10 @@ if [ ! -f tests/js/node_modules/ai/package.json ] \
     || [ ! -x tests/js/node_modules/.bin/opencode ] \
     || [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; then
     echo "installing test JS dependencies (tests/js)" >&2
-    npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+    # `npm install` from the lock file, not `npm ci`: npm 11 writes a lock without the other
+    # platforms' optional packages of opencode-ai, and `npm ci` then refuses it as out of
+    # sync. --no-save leaves the lock file as it is.
+    npm install --prefix tests/js --no-save --no-audit --no-fund --loglevel=error
 fi
 
 . scripts/lib.sh

@@ -461,6 +461,10 @@ pub enum ThreadAction {
         env: String,
         #[arg(long)]
         title: Option<String>,
+        /// Executor for the thread (shell, llm, claude-code, codex, opencode; default: the
+        /// environment's).
+        #[arg(long)]
+        executor: Option<String>,
         #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
         message: Vec<String>,
         #[command(flatten)]
@@ -487,6 +491,9 @@ pub enum ThreadAction {
         /// collect, steer or followup (for a running task).
         #[arg(long)]
         mode: Option<String>,
+        /// Executor for this and the thread's later messages (default: the thread's).
+        #[arg(long)]
+        executor: Option<String>,
         #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
         message: Vec<String>,
         #[command(flatten)]

@@ -156,9 +156,13 @@ pub async fn thread(action: ThreadAction) -> anyhow::Result<ExitCode> {
         ThreadAction::New {
             env,
             title,
+            executor,
             message,
             client,
-        } => threads::new(&Client::new(&client)?, &env, title, message.join(" ")).await?,
+        } => {
+            let client = Client::new(&client)?;
+            threads::new(&client, &env, title, executor, message.join(" ")).await?
+        }
         ThreadAction::List { env, json, client } => {
             threads::list(&Client::new(&client)?, env, json).await?;
             0
@@ -170,9 +174,13 @@ pub async fn thread(action: ThreadAction) -> anyhow::Result<ExitCode> {
         ThreadAction::Send {
             id,
             mode,
+            executor,
             message,
             client,
-        } => threads::send(&Client::new(&client)?, &id, mode, message.join(" ")).await?,
+        } => {
+            let client = Client::new(&client)?;
+            threads::send(&client, &id, mode, executor, message.join(" ")).await?
+        }
     };
     Ok(ExitCode::from(code))
 }

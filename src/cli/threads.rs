@@ -12,6 +12,7 @@ pub async fn new(
     client: &Client,
     env: &str,
     title: Option<String>,
+    executor: Option<String>,
     message: String,
 ) -> anyhow::Result<u8> {
     let body = CreateThread {
@@ -20,7 +21,7 @@ pub async fn new(
     };
     let t: ThreadView = client.post("/api/threads", &body).await?;
     eprintln!("thread {}", t.id);
-    send(client, &t.id, None, message).await
+    send(client, &t.id, None, executor, message).await
 }
 
 /// Sends a message; a new task is streamed to its end, a follow-up is just acknowledged.
@@ -28,12 +29,13 @@ pub async fn send(
     client: &Client,
     thread: &str,
     mode: Option<String>,
+    executor: Option<String>,
     message: String,
 ) -> anyhow::Result<u8> {
     let body = SendMessage {
         message,
         injection_mode: mode,
-        executor: None,
+        executor,
     };
     let key = crate::crypto::new_id("cli");
     let v: SendOutcome = client
