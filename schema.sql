@@ -254,3 +254,6 @@ ALTER TABLE tasks ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN agent_session TEXT;
 -- The executor a thread's messages run with, from its first message on.
 ALTER TABLE threads ADD COLUMN executor TEXT;
+-- A secret delivered as a file (a path relative to an agent CLI's home, such as
+-- `.codex/auth.json`) instead of a variable.
+ALTER TABLE environment_secrets ADD COLUMN file TEXT;

@@ -235,7 +235,7 @@ async fn a_multi_step_task_reads_edits_and_runs_and_the_file_changes() {
     // Usage is stored per task and summed by node, environment and model.
     assert_eq!(
         task["usage"],
-        json!({"inputTokens": 11, "outputTokens": 7, "model": "fake-model"})
+        json!({"inputTokens": 11, "outputTokens": 7, "model": "fake-model", "costUsd": 0.0})
     );
     let (code, u) = a.gw.get("/api/usage").await;
     assert_eq!(code, 200, "{u}");
@@ -613,7 +613,7 @@ async fn the_agent_speaks_the_anthropic_messages_api() {
     assert_eq!(task["state"], "completed", "{task}");
     assert_eq!(
         task["usage"],
-        json!({"inputTokens": 41, "outputTokens": 24, "model": "fake-claude"})
+        json!({"inputTokens": 41, "outputTokens": 24, "model": "fake-claude", "costUsd": 0.0})
     );
     assert_eq!(
         a.fake.header(0, "x-api-key").as_deref(),

@@ -17,6 +17,8 @@ interface SecretRow {
   /** The new value; empty keeps the stored one. */
   value: string;
   scope: 'runtime' | 'setup';
+  /** Deliver as this file in the agent CLIs' home instead of a variable; empty: a variable. */
+  file: string;
   stored?: SecretInfo;
   removed?: boolean;
 }
@@ -57,7 +59,7 @@ function draftOf(e: Environment | null): Draft {
     defaultExecutor: e?.defaultExecutor ?? '',
     workingMode: typeof e?.metadata?.workingMode === 'string' ? (e.metadata.workingMode as string) : '',
     vars: Object.entries(e?.vars ?? {}).map(([key, value]) => ({ key, value })),
-    secrets: Object.entries(e?.secrets ?? {}).map(([key, stored]) => ({ key, value: '', scope: stored.scope, stored })),
+    secrets: Object.entries(e?.secrets ?? {}).map(([key, stored]) => ({ key, value: '', scope: stored.scope, file: stored.file ?? '', stored })),
   };
 }
 
@@ -65,13 +67,13 @@ function draftOf(e: Environment | null): Draft {
 function bodyOf(d: Draft, isNew: boolean) {
   const vars: Record<string, string> = {};
   for (const r of d.vars) if (r.key.trim()) vars[r.key.trim()] = r.value;
-  const secrets: Record<string, { value: string; scope: string } | null> = {};
+  const secrets: Record<string, { value: string; scope: string; file?: string } | null> = {};
   for (const s of d.secrets) {
     const key = s.key.trim();
     if (!key) continue;
     if (s.removed) {
       if (s.stored) secrets[key] = null;
-    } else if (s.value) secrets[key] = { value: s.value, scope: s.scope };
+    } else if (s.value) secrets[key] = { value: s.value, scope: s.scope, ...(s.file.trim() ? { file: s.file.trim() } : {}) };
   }
   const body: Record<string, unknown> = {
     name: d.name.trim(),
@@ -346,6 +348,14 @@ export function EnvironmentForm({ id }: { id?: string }) {
                 <option value="runtime">setup + tasks</option>
                 <option value="setup">setup only</option>
               </select>
+              <input
+                aria-label={`File for ${r.key || 'secret'}`}
+                title="Deliver as this file in the agent CLIs' home (0600) instead of a variable"
+                placeholder="as file: .codex/auth.json (optional)"
+                value={r.file}
+                disabled={r.removed}
+                onInput={(e) => upd({ file: (e.target as HTMLInputElement).value })}
+              />
               <button type="button" class="icon" aria-label={r.removed ? `Keep ${r.key}` : `Remove ${r.key || 'secret'}`} onClick={() => (r.stored ? upd({ removed: !r.removed }) : set({ secrets: draft.secrets.filter((_, j) => j !== i) }))}>
                 {r.removed ? '↺' : '✕'}
               </button>
@@ -353,7 +363,7 @@ export function EnvironmentForm({ id }: { id?: string }) {
             </div>
           );
         })}
-        <button type="button" onClick={() => set({ secrets: [...draft.secrets, { key: '', value: '', scope: 'runtime' }] })}>
+        <button type="button" onClick={() => set({ secrets: [...draft.secrets, { key: '', value: '', scope: 'runtime', file: '' }] })}>
           Add secret
         </button>
       </fieldset>

@@ -151,7 +151,11 @@ export type ApprovalAnswered = { taskId: string, approvalId: string, approved: b
  */
 delivered: boolean, };
 
-export type SecretView = { value: string, scope: SecretScope, updatedAt: string, };
+export type SecretView = { value: string, scope: SecretScope, updatedAt: string, 
+/**
+ * Delivered as this file in the agent home instead of as a variable.
+ */
+file?: string | null, };
 
 export type BindingView = { id: string, environmentId: string, nodeId: string, nodeOnline: boolean, strategy: BindingStrategy, status: BindingPhase, createdAt: string, path?: string, resolvedWorkingDir?: string, step?: string, lastError?: string, commit?: string, preparedVersion?: number, lastPrepareAt?: string, };
 

@@ -442,6 +442,10 @@ pub enum SecretAction {
         /// runtime (setup and tasks) or setup (setup script only).
         #[arg(long, default_value = "runtime")]
         scope: String,
+        /// Deliver it as this file in the agent CLIs' home (such as .codex/auth.json or
+        /// .claude/.credentials.json), written 0600 for each run, instead of as a variable.
+        #[arg(long)]
+        file: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -141,8 +141,9 @@ async fn secret(action: SecretAction) -> anyhow::Result<ExitCode> {
             env,
             name,
             scope,
+            file,
             client,
-        } => envs::secret_set(&Client::new(&client)?, &env, &name, &scope).await?,
+        } => envs::secret_set(&Client::new(&client)?, &env, &name, &scope, file).await?,
         SecretAction::Rm { env, name, client } => {
             envs::secret_rm(&Client::new(&client)?, &env, &name).await?
         }

@@ -214,7 +214,13 @@ pub async fn validate(client: &Client, env: &str) -> anyhow::Result<bool> {
     Ok(v.ok)
 }
 
-pub async fn secret_set(client: &Client, env: &str, name: &str, scope: &str) -> anyhow::Result<()> {
+pub async fn secret_set(
+    client: &Client,
+    env: &str,
+    name: &str,
+    scope: &str,
+    file: Option<String>,
+) -> anyhow::Result<()> {
     let scope: SecretScope = scope.parse()?;
     if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         eprintln!("enter the value of {name}, then Ctrl-D:");
@@ -228,6 +234,7 @@ pub async fn secret_set(client: &Client, env: &str, name: &str, scope: &str) -> 
     let secret = SecretInput::Scoped {
         value,
         scope: Some(scope),
+        file,
     };
     let body = EnvironmentInput {
         secrets: Some(BTreeMap::from([(name.to_string(), Some(secret))])),

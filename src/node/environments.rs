@@ -355,7 +355,8 @@ async fn setup(
     if !p.setup_script.trim().is_empty() {
         log("running setup script\n");
         let mut env: BTreeMap<String, String> = p.vars.clone();
-        for s in &p.secrets {
+        // Secret files are for agent CLIs' runs, not variables.
+        for s in p.secrets.iter().filter(|s| s.file.is_none()) {
             env.insert(s.name.clone(), s.value.clone());
         }
         env.insert("VIBER_ENVIRONMENT".into(), p.name.clone());

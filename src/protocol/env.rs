@@ -111,6 +111,10 @@ pub struct SecretValue {
     pub name: String,
     pub value: String,
     pub scope: SecretScope,
+    /// A path relative to an agent CLI's home to write the value to (0600), instead of a
+    /// variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 impl std::fmt::Debug for SecretValue {

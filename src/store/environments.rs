@@ -71,12 +71,18 @@ pub struct SecretRecord {
     pub scope: SecretScope,
     pub sealed: Sealed,
     pub updated_at: i64,
+    /// Delivered as this file in the agent home instead of as a variable.
+    pub file: Option<String>,
 }
 
 /// A change to one secret.
 #[derive(Debug, Clone)]
 pub enum SecretChange {
-    Set { scope: SecretScope, sealed: Sealed },
+    Set {
+        scope: SecretScope,
+        sealed: Sealed,
+        file: Option<String>,
+    },
     Remove,
 }
 
@@ -116,15 +122,20 @@ fn write_secrets(
                     params![env_id, key],
                 )?;
             }
-            SecretChange::Set { scope, sealed } => {
+            SecretChange::Set {
+                scope,
+                sealed,
+                file,
+            } => {
                 c.execute(
                     "INSERT INTO environment_secrets
-                        (environment_id, key, scope, key_id, nonce, encrypted_value, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                        (environment_id, key, scope, key_id, nonce, encrypted_value, created_at, updated_at, file)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
                      ON CONFLICT (environment_id, key) DO UPDATE SET
                         scope = excluded.scope, key_id = excluded.key_id, nonce = excluded.nonce,
-                        encrypted_value = excluded.encrypted_value, updated_at = excluded.updated_at",
-                    params![env_id, key, scope, sealed.key_id, sealed.nonce, sealed.ciphertext, now],
+                        encrypted_value = excluded.encrypted_value, updated_at = excluded.updated_at,
+                        file = excluded.file",
+                    params![env_id, key, scope, sealed.key_id, sealed.nonce, sealed.ciphertext, now, file],
                 )?;
             }
         }
@@ -352,7 +363,7 @@ impl Store {
     pub async fn environment_secrets(&self, env_id: String) -> anyhow::Result<Vec<SecretRecord>> {
         self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT key, scope, key_id, nonce, encrypted_value, updated_at
+                "SELECT key, scope, key_id, nonce, encrypted_value, updated_at, file
                  FROM environment_secrets WHERE environment_id = ?1 ORDER BY key",
             )?;
             let rows = st.query_map(params![env_id], |r| {
@@ -365,6 +376,7 @@ impl Store {
                         ciphertext: r.get(4)?,
                     },
                     updated_at: r.get(5)?,
+                    file: r.get(6)?,
                 })
             })?;
             rows.collect()

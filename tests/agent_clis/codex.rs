@@ -183,3 +183,68 @@ async fn codex_stops_and_reports_a_refused_key() {
     let error = t["error"].as_str().unwrap();
     assert!(error.contains("Incorrect API key"), "{error}");
 }
+
+/// A secret file reaches the CLI's home (0600) and not its environment; its content stays
+/// out of the stream.
+#[tokio::test]
+async fn codex_gets_secret_files_in_its_home() {
+    const TOKEN: &str = "file-secret-value-73519";
+    let Some(c) = codex(vec![
+        exec(
+            "call_f",
+            "cat \"$HOME/.creds/token.txt\"; echo; echo \"var=${FILE_TOKEN:-absent}\"; cp \"$HOME/.creds/token.txt\" seen.txt",
+        ),
+        responses_text("Read it."),
+    ])
+    .await
+    else {
+        return;
+    };
+    let thread = c
+        .thread(
+            json!({"OPENAI_BASE_URL": c.fake.base_url, "OPENAI_MODEL": MODEL}),
+            json!({"OPENAI_API_KEY": KEY,
+                   "FILE_TOKEN": {"value": TOKEN, "file": ".creds/token.txt"}}),
+        )
+        .await;
+    let id = c.say(&thread, "read the token", Some("codex")).await;
+    let t = c.ended(&id).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    assert_eq!(
+        std::fs::read_to_string(c.work.join("seen.txt")).unwrap(),
+        TOKEN
+    );
+    let chunks =
+        c.gw.chunks(&id)
+            .await
+            .iter()
+            .map(Value::to_string)
+            .collect::<String>();
+    assert!(chunks.contains("var=absent"), "{chunks}");
+    assert!(
+        chunks.contains("[REDACTED]") && !chunks.contains(TOKEN),
+        "{chunks}"
+    );
+    let homes = c.node_dir.join("workspace/.agent-homes");
+    let home = std::fs::read_dir(&homes)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(home.join(".creds/token.txt"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    // A path that leaves the home is refused.
+    let (code, v) =
+        c.gw.post(
+            "/api/environments",
+            json!({"name": "bad-file", "type": "local", "localPath": c.work.path(),
+                   "secrets": {"X": {"value": TOKEN, "file": "../escape.txt"}}}),
+        )
+        .await;
+    assert_eq!(code, 422, "{v}");
+}

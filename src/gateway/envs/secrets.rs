@@ -25,16 +25,19 @@ pub fn seal_secrets(
                 "secret name {k:?} must match [A-Za-z_][A-Za-z0-9_]*"
             )));
         }
-        let (value, scope) = match v {
+        let (value, scope, file) = match v {
             None => {
                 changes.insert(k, SecretChange::Remove);
                 continue;
             }
-            Some(SecretInput::Value(v)) => (v, SecretScope::Runtime),
-            Some(SecretInput::Scoped { value, scope }) => {
-                (value, scope.unwrap_or(SecretScope::Runtime))
+            Some(SecretInput::Value(v)) => (v, SecretScope::Runtime, None),
+            Some(SecretInput::Scoped { value, scope, file }) => {
+                (value, scope.unwrap_or(SecretScope::Runtime), file)
             }
         };
+        if let Some(f) = &file {
+            check_secret_file(&k, f)?;
+        }
         if value.len() > MAX_VALUE_BYTES {
             return Err(ApiError::too_large(format!(
                 "secret {k} is over {MAX_VALUE_BYTES} bytes"
@@ -47,9 +50,35 @@ pub fn seal_secrets(
             )));
         }
         let sealed = app.keyring.seal(value.as_bytes(), &secret_aad(env_id, &k));
-        changes.insert(k, SecretChange::Set { scope, sealed });
+        changes.insert(
+            k,
+            SecretChange::Set {
+                scope,
+                sealed,
+                file,
+            },
+        );
     }
     Ok(changes)
+}
+
+/// A secret file's path: relative, plain names only (no `..`, no `.` alone), at most 200
+/// bytes, so it cannot leave the agent home it is written into.
+fn check_secret_file(key: &str, path: &str) -> ApiResult<()> {
+    let ok = !path.is_empty()
+        && path.len() <= 200
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation(format!(
+            "secret {key}: file must be a relative path of plain names inside the agent home \
+             (such as .codex/auth.json), got {path:?}"
+        )))
+    }
 }
 
 /// Binds a sealed value to its environment and name, so it cannot be moved to another.
@@ -73,6 +102,7 @@ pub async fn unseal_secrets(
             name: s.key,
             value: String::from_utf8_lossy(&plain).into_owned(),
             scope: s.scope,
+            file: s.file,
         });
     }
     Ok(out)

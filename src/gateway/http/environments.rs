@@ -31,6 +31,7 @@ async fn env_view(app: &App, e: &EnvironmentRecord) -> ApiResult<EnvironmentView
                 value: crate::secrets::mask(s.sealed.ciphertext.len()),
                 scope: s.scope,
                 updated_at: iso8601(s.updated_at),
+                file: s.file,
             };
             (s.key, view)
         })

@@ -19,6 +19,11 @@ pub enum SecretInput {
         value: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         scope: Option<SecretScope>,
+        /// Deliver the value as this file, a path relative to the agent CLI's home (such as
+        /// `.claude/.credentials.json` or `.codex/auth.json`), written 0600 for each run of
+        /// an agent CLI, instead of as a variable.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
     },
 }
 
@@ -125,6 +130,10 @@ pub struct SecretView {
     pub value: String,
     pub scope: SecretScope,
     pub updated_at: String,
+    /// Delivered as this file in the agent home instead of as a variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub file: Option<String>,
 }
 
 wire_enum! {
