@@ -94,20 +94,8 @@ async fn claude_code_permission_prompts_are_approvals() {
     else {
         return;
     };
-    for (file, approve) in [("approved.txt", true), ("denied.txt", false)] {
-        let id = c
-            .task(
-                "claude-code",
-                &format!("write {file}"),
-                "always-ask",
-                env(&c),
-            )
-            .await;
-        let pending = c.answer(&id, approve, "not this one").await;
-        assert_eq!(pending["toolName"], "Bash");
-        let t = c.ended(&id).await;
-        assert_eq!(t["state"], "completed", "{t}");
-        assert_eq!(c.work.join(file).exists(), approve, "{file}");
+    for pending in c.approve_then_deny("claude-code", env(&c)).await {
+        assert_eq!(pending["toolName"], "Bash", "{pending}");
     }
     // The denial reached the model as the tool's error result.
     let reqs = c.fake.requests();
@@ -129,31 +117,20 @@ async fn claude_code_follow_ups_ask_to_resume_the_session() {
     else {
         return;
     };
-    let thread = c
-        .thread(
+    let t = c
+        .two_messages(
+            "claude-code",
             json!({"ANTHROPIC_BASE_URL": c.fake.anthropic_base()}),
-            json!({"ANTHROPIC_API_KEY": KEY}),
+            json!({ "ANTHROPIC_API_KEY": KEY }),
         )
         .await;
-    let first = c
-        .say(&thread, "what is the first answer?", Some("claude-code"))
-        .await;
-    assert_eq!(c.ended(&first).await["state"], "completed");
-    let second = c.say(&thread, "and the second?", None).await;
-    let t = c.ended(&second).await;
-    assert_eq!(t["state"], "completed", "{t}");
-    assert_eq!(t["executor"], "claude-code");
     assert!(t["options"]["resumeSession"].is_string(), "{t}");
-    let last = c.fake.requests().last().unwrap().to_string();
-    let resumed = last.contains("The first answer is 41.");
-    let text = c.text(&second).await;
+    let text = c.text(t["id"].as_str().unwrap()).await;
     assert!(
-        resumed || text.contains("could not resume the earlier session"),
+        c.saw_the_first_turn() || text.contains("could not resume the earlier session"),
         "{text}"
     );
     assert!(text.contains("the second is 42"), "{text}");
-    let (_, th) = c.gw.get(&format!("/api/threads/{thread}")).await;
-    assert_eq!(th["executor"], "claude-code", "{th}");
 }
 
 /// Stop ends the CLI and what its tool started; a refused key ends the task with the

@@ -111,19 +111,13 @@ async fn codex_asks_before_commands() {
     else {
         return;
     };
-    for (file, approve) in [("approved.txt", true), ("denied.txt", false)] {
-        let id = c
-            .task("codex", &format!("write {file}"), "always-ask", env(&c))
-            .await;
-        let pending = c.answer(&id, approve, "not this one").await;
+    let asked = c.approve_then_deny("codex", env(&c)).await;
+    for (pending, file) in asked.iter().zip(["approved.txt", "denied.txt"]) {
         assert_eq!(pending["toolName"], "exec_command", "{pending}");
         assert!(
             pending["input"]["command"].as_str().unwrap().contains(file),
             "{pending}"
         );
-        let t = c.ended(&id).await;
-        assert_eq!(t["state"], "completed", "{t}");
-        assert_eq!(c.work.join(file).exists(), approve, "{file}");
     }
     let reqs = c.fake.requests();
     assert!(reqs[3].to_string().contains("rejected"), "{}", reqs[3]);
@@ -141,23 +135,13 @@ async fn codex_follow_ups_resume_the_thread() {
     else {
         return;
     };
-    let thread = c
-        .thread(
-            json!({"OPENAI_BASE_URL": c.fake.base_url, "OPENAI_MODEL": MODEL}),
-            json!({ "OPENAI_API_KEY": KEY }),
-        )
-        .await;
-    let first = c
-        .say(&thread, "what is the first answer?", Some("codex"))
-        .await;
-    assert_eq!(c.ended(&first).await["state"], "completed");
-    let second = c.say(&thread, "and the second?", None).await;
-    let t = c.ended(&second).await;
-    assert_eq!(t["state"], "completed", "{t}");
-    assert_eq!(t["executor"], "codex");
-    let last = c.fake.requests().last().unwrap().to_string();
-    assert!(last.contains("The first answer is 41."), "{last}");
-    assert!(last.contains("what is the first answer?"), "{last}");
+    c.two_messages(
+        "codex",
+        json!({"OPENAI_BASE_URL": c.fake.base_url, "OPENAI_MODEL": MODEL}),
+        json!({ "OPENAI_API_KEY": KEY }),
+    )
+    .await;
+    assert!(c.saw_the_first_turn(), "{:?}", c.fake.requests().last());
 }
 
 /// Stop ends Codex and the command it ran; a refused key ends the task with the reason.

@@ -100,15 +100,8 @@ async fn opencode_asks_before_commands() {
     else {
         return;
     };
-    for (file, approve) in [("approved.txt", true), ("denied.txt", false)] {
-        let id = c
-            .task("opencode", &format!("write {file}"), "always-ask", env(&c))
-            .await;
-        let pending = c.answer(&id, approve, "not this one").await;
+    for pending in c.approve_then_deny("opencode", env(&c)).await {
         assert_eq!(pending["toolName"], "bash", "{pending}");
-        let t = c.ended(&id).await;
-        assert_eq!(t["state"], "completed", "{t}");
-        assert_eq!(c.work.join(file).exists(), approve, "{file}");
     }
     let reqs = c.fake.requests();
     assert!(reqs[3].to_string().contains("rejected"), "{}", reqs[3]);
@@ -126,22 +119,13 @@ async fn opencode_follow_ups_resume_the_session() {
     else {
         return;
     };
-    let thread = c
-        .thread(
-            json!({"OPENAI_BASE_URL": c.fake.base_url, "OPENAI_MODEL": MODEL}),
-            json!({ "OPENAI_API_KEY": KEY }),
-        )
-        .await;
-    let first = c
-        .say(&thread, "what is the first answer?", Some("opencode"))
-        .await;
-    assert_eq!(c.ended(&first).await["state"], "completed");
-    let second = c.say(&thread, "and the second?", None).await;
-    let t = c.ended(&second).await;
-    assert_eq!(t["state"], "completed", "{t}");
-    let last = c.fake.requests().last().unwrap().to_string();
-    assert!(last.contains("The first answer is 41."), "{last}");
-    assert!(last.contains("what is the first answer?"), "{last}");
+    c.two_messages(
+        "opencode",
+        json!({"OPENAI_BASE_URL": c.fake.base_url, "OPENAI_MODEL": MODEL}),
+        json!({ "OPENAI_API_KEY": KEY }),
+    )
+    .await;
+    assert!(c.saw_the_first_turn(), "{:?}", c.fake.requests().last());
 }
 
 /// Stop ends OpenCode and the command it ran; a refused key ends the task with the reason.

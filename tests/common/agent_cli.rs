@@ -176,6 +176,52 @@ impl AgentCli {
         pending
     }
 
+    /// Two always-ask tasks that each write a file with a tool call: the first call is
+    /// approved (approved.txt appears), the second denied (denied.txt does not), and both
+    /// tasks complete. Returns what each asked about.
+    pub async fn approve_then_deny(&self, executor: &str, env: Value) -> Vec<Value> {
+        let mut asked = Vec::new();
+        for (file, approve) in [("approved.txt", true), ("denied.txt", false)] {
+            let id = self
+                .task(
+                    executor,
+                    &format!("write {file}"),
+                    "always-ask",
+                    env.clone(),
+                )
+                .await;
+            asked.push(self.answer(&id, approve, "not this one").await);
+            let t = self.ended(&id).await;
+            assert_eq!(t["state"], "completed", "{t}");
+            assert_eq!(self.work.join(file).exists(), approve, "{file}");
+        }
+        asked
+    }
+
+    /// A thread (in an environment with these vars and secrets) whose first message picks
+    /// `executor` and whose second does not; both complete. Returns the second task.
+    pub async fn two_messages(&self, executor: &str, vars: Value, secrets: Value) -> Value {
+        let thread = self.thread(vars, secrets).await;
+        let first = self
+            .say(&thread, "what is the first answer?", Some(executor))
+            .await;
+        assert_eq!(self.ended(&first).await["state"], "completed");
+        let second = self.say(&thread, "and the second?", None).await;
+        let t = self.ended(&second).await;
+        assert_eq!(t["state"], "completed", "{t}");
+        assert_eq!(t["executor"], executor, "the thread keeps its executor");
+        let (_, th) = self.gw.get(&format!("/api/threads/{thread}")).await;
+        assert_eq!(th["executor"], executor, "{th}");
+        t
+    }
+
+    /// Whether the model's last request carried the first turn of [`Self::two_messages`]
+    /// (its question, and the answer scripted as "The first answer is 41.").
+    pub fn saw_the_first_turn(&self) -> bool {
+        let last = self.fake.requests().last().unwrap().to_string();
+        last.contains("The first answer is 41.") && last.contains("what is the first answer?")
+    }
+
     /// Stops a task and checks that nothing it started is left: no process whose command
     /// line holds `marker` (a command only this task ran).
     pub async fn stop_and_check(&self, id: &str, marker: &str) {

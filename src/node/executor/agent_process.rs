@@ -79,6 +79,11 @@ impl AgentProcess {
         })
     }
 
+    /// What people call the CLI.
+    pub fn title(&self) -> &'static str {
+        self.title
+    }
+
     /// Writes one JSON line to the CLI; false when it no longer reads.
     pub async fn send(&mut self, v: &Value) -> bool {
         let Some(w) = self.stdin.as_mut() else {

@@ -108,34 +108,8 @@ async fn drive(run: Run<'_>) -> RunOutcome {
         Err(e) => return RunOutcome::Failed(e),
     };
     let mut rpc = Rpc::new(process);
-    match turn(&run, &mut rpc, &env).await {
-        Ok(outcome) => {
-            rpc.process.finish().await;
-            outcome
-        }
-        Err(TurnError::Gone) => RunOutcome::Failed(rpc.process.ended_early().await),
-        Err(TurnError::Refused(e)) => {
-            let (_, tail) = rpc.process.finish().await;
-            RunOutcome::Failed(
-                run.emit
-                    .redact(&format!("Codex refused the run: {e}{tail}")),
-            )
-        }
-    }
-}
-
-enum TurnError {
-    Gone,
-    Refused(String),
-}
-
-impl From<CallError> for TurnError {
-    fn from(e: CallError) -> Self {
-        match e {
-            CallError::Gone => TurnError::Gone,
-            CallError::Refused(e) => TurnError::Refused(e),
-        }
-    }
+    let outcome = turn(&run, &mut rpc, &env).await;
+    rpc.close(&run, outcome).await
 }
 
 /// One turn, from the handshake to `turn/completed`.
@@ -143,7 +117,7 @@ async fn turn(
     run: &Run<'_>,
     rpc: &mut Rpc,
     env: &std::collections::BTreeMap<String, String>,
-) -> Result<RunOutcome, TurnError> {
+) -> Result<RunOutcome, CallError> {
     rpc.call(
         "initialize",
         json!({"clientInfo": {"name": "viber", "title": "viber",
@@ -173,7 +147,7 @@ async fn turn(
                     tracing::info!(error = %e, "cannot resume the Codex thread; starting anew");
                     rpc.call("thread/start", params).await?
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         None => rpc.call("thread/start", params).await?,
@@ -195,7 +169,7 @@ async fn turn(
     let mut asking = FuturesUnordered::new();
     loop {
         tokio::select! {
-            msg = rpc.next() => match msg.ok_or(TurnError::Gone)? {
+            msg = rpc.next() => match msg.ok_or(CallError::Gone)? {
                 Incoming::Notification { method, params } => {
                     if method == "turn/completed" {
                         map.finish();

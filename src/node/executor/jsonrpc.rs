@@ -129,6 +129,30 @@ impl Rpc {
         self.process.send(&msg).await;
     }
 
+    /// Ends the CLI after a turn: the turn's outcome, or why there was none.
+    pub async fn close(
+        self,
+        run: &super::Run<'_>,
+        turn: Result<super::RunOutcome, CallError>,
+    ) -> super::RunOutcome {
+        use super::RunOutcome;
+        match turn {
+            Ok(outcome) => {
+                self.process.finish().await;
+                outcome
+            }
+            Err(CallError::Gone) => RunOutcome::Failed(self.process.ended_early().await),
+            Err(CallError::Refused(e)) => {
+                let title = self.process.title();
+                let (_, tail) = self.process.finish().await;
+                RunOutcome::Failed(
+                    run.emit
+                        .redact(&format!("{title} refused the run: {e}{tail}")),
+                )
+            }
+        }
+    }
+
     /// Refuses one of the CLI's requests (one this client does not offer).
     pub async fn refuse(&mut self, id: Value, method: &str) {
         let msg = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601,

@@ -168,20 +168,8 @@ async fn drive(run: Run<'_>) -> RunOutcome {
         Err(e) => return RunOutcome::Failed(e),
     };
     let mut rpc = Rpc::new(process);
-    match turn(&run, &mut rpc, model).await {
-        Ok(outcome) => {
-            rpc.process.finish().await;
-            outcome
-        }
-        Err(CallError::Gone) => RunOutcome::Failed(rpc.process.ended_early().await),
-        Err(CallError::Refused(e)) => {
-            let (_, tail) = rpc.process.finish().await;
-            RunOutcome::Failed(
-                run.emit
-                    .redact(&format!("OpenCode refused the run: {e}{tail}")),
-            )
-        }
-    }
+    let outcome = turn(&run, &mut rpc, model).await;
+    rpc.close(&run, outcome).await
 }
 
 /// One prompt, from the handshake to its response.
