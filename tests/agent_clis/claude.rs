@@ -23,40 +23,57 @@ fn bash(id: &str, command: &str) -> Reply {
     )
 }
 
-/// Always-execute: a Bash call runs (the file changes on disk), its result goes back to the
-/// model, and the stream (read by the `ai` package) carries the tool call, the text, the
+/// Always-execute: a multi-step turn reads a file, edits it and runs a command (each
+/// permission prompt answered allow); the file changes on disk, each result goes back to the
+/// model, and the stream (read by the `ai` package) carries the tool calls, the text, the
 /// usage and the cost, which `/api/usage` counts.
 #[tokio::test]
-async fn claude_code_runs_a_tool_call_and_reports_usage() {
-    let Some(c) = claude(vec![
-        bash("toolu_1", "echo hi > made.txt"),
-        anthropic_text("Made it."),
-    ])
-    .await
-    else {
+async fn claude_code_reads_edits_and_runs() {
+    let Some(c) = claude(vec![]).await else {
         return;
     };
+    std::fs::write(c.work.join("greeting.txt"), "hello\n").unwrap();
+    let file = c.work.join("greeting.txt").display().to_string();
+    c.fake.set_script(vec![
+        anthropic_tool("toolu_r", "Read", json!({ "file_path": file })),
+        anthropic_tool(
+            "toolu_e",
+            "Edit",
+            json!({"file_path": file, "old_string": "hello", "new_string": "goodbye"}),
+        ),
+        bash("toolu_1", "cat greeting.txt > made.txt"),
+        anthropic_text("Made it."),
+    ]);
     let caps = c.gw.nodes().await[0]["capabilities"].clone();
     assert!(
         caps.as_array().unwrap().contains(&json!("claude-code")),
         "{caps}"
     );
     let id = c
-        .task("claude-code", "make a file", "always-execute", env(&c))
+        .task(
+            "claude-code",
+            "change the greeting",
+            "always-execute",
+            env(&c),
+        )
         .await;
     let t = c.ended(&id).await;
     assert_eq!(t["state"], "completed", "{t}");
     assert_eq!(
         std::fs::read_to_string(c.work.join("made.txt")).unwrap(),
-        "hi\n"
+        "goodbye\n"
     );
     let chunks = c.gw.chunks(&id).await;
-    let call = chunks
+    let calls: Vec<&Value> = chunks
         .iter()
-        .find(|c| c["type"] == "tool-input-available")
-        .expect("a tool call");
-    assert_eq!(call["toolName"], "Bash");
-    assert_eq!(call["input"]["command"], "echo hi > made.txt");
+        .filter(|c| c["type"] == "tool-input-available")
+        .collect();
+    let names: Vec<&str> = calls
+        .iter()
+        .map(|c| c["toolName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Read", "Edit", "Bash"], "{chunks:?}");
+    assert_eq!(calls[2]["input"]["command"], "cat greeting.txt > made.txt");
     assert!(chunks
         .iter()
         .any(|c| c["type"] == "tool-output-available" && c["toolCallId"] == "toolu_1"));
@@ -75,7 +92,7 @@ async fn claude_code_runs_a_tool_call_and_reports_usage() {
     assert!(usage["total"]["costUsd"].as_f64().unwrap() > 0.0, "{usage}");
     // The model saw the tool's result; the key only ever went in a header.
     let reqs = c.fake.requests();
-    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs.len(), 4, "{reqs:?}");
     assert!(reqs[1].to_string().contains("tool_result"));
     assert!(!reqs.iter().any(|r| r.to_string().contains(KEY)));
 }
