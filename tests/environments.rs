@@ -635,28 +635,18 @@ async fn a_binding_to_an_offline_node_waits_and_prepares_when_it_comes() {
     node.kill9();
     gw.wait_node_status("later", "offline", T).await;
 
-    let (_, env) = gw
-        .post(
-            "/api/environments",
+    let made = gw
+        .env_thread(
             json!({"name": "waits", "type": "manual", "setupScript": "touch prepared"}),
+            &json!(node_id),
         )
         .await;
-    let env_id = env["id"].as_str().unwrap();
-    let (code, b) = gw
-        .post(
-            &format!("/api/environments/{env_id}/bindings"),
-            json!({"nodeId": node_id}),
-        )
-        .await;
-    assert_eq!(code, 201);
-    assert_eq!(b["status"], "pending");
+    let env_id = made.env["id"].as_str().unwrap();
+    assert_eq!(made.binding["status"], "pending");
     // A thread message waits for it too.
-    let (_, t) = gw
-        .post("/api/threads", json!({"environmentId": env_id}))
-        .await;
     let (code, m) = gw
         .post(
-            &format!("/api/threads/{}/messages", t["id"].as_str().unwrap()),
+            &format!("/api/threads/{}/messages", made.thread),
             json!({"message": "ls prepared"}),
         )
         .await;
@@ -672,7 +662,7 @@ async fn a_binding_to_an_offline_node_waits_and_prepares_when_it_comes() {
     // Deleting an environment with a running thread is refused.
     let (_, m) = gw
         .post(
-            &format!("/api/threads/{}/messages", t["id"].as_str().unwrap()),
+            &format!("/api/threads/{}/messages", made.thread),
             json!({"message": "sleep 30"}),
         )
         .await;

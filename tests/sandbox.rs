@@ -363,32 +363,18 @@ async fn an_environments_network_mode_applies_to_its_threads() {
     assert_eq!(code, 201, "{v}");
     assert_eq!(v["networkAccess"], "off");
 
-    let (code, env) = gw
-        .post(
-            "/api/environments",
+    let made = gw
+        .env_thread(
             json!({"name": "fenced", "type": "local", "localPath": work.path(),
                    "networkAccess": "allowlist", "networkAllowlist": ["Allowed.Test"]}),
+            &gw.nodes().await[0]["id"],
         )
         .await;
-    assert_eq!(code, 201, "{env}");
-    assert_eq!(env["networkAccess"], "allowlist");
-    assert_eq!(env["networkAllowlist"], json!(["allowed.test"]));
-    let env_id = env["id"].as_str().unwrap();
-    let nodes = gw.nodes().await;
-    let (code, b) = gw
-        .post(
-            &format!("/api/environments/{env_id}/bindings"),
-            json!({"nodeId": nodes[0]["id"]}),
-        )
-        .await;
-    assert_eq!(code, 201, "{b}");
-    let (code, t) = gw
-        .post("/api/threads", json!({"environmentId": env_id}))
-        .await;
-    assert_eq!(code, 201, "{t}");
+    assert_eq!(made.env["networkAccess"], "allowlist");
+    assert_eq!(made.env["networkAllowlist"], json!(["allowed.test"]));
     let (code, t) = gw
         .post(
-            &format!("/api/threads/{}/messages", t["id"].as_str().unwrap()),
+            &format!("/api/threads/{}/messages", made.thread),
             json!({"executor": "shell",
                    "message": format!("python3 fetch.py http://allowed.test:{port}/; python3 fetch.py http://127.0.0.1:{port}/")}),
         )
@@ -421,28 +407,16 @@ async fn an_unlisted_host_raises_a_network_approval() {
     let port = host_server().await;
     let c = Cluster::resolving("asker", &["asked.test", "denied.test"]).await;
     let (gw, work) = (&c.gw, &c.work);
-    let (code, env) = gw
-        .post(
-            "/api/environments",
+    let made = gw
+        .env_thread(
             json!({"name": "asks", "type": "local", "localPath": work.path(),
                    "networkAccess": "allowlist", "networkAllowlist": ["allowed.test"],
                    "metadata": {"workingMode": "always-ask"}}),
+            &gw.nodes().await[0]["id"],
         )
         .await;
-    assert_eq!(code, 201, "{env}");
-    let env_id = env["id"].as_str().unwrap().to_string();
-    let nodes = gw.nodes().await;
-    let (code, b) = gw
-        .post(
-            &format!("/api/environments/{env_id}/bindings"),
-            json!({"nodeId": nodes[0]["id"]}),
-        )
-        .await;
-    assert_eq!(code, 201, "{b}");
-    let (_, thread) = gw
-        .post("/api/threads", json!({"environmentId": env_id}))
-        .await;
-    let thread_id = thread["id"].as_str().unwrap().to_string();
+    let env_id = made.env["id"].as_str().unwrap().to_string();
+    let thread_id = made.thread;
     let send = |host: &'static str| {
         let (gw, thread_id) = (&gw, &thread_id);
         async move {
@@ -605,31 +579,19 @@ async fn a_container_environment_runs_setup_and_tasks_in_its_image() {
         )
         .await;
     assert_eq!(code, 422, "{v}");
-    let (code, env) = gw
-        .post(
-            "/api/environments",
+    let made = gw
+        .env_thread(
             json!({"name": "boxed", "type": "local", "localPath": work.path(),
                    "containerImage": tag, "persistVolume": true, "networkAccess": "off",
                    "secrets": {"BOX_SECRET": "box-secret-value-1234"},
                    "setupScript": "grep ^ID= /etc/os-release > setup.txt\necho kept-from-setup > $HOME/kept"}),
+            &nodes[0]["id"],
         )
         .await;
-    assert_eq!(code, 201, "{env}");
-    let env_id = env["id"].as_str().unwrap().to_string();
-    let (code, b) = gw
-        .post(
-            &format!("/api/environments/{env_id}/bindings"),
-            json!({"nodeId": nodes[0]["id"]}),
-        )
-        .await;
-    assert_eq!(code, 201, "{b}");
-    let binding_id = b["id"].as_str().unwrap().to_string();
-    let (_, thread) = gw
-        .post("/api/threads", json!({"environmentId": env_id}))
-        .await;
+    let binding_id = made.binding["id"].as_str().unwrap().to_string();
     let (code, t) = gw
         .post(
-            &format!("/api/threads/{}/messages", thread["id"].as_str().unwrap()),
+            &format!("/api/threads/{}/messages", made.thread),
             json!({"executor": "shell", "message": "grep ^ID= /etc/os-release; cat $HOME/kept; \
                    echo written > out.txt; echo \"secret-len=${#BOX_SECRET}\"; id -u; \
                    ls /sys/class/net"}),

@@ -62,19 +62,34 @@ impl Beneath {
     }
 
     /// Writes `data` to `rel`, creating or truncating it and creating missing parent
-    /// directories, all beneath the root.
+    /// directories, all beneath the root. An existing file keeps its mode.
     pub fn write(&self, rel: &Path, data: &[u8]) -> io::Result<()> {
+        self.write_as(rel, data, false)
+    }
+
+    /// [`Self::write`] for a secret: directories it creates are the owner's only (0700)
+    /// and the file is 0600, whatever it was before.
+    pub fn write_private(&self, rel: &Path, data: &[u8]) -> io::Result<()> {
+        self.write_as(rel, data, true)
+    }
+
+    fn write_as(&self, rel: &Path, data: &[u8], private: bool) -> io::Result<()> {
+        let (file_mode, dir_mode) = if private {
+            (0o600, 0o700)
+        } else {
+            (0o644, 0o755)
+        };
         let name = rel
             .file_name()
             .ok_or_else(|| io::Error::other("not a file name"))?;
-        let parent = self.create_dirs(rel.parent().unwrap_or(Path::new("")))?;
+        let parent = self.create_dirs(rel.parent().unwrap_or(Path::new("")), dir_mode)?;
         // Not truncated before it is known to be a regular file; never waits on a FIFO.
         let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_NONBLOCK;
         let fd = open_in(
             &parent,
             Path::new(name),
             flags,
-            Mode::from_bits_truncate(0o644),
+            Mode::from_bits_truncate(file_mode),
         )?;
         let mut f = File::from(fd);
         if !f.metadata()?.is_file() {
@@ -83,20 +98,23 @@ impl Beneath {
                 rel.display()
             )));
         }
+        if private {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(file_mode))?;
+        }
         f.set_len(0)?;
         f.write_all(data)
     }
 
-    /// Opens the directory `rel`, creating what is missing one level at a time.
-    fn create_dirs(&self, rel: &Path) -> io::Result<OwnedFd> {
+    /// Opens the directory `rel`, creating what is missing one level at a time (with `mode`).
+    fn create_dirs(&self, rel: &Path, mode: u32) -> io::Result<OwnedFd> {
         let mut cur = self.root.try_clone()?;
         for name in names(rel)? {
             let dir = OFlag::O_DIRECTORY | OFlag::O_RDONLY;
             cur = match open_in(&cur, Path::new(name), dir, Mode::empty()) {
                 Ok(fd) => fd,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    mkdirat(&cur, name, Mode::from_bits_truncate(0o755))
-                        .map_err(io::Error::from)?;
+                    mkdirat(&cur, name, Mode::from_bits_truncate(mode)).map_err(io::Error::from)?;
                     open_in(&cur, Path::new(name), dir, Mode::empty())?
                 }
                 Err(e) => return Err(e),
@@ -218,6 +236,27 @@ mod tests {
             std::fs::read_to_string(root.join("a/b/c.txt")).unwrap(),
             "made"
         );
+
+        // A secret: private directories and file, also over a file that was readable, and
+        // never through a symlinked directory.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| {
+            std::fs::metadata(root.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        b.write(Path::new("creds/old.json"), b"was public").unwrap();
+        b.write_private(Path::new("creds/old.json"), b"{}").unwrap();
+        assert_eq!(mode("creds/old.json"), 0o600);
+        b.write_private(Path::new("p/q/token"), b"t").unwrap();
+        assert_eq!(
+            (mode("p"), mode("p/q"), mode("p/q/token")),
+            (0o700, 0o700, 0o600)
+        );
+        assert!(b.write_private(Path::new("slash/tmp/token"), b"t").is_err());
+        assert!(b.write_private(Path::new("../token"), b"t").is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

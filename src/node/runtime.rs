@@ -134,6 +134,7 @@ impl Runtime {
             sandbox.resolve,
             sandbox.hide,
         )?;
+        executor::cli::detect();
         let key_path = data_dir.join(STATE_KEY_FILE);
         let key_bytes = match std::fs::read(&key_path) {
             Ok(b) if b.len() == 32 => b,

@@ -141,7 +141,7 @@ pub struct ChunkBatch {
 
 /// What an agent's `message-metadata` chunk reports for its task: tokens and cost to add,
 /// the model, and the CLI session a later task of its thread can continue.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct AgentReport {
     pub task: String,
     pub input_tokens: i64,

@@ -168,7 +168,7 @@ async fn claude_code_stops_and_reports_a_refused_key() {
     crate::common::wait_until(
         "the tool's sleep to start",
         crate::common::agent_cli::T,
-        || async { crate::common::agent_cli::processes_containing("sleep 31377") > 0 },
+        || async { crate::common::processes_containing("sleep 31377") > 0 },
     )
     .await;
     c.stop_and_check(&id, "sleep 31377").await;

@@ -2,9 +2,9 @@
 
 use serde_json::{json, Value};
 
-use crate::common::agent_cli::{processes_containing, AgentCli, T};
+use crate::common::agent_cli::{AgentCli, T};
 use crate::common::fake_openai::{responses_call, responses_custom, responses_text, Reply};
-use crate::common::wait_until;
+use crate::common::{processes_containing, wait_until};
 
 const KEY: &str = "sk-test-codex-5678";
 /// A model Codex knows (it offers `apply_patch` only to those).

@@ -2,9 +2,9 @@
 
 use serde_json::{json, Value};
 
-use crate::common::agent_cli::{processes_containing, AgentCli, T};
+use crate::common::agent_cli::{AgentCli, T};
 use crate::common::fake_openai::{text, tool_call, Reply};
-use crate::common::wait_until;
+use crate::common::{processes_containing, wait_until};
 
 const KEY: &str = "sk-test-opencode-9012";
 const MODEL: &str = "fake-model";

@@ -88,30 +88,9 @@ impl AgentCli {
     /// A `local` environment on the working dir with these vars and secrets, bound to the
     /// node and ready, and a thread in it.
     pub async fn thread(&self, vars: Value, secrets: Value) -> String {
-        let (code, env) = self
-            .gw
-            .post(
-                "/api/environments",
-                json!({"name": "agents", "type": "local", "localPath": self.work.path(),
-                       "vars": vars, "secrets": secrets}),
-            )
-            .await;
-        assert_eq!(code, 201, "{env}");
-        let env_id = env["id"].as_str().unwrap().to_string();
-        let (code, b) = self
-            .gw
-            .post(
-                &format!("/api/environments/{env_id}/bindings"),
-                json!({"nodeId": self.node_id}),
-            )
-            .await;
-        assert_eq!(code, 201, "{b}");
-        let (code, t) = self
-            .gw
-            .post("/api/threads", json!({"environmentId": env_id}))
-            .await;
-        assert_eq!(code, 201, "{t}");
-        t["id"].as_str().unwrap().to_string()
+        let env = json!({"name": "agents", "type": "local", "localPath": self.work.path(),
+                         "vars": vars, "secrets": secrets});
+        self.gw.env_thread(env, &json!(self.node_id)).await.thread
     }
 
     /// Sends a thread message (naming the executor when given); the task it started.
@@ -149,7 +128,7 @@ impl AgentCli {
                 let log = self.node.logs();
                 panic!(
                     "task {id} did not end: {t}\nnode log:\n{}",
-                    crate::common::fake_openai::tail(&log, 6000)
+                    viber::text::tail(&log, 6000)
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -257,21 +236,4 @@ impl AgentCli {
         assert_eq!(code, 200, "{u}");
         u
     }
-}
-
-/// How many processes have `marker` in their command line (arguments joined by spaces).
-pub fn processes_containing(marker: &str) -> usize {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter(|e| {
-            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
-                String::from_utf8_lossy(&c)
-                    .replace('\0', " ")
-                    .contains(marker)
-            })
-        })
-        .count()
 }

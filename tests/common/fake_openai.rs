@@ -385,12 +385,3 @@ async fn named_events(
         None => (StatusCode::INTERNAL_SERVER_ERROR, "script exhausted").into_response(),
     }
 }
-
-/// The last `max` bytes of `s` (on a character boundary), for failure messages.
-pub fn tail(s: &str, max: usize) -> &str {
-    let mut cut = s.len().saturating_sub(max);
-    while !s.is_char_boundary(cut) {
-        cut += 1;
-    }
-    &s[cut..]
-}

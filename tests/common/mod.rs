@@ -187,6 +187,13 @@ pub struct Gateway {
 
 pub const HEARTBEAT_MS: &str = "300";
 
+/// What [`Gateway::env_thread`] made: the environment's and binding's views, the thread id.
+pub struct EnvThread {
+    pub env: Value,
+    pub binding: Value,
+    pub thread: String,
+}
+
 impl Gateway {
     /// Starts a gateway on `port` (0: any) with its data in `dir`.
     pub fn start(dir: &Path, port: u16, extra: &[&str]) -> Gateway {
@@ -304,6 +311,29 @@ impl Gateway {
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         self.request(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Creates an environment from `env`, binds it to `node_id` and starts a thread in it.
+    pub async fn env_thread(&self, env: Value, node_id: &Value) -> EnvThread {
+        let (code, env) = self.post("/api/environments", env).await;
+        assert_eq!(code, 201, "{env}");
+        let env_id = env["id"].as_str().unwrap().to_string();
+        let (code, binding) = self
+            .post(
+                &format!("/api/environments/{env_id}/bindings"),
+                json!({ "nodeId": node_id }),
+            )
+            .await;
+        assert_eq!(code, 201, "{binding}");
+        let (code, t) = self
+            .post("/api/threads", json!({ "environmentId": env_id }))
+            .await;
+        assert_eq!(code, 201, "{t}");
+        EnvThread {
+            env,
+            binding,
+            thread: t["id"].as_str().unwrap().to_string(),
+        }
     }
 
     /// A fresh enrollment token.
@@ -501,15 +531,28 @@ pub async fn handshake(url: &str, key: &NodeKey, token: &str) -> (Ws, Got) {
     (ws, got)
 }
 
-/// How many of this machine's processes have exactly this command line (arguments joined
-/// by NUL, as `/proc/PID/cmdline` holds them). Sandboxed processes have PIDs of their own
-/// namespace, so the tests find them by what they run.
+/// How many processes have exactly this command line (arguments each ended by a NUL).
 pub fn processes_with_cmdline(cmdline: &str) -> usize {
+    processes_where(|c| c == cmdline.as_bytes())
+}
+
+/// How many processes have `marker` in their command line (arguments joined by spaces).
+pub fn processes_containing(marker: &str) -> usize {
+    processes_where(|c| {
+        String::from_utf8_lossy(c)
+            .replace('\0', " ")
+            .contains(marker)
+    })
+}
+
+/// Processes of this machine whose `/proc/PID/cmdline` satisfies `f`. Sandboxed processes
+/// have PIDs of their own namespace, so the tests find them by what they run.
+fn processes_where(f: impl Fn(&[u8]) -> bool) -> usize {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };
     dir.flatten()
         .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == cmdline.as_bytes()))
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| f(&c)))
         .count()
 }

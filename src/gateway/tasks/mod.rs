@@ -187,11 +187,12 @@ fn agent_report(task_id: &str, chunk: &Value) -> Option<AgentReport> {
         model: m["model"].as_str().map(str::to_string),
         session: reported_session(&m["agentSession"]),
     };
-    (r != AgentReport {
-        task: r.task.clone(),
-        ..AgentReport::default()
-    })
-    .then_some(r)
+    let reports = r.input_tokens > 0
+        || r.output_tokens > 0
+        || r.cost_usd > 0.0
+        || r.model.is_some()
+        || r.session.is_some();
+    reports.then_some(r)
 }
 
 /// What to do with one reliable frame after ordering it.
@@ -634,5 +635,44 @@ async fn watch_free_disk(dir: std::path::PathBuf, free: Arc<AtomicU64>, stop: Ca
             let bytes = st.blocks_available() * st.fragment_size();
             free.store(bytes, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn meta(m: Value) -> Value {
+        json!({"type": "message-metadata", "messageMetadata": m})
+    }
+
+    /// What a node reports is clamped and checked: it cannot overflow sums, subtract cost or
+    /// hand a thread a session id that is not one.
+    #[test]
+    fn agent_reports_are_clamped_and_checked() {
+        let r = agent_report(
+            "t",
+            &meta(
+                json!({"usage": {"inputTokens": u64::MAX, "outputTokens": -5},
+                         "costUsd": -1.0, "agentSession": "ses_1 --rm"}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.input_tokens, r.output_tokens, r.cost_usd),
+            (MAX_REPORTED_TOKENS, 0, 0.0)
+        );
+        assert_eq!(r.session, None);
+        let r = agent_report(
+            "t",
+            &meta(json!({"costUsd": 1e300, "agentSession": "ses_abc"})),
+        )
+        .unwrap();
+        assert_eq!(r.cost_usd, MAX_REPORTED_COST_USD);
+        assert_eq!(r.session.as_deref(), Some("ses_abc"));
+        // Nothing to report, or not a metadata chunk: no write.
+        assert!(agent_report("t", &meta(json!({"other": 1}))).is_none());
+        assert!(agent_report("t", &json!({"type": "text-delta", "costUsd": 5})).is_none());
     }
 }

@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 
 use super::agent_process::AgentProcess;
 use super::cli::{self, CLAUDE_CODE};
-use super::llm::approval;
+use super::llm::approval::{self, Approval};
 use super::{Executor, Run, RunOutcome};
 use crate::protocol::ui::UiChunk;
 use crate::protocol::WorkingMode;
@@ -219,17 +219,15 @@ async fn answer(run: &Run<'_>, req: &Value) -> Value {
         return allow;
     }
     let call = req["tool_use_id"].as_str().unwrap_or("");
-    match run
-        .emit
-        .request_approval(call, approval::timeout(run.options), &run.abort)
-        .await
-    {
-        Some((true, _)) => allow,
-        Some((false, reason)) => json!({"behavior": "deny", "message": format!(
+    match approval::ask(run, call).await {
+        Approval::Approved => allow,
+        Approval::Denied(reason) => json!({"behavior": "deny", "message": format!(
             "The operator denied this{}",
             reason.map(|r| format!(": {r}")).unwrap_or_default()
         )}),
-        None => json!({"behavior": "deny", "message": "interrupted", "interrupt": true}),
+        Approval::Interrupted => {
+            json!({"behavior": "deny", "message": "interrupted", "interrupt": true})
+        }
     }
 }
 

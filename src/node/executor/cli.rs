@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 
+use super::llm::approval::{self, Approval};
 use crate::protocol::ExecutorKind;
 
 /// One agent CLI this node can drive.
@@ -45,6 +46,24 @@ pub const OPENCODE: Cli = Cli {
 
 pub const ALL: [&Cli; 3] = [&CLAUDE_CODE, &CODEX, &OPENCODE];
 
+/// Looks every CLI up at once (each `--version` takes 0.4 to 0.9 s), at start-up rather than
+/// on the first handshake, and logs what this node can run.
+pub fn detect() {
+    std::thread::scope(|s| {
+        for cli in ALL {
+            s.spawn(move || cli.installed());
+        }
+    });
+    for cli in ALL {
+        match cli.installed() {
+            Some(f) => {
+                tracing::info!(cli = cli.command, version = %f.version, path = %f.path.display(), "agent CLI found")
+            }
+            None => tracing::debug!(cli = cli.command, "agent CLI not installed"),
+        }
+    }
+}
+
 /// A CLI found on this node.
 #[derive(Debug, Clone)]
 pub struct Found {
@@ -64,11 +83,7 @@ impl Cli {
     fn look_up(&self) -> Option<Found> {
         let path = match std::env::var_os(self.path_var) {
             Some(p) if !p.is_empty() => Some(PathBuf::from(p)).filter(|p| p.is_file()),
-            _ => std::env::var_os("PATH").and_then(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join(self.command))
-                    .find(|p| p.is_file())
-            }),
+            _ => crate::node::sandbox::find_on_path(self.command),
         }?;
         let out = std::process::Command::new(&path)
             .arg("--version")
@@ -144,6 +159,23 @@ pub fn inside(cwd: &Path, path: &Path) -> bool {
         }
     }
     parts.iter().collect::<PathBuf>().starts_with(cwd)
+}
+
+/// A CLI's permission prompt about tool call `call`: answered by the node when `auto`
+/// (the working mode lets it through), else by the operator through the approval flow.
+pub struct Prompt {
+    pub call: String,
+    pub auto: bool,
+}
+
+impl Prompt {
+    pub async fn decide(self, run: &super::Run<'_>) -> Approval {
+        if self.auto {
+            Approval::Approved
+        } else {
+            approval::ask(run, &self.call).await
+        }
+    }
 }
 
 /// The version in a `--version` line: its first word that starts with a digit

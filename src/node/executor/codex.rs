@@ -32,9 +32,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 
 use super::agent_process::AgentProcess;
-use super::cli::{self, inside, CODEX};
+use super::cli::{self, inside, Prompt, CODEX};
 use super::jsonrpc::{CallError, Incoming, Rpc};
-use super::llm::approval;
+use super::llm::approval::{self, Approval};
 use super::{Executor, Run, RunOutcome};
 use crate::protocol::ui::UiChunk;
 use crate::protocol::WorkingMode;
@@ -179,8 +179,8 @@ async fn turn(
                 }
                 Incoming::Request { id, method, params } => match method.as_str() {
                     "item/commandExecution/requestApproval" | "item/fileChange/requestApproval" => {
-                        let ask = map.approval(&params);
-                        asking.push(async move { (id, ask.answer(run).await) });
+                        let prompt = map.approval(&params);
+                        asking.push(async move { (id, decision(prompt.decide(run).await)) });
                     }
                     _ => rpc.refuse(id, &method).await,
                 },
@@ -215,37 +215,16 @@ async fn wait_turn_end(rpc: &mut Rpc) {
 
 /// Whether the operator may be asked anything in this task.
 fn asks(run: &Run<'_>) -> bool {
-    !run.options.require_approval.is_empty()
-        || run
-            .options
-            .working_mode
-            .unwrap_or(WorkingMode::AlwaysExecute)
-            != WorkingMode::AlwaysExecute
+    approval::asks(run.options) || !run.options.require_approval.is_empty()
 }
 
-/// One of Codex's approval requests, with what the node decides without asking.
-struct Ask {
-    call: String,
-    /// Answer without asking (`accept`), or ask the operator.
-    auto_accept: bool,
-}
-
-impl Ask {
-    /// Codex's decision: `accept`, `decline` (the model is told; the turn goes on) or
-    /// `cancel` (the turn ends: the run was stopped).
-    async fn answer(self, run: &Run<'_>) -> &'static str {
-        if self.auto_accept {
-            return "accept";
-        }
-        match run
-            .emit
-            .request_approval(&self.call, approval::timeout(run.options), &run.abort)
-            .await
-        {
-            Some((true, _)) => "accept",
-            Some((false, _)) => "decline",
-            None => "cancel",
-        }
+/// Codex's decision for the answer: `decline` tells the model and the turn goes on;
+/// `cancel` ends the turn (the run was stopped).
+fn decision(answer: Approval) -> &'static str {
+    match answer {
+        Approval::Approved => "accept",
+        Approval::Denied(_) => "decline",
+        Approval::Interrupted => "cancel",
     }
 }
 
@@ -253,6 +232,8 @@ impl Ask {
 enum Started {
     Command(String),
     Patch(Vec<PathBuf>),
+    /// A tool Codex does not ask about (MCP, web search).
+    Other,
 }
 
 /// Turns Codex's notifications into UI chunks.
@@ -261,7 +242,7 @@ struct Mapper<'r, 'a> {
     model: Option<String>,
     in_step: bool,
     /// Text and reasoning parts open by item id.
-    open: HashMap<String, UiChunkEnd>,
+    open: HashMap<String, PartKind>,
     /// Tool items by id: what they run, and the output they printed so far.
     tools: HashMap<String, (Started, String)>,
     input_tokens: i64,
@@ -271,7 +252,7 @@ struct Mapper<'r, 'a> {
 }
 
 #[derive(Clone, Copy)]
-enum UiChunkEnd {
+enum PartKind {
     Text,
     Reasoning,
 }
@@ -311,12 +292,12 @@ impl<'r, 'a> Mapper<'r, 'a> {
             "item/started" => self.item_started(&p["item"]),
             "item/completed" => self.item_completed(&p["item"]),
             "item/agentMessage/delta" => {
-                self.open_part(item_id, UiChunkEnd::Text);
+                self.open_part(item_id, PartKind::Text);
                 let delta = p["delta"].as_str().unwrap_or("");
                 self.chunk(UiChunk::text_delta(&self.part_id(item_id), delta));
             }
             "item/reasoning/summaryTextDelta" | "item/reasoning/textDelta" => {
-                self.open_part(item_id, UiChunkEnd::Reasoning);
+                self.open_part(item_id, PartKind::Reasoning);
                 self.chunk(UiChunk::ReasoningDelta {
                     id: self.part_id(item_id),
                     delta: p["delta"].as_str().unwrap_or("").into(),
@@ -343,15 +324,15 @@ impl<'r, 'a> Mapper<'r, 'a> {
         }
     }
 
-    fn open_part(&mut self, item: &str, kind: UiChunkEnd) {
+    fn open_part(&mut self, item: &str, kind: PartKind) {
         if self.open.contains_key(item) {
             return;
         }
         self.step();
         let id = self.part_id(item);
         self.chunk(match kind {
-            UiChunkEnd::Text => UiChunk::TextStart { id },
-            UiChunkEnd::Reasoning => UiChunk::ReasoningStart { id },
+            PartKind::Text => UiChunk::TextStart { id },
+            PartKind::Reasoning => UiChunk::ReasoningStart { id },
         });
         self.open.insert(item.to_string(), kind);
     }
@@ -360,8 +341,8 @@ impl<'r, 'a> Mapper<'r, 'a> {
         if let Some(kind) = self.open.remove(item) {
             let id = self.part_id(item);
             self.chunk(match kind {
-                UiChunkEnd::Text => UiChunk::TextEnd { id },
-                UiChunkEnd::Reasoning => UiChunk::ReasoningEnd { id },
+                PartKind::Text => UiChunk::TextEnd { id },
+                PartKind::Reasoning => UiChunk::ReasoningEnd { id },
             });
         }
     }
@@ -392,12 +373,12 @@ impl<'r, 'a> Mapper<'r, 'a> {
             "mcpToolCall" | "dynamicToolCall" => (
                 item["tool"].as_str().unwrap_or("tool").into(),
                 item["arguments"].clone(),
-                Started::Command(String::new()),
+                Started::Other,
             ),
             "webSearch" => (
                 "web_search".into(),
                 json!({"query": item["query"]}),
-                Started::Command(String::new()),
+                Started::Other,
             ),
             _ => return None,
         })
@@ -406,8 +387,8 @@ impl<'r, 'a> Mapper<'r, 'a> {
     fn item_started(&mut self, item: &Value) {
         let id = item["id"].as_str().unwrap_or("").to_string();
         match item["type"].as_str() {
-            Some("agentMessage") => self.open_part(&id, UiChunkEnd::Text),
-            Some("reasoning") => self.open_part(&id, UiChunkEnd::Reasoning),
+            Some("agentMessage") => self.open_part(&id, PartKind::Text),
+            Some("reasoning") => self.open_part(&id, PartKind::Reasoning),
             _ => {
                 let Some((name, input, started)) = self.tool_of(item) else {
                     return;
@@ -434,7 +415,7 @@ impl<'r, 'a> Mapper<'r, 'a> {
                 // A message that came whole, without deltas.
                 if !self.open.contains_key(&id) {
                     if let Some(text) = item["text"].as_str().filter(|t| !t.is_empty()) {
-                        self.open_part(&id, UiChunkEnd::Text);
+                        self.open_part(&id, PartKind::Text);
                         self.chunk(UiChunk::text_delta(&self.part_id(&id), text));
                     }
                 }
@@ -477,13 +458,13 @@ impl<'r, 'a> Mapper<'r, 'a> {
     }
 
     /// What to do about an approval request for a tool item this mapper saw start.
-    fn approval(&self, p: &Value) -> Ask {
+    fn approval(&self, p: &Value) -> Prompt {
         let call = p["itemId"].as_str().unwrap_or("").to_string();
         let opts = self.run.options;
         let mode = opts.working_mode.unwrap_or(WorkingMode::AlwaysExecute);
         let started = self.tools.get(&call).map(|(s, _)| s);
         let required = |names: &[&str]| opts.require_approval.iter().any(|t| names.contains(&&**t));
-        let auto_accept = match (mode, started) {
+        let auto = match (mode, started) {
             (WorkingMode::AlwaysAsk, _) => false,
             (_, Some(Started::Command(cmd))) => {
                 !required(&["exec_command", "bash", "Bash"])
@@ -495,10 +476,11 @@ impl<'r, 'a> Mapper<'r, 'a> {
                     && (mode == WorkingMode::AlwaysExecute
                         || paths.iter().all(|p| inside(self.run.cwd, p)))
             }
-            // A request for an item that never started: ask.
-            (_, None) => false,
+            // A request for an item that never started, or of a kind it does not ask about:
+            // the operator decides.
+            (_, None | Some(Started::Other)) => false,
         };
-        Ask { call, auto_accept }
+        Prompt { call, auto }
     }
 
     /// Closes what is open at the turn's end.

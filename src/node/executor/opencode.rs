@@ -36,9 +36,9 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 
 use super::agent_process::AgentProcess;
-use super::cli::{self, inside, OPENCODE};
+use super::cli::{self, inside, Prompt, OPENCODE};
 use super::jsonrpc::{CallError, Incoming, Rpc};
-use super::llm::approval;
+use super::llm::approval::{self, Approval};
 use super::{Executor, Run, RunOutcome};
 use crate::protocol::ui::UiChunk;
 use crate::protocol::WorkingMode;
@@ -235,8 +235,8 @@ async fn turn(
                 }
                 Incoming::Request { id, method, params } => match method.as_str() {
                     "session/request_permission" => {
-                        let ask = map.permission(&params["toolCall"]);
-                        asking.push(async move { (id, ask.answer(run).await) });
+                        let prompt = map.permission(&params["toolCall"]);
+                        asking.push(async move { (id, outcome_of(prompt.decide(run).await)) });
                     }
                     // Sent for an approved edit although we said we do not write files: the
                     // edit tool writes the file itself.
@@ -311,28 +311,13 @@ fn save_cost(run: &Run<'_>, session: &str, total: f64) {
     }
 }
 
-/// One permission prompt, with what the node decides without asking.
-struct Ask {
-    call: String,
-    auto_allow: bool,
-}
-
-impl Ask {
-    async fn answer(self, run: &Run<'_>) -> Value {
-        let selected =
-            |option: &str| json!({"outcome": {"outcome": "selected", "optionId": option}});
-        if self.auto_allow {
-            return selected("once");
-        }
-        match run
-            .emit
-            .request_approval(&self.call, approval::timeout(run.options), &run.abort)
-            .await
-        {
-            Some((true, _)) => selected("once"),
-            Some((false, _)) => selected("reject"),
-            None => json!({"outcome": {"outcome": "cancelled"}}),
-        }
+/// ACP's answer to a permission prompt. A rejection cannot carry a reason.
+fn outcome_of(answer: Approval) -> Value {
+    let selected = |option: &str| json!({"outcome": {"outcome": "selected", "optionId": option}});
+    match answer {
+        Approval::Approved => selected("once"),
+        Approval::Denied(_) => selected("reject"),
+        Approval::Interrupted => json!({"outcome": {"outcome": "cancelled"}}),
     }
 }
 
@@ -528,14 +513,14 @@ impl<'r, 'a> Mapper<'r, 'a> {
     }
 
     /// What to do about a permission prompt for `call` (the prompt's `toolCall`).
-    fn permission(&mut self, call: &Value) -> Ask {
+    fn permission(&mut self, call: &Value) -> Prompt {
         let id = call["toolCallId"].as_str().unwrap_or("").to_string();
         if !self.tools.contains_key(&id) {
             self.tool_started(call);
         }
         self.announce(&id, &call["rawInput"]);
         let opts = self.run.options;
-        let auto_allow = match opts.working_mode.unwrap_or(WorkingMode::AlwaysExecute) {
+        let auto = match opts.working_mode.unwrap_or(WorkingMode::AlwaysExecute) {
             WorkingMode::AlwaysAsk => false,
             WorkingMode::AlwaysExecute => opts.require_approval.is_empty(),
             WorkingMode::AgentDecides => match call["kind"].as_str() {
@@ -550,10 +535,7 @@ impl<'r, 'a> Mapper<'r, 'a> {
                 _ => false,
             },
         };
-        Ask {
-            call: id,
-            auto_allow,
-        }
+        Prompt { call: id, auto }
     }
 
     /// The turn's end: open parts and the step closed, tokens and cost reported.

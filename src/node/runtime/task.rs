@@ -201,48 +201,15 @@ fn agent_home(runtime: &Runtime, cwd: &std::path::Path) -> PathBuf {
         .join(crate::crypto::hex(&digest.as_ref()[..8]))
 }
 
-/// Writes a secret file into the agent home, readable by the node's user only. The gateway
-/// checked the path; it is checked again here, and an existing symlink is replaced, never
-/// followed.
+/// Writes a secret file into the agent home, readable by the node's user only. Every step
+/// of the path stays beneath the home (the gateway checked the path; a symlink the agent
+/// left in its home cannot lead the write elsewhere).
 fn write_secret_file(home: &std::path::Path, file: &str, value: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let rel = std::path::Path::new(file);
-    if rel.is_absolute()
-        || rel
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-    {
-        return Err(format!(
-            "secret file {file:?} is not a path inside the agent home"
-        ));
-    }
-    let path = home.join(rel);
     let fail = |e: std::io::Error| format!("writing secret file {file}: {e}");
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(fail)?;
-        // A directory on the way that is a symlink (the agent could have made one) would
-        // lead the write out of the home.
-        let real = dir.canonicalize().map_err(fail)?;
-        if !real.starts_with(home.canonicalize().map_err(fail)?) {
-            return Err(format!(
-                "secret file {file}: its directory leaves the agent home"
-            ));
-        }
-    }
-    let _ = std::fs::remove_file(&path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(fail)?;
-    f.write_all(value.as_bytes()).map_err(fail)
+    std::fs::create_dir_all(home).map_err(fail)?;
+    crate::node::beneath::Beneath::open_root(home)
+        .and_then(|b| b.write_private(std::path::Path::new(file), value.as_bytes()))
+        .map_err(fail)
 }
 
 /// Runs the task's inputs one after another until none is left or the task is stopped;

@@ -352,7 +352,8 @@ impl Sandbox {
     }
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
+/// The first file called `name` in the directories of `PATH`.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|d| d.join(name))

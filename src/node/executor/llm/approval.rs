@@ -45,7 +45,7 @@ fn allowlisted(opts: &TaskOptions, command: &str) -> bool {
 }
 
 /// The operator's answer.
-pub(super) enum Approval {
+pub enum Approval {
     Approved,
     /// Denied, with the operator's reason (or why no answer came).
     Denied(Option<String>),
@@ -70,7 +70,7 @@ pub fn asks(opts: &TaskOptions) -> bool {
 }
 
 /// Emits a `tool-approval-request` and waits for the operator (denied on timeout).
-pub(super) async fn ask(run: &Run<'_>, tool_call_id: &str) -> Approval {
+pub async fn ask(run: &Run<'_>, tool_call_id: &str) -> Approval {
     match run
         .emit
         .request_approval(tool_call_id, timeout(run.options), &run.abort)
