@@ -161,6 +161,25 @@ impl AllowedHosts {
     }
 }
 
+/// The stored allowlist of an environment or thread; None when there is no such row.
+fn allowed_hosts(
+    c: &rusqlite::Connection,
+    list: AllowedHosts,
+    id: &str,
+) -> rusqlite::Result<Option<Vec<String>>> {
+    let stored: Option<String> = c
+        .query_row(
+            &format!(
+                "SELECT network_allowlist FROM {} WHERE id = ?1",
+                list.table()
+            ),
+            params![id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(stored.map(|s| serde_json::from_str(&s).unwrap_or_default()))
+}
+
 impl Store {
     /// Adds `host` to the environment's or thread's network allowlist (once), without
     /// bumping the environment's version (the allowlist does not change what is prepared).
@@ -173,24 +192,17 @@ impl Store {
     ) -> anyhow::Result<bool> {
         self.write(move |c| {
             let tx = c.transaction()?;
-            let table = list.table();
-            let current: Option<String> = tx
-                .query_row(
-                    &format!("SELECT network_allowlist FROM {table} WHERE id = ?1"),
-                    params![id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(current) = current else {
+            let Some(mut hosts) = allowed_hosts(&tx, list, &id)? else {
                 return Ok(false);
             };
-            let mut hosts: Vec<String> = serde_json::from_str(&current).unwrap_or_default();
-            let current = current.clone();
             if !hosts.contains(&host) {
                 hosts.push(host);
                 tx.execute(
-                    &format!("UPDATE {table} SET network_allowlist = ?2 WHERE id = ?1"),
-                    params![id, serde_json::to_string(&hosts).unwrap_or(current)],
+                    &format!(
+                        "UPDATE {} SET network_allowlist = ?2 WHERE id = ?1",
+                        list.table()
+                    ),
+                    params![id, serde_json::Value::from(hosts).to_string()],
                 )?;
             }
             tx.commit()?;
@@ -202,15 +214,7 @@ impl Store {
     /// The hosts an operator allowed for a thread's tasks.
     pub async fn thread_allowed_hosts(&self, thread_id: String) -> anyhow::Result<Vec<String>> {
         self.read(move |c| {
-            let s: Option<String> = c
-                .query_row(
-                    "SELECT network_allowlist FROM threads WHERE id = ?1",
-                    params![thread_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(s.and_then(|s| serde_json::from_str(&s).ok())
-                .unwrap_or_default())
+            Ok(allowed_hosts(c, AllowedHosts::Thread, &thread_id)?.unwrap_or_default())
         })
         .await
     }

@@ -1,10 +1,6 @@
 //! `/api/tasks*`: create, list, inspect, stop, message and answer approvals of tasks.
 //! The stream of a task is in `stream.rs`; its life cycle after creation is the task hub's.
 
-use crate::gateway::envs::input::check_allowlist;
-use crate::protocol::api::ApprovalScope;
-use crate::protocol::ui::NETWORK_TOOL;
-use crate::store::AllowedHosts;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -16,15 +12,18 @@ use super::openapi::Errors;
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
 use crate::gateway::commands;
+use crate::gateway::envs::input::check_allowlist;
 use crate::gateway::error::{ApiError, ApiResult, Body, Path, Query};
 use crate::gateway::link::Outgoing;
 use crate::gateway::App;
+use crate::protocol::api::ApprovalScope;
 use crate::protocol::api::{
     ApprovalAnswer, ApprovalAnswered, ChunkEvent, CreateTask, ErrorBody, MessageAccepted,
     MessageRequest, PendingApproval, TaskList, TaskListQuery, TaskUsage, TaskView,
 };
+use crate::protocol::ui::NETWORK_TOOL;
 use crate::protocol::{ExecutorKind, Frame, InjectionMode, TaskOutcome, TaskState};
-use crate::store::{NewTask, TaskFinish, TaskRecord};
+use crate::store::{AllowedHosts, NewTask, TaskFinish, TaskRecord};
 
 /// Largest goal or follow-up message, in bytes (it must fit in one frame).
 pub const MAX_GOAL_BYTES: usize = 256 * 1024;

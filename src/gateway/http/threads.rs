@@ -2,7 +2,6 @@
 //! the environment on a node when needed, then runs a task in its working directory; later
 //! messages feed the running task (injection modes) or start the next one.
 
-use crate::gateway::envs::input::{allowlist_of, check_allowlist, container_of};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -15,6 +14,7 @@ use super::openapi::Errors;
 use super::tasks::{check_text, follow_up, offers, parse_executor, task_usage, task_view};
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
+use crate::gateway::envs::input::{allowlist_of, check_allowlist, container_of};
 use crate::gateway::envs::{binding_phase, send_prepare};
 use crate::gateway::error::{ApiError, ApiResult, Body, Path, Query};
 use crate::gateway::App;
@@ -323,8 +323,7 @@ async fn start_task(
     } else {
         None
     };
-    let ready = binding_phase(&binding, env.version) == BindingPhase::Ready
-        && binding.resolved_working_dir.is_some();
+    let ready = runs_tasks(&binding, env);
     // The environment may set the agent's working mode (metadata.workingMode).
     let working_mode = serde_json::from_str::<Value>(&env.metadata)
         .ok()
@@ -388,9 +387,7 @@ async fn start_task(
         // The prepare may have ended between the read above and the task's insert, and
         // what it did with the waiting tasks then missed this one: start it on a binding
         // that became ready (a node ignores a second submit), prepare again after a failure.
-        if binding_phase(&now, env.version) == BindingPhase::Ready
-            && now.resolved_working_dir.is_some()
-        {
+        if runs_tasks(&now, env) {
             crate::gateway::tasks::dispatch_waiting(app, &binding.id).await?;
         } else if now.status != BindingStatus::Preparing {
             send_prepare(app, env, &now, false).await?;
@@ -401,6 +398,12 @@ async fn start_task(
     v.task_id = Some(task_id);
     v.binding_id = Some(binding.id);
     Ok(v)
+}
+
+/// Whether a task can start on the binding now: prepared for this version of the
+/// environment, with a working dir.
+fn runs_tasks(b: &BindingRecord, env: &EnvironmentRecord) -> bool {
+    binding_phase(b, env.version) == BindingPhase::Ready && b.resolved_working_dir.is_some()
 }
 
 /// The binding a thread's new task runs on: the thread's node if it has one, else a ready

@@ -40,7 +40,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::protocol::ContainerSpec;
+use crate::protocol::{ContainerSpec, SANDBOX_CAPABILITY};
 
 /// How the node confines task processes (`viber node --sandbox`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,8 +52,6 @@ pub enum Mode {
     /// No sandbox: tasks run as the node's user with its files and network. Explicit only.
     Off,
 }
-
-use crate::protocol::SANDBOX_CAPABILITY;
 
 /// The sandbox tool of this node, shared by every task.
 #[derive(Clone)]
