@@ -257,3 +257,25 @@ ALTER TABLE threads ADD COLUMN executor TEXT;
 -- A secret delivered as a file (a path relative to an agent CLI's home, such as
 -- `.codex/auth.json`) instead of a variable.
 ALTER TABLE environment_secrets ADD COLUMN file TEXT;
+
+-- migration: 8
+
+-- Terminals opened on nodes: where they run and how they ended. Their output is not stored
+-- (it lives in the node's scrollback ring and tmux's history).
+CREATE TABLE terminals (
+    id              TEXT PRIMARY KEY,
+    node_id         TEXT NOT NULL,
+    environment_id  TEXT NOT NULL REFERENCES environments (id) ON DELETE CASCADE,
+    binding_id      TEXT NOT NULL,
+    thread_id       TEXT,
+    command         TEXT NOT NULL DEFAULT '[]',
+    persistent      INTEGER NOT NULL DEFAULT 0,
+    status          TEXT NOT NULL DEFAULT 'running'
+        CHECK (status IN ('running', 'exited', 'lost')),
+    exit_code       INTEGER,
+    error           TEXT,
+    created_at      INTEGER NOT NULL,
+    ended_at        INTEGER
+);
+CREATE INDEX terminals_by_node ON terminals (node_id, status);
+CREATE INDEX terminals_by_binding ON terminals (binding_id, created_at);

@@ -214,6 +214,26 @@ output?: string, };
 
 export type ThreadMessages = { messages: Array<ThreadMessageView>, };
 
+export type TerminalView = { id: string, nodeId: string, bindingId: string, environmentId: string, threadId?: string, 
+/**
+ * Empty for a shell.
+ */
+command: Array<string>, persistent: boolean, 
+/**
+ * `running`, `exited`, or `lost` (its node no longer has it).
+ */
+status: string, exitCode?: number, error?: string, 
+/**
+ * TCP ports its processes listen on (as its node last reported).
+ */
+ports: Array<number>, createdAt: string, endedAt?: string, };
+
+export type TerminalList = { terminals: Array<TerminalView>, };
+
+export type ViewerEvent = { "type": "output", offset: number, data: string, } | { "type": "skipped", from: number, to: number, } | { "type": "exit", code?: number | null, } | { "type": "error", message: string, };
+
+export type ViewerInput = { "type": "input", data: string, } | { "type": "inputBytes", data: string, } | { "type": "resize", cols: number, rows: number, };
+
 export type Event = { "type": "ready", nodesOnline: number, } | { "type": "gap", missed: number, } | { "type": "node.online", nodeId: string, name: string, } | { "type": "node.offline", nodeId: string, name: string, reason: string, } | { "type": "node.config", nodeId: string, config: unknown, } | { "type": "environment.changed", environmentId: string, deleted?: boolean, } | { "type": "binding.status", bindingId: string, environmentId: string, nodeId: string, status: BindingStatus, step?: string, message?: string, } | { "type": "binding.log", bindingId: string, environmentId: string, seq: number, text: string, } | { "type": "task.created", taskId: string, nodeId: string | null, state: TaskState, } | { "type": "task.state", taskId: string, state: TaskState, } | { "type": "task.approval", taskId: string, 
 /**
  * `awaiting approval`.

@@ -177,6 +177,29 @@ fn check_csrf(headers: &HeaderMap, expected: &str) -> ApiResult<()> {
     }
 }
 
+fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn check_csrf_query(uri: &axum::http::Uri, expected: &str) -> ApiResult<()> {
+    let sent = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("csrf="));
+    match sent {
+        Some(sent) if same_secret(sent, expected) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            "a cookie-authenticated WebSocket needs the session's CSRF token in `csrf=`",
+        )),
+    }
+}
+
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
@@ -191,6 +214,10 @@ pub async fn require_operator(
     if let Credential::Session(csrf) = credential(&app, req.headers())? {
         if !is_safe(req.method()) {
             check_csrf(req.headers(), &csrf)?;
+        } else if is_websocket(req.headers()) {
+            // A WebSocket is a conversation that writes, opened with a GET that any page can
+            // start: a browser cannot add a header to it, so the token rides in the query.
+            check_csrf_query(req.uri(), &csrf)?;
         }
     }
     Ok(next.run(req).await)

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod link;
 pub mod retention;
 pub mod tasks;
+pub mod terminals;
 mod waiters;
 
 pub use http::create_enrollment;
@@ -92,6 +93,8 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// Requests waiting for the node to acknowledge their command.
     pub commands: commands::Commands,
+    /// Viewers of terminals.
+    pub terminals: terminals::Terminals,
     /// One lock per Idempotency-Key in flight: retries of a request wait for each other.
     pub idempotency: http::KeyLocks,
     pub auth: auth::OperatorAuth,
@@ -178,6 +181,7 @@ pub async fn start(
         events,
         validations: Default::default(),
         commands: Default::default(),
+        terminals: Default::default(),
         limits: limits::Limits::new(max_pending_handshakes),
         idempotency: http::KeyLocks::default(),
         auth,

@@ -191,7 +191,9 @@ async fn session(
         "connected to gateway"
     );
     let (mut sink, mut stream) = ws.split();
-    pump(runtime, shutdown, &mut sink, &mut stream, interval).await
+    let end = pump(runtime, shutdown, &mut sink, &mut stream, interval).await;
+    runtime.terminals().disconnected();
+    end
 }
 
 /// Dials the gateway and runs the handshake (challenge -> signed connect -> hello-ok), each
@@ -280,6 +282,9 @@ async fn pump(
                 return SessionEnd::Shutdown;
             }
             _ = runtime.outbox_changed() => Ok(()),
+            Some(frame) = runtime.terminals().next_frame() => {
+                codec::write(sink, &frame).await.map_err(lost)
+            }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > interval * 3 {
                     return SessionEnd::Lost("gateway silent for three heartbeat intervals".into());

@@ -11,6 +11,7 @@ pub mod identity;
 mod outbox;
 mod runtime;
 pub mod sandbox;
+mod terminal;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,6 +55,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     if let Some(keep) = config.retention {
         tokio::spawn(runtime.clone().prune_session_logs(keep, shutdown.clone()));
     }
+    tokio::spawn(runtime.terminals().clone().run(shutdown.clone()));
     // On shutdown, stop the running tasks first and let their final frames reach the
     // gateway; only then close the connection.
     let connection_done = CancellationToken::new();

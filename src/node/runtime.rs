@@ -32,6 +32,7 @@ use super::environments::SetupMemory;
 use super::executor;
 use super::outbox::{Outbox, SendCursor, MEMORY_CAP};
 use super::sandbox::{Mode as SandboxMode, Sandbox};
+use super::terminal::Terminals;
 use crate::protocol::{BindingState, ErrorCode, Frame, NodeStatus};
 use control::{Control, STOPPED_BY_OPERATOR};
 
@@ -104,7 +105,9 @@ struct Inner {
     approvals: Mutex<HashMap<String, tokio::sync::oneshot::Sender<ApprovalAnswer>>>,
     outbox: Mutex<Outbox>,
     /// Frames may be sent: new ones reached the log, or more spilled ones can be read.
-    outbox_changed: Notify,
+    outbox_changed: Arc<Notify>,
+    /// The node's terminals.
+    terminals: Terminals,
     /// Writes the outbox's session-log lines on its own thread.
     log_writer: LogWriter,
     running: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
@@ -145,6 +148,14 @@ impl Runtime {
             }
         };
         let setup_memory = SetupMemory::load(&workspace_dir.join(SETUP_MEMORY_FILE));
+        let outbox_changed = Arc::new(Notify::new());
+        let terminals = Terminals::new(
+            data_dir,
+            &workspace_dir,
+            sandbox.clone(),
+            &node_id,
+            outbox_changed.clone(),
+        );
         let rt = Runtime {
             inner: Arc::new(Inner {
                 node_id,
@@ -161,7 +172,8 @@ impl Runtime {
                 commands: Mutex::new(control::AppliedCommands::default()),
                 approvals: Mutex::new(HashMap::new()),
                 outbox: Mutex::new(Outbox::new(MEMORY_CAP)),
-                outbox_changed: Notify::new(),
+                outbox_changed,
+                terminals,
                 log_writer: LogWriter::default(),
                 running: Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
@@ -179,6 +191,7 @@ impl Runtime {
     pub fn capabilities(&self) -> Vec<String> {
         let mut caps = executor::available();
         caps.extend(self.inner.sandbox.capabilities());
+        caps.extend(self.inner.terminals.capabilities());
         caps
     }
 
@@ -195,12 +208,14 @@ impl Runtime {
     /// frames are read back from the session logs on a blocking thread.
     pub async fn unsent(&self, cursor: &mut SendCursor) -> Vec<Frame> {
         let mut frames: Vec<Frame> = lock(&self.inner.events).drain(..).collect();
+        let synced_before = cursor.synced;
         if !cursor.synced {
             cursor.synced = true;
             let bindings: Vec<BindingState> =
                 lock(&self.inner.bindings).values().cloned().collect();
             frames.push(Frame::EnvironmentSync { bindings });
         }
+        frames.extend(self.inner.terminals.take_list(!synced_before));
         let (task_frames, reads) = self.outbox().unsent(cursor);
         frames.extend(task_frames);
         if reads.is_empty() {
@@ -307,6 +322,11 @@ impl Runtime {
         &self.inner.node_id
     }
 
+    /// The node's terminals.
+    pub fn terminals(&self) -> &Terminals {
+        &self.inner.terminals
+    }
+
     /// Resolves when new frames were queued.
     pub async fn outbox_changed(&self) {
         self.inner.outbox_changed.notified().await
@@ -394,6 +414,38 @@ impl Runtime {
                 self.check_config();
                 None
             }),
+            Frame::TerminalOpen(open) => self.inner.terminals.open(*open),
+            Frame::TerminalAttach {
+                terminal_id,
+                attachment_id,
+                offset,
+            } => self
+                .inner
+                .terminals
+                .attach(terminal_id, attachment_id, offset),
+            Frame::TerminalDetach {
+                terminal_id,
+                attachment_id,
+            } => {
+                self.inner.terminals.detach(&terminal_id, &attachment_id);
+                None
+            }
+            Frame::TerminalInput { terminal_id, data } => {
+                self.inner.terminals.input(&terminal_id, data);
+                None
+            }
+            Frame::TerminalResize {
+                terminal_id,
+                cols,
+                rows,
+            } => {
+                self.inner.terminals.resize(&terminal_id, cols, rows);
+                None
+            }
+            Frame::TerminalClose { terminal_id } => {
+                self.inner.terminals.close(&terminal_id);
+                None
+            }
             other => Some(Frame::error(
                 ErrorCode::InvalidFrame,
                 format!("{:?} frames are not accepted by a node", other.type_name()),

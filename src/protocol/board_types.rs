@@ -70,6 +70,10 @@ fn generate() -> String {
         FollowUpAccepted,
         ThreadMessageView,
         ThreadMessages,
+        TerminalView,
+        TerminalList,
+        ViewerEvent,
+        ViewerInput,
         Event,
     );
     let mut out = String::from(

@@ -40,6 +40,7 @@ pub mod names;
 pub mod node_config;
 pub mod sse;
 pub mod task;
+pub mod terminal;
 pub mod ui;
 
 pub use env::*;
@@ -206,6 +207,65 @@ pub enum Frame {
     /// Node -> gateway: the validations of the pulled config.
     #[serde(rename = "config:ack")]
     ConfigAck(ConfigAck),
+
+    /// Gateway -> node: start a terminal (see [`terminal`]).
+    #[serde(rename = "terminal:open")]
+    TerminalOpen(Box<terminal::TerminalOpen>),
+    /// Node -> gateway: every terminal the node holds, after connecting and on each change.
+    #[serde(rename = "terminal:list")]
+    TerminalList {
+        terminals: Vec<terminal::TerminalState>,
+    },
+    /// Gateway -> node: send a viewer the output from `offset` on (again: move its cursor).
+    #[serde(rename = "terminal:attach")]
+    TerminalAttach {
+        terminal_id: String,
+        attachment_id: String,
+        offset: u64,
+    },
+    /// Gateway -> node: a viewer left.
+    #[serde(rename = "terminal:detach")]
+    TerminalDetach {
+        terminal_id: String,
+        attachment_id: String,
+    },
+    /// Gateway -> node: keystrokes.
+    #[serde(rename = "terminal:input")]
+    TerminalInput {
+        terminal_id: String,
+        data: terminal::Bytes64,
+    },
+    /// Gateway -> node: the viewer's window size.
+    #[serde(rename = "terminal:resize")]
+    TerminalResize {
+        terminal_id: String,
+        cols: u16,
+        rows: u16,
+    },
+    /// Node -> gateway: output for one attachment, from `offset`. `skippedFrom` says the
+    /// bytes from there to `offset` left the scrollback before this viewer got them.
+    #[serde(rename = "terminal:output")]
+    TerminalOutput {
+        terminal_id: String,
+        attachment_id: String,
+        offset: u64,
+        data: terminal::Bytes64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        skipped_from: Option<u64>,
+    },
+    /// Node -> gateway: the terminal's process ended and this attachment has all its output.
+    #[serde(rename = "terminal:exit")]
+    TerminalExit {
+        terminal_id: String,
+        attachment_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// Gateway -> node: end the terminal (its tmux session too).
+    #[serde(rename = "terminal:close")]
+    TerminalClose { terminal_id: String },
 }
 
 /// The `type` of every [`Frame`] variant, used to tell an unknown frame type apart from a
@@ -238,6 +298,15 @@ pub const FRAME_TYPES: &[&str] = &[
     "environment:validated",
     "config:push",
     "config:ack",
+    "terminal:open",
+    "terminal:list",
+    "terminal:attach",
+    "terminal:detach",
+    "terminal:input",
+    "terminal:resize",
+    "terminal:output",
+    "terminal:exit",
+    "terminal:close",
 ];
 
 /// Why a text message could not be turned into a [`Frame`].
@@ -337,6 +406,15 @@ impl Frame {
             Frame::EnvironmentValidated(_) => "environment:validated",
             Frame::ConfigPush { .. } => "config:push",
             Frame::ConfigAck(_) => "config:ack",
+            Frame::TerminalOpen(_) => "terminal:open",
+            Frame::TerminalList { .. } => "terminal:list",
+            Frame::TerminalAttach { .. } => "terminal:attach",
+            Frame::TerminalDetach { .. } => "terminal:detach",
+            Frame::TerminalInput { .. } => "terminal:input",
+            Frame::TerminalResize { .. } => "terminal:resize",
+            Frame::TerminalOutput { .. } => "terminal:output",
+            Frame::TerminalExit { .. } => "terminal:exit",
+            Frame::TerminalClose { .. } => "terminal:close",
         }
     }
 
@@ -511,6 +589,64 @@ mod tests {
                 config_version: "v".into(),
                 validations: vec![],
             }),
+            Frame::TerminalOpen(Box::new(terminal::TerminalOpen {
+                terminal_id: "term_1".into(),
+                binding_id: Some("b".into()),
+                thread_id: None,
+                command: vec![],
+                cols: 80,
+                rows: 24,
+                persistent: true,
+                echo: true,
+                options: TaskOptions::default(),
+                secrets: vec![],
+            })),
+            Frame::TerminalList {
+                terminals: vec![terminal::TerminalState {
+                    terminal_id: "term_1".into(),
+                    running: true,
+                    exit_code: None,
+                    error: None,
+                    tmux: true,
+                    end_offset: 5,
+                    ports: vec![8000],
+                    adopted: false,
+                }],
+            },
+            Frame::TerminalAttach {
+                terminal_id: "term_1".into(),
+                attachment_id: "a".into(),
+                offset: 0,
+            },
+            Frame::TerminalDetach {
+                terminal_id: "term_1".into(),
+                attachment_id: "a".into(),
+            },
+            Frame::TerminalInput {
+                terminal_id: "term_1".into(),
+                data: terminal::Bytes64(b"ls\r".to_vec()),
+            },
+            Frame::TerminalResize {
+                terminal_id: "term_1".into(),
+                cols: 100,
+                rows: 30,
+            },
+            Frame::TerminalOutput {
+                terminal_id: "term_1".into(),
+                attachment_id: "a".into(),
+                offset: 3,
+                data: terminal::Bytes64(vec![0, 255, 27]),
+                skipped_from: Some(1),
+            },
+            Frame::TerminalExit {
+                terminal_id: "term_1".into(),
+                attachment_id: "a".into(),
+                code: Some(0),
+                error: None,
+            },
+            Frame::TerminalClose {
+                terminal_id: "term_1".into(),
+            },
         ]
     }
 

@@ -298,7 +298,13 @@ impl Redactor {
         String::from_utf8(out).expect("cuts fall on character boundaries")
     }
 
-    /// Flushes what was held back at the end of the stream.
+    /// Whether some output is held back (it may be the start of a secret).
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Flushes what was held back at the end of the stream (or after a pause in it: the
+    /// redactor goes on afterwards as if the stream started again).
     pub fn finish(&mut self) -> String {
         if self.ac.is_none() {
             return String::from_utf8(std::mem::take(&mut self.held)).unwrap_or_default();

@@ -16,6 +16,7 @@ mod retention;
 mod sessions;
 mod sql;
 mod tasks;
+mod terminals;
 mod threads;
 
 pub use bindings::{BindingRecord, BindingUpdate};
@@ -24,6 +25,7 @@ pub use environments::{AllowedHosts, EnvironmentRecord, SecretChange, SecretReco
 pub use nodes::{EnrollRefusal, NodeRecord};
 pub use retention::Pruned;
 pub use tasks::{AgentReport, ChunkBatch, NewTask, TaskFinish, TaskRecord};
+pub use terminals::TerminalRecord;
 pub use threads::{ThreadMessage, ThreadRecord};
 
 use std::path::Path;

@@ -16,6 +16,7 @@ mod nodes;
 mod openapi;
 mod stream;
 mod tasks;
+mod terminals;
 mod threads;
 mod usage;
 
@@ -97,7 +98,10 @@ fn operator_routes(app: App) -> OpenApiRouter<App> {
         .routes(routes!(bindings::logs))
         .routes(routes!(threads::list, threads::create))
         .routes(routes!(threads::get, threads::patch))
-        .routes(routes!(threads::messages, threads::send));
+        .routes(routes!(threads::messages, threads::send))
+        .routes(routes!(terminals::list, terminals::open))
+        .routes(routes!(terminals::get, terminals::close))
+        .routes(routes!(terminals::attach));
     openapi::require_operator(api.get_openapi_mut());
     api.fallback(api_not_found)
         .layer(axum::middleware::from_fn_with_state(

@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use serde_json::Value;
 
 use super::environments::load_env;
 use super::idempotency::idempotent;
@@ -14,8 +13,7 @@ use super::openapi::Errors;
 use super::tasks::{check_text, follow_up, offers, parse_executor, task_usage, task_view};
 use crate::clock::{iso8601, now_ms};
 use crate::crypto;
-use crate::gateway::envs::input::{allowlist_of, check_allowlist, container_of};
-use crate::gateway::envs::{binding_phase, send_prepare};
+use crate::gateway::envs::{binding_phase, run_options, send_prepare};
 use crate::gateway::error::{ApiError, ApiResult, Body, Path, Query};
 use crate::gateway::App;
 use crate::protocol::api::{
@@ -67,7 +65,7 @@ fn title_from(message: &str) -> String {
     format!("{}…", cut.trim_end())
 }
 
-async fn load(app: &App, id: &str) -> ApiResult<ThreadRecord> {
+pub(super) async fn load(app: &App, id: &str) -> ApiResult<ThreadRecord> {
     app.store
         .thread(id.to_string())
         .await?
@@ -302,7 +300,6 @@ async fn start_task(
     first: bool,
 ) -> ApiResult<crate::protocol::api::TaskView> {
     let binding = pick_binding(app, &env.id, thread.active_node_id.as_deref()).await?;
-    let vars = app.store.environment_vars(env.id.clone()).await?;
     // The message's executor, else the thread's, else the environment's, else the agent
     // when the node offers one.
     let executor = match req.executor.as_deref() {
@@ -324,26 +321,9 @@ async fn start_task(
         None
     };
     let ready = runs_tasks(&binding, env);
-    // The environment may set the agent's working mode (metadata.workingMode).
-    let working_mode = serde_json::from_str::<Value>(&env.metadata)
-        .ok()
-        .and_then(|m| serde_json::from_value(m["workingMode"].clone()).ok());
     let options = TaskOptions {
-        cwd: binding.resolved_working_dir.clone(),
-        env: vars,
-        working_mode,
-        network_access: Some(env.network_access),
-        // The environment's hosts, then those allowed for this thread (one list, checked).
-        network_allowlist: check_allowlist(
-            &[
-                allowlist_of(env),
-                app.store.thread_allowed_hosts(thread.id.clone()).await?,
-            ]
-            .concat(),
-        )?,
-        container: container_of(env, &binding.id),
         resume_session,
-        ..TaskOptions::default()
+        ..run_options(app, env, &binding, Some(&thread.id)).await?
     };
     let now = now_ms();
     let task = NewTask {
@@ -402,13 +382,17 @@ async fn start_task(
 
 /// Whether a task can start on the binding now: prepared for this version of the
 /// environment, with a working dir.
-fn runs_tasks(b: &BindingRecord, env: &EnvironmentRecord) -> bool {
+pub(super) fn runs_tasks(b: &BindingRecord, env: &EnvironmentRecord) -> bool {
     binding_phase(b, env.version) == BindingPhase::Ready && b.resolved_working_dir.is_some()
 }
 
 /// The binding a thread's new task runs on: the thread's node if it has one, else a ready
 /// binding on an online node, else any binding.
-async fn pick_binding(app: &App, env_id: &str, node: Option<&str>) -> ApiResult<BindingRecord> {
+pub(super) async fn pick_binding(
+    app: &App,
+    env_id: &str,
+    node: Option<&str>,
+) -> ApiResult<BindingRecord> {
     let all = app
         .store
         .bindings_of_environment(env_id.to_string())

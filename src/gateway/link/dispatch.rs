@@ -7,7 +7,7 @@
 //! beyond what the handlers need.
 
 use crate::clock::now_ms;
-use crate::gateway::{commands, envs, tasks, App};
+use crate::gateway::{commands, envs, tasks, terminals, App};
 use crate::protocol::events::Event;
 use crate::protocol::{BindingState, ConfigAck, ErrorCode, Frame, NodeStatus};
 
@@ -44,6 +44,32 @@ pub(super) async fn handle_frame(
         Frame::CommandAck { command_id, error } => {
             if let Err(e) = commands::acked(app, node_id, command_id, error).await {
                 tracing::error!(error = format!("{e:#}"), "storing a command ack");
+            }
+            None
+        }
+        Frame::TerminalOutput {
+            attachment_id,
+            offset,
+            data,
+            skipped_from,
+            ..
+        } => {
+            app.terminals
+                .output(node_id, &attachment_id, offset, data, skipped_from);
+            None
+        }
+        Frame::TerminalExit {
+            attachment_id,
+            code,
+            error,
+            ..
+        } => {
+            app.terminals.exit(node_id, &attachment_id, code, error);
+            None
+        }
+        Frame::TerminalList { terminals } => {
+            if let Err(e) = terminals::listed(app, node_id, conn_id, terminals).await {
+                tracing::error!(error = format!("{e:#}"), "recording a node's terminals");
             }
             None
         }

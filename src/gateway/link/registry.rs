@@ -112,6 +112,11 @@ impl Registry {
         self.lock().len()
     }
 
+    /// The id of the node's live connection.
+    pub fn conn_id(&self, node_id: &str) -> Option<u64> {
+        self.lock().get(node_id).map(|c| c.conn_id)
+    }
+
     pub fn sender(&self, node_id: &str) -> Option<mpsc::Sender<Outgoing>> {
         self.lock().get(node_id).map(|c| c.tx.clone())
     }

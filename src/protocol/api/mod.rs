@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 mod environments;
 mod nodes;
 mod tasks;
+mod terminals;
 mod threads;
 
 pub use environments::*;
 pub use nodes::*;
 pub use tasks::*;
+pub use terminals::*;
 pub use threads::*;
 
 /// `{"error": {"code", "message"}}`: the body of every error response.

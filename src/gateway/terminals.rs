@@ -1,0 +1,345 @@
+//! Terminals on the gateway: the relay between viewers (the board, `viber shell`) on
+//! `/api/terminals/:id/ws` and the node that runs the terminal, over the node's connection.
+//!
+//! Each viewer is an attachment on the node with its own cursor (see
+//! `protocol::terminal`). The gateway passes a viewer only the output that continues
+//! exactly where the viewer is (`expected`); anything else is a stale frame from before a
+//! resync and is dropped. A viewer whose queue is full is never waited for: its frames are
+//! dropped, and once it has written what it had, it asks the node to send again from where
+//! it is. The node skips it forward with a marker if that is gone from the ring. So a slow
+//! viewer costs neither the PTY nor the other viewers anything.
+//!
+//! Owns: the viewers, the terminal records' life cycle from the node's `terminal:list`.
+//! Must not touch: the socket of a node (frames go through the registry's queue), PTYs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, Notify};
+
+use crate::clock::now_ms;
+use crate::gateway::link::Outgoing;
+use crate::gateway::App;
+use crate::protocol::api::ViewerEvent;
+use crate::protocol::terminal::{Bytes64, TerminalOpen, TerminalState};
+use crate::protocol::Frame;
+use crate::store::TerminalRecord;
+
+/// Events queued for one viewer before it counts as slow.
+const VIEWER_QUEUE: usize = 64;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Viewer {
+    terminal_id: String,
+    node_id: String,
+    tx: mpsc::Sender<ViewerEvent>,
+    /// The offset of the next byte this viewer needs.
+    expected: u64,
+    /// Frames were dropped: waiting to resync from `expected`.
+    lagging: bool,
+    /// The node connection it was attached on (0: none yet).
+    conn: u64,
+    /// The node said the terminal ended: (code, error), sent once the queue is written.
+    exit: Option<(Option<i32>, Option<String>)>,
+    wake: Arc<Notify>,
+}
+
+/// What a viewer's socket task is told to do besides writing its queue.
+pub enum Wake {
+    /// Ask the node for the output from this offset (after dropping frames).
+    Resync(u64),
+    /// The terminal ended; every byte was sent.
+    Exit(Option<i32>, Option<String>),
+    Nothing,
+}
+
+#[derive(Default)]
+pub struct Terminals {
+    viewers: Mutex<HashMap<String, Viewer>>,
+    /// Listening ports by terminal, as the nodes last reported.
+    ports: Mutex<HashMap<String, Vec<u16>>>,
+}
+
+/// A viewer's handle: removing it detaches.
+pub struct ViewerHandle {
+    pub attachment_id: String,
+    pub rx: mpsc::Receiver<ViewerEvent>,
+    pub wake: Arc<Notify>,
+}
+
+impl Terminals {
+    /// Registers a viewer of `terminal` on `node` that has everything before `offset`.
+    pub fn add_viewer(&self, terminal_id: &str, node_id: &str, offset: u64) -> ViewerHandle {
+        let (tx, rx) = mpsc::channel(VIEWER_QUEUE);
+        let wake = Arc::new(Notify::new());
+        let attachment_id = crate::crypto::new_id("att");
+        lock(&self.viewers).insert(
+            attachment_id.clone(),
+            Viewer {
+                terminal_id: terminal_id.to_string(),
+                node_id: node_id.to_string(),
+                tx,
+                expected: offset,
+                lagging: false,
+                conn: 0,
+                exit: None,
+                wake: wake.clone(),
+            },
+        );
+        ViewerHandle {
+            attachment_id,
+            rx,
+            wake,
+        }
+    }
+
+    pub fn remove_viewer(&self, attachment_id: &str) {
+        lock(&self.viewers).remove(attachment_id);
+    }
+
+    /// What the viewer should do now that its queue is written.
+    pub fn woken(&self, attachment_id: &str) -> Wake {
+        let mut viewers = lock(&self.viewers);
+        let Some(v) = viewers.get_mut(attachment_id) else {
+            return Wake::Nothing;
+        };
+        if v.lagging {
+            v.lagging = false;
+            return Wake::Resync(v.expected);
+        }
+        match v.exit.take() {
+            Some((code, error)) => Wake::Exit(code, error),
+            None => Wake::Nothing,
+        }
+    }
+
+    /// The offset a viewer needs next.
+    pub fn expected(&self, attachment_id: &str) -> Option<u64> {
+        lock(&self.viewers).get(attachment_id).map(|v| v.expected)
+    }
+
+    /// A node's `terminal:output`: to its viewer, if it continues where the viewer is.
+    pub fn output(
+        &self,
+        node_id: &str,
+        attachment_id: &str,
+        offset: u64,
+        data: Bytes64,
+        skipped_from: Option<u64>,
+    ) {
+        let mut viewers = lock(&self.viewers);
+        let Some(v) = viewers.get_mut(attachment_id) else {
+            return;
+        };
+        if v.node_id != node_id || v.lagging {
+            return;
+        }
+        let fits = match skipped_from {
+            Some(from) => from == v.expected,
+            None => offset == v.expected,
+        };
+        if !fits {
+            return;
+        }
+        let next = offset + data.0.len() as u64;
+        let mut events = Vec::with_capacity(2);
+        if let Some(from) = skipped_from {
+            events.push(ViewerEvent::Skipped { from, to: offset });
+        }
+        if !data.0.is_empty() {
+            events.push(ViewerEvent::Output { offset, data });
+        }
+        if v.tx.capacity() < events.len() {
+            v.lagging = true;
+            v.wake.notify_one();
+            return;
+        }
+        for e in events {
+            // Capacity was checked under the lock; only this function sends.
+            let _ = v.tx.try_send(e);
+        }
+        v.expected = next;
+    }
+
+    /// A node's `terminal:exit` for one viewer.
+    pub fn exit(
+        &self,
+        node_id: &str,
+        attachment_id: &str,
+        code: Option<i32>,
+        error: Option<String>,
+    ) {
+        let mut viewers = lock(&self.viewers);
+        if let Some(v) = viewers.get_mut(attachment_id) {
+            if v.node_id == node_id {
+                v.exit = Some((code, error));
+                v.wake.notify_one();
+            }
+        }
+    }
+
+    /// (attachment, terminal, expected offset) of every viewer of `node_id`'s terminals not
+    /// attached on its connection `conn` yet; they count as attached on it from now on.
+    fn unattached(&self, node_id: &str, conn: u64) -> Vec<(String, String, u64)> {
+        lock(&self.viewers)
+            .iter_mut()
+            .filter(|(_, v)| v.node_id == node_id && v.conn != conn)
+            .map(|(a, v)| {
+                v.conn = conn;
+                (a.clone(), v.terminal_id.clone(), v.expected)
+            })
+            .collect()
+    }
+
+    /// Marks a viewer attached on connection `conn`; false if it already was.
+    pub fn attached_on(&self, attachment_id: &str, conn: u64) -> bool {
+        let mut viewers = lock(&self.viewers);
+        match viewers.get_mut(attachment_id) {
+            Some(v) if v.conn != conn => {
+                v.conn = conn;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn ports(&self, terminal_id: &str) -> Vec<u16> {
+        lock(&self.ports)
+            .get(terminal_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Sends a frame to a node if it is online; false when it is not.
+pub async fn send(app: &App, node_id: &str, frame: Frame) -> bool {
+    match app.registry.sender(node_id) {
+        Some(tx) => tx.send(Outgoing::Frame(frame)).await.is_ok(),
+        None => false,
+    }
+}
+
+/// The `terminal:open` for a terminal record: the binding's working dir and environment,
+/// with the environment's runtime secrets (unsealed only here).
+pub async fn open_frame(
+    app: &App,
+    rec: &TerminalRecord,
+    cols: u16,
+    rows: u16,
+    echo: bool,
+) -> crate::gateway::error::ApiResult<Frame> {
+    let env = app
+        .store
+        .environment(rec.environment_id.clone())
+        .await?
+        .ok_or_else(|| crate::gateway::error::ApiError::not_found("the environment is gone"))?;
+    let binding = app
+        .store
+        .binding(rec.binding_id.clone())
+        .await?
+        .ok_or_else(|| crate::gateway::error::ApiError::not_found("the binding is gone"))?;
+    let options =
+        crate::gateway::envs::run_options(app, &env, &binding, rec.thread_id.as_deref()).await?;
+    let secrets = crate::gateway::envs::unseal_secrets(app, &env.id, true).await?;
+    Ok(Frame::TerminalOpen(Box::new(TerminalOpen {
+        terminal_id: rec.id.clone(),
+        binding_id: Some(rec.binding_id.clone()),
+        thread_id: rec.thread_id.clone(),
+        command: rec.command.clone(),
+        cols,
+        rows,
+        persistent: rec.persistent,
+        echo,
+        options,
+        secrets,
+    })))
+}
+
+/// A node's `terminal:list`: records the ends it reports, ends what the gateway no longer
+/// knows, opens again (with secrets) what it adopted after a restart, and attaches the
+/// viewers that wait for it.
+pub async fn listed(
+    app: &App,
+    node_id: &str,
+    conn_id: u64,
+    terminals: Vec<TerminalState>,
+) -> anyhow::Result<()> {
+    let now = now_ms();
+    let reported: HashMap<&str, &TerminalState> = terminals
+        .iter()
+        .map(|t| (t.terminal_id.as_str(), t))
+        .collect();
+    {
+        let mut ports = lock(&app.terminals.ports);
+        for t in &terminals {
+            ports.insert(t.terminal_id.clone(), t.ports.clone());
+        }
+    }
+    // What the gateway has as running on this node but the node does not hold is lost.
+    for rec in app
+        .store
+        .running_terminals_of_node(node_id.to_string())
+        .await?
+    {
+        if !reported.contains_key(rec.id.as_str()) {
+            app.store
+                .end_terminal(
+                    rec.id.clone(),
+                    "lost",
+                    None,
+                    Some("the node no longer has it".into()),
+                    now,
+                )
+                .await?;
+            lock(&app.terminals.ports).remove(&rec.id);
+        }
+    }
+    for t in &terminals {
+        let rec = app.store.terminal(t.terminal_id.clone()).await?;
+        match rec {
+            Some(rec) if rec.node_id == node_id && rec.status == "running" => {
+                if !t.running {
+                    app.store
+                        .end_terminal(rec.id.clone(), "exited", t.exit_code, t.error.clone(), now)
+                        .await?;
+                } else if t.adopted {
+                    let frame = open_frame(app, &rec, 80, 24, true)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                    send(app, node_id, frame).await;
+                }
+            }
+            // Closed while the node was away, deleted, or never ours: end it there.
+            _ if t.running => {
+                send(
+                    app,
+                    node_id,
+                    Frame::TerminalClose {
+                        terminal_id: t.terminal_id.clone(),
+                    },
+                )
+                .await;
+            }
+            _ => {}
+        }
+    }
+    // Viewers that waited for the node (it reconnected, or the gateway restarted).
+    for (attachment_id, terminal_id, offset) in app.terminals.unattached(node_id, conn_id) {
+        if reported.contains_key(terminal_id.as_str()) {
+            send(
+                app,
+                node_id,
+                Frame::TerminalAttach {
+                    terminal_id,
+                    attachment_id,
+                    offset,
+                },
+            )
+            .await;
+        }
+    }
+    Ok(())
+}

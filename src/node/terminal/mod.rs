@@ -1,0 +1,755 @@
+//! Terminals on this node: a shell (or a command) under a PTY, in an environment's working
+//! dir and the node's sandbox, its output redacted into a scrollback ring, and every viewer
+//! an attachment with its own cursor (see `protocol::terminal`).
+//!
+//! A persistent terminal lives in tmux (`tmux.rs`) when the node has it: it survives the
+//! node's restart, and the node adopts it again at start; its output streams again once the
+//! gateway sends its `terminal:open` (with the secrets to redact) again. Without tmux, or for
+//! a command, the node holds the PTY itself (`pty.rs`).
+//!
+//! Output frames do not go through the outbox: they are live, sent through a bounded queue
+//! the connection drains ([`Terminals::next_frame`]). A full queue makes an attachment wait,
+//! never the PTY: the reader only appends to the ring, and a viewer that fell behind the
+//! ring's start skips forward with a marker.
+//!
+//! Must not touch: the connection (it only drains the queue and reports a lost link), the
+//! gateway's viewers.
+
+mod ports;
+mod pty;
+mod ring;
+mod tmux;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::node::sandbox::{Confinement, Guard, Network, Sandbox};
+use crate::protocol::terminal::{
+    valid_terminal_id, Bytes64, TerminalOpen, TerminalState, MAX_OUTPUT_CHUNK, RING_BYTES,
+};
+use crate::protocol::Frame;
+use crate::secrets::Redactor;
+use ring::Ring;
+
+/// Output held back by the redactor (it may be the start of a secret) goes out after this
+/// long without more, so an echoed keystroke is not kept waiting.
+const REDACT_IDLE: Duration = Duration::from_millis(15);
+/// Frames waiting for the connection.
+const QUEUE: usize = 256;
+/// How often the listening ports of running terminals are looked up.
+const PORTS_EVERY: Duration = Duration::from_secs(2);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a terminal's reader is asked to do.
+enum Control {
+    Input(Vec<u8>),
+    Resize(u16, u16),
+}
+
+/// How a terminal ended.
+#[derive(Debug, Clone, Default)]
+struct Exit {
+    code: Option<i32>,
+    error: Option<String>,
+}
+
+struct Term {
+    id: String,
+    tmux: Option<tmux::Session>,
+    ring: Mutex<Ring>,
+    /// The ring's end, for attachments to wait on.
+    end: watch::Sender<u64>,
+    exit: watch::Sender<Option<Exit>>,
+    control: mpsc::UnboundedSender<Control>,
+    control_rx: Mutex<Option<mpsc::UnboundedReceiver<Control>>>,
+    /// Adopted after a restart and not streaming until the gateway opens it again.
+    adopted: std::sync::atomic::AtomicBool,
+    attachments: Mutex<HashMap<String, Attachment>>,
+    ports: Mutex<Vec<u16>>,
+    /// The process the node started under its own PTY (none for tmux: its pane's).
+    pid: std::sync::atomic::AtomicU32,
+    /// Cancelled to end it.
+    stop: CancellationToken,
+    /// The allowlist proxy or container it needs while it runs.
+    guard: Mutex<Option<Guard>>,
+}
+
+struct Attachment {
+    cursor: watch::Sender<u64>,
+    cancel: CancellationToken,
+}
+
+impl Term {
+    fn new(id: &str, tmux: Option<tmux::Session>) -> Arc<Term> {
+        let (control, rx) = mpsc::unbounded_channel();
+        Arc::new(Term {
+            id: id.to_string(),
+            tmux,
+            ring: Mutex::new(Ring::new(RING_BYTES)),
+            end: watch::Sender::new(0),
+            exit: watch::Sender::new(None),
+            control,
+            control_rx: Mutex::new(Some(rx)),
+            adopted: false.into(),
+            attachments: Mutex::new(HashMap::new()),
+            ports: Mutex::new(Vec::new()),
+            pid: 0.into(),
+            stop: CancellationToken::new(),
+            guard: Mutex::new(None),
+        })
+    }
+
+    fn state(&self) -> TerminalState {
+        let exit = self.exit.borrow().clone();
+        TerminalState {
+            terminal_id: self.id.clone(),
+            running: exit.is_none(),
+            exit_code: exit.as_ref().and_then(|e| e.code),
+            error: exit.and_then(|e| e.error),
+            tmux: self.tmux.is_some(),
+            end_offset: lock(&self.ring).end(),
+            ports: lock(&self.ports).clone(),
+            adopted: self.adopted.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let end = {
+            let mut ring = lock(&self.ring);
+            ring.push(bytes);
+            ring.end()
+        };
+        self.end.send_replace(end);
+    }
+
+    fn ended(&self, exit: Exit) {
+        self.exit.send_replace(Some(exit));
+    }
+}
+
+/// Every terminal of this node.
+#[derive(Clone)]
+pub struct Terminals {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    terms: Mutex<HashMap<String, Arc<Term>>>,
+    queue: mpsc::Sender<Frame>,
+    queue_rx: tokio::sync::Mutex<mpsc::Receiver<Frame>>,
+    /// The list changed since it was last taken for the gateway.
+    dirty: std::sync::atomic::AtomicBool,
+    /// Wakes the connection to send the list.
+    wake: Arc<tokio::sync::Notify>,
+    tmux: Option<PathBuf>,
+    tmux_dir: PathBuf,
+    sandbox: Sandbox,
+    workspace_dir: PathBuf,
+    node_id: String,
+}
+
+impl Terminals {
+    pub fn new(
+        data_dir: &Path,
+        workspace_dir: &Path,
+        sandbox: Sandbox,
+        node_id: &str,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Terminals {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        Terminals {
+            inner: Arc::new(Inner {
+                terms: Mutex::new(HashMap::new()),
+                queue,
+                queue_rx: tokio::sync::Mutex::new(rx),
+                dirty: false.into(),
+                wake,
+                tmux: tmux::binary(),
+                tmux_dir: data_dir.join("tmux"),
+                sandbox,
+                workspace_dir: workspace_dir.to_path_buf(),
+                node_id: node_id.to_string(),
+            }),
+        }
+    }
+
+    /// `terminal:tmux` when terminals can outlive the node's process.
+    pub fn capabilities(&self) -> Vec<String> {
+        let mut caps = vec!["terminal".to_string()];
+        if self.inner.tmux.is_some() {
+            caps.push("terminal:tmux".into());
+        }
+        caps
+    }
+
+    /// The next output frame for the gateway. Cancel-safe.
+    pub async fn next_frame(&self) -> Option<Frame> {
+        self.inner.queue_rx.lock().await.recv().await
+    }
+
+    /// The connection to the gateway ended: its viewers are gone (they attach again).
+    pub fn disconnected(&self) {
+        for t in lock(&self.inner.terms).values() {
+            for (_, a) in lock(&t.attachments).drain() {
+                a.cancel.cancel();
+            }
+        }
+    }
+
+    /// Every terminal, for `terminal:list`.
+    pub fn list(&self) -> Frame {
+        let mut terminals: Vec<TerminalState> = lock(&self.inner.terms)
+            .values()
+            .map(|t| t.state())
+            .collect();
+        terminals.sort_by(|a, b| a.terminal_id.cmp(&b.terminal_id));
+        Frame::TerminalList { terminals }
+    }
+
+    fn changed(&self) {
+        self.inner
+            .dirty
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.inner.wake.notify_one();
+    }
+
+    /// The list for the gateway when it changed since last taken (or `always`).
+    pub fn take_list(&self, always: bool) -> Option<Frame> {
+        let dirty = self
+            .inner
+            .dirty
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        (dirty || always).then(|| self.list())
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Term>> {
+        lock(&self.inner.terms).get(id).cloned()
+    }
+
+    /// Finds the tmux sessions a previous run of this node left (at start), then watches
+    /// the terminals' ports until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        if let Some(bin) = &self.inner.tmux {
+            for s in tmux::Session::existing(bin, &self.inner.tmux_dir).await {
+                let id = s.id();
+                tracing::info!(terminal = %id, "adopting a terminal from before the restart");
+                let t = Term::new(&id, Some(s));
+                t.adopted.store(true, std::sync::atomic::Ordering::Relaxed);
+                lock(&self.inner.terms).insert(id, t);
+            }
+            self.changed();
+        }
+        let mut tick = tokio::time::interval(PORTS_EVERY);
+        while crate::clock::next_tick(&mut tick, &stop).await {
+            self.look_up_ports().await;
+        }
+        // Shutdown: terminals the node holds itself end with it; tmux ones stay.
+        let terms: Vec<_> = lock(&self.inner.terms).values().cloned().collect();
+        for t in terms.iter().filter(|t| t.tmux.is_none()) {
+            t.stop.cancel();
+        }
+    }
+
+    async fn look_up_ports(&self) {
+        let terms: Vec<_> = lock(&self.inner.terms)
+            .values()
+            .filter(|t| t.exit.borrow().is_none())
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for t in terms {
+            let roots = match &t.tmux {
+                Some(s) => s.pane_pids().await,
+                None => vec![t.pid.load(std::sync::atomic::Ordering::Relaxed)],
+            };
+            let ports = tokio::task::spawn_blocking(move || ports::listening(&roots))
+                .await
+                .unwrap_or_default();
+            let mut old = lock(&t.ports);
+            if *old != ports {
+                *old = ports;
+                changed = true;
+            }
+        }
+        if changed {
+            self.changed();
+        }
+    }
+
+    /// `terminal:open`: starts the terminal, or (adopted after a restart) starts streaming
+    /// it with the secrets the gateway sent again. A second open of a running one is ignored.
+    pub fn open(&self, open: TerminalOpen) -> Option<Frame> {
+        if !valid_terminal_id(&open.terminal_id) {
+            return Some(Frame::error(
+                crate::protocol::ErrorCode::InvalidFrame,
+                "terminal ids are 1-64 letters, digits, '_' or '-'",
+            ));
+        }
+        let existing = self.get(&open.terminal_id);
+        let this = self.clone();
+        match existing {
+            Some(t) if t.adopted.swap(false, std::sync::atomic::Ordering::Relaxed) => {
+                tokio::spawn(async move {
+                    let redactor = redactor_of(&open);
+                    this.stream(t, None, redactor, open.cols, open.rows).await;
+                });
+            }
+            Some(_) => {}
+            None => {
+                let tmux = match (&self.inner.tmux, open.persistent) {
+                    (Some(bin), true) => {
+                        match tmux::Session::at(
+                            bin.clone(),
+                            &self.inner.tmux_dir,
+                            &open.terminal_id,
+                        ) {
+                            Ok(s) => Some(s),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "terminal without tmux");
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                let t = Term::new(&open.terminal_id, tmux);
+                lock(&self.inner.terms).insert(t.id.clone(), t.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = this.start(&t, &open).await {
+                        tracing::warn!(terminal = %t.id, error = %e, "terminal did not start");
+                        t.append(format!("viber: {e}\r\n").as_bytes());
+                        t.ended(Exit {
+                            code: None,
+                            error: Some(e),
+                        });
+                        this.changed();
+                    }
+                });
+            }
+        }
+        None
+    }
+
+    /// Starts a new terminal's process (in tmux when it has a session) and streams it.
+    async fn start(&self, t: &Arc<Term>, open: &TerminalOpen) -> Result<(), String> {
+        let cwd = open
+            .options
+            .cwd
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                self.inner
+                    .workspace_dir
+                    .join(super::runtime::DEFAULT_TASK_DIR)
+            });
+        if !cwd.is_dir() {
+            return Err(format!(
+                "working directory {} does not exist on this node",
+                cwd.display()
+            ));
+        }
+        let confine = Confinement {
+            sandbox: self.inner.sandbox.clone(),
+            network: Network::of(&open.options, None),
+            container: open.options.container.clone(),
+            home: None,
+        };
+        confine.check(&cwd)?;
+        let mut env: BTreeMap<String, String> = open.options.env.clone();
+        for s in open.secrets.iter().filter(|s| s.file.is_none()) {
+            env.insert(s.name.clone(), s.value.clone());
+        }
+        env.insert("TERM".into(), "xterm-256color".into());
+        env.entry("LANG".into()).or_insert_with(|| "C.UTF-8".into());
+        env.insert("VIBER_TERMINAL_ID".into(), t.id.clone());
+        env.insert("VIBER_NODE_ID".into(), self.inner.node_id.clone());
+        let (program, args) = match open.command.split_first() {
+            Some((p, a)) => (p.clone(), a.to_vec()),
+            None => login_shell(),
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let prepared = confine.command(&program, &args, &cwd, &env)?;
+        *lock(&t.guard) = prepared.guard;
+        let redactor = redactor_of(open);
+        match &t.tmux {
+            Some(session) => {
+                let std = prepared.cmd.as_std();
+                let argv: Vec<_> = std.get_args().map(|a| a.to_os_string()).collect();
+                let vars: Vec<_> = std
+                    .get_envs()
+                    .filter_map(|(k, v)| Some((k.to_os_string(), v?.to_os_string())))
+                    .collect();
+                let dir = std.get_current_dir().unwrap_or(&cwd).to_path_buf();
+                session
+                    .create(
+                        &std.get_program().to_os_string(),
+                        &argv,
+                        &dir,
+                        &vars,
+                        open.cols,
+                        open.rows,
+                    )
+                    .await?;
+                self.changed();
+                let this = self.clone();
+                let t = t.clone();
+                let (cols, rows) = (open.cols, open.rows);
+                tokio::spawn(async move { this.stream(t, None, redactor, cols, rows).await });
+            }
+            None => {
+                let (child, master) = pty::spawn(prepared.cmd, open.cols, open.rows, open.echo)
+                    .map_err(|e| format!("starting {program}: {e}"))?;
+                t.pid.store(
+                    child.id().unwrap_or(0),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                self.changed();
+                let this = self.clone();
+                let t = t.clone();
+                let (cols, rows) = (open.cols, open.rows);
+                tokio::spawn(async move {
+                    this.stream(t, Some((child, master)), redactor, cols, rows)
+                        .await
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the terminal until its process ends: redacts the output into the ring, types
+    /// input, resizes. A tmux terminal is read through attach clients, one after another
+    /// while the session lives.
+    async fn stream(
+        &self,
+        t: Arc<Term>,
+        mut own: Option<(tokio::process::Child, pty::Master)>,
+        mut redactor: Redactor,
+        cols: u16,
+        rows: u16,
+    ) {
+        let Some(mut control) = lock(&t.control_rx).take() else {
+            return;
+        };
+        let mut size = (cols.max(1), rows.max(1));
+        let exit = loop {
+            let (mut child, master) = match own.take() {
+                Some(p) => p,
+                None => {
+                    let Some(session) = &t.tmux else {
+                        break Exit::default();
+                    };
+                    if !session.alive().await {
+                        break Exit {
+                            code: session.exit_status(),
+                            error: None,
+                        };
+                    }
+                    match pty::spawn(session.attach_command(), size.0, size.1, true) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            break Exit {
+                                code: None,
+                                error: Some(format!("attaching to tmux: {e}")),
+                            }
+                        }
+                    }
+                }
+            };
+            let stopped = pump(&t, &master, &mut control, &mut redactor, &mut size).await;
+            if stopped {
+                if let Some(s) = &t.tmux {
+                    s.kill().await;
+                }
+                kill_group(&child);
+                let _ = child.wait().await;
+                break Exit {
+                    code: None,
+                    error: Some("closed".into()),
+                };
+            }
+            let status = child.wait().await;
+            if t.tmux.is_none() {
+                break Exit {
+                    code: status.ok().and_then(exit_code),
+                    error: None,
+                };
+            }
+            // The attach client ended: the session ended too, or the client alone (the loop
+            // looks and attaches again).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if let Some(s) = &t.tmux {
+            s.forget();
+        }
+        t.append(redactor.finish().as_bytes());
+        *lock(&t.guard) = None;
+        t.ended(exit);
+        self.changed();
+    }
+
+    /// `terminal:attach`: starts sending output to a viewer from `offset`, or moves the
+    /// cursor of one already attached.
+    pub fn attach(&self, terminal_id: String, attachment_id: String, offset: u64) -> Option<Frame> {
+        let Some(t) = self.get(&terminal_id) else {
+            return Some(Frame::TerminalExit {
+                terminal_id,
+                attachment_id,
+                code: None,
+                error: Some("this node has no such terminal".into()),
+            });
+        };
+        let mut attachments = lock(&t.attachments);
+        if let Some(a) = attachments.get(&attachment_id) {
+            a.cursor.send_replace(offset);
+            return None;
+        }
+        let cursor = watch::Sender::new(offset);
+        let cancel = CancellationToken::new();
+        let pump = attachment(
+            t.clone(),
+            attachment_id.clone(),
+            cursor.subscribe(),
+            cancel.clone(),
+            self.inner.queue.clone(),
+        );
+        attachments.insert(attachment_id, Attachment { cursor, cancel });
+        tokio::spawn(pump);
+        None
+    }
+
+    pub fn detach(&self, terminal_id: &str, attachment_id: &str) {
+        if let Some(t) = self.get(terminal_id) {
+            if let Some(a) = lock(&t.attachments).remove(attachment_id) {
+                a.cancel.cancel();
+            }
+        }
+    }
+
+    pub fn input(&self, terminal_id: &str, data: Bytes64) {
+        if let Some(t) = self.get(terminal_id) {
+            let _ = t.control.send(Control::Input(data.0));
+        }
+    }
+
+    pub fn resize(&self, terminal_id: &str, cols: u16, rows: u16) {
+        if let Some(t) = self.get(terminal_id) {
+            let _ = t.control.send(Control::Resize(cols, rows));
+        }
+    }
+
+    /// `terminal:close`: ends the terminal (and its tmux session); forgets it once ended.
+    pub fn close(&self, terminal_id: &str) {
+        let Some(t) = self.get(terminal_id) else {
+            return;
+        };
+        t.stop.cancel();
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut exit = t.exit.subscribe();
+            if t.adopted.load(std::sync::atomic::Ordering::Relaxed) {
+                // Never streamed since the restart: nothing reads it to see the stop.
+                if let Some(s) = &t.tmux {
+                    s.kill().await;
+                    s.forget();
+                }
+                t.ended(Exit {
+                    code: None,
+                    error: Some("closed".into()),
+                });
+            }
+            let _ = exit.wait_for(|e| e.is_some()).await;
+            // Viewers get the exit first; then the terminal is forgotten.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            lock(&this.inner.terms).remove(&t.id);
+            this.changed();
+        });
+    }
+}
+
+/// The reader's loop over one PTY: true when the terminal was closed, false when the PTY's
+/// processes ended.
+async fn pump(
+    t: &Term,
+    master: &pty::Master,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    redactor: &mut Redactor,
+    size: &mut (u16, u16),
+) -> bool {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut utf8 = Utf8::default();
+    loop {
+        let holding = redactor.holding();
+        tokio::select! {
+            read = master.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => {
+                    if redactor.is_empty() {
+                        t.append(&buf[..n]);
+                    } else {
+                        let text = utf8.decode(&buf[..n]);
+                        t.append(redactor.push(&text).as_bytes());
+                    }
+                }
+            },
+            c = control.recv() => match c {
+                Some(Control::Input(bytes)) => {
+                    if master.write_all(&bytes).await.is_err() {
+                        return false;
+                    }
+                }
+                Some(Control::Resize(cols, rows)) => {
+                    *size = (cols.max(1), rows.max(1));
+                    let _ = master.resize(size.0, size.1);
+                }
+                None => return true,
+            },
+            _ = tokio::time::sleep(REDACT_IDLE), if holding => {
+                t.append(redactor.finish().as_bytes());
+            }
+            _ = t.stop.cancelled() => return true,
+        }
+    }
+}
+
+/// Sends one viewer the output from its cursor on, then the exit.
+async fn attachment(
+    t: Arc<Term>,
+    attachment_id: String,
+    mut cursor_rx: watch::Receiver<u64>,
+    cancel: CancellationToken,
+    queue: mpsc::Sender<Frame>,
+) {
+    let mut end = t.end.subscribe();
+    let mut exit = t.exit.subscribe();
+    let mut cursor = *cursor_rx.borrow_and_update();
+    loop {
+        if cursor_rx.has_changed().unwrap_or(false) {
+            cursor = *cursor_rx.borrow_and_update();
+        }
+        let read = lock(&t.ring).read(cursor, MAX_OUTPUT_CHUNK);
+        let frame = match read {
+            Some(r) => {
+                cursor = r.offset + r.data.len() as u64;
+                Frame::TerminalOutput {
+                    terminal_id: t.id.clone(),
+                    attachment_id: attachment_id.clone(),
+                    offset: r.offset,
+                    data: Bytes64(r.data),
+                    skipped_from: r.skipped_from,
+                }
+            }
+            None => {
+                let exited = exit.borrow_and_update().clone();
+                if let Some(e) = exited {
+                    // Everything was read after the exit was set: this is the end.
+                    if lock(&t.ring).end() == cursor {
+                        let frame = Frame::TerminalExit {
+                            terminal_id: t.id.clone(),
+                            attachment_id: attachment_id.clone(),
+                            code: e.code,
+                            error: e.error,
+                        };
+                        tokio::select! {
+                            _ = queue.send(frame) => {}
+                            _ = cancel.cancelled() => {}
+                        }
+                        lock(&t.attachments).remove(&attachment_id);
+                        return;
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    _ = end.changed() => {}
+                    _ = exit.changed() => {}
+                    r = cursor_rx.changed() => if r.is_err() { return },
+                    _ = cancel.cancelled() => return,
+                }
+                continue;
+            }
+        };
+        tokio::select! {
+            r = queue.send(frame) => if r.is_err() { return },
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Decodes a byte stream as UTF-8, keeping a character split between reads for the next.
+#[derive(Default)]
+struct Utf8 {
+    carry: Vec<u8>,
+}
+
+impl Utf8 {
+    fn decode(&mut self, bytes: &[u8]) -> String {
+        self.carry.extend_from_slice(bytes);
+        let keep = match std::str::from_utf8(&self.carry) {
+            Ok(_) => 0,
+            // An incomplete character at the end waits for the rest.
+            Err(e) if e.error_len().is_none() => self.carry.len() - e.valid_up_to(),
+            Err(_) => 0,
+        };
+        let rest = self.carry.split_off(self.carry.len() - keep);
+        let text = String::from_utf8_lossy(&self.carry).into_owned();
+        self.carry = rest;
+        text
+    }
+}
+
+fn redactor_of(open: &TerminalOpen) -> Redactor {
+    let secrets: Vec<&str> = open.secrets.iter().map(|s| s.value.as_str()).collect();
+    Redactor::new(&secrets)
+}
+
+/// bash as a login shell where there is one, else sh.
+fn login_shell() -> (String, Vec<String>) {
+    if Path::new("/bin/bash").exists() {
+        ("/bin/bash".into(), vec!["-l".into()])
+    } else {
+        ("/bin/sh".into(), vec!["-l".into()])
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().or_else(|| status.signal().map(|s| 128 + s))
+}
+
+/// Ends the terminal's session: SIGHUP, as when a terminal closes, then SIGKILL.
+fn kill_group(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let pg = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGHUP);
+        let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGCONT);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = nix::sys::signal::killpg(pg, nix::sys::signal::Signal::SIGKILL);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_split_between_reads_is_kept_whole() {
+        let mut u = Utf8::default();
+        let bytes = "é€".as_bytes();
+        assert_eq!(u.decode(&bytes[..1]), "");
+        assert_eq!(u.decode(&bytes[1..3]), "é");
+        assert_eq!(u.decode(&bytes[3..]), "€");
+        assert_eq!(u.decode(b"\xffa"), "\u{fffd}a");
+    }
+}
