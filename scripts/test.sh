@@ -6,6 +6,7 @@
 #   - Debian's chromium (apt-get; as root or through sudo) for the board's end-to-end test;
 #   - Debian's bubblewrap, the sandbox task processes run in, and podman, runc and
 #     busybox-static for the container test;
+#   - Debian's tmux, where persistent terminals live;
 #   - schemathesis 4 (PyPI, in a venv at target/py-venv; SCHEMATHESIS points at its `st`), which
 #     tests/api_contract.rs runs against a live gateway and its /api/openapi.json.
 # The board itself (assets/) is built by build.rs during `cargo test` (npm ci + vite).
@@ -42,6 +43,10 @@ ensure_bubblewrap
 if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 \
     || [ ! -x /usr/bin/busybox ]; then
     apt_install podman runc busybox-static
+fi
+# Terminals live in tmux (tests/terminals.rs drives `viber shell` through tmux too).
+if ! command -v tmux >/dev/null 2>&1; then
+    apt_install tmux
 fi
 export CHROMIUM
 

@@ -16,6 +16,9 @@ export type Thread = P.ThreadView;
 export type ThreadMessage = P.ThreadMessageView;
 export type InjectionMode = P.InjectionMode;
 export type ValidationResult = P.ValidationResult;
+export type TerminalInfo = P.TerminalView;
+/** What a terminal opens on: a thread (its environment's binding on the thread's node) or a binding. */
+export type TerminalTarget = { threadId: string } | { bindingId: string };
 
 export class ApiError extends Error {
   constructor(
@@ -78,6 +81,18 @@ export async function request<T>(
 const get = <T>(path: string) => request<T>('GET', path);
 const enc = encodeURIComponent;
 
+/**
+ * A terminal's viewer WebSocket, from byte `offset` of its output on. A browser cannot put a
+ * header on a WebSocket, so the session's CSRF token rides in the query (the gateway wants it
+ * there for a cookie-authenticated socket).
+ */
+export function terminalSocketUrl(id: string, offset: number): string {
+  const q = new URLSearchParams({ offset: String(offset) });
+  if (csrfToken) q.set('csrf', csrfToken);
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}/api/terminals/${enc(id)}/ws?${q}`;
+}
+
 export const api = {
   session: () => get<P.SessionInfo>('/api/session'),
   login: (token: string) => request<P.SessionOpened>('POST', '/api/session', { token }),
@@ -116,6 +131,15 @@ export const api = {
   /** `key` makes a retried send (double click, flaky network) deliver the message once. */
   send: (id: string, body: { message: string; injectionMode?: InjectionMode; executor?: string }, key: string) =>
     request<{ taskId: string } & Partial<P.FollowUpAccepted>>('POST', `/api/threads/${enc(id)}/messages`, body, { 'Idempotency-Key': key }),
+
+  /** Running terminals of a thread or binding, newest first. */
+  terminals: (target: TerminalTarget) =>
+    get<P.TerminalList>(`/api/terminals?${new URLSearchParams(target)}`).then((r) => r.terminals),
+  terminal: (id: string) => get<TerminalInfo>(`/api/terminals/${enc(id)}`),
+  /** A login shell kept in tmux, sized like the viewer's window. */
+  openTerminal: (target: TerminalTarget, cols: number, rows: number) =>
+    request<TerminalInfo>('POST', '/api/terminals', { ...target, cols, rows }),
+  closeTerminal: (id: string) => request<TerminalInfo>('DELETE', `/api/terminals/${enc(id)}`),
 
   stop: (id: string) => request<P.TaskView>('POST', `/api/tasks/${enc(id)}/stop`, {}),
   approve: (id: string, approvalId: string, approve: boolean, scope?: P.ApprovalScope) =>

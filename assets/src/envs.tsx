@@ -1,11 +1,11 @@
-// Create and edit an environment; map it to nodes and watch it prepare.
+// Create and edit an environment; map it to nodes, watch it prepare, open a terminal on it.
 
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, type EnvType, type Environment, type SecretInfo, type ValidationResult } from './api';
 import type * as P from './protocol.gen';
 import { EXECUTORS } from './executors';
 import { errorText, navigate, openLog, setState, toast, useStore } from './store';
-import { Empty, ErrorBox, Pill, RelTime } from './ui';
+import { Empty, ErrorBox, Pill, RelTime, Terminal } from './ui';
 
 interface Row {
   key: string;
@@ -418,6 +418,8 @@ export function MappingView({ id }: { id: string }) {
   const [path, setPath] = useState('');
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  /** Bindings whose terminal pane is open. */
+  const [terminals, setTerminals] = useState<string[]>([]);
   if (!env) return s.loaded ? <Empty title="No such environment" /> : <div class="loading">Loading…</div>;
   const chosen = nodeId || s.nodes.find((n) => n.status === 'online')?.id || s.nodes[0]?.id || '';
   const prepare = async () => {
@@ -489,10 +491,25 @@ export function MappingView({ id }: { id: string }) {
             <h2>{s.nodes.find((n) => n.id === b.nodeId)?.name ?? b.nodeId}</h2>
             <Pill status={b.status} label={b.status === 'ready' ? 'Ready' : b.status === 'preparing' ? 'Preparing' : b.status === 'error' ? 'Error' : b.status === 'stale' ? 'Stale' : 'Pending'} />
             {!b.nodeOnline && <span class="muted-text">node offline</span>}
-            <button onClick={() => reprepare(b.id)} disabled={b.status === 'preparing'}>
-              Re-prepare
-            </button>
+            <div class="binding-actions">
+              {(b.status === 'ready' || terminals.includes(b.id)) && (
+                <button
+                  aria-pressed={terminals.includes(b.id)}
+                  onClick={() => setTerminals((t) => (t.includes(b.id) ? t.filter((x) => x !== b.id) : [...t, b.id]))}
+                >
+                  Terminal
+                </button>
+              )}
+              <button onClick={() => reprepare(b.id)} disabled={b.status === 'preparing'}>
+                Re-prepare
+              </button>
+            </div>
           </div>
+          {terminals.includes(b.id) && (
+            <div class="binding-terminal">
+              <Terminal key={b.id} target={{ bindingId: b.id }} />
+            </div>
+          )}
           <dl class="facts">
             <dt>Strategy</dt>
             <dd>{b.strategy}</dd>

@@ -1,5 +1,6 @@
 // The thread view: each message and the output of the task it started, streamed live through
-// the AI SDK client; approvals, Stop, and the composer for follow-ups.
+// the AI SDK client; approvals, Stop, and the composer for follow-ups. A second tab holds a
+// terminal on the thread's node.
 
 import type { UIMessage } from 'ai';
 import { useEffect, useRef, useState } from 'preact/hooks';
@@ -8,7 +9,7 @@ import type * as P from './protocol.gen';
 import { offeredBy } from './executors';
 import { errorText, navigate, nodeName, setState, toast, useStore } from './store';
 import { watchTask, type TaskStreamUpdate } from './stream';
-import { Empty, ErrorBox, Pill, RelTime } from './ui';
+import { Empty, ErrorBox, Pill, RelTime, Terminal } from './ui';
 
 interface Turn {
   taskId: string;
@@ -182,7 +183,7 @@ function TaskOutput({ taskId, task }: { taskId: string; task: ThreadMessage['tas
   );
 }
 
-function Composer({ thread, running, onSent }: { thread: Thread; running: boolean; onSent: () => void }) {
+function Composer({ thread, running, onSent, hidden }: { thread: Thread; running: boolean; onSent: () => void; hidden: boolean }) {
   const [text, setText] = useState('');
   const [mode, setMode] = useState<InjectionMode>('followup');
   const s = useStore();
@@ -213,6 +214,7 @@ function Composer({ thread, running, onSent }: { thread: Thread; running: boolea
   return (
     <form
       class="composer"
+      hidden={hidden}
       onSubmit={(e) => {
         e.preventDefault();
         send();
@@ -276,11 +278,17 @@ export function ThreadView({ id }: { id: string }) {
   const [messages, setMessages] = useState<ThreadMessage[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [reload, setReload] = useState(0);
+  // The conversation stays mounted behind the terminal (its streams and scroll position go on),
+  // and the terminal, once shown, stays attached behind the conversation.
+  const [tab, setTab] = useState<'conversation' | 'terminal'>('conversation');
+  const [terminalShown, setTerminalShown] = useState(false);
 
   useEffect(() => {
     setThread(null);
     setMessages(null);
     setError(null);
+    setTab('conversation');
+    setTerminalShown(false);
   }, [id]);
   useEffect(() => {
     let live = true;
@@ -343,8 +351,12 @@ export function ThreadView({ id }: { id: string }) {
       toast(errorText(e));
     }
   };
+  const show = (t: 'conversation' | 'terminal') => {
+    setTab(t);
+    if (t === 'terminal') setTerminalShown(true);
+  };
   return (
-    <div class="thread-view">
+    <div class={`thread-view${tab === 'terminal' ? ' terminal-tab' : ''}`}>
       <header class="page-head">
         <button class="icon mobile-only" aria-label="Back to threads" onClick={() => navigate('/')}>
           ←
@@ -356,9 +368,16 @@ export function ThreadView({ id }: { id: string }) {
             {listed.activeNodeId && <> · {nodeName(s, listed.activeNodeId)}</>} · <RelTime iso={listed.lastMessageAt ?? listed.createdAt} />
           </div>
         </div>
+        <div class="tabs" role="tablist" aria-label="Thread view">
+          {(['conversation', 'terminal'] as const).map((t) => (
+            <button key={t} role="tab" aria-selected={tab === t} class={tab === t ? 'tab active' : 'tab'} onClick={() => show(t)}>
+              {t === 'conversation' ? 'Conversation' : 'Terminal'}
+            </button>
+          ))}
+        </div>
         <button onClick={() => setStatus(archived ? 'active' : 'archived')}>{archived ? 'Unarchive' : 'Archive'}</button>
       </header>
-      <div class="conversation" ref={conversation}>
+      <div class="conversation" ref={conversation} hidden={tab !== 'conversation'}>
         {turns.length === 0 && (
           <Empty title="Nothing here yet">
             <p>Describe what the agent should do, or run a shell command, in the box below.</p>
@@ -379,13 +398,21 @@ export function ThreadView({ id }: { id: string }) {
         ))}
       </div>
       {archived ? (
-        <div class="composer muted-text">This thread is archived. Unarchive it to continue.</div>
+        <div class="composer muted-text" hidden={tab !== 'conversation'}>
+          This thread is archived. Unarchive it to continue.
+        </div>
       ) : (
         <Composer
           thread={thread}
           running={running}
           onSent={() => setReload((x) => x + 1)}
+          hidden={tab !== 'conversation'}
         />
+      )}
+      {terminalShown && (
+        <div class="thread-terminal" hidden={tab !== 'terminal'}>
+          <Terminal key={id} target={{ threadId: id }} />
+        </div>
       )}
     </div>
   );

@@ -1,8 +1,10 @@
-// Small shared pieces: status pills, relative times, empty states.
+// Small shared pieces: status pills, relative times, empty states, the terminal's loader.
 
 import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
+import type { TerminalTarget } from './api';
 import type { EnvStatus } from './store';
+import type { TerminalPane } from './terminal';
 
 const PILL_CLASS: Record<string, string> = {
   Unmapped: 'muted',
@@ -73,4 +75,25 @@ export function ErrorBox({ message }: { message: string | null | undefined }) {
       {message}
     </div>
   );
+}
+
+/**
+ * A terminal pane (terminal.tsx), fetched the first time one is shown: xterm.js is most of its
+ * weight, and most visits never open a terminal.
+ */
+export function Terminal({ target }: { target: TerminalTarget }) {
+  const [Pane, setPane] = useState<typeof TerminalPane | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => {
+    let live = true;
+    import('./terminal').then(
+      (m) => live && setPane(() => m.TerminalPane),
+      (e) => live && setError(`Cannot load the terminal: ${e instanceof Error ? e.message : String(e)}`),
+    );
+    return () => {
+      live = false;
+    };
+  }, []);
+  if (error) return <ErrorBox message={error} />;
+  return Pane ? <Pane target={target} /> : <div class="loading">Loading terminal…</div>;
 }

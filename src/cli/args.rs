@@ -67,6 +67,34 @@ pub enum Command {
         #[command(subcommand)]
         action: ThreadAction,
     },
+    /// Open a terminal in an environment on its node (Ctrl-] detaches; it keeps running),
+    /// or run a command there with `-- CMD ARGS` and exit with its code.
+    Shell {
+        /// Environment (name or id).
+        env: String,
+        /// The node, when the environment is bound to several (name or id).
+        #[arg(long)]
+        node: Option<String>,
+        /// Open it in a thread's binding instead.
+        #[arg(long)]
+        thread: Option<String>,
+        /// Start a new shell instead of attaching to the running one.
+        #[arg(long)]
+        new: bool,
+        /// Window size as COLSxROWS (default: this terminal's, else 80x24).
+        #[arg(long, value_parser = parse_size)]
+        size: Option<(u16, u16)>,
+        /// A command to run instead of a shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List and end terminals.
+    Terminal {
+        #[command(subcommand)]
+        action: TerminalAction,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -503,6 +531,39 @@ pub enum ThreadAction {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+#[derive(Subcommand)]
+pub enum TerminalAction {
+    /// List terminals (running ones unless --all).
+    List {
+        #[arg(long)]
+        thread: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// End a terminal and what runs in it.
+    Kill {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// `COLSxROWS`, such as `120x40`.
+fn parse_size(s: &str) -> Result<(u16, u16), String> {
+    let (c, r) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("{s:?}: expected COLSxROWS, such as 120x40"))?;
+    let side = |v: &str| match v.trim().parse::<u16>() {
+        Ok(n @ 1..=1000) => Ok(n),
+        _ => Err(format!("{s:?}: each side is 1-1000")),
+    };
+    Ok((side(c)?, side(r)?))
 }
 
 #[derive(Args, Clone)]

@@ -10,8 +10,10 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 
-use super::args::{Cli, EnvAction, NodeAction, SecretAction, TaskAction, ThreadAction};
-use super::{envs, nodes, tasks, threads, Client, ClientArgs};
+use super::args::{
+    Cli, EnvAction, NodeAction, SecretAction, TaskAction, TerminalAction, ThreadAction,
+};
+use super::{envs, nodes, tasks, terminals, threads, Client, ClientArgs};
 use crate::protocol::api::ApprovalAnswer;
 
 /// `viber nodes`.
@@ -190,4 +192,28 @@ pub async fn thread(action: ThreadAction) -> anyhow::Result<ExitCode> {
 pub fn completions(shell: clap_complete::Shell) -> ExitCode {
     clap_complete::generate(shell, &mut Cli::command(), "viber", &mut std::io::stdout());
     ExitCode::SUCCESS
+}
+
+/// `viber shell`: exits with the command's code.
+pub async fn shell(args: terminals::ShellArgs, client: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let code = terminals::shell(&Client::new(client)?, args).await?;
+    // A read of stdin may still be blocked on its thread; the runtime would wait for it
+    // on the way out, so leave at once.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code.into())
+}
+
+/// `viber terminal list|kill`.
+pub async fn terminal(action: TerminalAction) -> anyhow::Result<ExitCode> {
+    match action {
+        TerminalAction::List {
+            thread,
+            all,
+            json,
+            client,
+        } => terminals::list(&Client::new(&client)?, thread, all, json).await?,
+        TerminalAction::Kill { id, client } => terminals::kill(&Client::new(&client)?, &id).await?,
+    }
+    Ok(ExitCode::SUCCESS)
 }

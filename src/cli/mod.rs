@@ -10,6 +10,7 @@ pub mod envs;
 pub mod nodes;
 pub mod roles;
 pub mod tasks;
+pub mod terminals;
 pub mod threads;
 
 use std::path::{Path, PathBuf};
@@ -73,6 +74,11 @@ impl Client {
 
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// The operator token, for requests not made through [`Self::request`] (WebSockets).
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {

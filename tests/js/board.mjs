@@ -4,6 +4,7 @@
 //   VIBER_BIN=target/debug/viber ARTIFACTS=target/board-artifacts node tests/js/board.mjs
 //
 // A scripted OpenAI-compatible server stands in for the model provider (no network here).
+// Terminals run in tmux and bubblewrap on the node, as they do for real.
 // Screenshots of the main screens (desktop and a 390-px phone) land in $ARTIFACTS.
 
 import { execFileSync, spawn } from 'node:child_process';
@@ -191,6 +192,44 @@ async function reconnectScenario(browser) {
   log('gateway restart mid-stream: the page resumed and shows every line once');
 }
 
+/** The text of the terminal pane's rows (xterm's DOM renderer draws one div per row). */
+function terminalRows(page) {
+  return page.evaluate(() => [...document.querySelectorAll('.term-pane .xterm-rows > div')].map((r) => r.textContent.trimEnd()));
+}
+
+/** Waits until a row of the terminal reads exactly `text`. */
+async function terminalLine(page, text, what) {
+  await page
+    .waitForFunction((t) => [...document.querySelectorAll('.term-pane .xterm-rows > div')].some((r) => r.textContent.trim() === t), text)
+    .catch(async (e) => {
+      await shot(page, 'terminal-failure');
+      throw new Error(`${what}: no row reads ${JSON.stringify(text)}; the terminal shows:\n${(await terminalRows(page)).join('\n')}\n${e}`);
+    });
+}
+
+/** Waits until the terminal is attached and takes keys, then types a command line into it. */
+async function terminalCommand(page, line) {
+  const pane = page.locator('.term-pane');
+  await pane.locator('.term-link', { hasText: 'Connected' }).waitFor();
+  // The shell's prompt: it starts in bubblewrap inside tmux, which takes a moment.
+  await page.waitForFunction(() => [...document.querySelectorAll('.term-pane .xterm-rows > div')].some((r) => r.textContent.trim()));
+  await pane.locator('.xterm').click();
+  await page.keyboard.type(line);
+  await page.keyboard.press('Enter');
+}
+
+/** Closes the terminals a failed run left running: tmux servers outlive the node's process. */
+function killTmuxServers() {
+  const sockets = execFileSync('find', [tmp, '-type', 's'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  for (const socket of sockets) {
+    try {
+      execFileSync('tmux', ['-S', socket, 'kill-server'], { stdio: 'ignore' });
+    } catch {
+      /* not a tmux socket, or already gone */
+    }
+  }
+}
+
 async function shot(page, name) {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: false });
 }
@@ -203,6 +242,7 @@ async function assertNoSecret(page, where) {
 
 async function main() {
   const repo = makeRepo();
+  cleanups.push(killTmuxServers);
   const model = await fakeOpenAI();
   cleanups.push(() => model.close());
   const { url } = await startViber(`http://127.0.0.1:${model.address().port}/v1`);
@@ -354,6 +394,30 @@ async function main() {
   await turn4.locator('.tool-body').getByText('hello from the repo').waitFor();
   await shot(page, 'desktop-thread');
   log('agent approval flow ok');
+
+  // 7b. A terminal on the thread's node (a login shell in tmux, in the sandbox), typed into
+  // through xterm.js; after a reload it reattaches and replays its screen, and takes keys again.
+  await page.getByRole('tab', { name: 'Terminal' }).click();
+  const pane = page.locator('.term-pane');
+  await pane.locator('.term-empty button, .term-link').first().waitFor();
+  await shot(page, 'desktop-terminal-empty');
+  await pane.getByRole('button', { name: 'New terminal' }).click();
+  await terminalCommand(page, 'echo $((6*7))');
+  await terminalLine(page, '42', 'the shell answered');
+  check(!(await page.locator('section.turn').first().isVisible()), 'the conversation is hidden behind the terminal');
+  await shot(page, 'desktop-terminal');
+  await page.reload();
+  await page.getByRole('tab', { name: 'Terminal' }).click();
+  await terminalLine(page, '42', 'the reattached terminal replays its screen');
+  await terminalCommand(page, 'echo $((6*8))');
+  await terminalLine(page, '48', 'the reattached terminal takes keys');
+  const screen = (await terminalRows(page)).join('\n');
+  check(screen.split('\n').filter((l) => l.trim() === '42').length === 1, `42 appears once after the reattach:\n${screen}`);
+  await pane.getByRole('button', { name: 'Close' }).click();
+  await pane.locator('.term-empty').getByRole('button', { name: 'New terminal' }).waitFor();
+  await page.getByRole('tab', { name: 'Conversation' }).click();
+  await page.locator('section.turn').first().waitFor();
+  log('terminal: typed into, reattached after a reload, closed');
 
   // 8. Time to first render of a thread with 500 chunks of history.
   const bigUrl = await newThread();

@@ -1,0 +1,501 @@
+//! Terminals end to end: a real gateway and node (bubblewrap sandbox, tmux), `viber shell`
+//! as a user runs it, and viewers on `/api/terminals/:id/ws` through real WebSockets.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const T: Duration = Duration::from_secs(30);
+const SECRET: &str = "terminal-secret-7f3a9c2e";
+
+fn which(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+}
+
+/// bubblewrap and tmux, or the test is skipped (CI installs both through scripts/test.sh).
+fn tools_or_skip() -> bool {
+    if which("bwrap") && which("tmux") {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "bubblewrap or tmux is missing (scripts/test.sh installs them)"
+    );
+    eprintln!("SKIPPED: bubblewrap or tmux is not installed");
+    false
+}
+
+/// A gateway, one node, and a prepared local environment `shell-env` with a secret.
+struct Setup {
+    gw: Gateway,
+    node: Proc,
+    node_id: String,
+    env_id: String,
+    binding_id: String,
+    gdir: TempDir,
+    ndir: TempDir,
+    _work: TempDir,
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        let (gdir, ndir, work) = (
+            TempDir::new("gw"),
+            TempDir::new("node"),
+            TempDir::new("work"),
+        );
+        let gw = Gateway::start(gdir.path(), 0, &[]);
+        let token = gw.enroll("term-node").await;
+        let node = start_node(&gw.url, Some(&token), ndir.path(), "term-node");
+        gw.wait_node_status("term-node", "online", T).await;
+        let node_id = gw.nodes().await[0]["id"].as_str().unwrap().to_string();
+        let (code, env) = gw
+            .post(
+                "/api/environments",
+                json!({"name": "shell-env", "type": "local", "localPath": work.path(),
+                       "vars": {"GREETING": "hello-from-env"},
+                       "secrets": {"API_TOKEN": SECRET}}),
+            )
+            .await;
+        assert_eq!(code, 201, "{env}");
+        let env_id = env["id"].as_str().unwrap().to_string();
+        let (code, b) = gw
+            .post(
+                &format!("/api/environments/{env_id}/bindings"),
+                json!({"nodeId": node_id}),
+            )
+            .await;
+        assert_eq!(code, 201, "{b}");
+        let binding_id = b["id"].as_str().unwrap().to_string();
+        wait_until("binding ready", T, || async {
+            let (_, v) = gw
+                .get(&format!("/api/environments/{env_id}/bindings"))
+                .await;
+            v["bindings"][0]["status"] == "ready"
+        })
+        .await;
+        Setup {
+            gw,
+            node,
+            node_id,
+            env_id,
+            binding_id,
+            gdir,
+            ndir,
+            _work: work,
+        }
+    }
+
+    /// `viber shell ARGS` with this gateway, stdin from `input`.
+    fn shell(&self, args: &[&str], input: Option<&str>) -> (i32, String, String) {
+        let mut child = Command::new(BIN)
+            .arg("shell")
+            .args(args)
+            .env("VIBER_GATEWAY", &self.gw.url)
+            .env("VIBER_TOKEN", &self.gw.token)
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(text) = input {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(text.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    async fn open(&self, body: Value) -> String {
+        let (code, t) = self.gw.post("/api/terminals", body).await;
+        assert_eq!(code, 201, "{t}");
+        t["id"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Setup {
+    /// tmux servers outlive the node by design: end those the test made.
+    fn drop(&mut self) {
+        kill_tmux_servers(&self.ndir.join("tmux"));
+    }
+}
+
+fn kill_tmux_servers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        kill_tmux_servers_at(&e.path());
+    }
+}
+
+fn kill_tmux_servers_at(socket: &Path) {
+    let _ = Command::new("tmux")
+        .arg("-S")
+        .arg(socket)
+        .arg("kill-server")
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A viewer on `/api/terminals/:id/ws`: the bytes it got and the offset after them.
+struct Viewer {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    bytes: Vec<u8>,
+    next: u64,
+    exit: Option<Option<i64>>,
+}
+
+impl Viewer {
+    async fn open(gw: &Gateway, id: &str, offset: u64) -> Viewer {
+        let url = format!(
+            "ws://127.0.0.1:{}/api/terminals/{id}/ws?offset={offset}",
+            gw.port
+        );
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", gw.token).parse().unwrap(),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        Viewer {
+            ws,
+            bytes: Vec::new(),
+            next: offset,
+            exit: None,
+        }
+    }
+
+    async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    async fn type_text(&mut self, text: &str) {
+        self.send(json!({"type": "input", "data": text})).await;
+    }
+
+    /// Reads until the output so far contains `needle` (or the terminal exits).
+    async fn read_until(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + T;
+        loop {
+            let text = String::from_utf8_lossy(&self.bytes).into_owned();
+            if text.contains(needle) || self.exit.is_some() {
+                return text;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = tokio::time::timeout(left, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {needle:?} in time; got {text:?}"));
+            match msg {
+                Some(Ok(Message::Text(t))) => self.event(serde_json::from_str(t.as_str()).unwrap()),
+                Some(Ok(_)) => {}
+                other => panic!("viewer socket ended: {other:?}; got {text:?}"),
+            }
+        }
+    }
+
+    fn event(&mut self, e: Value) {
+        match e["type"].as_str().unwrap() {
+            "output" => {
+                let offset = e["offset"].as_u64().unwrap();
+                assert_eq!(offset, self.next, "a gap or a repeat in the output");
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(e["data"].as_str().unwrap())
+                    .unwrap();
+                self.next += data.len() as u64;
+                self.bytes.extend(data);
+            }
+            "skipped" => panic!("skipped output: {e}"),
+            "exit" => self.exit = Some(e["code"].as_i64()),
+            other => panic!("unexpected viewer event {other}: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn shell_runs_commands_under_a_real_pty_with_codes_stdin_and_redaction() {
+    if !tools_or_skip() {
+        return;
+    }
+    let s = Setup::start().await;
+    // A real terminal of the size asked for.
+    let (code, out, err) = s.shell(
+        &[
+            "shell-env",
+            "--size",
+            "100x30",
+            "--",
+            "sh",
+            "-c",
+            "tty; stty size",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("/dev/"), "no tty: {out:?}");
+    assert!(out.contains("30 100"), "size: {out:?}");
+    // Exit codes come back.
+    let (code, _, err) = s.shell(&["shell-env", "--", "sh", "-c", "exit 7"], None);
+    assert_eq!(code, 7, "{err}");
+    // Stdin is piped through (not echoed), and its end ends the program's input.
+    let (code, out, err) = s.shell(
+        &["shell-env", "--", "sh", "-c", "cat; echo done-$?"],
+        Some("piped line\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("piped line").count(), 1, "{out:?}");
+    assert!(out.contains("done-0"), "{out:?}");
+    // The environment's vars are there, its secrets too, and redacted on the way out.
+    let (code, out, err) = s.shell(
+        &[
+            "shell-env",
+            "--",
+            "sh",
+            "-c",
+            "echo $GREETING; echo \"key=$API_TOKEN\"",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("hello-from-env"), "{out:?}");
+    assert!(out.contains("key=[REDACTED]"), "{out:?}");
+    assert!(!out.contains(SECRET), "{out:?}");
+
+    // A node's own token is not an operator's: it cannot open a terminal.
+    let creds: Value =
+        serde_json::from_slice(&std::fs::read(s.ndir.join("node.json")).unwrap()).unwrap();
+    let node_token = creds["node_token"]
+        .as_str()
+        .or(creds["nodeToken"].as_str())
+        .unwrap();
+    let res =
+        s.gw.http
+            .post(format!("{}/api/terminals", s.gw.url))
+            .bearer_auth(node_token)
+            .json(&json!({"environment": "shell-env"}))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 401);
+    // Bad requests get clear errors.
+    let (code, v) = s.gw.post("/api/terminals", json!({})).await;
+    assert_eq!(code, 422, "{v}");
+    let (code, v) =
+        s.gw.post("/api/terminals", json!({"bindingId": "nope"}))
+            .await;
+    assert_eq!(code, 404, "{v}");
+    let (code, v) =
+        s.gw.post(
+            "/api/terminals",
+            json!({"bindingId": s.binding_id, "cols": 0}),
+        )
+        .await;
+    assert_eq!(code, 422, "{v}");
+    let (code, _) = s.gw.get("/api/terminals/term_nope").await;
+    assert_eq!(code, 404);
+    // Ended commands are listed with their codes.
+    let (_, list) = s.gw.get("/api/terminals?all=true").await;
+    let codes: Vec<_> = list["terminals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["exitCode"].clone())
+        .collect();
+    assert!(codes.contains(&json!(7)), "{list}");
+}
+
+#[tokio::test]
+async fn viewers_share_a_terminal_resume_without_gaps_and_survive_restarts() {
+    if !tools_or_skip() {
+        return;
+    }
+    let mut s = Setup::start().await;
+    let id = s
+        .open(json!({"bindingId": s.binding_id, "cols": 100, "rows": 30}))
+        .await;
+    let mut a = Viewer::open(&s.gw, &id, 0).await;
+    let mut b = Viewer::open(&s.gw, &id, 0).await;
+    a.type_text("export MARK=kept-$((40+2)); echo ready-$((1+1))\r")
+        .await;
+    a.read_until("ready-2").await;
+    b.read_until("ready-2").await;
+    // Lots of output; b leaves in the middle and comes back from where it was.
+    a.type_text("for i in $(seq 1 3000); do echo line$i; done; echo end-$((2+2))\r")
+        .await;
+    b.read_until("line100").await;
+    let offset = b.next;
+    let mut seen = std::mem::take(&mut b.bytes);
+    drop(b);
+    a.read_until("end-4").await;
+    let mut b = Viewer::open(&s.gw, &id, offset).await;
+    b.read_until("end-4").await;
+    seen.extend(std::mem::take(&mut b.bytes));
+    // The same bytes as the viewer that stayed, with nothing lost or repeated.
+    let n = seen.len().min(a.bytes.len());
+    assert!(n > 10_000, "{n}");
+    assert_eq!(seen[..n], a.bytes[..n]);
+
+    // The gateway is killed and comes back on the same port: the terminal goes on and the
+    // viewer resumes from its offset.
+    let port = s.gw.port;
+    s.gw.proc.kill9();
+    let resume = a.next;
+    let gw = Gateway::start(s.gdir.path(), port, &[]);
+    s.gw = gw;
+    s.gw.wait_node_status("term-node", "online", T).await;
+    let mut a = Viewer::open(&s.gw, &id, resume).await;
+    a.type_text("echo after-gw-$MARK\r").await;
+    a.read_until("after-gw-kept-42").await;
+
+    // The node is killed and restarted: the tmux session and its shell survive, the node
+    // adopts them, and the shell still has what was set in it.
+    let resume = a.next;
+    s.node.kill9();
+    let node = start_node(&s.gw.url, None, s.ndir.path(), "term-node");
+    s.node = node;
+    s.gw.wait_node_status("term-node", "online", T).await;
+    let mut a2 = Viewer::open(&s.gw, &id, resume).await;
+    let mut got = String::new();
+    // The stream restarted with the node: a marker, then tmux redraws the screen.
+    let deadline = Instant::now() + T;
+    while !got.contains("after-node-kept-42") {
+        assert!(
+            Instant::now() < deadline,
+            "no output after the node restarted: {got:?}"
+        );
+        a2.type_text("echo after-node-$MARK\r").await;
+        let msg = tokio::time::timeout(Duration::from_secs(2), a2.ws.next()).await;
+        if let Ok(Some(Ok(Message::Text(t)))) = msg {
+            let e: Value = serde_json::from_str(t.as_str()).unwrap();
+            if e["type"] == "output" {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(e["data"].as_str().unwrap())
+                    .unwrap();
+                got.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    }
+    let (_, t) = s.gw.get(&format!("/api/terminals/{id}")).await;
+    assert_eq!(t["status"], "running", "{t}");
+
+    // Closing it ends the shell and the tmux session; viewers get the exit.
+    let (code, t) = s.gw.delete(&format!("/api/terminals/{id}")).await;
+    assert_eq!(code, 200, "{t}");
+    wait_until("tmux session gone", T, || async {
+        std::fs::read_dir(s.ndir.join("tmux"))
+            .map(|d| {
+                d.flatten()
+                    .all(|e| !e.file_name().to_string_lossy().starts_with("term_"))
+            })
+            .unwrap_or(true)
+    })
+    .await;
+    let _ = (&s.node_id, &s.env_id);
+}
+
+#[tokio::test]
+async fn interactive_shell_echoes_detaches_with_ctrl_bracket_and_reattaches() {
+    if !tools_or_skip() {
+        return;
+    }
+    let s = Setup::start().await;
+    // The test's own tmux plays the user's terminal (ended however the test ends).
+    let sock = s.gdir.join("user-tmux");
+    struct EndTmux(std::path::PathBuf);
+    impl Drop for EndTmux {
+        fn drop(&mut self) {
+            kill_tmux_servers_at(&self.0);
+        }
+    }
+    let _end = EndTmux(sock.clone());
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let cmd = format!(
+        "VIBER_GATEWAY={} VIBER_TOKEN={} {BIN} shell shell-env; echo viber-exit=$?; sleep 60",
+        s.gw.url, s.gw.token
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "user",
+        "-x",
+        "120",
+        "-y",
+        "30",
+        &cmd,
+    ]);
+    let screen = |needle: &'static str| {
+        let tmux = &tmux;
+        async move {
+            let deadline = Instant::now() + T;
+            loop {
+                let text = tmux(&["capture-pane", "-p", "-t", "user"]);
+                let prompt =
+                    needle == "PROMPT" && text.lines().any(|l| l.trim_end().ends_with(['#', '$']));
+                if prompt || text.contains(needle) {
+                    return text;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no {needle:?} on screen:\n{text}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // The remote shell's prompt (tmux clears the screen as it attaches).
+    screen("PROMPT").await;
+    tmux(&["send-keys", "-t", "user", "echo typed-$((3*5))", "Enter"]);
+    screen("typed-15").await;
+    // Ctrl-] detaches; `viber shell` exits 0 and the terminal keeps running.
+    tmux(&["send-keys", "-t", "user", "C-]"]);
+    screen("viber-exit=0").await;
+    let (_, list) = s.gw.get("/api/terminals").await;
+    assert_eq!(list["terminals"].as_array().unwrap().len(), 1, "{list}");
+    // Attaching again shows the earlier screen.
+    tmux(&["kill-session", "-t", "user"]);
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "user",
+        "-x",
+        "120",
+        "-y",
+        "30",
+        &cmd,
+    ]);
+    screen("typed-15").await;
+}
