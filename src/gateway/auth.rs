@@ -184,6 +184,8 @@ fn is_websocket(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// A WebSocket is a conversation that writes, opened with a GET that any page can start: a
+/// browser cannot add a header to it, so the token rides in the query.
 fn check_csrf_query(uri: &axum::http::Uri, expected: &str) -> ApiResult<()> {
     let sent = uri
         .query()
@@ -204,6 +206,25 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// The rules of [`require_operator`] for a route outside `/api` (previews): a bearer token,
+/// or a session cookie with the CSRF token on writes (in the header, or for a WebSocket in
+/// the query).
+pub fn check_operator(
+    app: &App,
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &axum::http::Uri,
+) -> ApiResult<()> {
+    if let Credential::Session(csrf) = credential(app, headers)? {
+        if !is_safe(method) {
+            check_csrf(headers, &csrf)?;
+        } else if is_websocket(headers) {
+            check_csrf_query(uri, &csrf)?;
+        }
+    }
+    Ok(())
+}
+
 /// Middleware on every `/api/*` route: requires `Authorization: Bearer <operator token>` or a
 /// session cookie (plus the CSRF header on writes).
 pub async fn require_operator(
@@ -211,15 +232,7 @@ pub async fn require_operator(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if let Credential::Session(csrf) = credential(&app, req.headers())? {
-        if !is_safe(req.method()) {
-            check_csrf(req.headers(), &csrf)?;
-        } else if is_websocket(req.headers()) {
-            // A WebSocket is a conversation that writes, opened with a GET that any page can
-            // start: a browser cannot add a header to it, so the token rides in the query.
-            check_csrf_query(req.uri(), &csrf)?;
-        }
-    }
+    check_operator(&app, req.headers(), req.method(), req.uri())?;
     Ok(next.run(req).await)
 }
 

@@ -1,8 +1,9 @@
 //! Serves the board: the built single-page app embedded from `assets/dist`, or a placeholder
 //! page that says how to build it when the binary was compiled without it.
 
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode, Uri};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Router;
 use rust_embed::RustEmbed;
 
@@ -33,8 +34,16 @@ pub fn router() -> Router<App> {
     Router::new().fallback(serve)
 }
 
-async fn serve(uri: Uri) -> Response {
-    let mut res = file_or_index(&uri);
+/// Everything no other route takes: previews (`/preview/...`, and absolute paths a
+/// previewed page asks for), else the board's files.
+async fn serve(State(app): State<App>, req: Request) -> Response {
+    if req.uri().path().starts_with(super::preview::PREFIX) {
+        return super::preview::proxy(app, req).await;
+    }
+    if let Some(to) = super::preview::from_preview_page(req.headers(), req.uri()) {
+        return Redirect::temporary(&to).into_response();
+    }
+    let mut res = file_or_index(req.uri());
     let headers = res.headers_mut();
     for (name, value) in SECURITY_HEADERS {
         headers.insert(name, header::HeaderValue::from_static(value));

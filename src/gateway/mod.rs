@@ -22,6 +22,7 @@ pub mod events;
 mod http;
 pub mod limits;
 pub mod link;
+mod preview;
 pub mod retention;
 pub mod tasks;
 pub mod terminals;

@@ -56,9 +56,16 @@ pub enum Wake {
     Nothing,
 }
 
+/// Bytes a node sent on a tunnel; None: it closed.
+type TunnelTx = mpsc::Sender<Option<Vec<u8>>>;
+/// Frames of one tunnel queued before it counts as stuck and is closed.
+const TUNNEL_QUEUE: usize = 64;
+
 #[derive(Default)]
 pub struct Terminals {
     viewers: Mutex<HashMap<String, Viewer>>,
+    /// Open preview tunnels: their node and the queue into the proxy's side.
+    tunnels: Mutex<HashMap<String, (String, TunnelTx)>>,
     /// Listening ports by terminal, as the nodes last reported.
     ports: Mutex<HashMap<String, Vec<u16>>>,
 }
@@ -212,6 +219,96 @@ impl Terminals {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+impl Terminals {
+    /// A node's `tunnel:data`: to the proxy's side of the tunnel. A proxy that does not keep
+    /// up loses its tunnel rather than holding up the node's connection.
+    pub fn tunnel_data(&self, node_id: &str, tunnel_id: &str, data: Bytes64) {
+        let mut tunnels = lock(&self.tunnels);
+        let Some((node, tx)) = tunnels.get(tunnel_id) else {
+            return;
+        };
+        if node != node_id {
+            return;
+        }
+        if tx.try_send(Some(data.0)).is_err() {
+            tunnels.remove(tunnel_id);
+        }
+    }
+
+    /// A node's `tunnel:close`.
+    pub fn tunnel_closed(&self, node_id: &str, tunnel_id: &str) {
+        let mut tunnels = lock(&self.tunnels);
+        if tunnels.get(tunnel_id).is_some_and(|(n, _)| n == node_id) {
+            if let Some((_, tx)) = tunnels.remove(tunnel_id) {
+                let _ = tx.try_send(None);
+            }
+        }
+    }
+}
+
+/// Opens a tunnel to `port` on `node_id` for a terminal of `binding_id`: one end of an
+/// in-memory pipe whose other end is pumped through `tunnel:*` frames.
+pub async fn open_tunnel(
+    app: &App,
+    node_id: &str,
+    binding_id: &str,
+    port: u16,
+) -> Option<tokio::io::DuplexStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (ours, theirs) = tokio::io::duplex(256 * 1024);
+    let tunnel_id = crate::crypto::new_id("tun");
+    let (tx, mut rx) = mpsc::channel(TUNNEL_QUEUE);
+    lock(&app.terminals.tunnels).insert(tunnel_id.clone(), (node_id.to_string(), tx));
+    let open = Frame::TunnelOpen {
+        tunnel_id: tunnel_id.clone(),
+        binding_id: binding_id.to_string(),
+        port,
+    };
+    if !send(app, node_id, open).await {
+        lock(&app.terminals.tunnels).remove(&tunnel_id);
+        return None;
+    }
+    let (app, node_id) = (app.clone(), node_id.to_string());
+    tokio::spawn(async move {
+        let (mut read, mut write) = tokio::io::split(ours);
+        let mut buf = vec![0u8; crate::protocol::terminal::MAX_OUTPUT_CHUNK];
+        let node_closed = loop {
+            tokio::select! {
+                n = read.read(&mut buf) => match n {
+                    Ok(n) if n > 0 => {
+                        let frame = Frame::TunnelData {
+                            tunnel_id: tunnel_id.clone(),
+                            data: Bytes64(buf[..n].to_vec()),
+                        };
+                        if !send(&app, &node_id, frame).await {
+                            break true;
+                        }
+                    }
+                    _ => break false,
+                },
+                data = rx.recv() => match data {
+                    Some(Some(bytes)) => {
+                        if write.write_all(&bytes).await.is_err() {
+                            break false;
+                        }
+                    }
+                    Some(None) | None => break true,
+                },
+            }
+        };
+        let _ = write.shutdown().await;
+        lock(&app.terminals.tunnels).remove(&tunnel_id);
+        if !node_closed {
+            let frame = Frame::TunnelClose {
+                tunnel_id,
+                error: None,
+            };
+            send(&app, &node_id, frame).await;
+        }
+    });
+    Some(theirs)
 }
 
 /// Sends a frame to a node if it is online; false when it is not.

@@ -375,6 +375,7 @@ async fn setup(
                     network: Network::On,
                     container: p.container.clone(),
                     home: None,
+                    terminal: None,
                 },
             },
             |text| {

@@ -446,6 +446,22 @@ impl Runtime {
                 self.inner.terminals.close(&terminal_id);
                 None
             }
+            Frame::TunnelOpen {
+                tunnel_id,
+                binding_id,
+                port,
+            } => self
+                .inner
+                .terminals
+                .tunnel_open(tunnel_id, &binding_id, port),
+            Frame::TunnelData { tunnel_id, data } => {
+                self.inner.terminals.tunnel_data(&tunnel_id, data);
+                None
+            }
+            Frame::TunnelClose { tunnel_id, .. } => {
+                self.inner.terminals.tunnel_close(&tunnel_id);
+                None
+            }
             other => Some(Frame::error(
                 ErrorCode::InvalidFrame,
                 format!("{:?} frames are not accepted by a node", other.type_name()),

@@ -266,6 +266,28 @@ pub enum Frame {
     /// Gateway -> node: end the terminal (its tmux session too).
     #[serde(rename = "terminal:close")]
     TerminalClose { terminal_id: String },
+
+    /// Gateway -> node: open a TCP connection to `port` on the node's loopback, for a preview
+    /// of what a terminal of `bindingId` serves there (only ports its processes listen on).
+    #[serde(rename = "tunnel:open")]
+    TunnelOpen {
+        tunnel_id: String,
+        binding_id: String,
+        port: u16,
+    },
+    /// Either direction: bytes on a tunnel.
+    #[serde(rename = "tunnel:data")]
+    TunnelData {
+        tunnel_id: String,
+        data: terminal::Bytes64,
+    },
+    /// Either direction: the tunnel ended (with why, when it failed).
+    #[serde(rename = "tunnel:close")]
+    TunnelClose {
+        tunnel_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 /// The `type` of every [`Frame`] variant, used to tell an unknown frame type apart from a
@@ -307,6 +329,9 @@ pub const FRAME_TYPES: &[&str] = &[
     "terminal:output",
     "terminal:exit",
     "terminal:close",
+    "tunnel:open",
+    "tunnel:data",
+    "tunnel:close",
 ];
 
 /// Why a text message could not be turned into a [`Frame`].
@@ -415,6 +440,9 @@ impl Frame {
             Frame::TerminalOutput { .. } => "terminal:output",
             Frame::TerminalExit { .. } => "terminal:exit",
             Frame::TerminalClose { .. } => "terminal:close",
+            Frame::TunnelOpen { .. } => "tunnel:open",
+            Frame::TunnelData { .. } => "tunnel:data",
+            Frame::TunnelClose { .. } => "tunnel:close",
         }
     }
 
@@ -646,6 +674,19 @@ mod tests {
             },
             Frame::TerminalClose {
                 terminal_id: "term_1".into(),
+            },
+            Frame::TunnelOpen {
+                tunnel_id: "tun_1".into(),
+                binding_id: "b".into(),
+                port: 8000,
+            },
+            Frame::TunnelData {
+                tunnel_id: "tun_1".into(),
+                data: terminal::Bytes64(b"GET / HTTP/1.1\r\n".to_vec()),
+            },
+            Frame::TunnelClose {
+                tunnel_id: "tun_1".into(),
+                error: None,
             },
         ]
     }

@@ -305,6 +305,14 @@ pub struct TaskOptions {
     /// Run the task's processes in a container (thread tasks get their environment's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<super::ContainerSpec>,
+    /// A terminal (in tmux) whose shell runs the task's scripts and the agent's bash
+    /// commands, so a person watching it sees them live and what they start in the
+    /// background stays up between tasks. The gateway sets it on a thread's `shell` and
+    /// `llm` tasks (environment `metadata.terminalMode`, `tmux` by default where the node
+    /// has tmux, `off` to run them apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub terminal: Option<String>,
     /// An agent CLI's session to continue (Claude Code, Codex, OpenCode): the gateway sets
     /// it on a thread's task from the thread's previous one on the same node.
     #[serde(default, skip_serializing_if = "Option::is_none")]

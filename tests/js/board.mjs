@@ -188,8 +188,31 @@ async function reconnectScenario(browser) {
     check(n === 1, `r-${i} appears ${n} times after the gateway restart:\n${text}`);
   }
   await shot(page, 'desktop-after-gateway-restart');
-  await ctx.close();
   log('gateway restart mid-stream: the page resumed and shows every line once');
+
+  // A terminal's viewer socket across a gateway restart: it reconnects from the offset after
+  // the last byte it got, so every line shows once; it takes keys again; an exit ends it.
+  await page.getByRole('tab', { name: 'Terminal' }).click();
+  await page.locator('.term-pane').getByRole('button', { name: 'New terminal' }).click();
+  await terminalCommand(page, 'for i in $(seq 1 30); do echo "t-$i"; sleep 0.2; done');
+  await terminalLine(page, 't-3', 'the loop started');
+  gw.child.kill('SIGKILL');
+  await page.locator('.term-link', { hasText: 'Reconnecting' }).waitFor();
+  await new Promise((r) => setTimeout(r, 700));
+  gw = await startReady(gatewayArgs);
+  await terminalLine(page, 't-30', 'the terminal resumed after the gateway restart');
+  const rows = await terminalRows(page);
+  for (let i = 1; i <= 30; i++) {
+    const n = rows.filter((l) => l.trim() === `t-${i}`).length;
+    check(n === 1, `t-${i} appears ${n} times in the terminal after the gateway restart:\n${rows.join('\n')}`);
+  }
+  await terminalCommand(page, 'echo $((6*9))');
+  await terminalLine(page, '54', 'the terminal takes keys after the gateway restart');
+  await shot(page, 'desktop-terminal-after-gateway-restart');
+  await terminalCommand(page, 'exit 3');
+  await terminalLine(page, '[process exited with code 3]', 'the exit shows');
+  await ctx.close();
+  log('gateway restart with a terminal open: it resumed with every line once, then exited');
 }
 
 /** The text of the terminal pane's rows (xterm's DOM renderer draws one div per row). */
@@ -506,6 +529,10 @@ async function main() {
   await m.locator('section.turn').nth(3).locator('.task-foot .pill[data-status="completed"]').waitFor();
   await m.locator('section.turn').nth(3).scrollIntoViewIfNeeded();
   await shot(m, 'mobile-thread-agent');
+  await m.getByRole('tab', { name: 'Terminal' }).click();
+  await m.locator('.term-empty').getByRole('button', { name: 'New terminal' }).waitFor();
+  await shot(m, 'mobile-terminal');
+  await m.getByRole('tab', { name: 'Conversation' }).click();
   await m.goto(origin + '/environments/e2e-repo/mappings');
   await m.locator('section.binding .pill[data-status="ready"]').waitFor();
   await shot(m, 'mobile-mapping');

@@ -64,6 +64,8 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(auth::session, auth::login, auth::logout))
         // Nodes authenticate in the handshake.
         .routes(routes!(link::upgrade))
+        // Operators, checked by the proxy (previews are not under /api).
+        .routes(routes!(super::preview::root))
         .nest("/api", operator_routes(app))
 }
 

@@ -67,6 +67,17 @@ pub(super) async fn handle_frame(
             app.terminals.exit(node_id, &attachment_id, code, error);
             None
         }
+        Frame::TunnelData { tunnel_id, data } => {
+            app.terminals.tunnel_data(node_id, &tunnel_id, data);
+            None
+        }
+        Frame::TunnelClose { tunnel_id, error } => {
+            if let Some(error) = error {
+                tracing::debug!(%tunnel_id, %error, "the node closed a preview tunnel");
+            }
+            app.terminals.tunnel_closed(node_id, &tunnel_id);
+            None
+        }
         Frame::TerminalList { terminals } => {
             if let Err(e) = terminals::listed(app, node_id, conn_id, terminals).await {
                 tracing::error!(error = format!("{e:#}"), "recording a node's terminals");

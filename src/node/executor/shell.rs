@@ -71,7 +71,21 @@ pub struct BashRun<'a> {
 
 /// Runs a bash script in its own process group and hands its output (stdout and stderr,
 /// in order, as UTF-8 text) to `on_output` while it runs.
-pub async fn run_bash(run: BashRun<'_>, mut on_output: impl FnMut(String)) -> RunOutcome {
+pub async fn run_bash(run: BashRun<'_>, mut on_output: impl FnMut(String) + Send) -> RunOutcome {
+    if let Some(shell) = &run.confine.terminal {
+        let typed = shell
+            .run(
+                run.script,
+                run.env,
+                &run.abort,
+                run.stop_grace,
+                &mut on_output,
+            )
+            .await;
+        if let Some(outcome) = typed {
+            return outcome;
+        }
+    }
     let (mut child, pgid, pipe, guard) = match spawn(&run).await {
         Ok(started) => started,
         Err(outcome) => return outcome,

@@ -159,6 +159,11 @@ fn prepare(runtime: &Runtime, submit: TaskSubmit, emit: &Arc<Emitter>) -> Result
         container: submit.options.container.clone(),
         // Agent CLIs keep their state in a home of the working dir's own.
         home: executor::needs_home(submit.executor).then(|| agent_home(runtime, &cwd)),
+        terminal: submit
+            .options
+            .terminal
+            .as_deref()
+            .and_then(|id| runtime.terminals().typed_shell(id)),
     };
     confine.check(&cwd)?;
     let mut env: BTreeMap<String, String> = submit.options.env.clone();

@@ -92,6 +92,8 @@ pub struct Confinement {
     /// A writable home directory (`HOME`) for programs that keep state there, such as
     /// agent CLIs; None keeps the node's, read-only in the sandbox.
     pub home: Option<PathBuf>,
+    /// A thread's terminal whose shell (already in this sandbox) runs bash scripts, typed in.
+    pub terminal: Option<crate::node::terminal::TypedShell>,
 }
 
 impl Confinement {
@@ -114,6 +116,7 @@ impl Confinement {
             network: Network::On,
             container: None,
             home: None,
+            terminal: None,
         }
     }
 

@@ -19,6 +19,10 @@ mod ports;
 mod pty;
 mod ring;
 mod tmux;
+mod tunnel;
+mod typed;
+
+pub use typed::TypedShell;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -74,6 +78,8 @@ struct Term {
     adopted: std::sync::atomic::AtomicBool,
     attachments: Mutex<HashMap<String, Attachment>>,
     ports: Mutex<Vec<u16>>,
+    /// The binding it was opened on (sent again with the open after a restart).
+    binding: Mutex<Option<String>>,
     /// The process the node started under its own PTY (none for tmux: its pane's).
     pid: std::sync::atomic::AtomicU32,
     /// Cancelled to end it.
@@ -102,6 +108,7 @@ impl Term {
             attachments: Mutex::new(HashMap::new()),
             ports: Mutex::new(Vec::new()),
             pid: 0.into(),
+            binding: Mutex::new(None),
             stop: CancellationToken::new(),
             guard: Mutex::new(None),
         })
@@ -157,6 +164,7 @@ struct Inner {
     sandbox: Sandbox,
     workspace_dir: PathBuf,
     node_id: String,
+    tunnels: tunnel::Tunnels,
 }
 
 impl Terminals {
@@ -180,6 +188,7 @@ impl Terminals {
                 sandbox,
                 workspace_dir: workspace_dir.to_path_buf(),
                 node_id: node_id.to_string(),
+                tunnels: tunnel::Tunnels::default(),
             }),
         }
     }
@@ -198,8 +207,10 @@ impl Terminals {
         self.inner.queue_rx.lock().await.recv().await
     }
 
-    /// The connection to the gateway ended: its viewers are gone (they attach again).
+    /// The connection to the gateway ended: its viewers are gone (they attach again), and
+    /// its tunnels.
     pub fn disconnected(&self) {
+        self.inner.tunnels.close_all();
         for t in lock(&self.inner.terms).values() {
             for (_, a) in lock(&t.attachments).drain() {
                 a.cancel.cancel();
@@ -297,6 +308,9 @@ impl Terminals {
             ));
         }
         let existing = self.get(&open.terminal_id);
+        if let Some(t) = &existing {
+            *lock(&t.binding) = open.binding_id.clone();
+        }
         let this = self.clone();
         match existing {
             Some(t) if t.adopted.swap(false, std::sync::atomic::Ordering::Relaxed) => {
@@ -324,6 +338,7 @@ impl Terminals {
                     _ => None,
                 };
                 let t = Term::new(&open.terminal_id, tmux);
+                *lock(&t.binding) = open.binding_id.clone();
                 lock(&self.inner.terms).insert(t.id.clone(), t.clone());
                 tokio::spawn(async move {
                     if let Err(e) = this.start(&t, &open).await {
@@ -364,6 +379,7 @@ impl Terminals {
             network: Network::of(&open.options, None),
             container: open.options.container.clone(),
             home: None,
+            terminal: None,
         };
         confine.check(&cwd)?;
         let mut env: BTreeMap<String, String> = open.options.env.clone();
@@ -546,6 +562,46 @@ impl Terminals {
         if let Some(t) = self.get(terminal_id) {
             let _ = t.control.send(Control::Resize(cols, rows));
         }
+    }
+
+    /// The shell of terminal `id` to type a thread's scripts into, when it lives in tmux on
+    /// this node.
+    pub fn typed_shell(&self, id: &str) -> Option<TypedShell> {
+        let t = self.get(id)?;
+        if t.exit.borrow().is_some() {
+            return None;
+        }
+        Some(TypedShell {
+            session: t.tmux.clone()?,
+        })
+    }
+
+    /// `tunnel:open`: to a port a running terminal of `binding` listens on.
+    pub fn tunnel_open(&self, tunnel_id: String, binding: &str, port: u16) -> Option<Frame> {
+        let served = lock(&self.inner.terms).values().any(|t| {
+            t.exit.borrow().is_none()
+                && lock(&t.binding).as_deref() == Some(binding)
+                && lock(&t.ports).contains(&port)
+        });
+        if !served {
+            return Some(tunnel::close(
+                tunnel_id,
+                Some(format!(
+                    "no terminal of binding {binding} listens on port {port}"
+                )),
+            ));
+        }
+        self.inner
+            .tunnels
+            .open(tunnel_id, port, self.inner.queue.clone())
+    }
+
+    pub fn tunnel_data(&self, tunnel_id: &str, data: Bytes64) {
+        self.inner.tunnels.data(tunnel_id, data.0);
+    }
+
+    pub fn tunnel_close(&self, tunnel_id: &str) {
+        self.inner.tunnels.close(tunnel_id);
     }
 
     /// `terminal:close`: ends the terminal (and its tmux session); forgets it once ended.

@@ -197,6 +197,70 @@ impl Session {
         }
     }
 
+    /// Copies everything the pane prints to `file` (None: stops copying).
+    pub async fn pipe_to(&self, file: Option<&Path>) -> Result<(), String> {
+        let mut c = self.tmux();
+        c.args(["pipe-pane", "-t", SESSION]);
+        if let Some(f) = file {
+            c.arg(format!("cat >> {}", shell_quote(&f.to_string_lossy())));
+        }
+        self.ok(c, "pipe-pane").await
+    }
+
+    /// Types `text` into the pane (literally), then Enter.
+    pub async fn type_line(&self, text: &str) -> Result<(), String> {
+        let mut c = self.tmux();
+        c.args(["send-keys", "-t", SESSION, "-l", text]);
+        self.ok(c, "send-keys").await?;
+        self.keys(&["Enter"]).await
+    }
+
+    /// Sends keys by name (`C-c`, `Enter`, `C-u`).
+    pub async fn keys(&self, keys: &[&str]) -> Result<(), String> {
+        let mut c = self.tmux();
+        c.args(["send-keys", "-t", SESSION]).args(keys);
+        self.ok(c, "send-keys").await
+    }
+
+    /// The name of the program in the pane's foreground.
+    pub async fn foreground(&self) -> Option<String> {
+        let mut c = self.tmux();
+        c.args([
+            "display-message",
+            "-p",
+            "-t",
+            SESSION,
+            "#{pane_current_command}",
+        ])
+        .stderr(std::process::Stdio::null());
+        let out = c.output().await.ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Where a run's copy of the pane's output goes.
+    pub fn capture_file(&self, nonce: &str) -> PathBuf {
+        let mut name = self.socket.as_os_str().to_os_string();
+        name.push(format!(".{nonce}.out"));
+        PathBuf::from(name)
+    }
+
+    async fn ok(&self, mut c: Command, what: &str) -> Result<(), String> {
+        let out = c
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .await
+            .map_err(|e| format!("tmux {what}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "tmux {what}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
     /// The pane command's exit status, once it ended.
     pub fn exit_status(&self) -> Option<i32> {
         std::fs::read_to_string(&self.status_file)
@@ -218,4 +282,9 @@ impl Session {
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(&self.status_file);
     }
+}
+
+/// `s` in single quotes for sh.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }

@@ -1,0 +1,189 @@
+//! Scripts typed into a thread's terminal (environment `terminalMode: tmux`): the shell
+//! executor's scripts and the agent's bash commands run in the thread's tmux shell, so a
+//! person watching the terminal sees each command and its output live, and what a command
+//! starts in the background (a dev server) is still running for the next task.
+//!
+//! The script is typed as one line (`eval` of its base64, so the interactive shell's history
+//! expansion and line editing cannot change it) after a listing of it; it runs in a subshell
+//! (an `exit` in it does not end the terminal) between two markers, and the pane's output is
+//! copied to a file (`tmux pipe-pane`) that the node reads back between the markers.
+//!
+//! Must not touch: the terminal's stream to viewers (`mod.rs`), redaction (the task's
+//! emitter does it, like for every other run).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use super::tmux::{shell_quote, Session};
+use crate::node::executor::RunOutcome;
+
+/// How long a new terminal may take to start its shell.
+const START_WAIT: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(30);
+/// Shells the node types into; anything else in the foreground means the terminal is busy.
+const SHELLS: &[&str] = &["bash", "sh", "dash", "zsh", "ash", "fish"];
+
+/// A thread's terminal, ready to run scripts in.
+#[derive(Clone)]
+pub struct TypedShell {
+    pub(super) session: Session,
+}
+
+impl TypedShell {
+    /// Runs `script` in the terminal's shell and hands its output to `on_output`; None when
+    /// the terminal cannot take it now (it is gone, or a program other than the shell has
+    /// the foreground), so the caller runs the script apart.
+    pub async fn run(
+        &self,
+        script: &str,
+        env: &BTreeMap<String, String>,
+        abort: &CancellationToken,
+        grace: Duration,
+        on_output: &mut (dyn FnMut(String) + Send),
+    ) -> Option<RunOutcome> {
+        let deadline = Instant::now() + START_WAIT;
+        loop {
+            if self.session.alive().await
+                && self
+                    .session
+                    .foreground()
+                    .await
+                    .is_some_and(|p| SHELLS.contains(&p.as_str()))
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let nonce = crate::crypto::hex(&crate::crypto::random_bytes(8));
+        let file = self.session.capture_file(&nonce);
+        if let Err(e) = std::fs::write(&file, b"") {
+            return Some(RunOutcome::Failed(format!("{}: {e}", file.display())));
+        }
+        let outcome = self
+            .typed(script, env, &nonce, &file, abort, grace, on_output)
+            .await;
+        let _ = self.session.pipe_to(None).await;
+        let _ = std::fs::remove_file(&file);
+        Some(outcome.unwrap_or_else(RunOutcome::Failed))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn typed(
+        &self,
+        script: &str,
+        env: &BTreeMap<String, String>,
+        nonce: &str,
+        file: &std::path::Path,
+        abort: &CancellationToken,
+        grace: Duration,
+        on_output: &mut (dyn FnMut(String) + Send),
+    ) -> Result<RunOutcome, String> {
+        self.session.pipe_to(Some(file)).await?;
+        let exports: String = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("VIBER_"))
+            .map(|(k, v)| format!("export {k}={}; ", shell_quote(v)))
+            .collect();
+        let program = format!(
+            "printf '\\033[2m# viber: %s\\033[0m\\n' {task}; \
+             cat <<'__VIBER_SCRIPT_{nonce}'\n{script}\n__VIBER_SCRIPT_{nonce}\n\
+             ( {exports}printf '%s%s\\n' __VIBER_START_ {nonce}\n{script}\n); \
+             printf '\\n%s%s_%d\\n' __VIBER_DONE_ {nonce} $?\n",
+            task = shell_quote(
+                env.get("VIBER_TASK_ID")
+                    .map(String::as_str)
+                    .unwrap_or("task")
+            ),
+        );
+        let b64 = base64::engine::general_purpose::STANDARD.encode(program);
+        // C-u clears a half-typed line; the leading space keeps it out of the history.
+        self.session.keys(&["C-u"]).await?;
+        self.session
+            .type_line(&format!(" eval \"$(printf %s {b64} | base64 -d)\""))
+            .await?;
+        let start = format!("__VIBER_START_{nonce}");
+        let done = format!("__VIBER_DONE_{nonce}_");
+        let mut reader = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut seen: Vec<u8> = Vec::new();
+        // Output after the start marker not yet handed on.
+        let mut emitted = None::<usize>;
+        let mut stop_sent: Option<Instant> = None;
+        loop {
+            let mut chunk = Vec::new();
+            reader
+                .read_to_end(&mut chunk)
+                .await
+                .map_err(|e| e.to_string())?;
+            seen.extend(chunk);
+            // Up to the last whole character: the text read so far never changes.
+            let whole = match std::str::from_utf8(&seen) {
+                Ok(s) => s.len(),
+                Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                Err(_) => seen.len(),
+            };
+            let text = String::from_utf8_lossy(&seen[..whole]);
+            if emitted.is_none() {
+                if let Some(i) = text.find(&start) {
+                    let after = text[i..].find('\n').map(|n| i + n + 1);
+                    emitted = after;
+                }
+            }
+            if let Some(from) = emitted {
+                let from = from.min(text.len());
+                if let Some(end) = text[from..].find(&done).map(|i| from + i) {
+                    on_output(clean(text[from..end].trim_end_matches(['\r', '\n'])));
+                    let code: i32 = text[end + done.len()..]
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .and_then(|d| d.parse().ok())
+                        .unwrap_or(-1);
+                    return Ok(match stop_sent {
+                        Some(_) => RunOutcome::Interrupted,
+                        None => RunOutcome::Exited(code),
+                    });
+                }
+                // Hold back what could be the start of the end marker.
+                let safe = floor_char(&text, text.len().saturating_sub(done.len() + 24)).max(from);
+                if safe > from {
+                    on_output(clean(&text[from..safe]));
+                    emitted = Some(safe);
+                }
+            }
+            if abort.is_cancelled() {
+                match stop_sent {
+                    None => {
+                        self.session.keys(&["C-c"]).await?;
+                        stop_sent = Some(Instant::now());
+                    }
+                    Some(at) if at.elapsed() > grace * 2 => return Ok(RunOutcome::Interrupted),
+                    Some(_) => {}
+                }
+            }
+            if !self.session.alive().await {
+                return Err("the thread's terminal ended while the script ran".into());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Terminal output as task text: CRLF as LF.
+fn clean(s: &str) -> String {
+    s.replace("\r\n", "\n")
+}
+
+fn floor_char(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
