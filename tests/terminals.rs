@@ -499,3 +499,135 @@ async fn interactive_shell_echoes_detaches_with_ctrl_bracket_and_reattaches() {
     ]);
     screen("typed-15").await;
 }
+
+/// Ends a task and returns it with its text.
+async fn task_text(gw: &Gateway, id: &str) -> (Value, String) {
+    wait_until("task to end", T, || async {
+        let (_, t) = gw.get(&format!("/api/tasks/{id}")).await;
+        ["completed", "error", "stopped"].contains(&t["state"].as_str().unwrap_or(""))
+    })
+    .await;
+    let task = gw.get(&format!("/api/tasks/{id}")).await.1;
+    let text: String = gw
+        .chunks(id)
+        .await
+        .into_iter()
+        .filter(|c| c["type"] == "text-delta")
+        .map(|c| c["delta"].as_str().unwrap_or("").to_string())
+        .collect();
+    (task, text)
+}
+
+async fn say(gw: &Gateway, thread: &str, message: &str) -> (Value, String) {
+    let (code, m) = gw
+        .post(
+            &format!("/api/threads/{thread}/messages"),
+            json!({"message": message, "executor": "shell"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{m}");
+    task_text(gw, m["taskId"].as_str().unwrap()).await
+}
+
+#[tokio::test]
+async fn thread_scripts_run_in_its_tmux_shell_and_its_ports_preview_through_the_gateway() {
+    if !tools_or_skip() {
+        return;
+    }
+    let s = Setup::start().await;
+    let (code, t) = s
+        .gw
+        .post("/api/threads", json!({"environmentId": s.env_id}))
+        .await;
+    assert_eq!(code, 201, "{t}");
+    let thread = t["id"].as_str().unwrap().to_string();
+    let port = free_port();
+    // The first task starts a web server in the background and ends.
+    let (task, text) = say(
+        &s.gw,
+        &thread,
+        &format!(
+            "mkdir -p site/assets && cd site && echo '<h1>served-from-the-thread</h1>' > index.html \
+             && echo 'console.log(42)' > assets/app.js\n\
+             (python3 -m http.server {port} --bind 127.0.0.1 > /dev/null 2>&1 &)\n\
+             echo started-$((3+4))"
+        ),
+    )
+    .await;
+    assert_eq!(task["state"], "completed", "{task} {text}");
+    assert!(text.contains("started-7"), "{text:?}");
+    // The next task of the thread reaches it: it outlived the task that started it.
+    let fetch = format!(
+        "for i in 1 2 3 4 5 6 7 8 9 10; do python3 -c \"import urllib.request as u; \
+         print(u.urlopen('http://127.0.0.1:{port}/').read().decode())\" 2>/dev/null && break; sleep 0.5; done"
+    );
+    let (task, text) = say(&s.gw, &thread, &fetch).await;
+    assert_eq!(task["state"], "completed", "{task} {text}");
+    assert!(text.contains("served-from-the-thread"), "{text:?}");
+    // A failing script's code comes back as it does outside tmux.
+    let (task, _) = say(&s.gw, &thread, "echo failing; exit 3").await;
+    assert_eq!(task["state"], "error", "{task}");
+    assert_eq!(task["exitCode"], 3, "{task}");
+
+    // Whoever opens the thread's terminal sees the agent's commands and their output.
+    let (_, list) = s.gw.get(&format!("/api/terminals?threadId={thread}")).await;
+    let terms = list["terminals"].as_array().unwrap().clone();
+    assert_eq!(terms.len(), 1, "{list}");
+    let term = terms[0]["id"].as_str().unwrap().to_string();
+    let mut v = Viewer::open(&s.gw, &term, 0).await;
+    let screen = v.read_until("started-7").await;
+    assert!(screen.contains("# viber: task_"), "{screen:?}");
+    // The server's port is listed, and the gateway proxies it.
+    wait_until("the port listed", T, || async {
+        let (_, t) = s.gw.get(&format!("/api/terminals/{term}")).await;
+        t["ports"].as_array().unwrap().contains(&json!(port))
+    })
+    .await;
+    let preview = format!("{}/preview/{}/{port}/", s.gw.url, s.binding_id);
+    let res = s
+        .gw
+        .http
+        .get(&preview)
+        .bearer_auth(&s.gw.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("served-from-the-thread"));
+    // A page's absolute paths land under its preview.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = no_redirects
+        .get(format!("{}/assets/app.js", s.gw.url))
+        .header("referer", &preview)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 307);
+    let to = res.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(to, format!("/preview/{}/{port}/assets/app.js", s.binding_id));
+    let res = s
+        .gw
+        .http
+        .get(format!("{}{to}", s.gw.url))
+        .bearer_auth(&s.gw.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.text().await.unwrap().trim(), "console.log(42)");
+    // No operator, no preview; and only ports the terminals listen on.
+    let res = s.gw.http.get(&preview).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let other = format!("{}/preview/{}/{}/", s.gw.url, s.binding_id, s.gw.port);
+    let res = s
+        .gw
+        .http
+        .get(&other)
+        .bearer_auth(&s.gw.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+}

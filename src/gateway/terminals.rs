@@ -440,3 +440,62 @@ pub async fn listed(
     }
     Ok(())
 }
+
+/// The capability of nodes whose terminals live in tmux.
+pub const TMUX_CAPABILITY: &str = "terminal:tmux";
+
+/// The terminal a thread's `shell` and `llm` tasks type their scripts into: the thread's
+/// running shell on the task's binding, opened now when there is none. None when the
+/// environment turned it off (`metadata.terminalMode: "off"`) or the node has no tmux.
+pub async fn thread_shell(
+    app: &App,
+    env: &crate::store::EnvironmentRecord,
+    binding: &crate::store::BindingRecord,
+    thread_id: &str,
+) -> anyhow::Result<Option<String>> {
+    let mode = serde_json::from_str::<serde_json::Value>(&env.metadata)
+        .ok()
+        .and_then(|m| m["terminalMode"].as_str().map(str::to_string));
+    if mode.as_deref().is_some_and(|m| m != "tmux") {
+        return Ok(None);
+    }
+    let has_tmux = app
+        .registry
+        .presence(&binding.node_id)
+        .is_some_and(|p| p.info.capabilities.iter().any(|c| c == TMUX_CAPABILITY));
+    if !has_tmux {
+        return Ok(None);
+    }
+    let running = app
+        .store
+        .list_terminals(Some(binding.id.clone()), Some(thread_id.to_string()), false)
+        .await?;
+    if let Some(t) = running
+        .iter()
+        .find(|t| t.command.is_empty() && t.persistent && t.node_id == binding.node_id)
+    {
+        return Ok(Some(t.id.clone()));
+    }
+    let rec = TerminalRecord {
+        id: crate::crypto::new_id("term"),
+        node_id: binding.node_id.clone(),
+        environment_id: env.id.clone(),
+        binding_id: binding.id.clone(),
+        thread_id: Some(thread_id.to_string()),
+        command: Vec::new(),
+        persistent: true,
+        status: "running".into(),
+        exit_code: None,
+        error: None,
+        created_at: now_ms(),
+        ended_at: None,
+    };
+    let frame = open_frame(app, &rec, 120, 32, true)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    app.store.insert_terminal(rec.clone()).await?;
+    if !send(app, &rec.node_id, frame).await {
+        return Ok(None);
+    }
+    Ok(Some(rec.id))
+}

@@ -3,13 +3,18 @@
 
 use crate::gateway::link::Outgoing;
 use crate::gateway::App;
-use crate::protocol::{Frame, TaskOptions, TaskSubmit};
+use crate::protocol::{ExecutorKind, Frame, TaskOptions, TaskSubmit};
 use crate::store::TaskRecord;
 
 /// The `task:submit` for a task, with its environment's runtime secrets (unsealed only here,
 /// never stored with the task).
 pub async fn submit_frame(app: &App, rec: &TaskRecord) -> anyhow::Result<Frame> {
-    let options: TaskOptions = serde_json::from_str(&rec.options).unwrap_or_default();
+    let mut options: TaskOptions = serde_json::from_str(&rec.options).unwrap_or_default();
+    // Without its terminal the task still runs, apart from it.
+    options.terminal = thread_terminal(app, rec).await.unwrap_or_else(|e| {
+        tracing::warn!(task = %rec.id, error = format!("{e:#}"), "opening the thread's terminal");
+        None
+    });
     let secrets = match &rec.environment_id {
         Some(env) => crate::gateway::envs::unseal_secrets(app, env, true).await?,
         None => Vec::new(),
@@ -21,6 +26,29 @@ pub async fn submit_frame(app: &App, rec: &TaskRecord) -> anyhow::Result<Frame> 
         options,
         secrets,
     }))
+}
+
+/// The thread's terminal for a `shell` or `llm` task of a thread (see
+/// [`crate::gateway::terminals::thread_shell`]).
+async fn thread_terminal(app: &App, rec: &TaskRecord) -> anyhow::Result<Option<String>> {
+    let (Some(thread), Some(binding), Some(env)) =
+        (&rec.thread_id, &rec.binding_id, &rec.environment_id)
+    else {
+        return Ok(None);
+    };
+    if !matches!(rec.executor, ExecutorKind::Shell | ExecutorKind::Llm) {
+        return Ok(None);
+    }
+    let (Some(env), Some(binding)) = (
+        app.store.environment(env.clone()).await?,
+        app.store.binding(binding.clone()).await?,
+    ) else {
+        return Ok(None);
+    };
+    if binding.resolved_working_dir.is_none() {
+        return Ok(None);
+    }
+    crate::gateway::terminals::thread_shell(app, &env, &binding, thread).await
 }
 
 /// Sends a task to its node with its environment's runtime secrets attached.

@@ -176,9 +176,48 @@ impl TypedShell {
     }
 }
 
-/// Terminal output as task text: CRLF as LF.
+/// Terminal output as task text: CRLF as LF, without the escape sequences programs send
+/// to a terminal (colors, cursor moves, titles), which a task's text cannot show.
 fn clean(s: &str) -> String {
-    s.replace("\r\n", "\n")
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                // CSI: parameters, then one final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC: up to BEL or ESC \.
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' if chars.peek() == Some(&'\n') => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn terminal_output_becomes_plain_text() {
+        assert_eq!(
+            super::clean("\u{1b}[01;34mdir\u{1b}[0m\r\nfile\u{1b}]0;title\u{7}\r\n"),
+            "dir\nfile\n"
+        );
+    }
 }
 
 fn floor_char(s: &str, mut i: usize) -> usize {
