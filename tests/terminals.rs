@@ -535,10 +535,9 @@ async fn thread_scripts_run_in_its_tmux_shell_and_its_ports_preview_through_the_
         return;
     }
     let s = Setup::start().await;
-    let (code, t) = s
-        .gw
-        .post("/api/threads", json!({"environmentId": s.env_id}))
-        .await;
+    let (code, t) =
+        s.gw.post("/api/threads", json!({"environmentId": s.env_id}))
+            .await;
     assert_eq!(code, 201, "{t}");
     let thread = t["id"].as_str().unwrap().to_string();
     let port = free_port();
@@ -584,14 +583,13 @@ async fn thread_scripts_run_in_its_tmux_shell_and_its_ports_preview_through_the_
     })
     .await;
     let preview = format!("{}/preview/{}/{port}/", s.gw.url, s.binding_id);
-    let res = s
-        .gw
-        .http
-        .get(&preview)
-        .bearer_auth(&s.gw.token)
-        .send()
-        .await
-        .unwrap();
+    let res =
+        s.gw.http
+            .get(&preview)
+            .bearer_auth(&s.gw.token)
+            .send()
+            .await
+            .unwrap();
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("served-from-the-thread"));
     // A page's absolute paths land under its preview.
@@ -607,27 +605,28 @@ async fn thread_scripts_run_in_its_tmux_shell_and_its_ports_preview_through_the_
         .unwrap();
     assert_eq!(res.status(), 307);
     let to = res.headers()["location"].to_str().unwrap().to_string();
-    assert_eq!(to, format!("/preview/{}/{port}/assets/app.js", s.binding_id));
-    let res = s
-        .gw
-        .http
-        .get(format!("{}{to}", s.gw.url))
-        .bearer_auth(&s.gw.token)
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(
+        to,
+        format!("/preview/{}/{port}/assets/app.js", s.binding_id)
+    );
+    let res =
+        s.gw.http
+            .get(format!("{}{to}", s.gw.url))
+            .bearer_auth(&s.gw.token)
+            .send()
+            .await
+            .unwrap();
     assert_eq!(res.text().await.unwrap().trim(), "console.log(42)");
     // No operator, no preview; and only ports the terminals listen on.
     let res = s.gw.http.get(&preview).send().await.unwrap();
     assert_eq!(res.status(), 401);
     let other = format!("{}/preview/{}/{}/", s.gw.url, s.binding_id, s.gw.port);
-    let res = s
-        .gw
-        .http
-        .get(&other)
-        .bearer_auth(&s.gw.token)
-        .send()
-        .await
-        .unwrap();
+    let res =
+        s.gw.http
+            .get(&other)
+            .bearer_auth(&s.gw.token)
+            .send()
+            .await
+            .unwrap();
     assert_eq!(res.status(), 404);
 }

@@ -188,6 +188,17 @@ impl Terminals {
         }
     }
 
+    /// Ends every viewer of a terminal that is gone (their sockets get the error).
+    pub fn end_viewers(&self, terminal_id: &str, why: &str) {
+        for v in lock(&self.viewers)
+            .values_mut()
+            .filter(|v| v.terminal_id == terminal_id)
+        {
+            v.exit = Some((None, Some(why.to_string())));
+            v.wake.notify_one();
+        }
+    }
+
     /// (attachment, terminal, expected offset) of every viewer of `node_id`'s terminals not
     /// attached on its connection `conn` yet; they count as attached on it from now on.
     fn unattached(&self, node_id: &str, conn: u64) -> Vec<(String, String, u64)> {
@@ -392,6 +403,8 @@ pub async fn listed(
                 )
                 .await?;
             lock(&app.terminals.ports).remove(&rec.id);
+            app.terminals
+                .end_viewers(&rec.id, "the node no longer has this terminal");
         }
     }
     for t in &terminals {
@@ -446,7 +459,8 @@ pub const TMUX_CAPABILITY: &str = "terminal:tmux";
 
 /// The terminal a thread's `shell` and `llm` tasks type their scripts into: the thread's
 /// running shell on the task's binding, opened now when there is none. None when the
-/// environment turned it off (`metadata.terminalMode: "off"`) or the node has no tmux.
+/// environment turned it off (`metadata.terminalMode: "off"`), limits the network or runs in
+/// a container, or the node has no tmux.
 pub async fn thread_shell(
     app: &App,
     env: &crate::store::EnvironmentRecord,
@@ -457,6 +471,13 @@ pub async fn thread_shell(
         .ok()
         .and_then(|m| m["terminalMode"].as_str().map(str::to_string));
     if mode.as_deref().is_some_and(|m| m != "tmux") {
+        return Ok(None);
+    }
+    // A terminal cannot ask the operator about a host (allowlist) and does not run in a
+    // container: such tasks run apart, as before.
+    if env.network_access != crate::protocol::NetworkAccess::On
+        || crate::gateway::envs::input::container_of(env, &binding.id).is_some()
+    {
         return Ok(None);
     }
     let has_tmux = app

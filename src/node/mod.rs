@@ -55,6 +55,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     if let Some(keep) = config.retention {
         tokio::spawn(runtime.clone().prune_session_logs(keep, shutdown.clone()));
     }
+    runtime.terminals().adopt().await;
     tokio::spawn(runtime.terminals().clone().run(shutdown.clone()));
     // On shutdown, stop the running tasks first and let their final frames reach the
     // gateway; only then close the connection.

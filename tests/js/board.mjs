@@ -423,7 +423,14 @@ async function main() {
   await page.getByRole('tab', { name: 'Terminal' }).click();
   const pane = page.locator('.term-pane');
   await pane.locator('.term-empty button, .term-link').first().waitFor();
-  await shot(page, 'desktop-terminal-empty');
+  // The thread's shell tasks were typed into the thread's own shell: it shows them.
+  await page
+    .waitForFunction(() => [...document.querySelectorAll('.term-pane .xterm-rows > div')].some((r) => r.textContent.includes('# viber: task_')))
+    .catch(async (e) => {
+      await shot(page, 'terminal-failure');
+      throw new Error(`the thread's shell does not show its tasks:\n${(await terminalRows(page)).join('\n')}\n${e}`);
+    });
+  await shot(page, 'desktop-terminal-thread-shell');
   await pane.getByRole('button', { name: 'New terminal' }).click();
   await terminalCommand(page, 'echo $((6*7))');
   await terminalLine(page, '42', 'the shell answered');
@@ -436,8 +443,9 @@ async function main() {
   await terminalLine(page, '48', 'the reattached terminal takes keys');
   const screen = (await terminalRows(page)).join('\n');
   check(screen.split('\n').filter((l) => l.trim() === '42').length === 1, `42 appears once after the reattach:\n${screen}`);
+  // Closing it leaves the thread's own shell (where its shell tasks were typed) or nothing.
   await pane.getByRole('button', { name: 'Close' }).click();
-  await pane.locator('.term-empty').getByRole('button', { name: 'New terminal' }).waitFor();
+  await page.waitForFunction(() => !document.querySelector('.term-pane .xterm-rows') || document.querySelector('.term-pane .term-empty') || [...document.querySelectorAll('.term-pane .xterm-rows > div')].every((r) => r.textContent.trim() !== '48'));
   await page.getByRole('tab', { name: 'Conversation' }).click();
   await page.locator('section.turn').first().waitFor();
   log('terminal: typed into, reattached after a reload, closed');
@@ -530,7 +538,7 @@ async function main() {
   await m.locator('section.turn').nth(3).scrollIntoViewIfNeeded();
   await shot(m, 'mobile-thread-agent');
   await m.getByRole('tab', { name: 'Terminal' }).click();
-  await m.locator('.term-empty').getByRole('button', { name: 'New terminal' }).waitFor();
+  await m.locator('.term-pane').getByRole('button', { name: 'New terminal' }).first().waitFor();
   await shot(m, 'mobile-terminal');
   await m.getByRole('tab', { name: 'Conversation' }).click();
   await m.goto(origin + '/environments/e2e-repo/mappings');

@@ -23,7 +23,7 @@ use crate::protocol::api::{
     AttachQuery, ErrorBody, OpenTerminal, TerminalList, TerminalListQuery, TerminalView,
     ViewerEvent, ViewerInput,
 };
-use crate::protocol::terminal::Bytes64;
+use crate::protocol::terminal::{Bytes64, MAX_OUTPUT_CHUNK};
 use crate::protocol::{Frame, MAX_FRAME_BYTES};
 use crate::store::{BindingRecord, EnvironmentRecord, TerminalRecord};
 
@@ -284,8 +284,12 @@ pub async fn close(
         let frame = Frame::TerminalClose {
             terminal_id: rec.id.clone(),
         };
-        // Offline: the node ends it when it reports it after reconnecting.
-        send(&app, &rec.node_id, frame).await;
+        // Online: its viewers get the exit from the node. Offline: the node ends it when it
+        // reports it after reconnecting, and its viewers stop waiting now.
+        if !send(&app, &rec.node_id, frame).await {
+            app.terminals
+                .end_viewers(&rec.id, "the terminal was closed");
+        }
         app.store
             .end_terminal(
                 rec.id.clone(),
@@ -405,8 +409,10 @@ async fn view_terminal(app: App, rec: TerminalRecord, offset: u64, socket: WebSo
             }
             msg = stream.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
-                    if let Some(frame) = input_frame(&rec.id, t.as_str()) {
-                        send(&app, &rec.node_id, frame).await;
+                    if let Some(frames) = input_frames(&rec.id, t.as_str()) {
+                        for frame in frames {
+                            send(&app, &rec.node_id, frame).await;
+                        }
                     } else {
                         let message = "expected {\"type\":\"input\"|\"inputBytes\"|\"resize\", ...}".to_string();
                         if sink.send(text(&ViewerEvent::Error { message })).await.is_err() {
@@ -415,8 +421,9 @@ async fn view_terminal(app: App, rec: TerminalRecord, offset: u64, socket: WebSo
                     }
                 }
                 Some(Ok(Message::Binary(b))) => {
-                    let frame = Frame::TerminalInput { terminal_id: rec.id.clone(), data: Bytes64(b.to_vec()) };
-                    send(&app, &rec.node_id, frame).await;
+                    for frame in typed(&rec.id, &b) {
+                        send(&app, &rec.node_id, frame).await;
+                    }
                 }
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => break None,
@@ -446,19 +453,27 @@ async fn view_terminal(app: App, rec: TerminalRecord, offset: u64, socket: WebSo
     }
 }
 
-/// The node frame for one viewer message; None when it is not one.
-fn input_frame(terminal_id: &str, text: &str) -> Option<Frame> {
-    let terminal_id = terminal_id.to_string();
+/// The node frames for one viewer message; None when it is not one.
+fn input_frames(terminal_id: &str, text: &str) -> Option<Vec<Frame>> {
     Some(match serde_json::from_str::<ViewerInput>(text).ok()? {
-        ViewerInput::Input { data } => Frame::TerminalInput {
-            terminal_id,
-            data: Bytes64(data.into_bytes()),
-        },
-        ViewerInput::InputBytes { data } => Frame::TerminalInput { terminal_id, data },
-        ViewerInput::Resize { cols, rows } => Frame::TerminalResize {
-            terminal_id,
+        ViewerInput::Input { data } => typed(terminal_id, data.as_bytes()),
+        ViewerInput::InputBytes { data } => typed(terminal_id, &data.0),
+        ViewerInput::Resize { cols, rows } => vec![Frame::TerminalResize {
+            terminal_id: terminal_id.to_string(),
             cols: cols.clamp(1, MAX_SIDE),
             rows: rows.clamp(1, MAX_SIDE),
-        },
+        }],
     })
+}
+
+/// Keystrokes as `terminal:input` frames, a large paste cut so each frame stays far under
+/// the node link's frame limit (a viewer message may be as large as that limit).
+fn typed(terminal_id: &str, bytes: &[u8]) -> Vec<Frame> {
+    bytes
+        .chunks(MAX_OUTPUT_CHUNK)
+        .map(|c| Frame::TerminalInput {
+            terminal_id: terminal_id.to_string(),
+            data: Bytes64(c.to_vec()),
+        })
+        .collect()
 }

@@ -248,19 +248,24 @@ impl Terminals {
         lock(&self.inner.terms).get(id).cloned()
     }
 
-    /// Finds the tmux sessions a previous run of this node left (at start), then watches
-    /// the terminals' ports until `stop`.
-    pub async fn run(self, stop: CancellationToken) {
-        if let Some(bin) = &self.inner.tmux {
-            for s in tmux::Session::existing(bin, &self.inner.tmux_dir).await {
-                let id = s.id();
-                tracing::info!(terminal = %id, "adopting a terminal from before the restart");
-                let t = Term::new(&id, Some(s));
-                t.adopted.store(true, std::sync::atomic::Ordering::Relaxed);
-                lock(&self.inner.terms).insert(id, t);
-            }
-            self.changed();
+    /// Takes up the tmux sessions a previous run of this node left. Run before the first
+    /// connection: the gateway takes a terminal missing from the first list as lost.
+    pub async fn adopt(&self) {
+        let Some(bin) = &self.inner.tmux else {
+            return;
+        };
+        for s in tmux::Session::existing(bin, &self.inner.tmux_dir).await {
+            let id = s.id();
+            tracing::info!(terminal = %id, "adopting a terminal from before the restart");
+            let t = Term::new(&id, Some(s));
+            t.adopted.store(true, std::sync::atomic::Ordering::Relaxed);
+            lock(&self.inner.terms).insert(id, t);
         }
+    }
+
+    /// Watches the terminals' ports until `stop`; then ends the terminals the node holds
+    /// itself (tmux ones stay).
+    pub async fn run(self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(PORTS_EVERY);
         while crate::clock::next_tick(&mut tick, &stop).await {
             self.look_up_ports().await;

@@ -24,6 +24,10 @@ use crate::node::executor::RunOutcome;
 /// How long a new terminal may take to start its shell.
 const START_WAIT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(30);
+/// The markers are operating system commands (`ESC ] n ; text BEL`) of a number no
+/// terminal uses: tmux drops them, so the person watching does not see them, but the copy of
+/// the pane's output has them.
+const OSC: u32 = 7799;
 /// Shells the node types into; anything else in the foreground means the terminal is busy.
 const SHELLS: &[&str] = &["bash", "sh", "dash", "zsh", "ash", "fish"];
 
@@ -94,8 +98,8 @@ impl TypedShell {
         let program = format!(
             "printf '\\033[2m# viber: %s\\033[0m\\n' {task}; \
              cat <<'__VIBER_SCRIPT_{nonce}'\n{script}\n__VIBER_SCRIPT_{nonce}\n\
-             ( {exports}printf '%s%s\\n' __VIBER_START_ {nonce}\n{script}\n); \
-             printf '\\n%s%s_%d\\n' __VIBER_DONE_ {nonce} $?\n",
+             ( {exports}printf '\\033]{OSC};%s%s\\007' __VIBER_START_ {nonce}\n{script}\n); \
+             printf '\\033]{OSC};%s%s_%d\\007' __VIBER_DONE_ {nonce} $?\n",
             task = shell_quote(
                 env.get("VIBER_TASK_ID")
                     .map(String::as_str)
@@ -108,8 +112,8 @@ impl TypedShell {
         self.session
             .type_line(&format!(" eval \"$(printf %s {b64} | base64 -d)\""))
             .await?;
-        let start = format!("__VIBER_START_{nonce}");
-        let done = format!("__VIBER_DONE_{nonce}_");
+        let start = format!("\u{1b}]{OSC};__VIBER_START_{nonce}\u{7}");
+        let done = format!("\u{1b}]{OSC};__VIBER_DONE_{nonce}_");
         let mut reader = tokio::fs::File::open(file)
             .await
             .map_err(|e| e.to_string())?;
@@ -132,15 +136,12 @@ impl TypedShell {
             };
             let text = String::from_utf8_lossy(&seen[..whole]);
             if emitted.is_none() {
-                if let Some(i) = text.find(&start) {
-                    let after = text[i..].find('\n').map(|n| i + n + 1);
-                    emitted = after;
-                }
+                emitted = text.find(&start).map(|i| i + start.len());
             }
             if let Some(from) = emitted {
                 let from = from.min(text.len());
                 if let Some(end) = text[from..].find(&done).map(|i| from + i) {
-                    on_output(clean(text[from..end].trim_end_matches(['\r', '\n'])));
+                    on_output(clean(&text[from..end]));
                     let code: i32 = text[end + done.len()..]
                         .split(|c: char| !c.is_ascii_digit())
                         .next()
@@ -151,8 +152,7 @@ impl TypedShell {
                         None => RunOutcome::Exited(code),
                     });
                 }
-                // Hold back what could be the start of the end marker.
-                let safe = floor_char(&text, text.len().saturating_sub(done.len() + 24)).max(from);
+                let safe = from + emittable(&text[from..], &done);
                 if safe > from {
                     on_output(clean(&text[from..safe]));
                     emitted = Some(safe);
@@ -209,8 +209,33 @@ fn clean(s: &str) -> String {
     out
 }
 
+/// How much of `text` can go out now: all but a tail that could be the start of the end
+/// marker, and never a CR whose LF may follow.
+fn emittable(text: &str, marker: &str) -> usize {
+    let hold = (1..=marker.len().min(text.len()))
+        .rev()
+        .find(|k| {
+            text.is_char_boundary(text.len() - k) && marker.starts_with(&text[text.len() - k..])
+        })
+        .unwrap_or(0);
+    let safe = text.len() - hold;
+    if text[..safe].ends_with('\r') {
+        safe - 1
+    } else {
+        safe
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_a_possible_marker_start_is_held_back() {
+        assert_eq!(super::emittable("tick-8\r\n", "__DONE_x_"), 8);
+        assert_eq!(super::emittable("tick-8\r", "__DONE_x_"), 6);
+        assert_eq!(super::emittable("tick-8\r\n__DO", "__DONE_x_"), 8);
+        assert_eq!(super::emittable("", "__DONE_x_"), 0);
+    }
+
     #[test]
     fn terminal_output_becomes_plain_text() {
         assert_eq!(
@@ -218,11 +243,4 @@ mod tests {
             "dir\nfile\n"
         );
     }
-}
-
-fn floor_char(s: &str, mut i: usize) -> usize {
-    while i > 0 && !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }
