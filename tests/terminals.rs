@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -132,31 +131,6 @@ impl Setup {
     }
 }
 
-impl Drop for Setup {
-    /// tmux servers outlive the node by design: end those the test made.
-    fn drop(&mut self) {
-        kill_tmux_servers(&self.ndir.join("tmux"));
-    }
-}
-
-fn kill_tmux_servers(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        kill_tmux_servers_at(&e.path());
-    }
-}
-
-fn kill_tmux_servers_at(socket: &Path) {
-    let _ = Command::new("tmux")
-        .arg("-S")
-        .arg(socket)
-        .arg("kill-server")
-        .stderr(Stdio::null())
-        .status();
-}
-
 /// A viewer on `/api/terminals/:id/ws`: the bytes it got and the offset after them.
 struct Viewer {
     ws: tokio_tungstenite::WebSocketStream<
@@ -214,6 +188,21 @@ impl Viewer {
                 Some(Ok(Message::Text(t))) => self.event(serde_json::from_str(t.as_str()).unwrap()),
                 Some(Ok(_)) => {}
                 other => panic!("viewer socket ended: {other:?}; got {text:?}"),
+            }
+        }
+    }
+
+    /// Reads until it has at least `n` bytes.
+    async fn read_bytes(&mut self, n: usize) {
+        let deadline = Instant::now() + T;
+        while self.bytes.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    self.event(serde_json::from_str(t.as_str()).unwrap())
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("viewer: {other:?} after {} bytes", self.bytes.len()),
             }
         }
     }
@@ -346,7 +335,8 @@ async fn viewers_share_a_terminal_resume_without_gaps_and_survive_restarts() {
     // Lots of output; b leaves in the middle and comes back from where it was.
     a.type_text("for i in $(seq 1 3000); do echo line$i; done; echo end-$((2+2))\r")
         .await;
-    b.read_until("line100").await;
+    // tmux draws the screen, not every line: wait for an amount of output instead.
+    b.read_bytes(b.bytes.len() + 4000).await;
     let offset = b.next;
     let mut seen = std::mem::take(&mut b.bytes);
     drop(b);
@@ -356,7 +346,7 @@ async fn viewers_share_a_terminal_resume_without_gaps_and_survive_restarts() {
     seen.extend(std::mem::take(&mut b.bytes));
     // The same bytes as the viewer that stayed, with nothing lost or repeated.
     let n = seen.len().min(a.bytes.len());
-    assert!(n > 10_000, "{n}");
+    assert!(n > 5_000, "{n}");
     assert_eq!(seen[..n], a.bytes[..n]);
 
     // The gateway is killed and comes back on the same port: the terminal goes on and the
@@ -376,7 +366,8 @@ async fn viewers_share_a_terminal_resume_without_gaps_and_survive_restarts() {
     let resume = a.next;
     s.node.kill9();
     let node = start_node(&s.gw.url, None, s.ndir.path(), "term-node");
-    s.node = node;
+    // Not dropped: dropping a node's process ends its terminals' tmux servers.
+    std::mem::forget(std::mem::replace(&mut s.node, node));
     s.gw.wait_node_status("term-node", "online", T).await;
     let mut a2 = Viewer::open(&s.gw, &id, resume).await;
     let mut got = String::new();
@@ -428,7 +419,7 @@ async fn interactive_shell_echoes_detaches_with_ctrl_bracket_and_reattaches() {
     struct EndTmux(std::path::PathBuf);
     impl Drop for EndTmux {
         fn drop(&mut self) {
-            kill_tmux_servers_at(&self.0);
+            kill_tmux_server(&self.0);
         }
     }
     let _end = EndTmux(sock.clone());

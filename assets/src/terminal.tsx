@@ -377,12 +377,18 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
               on {nodeName(s, current.nodeId)} · opened <RelTime iso={current.createdAt} />
             </span>
             {current.ports.length > 0 && (
-              <span class="term-ports" title="TCP ports its processes listen on, on the node">
+              <span class="term-ports" title="TCP ports its processes listen on, on the node: open one through the gateway">
                 Ports{' '}
                 {current.ports.map((p) => (
-                  <code key={p} class="badge">
+                  <a
+                    key={p}
+                    class="badge preview-link"
+                    href={`/preview/${encodeURIComponent(current.bindingId)}/${p}/`}
+                    target="_blank"
+                    rel="noopener"
+                  >
                     {p}
-                  </code>
+                  </a>
                 ))}
               </span>
             )}

@@ -63,6 +63,9 @@ pub struct Proc {
     pub child: Child,
     pub log: PathBuf,
     lines: Option<mpsc::Receiver<String>>,
+    /// `<data dir>/tmux`: a node's terminals, whose tmux servers outlive it by design and
+    /// are ended with the process (see [`kill_tmux_servers`]).
+    tmux_dir: Option<PathBuf>,
 }
 
 impl Proc {
@@ -102,10 +105,16 @@ impl Proc {
                 }
             }
         });
+        let tmux_dir = args
+            .iter()
+            .position(|a| *a == "--data-dir")
+            .and_then(|i| args.get(i + 1))
+            .map(|d| Path::new(d).join("tmux"));
         Proc {
             child,
             log,
             lines: Some(rx),
+            tmux_dir,
         }
     }
 
@@ -172,7 +181,34 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = &self.tmux_dir {
+            kill_tmux_servers(dir);
+        }
     }
+}
+
+/// Ends the tmux server of every terminal a node left in `dir` (its `<data dir>/tmux`).
+pub fn kill_tmux_servers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        kill_tmux_server(&e.path());
+    }
+}
+
+/// Ends the tmux server on `socket`, if one runs there.
+pub fn kill_tmux_server(socket: &Path) {
+    if socket.extension().is_some() {
+        return;
+    }
+    let _ = Command::new("tmux")
+        .arg("-S")
+        .arg(socket)
+        .arg("kill-server")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// A `viber gateway` process.
