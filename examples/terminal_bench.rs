@@ -275,10 +275,19 @@ fn local_bulk(cmd: &str) -> anyhow::Result<(u64, f64)> {
 
 async fn relay_bulk(ws: &mut Ws) -> anyhow::Result<(u64, u64)> {
     let (mut got, mut skipped) = (0u64, 0u64);
+    let debug = std::env::var_os("BENCH_DEBUG").is_some();
+    let mut last = Instant::now();
     while let Some(msg) = ws.next().await {
         let msg = msg?;
+        if debug && last.elapsed() > Duration::from_millis(500) {
+            last = Instant::now();
+            eprintln!("progress: {got} delivered, {skipped} skipped");
+        }
         if let Message::Text(t) = &msg {
-            if t.as_str().contains("\"exit\"") {
+            if t.as_str().contains("\"exit\"") || t.as_str().contains("\"error\"") {
+                if std::env::var_os("BENCH_DEBUG").is_some() {
+                    eprintln!("end: {}", t.as_str());
+                }
                 break;
             }
         }

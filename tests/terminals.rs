@@ -621,3 +621,63 @@ async fn thread_scripts_run_in_its_tmux_shell_and_its_ports_preview_through_the_
             .unwrap();
     assert_eq!(res.status(), 404);
 }
+
+/// A viewer that reads slower than the terminal prints is skipped forward with markers
+/// (never waited for), sees every byte it gets exactly once and in order, and gets the end.
+#[tokio::test]
+async fn a_slow_viewer_is_skipped_forward_and_still_gets_the_end() {
+    if !tools_or_skip() {
+        return;
+    }
+    let s = Setup::start().await;
+    let id = s
+        .open(json!({"bindingId": s.binding_id, "command": ["sh", "-c", "head -c 6000000 /dev/zero | base64"]}))
+        .await;
+    let mut v = Viewer::open(&s.gw, &id, 0).await;
+    let (mut next, mut delivered, mut skipped) = (0u64, 0u64, 0u64);
+    let deadline = Instant::now() + T;
+    let code = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no end: {delivered} delivered, {skipped} skipped"
+        );
+        let msg = tokio::time::timeout(T, v.ws.next()).await.unwrap();
+        let Some(Ok(Message::Text(t))) = msg else {
+            continue;
+        };
+        let e: Value = serde_json::from_str(t.as_str()).unwrap();
+        match e["type"].as_str().unwrap() {
+            "output" => {
+                assert_eq!(e["offset"].as_u64().unwrap(), next, "a gap or a repeat");
+                let n = base64::engine::general_purpose::STANDARD
+                    .decode(e["data"].as_str().unwrap())
+                    .unwrap()
+                    .len() as u64;
+                next += n;
+                delivered += n;
+                // Slower than the terminal.
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            "skipped" => {
+                assert_eq!(e["from"].as_u64().unwrap(), next, "{e}");
+                let to = e["to"].as_u64().unwrap();
+                assert!(to > next, "{e}");
+                skipped += to - next;
+                next = to;
+            }
+            "exit" => break e["code"].clone(),
+            other => panic!("{other}: {e}"),
+        }
+    };
+    assert_eq!(code, 0);
+    assert!(
+        skipped > 0,
+        "the viewer was never behind: {delivered} delivered"
+    );
+    // 6,000,000 bytes as base64 in lines of 76, each line ending in CR LF on a terminal.
+    assert_eq!(
+        delivered + skipped,
+        8_000_000 + 2 * 105_264,
+        "{delivered} + {skipped}"
+    );
+}

@@ -171,17 +171,20 @@ impl Terminals {
         v.expected = next;
     }
 
-    /// A node's `terminal:exit` for one viewer.
+    /// A node's `terminal:exit` for one viewer: taken when the viewer has everything up to
+    /// the offset it was sent at (else the node sends it again after the resync in flight).
     pub fn exit(
         &self,
         node_id: &str,
         attachment_id: &str,
+        offset: Option<u64>,
         code: Option<i32>,
         error: Option<String>,
     ) {
         let mut viewers = lock(&self.viewers);
         if let Some(v) = viewers.get_mut(attachment_id) {
-            if v.node_id == node_id {
+            let caught_up = !v.lagging && offset.is_none_or(|o| o == v.expected);
+            if v.node_id == node_id && caught_up {
                 v.exit = Some((code, error));
                 v.wake.notify_one();
             }

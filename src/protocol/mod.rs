@@ -253,11 +253,15 @@ pub enum Frame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         skipped_from: Option<u64>,
     },
-    /// Node -> gateway: the terminal's process ended and this attachment has all its output.
+    /// Node -> gateway: the terminal's process ended and this attachment has all its output,
+    /// up to `offset` (a viewer the gateway is moving elsewhere ignores it; absent when the
+    /// attachment failed outright).
     #[serde(rename = "terminal:exit")]
     TerminalExit {
         terminal_id: String,
         attachment_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         code: Option<i32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -669,6 +673,7 @@ mod tests {
             Frame::TerminalExit {
                 terminal_id: "term_1".into(),
                 attachment_id: "a".into(),
+                offset: Some(6),
                 code: Some(0),
                 error: None,
             },

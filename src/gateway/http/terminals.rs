@@ -437,19 +437,14 @@ async fn view_terminal(app: App, rec: TerminalRecord, offset: u64, socket: WebSo
         }
     };
     app.terminals.remove_viewer(&att);
+    let detach = Frame::TerminalDetach {
+        terminal_id: rec.id.clone(),
+        attachment_id: att,
+    };
+    send(&app, &rec.node_id, detach).await;
     if let Some(event) = end {
         let _ = sink.send(text(&event)).await;
         let _ = sink.close().await;
-    } else {
-        send(
-            &app,
-            &rec.node_id,
-            Frame::TerminalDetach {
-                terminal_id: rec.id.clone(),
-                attachment_id: att,
-            },
-        )
-        .await;
     }
 }
 

@@ -60,11 +60,13 @@ pub(super) async fn handle_frame(
         }
         Frame::TerminalExit {
             attachment_id,
+            offset,
             code,
             error,
             ..
         } => {
-            app.terminals.exit(node_id, &attachment_id, code, error);
+            app.terminals
+                .exit(node_id, &attachment_id, offset, code, error);
             None
         }
         Frame::TunnelData { tunnel_id, data } => {

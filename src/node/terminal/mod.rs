@@ -45,6 +45,8 @@ use ring::Ring;
 const REDACT_IDLE: Duration = Duration::from_millis(15);
 /// Frames waiting for the connection.
 const QUEUE: usize = 256;
+/// How long an ended terminal's output stays for viewers that are still reading it.
+const FORGET_AFTER: Duration = Duration::from_secs(60);
 /// How often the listening ports of running terminals are looked up.
 const PORTS_EVERY: Duration = Duration::from_secs(2);
 
@@ -517,6 +519,21 @@ impl Terminals {
         *lock(&t.guard) = None;
         t.ended(exit);
         self.changed();
+        // Its viewers have a while to read the end; then it is forgotten (the gateway keeps
+        // its record).
+        tokio::time::sleep(FORGET_AFTER).await;
+        self.forget(&t.id);
+    }
+
+    /// Drops an ended terminal and its attachments.
+    fn forget(&self, id: &str) {
+        let removed = lock(&self.inner.terms).remove(id);
+        if let Some(t) = removed {
+            for (_, a) in lock(&t.attachments).drain() {
+                a.cancel.cancel();
+            }
+            self.changed();
+        }
     }
 
     /// `terminal:attach`: starts sending output to a viewer from `offset`, or moves the
@@ -526,6 +543,7 @@ impl Terminals {
             return Some(Frame::TerminalExit {
                 terminal_id,
                 attachment_id,
+                offset: None,
                 code: None,
                 error: Some("this node has no such terminal".into()),
             });
@@ -632,8 +650,7 @@ impl Terminals {
             let _ = exit.wait_for(|e| e.is_some()).await;
             // Viewers get the exit first; then the terminal is forgotten.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            lock(&this.inner.terms).remove(&t.id);
-            this.changed();
+            this.forget(&t.id);
         });
     }
 }
@@ -718,22 +735,34 @@ async fn attachment(
                         let frame = Frame::TerminalExit {
                             terminal_id: t.id.clone(),
                             attachment_id: attachment_id.clone(),
+                            offset: Some(cursor),
                             code: e.code,
                             error: e.error,
                         };
                         tokio::select! {
                             _ = queue.send(frame) => {}
-                            _ = cancel.cancelled() => {}
+                            _ = cancel.cancelled() => return,
                         }
-                        lock(&t.attachments).remove(&attachment_id);
-                        return;
+                        // The gateway may still move this viewer back (it dropped frames a
+                        // moment ago): the attachment lasts until it detaches.
+                        tokio::select! {
+                            r = cursor_rx.changed() => match r {
+                                Ok(()) => cursor = *cursor_rx.borrow_and_update(),
+                                Err(_) => return,
+                            },
+                            _ = cancel.cancelled() => return,
+                        }
                     }
                     continue;
                 }
                 tokio::select! {
                     _ = end.changed() => {}
                     _ = exit.changed() => {}
-                    r = cursor_rx.changed() => if r.is_err() { return },
+                    // `changed` marks the move seen: take it here.
+                    r = cursor_rx.changed() => match r {
+                        Ok(()) => cursor = *cursor_rx.borrow_and_update(),
+                        Err(_) => return,
+                    },
                     _ = cancel.cancelled() => return,
                 }
                 continue;
