@@ -79,27 +79,9 @@ async fn create_task(gw: &Gateway, goal: &str, options: Value) -> String {
 }
 
 /// Waits for the task to end; returns it and its whole text output.
-async fn finished(gw: &Gateway, id: &str) -> (Value, String) {
-    let ended =
-        |t: &Value| ["completed", "error", "stopped"].contains(&t["state"].as_str().unwrap_or(""));
-    wait_until("task to end", T, || async {
-        ended(&gw.get(&format!("/api/tasks/{id}")).await.1)
-    })
-    .await;
-    let task = gw.get(&format!("/api/tasks/{id}")).await.1;
-    let text: String = gw
-        .chunks(id)
-        .await
-        .into_iter()
-        .filter(|c| c["type"] == "text-delta")
-        .map(|c| c["delta"].as_str().unwrap_or("").to_string())
-        .collect();
-    (task, text)
-}
-
 async fn run_task(gw: &Gateway, goal: &str, options: Value) -> (Value, String) {
     let id = create_task(gw, goal, options).await;
-    finished(gw, &id).await
+    gw.finished(&id).await
 }
 
 /// The attack from the issue, on `viber all-in-one`: a shell task reads `$VIBER_HOME`'s
@@ -381,7 +363,7 @@ async fn an_environments_network_mode_applies_to_its_threads() {
         .await;
     assert!(code == 201 || code == 202, "{t}");
     let task_id = t["taskId"].as_str().unwrap().to_string();
-    let (task, out) = finished(gw, &task_id).await;
+    let (task, out) = gw.finished(&task_id).await;
     assert_eq!(task["state"], "completed", "{task}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
@@ -461,7 +443,7 @@ async fn an_unlisted_host_raises_a_network_approval() {
         )
         .await;
     assert_eq!(code, 202, "{v}");
-    let (task, out) = finished(gw, &task_id).await;
+    let (task, out) = gw.finished(&task_id).await;
     assert_eq!(task["state"], "completed", "{task}");
     assert!(out.contains("BODY:hello from host"), "{out}");
     let (_, env) = gw.get(&format!("/api/environments/{env_id}")).await;
@@ -473,7 +455,7 @@ async fn an_unlisted_host_raises_a_network_approval() {
 
     // Now listed: the next task reaches it without asking.
     let task_id = send("asked.test").await;
-    let (task, out) = finished(gw, &task_id).await;
+    let (task, out) = gw.finished(&task_id).await;
     assert_eq!(task["state"], "completed", "{task}");
     assert!(out.contains("BODY:hello from host"), "{out}");
 
@@ -488,7 +470,7 @@ async fn an_unlisted_host_raises_a_network_approval() {
         .post(&answer, json!({"approve": false, "reason": "not today"}))
         .await;
     assert_eq!(code, 202, "{v}");
-    let (_, out) = finished(gw, &task_id).await;
+    let (_, out) = gw.finished(&task_id).await;
     assert!(
         out.contains("HTTP 403") && out.contains("not today"),
         "{out}"
@@ -598,7 +580,7 @@ async fn a_container_environment_runs_setup_and_tasks_in_its_image() {
         )
         .await;
     assert!(code == 201 || code == 202, "{t}");
-    let (task, out) = finished(gw, t["taskId"].as_str().unwrap()).await;
+    let (task, out) = gw.finished(t["taskId"].as_str().unwrap()).await;
     let _ = std::process::Command::new("podman")
         .args([
             "volume",

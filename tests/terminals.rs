@@ -436,17 +436,20 @@ async fn interactive_shell_echoes_detaches_with_ctrl_bracket_and_reattaches() {
         "VIBER_GATEWAY={} VIBER_TOKEN={} {BIN} shell shell-env; echo viber-exit=$?; sleep 60",
         s.gw.url, s.gw.token
     );
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "user",
-        "-x",
-        "120",
-        "-y",
-        "30",
-        &cmd,
-    ]);
+    let user_terminal = || {
+        tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "user",
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &cmd,
+        ])
+    };
+    user_terminal();
     let screen = |needle: &'static str| {
         let tmux = &tmux;
         async move {
@@ -477,36 +480,8 @@ async fn interactive_shell_echoes_detaches_with_ctrl_bracket_and_reattaches() {
     assert_eq!(list["terminals"].as_array().unwrap().len(), 1, "{list}");
     // Attaching again shows the earlier screen.
     tmux(&["kill-session", "-t", "user"]);
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "user",
-        "-x",
-        "120",
-        "-y",
-        "30",
-        &cmd,
-    ]);
+    user_terminal();
     screen("typed-15").await;
-}
-
-/// Ends a task and returns it with its text.
-async fn task_text(gw: &Gateway, id: &str) -> (Value, String) {
-    wait_until("task to end", T, || async {
-        let (_, t) = gw.get(&format!("/api/tasks/{id}")).await;
-        ["completed", "error", "stopped"].contains(&t["state"].as_str().unwrap_or(""))
-    })
-    .await;
-    let task = gw.get(&format!("/api/tasks/{id}")).await.1;
-    let text: String = gw
-        .chunks(id)
-        .await
-        .into_iter()
-        .filter(|c| c["type"] == "text-delta")
-        .map(|c| c["delta"].as_str().unwrap_or("").to_string())
-        .collect();
-    (task, text)
 }
 
 async fn say(gw: &Gateway, thread: &str, message: &str) -> (Value, String) {
@@ -517,7 +492,7 @@ async fn say(gw: &Gateway, thread: &str, message: &str) -> (Value, String) {
         )
         .await;
     assert_eq!(code, 201, "{m}");
-    task_text(gw, m["taskId"].as_str().unwrap()).await
+    gw.finished(m["taskId"].as_str().unwrap()).await
 }
 
 #[tokio::test]

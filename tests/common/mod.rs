@@ -316,6 +316,26 @@ impl Gateway {
             .collect()
     }
 
+    /// Waits for a task to end; the task and the text of its stream.
+    pub async fn finished(&self, id: &str) -> (Value, String) {
+        let ended = |t: &Value| {
+            ["completed", "error", "stopped"].contains(&t["state"].as_str().unwrap_or(""))
+        };
+        wait_until("task to end", Duration::from_secs(30), || async {
+            ended(&self.get(&format!("/api/tasks/{id}")).await.1)
+        })
+        .await;
+        let task = self.get(&format!("/api/tasks/{id}")).await.1;
+        let text: String = self
+            .chunks(id)
+            .await
+            .into_iter()
+            .filter(|c| c["type"] == "text-delta")
+            .map(|c| c["delta"].as_str().unwrap_or("").to_string())
+            .collect();
+        (task, text)
+    }
+
     /// Reads a task's stream with the real `ai` package (tests/js/conformance.mjs: its SSE
     /// parser, chunk schema and ordering rules); its summary of the stream.
     pub fn conformance(&self, task_id: &str) -> Value {

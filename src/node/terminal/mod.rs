@@ -746,9 +746,9 @@ async fn attachment(
                         // The gateway may still move this viewer back (it dropped frames a
                         // moment ago): the attachment lasts until it detaches.
                         tokio::select! {
-                            r = cursor_rx.changed() => match r {
-                                Ok(()) => cursor = *cursor_rx.borrow_and_update(),
-                                Err(_) => return,
+                            moved = moved(&mut cursor_rx) => match moved {
+                                Some(to) => cursor = to,
+                                None => return,
                             },
                             _ = cancel.cancelled() => return,
                         }
@@ -758,10 +758,9 @@ async fn attachment(
                 tokio::select! {
                     _ = end.changed() => {}
                     _ = exit.changed() => {}
-                    // `changed` marks the move seen: take it here.
-                    r = cursor_rx.changed() => match r {
-                        Ok(()) => cursor = *cursor_rx.borrow_and_update(),
-                        Err(_) => return,
+                    moved = moved(&mut cursor_rx) => match moved {
+                        Some(to) => cursor = to,
+                        None => return,
                     },
                     _ = cancel.cancelled() => return,
                 }
@@ -773,6 +772,13 @@ async fn attachment(
             _ = cancel.cancelled() => return,
         }
     }
+}
+
+/// The cursor the gateway moved an attachment to (None: the attachment is gone). Waiting
+/// marks the move seen, so this is the one place that takes it.
+async fn moved(cursor: &mut watch::Receiver<u64>) -> Option<u64> {
+    cursor.changed().await.ok()?;
+    Some(*cursor.borrow_and_update())
 }
 
 /// Decodes a byte stream as UTF-8, keeping a character split between reads for the next.
