@@ -529,8 +529,10 @@ async fn thread_scripts_run_in_its_tmux_shell_and_its_ports_preview_through_the_
     let (task, text) = say(&s.gw, &thread, &fetch).await;
     assert_eq!(task["state"], "completed", "{task} {text}");
     assert!(text.contains("served-from-the-thread"), "{text:?}");
-    // A failing script's code comes back as it does outside tmux.
-    let (task, _) = say(&s.gw, &thread, "echo failing; exit 3").await;
+    // A failing script's code comes back as it does outside tmux, and its stdin is at its
+    // end as it is elsewhere (a `cat` does not wait for the terminal).
+    let (task, text) = say(&s.gw, &thread, "cat; echo stdin-closed-$?; exit 3").await;
+    assert!(text.contains("stdin-closed-0"), "{text:?}");
     assert_eq!(task["state"], "error", "{task}");
     assert_eq!(task["exitCode"], 3, "{task}");
 

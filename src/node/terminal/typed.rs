@@ -90,10 +90,13 @@ impl TypedShell {
         on_output: &mut (dyn FnMut(String) + Send),
     ) -> Result<RunOutcome, String> {
         self.session.pipe_to(Some(file)).await?;
+        // The task's own variables; no pager (a script's `git log` would wait for a key on
+        // the terminal), and stdin at its end like a task's elsewhere.
         let exports: String = env
             .iter()
             .filter(|(k, _)| k.starts_with("VIBER_"))
             .map(|(k, v)| format!("export {k}={}; ", shell_quote(v)))
+            .chain(["export PAGER=cat GIT_PAGER=cat; exec </dev/null; ".to_string()])
             .collect();
         let program = format!(
             "printf '\\033[2m# viber: %s\\033[0m\\n' {task}; \
