@@ -43,7 +43,7 @@ struct Setup {
     binding_id: String,
     gdir: TempDir,
     ndir: TempDir,
-    _work: TempDir,
+    work: TempDir,
 }
 
 impl Setup {
@@ -91,7 +91,7 @@ impl Setup {
             binding_id,
             gdir,
             ndir,
-            _work: work,
+            work: work,
         }
     }
 
@@ -585,6 +585,40 @@ async fn thread_scripts_run_in_its_tmux_shell_and_its_ports_preview_through_the_
             .await
             .unwrap();
     assert_eq!(res.text().await.unwrap().trim(), "console.log(42)");
+    // WebSockets go through too: a small echo server started by another task of the thread.
+    let ws_port = free_port();
+    std::fs::write(s.work.join("wsecho.py"), WS_ECHO).unwrap();
+    let (task, text) = say(
+        &s.gw,
+        &thread,
+        &format!("(python3 wsecho.py {ws_port} > /dev/null 2>&1 &); echo ws-started"),
+    )
+    .await;
+    assert_eq!(task["state"], "completed", "{task} {text}");
+    wait_until("the WebSocket port listed", T, || async {
+        let (_, t) = s.gw.get(&format!("/api/terminals/{term}")).await;
+        t["ports"].as_array().unwrap().contains(&json!(ws_port))
+    })
+    .await;
+    let url = format!(
+        "ws://127.0.0.1:{}/preview/{}/{ws_port}/socket",
+        s.gw.port, s.binding_id
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", s.gw.token).parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::Text("through-the-preview".into()))
+        .await
+        .unwrap();
+    let echoed = tokio::time::timeout(T, ws.next()).await.unwrap();
+    match echoed {
+        Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "through-the-preview"),
+        other => panic!("{other:?}"),
+    }
+
     // No operator, no preview; and only ports the terminals listen on.
     let res = s.gw.http.get(&preview).send().await.unwrap();
     assert_eq!(res.status(), 401);
@@ -658,3 +692,31 @@ async fn a_slow_viewer_is_skipped_forward_and_still_gets_the_end() {
         "{delivered} + {skipped}"
     );
 }
+
+/// A WebSocket echo server of one message per connection (Python's standard library only).
+const WS_ECHO: &str = r#"
+import base64, hashlib, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen()
+while True:
+    c, _ = s.accept()
+    req = b""
+    while b"\r\n\r\n" not in req:
+        req += c.recv(4096)
+    key = [l.split(b":", 1)[1].strip() for l in req.split(b"\r\n")
+           if l.lower().startswith(b"sec-websocket-key")][0]
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+              b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+    head = c.recv(2)
+    n = head[1] & 127
+    mask = c.recv(4)
+    data = b""
+    while len(data) < n:
+        data += c.recv(n - len(data))
+    data = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    c.sendall(bytes([0x81, len(data)]) + data)
+    c.close()
+"#;
