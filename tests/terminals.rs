@@ -91,7 +91,7 @@ impl Setup {
             binding_id,
             gdir,
             ndir,
-            work: work,
+            work,
         }
     }
 
