@@ -535,6 +535,15 @@ async fn thread_scripts_run_in_its_tmux_shell_and_its_ports_preview_through_the_
     assert!(text.contains("stdin-closed-0"), "{text:?}");
     assert_eq!(task["state"], "error", "{task}");
     assert_eq!(task["exitCode"], 3, "{task}");
+    // A script that does not parse ends with bash's error instead of waiting; a `cd` in one
+    // does not move the next.
+    let (task, text) = say(&s.gw, &thread, "cd site; if true; then echo never").await;
+    assert_eq!(task["state"], "error", "{task} {text}");
+    assert!(text.contains("syntax error"), "{text:?}");
+    let (_, text) = say(&s.gw, &thread, "cd site && pwd").await;
+    let (_, again) = say(&s.gw, &thread, "pwd").await;
+    assert!(text.trim_end().ends_with("/site"), "{text:?}");
+    assert!(!again.trim_end().ends_with("/site"), "{again:?}");
 
     // Whoever opens the thread's terminal sees the agent's commands and their output.
     let (_, list) = s.gw.get(&format!("/api/terminals?threadId={thread}")).await;

@@ -187,6 +187,7 @@ async fn attach(
     let mut stdin = tokio::io::stdin();
     let mut buf = vec![0u8; 8192];
     let mut stdin_open = true;
+    let mut last_byte: Option<u8> = None;
     let mut stdout = std::io::stdout();
     loop {
         tokio::select! {
@@ -219,11 +220,14 @@ async fn attach(
                 if n == 0 {
                     stdin_open = false;
                     if !interactive {
-                        // Ctrl-D at the start of a line: end of input for the program.
-                        sink.send(input(&ViewerInput::InputBytes { data: Bytes64(vec![EOT]) })).await?;
+                        // Ctrl-D ends the input at the start of a line; after a partial
+                        // line the first one only hands that line over.
+                        let eot = if last_byte.is_some_and(|b| b != b'\n') { vec![EOT, EOT] } else { vec![EOT] };
+                        sink.send(input(&ViewerInput::InputBytes { data: Bytes64(eot) })).await?;
                     }
                     continue;
                 }
+                last_byte = buf[..n].last().copied();
                 let mut bytes = &buf[..n];
                 let detach = interactive && bytes.contains(&DETACH_KEY);
                 if detach {

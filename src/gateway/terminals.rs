@@ -42,6 +42,9 @@ struct Viewer {
     lagging: bool,
     /// The node connection it was attached on (0: none yet).
     conn: u64,
+    /// A resync was asked for and nothing fitted since: frames ahead of the viewer are from
+    /// before it.
+    resync_sent: bool,
     /// The node said the terminal ended: (code, error), sent once the queue is written.
     exit: Option<(Option<i32>, Option<String>)>,
     wake: Arc<Notify>,
@@ -66,6 +69,8 @@ pub struct Terminals {
     viewers: Mutex<HashMap<String, Viewer>>,
     /// Open preview tunnels: their node and the queue into the proxy's side.
     tunnels: Mutex<HashMap<String, (String, TunnelTx)>>,
+    /// Tunnels dropped for not keeping up, to close on their node.
+    closing_tunnels: Mutex<Vec<(String, String)>>,
     /// Listening ports by terminal, as the nodes last reported.
     ports: Mutex<HashMap<String, Vec<u16>>>,
 }
@@ -92,6 +97,7 @@ impl Terminals {
                 expected: offset,
                 lagging: false,
                 conn: 0,
+                resync_sent: false,
                 exit: None,
                 wake: wake.clone(),
             },
@@ -115,6 +121,7 @@ impl Terminals {
         };
         if v.lagging {
             v.lagging = false;
+            v.resync_sent = true;
             return Wake::Resync(v.expected);
         }
         match v.exit.take() {
@@ -144,13 +151,29 @@ impl Terminals {
         if v.node_id != node_id || v.lagging {
             return;
         }
-        let fits = match skipped_from {
-            Some(from) => from == v.expected,
-            None => offset == v.expected,
-        };
-        if !fits {
-            return;
+        let (mut offset, mut data) = (offset, data);
+        let end = offset.saturating_add(data.0.len() as u64);
+        match skipped_from {
+            Some(from) if from == v.expected => {}
+            // From before a resync, or behind what the viewer has: already handled.
+            Some(from) if from < v.expected => return,
+            None if offset <= v.expected && v.expected < end => {
+                // Overlaps what the viewer has (sent again after a reconnect): the new part.
+                data.0.drain(..(v.expected - offset) as usize);
+                offset = v.expected;
+            }
+            None if end <= v.expected => return,
+            // Ahead of the viewer: bytes were lost on the way (a frame of an attachment that
+            // ended with a link). Ask the node again, once until something fits.
+            _ => {
+                if !v.resync_sent {
+                    v.lagging = true;
+                    v.wake.notify_one();
+                }
+                return;
+            }
         }
+        v.resync_sent = false;
         let next = offset + data.0.len() as u64;
         let mut events = Vec::with_capacity(2);
         if let Some(from) = skipped_from {
@@ -247,8 +270,24 @@ impl Terminals {
             return;
         }
         if tx.try_send(Some(data.0)).is_err() {
+            // The proxy's side does not keep up: the tunnel ends on both sides.
             tunnels.remove(tunnel_id);
+            self.closing_tunnels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((node_id.to_string(), tunnel_id.to_string()));
         }
+    }
+
+    /// A node's connection ended: its tunnels end (their preview requests fail instead of
+    /// waiting for it).
+    pub fn node_gone(&self, node_id: &str) {
+        lock(&self.tunnels).retain(|_, (n, _)| n != node_id);
+    }
+
+    /// Tunnels the gateway dropped, whose node must be told: (node, tunnel).
+    pub fn take_closing_tunnels(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *lock(&self.closing_tunnels))
     }
 
     /// A node's `tunnel:close`.
@@ -383,12 +422,6 @@ pub async fn listed(
         .iter()
         .map(|t| (t.terminal_id.as_str(), t))
         .collect();
-    {
-        let mut ports = lock(&app.terminals.ports);
-        for t in &terminals {
-            ports.insert(t.terminal_id.clone(), t.ports.clone());
-        }
-    }
     // What the gateway has as running on this node but the node does not hold is lost.
     for rec in app
         .store
@@ -415,14 +448,30 @@ pub async fn listed(
         match rec {
             Some(rec) if rec.node_id == node_id && rec.status == "running" => {
                 if !t.running {
+                    lock(&app.terminals.ports).remove(&rec.id);
                     app.store
                         .end_terminal(rec.id.clone(), "exited", t.exit_code, t.error.clone(), now)
                         .await?;
-                } else if t.adopted {
-                    let frame = open_frame(app, &rec, 80, 24, true)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-                    send(app, node_id, frame).await;
+                    continue;
+                }
+                lock(&app.terminals.ports).insert(rec.id.clone(), t.ports.clone());
+                if t.adopted {
+                    // Its environment or binding may be gone since: then it ends.
+                    match open_frame(app, &rec, 80, 24, true).await {
+                        Ok(frame) => {
+                            send(app, node_id, frame).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(terminal = %rec.id, error = %e.message, "ending an adopted terminal");
+                            app.store
+                                .end_terminal(rec.id.clone(), "exited", None, Some(e.message), now)
+                                .await?;
+                            let close = Frame::TerminalClose {
+                                terminal_id: rec.id.clone(),
+                            };
+                            send(app, node_id, close).await;
+                        }
+                    }
                 }
             }
             // Closed while the node was away, deleted, or never ours: end it there.

@@ -71,6 +71,13 @@ pub(super) async fn handle_frame(
         }
         Frame::TunnelData { tunnel_id, data } => {
             app.terminals.tunnel_data(node_id, &tunnel_id, data);
+            for (node, tunnel_id) in app.terminals.take_closing_tunnels() {
+                let close = Frame::TunnelClose {
+                    tunnel_id,
+                    error: Some("the preview's reader did not keep up".into()),
+                };
+                terminals::send(app, &node, close).await;
+            }
             None
         }
         Frame::TunnelClose { tunnel_id, error } => {

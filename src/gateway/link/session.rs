@@ -194,6 +194,7 @@ async fn unregister(app: &App, node_id: &str, name: &str, conn_id: u64, reason: 
     let was_current = app.registry.remove(node_id, conn_id);
     if was_current {
         app.tasks.node_gone(node_id);
+        app.terminals.node_gone(node_id);
         app.events.publish(Event::NodeOffline {
             node_id: node_id.to_string(),
             name: name.to_string(),

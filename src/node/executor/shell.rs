@@ -76,6 +76,7 @@ pub async fn run_bash(run: BashRun<'_>, mut on_output: impl FnMut(String) + Send
         let typed = shell
             .run(
                 run.script,
+                run.cwd,
                 run.env,
                 &run.abort,
                 run.stop_grace,

@@ -43,6 +43,8 @@ use ring::Ring;
 /// Output held back by the redactor (it may be the start of a secret) goes out after this
 /// long without more, so an echoed keystroke is not kept waiting.
 const REDACT_IDLE: Duration = Duration::from_millis(15);
+/// Input held for a terminal whose program does not read it; more is dropped.
+const TYPED_MAX: usize = 1024 * 1024;
 /// Frames waiting for the connection.
 const QUEUE: usize = 256;
 /// How long an ended terminal's output stays for viewers that are still reading it.
@@ -666,9 +668,18 @@ async fn pump(
 ) -> bool {
     let mut buf = vec![0u8; 16 * 1024];
     let mut utf8 = Utf8::default();
+    // Keystrokes not yet taken by the terminal: written as it takes them, never waited for
+    // (a program that does not read its input must not stop its output or its close).
+    let mut typed: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
     loop {
         let holding = redactor.holding();
         tokio::select! {
+            n = master.write(typed.make_contiguous()), if !typed.is_empty() => match n {
+                Ok(n) => {
+                    typed.drain(..n);
+                }
+                Err(_) => return false,
+            },
             read = master.read(&mut buf) => match read {
                 Ok(0) | Err(_) => return false,
                 Ok(n) => {
@@ -682,8 +693,10 @@ async fn pump(
             },
             c = control.recv() => match c {
                 Some(Control::Input(bytes)) => {
-                    if master.write_all(&bytes).await.is_err() {
-                        return false;
+                    if typed.len() + bytes.len() <= TYPED_MAX {
+                        typed.extend(bytes);
+                    } else {
+                        tracing::warn!(terminal = %t.id, "input dropped: the terminal does not take it");
                     }
                 }
                 Some(Control::Resize(cols, rows)) => {

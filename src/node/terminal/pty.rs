@@ -90,19 +90,18 @@ impl Master {
         }
     }
 
-    /// Types `bytes` into the terminal.
-    pub async fn write_all(&self, mut bytes: &[u8]) -> std::io::Result<()> {
-        while !bytes.is_empty() {
+    /// Types some of `bytes` into the terminal, once it takes any; how many it took.
+    /// Cancel-safe.
+    pub async fn write(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        loop {
             let mut guard = self.fd.writable().await?;
             match guard
                 .try_io(|fd| nix::unistd::write(fd.get_ref(), bytes).map_err(std::io::Error::from))
             {
-                Ok(Ok(n)) => bytes = &bytes[n..],
-                Ok(Err(e)) => return Err(e),
+                Ok(r) => return r,
                 Err(_would_block) => continue,
             }
         }
-        Ok(())
     }
 
     /// Sets the window size; the process gets SIGWINCH.

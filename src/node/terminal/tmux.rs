@@ -24,7 +24,8 @@ const CONF: &str = "set -g status off\n\
     set -g history-limit 50000\n\
     set -g default-terminal xterm-256color\n\
     set -g mouse off\n\
-    set -g aggressive-resize on\n";
+    set -g aggressive-resize on\n\
+    set -g default-shell /bin/sh\n";
 /// The longest socket path the kernel accepts (sun_path, with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -202,7 +203,12 @@ impl Session {
         let mut c = self.tmux();
         c.args(["pipe-pane", "-t", SESSION]);
         if let Some(f) = file {
-            c.arg(format!("cat >> {}", shell_quote(&f.to_string_lossy())));
+            // The pipe's command runs outside the sandbox, with the terminal's PATH: no
+            // lookup.
+            c.arg(format!(
+                "exec /bin/cat >> {}",
+                shell_quote(&f.to_string_lossy())
+            ));
         }
         self.ok(c, "pipe-pane").await
     }
