@@ -559,7 +559,29 @@ async fn thread_scripts_run_in_its_tmux_shell_and_its_ports_preview_through_the_
         t["ports"].as_array().unwrap().contains(&json!(port))
     })
     .await;
-    let preview = format!("{}/preview/{}/{port}/", s.gw.url, s.binding_id);
+    // Previews have an origin of their own; the gateway's /preview/... sends browsers there.
+    let (_, t) = s.gw.get(&format!("/api/terminals/{term}")).await;
+    let base = t["previewUrl"].as_str().unwrap().to_string();
+    let origin = base.split("/preview/").next().unwrap().to_string();
+    assert_ne!(origin, s.gw.url, "{base}");
+    let preview = format!("{base}{port}/");
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = no_redirects
+        .get(format!(
+            "{}/preview/{}/{port}/x?y=1",
+            s.gw.url, s.binding_id
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 307);
+    assert_eq!(
+        res.headers()["location"],
+        format!("{origin}/preview/{}/{port}/x?y=1", s.binding_id).as_str()
+    );
     let res =
         s.gw.http
             .get(&preview)
@@ -570,12 +592,8 @@ async fn thread_scripts_run_in_its_tmux_shell_and_its_ports_preview_through_the_
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("served-from-the-thread"));
     // A page's absolute paths land under its preview.
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
     let res = no_redirects
-        .get(format!("{}/assets/app.js", s.gw.url))
+        .get(format!("{origin}/assets/app.js"))
         .header("referer", &preview)
         .send()
         .await
@@ -588,7 +606,7 @@ async fn thread_scripts_run_in_its_tmux_shell_and_its_ports_preview_through_the_
     );
     let res =
         s.gw.http
-            .get(format!("{}{to}", s.gw.url))
+            .get(format!("{origin}{to}"))
             .bearer_auth(&s.gw.token)
             .send()
             .await
@@ -609,10 +627,7 @@ async fn thread_scripts_run_in_its_tmux_shell_and_its_ports_preview_through_the_
         t["ports"].as_array().unwrap().contains(&json!(ws_port))
     })
     .await;
-    let url = format!(
-        "ws://127.0.0.1:{}/preview/{}/{ws_port}/socket",
-        s.gw.port, s.binding_id
-    );
+    let url = format!("{}{ws_port}/socket", base.replace("http://", "ws://"));
     let mut req = url.into_client_request().unwrap();
     req.headers_mut().insert(
         "authorization",
@@ -631,7 +646,7 @@ async fn thread_scripts_run_in_its_tmux_shell_and_its_ports_preview_through_the_
     // No operator, no preview; and only ports the terminals listen on.
     let res = s.gw.http.get(&preview).send().await.unwrap();
     assert_eq!(res.status(), 401);
-    let other = format!("{}/preview/{}/{}/", s.gw.url, s.binding_id, s.gw.port);
+    let other = format!("{base}{}/", s.gw.port);
     let res =
         s.gw.http
             .get(&other)

@@ -226,7 +226,11 @@ status: string, exitCode?: number, error?: string,
 /**
  * TCP ports its processes listen on (as its node last reported).
  */
-ports: Array<number>, createdAt: string, endedAt?: string, };
+ports: Array<number>, 
+/**
+ * Where its ports are previewed: `<previewUrl><port>/`, on the previews' own origin.
+ */
+previewUrl: string, createdAt: string, endedAt?: string, };
 
 export type TerminalList = { terminals: Array<TerminalView>, };
 

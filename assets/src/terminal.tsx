@@ -383,7 +383,7 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
                   <a
                     key={p}
                     class="badge preview-link"
-                    href={`/preview/${encodeURIComponent(current.bindingId)}/${p}/`}
+                    href={`${current.previewUrl}${p}/`}
                     target="_blank"
                     rel="noopener"
                   >

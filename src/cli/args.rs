@@ -147,6 +147,13 @@ pub struct GatewayArgs {
     /// URL nodes and browsers use to reach this gateway, if not http://<listen>.
     #[arg(long, env = "VIBER_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Address port previews are served on: an origin of their own, so a previewed page
+    /// cannot act as the signed-in operator [default: the --listen address, a free port].
+    #[arg(long, env = "VIBER_PREVIEW_LISTEN")]
+    pub preview_listen: Option<SocketAddr>,
+    /// URL browsers reach the preview address at, if not http://<board host>:<its port>.
+    #[arg(long, env = "VIBER_PREVIEW_PUBLIC_URL")]
+    pub preview_public_url: Option<String>,
     /// Heartbeat interval given to nodes, in milliseconds.
     #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub heartbeat_ms: u64,
@@ -179,6 +186,8 @@ impl GatewayArgs {
     pub fn config(&self) -> GatewayConfig {
         let mut c = GatewayConfig::new(self.listen, self.data_dir.resolve());
         c.public_url = self.public_url.clone();
+        c.preview_listen = self.preview_listen;
+        c.preview_public_url = self.preview_public_url.clone();
         c.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
         c.node_grace = Duration::from_secs(self.node_grace_secs);
         c.retention = retention(self.retention_days);

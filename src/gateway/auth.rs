@@ -206,7 +206,13 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// The rules of [`require_operator`] for a route outside `/api` (previews): a bearer token,
+/// An operator's bearer token or board session, without the CSRF check (for the previews'
+/// origin, where `SameSite=Strict` keeps other sites' requests from carrying the cookie).
+pub fn authenticated(app: &App, headers: &HeaderMap) -> ApiResult<()> {
+    credential(app, headers).map(drop)
+}
+
+/// The rules of [`require_operator`] for a route outside `/api`: a bearer token,
 /// or a session cookie with the CSRF token on writes (in the header, or for a WebSocket in
 /// the query).
 pub fn check_operator(

@@ -3,7 +3,7 @@
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode, Uri};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::Router;
 use rust_embed::RustEmbed;
 
@@ -34,14 +34,11 @@ pub fn router() -> Router<App> {
     Router::new().fallback(serve)
 }
 
-/// Everything no other route takes: previews (`/preview/...`, and absolute paths a
-/// previewed page asks for), else the board's files.
+/// Everything no other route takes: the board's files, and previews (redirected to their
+/// own origin).
 async fn serve(State(app): State<App>, req: Request) -> Response {
     if req.uri().path().starts_with(super::preview::PREFIX) {
-        return super::preview::proxy(app, req).await;
-    }
-    if let Some(to) = super::preview::from_preview_page(req.headers(), req.uri()) {
-        return Redirect::temporary(&to).into_response();
+        return super::preview::redirect(&app, &req);
     }
     let mut res = file_or_index(req.uri());
     let headers = res.headers_mut();

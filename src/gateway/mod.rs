@@ -63,6 +63,11 @@ pub struct GatewayConfig {
     /// The URL nodes and browsers use to reach this gateway, when it differs from `listen`
     /// (behind a proxy or a tunnel). Used in the enrollment command and the ready line.
     pub public_url: Option<String>,
+    /// Where port previews are served (an origin apart from the board's); None: the
+    /// listen address's IP, a free port.
+    pub preview_listen: Option<SocketAddr>,
+    /// The URL browsers reach the preview address at, when it differs.
+    pub preview_public_url: Option<String>,
 }
 
 impl GatewayConfig {
@@ -77,6 +82,8 @@ impl GatewayConfig {
             quotas: tasks::Quotas::default(),
             enrollment_ttl: Duration::from_secs(24 * 3600),
             public_url: None,
+            preview_listen: None,
+            preview_public_url: None,
         }
     }
 }
@@ -103,6 +110,8 @@ pub struct AppState {
     pub keyring: crate::secrets::Keyring,
     /// The base URL this gateway is reachable at (`http://host:port`).
     pub base_url: String,
+    /// Where previews are served: a public URL, or the port on the board's host.
+    pub previews: preview::Origin,
     pub started: std::time::Instant,
     pub shutdown: CancellationToken,
     /// Long-lived connection handlers (node sockets, event streams), awaited at shutdown so
@@ -157,6 +166,19 @@ pub async fn start(
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let preview_addr = config
+        .preview_listen
+        .unwrap_or_else(|| SocketAddr::new(addr.ip(), 0));
+    let preview_listener = tokio::net::TcpListener::bind(preview_addr)
+        .await
+        .with_context(|| format!("binding {preview_addr} for previews"))?;
+    let previews = preview::Origin {
+        port: preview_listener.local_addr()?.port(),
+        public_url: config
+            .preview_public_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_string()),
+    };
     let base_url = config
         .public_url
         .clone()
@@ -188,6 +210,7 @@ pub async fn start(
         auth,
         keyring,
         base_url: base_url.clone(),
+        previews,
         started: std::time::Instant::now(),
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
@@ -198,6 +221,11 @@ pub async fn start(
         .background
         .spawn(tasks::sweep_lost_nodes(state.clone()));
     state.background.spawn(retention::sweeper(state.clone()));
+    state.background.spawn(preview::serve(
+        preview_listener,
+        state.clone(),
+        shutdown.clone(),
+    ));
     let task = tokio::spawn(serve(listener, state.clone(), store, shutdown));
     tracing::info!(%addr, "gateway listening");
     Ok(RunningGateway {

@@ -2,6 +2,14 @@
 //! port that a terminal of the binding listens on, through a tunnel over the node's
 //! connection (no port is opened on the node).
 //!
+//! Previews are served on an address of their own (`--preview-listen`, a free port by
+//! default): a previewed page runs code an agent wrote, and on the board's origin it could
+//! read the operator's CSRF token and act as them. On its own origin it cannot read the API's
+//! answers, and a write needs that token. The gateway's `/preview/...` redirects there. The
+//! board's session cookie is sent to it (cookies do not tell ports apart); it authenticates
+//! previews without a CSRF token, which `SameSite=Strict` makes unnecessary: another site
+//! cannot send it.
+//!
 //! The dev server sees requests for its own paths (`/preview/b/p/x` arrives as `/x`, with
 //! `Host: 127.0.0.1:p`), without the operator's token or session cookie. Its redirects to an
 //! absolute path come back under the prefix, and a page's requests for absolute paths
@@ -15,11 +23,78 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use hyper_util::rt::TokioIo;
+use std::ops::Not;
 
 use super::error::{ApiError, ApiResult};
 use super::App;
 
 pub const PREFIX: &str = "/preview/";
+
+/// Where previews are served.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub port: u16,
+    /// `--preview-public-url`.
+    pub public_url: Option<String>,
+}
+
+impl Origin {
+    /// The previews' base URL for a browser that reached the gateway with `headers`: the
+    /// public URL, else the same host on the previews' port (so the session cookie goes
+    /// with it).
+    pub fn base(&self, headers: &HeaderMap) -> String {
+        if let Some(u) = &self.public_url {
+            return u.clone();
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+            .map(|a| a.host().to_string())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        format!("http://{host}:{}", self.port)
+    }
+}
+
+/// Serves previews on their own listener until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: App,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use axum::handler::Handler;
+    let service = site.with_state(app).into_make_service();
+    let server = axum::serve(listener, service)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "preview server");
+    }
+}
+
+/// Everything on the previews' origin: a preview, or an absolute path a previewed page asked
+/// for (redirected under its preview).
+async fn site(axum::extract::State(app): axum::extract::State<App>, req: Request) -> Response {
+    if req.uri().path().starts_with(PREFIX) {
+        return proxy(app, req).await;
+    }
+    match from_preview_page(req.headers(), req.uri()) {
+        Some(to) => Redirect::temporary(&to).into_response(),
+        None => ApiError::not_found("previews are /preview/BINDING/PORT/").into_response(),
+    }
+}
+
+/// On the gateway's own origin: the same path on the previews' origin.
+pub fn redirect(app: &App, req: &Request) -> Response {
+    let to = format!(
+        "{}{}",
+        app.previews.base(req.headers()),
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+    );
+    Redirect::temporary(&to).into_response()
+}
 
 /// Headers that belong to one hop, not passed on (Connection and Upgrade are set again for
 /// a WebSocket).
@@ -67,23 +142,22 @@ pub fn from_preview_page(headers: &HeaderMap, uri: &Uri) -> Option<String> {
     path = "/preview/{binding}/{port}/",
     operation_id = "preview",
     tag = "terminals",
-    description = "Proxies HTTP and WebSocket requests for `/preview/{binding}/{port}/...` to \
-        `port` on the binding's node, where a terminal's processes listen (see a terminal's \
-        `ports`), without the operator's credentials. Any method and path below the prefix.",
+    description = "Redirects to the previews' own origin, which proxies HTTP and WebSocket \
+        requests for `/preview/{binding}/{port}/...` to `port` on the binding's node, where a \
+        terminal's processes listen (see a terminal's `ports` and `previewUrl`), without the \
+        operator's credentials. Any method and path below the prefix.",
     params(
         ("binding" = String, Path, description = "Binding id"),
         ("port" = u16, Path, description = "A port a terminal of the binding listens on"),
     ),
     responses(
-        (status = 200, description = "What the previewed server answered (any status)"),
-        (status = 404, description = "No such binding, or nothing listens on the port", body = crate::protocol::api::ErrorBody),
-        (status = 502, description = "The previewed server did not answer", body = crate::protocol::api::ErrorBody),
-        (status = 503, description = "The node is offline", body = crate::protocol::api::ErrorBody),
+        (status = 307, description = "The same path on the previews' own origin (`--preview-listen`), which answers with what the previewed server answered",
+            headers(("Location" = String, description = "The preview on its origin"))),
         super::http::Errors,
     )
 )]
 pub async fn root(axum::extract::State(app): axum::extract::State<App>, req: Request) -> Response {
-    proxy(app, req).await
+    redirect(&app, &req)
 }
 
 /// Serves one preview request.
@@ -98,7 +172,7 @@ async fn forward(app: App, mut req: Request) -> ApiResult<Response> {
     let path = req.uri().path().to_string();
     let (binding_id, port, tail) =
         parse(&path).ok_or_else(|| ApiError::not_found("previews are /preview/BINDING/PORT/"))?;
-    super::auth::check_operator(&app, req.headers(), req.method(), req.uri())?;
+    super::auth::authenticated(&app, req.headers())?;
     let Some(tail) = tail else {
         return Ok(Redirect::permanent(&format!("{path}/")).into_response());
     };
@@ -174,6 +248,7 @@ async fn forward(app: App, mut req: Request) -> ApiResult<Response> {
     let mut back = Response::new(Body::new(body));
     *back.status_mut() = parts.status;
     copy_headers(&parts.headers, back.headers_mut(), false);
+    keep_to_itself(back.headers_mut());
     if let Some(loc) = back
         .headers()
         .get(header::LOCATION)
@@ -213,6 +288,30 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, upgrade: bool) {
         to.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         to.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
+}
+
+/// What a previewed server may not do to the gateway's site: set or clear its session
+/// cookie (cookies are shared by every port of a host), clear the site's data, or widen a
+/// service worker's scope.
+fn keep_to_itself(headers: &mut HeaderMap) {
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            v.to_str()
+                .map_or(true, |c| {
+                    c.split('=').next().map(str::trim) == Some(super::auth::SESSION_COOKIE)
+                })
+                .not()
+        })
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for c in cookies {
+        headers.append(header::SET_COOKIE, c);
+    }
+    headers.remove("clear-site-data");
+    headers.remove("service-worker-allowed");
 }
 
 /// The operator's credentials stay with the gateway: no token, no board session cookie, no
@@ -272,5 +371,20 @@ mod tests {
         strip_credentials(&mut h);
         assert_eq!(h.get(header::COOKIE).unwrap(), "a=1; b=2");
         assert!(h.get(header::AUTHORIZATION).is_none());
+        // A previewed server keeps its own cookies but cannot touch the gateway's.
+        let mut h = HeaderMap::new();
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("app=1; Path=/"),
+        );
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("viber_session=x; Path=/"),
+        );
+        h.insert("clear-site-data", HeaderValue::from_static("\"cookies\""));
+        keep_to_itself(&mut h);
+        let cookies: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(cookies, vec!["app=1; Path=/"]);
+        assert!(h.get("clear-site-data").is_none());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{SinkExt, StreamExt};
@@ -35,7 +35,7 @@ const MAX_SIDE: u16 = 1000;
 /// The capability of nodes that run terminals.
 const TERMINAL_CAPABILITY: &str = "terminal";
 
-fn view(app: &App, t: &TerminalRecord) -> TerminalView {
+fn view(app: &App, headers: &HeaderMap, t: &TerminalRecord) -> TerminalView {
     TerminalView {
         id: t.id.clone(),
         node_id: t.node_id.clone(),
@@ -52,6 +52,12 @@ fn view(app: &App, t: &TerminalRecord) -> TerminalView {
         } else {
             Vec::new()
         },
+        preview_url: format!(
+            "{}{}{}/",
+            app.previews.base(headers),
+            crate::gateway::preview::PREFIX,
+            t.binding_id
+        ),
         created_at: iso8601(t.created_at),
         ended_at: t.ended_at.map(iso8601),
     }
@@ -159,6 +165,7 @@ async fn node_id(app: &App, name: &str) -> ApiResult<String> {
 )]
 pub async fn open(
     State(app): State<App>,
+    headers: HeaderMap,
     Body(req): Body<OpenTerminal>,
 ) -> ApiResult<(StatusCode, Json<TerminalView>)> {
     let cols = side(req.cols, COLS, "cols")?;
@@ -222,7 +229,7 @@ pub async fn open(
             .await?;
         return Err(ApiError::unavailable("the node went offline"));
     }
-    Ok((StatusCode::CREATED, Json(view(&app, &rec))))
+    Ok((StatusCode::CREATED, Json(view(&app, &headers, &rec))))
 }
 
 #[utoipa::path(
@@ -235,6 +242,7 @@ pub async fn open(
 )]
 pub async fn list(
     State(app): State<App>,
+    headers: HeaderMap,
     Query(q): Query<TerminalListQuery>,
 ) -> ApiResult<Json<TerminalList>> {
     let recs = app
@@ -242,7 +250,7 @@ pub async fn list(
         .list_terminals(q.binding_id, q.thread_id, q.all)
         .await?;
     Ok(Json(TerminalList {
-        terminals: recs.iter().map(|t| view(&app, t)).collect(),
+        terminals: recs.iter().map(|t| view(&app, &headers, t)).collect(),
     }))
 }
 
@@ -258,8 +266,12 @@ pub async fn list(
         Errors,
     )
 )]
-pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<TerminalView>> {
-    Ok(Json(view(&app, &load(&app, &id).await?)))
+pub async fn get(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TerminalView>> {
+    Ok(Json(view(&app, &headers, &load(&app, &id).await?)))
 }
 
 /// Ends a terminal and what runs in it (its tmux session too).
@@ -277,6 +289,7 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Js
 )]
 pub async fn close(
     State(app): State<App>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TerminalView>> {
     let rec = load(&app, &id).await?;
@@ -300,7 +313,7 @@ pub async fn close(
             )
             .await?;
     }
-    Ok(Json(view(&app, &load(&app, &id).await?)))
+    Ok(Json(view(&app, &headers, &load(&app, &id).await?)))
 }
 
 /// The viewer WebSocket: output from `offset` on, keystrokes and sizes back.

@@ -91,6 +91,8 @@ pub struct TerminalView {
     pub error: Option<String>,
     /// TCP ports its processes listen on (as its node last reported).
     pub ports: Vec<u16>,
+    /// Where its ports are previewed: `<previewUrl><port>/`, on the previews' own origin.
+    pub preview_url: String,
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
