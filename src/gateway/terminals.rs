@@ -174,7 +174,7 @@ impl Terminals {
             }
         }
         v.resync_sent = false;
-        let next = offset + data.0.len() as u64;
+        let next = offset.saturating_add(data.0.len() as u64);
         let mut events = Vec::with_capacity(2);
         if let Some(from) = skipped_from {
             events.push(ViewerEvent::Skipped { from, to: offset });
