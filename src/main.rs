@@ -59,25 +59,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Task { action } => dispatch::task(action).await,
         Command::Env { action } => dispatch::env(action).await,
         Command::Thread { action } => dispatch::thread(action).await,
-        Command::Shell {
-            env,
-            node,
-            thread,
-            new,
-            size,
-            command,
-            client,
-        } => {
-            let args = viber::cli::terminals::ShellArgs {
-                env,
-                node,
-                thread,
-                new,
-                size,
-                command,
-            };
-            dispatch::shell(args, &client).await
-        }
+        Command::Shell(args) => dispatch::shell(args).await,
         Command::Terminal { action } => dispatch::terminal(action).await,
         Command::Completions { shell } => Ok(dispatch::completions(shell)),
         Command::SandboxForward { .. } => unreachable!("handled before the runtime starts"),

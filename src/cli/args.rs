@@ -69,27 +69,7 @@ pub enum Command {
     },
     /// Open a terminal in an environment on its node (Ctrl-] detaches; it keeps running),
     /// or run a command there with `-- CMD ARGS` and exit with its code.
-    Shell {
-        /// Environment (name or id).
-        env: String,
-        /// The node, when the environment is bound to several (name or id).
-        #[arg(long)]
-        node: Option<String>,
-        /// Open it in a thread's binding instead.
-        #[arg(long)]
-        thread: Option<String>,
-        /// Start a new shell instead of attaching to the running one.
-        #[arg(long)]
-        new: bool,
-        /// Window size as COLSxROWS (default: this terminal's, else 80x24).
-        #[arg(long, value_parser = parse_size)]
-        size: Option<(u16, u16)>,
-        /// A command to run instead of a shell.
-        #[arg(last = true)]
-        command: Vec<String>,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Shell(ShellArgs),
     /// List and end terminals.
     Terminal {
         #[command(subcommand)]
@@ -540,6 +520,29 @@ pub enum ThreadAction {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+#[derive(Args)]
+pub struct ShellArgs {
+    /// Environment (name or id).
+    pub env: String,
+    /// The node, when the environment is bound to several (name or id).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Open it in a thread's binding instead.
+    #[arg(long)]
+    pub thread: Option<String>,
+    /// Start a new shell instead of attaching to the running one.
+    #[arg(long)]
+    pub new: bool,
+    /// Window size as COLSxROWS (default: this terminal's, else 80x24).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<(u16, u16)>,
+    /// A command to run instead of a shell.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Subcommand)]

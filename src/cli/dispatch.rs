@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::CommandFactory;
 
 use super::args::{
-    Cli, EnvAction, NodeAction, SecretAction, TaskAction, TerminalAction, ThreadAction,
+    Cli, EnvAction, NodeAction, SecretAction, ShellArgs, TaskAction, TerminalAction, ThreadAction,
 };
 use super::{envs, nodes, tasks, terminals, threads, Client, ClientArgs};
 use crate::protocol::api::ApprovalAnswer;
@@ -195,8 +195,8 @@ pub fn completions(shell: clap_complete::Shell) -> ExitCode {
 }
 
 /// `viber shell`: exits with the command's code.
-pub async fn shell(args: terminals::ShellArgs, client: &ClientArgs) -> anyhow::Result<ExitCode> {
-    let code = terminals::shell(&Client::new(client)?, args).await?;
+pub async fn shell(args: ShellArgs) -> anyhow::Result<ExitCode> {
+    let code = terminals::shell(&Client::new(&args.client)?, &args).await?;
     // A read of stdin may still be blocked on its thread; the runtime would wait for it
     // on the way out, so leave at once.
     use std::io::Write;

@@ -15,6 +15,7 @@ use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::args::ShellArgs;
 use super::{or_dash, print_table, seg, Client};
 use crate::protocol::api::{
     EnvironmentView, NodeList, OpenTerminal, TerminalList, TerminalView, ViewerEvent, ViewerInput,
@@ -26,23 +27,14 @@ const DETACH_KEY: u8 = 0x1d;
 /// Ctrl-D: end of input for a program reading the terminal.
 const EOT: u8 = 0x04;
 
-pub struct ShellArgs {
-    pub env: String,
-    pub node: Option<String>,
-    pub thread: Option<String>,
-    pub new: bool,
-    pub size: Option<(u16, u16)>,
-    pub command: Vec<String>,
-}
-
 /// `viber shell`: exits with the command's code (0 after a detach).
-pub async fn shell(client: &Client, args: ShellArgs) -> anyhow::Result<u8> {
+pub async fn shell(client: &Client, args: &ShellArgs) -> anyhow::Result<u8> {
     let interactive = std::io::stdin().is_terminal();
     let (cols, rows) = args.size.or_else(window_size).unwrap_or((80, 24));
     let existing = if args.new || !args.command.is_empty() {
         None
     } else {
-        find_shell(client, &args).await?
+        find_shell(client, args).await?
     };
     let term = match existing {
         Some(t) => t,

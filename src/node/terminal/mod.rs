@@ -713,7 +713,8 @@ async fn pump(
     }
 }
 
-/// Sends one viewer the output from its cursor on, then the exit.
+/// Sends one viewer the output from its cursor on, then the exit; lasts until the viewer
+/// detaches (the gateway may move the cursor back after the exit, when it dropped frames).
 async fn attachment(
     t: Arc<Term>,
     attachment_id: String,
@@ -724,13 +725,16 @@ async fn attachment(
     let mut end = t.end.subscribe();
     let mut exit = t.exit.subscribe();
     let mut cursor = *cursor_rx.borrow_and_update();
+    // Where the exit was last sent from.
+    let mut exit_sent: Option<u64> = None;
     loop {
         if cursor_rx.has_changed().unwrap_or(false) {
             cursor = *cursor_rx.borrow_and_update();
         }
         let read = lock(&t.ring).read(cursor, MAX_OUTPUT_CHUNK);
-        let frame = match read {
-            Some(r) => {
+        let exited = exit.borrow_and_update().clone();
+        let frame = match (read, exited) {
+            (Some(r), _) => {
                 cursor = r.offset + r.data.len() as u64;
                 Frame::TerminalOutput {
                     terminal_id: t.id.clone(),
@@ -740,34 +744,18 @@ async fn attachment(
                     skipped_from: r.skipped_from,
                 }
             }
-            None => {
-                let exited = exit.borrow_and_update().clone();
-                if let Some(e) = exited {
-                    // Everything was read after the exit was set: this is the end.
-                    if lock(&t.ring).end() == cursor {
-                        let frame = Frame::TerminalExit {
-                            terminal_id: t.id.clone(),
-                            attachment_id: attachment_id.clone(),
-                            offset: Some(cursor),
-                            code: e.code,
-                            error: e.error,
-                        };
-                        tokio::select! {
-                            _ = queue.send(frame) => {}
-                            _ = cancel.cancelled() => return,
-                        }
-                        // The gateway may still move this viewer back (it dropped frames a
-                        // moment ago): the attachment lasts until it detaches.
-                        tokio::select! {
-                            moved = moved(&mut cursor_rx) => match moved {
-                                Some(to) => cursor = to,
-                                None => return,
-                            },
-                            _ = cancel.cancelled() => return,
-                        }
-                    }
-                    continue;
+            // Everything was read after the exit was set: the end, once per cursor.
+            (None, Some(e)) if exit_sent != Some(cursor) => {
+                exit_sent = Some(cursor);
+                Frame::TerminalExit {
+                    terminal_id: t.id.clone(),
+                    attachment_id: attachment_id.clone(),
+                    offset: Some(cursor),
+                    code: e.code,
+                    error: e.error,
                 }
+            }
+            (None, _) => {
                 tokio::select! {
                     _ = end.changed() => {}
                     _ = exit.changed() => {}
