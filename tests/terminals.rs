@@ -655,6 +655,26 @@ async fn thread_scripts_run_in_its_tmux_shell_and_its_ports_preview_through_the_
             .await
             .unwrap();
     assert_eq!(res.status(), 404);
+    // Archiving the thread ends its shell, the servers it started and its tmux session.
+    let (code, v) =
+        s.gw.request(
+            reqwest::Method::PATCH,
+            &format!("/api/threads/{thread}"),
+            Some(json!({"status": "archived"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let socket = s.ndir.join("tmux").join(&term);
+    wait_until("the thread's tmux session gone", T, || async {
+        !socket.exists()
+    })
+    .await;
+    let (_, t) = s.gw.get(&format!("/api/terminals/{term}")).await;
+    assert_eq!(t["status"], "exited", "{t}");
+    wait_until("its server gone", T, || async {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    })
+    .await;
 }
 
 /// A viewer that reads slower than the terminal prints is skipped forward with markers

@@ -506,6 +506,37 @@ pub async fn listed(
     Ok(())
 }
 
+/// Ends a running terminal: its node closes it (and its tmux session); viewers get the exit
+/// from the node, or now when the node is away (it closes the terminal when it reports it).
+pub async fn close(app: &App, rec: &TerminalRecord, why: &str) -> anyhow::Result<()> {
+    if rec.status != "running" {
+        return Ok(());
+    }
+    let frame = Frame::TerminalClose {
+        terminal_id: rec.id.clone(),
+    };
+    if !send(app, &rec.node_id, frame).await {
+        app.terminals.end_viewers(&rec.id, why);
+    }
+    app.store
+        .end_terminal(rec.id.clone(), "exited", None, Some(why.into()), now_ms())
+        .await?;
+    lock(&app.terminals.ports).remove(&rec.id);
+    Ok(())
+}
+
+/// Closes a thread's terminals (it was archived).
+pub async fn close_thread(app: &App, thread_id: &str) -> anyhow::Result<()> {
+    for rec in app
+        .store
+        .list_terminals(None, Some(thread_id.to_string()), false)
+        .await?
+    {
+        close(app, &rec, "the thread was archived").await?;
+    }
+    Ok(())
+}
+
 /// The capability of nodes whose terminals live in tmux.
 pub const TMUX_CAPABILITY: &str = "terminal:tmux";
 

@@ -293,26 +293,7 @@ pub async fn close(
     Path(id): Path<String>,
 ) -> ApiResult<Json<TerminalView>> {
     let rec = load(&app, &id).await?;
-    if rec.status == "running" {
-        let frame = Frame::TerminalClose {
-            terminal_id: rec.id.clone(),
-        };
-        // Online: its viewers get the exit from the node. Offline: the node ends it when it
-        // reports it after reconnecting, and its viewers stop waiting now.
-        if !send(&app, &rec.node_id, frame).await {
-            app.terminals
-                .end_viewers(&rec.id, "the terminal was closed");
-        }
-        app.store
-            .end_terminal(
-                rec.id.clone(),
-                "exited",
-                None,
-                Some("closed".into()),
-                now_ms(),
-            )
-            .await?;
-    }
+    crate::gateway::terminals::close(&app, &rec, "closed").await?;
     Ok(Json(view(&app, &headers, &load(&app, &id).await?)))
 }
 

@@ -207,6 +207,10 @@ pub async fn patch(
     }
     t.updated_at = now_ms();
     app.store.update_thread(t.clone()).await?;
+    if t.status == ThreadStatus::Archived {
+        // Its shell and what runs there end with it.
+        crate::gateway::terminals::close_thread(&app, &t.id).await?;
+    }
     changed(&app, &t.id);
     Ok(Json(thread_view(&t)))
 }
