@@ -155,6 +155,20 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _ = node.kill();
     let _ = node.wait();
+    // tmux servers outlive the node by design: end any the run left.
+    for e in std::fs::read_dir(ndir.join("tmux"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_none())
+    {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(e.path())
+            .arg("kill-server")
+            .stderr(Stdio::null())
+            .status();
+    }
     drop(gw);
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
