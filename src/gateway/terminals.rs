@@ -130,10 +130,6 @@ impl Terminals {
         }
     }
 
-    /// The offset a viewer needs next.
-    pub fn expected(&self, attachment_id: &str) -> Option<u64> {
-        lock(&self.viewers).get(attachment_id).map(|v| v.expected)
-    }
 
     /// A node's `terminal:output`: to its viewer, if it continues where the viewer is.
     pub fn output(
