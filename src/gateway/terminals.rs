@@ -130,7 +130,6 @@ impl Terminals {
         }
     }
 
-
     /// A node's `terminal:output`: to its viewer, if it continues where the viewer is.
     pub fn output(
         &self,
