@@ -279,3 +279,20 @@ CREATE TABLE terminals (
 );
 CREATE INDEX terminals_by_node ON terminals (node_id, status);
 CREATE INDEX terminals_by_binding ON terminals (binding_id, created_at);
+
+-- migration: 9
+
+-- A thread's git worktree: its branch (named when the thread's first task is created), the
+-- node holding it, and what the node reported (where the branch started, its path); the
+-- pull request opened from it.
+CREATE TABLE worktrees (
+    thread_id    TEXT PRIMARY KEY REFERENCES threads (id) ON DELETE CASCADE,
+    node_id      TEXT NOT NULL,
+    binding_id   TEXT NOT NULL,
+    branch       TEXT NOT NULL,
+    base_commit  TEXT,
+    path         TEXT,
+    pr_url       TEXT,
+    pr_number    INTEGER,
+    created_at   INTEGER NOT NULL
+);

@@ -43,6 +43,74 @@ export type CredentialKind = "bearer" | "cookie";
 
 export type ThreadStatus = "active" | "paused" | "archived";
 
+export type FileStatus = "added" | "modified" | "deleted" | "renamed" | "copied" | "type-changed";
+
+export type SyncMode = "merge" | "rebase";
+
+export type ChangedFile = { path: string, 
+/**
+ * The path before a rename or copy.
+ */
+oldPath?: string, status: FileStatus, additions: number, deletions: number, binary: boolean, 
+/**
+ * The unified patch (`git diff --binary` for binary files), empty when truncated.
+ */
+patch: string, 
+/**
+ * The patch was left out: longer than the limit for one file, or past the limit for
+ * the whole diff.
+ */
+truncated: boolean, };
+
+export type WorktreeView = { branch: string, nodeId: string, 
+/**
+ * Where the branch started (absent until the node created the worktree).
+ */
+base?: string, 
+/**
+ * Its directory on the node (absent until created, and once removed).
+ */
+path?: string, pullRequestUrl?: string, };
+
+export type ThreadDiff = { threadId: string, branch: string, 
+/**
+ * The commit the thread's branch started from.
+ */
+base: string, 
+/**
+ * The branch's commit now (uncommitted changes are in the diff as well).
+ */
+head: string, files: Array<ChangedFile>, additions: number, deletions: number, 
+/**
+ * Some patches were left out (see [`ChangedFile::truncated`]).
+ */
+truncated: boolean, };
+
+export type GitOutcome = { branch: string, 
+/**
+ * The branch's commit afterwards.
+ */
+head: string, 
+/**
+ * What git printed (push, sync), secrets redacted.
+ */
+output?: string, 
+/**
+ * Push: where to.
+ */
+remote?: string, 
+/**
+ * Sync: the files that conflicted. Not empty: the merge or rebase was undone and the
+ * worktree is as it was.
+ */
+conflicts: Array<string>, };
+
+export type PullRequestView = { number: number, 
+/**
+ * Its page (`html_url`).
+ */
+url: string, head: string, base: string, draft: boolean, };
+
 export type ErrorDetail = { code: string, message: string, };
 
 export type ErrorBody = { error: ErrorDetail, };
@@ -182,7 +250,11 @@ export type ThreadView = { id: string, environmentId: string, title: string, sta
  * The executor the thread's messages run with (the first message's, or the last one
  * that named another). Agent CLIs continue the thread's session on the same node.
  */
-executor?: ExecutorKind, };
+executor?: ExecutorKind, 
+/**
+ * The thread's git worktree (`GET /api/threads/:id` only).
+ */
+worktree?: WorktreeView, };
 
 export type ThreadList = { threads: Array<ThreadView>, };
 

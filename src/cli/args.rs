@@ -134,6 +134,22 @@ pub struct GatewayArgs {
     /// URL browsers reach the preview address at, if not http://<board host>:<its port>.
     #[arg(long, env = "VIBER_PREVIEW_PUBLIC_URL")]
     pub preview_public_url: Option<String>,
+    /// Who commits a thread's work when its environment sets no GIT_AUTHOR_NAME and
+    /// GIT_AUTHOR_EMAIL variables: `Name <email>`.
+    #[arg(
+        long,
+        env = "VIBER_GIT_AUTHOR",
+        default_value = "viber <viber@localhost>"
+    )]
+    pub git_author: String,
+    /// GitHub's REST API, for pull requests (GitHub Enterprise: https://HOST/api/v3); an
+    /// environment's `metadata.githubApiUrl` overrides it.
+    #[arg(
+        long,
+        env = "VIBER_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
     /// Heartbeat interval given to nodes, in milliseconds.
     #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub heartbeat_ms: u64,
@@ -168,6 +184,8 @@ impl GatewayArgs {
         c.public_url = self.public_url.clone();
         c.preview_listen = self.preview_listen;
         c.preview_public_url = self.preview_public_url.clone();
+        c.git_author = self.git_author.clone();
+        c.github_api_url = self.github_api_url.clone();
         c.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
         c.node_grace = Duration::from_secs(self.node_grace_secs);
         c.retention = retention(self.retention_days);

@@ -27,6 +27,7 @@ pub mod retention;
 pub mod tasks;
 pub mod terminals;
 mod waiters;
+pub mod worktrees;
 
 pub use http::create_enrollment;
 
@@ -68,6 +69,10 @@ pub struct GatewayConfig {
     pub preview_listen: Option<SocketAddr>,
     /// The URL browsers reach the preview address at, when it differs.
     pub preview_public_url: Option<String>,
+    /// Who commits threads' work by default (`Name <email>`).
+    pub git_author: String,
+    /// GitHub's REST API base URL, for pull requests.
+    pub github_api_url: String,
 }
 
 impl GatewayConfig {
@@ -84,6 +89,8 @@ impl GatewayConfig {
             public_url: None,
             preview_listen: None,
             preview_public_url: None,
+            git_author: "viber <viber@localhost>".into(),
+            github_api_url: "https://api.github.com".into(),
         }
     }
 }
@@ -97,6 +104,8 @@ pub struct AppState {
     pub events: events::Events,
     /// Environment validations waiting for a node's answer.
     pub validations: envs::Validations,
+    /// Git operations on threads' worktrees waiting for a node's answer.
+    pub git_requests: worktrees::GitRequests,
     /// Handshakes in progress, SSE watchers, failed sign-ins.
     pub limits: limits::Limits,
     /// Requests waiting for the node to acknowledge their command.
@@ -203,6 +212,7 @@ pub async fn start(
         ),
         events,
         validations: Default::default(),
+        git_requests: Default::default(),
         commands: Default::default(),
         terminals: Default::default(),
         limits: limits::Limits::new(max_pending_handshakes),

@@ -27,9 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::executor::{run_bash, BashRun, RunOutcome};
 use super::runtime::{Runtime, STOPPED_BY_SHUTDOWN};
-use super::sandbox::{Confinement, Network};
+use super::sandbox::{Confinement, Mount, Network};
+use crate::protocol::worktree::WorktreeSpec;
 use crate::protocol::{
-    BindingState, BindingStatus, BindingStrategy, EnvKind, Frame, PrepareEnvironment,
+    BindingState, BindingStatus, BindingStrategy, EnvKind, Frame, PrepareEnvironment, TaskSubmit,
 };
 use crate::secrets::Redactor;
 
@@ -171,7 +172,11 @@ async fn run_steps(
     step("workdir");
     let workdir = working_dir(p, &dir)?;
     step("setup");
-    let skipped = setup(rt, p, &workdir, commit.as_deref(), redactor, log).await?;
+    let place = Place {
+        memory_key: &p.binding_id,
+        mounts: Vec::new(),
+    };
+    let skipped = setup(rt, p, &workdir, commit.as_deref(), redactor, log, place).await?;
     // Again after setup: the script may have replaced the working dir.
     working_dir(p, &dir)?;
     Ok((workdir, commit, skipped))
@@ -336,6 +341,14 @@ fn working_dir(p: &PrepareEnvironment, dir: &Path) -> Result<PathBuf, StepError>
     Ok(workdir)
 }
 
+/// Where a setup script runs: the binding's checkout, or a thread's worktree.
+struct Place<'a> {
+    /// What its last success is remembered under: the binding's id, `worktree:<thread>`.
+    memory_key: &'a str,
+    /// The worktree and its repository's `.git`, for a worktree.
+    mounts: Vec<Mount>,
+}
+
 /// Step 4: the setup script, with vars and every secret, its output redacted and streamed.
 /// Returns true when it was skipped because nothing it depends on changed.
 async fn setup(
@@ -345,9 +358,10 @@ async fn setup(
     commit: Option<&str>,
     redactor: &Redactor,
     log: &(dyn Fn(&str) + Sync),
+    place: Place<'_>,
 ) -> Result<bool, StepError> {
     let mac = setup_mac(rt, p, commit);
-    let remembered = rt.remembered_setup(&p.binding_id);
+    let remembered = rt.remembered_setup(place.memory_key);
     if !p.force && remembered.as_ref().is_some_and(|r| r.setup_mac == mac) {
         log("setup skipped: commit, script, vars and secrets are unchanged since the last successful run\n");
         return Ok(true);
@@ -376,6 +390,7 @@ async fn setup(
                     container: p.container.clone(),
                     home: None,
                     terminal: None,
+                    mounts: place.mounts.clone(),
                 },
             },
             |text| {
@@ -406,13 +421,84 @@ async fn setup(
         }
     }
     rt.remember_setup(
-        &p.binding_id,
+        place.memory_key,
         Remembered {
             setup_mac: mac,
             commit: commit.map(str::to_string),
         },
     );
     Ok(false)
+}
+
+impl Runtime {
+    /// A thread task's worktree (see [`crate::node::worktree`]): created when missing, and
+    /// set up with the environment's script when it is new or what setup depends on
+    /// changed. Returns the directory to run in and what the sandbox adds for it.
+    pub(super) async fn thread_worktree(
+        &self,
+        submit: &TaskSubmit,
+        spec: &WorktreeSpec,
+    ) -> Result<(PathBuf, Vec<Mount>), String> {
+        let cwd = submit
+            .options
+            .cwd
+            .as_deref()
+            .ok_or("a task in a worktree needs the checkout's working dir")?;
+        let _turn = self.worktrees().lock(&spec.thread_id).await;
+        let (wt, workdir, created) = self.worktrees().ensure(spec, Path::new(cwd)).await?;
+        let Some(script) = spec.setup_script.clone().filter(|s| !s.trim().is_empty()) else {
+            return Ok((workdir, wt.mounts()));
+        };
+        let p = PrepareEnvironment {
+            binding_id: spec.binding_id.clone(),
+            environment_id: String::new(),
+            name: spec.environment.clone(),
+            version: 0,
+            source: crate::protocol::EnvironmentSource {
+                kind: EnvKind::Git,
+                url: None,
+                branch: None,
+                path: None,
+            },
+            strategy: BindingStrategy::Auto,
+            path: None,
+            working_dir: String::new(),
+            setup_script: script,
+            vars: submit.options.env.clone(),
+            secrets: submit.secrets.clone(),
+            force: false,
+            container: None,
+        };
+        let secrets: Vec<&str> = submit.secrets.iter().map(|s| s.value.as_str()).collect();
+        let redactor = Redactor::new(&secrets);
+        let log = |text: &str| {
+            self.send_event(Frame::EnvironmentLog {
+                binding_id: spec.binding_id.clone(),
+                text: redactor.redact_str(text),
+            })
+        };
+        if created {
+            log(&format!(
+                "worktree for thread {} on branch {} at {}\n",
+                spec.thread_id,
+                wt.branch,
+                wt.dir.display()
+            ));
+        }
+        let place = Place {
+            memory_key: &format!("worktree:{}", spec.thread_id),
+            mounts: wt.mounts(),
+        };
+        setup(self, &p, &workdir, Some(&wt.base), &redactor, &log, place)
+            .await
+            .map_err(|e| {
+                format!(
+                    "the setup script failed in the thread's worktree: {}",
+                    e.message
+                )
+            })?;
+        Ok((workdir, wt.mounts()))
+    }
 }
 
 /// An HMAC (under a key that never leaves the node) over everything setup depends on.

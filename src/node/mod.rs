@@ -12,6 +12,7 @@ mod outbox;
 mod runtime;
 pub mod sandbox;
 mod terminal;
+pub mod worktree;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -33,6 +33,7 @@ use super::executor;
 use super::outbox::{Outbox, SendCursor, MEMORY_CAP};
 use super::sandbox::{Mode as SandboxMode, Sandbox};
 use super::terminal::Terminals;
+use super::worktree::Worktrees;
 use crate::protocol::{BindingState, ErrorCode, Frame, NodeStatus};
 use control::{Control, STOPPED_BY_OPERATOR};
 
@@ -108,6 +109,8 @@ struct Inner {
     outbox_changed: Arc<Notify>,
     /// The node's terminals.
     terminals: Terminals,
+    /// Threads' git worktrees.
+    worktrees: Worktrees,
     /// Writes the outbox's session-log lines on its own thread.
     log_writer: LogWriter,
     running: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
@@ -149,12 +152,14 @@ impl Runtime {
         };
         let setup_memory = SetupMemory::load(&workspace_dir.join(SETUP_MEMORY_FILE));
         let outbox_changed = Arc::new(Notify::new());
+        let worktrees = Worktrees::new(&workspace_dir, outbox_changed.clone());
         let terminals = Terminals::new(
             data_dir,
             &workspace_dir,
             sandbox.clone(),
             &node_id,
             outbox_changed.clone(),
+            worktrees.clone(),
         );
         let rt = Runtime {
             inner: Arc::new(Inner {
@@ -174,6 +179,7 @@ impl Runtime {
                 outbox: Mutex::new(Outbox::new(MEMORY_CAP)),
                 outbox_changed,
                 terminals,
+                worktrees,
                 log_writer: LogWriter::default(),
                 running: Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
@@ -216,6 +222,7 @@ impl Runtime {
             frames.push(Frame::EnvironmentSync { bindings });
         }
         frames.extend(self.inner.terminals.take_list(!synced_before));
+        frames.extend(self.inner.worktrees.take_reports());
         let (task_frames, reads) = self.outbox().unsent(cursor);
         frames.extend(task_frames);
         if reads.is_empty() {
@@ -327,6 +334,11 @@ impl Runtime {
         &self.inner.terminals
     }
 
+    /// The threads' worktrees.
+    pub(super) fn worktrees(&self) -> &Worktrees {
+        &self.inner.worktrees
+    }
+
     /// Resolves when new frames were queued.
     pub async fn outbox_changed(&self) {
         self.inner.outbox_changed.notified().await
@@ -360,6 +372,7 @@ impl Runtime {
             memory_rss_bytes: rss_bytes(),
             uptime_secs: self.inner.started.elapsed().as_secs(),
             version: crate::VERSION.to_string(),
+            worktrees: self.inner.worktrees.list(),
         }
     }
 
@@ -371,6 +384,14 @@ impl Runtime {
         match frame {
             Frame::TaskSubmit(submit) => {
                 self.submit(submit);
+                None
+            }
+            Frame::GitRequest(req) => {
+                let rt = self.clone();
+                self.track(async move {
+                    let answer = rt.inner.worktrees.handle(*req).await;
+                    rt.send_event(Frame::GitResult(Box::new(answer)));
+                });
                 None
             }
             Frame::TaskAck { task_id, seq } => {

@@ -152,4 +152,8 @@ pub struct NodeStatus {
     #[serde(default)]
     pub uptime_secs: u64,
     pub version: String,
+    /// The threads whose worktrees the node holds (absent when it holds none), so the
+    /// gateway can remove those of threads that are gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub worktrees: Vec<String>,
 }

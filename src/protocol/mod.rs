@@ -42,6 +42,7 @@ pub mod sse;
 pub mod task;
 pub mod terminal;
 pub mod ui;
+pub mod worktree;
 
 pub use env::*;
 pub use handshake::*;
@@ -271,6 +272,17 @@ pub enum Frame {
     #[serde(rename = "terminal:close")]
     TerminalClose { terminal_id: String },
 
+    /// Node -> gateway: a thread's worktree exists (created, or found after a restart).
+    #[serde(rename = "worktree:state")]
+    WorktreeState(worktree::WorktreeState),
+    /// Gateway -> node: a git operation on a thread's worktree (diff, commit, push, sync,
+    /// remove), answered by `git:result`.
+    #[serde(rename = "git:request")]
+    GitRequest(Box<worktree::GitRequest>),
+    /// Node -> gateway: the answer to a `git:request`.
+    #[serde(rename = "git:result")]
+    GitResult(Box<worktree::GitResult>),
+
     /// Gateway -> node: open a TCP connection to `port` on the node's loopback, for a preview
     /// of what a terminal of `bindingId` serves there (only ports its processes listen on).
     #[serde(rename = "tunnel:open")]
@@ -336,6 +348,9 @@ pub const FRAME_TYPES: &[&str] = &[
     "tunnel:open",
     "tunnel:data",
     "tunnel:close",
+    "worktree:state",
+    "git:request",
+    "git:result",
 ];
 
 /// Why a text message could not be turned into a [`Frame`].
@@ -447,6 +462,9 @@ impl Frame {
             Frame::TunnelOpen { .. } => "tunnel:open",
             Frame::TunnelData { .. } => "tunnel:data",
             Frame::TunnelClose { .. } => "tunnel:close",
+            Frame::WorktreeState(_) => "worktree:state",
+            Frame::GitRequest(_) => "git:request",
+            Frame::GitResult(_) => "git:result",
         }
     }
 

@@ -318,6 +318,12 @@ pub struct TaskOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub resume_session: Option<String>,
+    /// Run in the thread's own git worktree (see [`super::worktree`]): `cwd` names the
+    /// directory of the binding's checkout, and the task runs in the same one of the
+    /// worktree, created (and set up) first when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub worktree: Option<super::worktree::WorktreeSpec>,
 }
 
 #[cfg(test)]

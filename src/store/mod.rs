@@ -18,6 +18,7 @@ mod sql;
 mod tasks;
 mod terminals;
 mod threads;
+mod worktrees;
 
 pub use bindings::{BindingRecord, BindingUpdate};
 pub use commands::CommandRecord;
@@ -27,6 +28,7 @@ pub use retention::Pruned;
 pub use tasks::{AgentReport, ChunkBatch, NewTask, TaskFinish, TaskRecord};
 pub use terminals::TerminalRecord;
 pub use threads::{ThreadMessage, ThreadRecord};
+pub use worktrees::WorktreeRecord;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

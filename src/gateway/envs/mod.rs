@@ -21,7 +21,7 @@ use crate::store::{BindingRecord, EnvironmentRecord};
 
 /// What a process on `binding` runs with (a thread's task, a terminal): the binding's
 /// working dir, the environment's variables, working mode, network (with the hosts allowed
-/// for `thread`) and container.
+/// for `thread`) and container, and the thread's worktree.
 pub async fn run_options(
     app: &App,
     env: &EnvironmentRecord,
@@ -37,6 +37,10 @@ pub async fn run_options(
         Some(t) => app.store.thread_allowed_hosts(t.to_string()).await?,
         None => Vec::new(),
     };
+    let worktree = match thread {
+        Some(t) => crate::gateway::worktrees::spec(app, env, binding, t).await?,
+        None => None,
+    };
     Ok(TaskOptions {
         cwd: binding.resolved_working_dir.clone(),
         env: vars,
@@ -47,6 +51,7 @@ pub async fn run_options(
             &[input::allowlist_of(env), thread_hosts].concat(),
         )?,
         container: input::container_of(env, &binding.id),
+        worktree,
         ..TaskOptions::default()
     })
 }

@@ -230,6 +230,11 @@ pub async fn delete(State(app): State<App>, Path(id): Path<String>) -> ApiResult
             busy.join(", ")
         )));
     }
+    // Its threads' worktrees go with it (a node offline now removes them when its
+    // heartbeat lists them).
+    for wt in app.store.worktrees_of_environment(env.id.clone()).await? {
+        crate::gateway::worktrees::remove(&app, &wt, false).await;
+    }
     app.store.delete_environment(env.id.clone()).await?;
     changed(&app, &env.id, Some(true));
     Ok(StatusCode::NO_CONTENT)

@@ -8,6 +8,7 @@
 //! do), or import `node::`.
 
 mod bindings;
+mod changes;
 mod environments;
 mod events;
 mod idempotency;
@@ -101,6 +102,11 @@ fn operator_routes(app: App) -> OpenApiRouter<App> {
         .routes(routes!(threads::list, threads::create))
         .routes(routes!(threads::get, threads::patch))
         .routes(routes!(threads::messages, threads::send))
+        .routes(routes!(changes::diff))
+        .routes(routes!(changes::commit))
+        .routes(routes!(changes::push))
+        .routes(routes!(changes::pull_request))
+        .routes(routes!(changes::sync))
         .routes(routes!(terminals::list, terminals::open))
         .routes(routes!(terminals::get, terminals::close))
         .routes(routes!(terminals::attach));

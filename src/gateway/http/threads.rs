@@ -19,7 +19,7 @@ use crate::gateway::App;
 use crate::protocol::api::{
     BindingPhase, CreateThread, ErrorBody, FollowUpAccepted, MessageTask, MessagesQuery,
     PatchThread, SendMessage, SendOutcome, ThreadList, ThreadListQuery, ThreadMessageView,
-    ThreadMessages, ThreadStatus, ThreadView,
+    ThreadMessages, ThreadStatus, ThreadView, WorktreeView,
 };
 use crate::protocol::events::Event;
 use crate::protocol::{BindingStatus, ExecutorKind, InjectionMode, TaskOptions, TaskState};
@@ -41,6 +41,7 @@ fn thread_view(t: &ThreadRecord) -> ThreadView {
         last_task_id: t.last_task.as_ref().map(|(id, _)| id.clone()),
         last_task_state: t.last_task.as_ref().map(|(_, state)| *state),
         executor: t.executor,
+        worktree: None,
     }
 }
 
@@ -171,7 +172,19 @@ pub async fn list(
 )]
 pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Json<ThreadView>> {
     let t = load(&app, &id).await?;
-    Ok(Json(thread_view(&t)))
+    let mut v = thread_view(&t);
+    v.worktree = app
+        .store
+        .worktree(t.id.clone())
+        .await?
+        .map(|w| WorktreeView {
+            branch: w.branch,
+            node_id: w.node_id,
+            base: w.base_commit,
+            path: w.path,
+            pull_request_url: w.pr_url,
+        });
+    Ok(Json(v))
 }
 
 /// Renames a thread or changes its status.
@@ -208,8 +221,11 @@ pub async fn patch(
     t.updated_at = now_ms();
     app.store.update_thread(t.clone()).await?;
     if t.status == ThreadStatus::Archived {
-        // Its shell and what runs there end with it.
+        // Its shell and what runs there end with it, and its worktree (the branch stays).
         crate::gateway::terminals::close_thread(&app, &t.id).await?;
+        if let Some(wt) = app.store.worktree(t.id.clone()).await? {
+            crate::gateway::worktrees::remove(&app, &wt, req.delete_branch.unwrap_or(false)).await;
+        }
     }
     changed(&app, &t.id);
     Ok(Json(thread_view(&t)))
@@ -325,6 +341,11 @@ async fn start_task(
         None
     };
     let ready = runs_tasks(&binding, env);
+    if first && thread.title == DEFAULT_TITLE {
+        // Before the options: the thread's branch is named after it.
+        thread.title = title_from(&req.message);
+        app.store.update_thread(thread.clone()).await?;
+    }
     let options = TaskOptions {
         resume_session,
         ..run_options(app, env, &binding, Some(&thread.id)).await?
@@ -343,9 +364,6 @@ async fn start_task(
     };
     let task_id = task.id.clone();
     app.store.insert_task(task).await?;
-    if first && thread.title == DEFAULT_TITLE {
-        thread.title = title_from(&req.message);
-    }
     app.store
         .insert_thread_message(thread.id.clone(), req.message, task_id.clone(), None, now)
         .await?;

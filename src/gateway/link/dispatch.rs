@@ -7,7 +7,7 @@
 //! beyond what the handlers need.
 
 use crate::clock::now_ms;
-use crate::gateway::{commands, envs, tasks, terminals, App};
+use crate::gateway::{commands, envs, tasks, terminals, worktrees, App};
 use crate::protocol::events::Event;
 use crate::protocol::{BindingState, ConfigAck, ErrorCode, Frame, NodeStatus};
 
@@ -41,6 +41,8 @@ pub(super) async fn handle_frame(
         }
         Frame::TaskProgress { task_id, event } => progress(app, node_id, task_id, event).await,
         Frame::EnvironmentValidated(report) => envs::validated(app, node_id, report),
+        Frame::WorktreeState(state) => worktrees::reported(app, node_id, state).await,
+        Frame::GitResult(result) => worktrees::complete(app, node_id, *result),
         Frame::CommandAck { command_id, error } => {
             if let Err(e) = commands::acked(app, node_id, command_id, error).await {
                 tracing::error!(error = format!("{e:#}"), "storing a command ack");
@@ -146,10 +148,15 @@ async fn progress(
 
 async fn heartbeat(app: &App, node_id: &str, conn_id: u64, status: NodeStatus) {
     let known = status.running_tasks.clone();
+    let mut status = status;
+    let worktrees = std::mem::take(&mut status.worktrees);
     app.registry
         .record_heartbeat(node_id, conn_id, status, now_ms());
     if let Err(e) = tasks::reconcile(app, node_id, &known).await {
         tracing::error!(error = format!("{e:#}"), "reconciling node tasks");
+    }
+    if !worktrees.is_empty() {
+        worktrees::remove_orphans(app, node_id, worktrees).await;
     }
 }
 

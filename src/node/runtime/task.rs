@@ -23,7 +23,7 @@ use super::control::{Control, Inbox};
 use super::{Emitter, Runtime};
 use crate::node::executor::llm::approval;
 use crate::node::executor::{self, Executor, Run, RunOutcome};
-use crate::node::sandbox::{Confinement, Network, NetworkAsk};
+use crate::node::sandbox::{Confinement, Mount, Network, NetworkAsk};
 use crate::protocol::ui::{FinishReason, UiChunk, NETWORK_TOOL};
 use crate::protocol::{Frame, TaskOutcome, TaskSubmit};
 
@@ -109,7 +109,24 @@ async fn run_task(
         seq,
     });
     tracing::info!("task started");
-    let task = match prepare(runtime, submit, &emit) {
+    let mut submit = submit;
+    let mut mounts = Vec::new();
+    if let Some(spec) = submit.options.worktree.clone() {
+        match runtime.thread_worktree(&submit, &spec).await {
+            Ok((dir, m)) => {
+                submit.options.cwd = Some(dir.display().to_string());
+                mounts = m;
+            }
+            Err(msg) => {
+                emit.chunk(UiChunk::Error {
+                    error_text: msg.clone(),
+                });
+                end(&emit, TaskOutcome::failed(msg));
+                return;
+            }
+        }
+    }
+    let task = match prepare(runtime, submit, &emit, mounts) {
         Ok(task) => task,
         Err(msg) => {
             emit.chunk(UiChunk::Error {
@@ -133,7 +150,12 @@ async fn run_task(
 
 /// The executor, working directory and environment of a task's runs; an error message
 /// when the node cannot run it.
-fn prepare(runtime: &Runtime, submit: TaskSubmit, emit: &Arc<Emitter>) -> Result<Task, String> {
+fn prepare(
+    runtime: &Runtime,
+    submit: TaskSubmit,
+    emit: &Arc<Emitter>,
+    mounts: Vec<Mount>,
+) -> Result<Task, String> {
     let exec = executor::for_kind(submit.executor);
     let cwd = submit
         .options
@@ -164,6 +186,7 @@ fn prepare(runtime: &Runtime, submit: TaskSubmit, emit: &Arc<Emitter>) -> Result
             .terminal
             .as_deref()
             .and_then(|id| runtime.terminals().typed_shell(id)),
+        mounts,
     };
     confine.check(&cwd)?;
     let mut env: BTreeMap<String, String> = submit.options.env.clone();

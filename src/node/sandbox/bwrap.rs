@@ -31,6 +31,7 @@ impl Sandbox {
         home: Option<&Path>,
         env: &BTreeMap<String, String>,
         network: &Network,
+        mounts: &[super::Mount],
     ) -> Result<Prepared, String> {
         let mut a: Vec<OsString> = BWRAP_BASE.iter().map(OsString::from).collect();
         // Cover the data dir (which also holds the workspaces), then open the task's own
@@ -40,6 +41,13 @@ impl Sandbox {
         push(&mut a, &["--bind"]);
         a.push(cwd.into());
         a.push(cwd.into());
+        // In order: a read-only part of a writable mount comes after it.
+        for m in mounts {
+            let path = self.confined_dir(&m.path)?;
+            push(&mut a, &[if m.writable { "--bind" } else { "--ro-bind" }]);
+            a.push(path.clone().into());
+            a.push(path.into());
+        }
         // After the working dir's bind, so a hidden path inside it stays hidden (one that
         // contains the working dir was refused).
         for h in &self.inner.hide {

@@ -94,6 +94,32 @@ pub struct Confinement {
     pub home: Option<PathBuf>,
     /// A thread's terminal whose shell (already in this sandbox) runs bash scripts, typed in.
     pub terminal: Option<crate::node::terminal::TypedShell>,
+    /// More paths the process sees, in order (a thread's worktree and its repository's
+    /// `.git`, with the parts it must not change read-only). Not in a container.
+    pub mounts: Vec<Mount>,
+}
+
+/// A path a sandboxed process sees besides its working dir (at the same place).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub path: PathBuf,
+    pub writable: bool,
+}
+
+impl Mount {
+    pub fn writable(path: &Path) -> Mount {
+        Mount {
+            path: path.to_path_buf(),
+            writable: true,
+        }
+    }
+
+    pub fn read_only(path: &Path) -> Mount {
+        Mount {
+            path: path.to_path_buf(),
+            writable: false,
+        }
+    }
 }
 
 impl Confinement {
@@ -117,6 +143,7 @@ impl Confinement {
             container: None,
             home: None,
             terminal: None,
+            mounts: Vec::new(),
         }
     }
 
@@ -146,14 +173,29 @@ impl Confinement {
                     .container_command(spec, program, args, cwd, env, &self.network)
             }
             None => match &self.home {
-                None => self.sandbox.command(program, args, cwd, env, &self.network),
+                None => self.sandbox.command_in(
+                    program,
+                    args,
+                    cwd,
+                    None,
+                    env,
+                    &self.network,
+                    &self.mounts,
+                ),
                 Some(home) => {
                     std::fs::create_dir_all(home)
                         .map_err(|e| format!("creating {}: {e}", home.display()))?;
                     let mut env = env.clone();
                     env.insert("HOME".into(), home.display().to_string());
-                    self.sandbox
-                        .command_in(program, args, cwd, Some(home), &env, &self.network)
+                    self.sandbox.command_in(
+                        program,
+                        args,
+                        cwd,
+                        Some(home),
+                        &env,
+                        &self.network,
+                        &self.mounts,
+                    )
                 }
             },
         }
@@ -321,11 +363,12 @@ impl Sandbox {
         env: &BTreeMap<String, String>,
         network: &Network,
     ) -> Result<Prepared, String> {
-        self.command_in(program, args, cwd, None, env, network)
+        self.command_in(program, args, cwd, None, env, network, &[])
     }
 
-    /// [`Self::command`], with `home` also writable (it must not expose the data dir
-    /// either).
+    /// [`Self::command`], with `home` also writable and `mounts` (neither may expose the
+    /// data dir).
+    #[allow(clippy::too_many_arguments)]
     fn command_in(
         &self,
         program: &str,
@@ -334,6 +377,7 @@ impl Sandbox {
         home: Option<&Path>,
         env: &BTreeMap<String, String>,
         network: &Network,
+        mounts: &[Mount],
     ) -> Result<Prepared, String> {
         let bwrap = match &self.inner.tool {
             Tool::Missing(_) => return Err(self.check(cwd, network).unwrap_err()),
@@ -349,7 +393,7 @@ impl Sandbox {
         let cwd = &self
             .working_dir(cwd, network)?
             .ok_or("the sandbox has no working dir")?;
-        self.bwrap_command(bwrap, program, args, cwd, home, env, network)
+        self.bwrap_command(bwrap, program, args, cwd, home, env, network, mounts)
     }
 }
 

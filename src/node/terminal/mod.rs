@@ -170,6 +170,8 @@ struct Inner {
     workspace_dir: PathBuf,
     node_id: String,
     tunnels: tunnel::Tunnels,
+    /// Where a thread's terminal opens.
+    worktrees: crate::node::worktree::Worktrees,
 }
 
 impl Terminals {
@@ -179,6 +181,7 @@ impl Terminals {
         sandbox: Sandbox,
         node_id: &str,
         wake: Arc<tokio::sync::Notify>,
+        worktrees: crate::node::worktree::Worktrees,
     ) -> Terminals {
         let (queue, rx) = mpsc::channel(QUEUE);
         Terminals {
@@ -194,6 +197,7 @@ impl Terminals {
                 workspace_dir: workspace_dir.to_path_buf(),
                 node_id: node_id.to_string(),
                 tunnels: tunnel::Tunnels::default(),
+                worktrees,
             }),
         }
     }

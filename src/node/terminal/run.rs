@@ -25,7 +25,7 @@ const TYPED_MAX: usize = 1024 * 1024;
 impl Terminals {
     /// Starts a new terminal's process (in tmux when it has a session) and streams it.
     pub(super) async fn start(&self, t: &Arc<Term>, open: &TerminalOpen) -> Result<(), String> {
-        let cwd = open
+        let mut cwd = open
             .options
             .cwd
             .as_ref()
@@ -41,12 +41,22 @@ impl Terminals {
                 cwd.display()
             ));
         }
+        // A thread's terminal opens in the thread's worktree (created when it is the first
+        // to need it; its task sets it up).
+        let mut mounts = Vec::new();
+        if let Some(spec) = &open.options.worktree {
+            let _turn = self.inner.worktrees.lock(&spec.thread_id).await;
+            let (wt, dir, _) = self.inner.worktrees.ensure(spec, &cwd).await?;
+            cwd = dir;
+            mounts = wt.mounts();
+        }
         let confine = Confinement {
             sandbox: self.inner.sandbox.clone(),
             network: Network::of(&open.options, None),
             container: open.options.container.clone(),
             home: None,
             terminal: None,
+            mounts,
         };
         confine.check(&cwd)?;
         let mut env: BTreeMap<String, String> = open.options.env.clone();

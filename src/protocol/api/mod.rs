@@ -8,12 +8,14 @@
 
 use serde::{Deserialize, Serialize};
 
+mod changes;
 mod environments;
 mod nodes;
 mod tasks;
 mod terminals;
 mod threads;
 
+pub use changes::*;
 pub use environments::*;
 pub use nodes::*;
 pub use tasks::*;

@@ -41,6 +41,10 @@ pub struct PatchThread {
     /// Parsed by the gateway so an unknown status gets a 422 that lists the known ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// With `status: archived`: also delete the thread's branch (default: keep it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub delete_branch: Option<bool>,
 }
 
 /// `POST /api/threads/:id/messages`.
@@ -83,6 +87,10 @@ pub struct ThreadView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub executor: Option<crate::protocol::ExecutorKind>,
+    /// The thread's git worktree (`GET /api/threads/:id` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub worktree: Option<super::WorktreeView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
