@@ -7,6 +7,8 @@
 #   - Debian's bubblewrap, the sandbox task processes run in, and podman, runc and
 #     busybox-static for the container test;
 #   - Debian's tmux, where persistent terminals live;
+#   - git (threads' worktrees, and tests/worktrees.rs's repositories) and openssl (its https
+#     git server's certificate);
 #   - schemathesis 4 (PyPI, in a venv at target/py-venv; SCHEMATHESIS points at its `st`), which
 #     tests/api_contract.rs runs against a live gateway and its /api/openapi.json.
 # The board itself (assets/) is built by build.rs during `cargo test` (npm ci + vite).
@@ -47,6 +49,10 @@ fi
 # Terminals live in tmux (tests/terminals.rs drives `viber shell` through tmux too).
 if ! command -v tmux >/dev/null 2>&1; then
     apt_install tmux
+fi
+# Worktrees, diffs and pushes run git; the https push test makes a certificate.
+if ! command -v git >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+    apt_install git openssl
 fi
 export CHROMIUM
 

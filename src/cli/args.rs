@@ -538,6 +538,64 @@ pub enum ThreadAction {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// What the thread changed in its worktree since its branch started (committed or not).
+    Diff {
+        id: String,
+        /// Only the files and their counts.
+        #[arg(long, conflicts_with = "patch")]
+        stat: bool,
+        /// Only the patch, uncoloured (it applies with `git apply`).
+        #[arg(long)]
+        patch: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Commit every change in the thread's worktree.
+    Commit {
+        id: String,
+        /// Default: the thread's title.
+        #[arg(short, long)]
+        message: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Push the thread's branch to the environment's remote.
+    Push {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Push the thread's branch and open a pull request on GitHub.
+    Pr {
+        id: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        body: Option<String>,
+        #[arg(long)]
+        draft: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Merge the environment's branch into the thread's (exit 1 on a conflict: nothing is
+    /// changed).
+    Sync {
+        id: String,
+        /// Rebase the thread's branch onto it instead.
+        #[arg(long)]
+        rebase: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Archive a thread: its terminals end and its worktree is removed.
+    Archive {
+        id: String,
+        /// Delete its branch too.
+        #[arg(long)]
+        delete_branch: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args)]

@@ -13,8 +13,8 @@ use clap::CommandFactory;
 use super::args::{
     Cli, EnvAction, NodeAction, SecretAction, ShellArgs, TaskAction, TerminalAction, ThreadAction,
 };
-use super::{envs, nodes, tasks, terminals, threads, Client, ClientArgs};
-use crate::protocol::api::ApprovalAnswer;
+use super::{changes, envs, nodes, tasks, terminals, threads, Client, ClientArgs};
+use crate::protocol::api::{ApprovalAnswer, PullRequestRequest};
 
 /// `viber nodes`.
 pub async fn list_nodes(json: bool, client: &ClientArgs) -> anyhow::Result<ExitCode> {
@@ -183,6 +183,54 @@ pub async fn thread(action: ThreadAction) -> anyhow::Result<ExitCode> {
         } => {
             let client = Client::new(&client)?;
             threads::send(&client, &id, mode, executor, message.join(" ")).await?
+        }
+        ThreadAction::Diff {
+            id,
+            stat,
+            patch,
+            client,
+        } => {
+            let format = match (stat, patch) {
+                (true, _) => changes::DiffFormat::Stat,
+                (_, true) => changes::DiffFormat::Patch,
+                _ => changes::DiffFormat::Both,
+            };
+            changes::diff(&Client::new(&client)?, &id, format).await?;
+            0
+        }
+        ThreadAction::Commit {
+            id,
+            message,
+            client,
+        } => {
+            changes::commit(&Client::new(&client)?, &id, message).await?;
+            0
+        }
+        ThreadAction::Push { id, client } => {
+            changes::push(&Client::new(&client)?, &id).await?;
+            0
+        }
+        ThreadAction::Pr {
+            id,
+            title,
+            body,
+            draft,
+            client,
+        } => {
+            let req = PullRequestRequest { title, body, draft };
+            changes::pull_request(&Client::new(&client)?, &id, req).await?;
+            0
+        }
+        ThreadAction::Sync { id, rebase, client } => {
+            changes::sync(&Client::new(&client)?, &id, rebase).await?
+        }
+        ThreadAction::Archive {
+            id,
+            delete_branch,
+            client,
+        } => {
+            changes::archive(&Client::new(&client)?, &id, delete_branch).await?;
+            0
         }
     };
     Ok(ExitCode::from(code))

@@ -59,10 +59,10 @@ pub enum GitOp {
     Commit { message: String },
     /// Pushes the thread's branch to `url`.
     Push { url: String },
-    /// Fetches `branch` of `url` and merges it into the thread's branch (or rebases onto it).
+    /// Fetches `baseBranch` of `url` and merges it into the thread's branch (or rebases onto it).
     Sync {
         url: String,
-        branch: String,
+        base_branch: String,
         mode: SyncMode,
     },
     /// Removes the worktree (and the branch when `deleteBranch`).
@@ -172,5 +172,49 @@ mod tests {
         assert_eq!(thread_branch("..//~^:", "thr_ab"), "viber/thread-thrab");
         let long = thread_branch(&"word ".repeat(40), "thr_x");
         assert!(long.len() < 60 && !long.contains("--"), "{long}");
+    }
+
+    #[test]
+    fn every_git_request_round_trips_through_its_frame() {
+        let ops = [
+            GitOp::Diff {
+                max_file_bytes: 1,
+                max_total_bytes: 2,
+            },
+            GitOp::Commit {
+                message: "m".into(),
+            },
+            GitOp::Push { url: "u".into() },
+            GitOp::Sync {
+                url: "u".into(),
+                base_branch: "main".into(),
+                mode: SyncMode::Rebase,
+            },
+            GitOp::Remove {
+                delete_branch: true,
+            },
+        ];
+        for op in ops {
+            let f = crate::protocol::Frame::GitRequest(Box::new(GitRequest {
+                request_id: "r".into(),
+                thread_id: "t".into(),
+                branch: "viber/x".into(),
+                op,
+                author_name: Some("a".into()),
+                author_email: None,
+                secrets: Vec::new(),
+            }));
+            let text = f.encode();
+            match crate::protocol::Frame::decode(&text) {
+                Ok(crate::protocol::Frame::GitRequest(r)) => {
+                    assert_eq!(r.branch, "viber/x", "{text}");
+                    assert_eq!(serde_json::to_string(&r.op).unwrap(), {
+                        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                        serde_json::to_string(&serde_json::from_value::<GitOp>(v).unwrap()).unwrap()
+                    });
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod agent_cli;
+pub mod fake_github;
 pub mod fake_openai;
 
 use std::io::{BufRead, BufReader};

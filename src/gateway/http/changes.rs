@@ -146,10 +146,13 @@ fn changed(app: &App, thread_id: &str) {
     });
 }
 
-/// The environment's repository URL, where the branch goes.
+/// Where the branch goes: the environment's `metadata.pushUrl` (a fork, another host),
+/// else its repository URL.
 fn remote_of(env: &EnvironmentRecord) -> ApiResult<String> {
-    env.repo_url
-        .clone()
+    serde_json::from_str::<serde_json::Value>(&env.metadata)
+        .ok()
+        .and_then(|m| m["pushUrl"].as_str().map(str::to_string))
+        .or_else(|| env.repo_url.clone())
         .ok_or_else(|| ApiError::conflict("the environment has no repository URL"))
 }
 
@@ -238,7 +241,10 @@ pub async fn sync(
     Body(req): Body<SyncRequest>,
 ) -> ApiResult<Json<GitOutcome>> {
     let (thread, env, wt) = worktree_of(&app, &id).await?;
-    let url = remote_of(&env)?;
+    let url = env
+        .repo_url
+        .clone()
+        .ok_or_else(|| ApiError::conflict("the environment has no repository URL"))?;
     let branch = match &env.repo_branch {
         Some(b) if !b.is_empty() => b.clone(),
         _ => {
@@ -249,7 +255,7 @@ pub async fn sync(
     };
     let op = GitOp::Sync {
         url: url.clone(),
-        branch,
+        base_branch: branch,
         mode: req.mode,
     };
     let r = ask(&app, &env, &wt, op, REMOTE).await?;

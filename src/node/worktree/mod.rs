@@ -262,6 +262,14 @@ impl Worktrees {
         Ok(wt)
     }
 
+    /// Drops what is left of a worktree that is not whole (a valid thread id only).
+    fn forget(&self, thread_id: &str) {
+        if valid_thread_id(thread_id) {
+            let _ = std::fs::remove_file(self.meta_path(thread_id));
+            let _ = std::fs::remove_dir_all(self.inner.root.join(thread_id));
+        }
+    }
+
     /// Removes the thread's worktree (and its branch when asked).
     fn remove(&self, wt: &Worktree, delete_branch: bool) -> Result<(), String> {
         let checkout = wt

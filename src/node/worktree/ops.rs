@@ -100,8 +100,9 @@ impl Worktrees {
         let wt = match self.get(&req.thread_id) {
             Ok(wt) => wt,
             Err(e) if matches!(req.op, GitOp::Remove { .. }) => {
-                // Nothing to remove is what removing asks for.
-                tracing::debug!(error = %e, "removing a worktree the node does not have");
+                // Half a worktree (its record without its directory): forget what is left.
+                tracing::debug!(error = %e, "removing a worktree the node does not have whole");
+                self.forget(&req.thread_id);
                 return GitResult::default();
             }
             Err(e) => return conflict(e),
@@ -123,9 +124,11 @@ impl Worktrees {
             } => super::diff::diff(&wt, *max_file_bytes, *max_total_bytes),
             GitOp::Commit { message } => commit(&wt, message, name, email),
             GitOp::Push { url } => push(&wt, url, &creds),
-            GitOp::Sync { url, branch, mode } => {
-                self.sync(&wt, url, branch, *mode, name, email, &creds)
-            }
+            GitOp::Sync {
+                url,
+                base_branch,
+                mode,
+            } => self.sync(&wt, url, base_branch, *mode, name, email, &creds),
             GitOp::Remove { delete_branch } => self
                 .remove(&wt, *delete_branch)
                 .map(|()| GitResult::default()),
