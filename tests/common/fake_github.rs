@@ -32,10 +32,11 @@ fn refuse(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-fn authorized(inner: &Inner, h: &HeaderMap) -> Result<(), Response> {
+/// Why GitHub would refuse the request, if it would.
+fn refusal(inner: &Inner, h: &HeaderMap) -> Option<Response> {
     let auth = h.get("authorization").and_then(|v| v.to_str().ok());
     if auth != Some(&format!("Bearer {}", inner.token)) {
-        return Err(refuse(StatusCode::UNAUTHORIZED, "Bad credentials"));
+        return Some(refuse(StatusCode::UNAUTHORIZED, "Bad credentials"));
     }
     if h.get("accept").and_then(|v| v.to_str().ok()) != Some("application/vnd.github+json")
         || h.get("x-github-api-version").is_none()
@@ -59,7 +60,7 @@ async fn repo_info(
         h.clone(),
         Value::Null,
     ));
-    if let Err(r) = authorized(&inner, &h) {
+    if let Some(r) = refusal(&inner, &h) {
         return r;
     }
     if format!("{owner}/{name}") != inner.repo {
@@ -79,7 +80,7 @@ async fn pulls(
         h.clone(),
         body.clone(),
     ));
-    if let Err(r) = authorized(&inner, &h) {
+    if let Some(r) = refusal(&inner, &h) {
         return r;
     }
     if format!("{owner}/{name}") != inner.repo {
