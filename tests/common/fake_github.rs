@@ -42,12 +42,12 @@ fn refusal(inner: &Inner, h: &HeaderMap) -> Option<Response> {
         || h.get("x-github-api-version").is_none()
         || h.get("user-agent").is_none()
     {
-        return Err(refuse(
+        return Some(refuse(
             StatusCode::BAD_REQUEST,
             "missing GitHub API headers",
         ));
     }
-    Ok(())
+    None
 }
 
 async fn repo_info(
