@@ -132,6 +132,15 @@ export const api = {
   send: (id: string, body: { message: string; injectionMode?: InjectionMode; executor?: string }, key: string) =>
     request<{ taskId: string } & Partial<P.FollowUpAccepted>>('POST', `/api/threads/${enc(id)}/messages`, body, { 'Idempotency-Key': key }),
 
+  /** What the thread changed in its worktree (commits, uncommitted and untracked files). */
+  diff: (id: string) => get<P.ThreadDiff>(`/api/threads/${enc(id)}/diff`),
+  commit: (id: string, message?: string) =>
+    request<P.GitOutcome>('POST', `/api/threads/${enc(id)}/commit`, message ? { message } : {}),
+  push: (id: string) => request<P.GitOutcome>('POST', `/api/threads/${enc(id)}/push`, {}),
+  pullRequest: (id: string, body: { title?: string; body?: string; draft?: boolean }) =>
+    request<P.PullRequestView>('POST', `/api/threads/${enc(id)}/pull-request`, body),
+  sync: (id: string, mode: P.SyncMode) => request<P.GitOutcome>('POST', `/api/threads/${enc(id)}/sync`, { mode }),
+
   /** Running terminals of a thread or binding, newest first. */
   terminals: (target: TerminalTarget) =>
     get<P.TerminalList>(`/api/terminals?${new URLSearchParams(target)}`).then((r) => r.terminals),

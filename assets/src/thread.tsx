@@ -1,6 +1,6 @@
 // The thread view: each message and the output of the task it started, streamed live through
-// the AI SDK client; approvals, Stop, and the composer for follow-ups. A second tab holds a
-// terminal on the thread's node.
+// the AI SDK client; approvals, Stop, and the composer for follow-ups. Other tabs hold the
+// thread's Changes in its git worktree (changes.tsx) and a terminal on the thread's node.
 
 import type { UIMessage } from 'ai';
 import { useEffect, useRef, useState } from 'preact/hooks';
@@ -9,6 +9,7 @@ import type * as P from './protocol.gen';
 import { offeredBy } from './executors';
 import { errorText, navigate, nodeName, setState, toast, useStore } from './store';
 import { watchTask, type TaskStreamUpdate } from './stream';
+import { Changes } from './changes';
 import { Empty, ErrorBox, Pill, RelTime, Terminal } from './ui';
 
 interface Turn {
@@ -272,6 +273,10 @@ function Composer({ thread, running, onSent, hidden }: { thread: Thread; running
   );
 }
 
+type Tab = 'conversation' | 'changes' | 'terminal';
+const TABS: Tab[] = ['conversation', 'changes', 'terminal'];
+const TAB_NAMES: Record<Tab, string> = { conversation: 'Conversation', changes: 'Changes', terminal: 'Terminal' };
+
 export function ThreadView({ id }: { id: string }) {
   const s = useStore();
   const [thread, setThread] = useState<Thread | null>(null);
@@ -280,7 +285,7 @@ export function ThreadView({ id }: { id: string }) {
   const [reload, setReload] = useState(0);
   // The conversation stays mounted behind the terminal (its streams and scroll position go on),
   // and the terminal, once shown, stays attached behind the conversation.
-  const [tab, setTab] = useState<'conversation' | 'terminal'>('conversation');
+  const [tab, setTab] = useState<Tab>('conversation');
   const [terminalShown, setTerminalShown] = useState(false);
 
   useEffect(() => {
@@ -351,7 +356,7 @@ export function ThreadView({ id }: { id: string }) {
       toast(errorText(e));
     }
   };
-  const show = (t: 'conversation' | 'terminal') => {
+  const show = (t: Tab) => {
     setTab(t);
     if (t === 'terminal') setTerminalShown(true);
   };
@@ -369,9 +374,9 @@ export function ThreadView({ id }: { id: string }) {
           </div>
         </div>
         <div class="tabs" role="tablist" aria-label="Thread view">
-          {(['conversation', 'terminal'] as const).map((t) => (
+          {TABS.filter((t) => t !== 'changes' || thread.worktree).map((t) => (
             <button key={t} role="tab" aria-selected={tab === t} class={tab === t ? 'tab active' : 'tab'} onClick={() => show(t)}>
-              {t === 'conversation' ? 'Conversation' : 'Terminal'}
+              {TAB_NAMES[t]}
             </button>
           ))}
         </div>
@@ -409,6 +414,7 @@ export function ThreadView({ id }: { id: string }) {
           hidden={tab !== 'conversation'}
         />
       )}
+      {tab === 'changes' && <Changes thread={thread} tick={s.taskTick} />}
       {terminalShown && (
         <div class="thread-terminal" hidden={tab !== 'terminal'}>
           <Terminal key={id} target={{ threadId: id }} />

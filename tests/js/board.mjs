@@ -450,6 +450,32 @@ async function main() {
   await page.locator('section.turn').first().waitFor();
   log('terminal: typed into, reattached after a reload, closed');
 
+  // 7c. The thread works in its own git worktree: an edit shows in its Changes, with the
+  // changed line highlighted as added, and a comment on that line goes to the thread as its
+  // next message, quoting the file, the line and the hunk.
+  await send("sed -i 's/hello from the repo/hello from the thread/' hello.txt && echo edited", 'shell');
+  const turnEdit = page.locator('section.turn').nth(4);
+  await turnEdit.locator('.task-foot .pill[data-status="completed"]').waitFor();
+  await page.getByRole('tab', { name: 'Changes' }).click();
+  const fileDiff = page.locator('.file-diff[data-path="hello.txt"]');
+  await fileDiff.waitFor();
+  const added = fileDiff.locator('tr.dl.add');
+  await added.filter({ hasText: 'hello from the thread' }).waitFor();
+  await fileDiff.locator('tr.dl.del').filter({ hasText: 'hello from the repo' }).waitFor();
+  check((await page.locator('.file-diff').count()) === 1, 'only the edited file is changed (setup output is not in the repo)');
+  await shot(page, 'desktop-changes');
+  await added.first().hover();
+  await added.first().getByRole('button', { name: /Comment on line/ }).click();
+  await page.getByLabel('Comment').fill('say goodbye instead');
+  await page.getByRole('button', { name: 'Send to agent' }).click();
+  await page.getByRole('tab', { name: 'Conversation' }).click();
+  const review = page.locator('section.turn').nth(5).locator('.bubble').first();
+  await review.waitFor();
+  const reviewText = await review.innerText();
+  check(reviewText.includes('hello.txt, line 1') && reviewText.includes('say goodbye instead') && reviewText.includes('+hello from the thread'), `review comment: ${reviewText}`);
+  await page.locator('section.turn').nth(5).locator('.task-foot .pill').first().waitFor();
+  log('changes view shows the edit; a line comment became the next message');
+
   // 8. Time to first render of a thread with 500 chunks of history.
   const bigUrl = await newThread();
   await send('for i in $(seq 1 500); do echo "chunk-$i"; sleep 0.004; done', 'shell');
