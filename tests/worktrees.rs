@@ -312,6 +312,26 @@ async fn threads_work_apart_and_their_work_is_diffed_committed_pushed_and_synced
         head
     );
 
+    // A thread cannot change what the node's git reads: the shared config is read-only in
+    // its sandbox, and a rewritten `.git` file is not followed.
+    let t = send(
+        gw,
+        &b,
+        "git config core.fsmonitor 'touch /tmp/viber-pwned'; echo rc=$?; \
+         echo '[core] fsmonitor = touch /tmp/viber-pwned' > ../evil; printf 'gitdir: ..\n' > .git; echo done",
+    )
+    .await;
+    completed(gw, &t).await;
+    let (_, text) = gw.finished(&t).await;
+    assert!(
+        text.contains("rc=") && !text.contains("rc=0") && text.contains("done"),
+        "{text}"
+    );
+    let (code, d) = gw.get(&format!("/api/threads/{b}/diff")).await;
+    assert_eq!(code, 200, "{d}");
+    assert_eq!(d["files"][0]["path"], "same.txt", "{d}");
+    assert!(!Path::new("/tmp/viber-pwned").exists());
+
     // Thread B has uncommitted work: sync refuses. Then main moves on with a conflicting
     // change: thread A's sync reports same.txt and leaves the worktree as it was.
     let (code, v) = gw.post(&format!("/api/threads/{b}/sync"), json!({})).await;

@@ -466,7 +466,7 @@ async function main() {
   await shot(page, 'desktop-changes');
   await added.first().hover();
   await added.first().getByRole('button', { name: /Comment on line/ }).click();
-  await page.getByLabel('Comment').fill('say goodbye instead');
+  await page.getByLabel('Comment', { exact: true }).fill('say goodbye instead');
   await page.getByRole('button', { name: 'Send to agent' }).click();
   await page.getByRole('tab', { name: 'Conversation' }).click();
   const review = page.locator('section.turn').nth(5).locator('.bubble').first();

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::ops::{git, git_output, run};
+use super::ops::run;
 use super::Worktree;
 use crate::protocol::api::{ChangedFile, FileStatus};
 use crate::protocol::worktree::GitResult;
@@ -32,7 +32,7 @@ pub(super) fn diff(wt: &Worktree, max_file: u64, max_total: u64) -> Result<GitRe
     ));
     let _cleanup = Remove(&index);
     let with_index = |args: &[&str]| {
-        let mut c = git(&wt.dir);
+        let mut c = wt.git();
         c.env("GIT_INDEX_FILE", &index).args(args);
         let out = run(c)?;
         if out.ok {
@@ -80,7 +80,7 @@ pub(super) fn diff(wt: &Worktree, max_file: u64, max_total: u64) -> Result<GitRe
         longest.truncated = true;
     }
     Ok(GitResult {
-        head: Some(git_output(&wt.dir, &["rev-parse", "HEAD"])?),
+        head: Some(wt.output(&["rev-parse", "HEAD"])?),
         base: Some(wt.base.clone()),
         files,
         ..GitResult::default()

@@ -8,9 +8,13 @@
 //! the commit it started from, the checkout) is kept beside it in `<thread id>.json`.
 //!
 //! In the sandbox a worktree's processes see the worktree read-write and the checkout's
-//! `.git` (objects, refs, the worktree's index) read-write, but its `config` and `hooks`
-//! read-only: the git commands the node itself runs there (diff, commit, push) read that
-//! config, and a process of the thread must not be able to make them run something.
+//! `.git` (objects, refs) read-write, but its `config`, `hooks`, `info` and the other
+//! worktrees' admin dirs read-only, and in their own admin dir (`.git/worktrees/<id>`: index,
+//! HEAD) the `commondir` and `gitdir` pointers read-only. The git commands the node itself
+//! runs there (diff, commit, push) read that config, so a process of the thread must not be
+//! able to make them run something: the node names the admin dir and the work tree itself
+//! (`--git-dir`, `--work-tree`) instead of following the worktree's `.git` file, which the
+//! thread can rewrite.
 //!
 //! The git operations on a worktree (`git:request`) are in `ops.rs`; they use the `git`
 //! program (worktrees, merges and pushes are beyond gix), with hooks and fsmonitor off.
@@ -58,6 +62,8 @@ struct Meta {
     base: String,
     /// The binding's checkout (its work tree root) the worktree belongs to.
     checkout: PathBuf,
+    /// Its admin dir in the checkout's `.git/worktrees`, as git made it.
+    admin: PathBuf,
 }
 
 /// One thread's worktree.
@@ -68,6 +74,8 @@ pub struct Worktree {
     pub dir: PathBuf,
     /// The checkout's `.git` (shared by every worktree of the binding).
     pub git_dir: PathBuf,
+    /// The worktree's own part of it (`.git/worktrees/<name>`: HEAD, index).
+    pub admin: PathBuf,
     pub branch: String,
     pub base: String,
 }
@@ -77,13 +85,34 @@ impl Worktree {
     /// and the checkout's `.git` with its config and hooks read-only.
     pub fn mounts(&self) -> Vec<Mount> {
         let mut m = vec![Mount::writable(&self.dir), Mount::writable(&self.git_dir)];
-        for ro in ["config", "hooks", "info"] {
-            let p = self.git_dir.join(ro);
-            if p.exists() {
-                m.push(Mount::read_only(&p));
-            }
-        }
+        let existing = |p: PathBuf| p.exists().then_some(p);
+        let read_only = ["config", "hooks", "info", "worktrees"]
+            .iter()
+            .filter_map(|d| existing(self.git_dir.join(d)));
+        m.extend(read_only.map(|p| Mount::read_only(&p)));
+        m.push(Mount::writable(&self.admin));
+        let pointers = ["commondir", "gitdir"]
+            .iter()
+            .filter_map(|f| existing(self.admin.join(f)));
+        m.extend(pointers.map(|p| Mount::read_only(&p)));
         m
+    }
+
+    /// `git` on this worktree, with its admin dir and work tree named (see the module).
+    pub(super) fn git(&self) -> std::process::Command {
+        let mut c = ops::git(&self.dir);
+        c.arg("--git-dir")
+            .arg(&self.admin)
+            .arg("--work-tree")
+            .arg(&self.dir);
+        c
+    }
+
+    /// [`Self::git`] `args`: its trimmed stdout, or its stderr as the error.
+    pub(super) fn output(&self, args: &[&str]) -> Result<String, String> {
+        let mut c = self.git();
+        c.args(args);
+        ops::checked(c)
     }
 }
 
@@ -153,6 +182,7 @@ impl Worktrees {
             thread_id: thread_id.to_string(),
             dir,
             git_dir: meta.checkout.join(".git"),
+            admin: meta.admin,
             branch: meta.branch,
             base: meta.base,
         })
@@ -163,6 +193,7 @@ impl Worktrees {
             branch: wt.branch.clone(),
             base: wt.base.clone(),
             checkout: checkout.to_path_buf(),
+            admin: wt.admin.clone(),
         };
         let json = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
         crate::crypto::write_private_file(&self.meta_path(&wt.thread_id), &json)
@@ -250,10 +281,18 @@ impl Worktrees {
             ]
         };
         ops::git_output(checkout, &args).map_err(|e| format!("git worktree add: {e}"))?;
+        // Where git put its admin dir, read now, before anything of the thread runs there.
+        let admin = std::fs::read_to_string(dir.join(".git"))
+            .ok()
+            .and_then(|s| s.strip_prefix("gitdir:").map(|p| PathBuf::from(p.trim())))
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .filter(|p| p.starts_with(checkout.join(".git").join("worktrees")))
+            .ok_or("git worktree add left no admin dir in the checkout's .git/worktrees")?;
         let wt = Worktree {
             thread_id: spec.thread_id.clone(),
             dir,
             git_dir: checkout.join(".git"),
+            admin,
             branch: spec.branch.clone(),
             base,
         };

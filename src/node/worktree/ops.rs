@@ -69,6 +69,11 @@ pub(super) fn run(mut c: Command) -> Result<Output, String> {
 pub(super) fn git_output(dir: &Path, args: &[&str]) -> Result<String, String> {
     let mut c = git(dir);
     c.args(args);
+    checked(c)
+}
+
+/// A git command's trimmed stdout, or its stderr as the error.
+pub(super) fn checked(c: Command) -> Result<String, String> {
     let out = run(c)?;
     if out.ok {
         Ok(out.stdout.trim_end().to_string())
@@ -156,21 +161,21 @@ impl Worktrees {
         email: &str,
         creds: &Credentials,
     ) -> Result<GitResult, String> {
-        if !git_output(&wt.dir, &["status", "--porcelain"])?.is_empty() {
+        if !wt.output(&["status", "--porcelain"])?.is_empty() {
             return Ok(conflict(
                 "the worktree has uncommitted changes: commit them before syncing".into(),
             ));
         }
         let tracking = format!("refs/remotes/origin/{branch}");
         let refspec = format!("+refs/heads/{branch}:{tracking}");
-        let (mut fetch, _key) = creds.command(&wt.dir, url)?;
+        let (mut fetch, _key) = creds.command(wt, url)?;
         fetch.args(["fetch", "--no-tags", "--", url, &refspec]);
         let fetched = run(fetch)?;
         if !fetched.ok {
             return Err(format!("git fetch failed: {}", fetched.stderr.trim()));
         }
-        let upstream = git_output(&wt.dir, &["rev-parse", "--verify", &tracking])?;
-        let mut c = git(&wt.dir);
+        let upstream = wt.output(&["rev-parse", "--verify", &tracking])?;
+        let mut c = wt.git();
         c.args(["-c", &format!("user.name={name}")])
             .args(["-c", &format!("user.email={email}")]);
         match mode {
@@ -180,24 +185,24 @@ impl Worktrees {
         let out = run(c)?;
         let mut output = format!("{}{}", fetched.stderr, out.stdout);
         if !out.ok {
-            let conflicts: Vec<String> =
-                git_output(&wt.dir, &["diff", "--name-only", "--diff-filter=U"])
-                    .unwrap_or_default()
-                    .lines()
-                    .map(str::to_string)
-                    .collect();
+            let conflicts: Vec<String> = wt
+                .output(&["diff", "--name-only", "--diff-filter=U"])
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect();
             let abort = match mode {
                 SyncMode::Merge => ["merge", "--abort"],
                 SyncMode::Rebase => ["rebase", "--abort"],
             };
-            let _ = git_output(&wt.dir, &abort);
+            let _ = wt.output(&abort);
             if conflicts.is_empty() {
                 return Err(format!("git {}: {}", abort[0], out.stderr.trim()));
             }
             output.push_str(&out.stderr);
             return Ok(GitResult {
                 conflicts,
-                head: git_output(&wt.dir, &["rev-parse", "HEAD"]).ok(),
+                head: wt.output(&["rev-parse", "HEAD"]).ok(),
                 output: Some(creds.redact(&output)),
                 ..GitResult::default()
             });
@@ -214,7 +219,7 @@ impl Worktrees {
             .unwrap_or_default();
         self.save(&synced, &checkout)?;
         Ok(GitResult {
-            head: Some(git_output(&wt.dir, &["rev-parse", "HEAD"])?),
+            head: Some(wt.output(&["rev-parse", "HEAD"])?),
             base: Some(upstream),
             output: Some(creds.redact(&output)),
             ..GitResult::default()
@@ -232,15 +237,15 @@ fn conflict(message: String) -> GitResult {
 
 /// Commits every change in the worktree.
 fn commit(wt: &Worktree, message: &str, name: &str, email: &str) -> Result<GitResult, String> {
-    git_output(&wt.dir, &["add", "-A"])?;
-    let mut check = git(&wt.dir);
+    wt.output(&["add", "-A"])?;
+    let mut check = wt.git();
     check.args(["diff", "--cached", "--quiet"]);
     if run(check)?.ok {
         return Ok(conflict(
             "nothing to commit: the worktree has no changes".into(),
         ));
     }
-    let mut c = git(&wt.dir);
+    let mut c = wt.git();
     c.args(["-c", &format!("user.name={name}")])
         .args(["-c", &format!("user.email={email}")])
         .args(["commit", "--quiet", "--no-verify", "-F", "-"]);
@@ -264,7 +269,7 @@ fn commit(wt: &Worktree, message: &str, name: &str, email: &str) -> Result<GitRe
         ));
     }
     Ok(GitResult {
-        head: Some(git_output(&wt.dir, &["rev-parse", "HEAD"])?),
+        head: Some(wt.output(&["rev-parse", "HEAD"])?),
         ..GitResult::default()
     })
 }
@@ -272,7 +277,7 @@ fn commit(wt: &Worktree, message: &str, name: &str, email: &str) -> Result<GitRe
 /// Pushes the worktree's branch to the same branch of `url`.
 fn push(wt: &Worktree, url: &str, creds: &Credentials) -> Result<GitResult, String> {
     let refspec = format!("refs/heads/{b}:refs/heads/{b}", b = wt.branch);
-    let (mut c, _key) = creds.command(&wt.dir, url)?;
+    let (mut c, _key) = creds.command(wt, url)?;
     c.args(["push", "--porcelain", "--no-verify", "--", url, &refspec]);
     let out = run(c)?;
     let output = format!("{}{}", out.stdout, out.stderr);
@@ -280,7 +285,7 @@ fn push(wt: &Worktree, url: &str, creds: &Credentials) -> Result<GitResult, Stri
         return Err(format!("git push failed: {}", output.trim()));
     }
     Ok(GitResult {
-        head: Some(git_output(&wt.dir, &["rev-parse", "HEAD"])?),
+        head: Some(wt.output(&["rev-parse", "HEAD"])?),
         output: Some(creds.redact(&output)),
         ..GitResult::default()
     })
@@ -332,8 +337,8 @@ impl Credentials {
 
     /// `git -C dir` with what it needs to authenticate to `url`: the token as a header
     /// for an https URL (only that URL), the SSH key for ssh.
-    fn command(&self, dir: &Path, url: &str) -> Result<(Command, Option<KeyFile>), String> {
-        let mut c = git(dir);
+    fn command(&self, wt: &Worktree, url: &str) -> Result<(Command, Option<KeyFile>), String> {
+        let mut c = wt.git();
         let https = url
             .get(..8)
             .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
