@@ -486,7 +486,7 @@ impl Runtime {
             ));
         }
         let place = Place {
-            memory_key: &format!("worktree:{}", spec.thread_id),
+            memory_key: &worktree_key(&spec.thread_id),
             mounts: wt.mounts(),
         };
         setup(self, &p, &workdir, Some(&wt.base), &redactor, &log, place)
@@ -552,6 +552,19 @@ impl Runtime {
         mem.bindings.insert(binding.to_string(), r);
         mem.save(&self.setup_memory_path());
     }
+
+    /// A thread's worktree is gone: so is the memory of its setup.
+    pub(super) fn forget_worktree_setup(&self, thread_id: &str) {
+        let mut mem = self.setup_memory();
+        if mem.bindings.remove(&worktree_key(thread_id)).is_some() {
+            mem.save(&self.setup_memory_path());
+        }
+    }
+}
+
+/// What a worktree's setup is remembered under.
+fn worktree_key(thread_id: &str) -> String {
+    format!("worktree:{thread_id}")
 }
 
 /// Answers `environment:validate`: the setup script's syntax (`bash -n`) and, for git

@@ -389,7 +389,11 @@ impl Runtime {
             Frame::GitRequest(req) => {
                 let rt = self.clone();
                 self.track(async move {
+                    let (thread, removal) = (req.thread_id.clone(), req.is_removal());
                     let answer = rt.inner.worktrees.handle(*req).await;
+                    if removal && answer.error.is_none() {
+                        rt.forget_worktree_setup(&thread);
+                    }
                     rt.send_event(Frame::GitResult(Box::new(answer)));
                 });
                 None

@@ -88,6 +88,12 @@ pub struct GitRequest {
     pub secrets: Vec<SecretValue>,
 }
 
+impl GitRequest {
+    pub fn is_removal(&self) -> bool {
+        matches!(self.op, GitOp::Remove { .. })
+    }
+}
+
 /// Node -> gateway: how a [`GitRequest`] went. `error` (redacted) when it failed; what it
 /// returns otherwise.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

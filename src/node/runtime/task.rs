@@ -110,23 +110,8 @@ async fn run_task(
     });
     tracing::info!("task started");
     let mut submit = submit;
-    let mut mounts = Vec::new();
-    if let Some(spec) = submit.options.worktree.clone() {
-        match runtime.thread_worktree(&submit, &spec).await {
-            Ok((dir, m)) => {
-                submit.options.cwd = Some(dir.display().to_string());
-                mounts = m;
-            }
-            Err(msg) => {
-                emit.chunk(UiChunk::Error {
-                    error_text: msg.clone(),
-                });
-                end(&emit, TaskOutcome::failed(msg));
-                return;
-            }
-        }
-    }
-    let task = match prepare(runtime, submit, &emit, mounts) {
+    let placed = in_worktree(runtime, &mut submit).await;
+    let task = match placed.and_then(|mounts| prepare(runtime, submit, &emit, mounts)) {
         Ok(task) => task,
         Err(msg) => {
             emit.chunk(UiChunk::Error {
@@ -146,6 +131,17 @@ async fn run_task(
         Some(why) => finish_stopped(&emit, why),
         None => finish(&emit, last),
     }
+}
+
+/// A thread's task in a git environment runs in the thread's worktree (created and set up
+/// first when missing): moves its working dir there; what the sandbox adds for it.
+async fn in_worktree(runtime: &Runtime, submit: &mut TaskSubmit) -> Result<Vec<Mount>, String> {
+    let Some(spec) = submit.options.worktree.clone() else {
+        return Ok(Vec::new());
+    };
+    let (dir, mounts) = runtime.thread_worktree(submit, &spec).await?;
+    submit.options.cwd = Some(dir.display().to_string());
+    Ok(mounts)
 }
 
 /// The executor, working directory and environment of a task's runs; an error message
