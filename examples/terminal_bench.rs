@@ -40,21 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let gw = support::start_gateway(&bin, &gdir);
     let http = reqwest::Client::new();
     let token = gw.enroll(&http, "bench").await;
-    let mut node = Command::new(&bin)
-        .args([
-            "node",
-            "--gateway",
-            &gw.url,
-            "--name",
-            "bench",
-            "--token",
-            &token,
-        ])
-        .arg("--data-dir")
-        .arg(&ndir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
+    let node = support::start_node(&bin, &gw, &token, &ndir, "bench");
     let post = |path: &str, body: Value| {
         http.post(format!("{}{path}", gw.url))
             .bearer_auth(&gw.token)
@@ -153,8 +139,7 @@ async fn main() -> anyhow::Result<()> {
             .await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = node.kill();
-    let _ = node.wait();
+    drop(node);
     // tmux servers outlive the node by design: end any the run left.
     for e in std::fs::read_dir(ndir.join("tmux"))
         .into_iter()

@@ -171,21 +171,7 @@ async fn main() -> anyhow::Result<()> {
     let gw = support::start_gateway(&bin, &gdir);
     let http = reqwest::Client::new();
     let token = gw.enroll(&http, "bench").await;
-    let mut node = Command::new(&bin)
-        .args([
-            "node",
-            "--gateway",
-            &gw.url,
-            "--name",
-            "bench",
-            "--token",
-            &token,
-        ])
-        .arg("--data-dir")
-        .arg(&ndir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()?;
+    let node = support::start_node(&bin, &gw, &token, &ndir, "bench");
     let api = Api {
         http,
         url: gw.url.clone(),
@@ -224,8 +210,7 @@ async fn main() -> anyhow::Result<()> {
         results[1] - results[0],
         results[3] - results[2]
     );
-    let _ = node.kill();
-    let _ = node.wait();
+    drop(node);
     drop(gw);
     let _ = std::fs::remove_dir_all(&root);
     Ok(())

@@ -13,23 +13,6 @@ use serde_json::{json, Value};
 const T: Duration = Duration::from_secs(60);
 const SECRET: &str = "s3cr3t-T0ken-4f9a";
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A repository with a README on `main` and a `feature` branch.
 fn make_repo(root: &Path) -> std::path::PathBuf {
     let repo = root.join("repo");

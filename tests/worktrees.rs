@@ -16,24 +16,6 @@ use serde_json::json;
 const T: Duration = Duration::from_secs(60);
 const TOKEN: &str = "ghp_s3cretT0ken9a8b7c6d";
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A bare repository `origin.git` under `root` with one commit on `main`, and a clone of it
 /// to push more commits from.
 fn make_origin(root: &Path) -> (PathBuf, PathBuf) {
@@ -94,6 +76,21 @@ async fn setup(node_env: &[(&str, &str)]) -> Setup {
     }
 }
 
+/// Creates the environment `body` and binds it to the node; its id.
+async fn bound_env(s: &Setup, body: serde_json::Value) -> String {
+    let (code, env) = s.gw.post("/api/environments", body).await;
+    assert_eq!(code, 201, "{env}");
+    let env_id = env["id"].as_str().unwrap().to_string();
+    let (code, b) =
+        s.gw.post(
+            &format!("/api/environments/{env_id}/bindings"),
+            json!({"nodeId": s.node_id}),
+        )
+        .await;
+    assert_eq!(code, 201, "{b}");
+    env_id
+}
+
 /// Sends a shell message to a thread; the task's id.
 async fn send(gw: &Gateway, thread: &str, script: &str) -> String {
     let (code, v) = gw
@@ -133,28 +130,18 @@ async fn threads_work_apart_and_their_work_is_diffed_committed_pushed_and_synced
     let (origin, seed) = make_origin(root.path());
     let s = setup(&[]).await;
     let gw = &s.gw;
-    let (code, env) = gw
-        .post(
-            "/api/environments",
-            json!({
-                "name": "wt",
-                "type": "git",
-                "repoUrl": format!("file://{}", origin.display()),
-                "repoBranch": "main",
-                "setupScript": "echo ran >> .setup-ran",
-                "vars": {"GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.com"},
-            }),
-        )
-        .await;
-    assert_eq!(code, 201, "{env}");
-    let env_id = env["id"].as_str().unwrap().to_string();
-    let (code, b) = gw
-        .post(
-            &format!("/api/environments/{env_id}/bindings"),
-            json!({"nodeId": s.node_id}),
-        )
-        .await;
-    assert_eq!(code, 201, "{b}");
+    let env_id = bound_env(
+        &s,
+        json!({
+            "name": "wt",
+            "type": "git",
+            "repoUrl": format!("file://{}", origin.display()),
+            "repoBranch": "main",
+            "setupScript": "echo ran >> .setup-ran",
+            "vars": {"GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.com"},
+        }),
+    )
+    .await;
 
     // Two threads at once, each writing same.txt its own way.
     let (a, b) = (new_thread(gw, &env_id).await, new_thread(gw, &env_id).await);
@@ -429,28 +416,18 @@ async fn an_https_push_and_a_pull_request_use_the_token_and_never_show_it() {
 
     let s = setup(&[("GIT_SSL_CAINFO", cert.to_str().unwrap())]).await;
     let gw = &s.gw;
-    let (code, env) = gw
-        .post(
-            "/api/environments",
-            json!({
-                "name": "gh",
-                "type": "git",
-                "repoUrl": format!("file://{}", origin.display()),
-                "repoBranch": "main",
-                "secrets": {"GIT_TOKEN": "wrong-token-123456"},
-                "metadata": {"pushUrl": push_url, "githubRepo": "acme/widget", "githubApiUrl": github.base_url},
-            }),
-        )
-        .await;
-    assert_eq!(code, 201, "{env}");
-    let env_id = env["id"].as_str().unwrap().to_string();
-    let (code, b) = gw
-        .post(
-            &format!("/api/environments/{env_id}/bindings"),
-            json!({"nodeId": s.node_id}),
-        )
-        .await;
-    assert_eq!(code, 201, "{b}");
+    let env_id = bound_env(
+        &s,
+        json!({
+            "name": "gh",
+            "type": "git",
+            "repoUrl": format!("file://{}", origin.display()),
+            "repoBranch": "main",
+            "secrets": {"GIT_TOKEN": "wrong-token-123456"},
+            "metadata": {"pushUrl": push_url, "githubRepo": "acme/widget", "githubApiUrl": github.base_url},
+        }),
+    )
+    .await;
     let thread = new_thread(gw, &env_id).await;
     let t = send(gw, &thread, "echo feature > feature.txt").await;
     completed(gw, &t).await;

@@ -45,6 +45,38 @@ pub fn start_gateway(bin: &Path, dir: &Path) -> GatewayProc {
     }
 }
 
+/// A `viber node` process, killed when dropped.
+pub struct NodeProc(pub Child);
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `viber node` named `name` against `gw` with its data in `dir`, enrolled with
+/// `token` (its log at warn, its stdout dropped).
+pub fn start_node(bin: &Path, gw: &GatewayProc, token: &str, dir: &Path, name: &str) -> NodeProc {
+    let child = Command::new(bin)
+        .args([
+            "node",
+            "--gateway",
+            &gw.url,
+            "--name",
+            name,
+            "--token",
+            token,
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting viber node");
+    NodeProc(child)
+}
+
 impl GatewayProc {
     /// `GET path` with the admin token, as JSON.
     pub async fn get(&self, http: &reqwest::Client, path: &str) -> Value {

@@ -75,15 +75,7 @@ fn slug(name: &str, id: &str) -> String {
         })
         .collect();
     s.truncate(48);
-    let short: String = id
-        .chars()
-        .rev()
-        .take(8)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    format!("{s}-{short}")
+    format!("{s}-{}", crate::protocol::worktree::id_tail(id, 8))
 }
 
 impl Runtime {

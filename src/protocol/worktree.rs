@@ -132,6 +132,16 @@ pub fn valid_thread_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// The last `n` characters of an id (what tells ids with one prefix apart).
+pub fn id_tail(id: &str, n: usize) -> &str {
+    let start = id
+        .char_indices()
+        .rev()
+        .nth(n.saturating_sub(1))
+        .map_or(0, |(i, _)| i);
+    &id[start..]
+}
+
 /// A branch name for a thread: `viber/<slug of its title>-<last 8 of its id>`, always a
 /// valid git ref name.
 pub fn thread_branch(title: &str, thread_id: &str) -> String {
@@ -147,17 +157,11 @@ pub fn thread_branch(title: &str, thread_id: &str) -> String {
         }
     }
     let slug = slug.trim_end_matches('-');
-    let short: String = thread_id
+    let alnum: String = thread_id
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .take(8)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
         .collect();
+    let short = id_tail(&alnum, 8);
     if slug.is_empty() {
         format!("viber/thread-{short}")
     } else {
@@ -176,6 +180,8 @@ mod tests {
             "viber/fix-the-login-bug-89abcdef"
         );
         assert_eq!(thread_branch("..//~^:", "thr_ab"), "viber/thread-thrab");
+        assert_eq!(id_tail("env_0123456789", 8), "23456789");
+        assert_eq!(id_tail("ab", 8), "ab");
         let long = thread_branch(&"word ".repeat(40), "thr_x");
         assert!(long.len() < 60 && !long.contains("--"), "{long}");
     }
