@@ -223,6 +223,31 @@ fn samples() -> Vec<Frame> {
             tunnel_id: "tun_1".into(),
             error: None,
         },
+        Frame::WorktreeState(worktree::WorktreeState {
+            thread_id: "thr_1".into(),
+            branch: "viber/fix-1".into(),
+            base_commit: "abc".into(),
+            path: "/w/.worktrees/thr_1".into(),
+        }),
+        Frame::GitRequest(Box::new(worktree::GitRequest {
+            request_id: "git_1".into(),
+            thread_id: "thr_1".into(),
+            branch: "viber/fix-1".into(),
+            op: worktree::GitOp::Sync {
+                url: "file:///r".into(),
+                base_branch: "main".into(),
+                mode: api::SyncMode::Merge,
+            },
+            author_name: Some("a".into()),
+            author_email: Some("a@e".into()),
+            secrets: vec![],
+        })),
+        Frame::GitResult(Box::new(worktree::GitResult {
+            request_id: "git_1".into(),
+            head: Some("def".into()),
+            conflicts: vec!["same.txt".into()],
+            ..Default::default()
+        })),
     ]
 }
 
