@@ -296,3 +296,11 @@ CREATE TABLE worktrees (
     pr_number    INTEGER,
     created_at   INTEGER NOT NULL
 );
+
+-- migration: 10
+
+-- An enrollment token may enroll several nodes (a fleet): it enrolls until its uses run out
+-- or it expires. Each node it enrolls is named `<name>-<end of its id>`.
+ALTER TABLE enrollments ADD COLUMN uses INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE enrollments ADD COLUMN used_count INTEGER NOT NULL DEFAULT 0;
+UPDATE enrollments SET used_count = 1 WHERE used_at IS NOT NULL;

@@ -79,6 +79,15 @@ pub struct NodeKey {
 }
 
 impl NodeKey {
+    /// A new key kept only in memory (simulated nodes, tests).
+    pub fn generate() -> anyhow::Result<NodeKey> {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|e| anyhow::anyhow!("generating key: {e}"))?;
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+            .map_err(|e| anyhow::anyhow!("reading new key: {e}"))?;
+        Ok(NodeKey { pair })
+    }
+
     pub fn load_or_create(path: &Path) -> anyhow::Result<NodeKey> {
         match std::fs::read(path) {
             Ok(bytes) => {

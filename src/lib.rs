@@ -9,6 +9,7 @@ pub mod clock;
 pub mod crypto;
 pub mod gateway;
 pub mod node;
+pub mod os;
 pub mod protocol;
 pub mod secrets;
 pub mod store;

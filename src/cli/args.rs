@@ -281,12 +281,15 @@ impl NodeRunArgs {
 
 #[derive(Subcommand)]
 pub enum NodeAction {
-    /// Create a one-time enrollment token and print the command that starts the new node.
+    /// Create an enrollment token and print the command that starts the new node.
     Add {
         name: String,
         /// Token lifetime in seconds [default: 24 h].
         #[arg(long)]
         expires_in_secs: Option<u64>,
+        /// How many nodes the token may enroll (a fleet); each is named NAME-<end of its id>.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
         #[command(flatten)]
         client: ClientArgs,
     },

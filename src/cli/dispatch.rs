@@ -28,8 +28,9 @@ pub async fn node(action: NodeAction) -> anyhow::Result<ExitCode> {
         NodeAction::Add {
             name,
             expires_in_secs,
+            uses,
             client,
-        } => nodes::add(&Client::new(&client)?, &name, expires_in_secs).await?,
+        } => nodes::add(&Client::new(&client)?, &name, expires_in_secs, uses).await?,
         NodeAction::Rm { id, client } => nodes::remove(&Client::new(&client)?, &id).await?,
         NodeAction::Ls { json, client } => nodes::list(&Client::new(&client)?, json).await?,
         NodeAction::CheckConfig { id, client } => {

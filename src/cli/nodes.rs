@@ -48,14 +48,24 @@ pub async fn list(client: &Client, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn add(client: &Client, name: &str, expires_in_secs: Option<u64>) -> anyhow::Result<()> {
+pub async fn add(
+    client: &Client,
+    name: &str,
+    expires_in_secs: Option<u64>,
+    uses: u32,
+) -> anyhow::Result<()> {
     let body = EnrollRequest {
         name: name.to_string(),
         expires_in_secs,
+        uses: Some(uses),
     };
     let v: Enrollment = client.post("/api/nodes/enroll", &body).await?;
+    let how_many = match v.uses {
+        1 => "one use".to_string(),
+        n => format!("{n} nodes, each named {name}-<end of its id>"),
+    };
     println!(
-        "Enrollment token for {:?} (one use, expires {}).",
+        "Enrollment token for {:?} ({how_many}, expires {}).",
         name, v.expires_at
     );
     println!("On the new machine, run:\n");

@@ -41,7 +41,7 @@ pub async fn all_in_one(args: AllInOneArgs) -> anyhow::Result<()> {
     let token = if identity::Credentials::load_for(&data_dir, &gw.base_url)?.is_some() {
         None
     } else {
-        let (t, _) = create_enrollment(&gw.state, &name, Duration::from_secs(600)).await?;
+        let (t, _) = create_enrollment(&gw.state, &name, Duration::from_secs(600), 1).await?;
         Some(t)
     };
     let node_id =

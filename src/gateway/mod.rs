@@ -161,6 +161,11 @@ pub async fn start(
 ) -> anyhow::Result<RunningGateway> {
     crate::crypto::private_dir(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // One socket per connected node.
+    match crate::os::raise_fd_limit() {
+        Ok((before, now)) => tracing::info!(before, now, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
     let db_path = config.data_dir.join("viber.db");
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path)).await??;
     let secure_cookie = config

@@ -3,6 +3,7 @@
 pub mod beneath;
 mod config;
 mod connection;
+pub use connection::Backoff;
 pub mod environments;
 pub mod executor;
 pub mod git;

@@ -50,28 +50,30 @@ pub enum EnrollRefusal {
 }
 
 impl Store {
+    /// An enrollment token that enrolls up to `uses` nodes until `expires_at`.
     pub async fn create_enrollment(
         &self,
         token_hash: String,
         name: String,
         now: i64,
         expires_at: i64,
+        uses: u32,
     ) -> anyhow::Result<()> {
         self.write(move |c| {
             c.execute(
-                "INSERT INTO enrollments (token_hash, name, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![token_hash, name, now, expires_at],
+                "INSERT INTO enrollments (token_hash, name, created_at, expires_at, uses)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![token_hash, name, now, expires_at, uses],
             )?;
             Ok(())
         })
         .await
     }
 
-    /// Redeems a one-time enrollment token for the node `node.id` in one transaction: the
-    /// token is marked used and the node is created (or, for a key that was enrolled before,
+    /// Redeems an enrollment token for the node `node.id` in one transaction: one of the
+    /// token's uses is taken and the node is created (or, for a key that was enrolled before,
     /// re-enrolled with a new token and un-revoked). The node's name is the one the operator
-    /// gave the enrollment.
+    /// gave the enrollment; a token for several nodes adds the end of each node's id.
     pub async fn redeem_enrollment(
         &self,
         enrollment_hash: String,
@@ -80,23 +82,28 @@ impl Store {
     ) -> anyhow::Result<Result<NodeRecord, EnrollRefusal>> {
         self.write(move |c| {
             let tx = c.transaction()?;
-            let row: Option<(String, i64, Option<i64>)> = tx
+            let row: Option<(String, i64, i64, i64)> = tx
                 .query_row(
-                    "SELECT name, expires_at, used_at FROM enrollments WHERE token_hash = ?1",
+                    "SELECT name, expires_at, uses, used_count FROM enrollments
+                     WHERE token_hash = ?1",
                     params![enrollment_hash],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()?;
             let name = match row {
                 None => return Ok(Err(EnrollRefusal::Unknown)),
-                Some((_, _, Some(_))) => return Ok(Err(EnrollRefusal::Used)),
-                Some((_, expires, None)) if expires <= now => {
+                Some((_, _, uses, used)) if used >= uses => return Ok(Err(EnrollRefusal::Used)),
+                Some((_, expires, _, _)) if expires <= now => {
                     return Ok(Err(EnrollRefusal::Expired))
                 }
-                Some((name, _, None)) => name,
+                Some((name, _, 1, _)) => name,
+                Some((name, ..)) => {
+                    format!("{name}-{}", crate::protocol::worktree::id_tail(&node.id, 8))
+                }
             };
             tx.execute(
-                "UPDATE enrollments SET used_at = ?2, node_id = ?3 WHERE token_hash = ?1",
+                "UPDATE enrollments SET used_at = ?2, node_id = ?3, used_count = used_count + 1
+                 WHERE token_hash = ?1",
                 params![enrollment_hash, now, node.id],
             )?;
             let caps = serde_json::to_string(&node.capabilities).unwrap_or_else(|_| "[]".into());

@@ -114,7 +114,7 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Js
     Ok(Json(node_view(&app, &n)))
 }
 
-/// A one-time token that enrolls a new node, and the command that uses it.
+/// A token that enrolls a new node (or `uses` nodes: a fleet), and the command that uses it.
 #[utoipa::path(
     post,
     path = "/nodes/enroll",
@@ -142,7 +142,11 @@ pub async fn enroll(
             "expiresInSecs must be between 1 and 2592000",
         ));
     }
-    let (token, expires_at) = create_enrollment(&app, &name, ttl).await?;
+    let uses = req.uses.unwrap_or(1);
+    if !(1..=100_000).contains(&uses) {
+        return Err(ApiError::validation("uses must be between 1 and 100000"));
+    }
+    let (token, expires_at) = create_enrollment(&app, &name, ttl, uses).await?;
     let command = format!(
         "viber node --gateway {} --token {} --name {}",
         app.base_url,
@@ -156,15 +160,17 @@ pub async fn enroll(
             token,
             expires_at: iso8601(expires_at),
             command,
+            uses,
         }),
     ))
 }
 
-/// Creates a one-time enrollment token; returns it and its expiry (epoch ms).
+/// Creates an enrollment token for `uses` nodes; returns it and its expiry (epoch ms).
 pub async fn create_enrollment(
     app: &App,
     name: &str,
     ttl: Duration,
+    uses: u32,
 ) -> anyhow::Result<(String, i64)> {
     let token = crypto::new_token(ENROLLMENT_PREFIX);
     let now = now_ms();
@@ -175,6 +181,7 @@ pub async fn create_enrollment(
             name.to_string(),
             now,
             expires_at,
+            uses,
         )
         .await?;
     Ok((token, expires_at))

@@ -82,9 +82,13 @@ pub struct EnrollRequest {
     /// Lifetime of the token in seconds (default: the gateway's enrollment TTL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_secs: Option<u64>,
+    /// How many nodes the token may enroll (default 1; at most 100000). Each is named
+    /// `<name>-<end of its id>` when it is more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u32>,
 }
 
-/// A one-time enrollment token and the command that uses it.
+/// An enrollment token and the command that uses it.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Enrollment {
@@ -92,6 +96,8 @@ pub struct Enrollment {
     pub token: String,
     pub expires_at: String,
     pub command: String,
+    /// How many nodes it may enroll.
+    pub uses: u32,
 }
 
 /// `POST /api/nodes/:id/config-push`.

@@ -1,0 +1,471 @@
+//! A swarm of simulated nodes on one gateway: how many stay connected, how fast they
+//! handshake, what they cost the gateway (RSS and CPU from `/proc`), how fast a task reaches
+//! its node with all of them connected, and (`--storm`) how long they take to come back
+//! after the gateway is killed with `kill -9` and restarted.
+//!
+//! Each simulated node has its own Ed25519 key and speaks the real protocol through the
+//! project's own handshake client and codec: it enrolls with a multi-use enrollment token
+//! (`POST /api/nodes/enroll {uses}`), heartbeats at the interval the gateway gives it, answers
+//! pings, runs the tasks it is sent (a task ends at once, `completed`), and reconnects with
+//! the node's own jittered backoff.
+//!
+//! ```sh
+//! cargo build --release --bins --example node_swarm
+//! # against a running gateway (its pid for RSS and CPU):
+//! ./target/release/examples/node_swarm --gateway http://127.0.0.1:7391 --token ADMIN_TOKEN \
+//!     --nodes 10000 --seconds 30 --pid $(pgrep -f 'viber gateway')
+//! # or let it start (and for --storm, kill -9 and restart) a release gateway of its own:
+//! ./target/release/examples/node_swarm --spawn --nodes 10000 --seconds 30 --dispatch 200 --storm
+//! ```
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use viber::crypto::NodeKey;
+use viber::node::handshake::{self, NodeHello};
+use viber::node::Backoff;
+use viber::protocol::codec;
+use viber::protocol::{Frame, NodeStatus};
+
+struct Args {
+    gateway: Option<String>,
+    token: Option<String>,
+    pid: Option<u32>,
+    spawn: bool,
+    nodes: usize,
+    seconds: u64,
+    /// Handshakes in flight at once while the swarm connects.
+    ramp: usize,
+    /// Tasks for a named node, one at a time (latency), then as many spread at once.
+    dispatch: usize,
+    storm: bool,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        gateway: None,
+        token: None,
+        pid: None,
+        spawn: false,
+        nodes: 200,
+        seconds: 5,
+        ramp: 256,
+        dispatch: 0,
+        storm: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--gateway" => a.gateway = Some(v()),
+            "--token" => a.token = Some(v()),
+            "--pid" => a.pid = Some(v().parse().expect("--pid")),
+            "--spawn" => a.spawn = true,
+            "--nodes" => a.nodes = v().parse().expect("--nodes"),
+            "--seconds" => a.seconds = v().parse().expect("--seconds"),
+            "--ramp" => a.ramp = v().parse().expect("--ramp"),
+            "--dispatch" => a.dispatch = v().parse().expect("--dispatch"),
+            "--storm" => a.storm = true,
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    assert!(
+        a.spawn || (a.gateway.is_some() && a.token.is_some()),
+        "give --gateway URL --token TOKEN, or --spawn"
+    );
+    a
+}
+
+/// What every simulated node shares with the driver.
+#[derive(Default)]
+struct Swarm {
+    connected: AtomicUsize,
+    handshakes: AtomicU64,
+    failures: AtomicU64,
+    tasks_run: AtomicU64,
+    /// When each task (by goal) reached its node.
+    received: Mutex<HashMap<String, Instant>>,
+    /// Node ids, in the order they first connected.
+    ids: Mutex<Vec<String>>,
+}
+
+/// CPU time (user + system, in clock ticks) and RSS (KiB) of a process, from `/proc`.
+fn proc_usage(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((ticks, rss))
+}
+
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// One simulated node, for ever (until `stop`): connect, serve, reconnect with backoff.
+async fn node(
+    ws_url: String,
+    enroll: String,
+    swarm: Arc<Swarm>,
+    gate: Arc<tokio::sync::Semaphore>,
+    stop: CancellationToken,
+) {
+    let key = NodeKey::generate().expect("key");
+    let hello = NodeHello {
+        name: "swarm".into(),
+        version: "swarm".into(),
+        platform: "linux".into(),
+        capabilities: vec!["shell".into()],
+    };
+    let mut token = enroll;
+    let mut first = true;
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    while !stop.is_cancelled() {
+        let permit = gate.acquire().await.expect("gate");
+        let connected = tokio::time::timeout(
+            Duration::from_secs(10),
+            handshake::connect(&ws_url, &key, &token, &hello),
+        )
+        .await;
+        drop(permit);
+        match connected {
+            Ok(Ok((ws, ok))) => {
+                if let Some(t) = ok.node_token {
+                    token = t;
+                }
+                if first {
+                    swarm.ids.lock().unwrap().push(ok.node_id.clone());
+                    first = false;
+                }
+                swarm.handshakes.fetch_add(1, Ordering::Relaxed);
+                swarm.connected.fetch_add(1, Ordering::Relaxed);
+                backoff.reset();
+                serve(ws, ok.heartbeat_interval_ms, &swarm, &stop).await;
+                swarm.connected.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {
+                swarm.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+}
+
+/// One connection: heartbeats, pongs, tasks that end at once; returns when it closes.
+async fn serve(
+    ws: handshake::WsStream,
+    heartbeat_ms: u64,
+    swarm: &Swarm,
+    stop: &CancellationToken,
+) {
+    let (mut tx, mut rx) = ws.split();
+    let period = Duration::from_millis(heartbeat_ms.max(100));
+    // Spread the swarm's heartbeats over the interval.
+    let offset = Duration::from_millis(viber::crypto::random_u64() % period.as_millis() as u64);
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+    loop {
+        let reply: Vec<Frame> = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = beat.tick() => vec![Frame::Heartbeat { status: NodeStatus { version: "swarm".into(), ..Default::default() } }],
+            frame = codec::read_frame(&mut rx) => match frame {
+                Ok(Frame::Ping {}) => vec![Frame::Pong {}],
+                Ok(Frame::TaskSubmit(s)) => {
+                    swarm.received.lock().unwrap().insert(s.goal.clone(), Instant::now());
+                    swarm.tasks_run.fetch_add(1, Ordering::Relaxed);
+                    vec![
+                        Frame::TaskStarted { task_id: s.task_id.clone(), seq: 1 },
+                        Frame::TaskCompleted { task_id: s.task_id, seq: 2, exit_code: Some(0), result: None },
+                    ]
+                }
+                Ok(_) => continue,
+                Err(_) => return,
+            },
+        };
+        for f in &reply {
+            if codec::feed(&mut tx, f).await.is_err() {
+                return;
+            }
+        }
+        if codec::flush(&mut tx).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = res.status();
+        let v: Value = res.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {v}");
+        v
+    }
+}
+
+/// Waits until `want` nodes are connected (or `limit` passes); the time it took.
+async fn wait_connected(swarm: &Swarm, want: usize, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while swarm.connected.load(Ordering::Relaxed) < want && start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Task dispatch with every node connected: `n` tasks for a named node one at a time (from
+/// `POST /api/tasks` to the node's `task:submit`), then `n` spread over the nodes at once.
+async fn dispatch(api: &Api, swarm: &Swarm, n: usize) {
+    let ids = swarm.ids.lock().unwrap().clone();
+    let mut lat = Vec::new();
+    for i in 0..n {
+        let goal = format!("one-{i}");
+        let node = &ids[i * 7919 % ids.len()];
+        let start = Instant::now();
+        api.post("/api/tasks", json!({"nodeId": node, "goal": goal}))
+            .await;
+        loop {
+            if let Some(at) = swarm.received.lock().unwrap().get(&goal) {
+                lat.push((*at - start).as_secs_f64() * 1000.0);
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "dispatch to a named node, {n} one at a time: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
+    let start = Instant::now();
+    let posts = (0..n).map(|i| {
+        let node = ids[(i * 104_729) % ids.len()].clone();
+        async move {
+            let t = Instant::now();
+            api.post(
+                "/api/tasks",
+                json!({"nodeId": node, "goal": format!("many-{i}")}),
+            )
+            .await;
+            (format!("many-{i}"), t)
+        }
+    });
+    let sent: Vec<(String, Instant)> = futures_util::future::join_all(posts).await;
+    while !{
+        let got = swarm.received.lock().unwrap();
+        sent.iter().all(|(g, _)| got.contains_key(g))
+    } {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let got = swarm.received.lock().unwrap();
+    let mut lat: Vec<f64> = sent
+        .iter()
+        .map(|(g, t)| (got[g] - *t).as_secs_f64() * 1000.0)
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "dispatch of {n} tasks at once over {} nodes: all received in {:.0} ms; per task p50 {:.1} ms, p99 {:.1} ms",
+        ids.len().min(n),
+        start.elapsed().as_secs_f64() * 1000.0,
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
+}
+
+/// A release gateway of this run's own, on a free port (so `--storm` can kill and restart it
+/// on the same port and data).
+fn spawn_gateway(dir: &std::path::Path, port: u16) -> (std::process::Child, String, String) {
+    let bin = support::viber_bin();
+    let mut child = std::process::Command::new(&bin)
+        .args([
+            "gateway",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the gateway (cargo build --release first)");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let line = line.trim().trim_start_matches("viber ready: ");
+    let (url, token) = line.split_once("/?token=").expect("ready line");
+    (child, url.to_string(), token.to_string())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::main]
+async fn main() {
+    viber::tls::init();
+    let args = parse_args();
+    let _ = viber::os::raise_fd_limit();
+    let dir = std::env::temp_dir().join(format!("viber-swarm-{}", std::process::id()));
+    let port = free_port();
+    let (mut child, url, token, pid) = if args.spawn {
+        let (c, u, t) = spawn_gateway(&dir, port);
+        let pid = c.id();
+        (Some(c), u, t, Some(pid))
+    } else {
+        (
+            None,
+            args.gateway.clone().unwrap(),
+            args.token.clone().unwrap(),
+            args.pid,
+        )
+    };
+    let api = Api {
+        http: reqwest::Client::new(),
+        url: url.clone(),
+        token,
+    };
+    let enroll = api
+        .post(
+            "/api/nodes/enroll",
+            json!({"name": "swarm", "uses": args.nodes, "expiresInSecs": 3600}),
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ws_url = format!("{}/ws", url.replacen("http", "ws", 1));
+    let swarm = Arc::new(Swarm::default());
+    let stop = CancellationToken::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(args.ramp));
+    let before = pid.and_then(proc_usage);
+    for _ in 0..args.nodes {
+        tokio::spawn(node(
+            ws_url.clone(),
+            enroll.clone(),
+            swarm.clone(),
+            gate.clone(),
+            stop.clone(),
+        ));
+    }
+    let took = wait_connected(&swarm, args.nodes, Duration::from_secs(600)).await;
+    let connected = swarm.connected.load(Ordering::Relaxed);
+    let after_connect = pid.and_then(proc_usage);
+    println!(
+        "{connected} of {} nodes connected in {:.1} s: {:.0} handshakes/s (enrollment included), {} failed attempts",
+        args.nodes,
+        took.as_secs_f64(),
+        connected as f64 / took.as_secs_f64(),
+        swarm.failures.load(Ordering::Relaxed)
+    );
+    if let (Some((t0, _)), Some((t1, rss))) = (before, after_connect) {
+        println!(
+            "gateway while they connected: {:.0}% of a core; RSS {:.1} MB",
+            (t1 - t0) as f64 / TICKS_PER_SEC / took.as_secs_f64() * 100.0,
+            rss as f64 / 1024.0
+        );
+    }
+    // Steady: nothing but heartbeats (and the gateway's pings).
+    let steady_from = pid.and_then(proc_usage);
+    let hb_start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    if let (Some((t0, _)), Some((t1, rss))) = (steady_from, pid.and_then(proc_usage)) {
+        println!(
+            "gateway holding {} nodes for {} s (heartbeats only): {:.1}% of a core; RSS {:.1} MB ({:.1} KB per node)",
+            swarm.connected.load(Ordering::Relaxed),
+            args.seconds,
+            (t1 - t0) as f64 / TICKS_PER_SEC / hb_start.elapsed().as_secs_f64() * 100.0,
+            rss as f64 / 1024.0,
+            rss as f64 / connected.max(1) as f64
+        );
+    }
+    if args.dispatch > 0 {
+        dispatch(&api, &swarm, args.dispatch).await;
+    }
+    if args.storm {
+        let Some(c) = child.as_mut() else {
+            panic!("--storm needs --spawn (it kills and restarts the gateway)");
+        };
+        c.kill().expect("kill -9");
+        c.wait().unwrap();
+        wait_connected_below(&swarm, 1).await;
+        let (c2, _, _) = spawn_gateway(&dir, port);
+        let restarted = Instant::now();
+        let pid2 = c2.id();
+        child = Some(c2);
+        let before = proc_usage(pid2);
+        let mut peak = 0.0f64;
+        let mut last = before;
+        while swarm.connected.load(Ordering::Relaxed) < connected
+            && restarted.elapsed() < Duration::from_secs(300)
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = proc_usage(pid2);
+            if let (Some((a, _)), Some((b, _))) = (last, now) {
+                peak = peak.max((b - a) as f64 / TICKS_PER_SEC / 0.5 * 100.0);
+            }
+            last = now;
+        }
+        println!(
+            "reconnect storm: {} of {connected} back online {:.1} s after the restart (kill -9); peak gateway CPU {:.0}% of a core",
+            swarm.connected.load(Ordering::Relaxed),
+            restarted.elapsed().as_secs_f64(),
+            peak
+        );
+    }
+    stop.cancel();
+    println!(
+        "tasks run by the swarm: {}",
+        swarm.tasks_run.load(Ordering::Relaxed)
+    );
+    if let Some(mut c) = child {
+        let _ = c.kill();
+        let _ = c.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+async fn wait_connected_below(swarm: &Swarm, n: usize) {
+    while swarm.connected.load(Ordering::Relaxed) >= n {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
