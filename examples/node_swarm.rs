@@ -97,24 +97,11 @@ struct Swarm {
     ids: Mutex<Vec<String>>,
 }
 
-/// CPU time (user + system, in clock ticks) and RSS (KiB) of a process, from `/proc`.
-fn proc_usage(pid: u32) -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = after.split(' ').collect();
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some((ticks, rss))
+/// CPU seconds (user + system) and RSS (KiB) of a process, from `/proc`.
+fn proc_usage(pid: u32) -> Option<(f64, u64)> {
+    std::fs::metadata(format!("/proc/{pid}")).ok()?;
+    Some((support::cpu_secs(pid), support::status_kb(pid, "VmRSS:")))
 }
-
-const TICKS_PER_SEC: f64 = 100.0;
 
 /// One simulated node, for ever (until `stop`): connect, serve, reconnect with backoff.
 async fn node(
@@ -190,8 +177,8 @@ async fn serve(
                     swarm.received.lock().unwrap().insert(s.goal.clone(), Instant::now());
                     swarm.tasks_run.fetch_add(1, Ordering::Relaxed);
                     vec![
-                        Frame::TaskStarted { task_id: s.task_id.clone(), seq: 1 },
-                        Frame::TaskCompleted { task_id: s.task_id, seq: 2, exit_code: Some(0), result: None },
+                        Frame::TaskStarted { task_id: s.task_id.clone(), seq: 0 },
+                        Frame::TaskCompleted { task_id: s.task_id, seq: 1, exit_code: Some(0), result: None },
                     ]
                 }
                 Ok(_) => continue,
@@ -400,7 +387,7 @@ async fn main() {
     if let (Some((t0, _)), Some((t1, rss))) = (before, after_connect) {
         println!(
             "gateway while they connected: {:.0}% of a core; RSS {:.1} MB",
-            (t1 - t0) as f64 / TICKS_PER_SEC / took.as_secs_f64() * 100.0,
+            (t1 - t0) / took.as_secs_f64() * 100.0,
             rss as f64 / 1024.0
         );
     }
@@ -413,7 +400,7 @@ async fn main() {
             "gateway holding {} nodes for {} s (heartbeats only): {:.1}% of a core; RSS {:.1} MB ({:.1} KB per node)",
             swarm.connected.load(Ordering::Relaxed),
             args.seconds,
-            (t1 - t0) as f64 / TICKS_PER_SEC / hb_start.elapsed().as_secs_f64() * 100.0,
+            (t1 - t0) / hb_start.elapsed().as_secs_f64() * 100.0,
             rss as f64 / 1024.0,
             rss as f64 / connected.max(1) as f64
         );
@@ -441,7 +428,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let now = proc_usage(pid2);
             if let (Some((a, _)), Some((b, _))) = (last, now) {
-                peak = peak.max((b - a) as f64 / TICKS_PER_SEC / 0.5 * 100.0);
+                peak = peak.max((b - a) / 0.5 * 100.0);
             }
             last = now;
         }

@@ -5,7 +5,10 @@
 //! signed connect, task frames with seqs, acks), creates
 //! tasks through the REST API, attaches SSE watchers, and streams chunks that carry their send
 //! time. Reports throughput, latency percentiles from the node's send to each watcher's
-//! receive, the gateway's CPU use and its peak memory.
+//! receive, the gateway's CPU use and its peak memory, and, measured in the same run, the
+//! floor: the same bytes copied between two loopback sockets by a relay that does nothing
+//! else. Every watcher checks each chunk's sequence number (no gap, no duplicate, in order)
+//! and the run fails on a violation.
 //!
 //! ```sh
 //! cargo build --release && cargo run --release --example relay_bench -- \
@@ -82,25 +85,6 @@ fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
-/// utime + stime of a process, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn status_kb(pid: u32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0)
-}
-
 type NodeSink = futures_util::stream::SplitSink<handshake::WsStream, Message>;
 
 #[tokio::main]
@@ -114,7 +98,7 @@ async fn main() {
     let (url, token) = (gw.url.clone(), gw.token.clone());
     let http = reqwest::Client::new();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let idle_rss = status_kb(pid, "VmRSS:");
+    let idle_rss = support::status_kb(pid, "VmRSS:");
 
     let (mut sink, node_id, submits) = connect_node(&gw, &http, &dir).await;
     let task_ids = create_tasks(&gw, &http, &node_id, args.tasks, submits).await;
@@ -132,7 +116,7 @@ async fn main() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let cpu0 = cpu_secs(pid);
+    let cpu0 = support::cpu_secs(pid);
     let t0 = Instant::now();
     produce(&mut sink, &task_ids, &args).await;
     let sent_secs = t0.elapsed().as_secs_f64();
@@ -145,9 +129,9 @@ async fn main() {
         lat.extend(l);
     }
     let secs = t0.elapsed().as_secs_f64();
-    let cpu = cpu_secs(pid) - cpu0;
+    let cpu = support::cpu_secs(pid) - cpu0;
     lat.sort_unstable();
-    let peak_rss = status_kb(pid, "VmHWM:");
+    let peak_rss = support::status_kb(pid, "VmHWM:");
 
     // A late watcher replays a whole stream.
     let mut replay = String::new();
@@ -166,6 +150,7 @@ async fn main() {
         );
     }
 
+    let floor = floor(&task_ids, args.chunks).await;
     report(
         &args,
         &Measured {
@@ -176,6 +161,7 @@ async fn main() {
             cpu,
             idle_rss,
             peak_rss,
+            floor,
         },
         &replay,
     );
@@ -320,6 +306,61 @@ struct Measured {
     cpu: f64,
     idle_rss: u64,
     peak_rss: u64,
+    /// The floor: chunks/s through a relay that only copies bytes between two sockets.
+    floor: f64,
+}
+
+/// The physical floor for this work on this machine, measured in the same run: the frames
+/// the node sent (the same bytes, one per line) through a relay that does nothing but read
+/// them from one loopback socket and write them to another, to a reader that counts bytes.
+/// Returns chunks per second.
+async fn floor(task_ids: &[String], chunks: u64) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut bytes = Vec::new();
+    for seq in 0..chunks {
+        for id in task_ids {
+            let delta = json!({"type": "text-delta", "id": "t", "delta": now_ns().to_string()});
+            bytes.extend_from_slice(chunk(id, seq + 3, delta).encode().as_bytes());
+            bytes.push(b'\n');
+        }
+    }
+    let total = bytes.len();
+    let (inbound, outbound) = (
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let (in_addr, out_addr) = (
+        inbound.local_addr().unwrap(),
+        outbound.local_addr().unwrap(),
+    );
+    let relay = tokio::spawn(async move {
+        let (mut src, _) = inbound.accept().await.unwrap();
+        let (mut dst, _) = outbound.accept().await.unwrap();
+        src.set_nodelay(true).unwrap();
+        dst.set_nodelay(true).unwrap();
+        tokio::io::copy(&mut src, &mut dst).await.unwrap();
+    });
+    let mut reader = tokio::net::TcpStream::connect(out_addr).await.unwrap();
+    let mut writer = tokio::net::TcpStream::connect(in_addr).await.unwrap();
+    let t = Instant::now();
+    let read = tokio::spawn(async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0;
+        while n < total {
+            match reader.read(&mut buf).await.unwrap() {
+                0 => break,
+                k => n += k,
+            }
+        }
+        n
+    });
+    writer.write_all(&bytes).await.unwrap();
+    writer.shutdown().await.unwrap();
+    let got = read.await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    relay.abort();
+    assert_eq!(got, total);
+    (chunks * task_ids.len() as u64) as f64 / secs
 }
 
 fn report(args: &Args, m: &Measured, replay: &str) {
@@ -332,7 +373,8 @@ fn report(args: &Args, m: &Measured, replay: &str) {
          relay throughput: {:.0} chunks/s delivered ({:.0} chunks/s ingested)\n\
          latency node send -> watcher receive: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms\n\
          gateway CPU: {:.2} s over {:.2} s = {:.0}% of one core\n\
-         gateway RSS: idle {:.1} MB, peak {:.1} MB{}",
+         gateway RSS: idle {:.1} MB, peak {:.1} MB\n\
+         floor (the same bytes copied between two loopback sockets): {:.0} chunks/s; viber delivered {:.1}% of it{}",
         args.tasks,
         args.watchers,
         args.chunks,
@@ -353,6 +395,8 @@ fn report(args: &Args, m: &Measured, replay: &str) {
         m.cpu / m.secs * 100.0,
         m.idle_rss as f64 / 1024.0,
         m.peak_rss as f64 / 1024.0,
+        m.floor,
+        m.received as f64 / m.secs / m.floor * 100.0,
         replay,
     );
 }
@@ -366,12 +410,16 @@ fn chunk(task: &str, seq: u64, chunk: Value) -> Frame {
 }
 
 /// Reads a stream to `[DONE]`; returns the number of text deltas and their latencies (ns).
+/// Every event's sequence number (its SSE id) must follow the one before by exactly one,
+/// from the first chunk to the last: a gap, a duplicate or a reordering stops the run, so a
+/// faster relay cannot hide a broken one.
 async fn watch(http: reqwest::Client, url: String, token: String) -> (u64, Vec<u64>) {
     let res = http.get(&url).bearer_auth(&token).send().await.unwrap();
     let mut body = res.bytes_stream();
     let mut parser = SseParser::default();
     let mut lat = Vec::new();
     let mut n = 0;
+    let mut last_seq: Option<u64> = None;
     while let Some(Ok(bytes)) = body.next().await {
         let now = now_ns();
         for ev in parser
@@ -381,6 +429,23 @@ async fn watch(http: reqwest::Client, url: String, token: String) -> (u64, Vec<u
             if ev.data == "[DONE]" {
                 return (n, lat);
             }
+            let seq: u64 = ev
+                .id
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("{url}: an event without a sequence id: {}", ev.data));
+            match last_seq {
+                Some(prev) if seq != prev + 1 => {
+                    eprintln!("{url}: chunk {seq} after {prev} (a gap, duplicate or reordering)");
+                    std::process::exit(2);
+                }
+                None if seq != 1 => {
+                    eprintln!("{url}: the stream starts at chunk {seq}, not 1");
+                    std::process::exit(2);
+                }
+                _ => {}
+            }
+            last_seq = Some(seq);
             if let Some(pos) = ev.data.find("\"delta\":\"") {
                 let rest = &ev.data[pos + 9..];
                 if let Some(ts) = rest.split('"').next().and_then(|s| s.parse::<u64>().ok()) {

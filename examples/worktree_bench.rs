@@ -161,6 +161,7 @@ fn summary(name: &str, mut v: Vec<Duration>) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    viber::tls::init();
     let mut args = std::env::args().skip(1);
     let files: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3000);
     let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10);

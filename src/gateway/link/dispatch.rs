@@ -150,12 +150,15 @@ async fn heartbeat(app: &App, node_id: &str, conn_id: u64, status: NodeStatus) {
     let known = status.running_tasks.clone();
     let mut status = status;
     let worktrees = std::mem::take(&mut status.worktrees);
-    app.registry
+    let check = app
+        .registry
         .record_heartbeat(node_id, conn_id, status, now_ms());
-    if let Err(e) = tasks::reconcile(app, node_id, &known).await {
-        tracing::error!(error = format!("{e:#}"), "reconciling node tasks");
+    if check {
+        if let Err(e) = tasks::reconcile(app, node_id, &known).await {
+            tracing::error!(error = format!("{e:#}"), "reconciling node tasks");
+        }
     }
-    if !worktrees.is_empty() {
+    if check && !worktrees.is_empty() {
         worktrees::remove_orphans(app, node_id, worktrees).await;
     }
 }

@@ -33,7 +33,13 @@ pub struct NodeConn {
     pub status: NodeStatus,
     pub connected_at: i64,
     pub last_seen: i64,
+    /// Heartbeats since the last check of its tasks against the store.
+    pub beats_unchecked: u32,
 }
+
+/// A node's tasks are checked against the store at least every this many heartbeats (and
+/// whenever the tasks it reports change).
+const CHECK_EVERY: u32 = 8;
 
 /// A snapshot for listings.
 #[derive(Debug, Clone)]
@@ -71,14 +77,29 @@ impl Registry {
         }
     }
 
-    pub fn record_heartbeat(&self, node_id: &str, conn_id: u64, status: NodeStatus, now: i64) {
-        if let Some(c) = self.lock().get_mut(node_id) {
-            if c.conn_id == conn_id {
-                c.info.running_tasks = status.running_tasks.clone();
-                c.status = status;
-                c.last_seen = now;
-            }
+    /// Records a heartbeat in memory. Returns whether the node's tasks should be checked
+    /// against the store now: on its first heartbeat, when the tasks it runs changed, and
+    /// every [`CHECK_EVERY`] beats; an idle fleet's heartbeats touch no database.
+    pub fn record_heartbeat(
+        &self,
+        node_id: &str,
+        conn_id: u64,
+        status: NodeStatus,
+        now: i64,
+    ) -> bool {
+        let mut nodes = self.lock();
+        let Some(c) = nodes.get_mut(node_id).filter(|c| c.conn_id == conn_id) else {
+            return false;
+        };
+        let changed = c.info.running_tasks != status.running_tasks;
+        let check = changed || c.beats_unchecked == 0 || c.beats_unchecked >= CHECK_EVERY;
+        c.beats_unchecked = if check { 1 } else { c.beats_unchecked + 1 };
+        if changed {
+            c.info.running_tasks = status.running_tasks.clone();
         }
+        c.status = status;
+        c.last_seen = now;
+        check
     }
 
     pub fn touch(&self, node_id: &str, conn_id: u64, now: i64) {

@@ -8,7 +8,7 @@
 //! spans, and writes go out as they come (the listener sets TCP_NODELAY).
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -32,6 +32,10 @@ use crate::protocol::{close, ErrorCode, Frame, NodeStatus, ViberInfo};
 
 /// Frames queued for one node before senders wait.
 const OUTGOING_QUEUE: usize = 1024;
+/// The gateway pings a node every this many heartbeat intervals.
+const PING_EVERY: u32 = 2;
+/// A node silent for this many heartbeat intervals is gone.
+const SILENT_FOR: u32 = 3;
 
 pub(super) type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 pub(super) type Stream = futures_util::stream::SplitStream<WebSocket>;
@@ -126,6 +130,7 @@ async fn register(
         },
         connected_at: now,
         last_seen: now,
+        beats_unchecked: 0,
     });
     if let Some(old) = replaced {
         let error = Frame::error(
@@ -224,8 +229,15 @@ async fn run_connection(
     mut rx: mpsc::Receiver<Outgoing>,
 ) -> End {
     let interval = app.config.heartbeat_interval;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    // The node hears from the gateway at least every two intervals (it gives up after three);
+    // its own heartbeats say it is alive, so a ping every interval would only double the
+    // traffic of an idle fleet.
+    let every = interval * PING_EVERY;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut last_heard = Instant::now();
+    // Re-armed only when it fires, not on every frame: the relay path stays free of timer work.
+    let silence = tokio::time::sleep(interval * SILENT_FOR);
+    tokio::pin!(silence);
     let acks = app.tasks.ack_box(node_id);
     loop {
         let end = tokio::select! {
@@ -235,7 +247,17 @@ async fn run_connection(
                 Some("gateway shutting down")
             }
             out = rx.recv() => on_outgoing(sink, out).await,
-            _ = ping.tick() => on_ping_tick(sink, last_heard, interval).await,
+            _ = ping.tick() => send(sink, &Frame::Ping {}).await,
+            _ = &mut silence => {
+                let deadline = last_heard + interval * SILENT_FOR;
+                if deadline <= Instant::now() {
+                    codec::close(sink, close::TIMEOUT, "missed heartbeats").await;
+                    Some("missed heartbeats")
+                } else {
+                    silence.as_mut().reset(deadline.into());
+                    None
+                }
+            }
             incoming = codec::read(stream) => {
                 last_heard = Instant::now();
                 on_incoming(app, node_id, conn_id, sink, incoming).await
@@ -282,15 +304,6 @@ async fn on_outgoing(sink: &mut Sink, out: Option<Outgoing>) -> Option<End> {
         }
         None => Some("channel closed"),
     }
-}
-
-/// Pings the node, or gives up on it after three silent intervals.
-async fn on_ping_tick(sink: &mut Sink, last_heard: Instant, interval: Duration) -> Option<End> {
-    if last_heard.elapsed() > interval * 3 {
-        codec::close(sink, close::TIMEOUT, "missed heartbeats").await;
-        return Some("missed heartbeats");
-    }
-    send(sink, &Frame::Ping {}).await
 }
 
 /// One read from the node: a frame to dispatch (and maybe answer), proof of life, or the end.
