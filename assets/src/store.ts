@@ -225,6 +225,7 @@ const EVENTS = [
   'gap',
   'node.online',
   'node.offline',
+  'nodes.changed',
   'node.config',
   'task.created',
   'task.state',
@@ -269,6 +270,7 @@ function onEvent(name: string, data: any) {
       break;
     case 'node.online':
     case 'node.offline':
+    case 'nodes.changed':
     case 'node.config':
       refresh('nodes');
       refresh('environments');

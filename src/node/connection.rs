@@ -25,6 +25,9 @@ use crate::protocol::{close, ErrorCode, Frame, HelloOk};
 /// A connection that lasted this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The gateway is gone after this many heartbeat intervals without a frame from it (it
+/// pings an idle node every two).
+const GATEWAY_SILENT_FOR: u32 = 5;
 
 /// Exponential backoff with full jitter between `base` and a ceiling that doubles per
 /// attempt up to `cap`.
@@ -286,8 +289,8 @@ async fn pump(
                 codec::write(sink, &frame).await.map_err(lost)
             }
             _ = heartbeat.tick() => {
-                if last_heard.elapsed() > interval * 3 {
-                    return SessionEnd::Lost("gateway silent for three heartbeat intervals".into());
+                if last_heard.elapsed() > interval * GATEWAY_SILENT_FOR {
+                    return SessionEnd::Lost("gateway silent for five heartbeat intervals".into());
                 }
                 let hb = Frame::Heartbeat { status: runtime.status() };
                 codec::write(sink, &hb).await.map_err(lost)

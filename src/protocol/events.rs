@@ -29,6 +29,10 @@ pub enum Event {
         name: String,
         reason: String,
     },
+    /// Many nodes came or went at once (a fleet starting, a reconnect storm): instead of one
+    /// `node.online` / `node.offline` each, how many in the last moment. Refresh the nodes.
+    #[serde(rename = "nodes.changed", rename_all = "camelCase")]
+    NodesChanged { online: u64, offline: u64 },
     /// A node answered `config:push`.
     #[serde(rename = "node.config", rename_all = "camelCase")]
     NodeConfig {
@@ -102,6 +106,7 @@ impl Event {
             Event::Gap { .. } => "gap",
             Event::NodeOnline { .. } => "node.online",
             Event::NodeOffline { .. } => "node.offline",
+            Event::NodesChanged { .. } => "nodes.changed",
             Event::NodeConfig { .. } => "node.config",
             Event::EnvironmentChanged { .. } => "environment.changed",
             Event::BindingStatus { .. } => "binding.status",

@@ -18,7 +18,9 @@
 //!    | <----- connect {protocol range, nodeId, token, publicKey, nonce, signature, ...}
 //!    | -- hello-ok {heartbeatIntervalMs, ...}>|   (or `error` + close 1008 when refused)
 //!    | <----------- heartbeat {status} ------ |   every heartbeatIntervalMs
-//!    | -- ping --> / <-- pong                 |   gateway liveness probe
+//!    | -- ping --> / <-- pong                 |   every 2 intervals: the gateway's sign of life
+//!    |                                        |   (a node drops a gateway silent for 5, the
+//!    |                                        |   gateway a node silent for 3)
 //!    | -- task:submit ----------------------> |
 //!    | <-- task:started / task:stream-chunk / task:completed | task:error  (each with a seq)
 //!    | -- task:ack {taskId, seq} -----------> |   cumulative: everything <= seq is durable

@@ -160,7 +160,7 @@ async fn register(
         tracing::error!(error = %e, "recording node connection");
     }
     tracing::info!(%name, %version, "node connected");
-    app.events.publish(Event::NodeOnline {
+    app.events.publish_presence(Event::NodeOnline {
         node_id: node_id.to_string(),
         name: name.to_string(),
     });
@@ -200,7 +200,7 @@ async fn unregister(app: &App, node_id: &str, name: &str, conn_id: u64, reason: 
     if was_current {
         app.tasks.node_gone(node_id);
         app.terminals.node_gone(node_id);
-        app.events.publish(Event::NodeOffline {
+        app.events.publish_presence(Event::NodeOffline {
             node_id: node_id.to_string(),
             name: name.to_string(),
             reason: reason.to_string(),
