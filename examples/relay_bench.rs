@@ -402,11 +402,7 @@ fn report(args: &Args, m: &Measured, replay: &str) {
 }
 
 fn chunk(task: &str, seq: u64, chunk: Value) -> Frame {
-    Frame::TaskStreamChunk {
-        task_id: task.to_string(),
-        seq,
-        chunk,
-    }
+    Frame::chunk(task, seq, &chunk)
 }
 
 /// Reads a stream to `[DONE]`; returns the number of text deltas and their latencies (ns).

@@ -565,11 +565,11 @@ async fn a_node_cannot_report_on_a_task_it_does_not_own() {
     ));
     send_frame(
         &mut ws,
-        &viber::protocol::Frame::TaskStreamChunk {
-            task_id: id.clone(),
-            seq: 99,
-            chunk: json!({"type": "text-delta", "id": "x", "delta": "forged"}),
-        },
+        &viber::protocol::Frame::chunk(
+            id.clone(),
+            99,
+            &json!({"type": "text-delta", "id": "x", "delta": "forged"}),
+        ),
     )
     .await;
     match recv_no_ping(&mut ws).await {
@@ -1107,26 +1107,10 @@ async fn absurd_token_counts_from_a_node_are_clamped() {
             task_id: id.clone(),
             seq: 0,
         },
-        Frame::TaskStreamChunk {
-            task_id: id.clone(),
-            seq: 1,
-            chunk: usage(json!(i64::MAX)),
-        },
-        Frame::TaskStreamChunk {
-            task_id: id.clone(),
-            seq: 2,
-            chunk: usage(json!(i64::MAX)),
-        },
-        Frame::TaskStreamChunk {
-            task_id: id.clone(),
-            seq: 3,
-            chunk: usage(json!(u64::MAX)),
-        },
-        Frame::TaskStreamChunk {
-            task_id: id.clone(),
-            seq: 4,
-            chunk: usage(json!(-5)),
-        },
+        Frame::chunk(id.clone(), 1, &usage(json!(i64::MAX))),
+        Frame::chunk(id.clone(), 2, &usage(json!(i64::MAX))),
+        Frame::chunk(id.clone(), 3, &usage(json!(u64::MAX))),
+        Frame::chunk(id.clone(), 4, &usage(json!(-5))),
         Frame::TaskCompleted {
             task_id: id.clone(),
             seq: 5,

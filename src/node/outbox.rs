@@ -36,11 +36,13 @@ pub const MEMORY_CAP: usize = 50_000;
 /// Frames read back from a session log per call.
 const SPILL_BATCH: usize = 2_000;
 
-/// One line of a session log.
+/// One line of a session log. Its frame is read with [`Frame::decode`] (a chunk's raw JSON
+/// cannot come through serde's tagged enums).
 #[derive(Deserialize)]
-pub struct LogLine {
-    pub seq: u64,
-    pub frame: Frame,
+struct LogLine<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    frame: &'a serde_json::value::RawValue,
 }
 
 #[derive(Serialize)]
@@ -397,16 +399,19 @@ fn read_spilled(
         }
         // Other lines (the agent's conversation, a line left broken by a crash) are not
         // frames.
-        let Ok(parsed) = serde_json::from_slice::<LogLine>(&line) else {
+        let Some((seq, frame)) = serde_json::from_slice::<LogLine>(&line)
+            .ok()
+            .and_then(|l| Some((l.seq, Frame::decode(l.frame.get()).ok()?)))
+        else {
             pos += n as u64;
             continue;
         };
-        if parsed.seq > max_seq {
+        if seq > max_seq {
             break;
         }
         pos += n as u64;
-        if parsed.seq >= min_seq {
-            out.push((parsed.seq, parsed.frame));
+        if seq >= min_seq {
+            out.push((seq, frame));
         }
     }
     Ok((out, pos))
@@ -418,11 +423,11 @@ mod tests {
     use serde_json::json;
 
     fn chunk(task: &str, seq: u64) -> Frame {
-        Frame::TaskStreamChunk {
-            task_id: task.into(),
+        Frame::chunk(
+            task,
             seq,
-            chunk: json!({"type": "text-delta", "id": "o", "delta": format!("{seq}\n")}),
-        }
+            &json!({"type": "text-delta", "id": "o", "delta": format!("{seq}\n")}),
+        )
     }
 
     fn seqs(frames: &[Frame]) -> Vec<u64> {

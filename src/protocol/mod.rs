@@ -51,6 +51,7 @@ pub use handshake::*;
 pub use task::*;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Protocol revision spoken by this build. A node sends the range it supports in `connect`.
@@ -112,12 +113,14 @@ pub enum Frame {
     /// Node -> gateway: the task's process started.
     #[serde(rename = "task:started")]
     TaskStarted { task_id: String, seq: u64 },
-    /// Node -> gateway: one AI SDK UI message chunk (see [`ui::UiChunk`]).
+    /// Node -> gateway: one AI SDK UI message chunk (see [`ui::UiChunk`]). The chunk is
+    /// kept as the JSON text it arrived as: the gateway stores and relays it without parsing
+    /// it into a tree and writing it out again (build one with [`Frame::chunk`]).
     #[serde(rename = "task:stream-chunk")]
     TaskStreamChunk {
         task_id: String,
         seq: u64,
-        chunk: Value,
+        chunk: Box<RawValue>,
     },
     /// Node -> gateway: a progress envelope that is not part of the chat stream.
     #[serde(rename = "task:progress")]
@@ -395,9 +398,45 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// `task:stream-chunk` read straight from the text: a raw chunk cannot come out of the tree
+/// that the other frames are read through (nor out of serde's internally tagged enums).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChunkFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    task_id: String,
+    seq: u64,
+    chunk: Box<RawValue>,
+}
+
+const CHUNK_TYPE: &str = "task:stream-chunk";
+
 impl Frame {
+    /// A `task:stream-chunk` carrying `chunk`.
+    pub fn chunk(task_id: impl Into<String>, seq: u64, chunk: &impl Serialize) -> Frame {
+        Frame::TaskStreamChunk {
+            task_id: task_id.into(),
+            seq,
+            // Serializing a chunk (string keys only) cannot fail.
+            chunk: serde_json::value::to_raw_value(chunk).expect("chunk serializes"),
+        }
+    }
+
     /// Parses one WebSocket text message.
     pub fn decode(text: &str) -> Result<Frame, DecodeError> {
+        // The relay's hot path: a chunk is read in one pass, its chunk left as text.
+        if text.contains(CHUNK_TYPE) {
+            if let Ok(c) = serde_json::from_str::<ChunkFrame>(text) {
+                if c.kind == CHUNK_TYPE {
+                    return Ok(Frame::TaskStreamChunk {
+                        task_id: c.task_id,
+                        seq: c.seq,
+                        chunk: c.chunk,
+                    });
+                }
+            }
+        }
         let value: Value =
             serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         let frame_type = match value.get("type") {
@@ -410,6 +449,13 @@ impl Frame {
         };
         if !FRAME_TYPES.contains(&frame_type.as_str()) {
             return Err(DecodeError::UnknownType(frame_type));
+        }
+        if frame_type == CHUNK_TYPE {
+            let reason = match serde_json::from_str::<ChunkFrame>(text) {
+                Err(e) => e.to_string(),
+                Ok(_) => "not a chunk frame".into(),
+            };
+            return Err(DecodeError::Invalid { frame_type, reason });
         }
         serde_json::from_value(value).map_err(|e| DecodeError::Invalid {
             frame_type,

@@ -50,11 +50,7 @@ fn samples() -> Vec<Frame> {
             task_id: "t".into(),
             seq: 0,
         },
-        Frame::TaskStreamChunk {
-            task_id: "t".into(),
-            seq: 1,
-            chunk: serde_json::json!({"type": "start"}),
-        },
+        Frame::chunk("t", 1, &serde_json::json!({"type": "start"})),
         Frame::TaskProgress {
             task_id: "t".into(),
             event: serde_json::json!({}),
@@ -272,12 +268,7 @@ fn every_variant_round_trips_and_is_listed() {
 
 #[test]
 fn fields_are_camel_case() {
-    let text = Frame::TaskStreamChunk {
-        task_id: "t".into(),
-        seq: 3,
-        chunk: serde_json::json!({"type": "start"}),
-    }
-    .encode();
+    let text = Frame::chunk("t", 3, &serde_json::json!({"type": "start"})).encode();
     assert_eq!(
         text,
         r#"{"type":"task:stream-chunk","taskId":"t","seq":3,"chunk":{"type":"start"}}"#

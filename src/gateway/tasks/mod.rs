@@ -522,7 +522,18 @@ impl TaskHub {
 
     /// What the gateway reads from a chunk as it passes: approval requests (an event for the
     /// board) and token usage (stored with the task). Returns the chunk's text.
-    fn chunk_seen(&self, task_id: &str, chunk: &Value) -> (Arc<str>, Option<AgentReport>) {
+    fn chunk_seen(
+        &self,
+        task_id: &str,
+        raw: &serde_json::value::RawValue,
+    ) -> (Arc<str>, Option<AgentReport>) {
+        let text = raw.get();
+        // Most chunks are text and tool output: parsed only when they may be one of the two
+        // kinds the gateway reads.
+        if !text.contains("tool-approval-request") && !text.contains("message-metadata") {
+            return (text.into(), None);
+        }
+        let chunk: Value = serde_json::from_str(text).unwrap_or_default();
         if chunk["type"] == "tool-approval-request" {
             let field = |k: &str| chunk[k].as_str().unwrap_or_default().to_string();
             self.events.publish(Event::TaskApproval {
@@ -532,7 +543,7 @@ impl TaskHub {
                 tool_call_id: field("toolCallId"),
             });
         }
-        (chunk.to_string().into(), agent_report(task_id, chunk))
+        (text.into(), agent_report(task_id, &chunk))
     }
 
     /// The node's connection ended: its pending acks go (they are sent again when the node

@@ -240,11 +240,7 @@ impl Emitter {
     fn send_chunk(&self, value: serde_json::Value) {
         for chunk in fit_chunk(value) {
             let task_id = self.task_id.clone();
-            self.reliable(false, move |seq| Frame::TaskStreamChunk {
-                task_id,
-                seq,
-                chunk,
-            });
+            self.reliable(false, move |seq| Frame::chunk(task_id, seq, &chunk));
         }
     }
 
@@ -410,6 +406,7 @@ mod tests {
         let mut streamed = String::new();
         for f in &frames {
             if let Frame::TaskStreamChunk { chunk, .. } = f {
+                let chunk: serde_json::Value = serde_json::from_str(chunk.get()).unwrap();
                 if chunk["type"] == "tool-input-delta" {
                     streamed.push_str(chunk["inputTextDelta"].as_str().unwrap());
                 }
