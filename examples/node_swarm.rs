@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use viber::crypto::NodeKey;
@@ -196,29 +196,6 @@ async fn serve(
     }
 }
 
-struct Api {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
-impl Api {
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let res = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        let status = res.status();
-        let v: Value = res.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{path}: {status} {v}");
-        v
-    }
-}
-
 /// Waits until `want` nodes are connected (or `limit` passes); the time it took.
 async fn wait_connected(swarm: &Swarm, want: usize, limit: Duration) -> Duration {
     let start = Instant::now();
@@ -234,7 +211,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Task dispatch with every node connected: `n` tasks for a named node one at a time (from
 /// `POST /api/tasks` to the node's `task:submit`), then `n` spread over the nodes at once.
-async fn dispatch(api: &Api, swarm: &Swarm, n: usize) {
+async fn dispatch(api: &support::Api, swarm: &Swarm, n: usize) {
     let ids = swarm.ids.lock().unwrap().clone();
     let mut lat = Vec::new();
     for i in 0..n {
@@ -346,7 +323,7 @@ async fn main() {
             args.pid,
         )
     };
-    let api = Api {
+    let api = support::Api {
         http: reqwest::Client::new(),
         url: url.clone(),
         token,

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn git(dir: &Path, args: &[&str]) {
     let ok = Command::new("git")
@@ -52,40 +52,20 @@ fn make_repo(dir: &Path, files: usize) {
     git(dir, &["commit", "-q", "-m", "many files"]);
 }
 
-struct Api {
-    http: reqwest::Client,
-    url: String,
-    token: String,
+/// A benchmark's calls on the API.
+trait Bench {
+    async fn first_message(&self, env: &str) -> Duration;
+    async fn environment(
+        &self,
+        name: &str,
+        repo: &Path,
+        node: &str,
+        setup: &str,
+        worktrees: bool,
+    ) -> String;
 }
 
-impl Api {
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let res = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        let v: Value = res.json().await.unwrap();
-        assert!(status.is_success(), "{path}: {status} {v}");
-        v
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
+impl Bench for support::Api {
     /// One thread's first message, to its task's end; the time it took.
     async fn first_message(&self, env: &str) -> Duration {
         let t = self
@@ -173,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let token = gw.enroll(&http, "bench").await;
     let node = support::start_node(&bin, &gw, &token, &ndir, "bench");
-    let api = Api {
+    let api = support::Api {
         http,
         url: gw.url.clone(),
         token: gw.token.clone(),

@@ -132,3 +132,41 @@ pub fn status_kb(pid: u32, field: &str) -> u64 {
         .and_then(|x| x.parse().ok())
         .unwrap_or(0)
 }
+
+/// The gateway's REST API with the operator token, for the benchmarks.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub token: String,
+}
+
+impl Api {
+    /// `POST path` with `body`; the answer, which must be a success.
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = res.status();
+        let v: Value = res.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {v}");
+        v
+    }
+
+    /// `GET path`, as JSON.
+    pub async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .unwrap_or(Value::Null)
+    }
+}
