@@ -10,7 +10,9 @@
 #   - git (threads' worktrees, and tests/worktrees.rs's repositories) and openssl (its https
 #     git server's certificate);
 #   - schemathesis 4 (PyPI, in a venv at target/py-venv; SCHEMATHESIS points at its `st`), which
-#     tests/api_contract.rs runs against a live gateway and its /api/openapi.json.
+#     tests/api_contract.rs runs against a live gateway and its /api/openapi.json;
+#   - prometheus_client (PyPI, same venv; PROMETHEUS_PYTHON points at its python), whose
+#     parser reads /metrics in tests/metrics.rs.
 # The board itself (assets/) is built by build.rs during `cargo test` (npm ci + vite).
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
@@ -71,5 +73,15 @@ if [ -z "${SCHEMATHESIS:-}" ]; then
     SCHEMATHESIS="$(pwd)/$VENV/bin/st"
 fi
 export SCHEMATHESIS
+# Prometheus' own text parser (PyPI prometheus_client) reads /metrics in tests/metrics.rs.
+if [ -z "${PROMETHEUS_PYTHON:-}" ]; then
+    if ! "$VENV/bin/python" -c 'import prometheus_client' >/dev/null 2>&1; then
+        echo "installing prometheus_client into $VENV for the metrics test" >&2
+        [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check 'prometheus_client>=0.20,<1'
+    fi
+    PROMETHEUS_PYTHON="$(pwd)/$VENV/bin/python"
+fi
+export PROMETHEUS_PYTHON
 
 cargo test --all-targets "$@"

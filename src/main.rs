@@ -61,6 +61,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Thread { action } => dispatch::thread(action).await,
         Command::Shell(args) => dispatch::shell(args).await,
         Command::Terminal { action } => dispatch::terminal(action).await,
+        Command::Metrics { client } => dispatch::metrics(&client).await,
         Command::Completions { shell } => Ok(dispatch::completions(shell)),
         Command::SandboxForward { .. } => unreachable!("handled before the runtime starts"),
     }

@@ -103,9 +103,22 @@ async fn send(gw: &Gateway, thread: &str, script: &str) -> String {
     v["taskId"].as_str().unwrap().to_string()
 }
 
-async fn completed(gw: &Gateway, task: &str) {
-    let (t, text) = gw.finished(task).await;
-    assert_eq!(t["state"], "completed", "{t}\n{text}\n{}", gw.proc.logs());
+async fn completed(s: &Setup, task: &str) {
+    let gw = &s.gw;
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let t = gw.get(&format!("/api/tasks/{task}")).await.1;
+        match t["state"].as_str() {
+            Some("completed") => return,
+            Some("error" | "stopped") => panic!("{t}\n{}", gw.proc.logs()),
+            _ if std::time::Instant::now() > deadline => panic!(
+                "task {task} did not end: {t}\ngateway:\n{}\nnode:\n{}",
+                gw.proc.logs(),
+                s.node.logs()
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 async fn new_thread(gw: &Gateway, env: &str) -> String {
@@ -147,8 +160,8 @@ async fn threads_work_apart_and_their_work_is_diffed_committed_pushed_and_synced
     let (a, b) = (new_thread(gw, &env_id).await, new_thread(gw, &env_id).await);
     let ta = send(gw, &a, "echo from-a > same.txt; git status --short; pwd").await;
     let tb = send(gw, &b, "echo from-b > same.txt").await;
-    completed(gw, &ta).await;
-    completed(gw, &tb).await;
+    completed(&s, &ta).await;
+    completed(&s, &tb).await;
     let wt_of = |t: &str| s.ndir.path().join("workspace/.worktrees").join(t);
     assert_eq!(
         std::fs::read_to_string(wt_of(&a).join("same.txt")).unwrap(),
@@ -190,7 +203,7 @@ async fn threads_work_apart_and_their_work_is_diffed_committed_pushed_and_synced
         "mv old-name.txt new-name.txt; rm gone.txt; printf 'b\\000\\001\\002in' > blob.bin; sed -i 's/two/TWO/' edit.txt",
     )
     .await;
-    completed(gw, &t).await;
+    completed(&s, &t).await;
     let (_, d) = gw.get(&format!("/api/threads/{a}/diff")).await;
     let mut got: Vec<(String, String, u64, u64, bool)> = d["files"]
         .as_array()
@@ -308,7 +321,7 @@ async fn threads_work_apart_and_their_work_is_diffed_committed_pushed_and_synced
          echo '[core] fsmonitor = touch /tmp/viber-pwned' > ../evil; printf 'gitdir: ..\n' > .git; echo done",
     )
     .await;
-    completed(gw, &t).await;
+    completed(&s, &t).await;
     let (_, text) = gw.finished(&t).await;
     assert!(
         text.contains("rc=") && !text.contains("rc=0") && text.contains("done"),
@@ -430,7 +443,7 @@ async fn an_https_push_and_a_pull_request_use_the_token_and_never_show_it() {
     .await;
     let thread = new_thread(gw, &env_id).await;
     let t = send(gw, &thread, "echo feature > feature.txt").await;
-    completed(gw, &t).await;
+    completed(&s, &t).await;
     let (code, c) = gw
         .post(&format!("/api/threads/{thread}/commit"), json!({}))
         .await;

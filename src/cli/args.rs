@@ -75,6 +75,11 @@ pub enum Command {
         #[command(subcommand)]
         action: TerminalAction,
     },
+    /// Print the gateway's Prometheus metrics (what `GET /metrics` serves a scraper).
+    Metrics {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -150,6 +155,10 @@ pub struct GatewayArgs {
         default_value = "https://api.github.com"
     )]
     pub github_api_url: String,
+    /// Also serve `/metrics` on this address without a token, for a Prometheus scraper on
+    /// a private interface (the main address serves it to the operator token).
+    #[arg(long, env = "VIBER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Heartbeat interval given to nodes, in milliseconds.
     #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub heartbeat_ms: u64,
@@ -186,6 +195,7 @@ impl GatewayArgs {
         c.preview_public_url = self.preview_public_url.clone();
         c.git_author = self.git_author.clone();
         c.github_api_url = self.github_api_url.clone();
+        c.metrics_listen = self.metrics_listen;
         c.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
         c.node_grace = Duration::from_secs(self.node_grace_secs);
         c.retention = retention(self.retention_days);

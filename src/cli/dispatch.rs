@@ -237,6 +237,22 @@ pub async fn thread(action: ThreadAction) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
+/// `viber metrics`: the scrape, as Prometheus would read it.
+pub async fn metrics(client: &ClientArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(client)?;
+    let res = client
+        .request(reqwest::Method::GET, "/metrics")
+        .send()
+        .await?;
+    let status = res.status();
+    let body = res.bytes().await?;
+    if !status.is_success() {
+        anyhow::bail!("{}", super::api_error_message(status, &body));
+    }
+    print!("{}", String::from_utf8_lossy(&body));
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `viber completions SHELL`: the completion script on stdout.
 pub fn completions(shell: clap_complete::Shell) -> ExitCode {
     clap_complete::generate(shell, &mut Cli::command(), "viber", &mut std::io::stdout());

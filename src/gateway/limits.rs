@@ -75,6 +75,11 @@ impl Limits {
         self.handshakes.clone().try_acquire_owned().ok()
     }
 
+    /// Open SSE streams, in all.
+    pub fn watchers(&self) -> usize {
+        self.watchers.total.load(Ordering::Relaxed)
+    }
+
     /// A place for one SSE watcher (of `task`, or of the event bus), or a 429.
     pub fn watch(&self, task: Option<&str>) -> Result<Watching, ApiError> {
         let w = &self.watchers;

@@ -22,6 +22,7 @@ pub mod events;
 mod http;
 pub mod limits;
 pub mod link;
+pub mod metrics;
 mod preview;
 pub mod retention;
 pub mod tasks;
@@ -73,6 +74,8 @@ pub struct GatewayConfig {
     pub git_author: String,
     /// GitHub's REST API base URL, for pull requests.
     pub github_api_url: String,
+    /// Where `/metrics` is served without a token (a scraper on a private interface).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl GatewayConfig {
@@ -91,6 +94,7 @@ impl GatewayConfig {
             preview_public_url: None,
             git_author: "viber <viber@localhost>".into(),
             github_api_url: "https://api.github.com".into(),
+            metrics_listen: None,
         }
     }
 }
@@ -106,6 +110,8 @@ pub struct AppState {
     pub validations: envs::Validations,
     /// Git operations on threads' worktrees waiting for a node's answer.
     pub git_requests: worktrees::GitRequests,
+    /// What `/metrics` counts as it goes.
+    pub metrics: metrics::Metrics,
     /// Handshakes in progress, SSE watchers, failed sign-ins.
     pub limits: limits::Limits,
     /// Requests waiting for the node to acknowledge their command.
@@ -200,7 +206,16 @@ pub async fn start(
         .unwrap_or_else(|| format!("http://{}", display_addr(addr)));
 
     let events = events::Events::default();
+    let metrics = metrics::Metrics::default();
     let background = TaskTracker::new();
+    let metrics_listener = match config.metrics_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding {a} for metrics"))?,
+        ),
+        None => None,
+    };
     let max_pending_handshakes = config.max_pending_handshakes;
     let (quotas, data_dir) = (config.quotas, config.data_dir.clone());
     let state = Arc::new(AppState {
@@ -212,10 +227,12 @@ pub async fn start(
             events.clone(),
             quotas,
             data_dir,
+            metrics.clone(),
             shutdown.clone(),
             &background,
         ),
         events,
+        metrics,
         validations: Default::default(),
         git_requests: Default::default(),
         commands: Default::default(),
@@ -241,6 +258,12 @@ pub async fn start(
         state.clone(),
         shutdown.clone(),
     ));
+    if let Some(l) = metrics_listener {
+        tracing::info!(addr = %l.local_addr()?, "metrics listening (no token)");
+        state
+            .background
+            .spawn(serve_metrics(l, state.clone(), shutdown.clone()));
+    }
     let task = tokio::spawn(serve(listener, state.clone(), store, shutdown));
     tracing::info!(%addr, "gateway listening");
     Ok(RunningGateway {
@@ -250,6 +273,19 @@ pub async fn start(
         state,
         task,
     })
+}
+
+/// `--metrics-listen`: `/metrics` without a token until `shutdown`.
+async fn serve_metrics(listener: tokio::net::TcpListener, app: App, shutdown: CancellationToken) {
+    use axum::handler::Handler;
+    let service = http::metrics::unauthenticated
+        .with_state(app)
+        .into_make_service();
+    let server = axum::serve(listener, service)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "metrics server");
+    }
 }
 
 /// Serves HTTP until `shutdown`, then lets open streams and sockets say goodbye (5 s at most)

@@ -436,8 +436,10 @@ impl Runtime {
             .cwd
             .as_deref()
             .ok_or("a task in a worktree needs the checkout's working dir")?;
+        tracing::debug!(thread = %spec.thread_id, "task waits for the worktree");
         let _turn = self.worktrees().lock(&spec.thread_id).await;
         let (wt, workdir, created) = self.worktrees().ensure(spec, Path::new(cwd)).await?;
+        tracing::debug!(thread = %spec.thread_id, created, "task has the worktree");
         let Some(script) = spec.setup_script.clone().filter(|s| !s.trim().is_empty()) else {
             return Ok((workdir, wt.mounts()));
         };
@@ -481,14 +483,14 @@ impl Runtime {
             memory_key: &worktree_key(&spec.thread_id),
             mounts: wt.mounts(),
         };
-        setup(self, &p, &workdir, Some(&wt.base), &redactor, &log, place)
-            .await
-            .map_err(|e| {
-                format!(
-                    "the setup script failed in the thread's worktree: {}",
-                    e.message
-                )
-            })?;
+        let ran = setup(self, &p, &workdir, Some(&wt.base), &redactor, &log, place).await;
+        tracing::debug!(thread = %spec.thread_id, ok = ran.is_ok(), "worktree setup done");
+        ran.map_err(|e| {
+            format!(
+                "the setup script failed in the thread's worktree: {}",
+                e.message
+            )
+        })?;
         Ok((workdir, wt.mounts()))
     }
 }

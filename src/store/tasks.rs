@@ -348,6 +348,18 @@ impl Store {
         .await
     }
 
+    /// How many tasks there are in each state, by executor: (state, executor, count).
+    pub async fn task_counts(&self) -> anyhow::Result<Vec<(String, String, i64)>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT state, executor, count(*) FROM tasks GROUP BY state, executor",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
     /// Token usage of tasks created in [from, to), grouped by `key` (node_id, environment_id
     /// or model): (key, tasks, input tokens, output tokens, cost in US dollars).
     pub async fn usage_by(

@@ -12,6 +12,7 @@ mod changes;
 mod environments;
 mod events;
 mod idempotency;
+pub mod metrics;
 mod node_config;
 mod nodes;
 mod openapi;
@@ -35,6 +36,7 @@ use utoipa_axum::routes;
 pub use idempotency::KeyLocks;
 pub use nodes::create_enrollment;
 pub use openapi::Errors;
+pub(crate) use tasks::awaiting_approvals;
 
 use super::error::{ApiError, ApiResult, MAX_BODY_BYTES};
 use super::{auth, board, link, App};
@@ -67,6 +69,8 @@ fn api_router(app: App) -> OpenApiRouter<App> {
         .routes(routes!(link::upgrade))
         // Operators, checked by the proxy (previews are not under /api).
         .routes(routes!(super::preview::root))
+        // Operators, checked by the handler (a scraper's path is not under /api).
+        .routes(routes!(metrics::metrics))
         .nest("/api", operator_routes(app))
 }
 

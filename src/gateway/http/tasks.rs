@@ -257,7 +257,10 @@ pub async fn load(app: &App, id: &str) -> ApiResult<TaskRecord> {
 }
 
 /// Approval requests of a task that have no answer yet, with the tool call they guard.
-async fn awaiting_approvals(app: &App, task_id: &str) -> anyhow::Result<Vec<PendingApproval>> {
+pub(crate) async fn awaiting_approvals(
+    app: &App,
+    task_id: &str,
+) -> anyhow::Result<Vec<PendingApproval>> {
     let mut inputs: std::collections::HashMap<String, Value> = Default::default();
     let mut open: Vec<PendingApproval> = Vec::new();
     let text = |v: &Value| v.as_str().unwrap_or("").to_string();

@@ -315,7 +315,10 @@ async fn on_incoming(
     incoming: Result<Incoming, CodecError>,
 ) -> Option<End> {
     let reply = match incoming {
-        Ok(Incoming::Frame(frame)) => handle_frame(app, node_id, conn_id, frame).await,
+        Ok(Incoming::Frame(frame)) => {
+            app.metrics.frame(frame.type_name());
+            handle_frame(app, node_id, conn_id, frame).await
+        }
         Ok(Incoming::Control) => {
             app.registry.touch(node_id, conn_id, now_ms());
             None

@@ -224,6 +224,7 @@ pub struct TaskHub {
     node_bytes: Mutex<HashMap<String, u64>>,
     /// Free bytes on the data dir's disk, refreshed every second.
     free_disk: Arc<AtomicU64>,
+    metrics: crate::gateway::metrics::Metrics,
 }
 
 impl TaskHub {
@@ -234,6 +235,7 @@ impl TaskHub {
         events: Events,
         quotas: Quotas,
         data_dir: std::path::PathBuf,
+        metrics: crate::gateway::metrics::Metrics,
         shutdown: CancellationToken,
         background: &TaskTracker,
     ) -> Arc<TaskHub> {
@@ -247,8 +249,15 @@ impl TaskHub {
             quotas,
             node_bytes: Mutex::new(HashMap::new()),
             free_disk: free_disk.clone(),
+            metrics: metrics.clone(),
         });
-        background.spawn(writer(Arc::downgrade(&hub), store, rx, shutdown.clone()));
+        background.spawn(writer(
+            Arc::downgrade(&hub),
+            store,
+            rx,
+            metrics,
+            shutdown.clone(),
+        ));
         background.spawn(watch_free_disk(data_dir, free_disk, shutdown));
         hub
     }
@@ -430,6 +439,7 @@ impl TaskHub {
                 return Sequenced::Refuse(why);
             }
             st.last_seq = s;
+            self.metrics.chunk(text.len());
             st.pending.push_back((seq, text.clone()));
             let _ = st.tx.send(Live::Chunk(seq, text.clone()));
             return Sequenced::Write(WriteOp::Chunk(live.clone(), seq, text, usage));

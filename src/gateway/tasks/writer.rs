@@ -39,6 +39,7 @@ pub(super) async fn writer(
     hub: std::sync::Weak<TaskHub>,
     store: Store,
     mut rx: mpsc::Receiver<WriteOp>,
+    metrics: crate::gateway::metrics::Metrics,
     shutdown: CancellationToken,
 ) {
     let mut ops = Vec::with_capacity(WRITER_BATCH);
@@ -56,10 +57,13 @@ pub(super) async fn writer(
         if !shutdown.is_cancelled() {
             linger(&mut rx, &mut ops).await;
         }
+        let rows = ops.len();
         let batch = build(ops.drain(..));
+        let started = std::time::Instant::now();
         if !commit(&store, Arc::new(batch.rows), &shutdown).await {
             return;
         }
+        metrics.batch(rows, started.elapsed().as_secs_f64());
         let Some(hub) = hub.upgrade() else { return };
         publish(&hub, batch.max_seq, batch.started, batch.finished);
     }

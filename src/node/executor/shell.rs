@@ -114,7 +114,9 @@ type Started = (
 
 /// Starts bash in its sandbox in a new process group, stdout and stderr on one pipe.
 async fn spawn(run: &BashRun<'_>) -> Result<Started, RunOutcome> {
-    let (reader, writer): (OwnedFd, OwnedFd) = nix::unistd::pipe()
+    // Close-on-exec: a process the node starts meanwhile on another thread (a terminal's
+    // tmux server lives on) must not inherit the write end, or EOF would never come.
+    let (reader, writer): (OwnedFd, OwnedFd) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| RunOutcome::Failed(format!("creating output pipe: {e}")))?;
     let writer2 = writer
         .try_clone()

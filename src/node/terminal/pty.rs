@@ -33,6 +33,12 @@ pub fn spawn(
     echo: bool,
 ) -> std::io::Result<(tokio::process::Child, Master)> {
     let pty = nix::pty::openpty(Some(&winsize(cols, rows)), None).map_err(std::io::Error::from)?;
+    // Close-on-exec, so a process the node starts meanwhile on another thread does not keep
+    // this terminal's ends open (its end would then never be seen).
+    for fd in [&pty.master, &pty.slave] {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(std::io::Error::from)?;
+    }
     if !echo {
         let mut t = termios::tcgetattr(&pty.slave).map_err(std::io::Error::from)?;
         t.local_flags

@@ -45,8 +45,10 @@ impl Terminals {
         // to need it; its task sets it up).
         let mut mounts = Vec::new();
         if let Some(spec) = &open.options.worktree {
+            tracing::debug!(terminal = %t.id, "terminal waits for the worktree");
             let _turn = self.inner.worktrees.lock(&spec.thread_id).await;
             let (wt, dir, _) = self.inner.worktrees.ensure(spec, &cwd).await?;
+            tracing::debug!(terminal = %t.id, "terminal has the worktree");
             cwd = dir;
             mounts = wt.mounts();
         }

@@ -1,0 +1,188 @@
+//! Prometheus metrics (`GET /metrics` with the operator token, or `--metrics-listen ADDR`
+//! without one, for a scraper on a private interface), in the OpenMetrics text format written
+//! by the `prometheus-client` crate.
+//!
+//! Counters and histograms are kept as things happen (chunks relayed, frames by type, the
+//! writer's batches); gauges that describe state (nodes, tasks, watchers, approvals waiting,
+//! tokens by model) are read at scrape time from the registry and the store, so nothing has
+//! to keep them in step. Labels take only bounded values: frame types, task states, executors,
+//! node presence, models; never a task or node id.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::gateway::App;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FrameLabels {
+    r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    state: String,
+    executor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    model: String,
+    direction: &'static str,
+}
+
+/// What the gateway counts as it goes.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    chunks: Counter,
+    chunk_bytes: Counter,
+    frames: Family<FrameLabels, Counter>,
+    batch_seconds: Histogram,
+    batch_rows: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            inner: Arc::new(Inner {
+                chunks: Counter::default(),
+                chunk_bytes: Counter::default(),
+                frames: Family::default(),
+                // 100 µs to ~3 s.
+                batch_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 8)),
+                // 1 to 16384 rows.
+                batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    /// One chunk of `bytes` relayed (fanned out and queued for the store).
+    pub fn chunk(&self, bytes: usize) {
+        self.inner.chunks.inc();
+        self.inner.chunk_bytes.inc_by(bytes as u64);
+    }
+
+    /// A frame of type `kind` from a node.
+    pub fn frame(&self, kind: &'static str) {
+        self.inner
+            .frames
+            .get_or_create(&FrameLabels { r#type: kind })
+            .inc();
+    }
+
+    /// The writer stored a batch of `rows` in `seconds`.
+    pub fn batch(&self, rows: usize, seconds: f64) {
+        self.inner.batch_seconds.observe(seconds);
+        self.inner.batch_rows.observe(rows as f64);
+    }
+}
+
+/// The whole scrape: the counters kept above and the state read now.
+pub async fn render(app: &App) -> anyhow::Result<String> {
+    let mut reg = Registry::with_prefix("viber");
+    let m = &app.metrics.inner;
+    reg.register(
+        "chunks_relayed",
+        "Stream chunks relayed from nodes to watchers and the store",
+        m.chunks.clone(),
+    );
+    reg.register(
+        "chunk_bytes_relayed",
+        "Bytes of the stream chunks relayed",
+        m.chunk_bytes.clone(),
+    );
+    reg.register(
+        "ws_frames_received",
+        "Frames received from nodes, by type",
+        m.frames.clone(),
+    );
+    reg.register(
+        "sqlite_batch_seconds",
+        "Time to store one batch of task output (one SQLite transaction)",
+        m.batch_seconds.clone(),
+    );
+    reg.register(
+        "sqlite_batch_rows",
+        "Rows (chunks and state changes) per stored batch",
+        m.batch_rows.clone(),
+    );
+
+    let nodes = Family::<NodeLabels, Gauge>::default();
+    let enrolled = app.store.list_nodes().await?.len() as i64;
+    let online = app.registry.online_count() as i64;
+    nodes
+        .get_or_create(&NodeLabels { status: "online" })
+        .set(online);
+    nodes
+        .get_or_create(&NodeLabels { status: "offline" })
+        .set((enrolled - online).max(0));
+    reg.register("nodes", "Enrolled nodes, by presence", nodes);
+
+    let tasks = Family::<TaskLabels, Gauge>::default();
+    for (state, executor, n) in app.store.task_counts().await? {
+        tasks.get_or_create(&TaskLabels { state, executor }).set(n);
+    }
+    reg.register("tasks", "Tasks, by state and executor", tasks);
+
+    let watchers = Gauge::<i64>::default();
+    watchers.set(app.limits.watchers() as i64);
+    reg.register(
+        "sse_watchers",
+        "Open SSE streams (task streams and /api/events)",
+        watchers,
+    );
+
+    let approvals = Gauge::<i64>::default();
+    let mut waiting = 0;
+    for t in app.store.unfinished_tasks().await? {
+        if t.state == crate::protocol::TaskState::Running {
+            waiting += crate::gateway::http::awaiting_approvals(app, &t.id)
+                .await?
+                .len() as i64;
+        }
+    }
+    approvals.set(waiting);
+    reg.register(
+        "approvals_waiting",
+        "Tool calls waiting for an operator's answer",
+        approvals,
+    );
+
+    let tokens = Family::<TokenLabels, Counter>::default();
+    for (model, _, input, output, _) in app.store.usage_by("model", 0, i64::MAX).await? {
+        let model = model.unwrap_or_else(|| "unknown".into());
+        for (direction, n) in [("input", input), ("output", output)] {
+            tokens
+                .get_or_create(&TokenLabels {
+                    model: model.clone(),
+                    direction,
+                })
+                .inc_by(n.max(0) as u64);
+        }
+    }
+    reg.register(
+        "tokens",
+        "Model tokens used by agent tasks, by model",
+        tokens,
+    );
+
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &reg)?;
+    Ok(out)
+}
