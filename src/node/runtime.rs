@@ -10,6 +10,10 @@
 //! - `runtime/emitter.rs`: a task's chunks on their way to the outbox, secrets redacted.
 //!
 //! Environment preparation lives in `environments.rs`, configuration checks in `config.rs`.
+//!
+//! Over 600 lines on purpose: what remains is the state every part shares (one `Inner`, its
+//! constructor and accessors) and the one frame dispatch, which is meant to be read whole;
+//! the session-log writer thread and the tests are what make up the rest.
 //! Must not touch: the connection to the gateway (`connection.rs` only calls [`Runtime::handle`]
 //! and [`Runtime::unsent`]), the wire frames themselves (`protocol/`).
 
