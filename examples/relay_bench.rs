@@ -39,6 +39,10 @@ struct Args {
     rate: u64,
     seconds: u64,
     late_watcher: bool,
+    /// Flood mode: chunks of a task produced before they are sent, folded into
+    /// `task:stream-chunks` frames as a node does with output that piled up while its last
+    /// burst was written. 1 = a frame per chunk (protocol 1).
+    batch: usize,
     viber: PathBuf,
 }
 
@@ -50,6 +54,7 @@ fn parse_args() -> Args {
         rate: 0,
         seconds: 10,
         late_watcher: false,
+        batch: 64,
         viber: support::viber_bin(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -62,6 +67,7 @@ fn parse_args() -> Args {
             "--watchers" => a.watchers = v.parse().unwrap(),
             "--rate" => a.rate = v.parse().unwrap(),
             "--seconds" => a.seconds = v.parse().unwrap(),
+            "--batch" => a.batch = v.parse::<usize>().unwrap().max(1),
             "--viber" => a.viber = PathBuf::from(v),
             "--late-watcher" => {
                 a.late_watcher = true;
@@ -150,7 +156,7 @@ async fn main() {
         );
     }
 
-    let floor = floor(&task_ids, args.chunks).await;
+    let floor = floor(&task_ids, args.chunks, args.batch).await;
     report(
         &args,
         &Measured {
@@ -246,27 +252,28 @@ async fn produce(sink: &mut NodeSink, task_ids: &[String], args: &Args) {
     let interval = 1_000_000_000u64
         .checked_div(args.rate)
         .map(Duration::from_nanos);
-    let mut next_at = Instant::now();
-    for _ in 0..args.chunks {
-        for (i, id) in task_ids.iter().enumerate() {
-            if let Some(iv) = interval {
+    if let Some(iv) = interval {
+        // Steady mode: every chunk leaves at once, as a node's would.
+        let mut next_at = Instant::now();
+        for _ in 0..args.chunks {
+            for (i, id) in task_ids.iter().enumerate() {
                 next_at += iv;
                 let now = Instant::now();
                 if next_at > now {
-                    codec::flush(sink).await.unwrap();
                     tokio::time::sleep(next_at - now).await;
                 }
+                codec::write(sink, &chunk(id, seqs[i], delta()))
+                    .await
+                    .unwrap();
+                seqs[i] += 1;
             }
-            let f = chunk(
-                id,
-                seqs[i],
-                json!({"type": "text-delta", "id": "t", "delta": now_ns().to_string()}),
-            );
-            seqs[i] += 1;
-            if interval.is_some() {
-                // Steady mode: every chunk leaves at once, as a node's would.
-                codec::write(sink, &f).await.unwrap();
-            } else {
+        }
+    } else {
+        let mut left = args.chunks;
+        while left > 0 {
+            let n = left.min(args.batch as u64);
+            left -= n;
+            for f in burst(task_ids, &mut seqs, n) {
                 codec::feed(sink, &f).await.unwrap();
             }
         }
@@ -292,6 +299,24 @@ async fn produce(sink: &mut NodeSink, task_ids: &[String], args: &Args) {
     codec::flush(sink).await.unwrap();
 }
 
+/// A text delta carrying its send time.
+fn delta() -> Value {
+    json!({"type": "text-delta", "id": "t", "delta": now_ns().to_string()})
+}
+
+/// Flood mode: each task's next `n` chunks, folded into batch frames as the node's outbox
+/// hands them out (oldest task first, then the next).
+fn burst(task_ids: &[String], seqs: &mut [u64], n: u64) -> Vec<Frame> {
+    let mut frames = Vec::with_capacity(n as usize * task_ids.len());
+    for (i, id) in task_ids.iter().enumerate() {
+        for _ in 0..n {
+            frames.push(chunk(id, seqs[i], delta()));
+            seqs[i] += 1;
+        }
+    }
+    viber::protocol::batch_chunks(frames)
+}
+
 /// What one run measured.
 struct Measured {
     /// Seconds the node took to send everything.
@@ -311,16 +336,19 @@ struct Measured {
 }
 
 /// The physical floor for this work on this machine, measured in the same run: the frames
-/// the node sent (the same bytes, one per line) through a relay that does nothing but read
+/// the node sent in a flood (the same bytes, one per line) through a relay that does nothing but read
 /// them from one loopback socket and write them to another, to a reader that counts bytes.
 /// Returns chunks per second.
-async fn floor(task_ids: &[String], chunks: u64) -> f64 {
+async fn floor(task_ids: &[String], chunks: u64, batch: usize) -> f64 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut bytes = Vec::new();
-    for seq in 0..chunks {
-        for id in task_ids {
-            let delta = json!({"type": "text-delta", "id": "t", "delta": now_ns().to_string()});
-            bytes.extend_from_slice(chunk(id, seq + 3, delta).encode().as_bytes());
+    let mut seqs = vec![3u64; task_ids.len()];
+    let mut left = chunks;
+    while left > 0 {
+        let n = left.min(batch as u64);
+        left -= n;
+        for f in burst(task_ids, &mut seqs, n) {
+            bytes.extend_from_slice(f.encode().as_bytes());
             bytes.push(b'\n');
         }
     }
@@ -368,7 +396,7 @@ fn report(args: &Args, m: &Measured, replay: &str) {
     let lat = &m.lat;
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e6;
     println!(
-        "tasks={} watchers/task={} chunks/task={} rate={}\n\
+        "tasks={} watchers/task={} chunks/task={} rate={} batch={}\n\
          sent {} chunks in {:.2} s; watchers received {} chunks ({} expected) in {:.2} s\n\
          relay throughput: {:.0} chunks/s delivered ({:.0} chunks/s ingested)\n\
          latency node send -> watcher receive: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms\n\
@@ -379,6 +407,7 @@ fn report(args: &Args, m: &Measured, replay: &str) {
         args.watchers,
         args.chunks,
         if args.rate > 0 { args.rate.to_string() } else { "max".into() },
+        if args.rate > 0 { 1 } else { args.batch },
         total_expected,
         m.sent_secs,
         m.received,

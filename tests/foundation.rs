@@ -240,7 +240,11 @@ async fn handshake_refusals_are_typed() {
     let good_key = new_key(&kdir, "good");
     let token = gw.enroll("good").await;
     let (mut good, got) = handshake(&url, &good_key, &token).await;
-    assert!(matches!(got, Got::Frame(Frame::HelloOk(_))), "{got:?}");
+    // A current node is answered in the newest protocol revision.
+    assert!(
+        matches!(got, Got::Frame(Frame::HelloOk(ref h)) if h.protocol == viber::protocol::PROTOCOL_VERSION),
+        "{got:?}"
+    );
 
     // Malformed JSON, unknown type and a non-connect frame before the handshake: refused, 1008.
     for (text, code) in [
@@ -279,6 +283,14 @@ async fn handshake_refusals_are_typed() {
     send_frame(&mut ws, &Frame::Connect(c)).await;
     assert_eq!(refusal(recv(&mut ws).await), ErrorCode::BadSignature);
 
+    // No protocol revision in common.
+    let mut ws = ws_open(&url).await;
+    let nonce = challenge(&mut ws).await;
+    let mut c = connect_frame(&key, &nonce, &enroll);
+    (c.min_protocol, c.max_protocol) = (90, 99);
+    send_frame(&mut ws, &Frame::Connect(c)).await;
+    assert_eq!(refusal(recv(&mut ws).await), ErrorCode::ProtocolMismatch);
+
     // Replayed nonce: a connect frame captured from another connection.
     let mut ws1 = ws_open(&url).await;
     let old_nonce = challenge(&mut ws1).await;
@@ -290,9 +302,15 @@ async fn handshake_refusals_are_typed() {
     assert_eq!(refusal(recv(&mut ws).await), ErrorCode::BadNonce);
 
     // The enrollment token was not spent by the failures above; it works once, not twice.
-    let (_ws_ok, got) = handshake(&url, &key, &enroll).await;
+    // A node that speaks only protocol 1 (no chunk batches) is answered in protocol 1.
+    let mut _ws_ok = ws_open(&url).await;
+    let nonce = challenge(&mut _ws_ok).await;
+    let mut c = connect_frame(&key, &nonce, &enroll);
+    c.max_protocol = 1;
+    send_frame(&mut _ws_ok, &Frame::Connect(c)).await;
+    let got = recv(&mut _ws_ok).await;
     assert!(
-        matches!(got, Got::Frame(Frame::HelloOk(ref h)) if h.node_token.is_some()),
+        matches!(got, Got::Frame(Frame::HelloOk(ref h)) if h.node_token.is_some() && h.protocol == 1),
         "{got:?}"
     );
     let other = new_key(&kdir, "k2");

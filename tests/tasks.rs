@@ -1073,31 +1073,7 @@ async fn retention_prunes_old_output_and_keys_and_keeps_summaries() {
 async fn absurd_token_counts_from_a_node_are_clamped() {
     use viber::protocol::Frame;
     let c = Cluster::start(&[]).await;
-    let kdir = TempDir::new("keys");
-    let key = new_key(&kdir, "liar");
-    let token = c.gw.enroll("liar").await;
-    // A node that offers the shell executor, so a task can be sent to it.
-    let mut ws = ws_open(&c.gw.ws_url()).await;
-    let hello = viber::node::handshake::NodeHello {
-        name: "liar".into(),
-        version: "test".into(),
-        platform: "test".into(),
-        capabilities: vec!["shell".into()],
-    };
-    viber::node::handshake::handshake(&mut ws, &key, &token, &hello)
-        .await
-        .unwrap();
-    let liar = key.node_id();
-    let (code, v) =
-        c.gw.post("/api/tasks", json!({"goal": "true", "nodeId": liar}))
-            .await;
-    assert_eq!(code, 201, "{v}");
-    let id = v["id"].as_str().unwrap().to_string();
-    loop {
-        if let Got::Frame(Frame::TaskSubmit(_)) = recv_no_ping(&mut ws).await {
-            break;
-        }
-    }
+    let (mut ws, id) = hand_driven_task(&c, "liar").await;
     let usage = |n: Value| {
         json!({"type": "message-metadata", "messageMetadata":
         {"model": "m", "usage": {"inputTokens": n, "outputTokens": n}}})
@@ -1128,6 +1104,96 @@ async fn absurd_token_counts_from_a_node_are_clamped() {
     assert_eq!(code, 200, "{list}");
     let (code, usage) = c.gw.get("/api/usage").await;
     assert_eq!(code, 200, "{usage}");
+}
+
+/// A node driven by hand (our handshake client, frames written by the test) that offers the
+/// shell executor, and a task sent to it: the socket (the submit read) and the task id.
+async fn hand_driven_task(c: &Cluster, name: &str) -> (common::Ws, String) {
+    use viber::protocol::Frame;
+    let kdir = TempDir::new("keys");
+    let key = new_key(&kdir, name);
+    let token = c.gw.enroll(name).await;
+    let mut ws = ws_open(&c.gw.ws_url()).await;
+    let hello = viber::node::handshake::NodeHello {
+        name: name.into(),
+        version: "test".into(),
+        platform: "test".into(),
+        capabilities: vec!["shell".into()],
+    };
+    viber::node::handshake::handshake(&mut ws, &key, &token, &hello)
+        .await
+        .unwrap();
+    let (code, v) =
+        c.gw.post(
+            "/api/tasks",
+            json!({"goal": "true", "nodeId": key.node_id()}),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    loop {
+        if let Got::Frame(Frame::TaskSubmit(_)) = recv_no_ping(&mut ws).await {
+            break;
+        }
+    }
+    (ws, v["id"].as_str().unwrap().to_string())
+}
+
+/// Protocol 2's `task:stream-chunks`: batches that overlap what was sent (a resend after a
+/// reconnect), skip ahead (a gap) or mix with single chunks are stored and relayed once
+/// each, in order, and acknowledged up to the last frame.
+#[tokio::test]
+async fn chunk_batches_are_ordered_deduplicated_and_acknowledged() {
+    use viber::protocol::Frame;
+    let c = Cluster::start(&[]).await;
+    let (mut ws, id) = hand_driven_task(&c, "batcher").await;
+    let d = |s: &str| json!({"type": "text-delta", "id": "t", "delta": s});
+    let batch = |seq: u64, letters: &str| Frame::TaskStreamChunks {
+        task_id: id.clone(),
+        seq,
+        chunks: letters
+            .chars()
+            .map(|l| serde_json::value::to_raw_value(&d(&l.to_string())).unwrap())
+            .collect(),
+    };
+    let frames = [
+        Frame::TaskStarted {
+            task_id: id.clone(),
+            seq: 0,
+        },
+        Frame::chunk(id.clone(), 1, &json!({"type": "text-start", "id": "t"})),
+        batch(2, "abc"),
+        // b and c again, then d and e.
+        batch(3, "BCde"),
+        // Ahead of what came: dropped until resent.
+        batch(9, "XY"),
+        Frame::chunk(id.clone(), 7, &d("f")),
+        batch(8, "gh"),
+        Frame::chunk(id.clone(), 10, &json!({"type": "text-end", "id": "t"})),
+        Frame::TaskCompleted {
+            task_id: id.clone(),
+            seq: 11,
+            exit_code: Some(0),
+            result: None,
+        },
+    ];
+    for f in &frames {
+        send_frame(&mut ws, f).await;
+    }
+    // The acknowledgement reaches the final frame.
+    loop {
+        match recv_no_ping(&mut ws).await {
+            Got::Frame(Frame::TaskAck { seq: 11, .. }) => break,
+            Got::Frame(_) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    c.wait_state(&id, "completed").await;
+    let events = full_stream(&c.stream_url(&id), &c.gw.token).await;
+    assert_eq!(text(&events), "abcdefgh");
+    assert_ids_strictly_increase(&events);
+    let ids: Vec<u64> = events.iter().filter_map(|(i, _)| *i).collect();
+    assert_eq!(ids, (1..=10).collect::<Vec<_>>());
+    assert!(c.gw.proc.logs().contains("sequence gap"));
 }
 
 /// Issue 12, item 14: what the gateway and the node keep on disk is theirs alone.

@@ -20,7 +20,7 @@ use super::runtime::Runtime;
 use super::NodeConfig;
 use crate::crypto::NodeKey;
 use crate::protocol::codec::{self, CodecError};
-use crate::protocol::{close, ErrorCode, Frame, HelloOk};
+use crate::protocol::{self, close, ErrorCode, Frame, HelloOk};
 
 /// A connection that lasted this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -194,7 +194,8 @@ async fn session(
         "connected to gateway"
     );
     let (mut sink, mut stream) = ws.split();
-    let end = pump(runtime, shutdown, &mut sink, &mut stream, interval).await;
+    let batch = hello.protocol >= protocol::BATCH_PROTOCOL;
+    let end = pump(runtime, shutdown, &mut sink, &mut stream, interval, batch).await;
     runtime.terminals().disconnected();
     end
 }
@@ -254,13 +255,16 @@ fn lost(e: CodecError) -> SessionEnd {
 }
 
 /// The authenticated connection: sends what the runtime has not sent yet, heartbeats, and
-/// hands the gateway's frames to the runtime, until the connection ends.
+/// hands the gateway's frames to the runtime, until the connection ends. With `batch` (the
+/// gateway speaks [`protocol::BATCH_PROTOCOL`]), runs of one task's chunks that piled up
+/// while the last burst was written go as one `task:stream-chunks` frame.
 async fn pump(
     runtime: &Runtime,
     shutdown: &CancellationToken,
     sink: &mut Sink,
     stream: &mut Stream,
     interval: Duration,
+    batch: bool,
 ) -> SessionEnd {
     let mut heartbeat = tokio::time::interval(interval);
     let mut last_heard = Instant::now();
@@ -268,7 +272,10 @@ async fn pump(
     loop {
         // Everything the runtime has not sent on this connection yet (all unacknowledged
         // frames on a fresh connection), as one burst.
-        let unsent = runtime.unsent(&mut cursor).await;
+        let mut unsent = runtime.unsent(&mut cursor).await;
+        if batch && unsent.len() > 1 {
+            unsent = protocol::batch_chunks(unsent);
+        }
         if !unsent.is_empty() {
             for frame in &unsent {
                 if let Err(e) = codec::feed(sink, frame).await {

@@ -15,7 +15,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::crypto::NodeKey;
 use crate::protocol::codec::{self, CodecError};
 use crate::protocol::{
-    signing_payload, Connect, ErrorFrame, Frame, HelloOk, Role, PROTOCOL_VERSION,
+    signing_payload, Connect, ErrorFrame, Frame, HelloOk, Role, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 
 /// A client WebSocket to a gateway.
@@ -91,7 +92,7 @@ pub async fn read_challenge(ws: &mut WsStream) -> Result<String, HandshakeError>
 pub fn connect_frame(key: &NodeKey, nonce: &str, token: &str, hello: &NodeHello) -> Connect {
     let node_id = key.node_id();
     Connect {
-        min_protocol: PROTOCOL_VERSION,
+        min_protocol: MIN_PROTOCOL_VERSION,
         max_protocol: PROTOCOL_VERSION,
         role: Role::Node,
         signature: key.sign_b64(&signing_payload(nonce, &node_id)),

@@ -3,8 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::PROTOCOL_VERSION;
-
 /// The capability by which a node says how it confines task processes (`sandbox:bwrap`,
 /// `sandbox:off`, `sandbox:missing`).
 pub const SANDBOX_CAPABILITY: &str = "sandbox:";
@@ -40,9 +38,17 @@ pub struct Connect {
     pub signature: String,
 }
 
-/// The bytes a node signs to answer a challenge: binds the nonce to the node id.
+/// The bytes a node signs to answer a challenge: binds the nonce to the node id. Its `v1`
+/// names the signature scheme, not the protocol revision: every revision signs the same.
 pub fn signing_payload(nonce: &str, node_id: &str) -> Vec<u8> {
-    format!("viber-connect:v{PROTOCOL_VERSION}:{nonce}:{node_id}").into_bytes()
+    format!("viber-connect:v1:{nonce}:{node_id}").into_bytes()
+}
+
+/// The newest protocol revision both sides speak, if any: the gateway's range is
+/// [`super::MIN_PROTOCOL_VERSION`]..=[`super::PROTOCOL_VERSION`].
+pub fn negotiate(min_protocol: u32, max_protocol: u32) -> Option<u32> {
+    let high = max_protocol.min(super::PROTOCOL_VERSION);
+    (high >= min_protocol.max(super::MIN_PROTOCOL_VERSION)).then_some(high)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

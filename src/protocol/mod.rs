@@ -54,8 +54,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-/// Protocol revision spoken by this build. A node sends the range it supports in `connect`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Newest protocol revision this build speaks. A node sends the range it supports in
+/// `connect`; the gateway answers with the newest revision both speak in `hello-ok`.
+/// - 1: the first revision.
+/// - 2: adds `task:stream-chunks`, several consecutive chunks of one task in one frame.
+pub const PROTOCOL_VERSION: u32 = 2;
+/// Oldest protocol revision this build still speaks.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+/// The first revision with `task:stream-chunks`.
+pub const BATCH_PROTOCOL: u32 = 2;
+/// Most chunks in one `task:stream-chunks` frame.
+pub const MAX_BATCH_CHUNKS: usize = 1024;
+/// Most bytes of chunk JSON in one `task:stream-chunks` frame: half the frame limit, so
+/// the frame's own fields never push it over.
+pub const MAX_BATCH_BYTES: usize = MAX_FRAME_BYTES / 2;
 
 /// Largest WebSocket message either side accepts. Larger ones close the socket with 1009.
 pub const MAX_FRAME_BYTES: usize = 1024 * 1024;
@@ -121,6 +133,15 @@ pub enum Frame {
         task_id: String,
         seq: u64,
         chunk: Box<RawValue>,
+    },
+    /// Node -> gateway (protocol 2): consecutive chunks of one task, the first with `seq`,
+    /// each next one with the next seq. Sent instead of a run of `task:stream-chunk` when
+    /// output comes faster than it leaves (see [`batch_chunks`]).
+    #[serde(rename = "task:stream-chunks")]
+    TaskStreamChunks {
+        task_id: String,
+        seq: u64,
+        chunks: Vec<Box<RawValue>>,
     },
     /// Node -> gateway: a progress envelope that is not part of the chat stream.
     #[serde(rename = "task:progress")]
@@ -325,6 +346,7 @@ pub const FRAME_TYPES: &[&str] = &[
     "task:create",
     "task:started",
     "task:stream-chunk",
+    "task:stream-chunks",
     "task:progress",
     "task:completed",
     "task:error",
@@ -398,8 +420,9 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// `task:stream-chunk` read straight from the text: a raw chunk cannot come out of the tree
-/// that the other frames are read through (nor out of serde's internally tagged enums).
+/// `task:stream-chunk` and `task:stream-chunks` read straight from the text: a raw chunk
+/// cannot come out of the tree that the other frames are read through (nor out of serde's
+/// internally tagged enums).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ChunkFrame {
@@ -407,10 +430,121 @@ struct ChunkFrame {
     kind: String,
     task_id: String,
     seq: u64,
-    chunk: Box<RawValue>,
+    #[serde(default)]
+    chunk: Option<Box<RawValue>>,
+    #[serde(default)]
+    chunks: Option<Vec<Box<RawValue>>>,
 }
 
 const CHUNK_TYPE: &str = "task:stream-chunk";
+const CHUNKS_TYPE: &str = "task:stream-chunks";
+
+impl ChunkFrame {
+    /// The frame, or why this is not one (`kind` is one of the two chunk types).
+    fn into_frame(self) -> Result<Frame, String> {
+        let ChunkFrame {
+            kind,
+            task_id,
+            seq,
+            chunk,
+            chunks,
+        } = self;
+        match (kind.as_str(), chunk, chunks) {
+            (CHUNK_TYPE, Some(chunk), None) => Ok(Frame::TaskStreamChunk {
+                task_id,
+                seq,
+                chunk,
+            }),
+            (CHUNKS_TYPE, None, Some(chunks)) => {
+                if chunks.is_empty() || chunks.len() > MAX_BATCH_CHUNKS {
+                    return Err(format!(
+                        "`chunks` must hold 1 to {MAX_BATCH_CHUNKS} chunks, not {}",
+                        chunks.len()
+                    ));
+                }
+                if seq.checked_add(chunks.len() as u64).is_none() {
+                    return Err("`seq` plus the number of chunks overflows".into());
+                }
+                Ok(Frame::TaskStreamChunks {
+                    task_id,
+                    seq,
+                    chunks,
+                })
+            }
+            (CHUNK_TYPE, None, _) => Err("missing field `chunk`".into()),
+            (CHUNKS_TYPE, _, None) => Err("missing field `chunks`".into()),
+            _ => Err("unexpected field: a chunk frame has `chunk` and a batch `chunks`".into()),
+        }
+    }
+}
+
+/// Folds each run of `task:stream-chunk` frames of one task with consecutive seqs into
+/// `task:stream-chunks` frames (at most [`MAX_BATCH_CHUNKS`] chunks and
+/// [`MAX_BATCH_BYTES`] of chunk JSON each); other frames and lone chunks stay as they are,
+/// in order. For a peer that speaks [`BATCH_PROTOCOL`].
+pub fn batch_chunks(frames: Vec<Frame>) -> Vec<Frame> {
+    let mut out: Vec<Frame> = Vec::with_capacity(frames.len());
+    let mut run_bytes = 0usize;
+    for frame in frames {
+        let Frame::TaskStreamChunk {
+            task_id,
+            seq,
+            chunk,
+        } = frame
+        else {
+            out.push(frame);
+            continue;
+        };
+        let len = chunk.get().len();
+        let joined = match out.last_mut() {
+            Some(Frame::TaskStreamChunk {
+                task_id: t,
+                seq: s,
+                chunk: c,
+            }) if *t == task_id && s.checked_add(1) == Some(seq) => {
+                if c.get().len() + len <= MAX_BATCH_BYTES {
+                    run_bytes = c.get().len() + len;
+                    let first = std::mem::replace(c, empty_raw());
+                    let (t, s) = (std::mem::take(t), *s);
+                    *out.last_mut().expect("just matched") = Frame::TaskStreamChunks {
+                        task_id: t,
+                        seq: s,
+                        chunks: vec![first, chunk],
+                    };
+                    None
+                } else {
+                    Some(chunk)
+                }
+            }
+            Some(Frame::TaskStreamChunks {
+                task_id: t,
+                seq: s,
+                chunks,
+            }) if *t == task_id && s.checked_add(chunks.len() as u64) == Some(seq) => {
+                if chunks.len() < MAX_BATCH_CHUNKS && run_bytes + len <= MAX_BATCH_BYTES {
+                    run_bytes += len;
+                    chunks.push(chunk);
+                    None
+                } else {
+                    Some(chunk)
+                }
+            }
+            _ => Some(chunk),
+        };
+        if let Some(chunk) = joined {
+            out.push(Frame::TaskStreamChunk {
+                task_id,
+                seq,
+                chunk,
+            });
+        }
+    }
+    out
+}
+
+fn empty_raw() -> Box<RawValue> {
+    RawValue::from_string("null".into()).expect("null is JSON")
+}
 
 impl Frame {
     /// A `task:stream-chunk` carrying `chunk`.
@@ -428,12 +562,11 @@ impl Frame {
         // The relay's hot path: a chunk is read in one pass, its chunk left as text.
         if text.contains(CHUNK_TYPE) {
             if let Ok(c) = serde_json::from_str::<ChunkFrame>(text) {
-                if c.kind == CHUNK_TYPE {
-                    return Ok(Frame::TaskStreamChunk {
-                        task_id: c.task_id,
-                        seq: c.seq,
-                        chunk: c.chunk,
-                    });
+                if c.kind == CHUNK_TYPE || c.kind == CHUNKS_TYPE {
+                    let frame_type = c.kind.clone();
+                    return c
+                        .into_frame()
+                        .map_err(|reason| DecodeError::Invalid { frame_type, reason });
                 }
             }
         }
@@ -450,7 +583,7 @@ impl Frame {
         if !FRAME_TYPES.contains(&frame_type.as_str()) {
             return Err(DecodeError::UnknownType(frame_type));
         }
-        if frame_type == CHUNK_TYPE {
+        if frame_type == CHUNK_TYPE || frame_type == CHUNKS_TYPE {
             let reason = match serde_json::from_str::<ChunkFrame>(text) {
                 Err(e) => e.to_string(),
                 Ok(_) => "not a chunk frame".into(),
@@ -482,6 +615,7 @@ impl Frame {
             Frame::TaskSubmit(_) => "task:submit",
             Frame::TaskStarted { .. } => "task:started",
             Frame::TaskStreamChunk { .. } => "task:stream-chunk",
+            Frame::TaskStreamChunks { .. } => "task:stream-chunks",
             Frame::TaskProgress { .. } => "task:progress",
             Frame::TaskCompleted { .. } => "task:completed",
             Frame::TaskError { .. } => "task:error",

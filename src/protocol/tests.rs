@@ -51,6 +51,20 @@ fn samples() -> Vec<Frame> {
             seq: 0,
         },
         Frame::chunk("t", 1, &serde_json::json!({"type": "start"})),
+        Frame::TaskStreamChunks {
+            task_id: "t".into(),
+            seq: 2,
+            chunks: vec![
+                serde_json::value::to_raw_value(
+                    &serde_json::json!({"type": "text-start", "id": "a"}),
+                )
+                .unwrap(),
+                serde_json::value::to_raw_value(
+                    &serde_json::json!({"type": "text-end", "id": "a"}),
+                )
+                .unwrap(),
+            ],
+        },
         Frame::TaskProgress {
             task_id: "t".into(),
             event: serde_json::json!({}),
@@ -308,4 +322,85 @@ fn decode_errors_are_typed() {
             .code(),
         ErrorCode::InvalidFrame
     );
+}
+
+/// Runs of one task's consecutive chunks fold into batches; anything else breaks a run and
+/// keeps its place, and a batch keeps to its count and byte limits.
+#[test]
+fn chunk_runs_fold_into_batches() {
+    let c = |task: &str, seq: u64| Frame::chunk(task, seq, &serde_json::json!({"n": seq}));
+    let frames = vec![
+        c("a", 0),
+        c("a", 1),
+        c("a", 2),
+        Frame::Pong {},
+        c("a", 3),
+        c("b", 0),
+        c("b", 1),
+        c("b", 3),
+    ];
+    let out: Vec<String> = batch_chunks(frames).iter().map(Frame::encode).collect();
+    assert_eq!(
+        out,
+        [
+            r#"{"type":"task:stream-chunks","taskId":"a","seq":0,"chunks":[{"n":0},{"n":1},{"n":2}]}"#,
+            r#"{"type":"pong"}"#,
+            r#"{"type":"task:stream-chunk","taskId":"a","seq":3,"chunk":{"n":3}}"#,
+            r#"{"type":"task:stream-chunks","taskId":"b","seq":0,"chunks":[{"n":0},{"n":1}]}"#,
+            r#"{"type":"task:stream-chunk","taskId":"b","seq":3,"chunk":{"n":3}}"#,
+        ]
+    );
+    // Count limit.
+    let many: Vec<Frame> = (0..MAX_BATCH_CHUNKS as u64 + 5)
+        .map(|s| c("a", s))
+        .collect();
+    let out = batch_chunks(many);
+    assert_eq!(out.len(), 2);
+    match &out[1] {
+        Frame::TaskStreamChunks { seq, chunks, .. } => {
+            assert_eq!((*seq, chunks.len()), (MAX_BATCH_CHUNKS as u64, 5))
+        }
+        other => panic!("{other:?}"),
+    }
+    // Byte limit: three chunks of 40% of the budget make a batch of two and a single.
+    let big = "x".repeat(MAX_BATCH_BYTES * 2 / 5);
+    let out = batch_chunks((0..3).map(|s| Frame::chunk("a", s, &big)).collect());
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|f| f.encode().len() < MAX_FRAME_BYTES));
+    assert_eq!(out[1].type_name(), "task:stream-chunk");
+}
+
+#[test]
+fn bad_batches_are_refused() {
+    for text in [
+        r#"{"type":"task:stream-chunks","taskId":"t","seq":0,"chunks":[]}"#,
+        r#"{"type":"task:stream-chunks","taskId":"t","seq":0}"#,
+        r#"{"type":"task:stream-chunks","taskId":"t","seq":0,"chunk":{}}"#,
+        r#"{"type":"task:stream-chunk","taskId":"t","seq":0,"chunks":[{}]}"#,
+        r#"{"type":"task:stream-chunks","taskId":"t","seq":18446744073709551615,"chunks":[{},{}]}"#,
+        r#"{"type":"task:stream-chunks","taskId":"t","seq":-1,"chunks":[{}]}"#,
+    ] {
+        let e = Frame::decode(text).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidFrame, "{text}: {e}");
+    }
+    let too_many = format!(
+        r#"{{"type":"task:stream-chunks","taskId":"t","seq":0,"chunks":[{}]}}"#,
+        vec!["{}"; MAX_BATCH_CHUNKS + 1].join(",")
+    );
+    assert_eq!(
+        Frame::decode(&too_many).unwrap_err().code(),
+        ErrorCode::InvalidFrame
+    );
+}
+
+/// The gateway answers with the newest revision both sides speak, and refuses a node with
+/// none in common.
+#[test]
+fn protocol_revisions_are_negotiated() {
+    assert_eq!(negotiate(1, 1), Some(1));
+    assert_eq!(negotiate(1, 2), Some(PROTOCOL_VERSION.min(2)));
+    assert_eq!(negotiate(1, 99), Some(PROTOCOL_VERSION));
+    assert_eq!(negotiate(PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 3), None);
+    assert_eq!(negotiate(0, 0), None);
+    assert_eq!(negotiate(2, 1), None);
 }

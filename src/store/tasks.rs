@@ -128,7 +128,7 @@ impl TaskFinish {
 #[derive(Debug, Default)]
 pub struct ChunkBatch {
     /// (task, seq, chunk JSON)
-    pub chunks: Vec<(String, u64, String)>,
+    pub chunks: Vec<(Arc<str>, u64, Arc<str>)>,
     /// (task, started at)
     pub started: Vec<(String, i64)>,
     /// (task, how it ended)

@@ -25,6 +25,7 @@ pub(super) async fn handle_frame(
         }
         frame @ (Frame::TaskStarted { .. }
         | Frame::TaskStreamChunk { .. }
+        | Frame::TaskStreamChunks { .. }
         | Frame::TaskCompleted { .. }
         | Frame::TaskError { .. }) => app.tasks.ingest(&app.store, node_id, frame).await,
         Frame::EnvironmentStatus(state) => env_result(envs::apply_state(app, node_id, state).await),

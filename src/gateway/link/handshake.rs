@@ -15,7 +15,8 @@ use crate::crypto;
 use crate::gateway::App;
 use crate::protocol::codec::{self, CodecError, Incoming};
 use crate::protocol::{
-    close, signing_payload, Connect, ErrorCode, Frame, HelloOk, Role, PROTOCOL_VERSION,
+    close, negotiate, signing_payload, Connect, ErrorCode, Frame, HelloOk, Role,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::store::{EnrollRefusal, NodeRecord};
 
@@ -50,8 +51,11 @@ pub(super) async fn admit(app: &App, sink: &mut Sink, stream: &mut Stream) -> Op
             return None;
         }
     };
+    // `authenticate` checked that there is one.
+    let protocol =
+        negotiate(connect.min_protocol, connect.max_protocol).unwrap_or(PROTOCOL_VERSION);
     let hello = Frame::HelloOk(HelloOk {
-        protocol: PROTOCOL_VERSION,
+        protocol,
         server_version: crate::VERSION.to_string(),
         node_id: node.id.clone(),
         heartbeat_interval_ms: app.config.heartbeat_interval.as_millis() as u64,
@@ -133,11 +137,11 @@ fn check_signed(c: &Connect, nonce: &str) -> Result<(), Refusal> {
             "only the node role may connect to /ws".into(),
         ));
     }
-    if !(c.min_protocol..=c.max_protocol).contains(&PROTOCOL_VERSION) {
+    if negotiate(c.min_protocol, c.max_protocol).is_none() {
         return Err((
             ErrorCode::ProtocolMismatch,
             format!(
-                "gateway speaks protocol {PROTOCOL_VERSION}, node supports {}..={}; upgrade the older side",
+                "gateway speaks protocol {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}, node supports {}..={}; upgrade the older side",
                 c.min_protocol, c.max_protocol
             ),
         ));

@@ -79,7 +79,8 @@ pub enum Live {
 }
 
 pub struct LiveTask {
-    pub id: String,
+    /// Shared with every stored row of the task rather than copied into each.
+    pub id: Arc<str>,
     pub node_id: String,
     inner: Mutex<LiveInner>,
 }
@@ -201,15 +202,17 @@ enum Sequenced {
     Write(WriteOp),
     /// Answer the node with this frame and store nothing.
     Answer(Box<Frame>),
-    /// Over a quota: end the task with this error and tell the node to stop it.
-    Refuse(String),
+    /// Over a quota: queue the write of what came before, if any, then end the task with
+    /// this error and tell the node to stop it.
+    Refuse(String, Option<WriteOp>),
     /// A resend or a gap: nothing to store or say.
     Ignore,
 }
 
 enum WriteOp {
-    /// A chunk, with what it reports for the task's usage.
-    Chunk(Arc<LiveTask>, u64, Arc<str>, Option<AgentReport>),
+    /// Consecutive chunks of one task (in seq order), each with what it reports for the
+    /// task's usage.
+    Chunks(Arc<LiveTask>, Vec<(u64, Arc<str>, Option<AgentReport>)>),
     Started(Arc<LiveTask>, u64, i64),
     Finished(Arc<LiveTask>, u64, TaskFinish),
 }
@@ -286,7 +289,7 @@ impl TaskHub {
                     *self.node_bytes().entry(node).or_default() += output.1;
                 }
                 Arc::new(LiveTask {
-                    id: rec.id.clone(),
+                    id: rec.id.as_str().into(),
                     node_id: rec.node_id.clone().unwrap_or_default(),
                     inner: Mutex::new(LiveInner {
                         last_seq: rec.last_seq,
@@ -354,6 +357,7 @@ impl TaskHub {
         let (task_id, seq) = match &frame {
             Frame::TaskStarted { task_id, seq }
             | Frame::TaskStreamChunk { task_id, seq, .. }
+            | Frame::TaskStreamChunks { task_id, seq, .. }
             | Frame::TaskCompleted { task_id, seq, .. }
             | Frame::TaskError { task_id, seq, .. } => (task_id.clone(), *seq),
             _ => return None,
@@ -362,16 +366,24 @@ impl TaskHub {
             Ok(live) => live,
             Err(reply) => return Some(reply),
         };
-        let op = match self.sequence(&live, node_id, seq, frame) {
-            Sequenced::Write(op) => op,
+        match self.sequence(&live, node_id, seq, frame) {
+            Sequenced::Write(op) => self.write(op).await,
             Sequenced::Answer(reply) => return Some(*reply),
-            Sequenced::Ignore => return None,
-            Sequenced::Refuse(why) => return self.refuse(store, &live, why).await,
-        };
+            Sequenced::Ignore => {}
+            Sequenced::Refuse(why, op) => {
+                if let Some(op) = op {
+                    self.write(op).await;
+                }
+                return self.refuse(store, &live, why).await;
+            }
+        }
+        None
+    }
+
+    async fn write(&self, op: WriteOp) {
         if self.writer.send(op).await.is_err() {
             tracing::error!("task writer stopped");
         }
-        None
     }
 
     /// The live entry of a task that `node_id` owns, or the error frame to answer with.
@@ -405,44 +417,43 @@ impl TaskHub {
         Ok(live)
     }
 
-    /// Orders one reliable frame under the task's lock: drops resends and gaps, fans a chunk
+    /// Orders one reliable frame under the task's lock: drops resends and gaps, fans chunks
     /// out to watchers, and returns the write to queue (or what to answer instead).
     fn sequence(&self, live: &Arc<LiveTask>, node_id: &str, seq: u64, frame: Frame) -> Sequenced {
         let task_id = &live.id;
         let mut st = live.lock();
         if st.orphan {
-            self.ack_box(node_id).set(task_id, seq);
+            let last = match &frame {
+                Frame::TaskStreamChunks { chunks, .. } => seq + chunks.len() as u64 - 1,
+                _ => seq,
+            };
+            self.ack_box(node_id).set(task_id, last);
             let is_final = TaskOutcome::from_frame(&frame).is_some();
             if !is_final && !st.stop_requested {
                 st.stop_requested = true;
                 return Sequenced::Answer(Box::new(Frame::TaskStop {
-                    task_id: task_id.clone(),
+                    task_id: task_id.to_string(),
                 }));
             }
             return Sequenced::Ignore;
         }
+        let frame = match frame {
+            Frame::TaskStreamChunk { chunk, .. } => {
+                return self.sequence_chunks(live, &mut st, node_id, seq, [chunk]);
+            }
+            Frame::TaskStreamChunks { chunks, .. } => {
+                return self.sequence_chunks(live, &mut st, node_id, seq, chunks);
+            }
+            frame => frame,
+        };
         let s = seq as i64;
         if s <= st.last_seq {
-            // A resend after reconnect. Re-acknowledge what is stored.
-            if st.committed >= 0 {
-                self.ack_box(node_id).set(task_id, st.committed as u64);
-            }
+            self.resent(&st, node_id, task_id);
             return Sequenced::Ignore;
         }
         if s != st.last_seq + 1 {
             tracing::warn!(task = %task_id, seq, expected = st.last_seq + 1, "sequence gap; waiting for a resend");
             return Sequenced::Ignore;
-        }
-        if let Frame::TaskStreamChunk { chunk, .. } = frame {
-            let (text, usage) = self.chunk_seen(task_id, &chunk);
-            if let Err(why) = self.charge(&mut st, node_id, text.len() as u64) {
-                return Sequenced::Refuse(why);
-            }
-            st.last_seq = s;
-            self.metrics.chunk(text.len());
-            st.pending.push_back((seq, text.clone()));
-            let _ = st.tx.send(Live::Chunk(seq, text.clone()));
-            return Sequenced::Write(WriteOp::Chunk(live.clone(), seq, text, usage));
         }
         st.last_seq = s;
         if let Frame::TaskStarted { .. } = frame {
@@ -456,6 +467,59 @@ impl TaskHub {
                 TaskFinish::now(outcome.map_text(|t| cut_text(t, MAX_OUTCOME_TEXT))),
             )),
             None => Sequenced::Ignore,
+        }
+    }
+
+    /// A resend after a reconnect: re-acknowledges what is stored.
+    fn resent(&self, st: &LiveInner, node_id: &str, task_id: &str) {
+        if st.committed >= 0 {
+            self.ack_box(node_id).set(task_id, st.committed as u64);
+        }
+    }
+
+    /// Orders consecutive chunks starting at `first` (one frame's worth) under the task's
+    /// lock held as `st`: those already accepted are resends, a gap drops the rest until
+    /// the node sends them again, and each new one is counted, kept until stored and fanned
+    /// out to watchers.
+    fn sequence_chunks(
+        &self,
+        live: &Arc<LiveTask>,
+        st: &mut LiveInner,
+        node_id: &str,
+        first: u64,
+        chunks: impl IntoIterator<Item = Box<serde_json::value::RawValue>>,
+    ) -> Sequenced {
+        let task_id = &live.id;
+        let mut rows = Vec::new();
+        let mut refused = None;
+        for (seq, chunk) in (first..).zip(chunks) {
+            let s = seq as i64;
+            if s <= st.last_seq {
+                continue;
+            }
+            if s != st.last_seq + 1 {
+                tracing::warn!(task = %task_id, seq, expected = st.last_seq + 1, "sequence gap; waiting for a resend");
+                break;
+            }
+            let (text, usage) = self.chunk_seen(task_id, &chunk);
+            if let Err(why) = self.charge(st, node_id, text.len() as u64) {
+                refused = Some(why);
+                break;
+            }
+            st.last_seq = s;
+            self.metrics.chunk(text.len());
+            st.pending.push_back((seq, text.clone()));
+            let _ = st.tx.send(Live::Chunk(seq, text.clone()));
+            rows.push((seq, text, usage));
+        }
+        if (first as i64) <= st.last_seq && rows.first().is_none_or(|r| r.0 != first) {
+            self.resent(st, node_id, task_id);
+        }
+        let op = (!rows.is_empty()).then(|| WriteOp::Chunks(live.clone(), rows));
+        match (refused, op) {
+            (Some(why), op) => Sequenced::Refuse(why, op),
+            (None, Some(op)) => Sequenced::Write(op),
+            (None, None) => Sequenced::Ignore,
         }
     }
 
@@ -514,7 +578,7 @@ impl TaskHub {
         }
         live.lock().stop_requested = true;
         Some(Frame::TaskStop {
-            task_id: live.id.clone(),
+            task_id: live.id.to_string(),
         })
     }
 
@@ -630,9 +694,9 @@ impl TaskHub {
             st.ended = true;
             let _ = st.tx.send(Live::End);
         }
-        self.live_map().remove(&live.id);
+        self.live_map().remove(&*live.id);
         self.events.publish(Event::TaskState {
-            task_id: live.id.clone(),
+            task_id: live.id.to_string(),
             state,
         });
     }

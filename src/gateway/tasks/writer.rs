@@ -86,26 +86,35 @@ fn build(ops: impl Iterator<Item = WriteOp>) -> Batch {
     let mut b = Batch::default();
     for op in ops {
         let (live, seq) = match op {
-            WriteOp::Chunk(live, seq, text, usage) => {
-                b.rows.chunks.push((live.id.clone(), seq, text.to_string()));
-                if let Some(u) = usage {
-                    b.rows.usage.push(u);
+            WriteOp::Chunks(live, rows) => {
+                let Some(last) = rows.last().map(|r| r.0) else {
+                    continue;
+                };
+                for (seq, text, usage) in rows {
+                    b.rows.chunks.push((live.id.clone(), seq, text));
+                    if let Some(u) = usage {
+                        b.rows.usage.push(u);
+                    }
                 }
-                (live, seq)
+                (live, last)
             }
             WriteOp::Started(live, seq, at) => {
-                b.rows.started.push((live.id.clone(), at));
-                b.started.push(live.id.clone());
+                b.rows.started.push((live.id.to_string(), at));
+                b.started.push(live.id.to_string());
                 (live, seq)
             }
             WriteOp::Finished(live, seq, fin) => {
                 b.finished.push((live.clone(), fin.outcome.state()));
-                b.rows.finished.push((live.id.clone(), fin));
+                b.rows.finished.push((live.id.to_string(), fin));
                 (live, seq)
             }
         };
-        let e = b.max_seq.entry(live.id.clone()).or_insert((live, seq));
-        e.1 = e.1.max(seq);
+        match b.max_seq.get_mut(&*live.id) {
+            Some(e) => e.1 = e.1.max(seq),
+            None => {
+                b.max_seq.insert(live.id.to_string(), (live, seq));
+            }
+        }
     }
     for (task, (_, seq)) in &b.max_seq {
         b.rows.last_seq.push((task.clone(), *seq));
