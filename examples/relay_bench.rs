@@ -31,8 +31,12 @@ use viber::node::handshake::{self, NodeHello};
 use viber::protocol::codec;
 use viber::protocol::Frame;
 
+#[derive(Clone)]
 struct Args {
     tasks: usize,
+    /// Load-generating nodes (connections) the tasks are spread over, each sending its own
+    /// tasks' chunks at the same time as the others.
+    nodes: usize,
     chunks: u64,
     watchers: usize,
     /// Total chunks per second across tasks; 0 = as fast as possible.
@@ -49,6 +53,7 @@ struct Args {
 fn parse_args() -> Args {
     let mut a = Args {
         tasks: 1,
+        nodes: 1,
         chunks: 100_000,
         watchers: 1,
         rate: 0,
@@ -63,6 +68,7 @@ fn parse_args() -> Args {
         let v = argv.get(i + 1).cloned().unwrap_or_default();
         match argv[i].as_str() {
             "--tasks" => a.tasks = v.parse().unwrap(),
+            "--nodes" => a.nodes = v.parse::<usize>().unwrap().max(1),
             "--chunks" => a.chunks = v.parse().unwrap(),
             "--watchers" => a.watchers = v.parse().unwrap(),
             "--rate" => a.rate = v.parse().unwrap(),
@@ -106,8 +112,16 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle_rss = support::status_kb(pid, "VmRSS:");
 
-    let (mut sink, node_id, submits) = connect_node(&gw, &http, &dir).await;
-    let task_ids = create_tasks(&gw, &http, &node_id, args.tasks, submits).await;
+    // Tasks spread over the nodes as evenly as they go.
+    let mut nodes = Vec::new();
+    let mut task_ids = Vec::new();
+    for n in 0..args.nodes.min(args.tasks) {
+        let (sink, node_id, submits) = connect_node(&gw, &http, &dir, n).await;
+        let count = args.tasks / args.nodes + usize::from(n < args.tasks % args.nodes);
+        let ids = create_tasks(&gw, &http, &node_id, count, submits).await;
+        task_ids.extend(ids.iter().cloned());
+        nodes.push((sink, ids));
+    }
 
     // Watchers.
     let mut watchers = Vec::new();
@@ -124,7 +138,16 @@ async fn main() {
 
     let cpu0 = support::cpu_secs(pid);
     let t0 = Instant::now();
-    produce(&mut sink, &task_ids, &args).await;
+    let producers: Vec<_> = nodes
+        .into_iter()
+        .map(|(mut sink, ids)| {
+            let args = args.clone();
+            tokio::spawn(async move { produce(&mut sink, &ids, &args).await })
+        })
+        .collect();
+    for p in producers {
+        p.await.unwrap();
+    }
     let sent_secs = t0.elapsed().as_secs_f64();
 
     let mut lat: Vec<u64> = Vec::new();
@@ -156,7 +179,12 @@ async fn main() {
         );
     }
 
-    let floor = floor(&task_ids, args.chunks, args.batch).await;
+    let floor = if args.rate > 0 {
+        let (lat, cpu) = steady_floor(&task_ids[0], args.rate, args.seconds).await;
+        Floor::Steady(lat, cpu)
+    } else {
+        Floor::Flood(floor(&task_ids, args.chunks, args.batch).await)
+    };
     report(
         &args,
         &Measured {
@@ -182,11 +210,13 @@ async fn connect_node(
     gw: &support::GatewayProc,
     http: &reqwest::Client,
     dir: &Path,
+    n: usize,
 ) -> (NodeSink, String, UnboundedReceiver<String>) {
-    let enroll = gw.enroll(http, "bench").await;
-    let key = NodeKey::load_or_create(&dir.join("bench-key")).unwrap();
+    let name = format!("bench-{n}");
+    let enroll = gw.enroll(http, &name).await;
+    let key = NodeKey::load_or_create(&dir.join(format!("{name}-key"))).unwrap();
     let about = NodeHello {
-        name: "bench".into(),
+        name,
         version: viber::VERSION.into(),
         platform: viber::node::platform(),
         capabilities: vec!["shell".into()],
@@ -331,8 +361,15 @@ struct Measured {
     cpu: f64,
     idle_rss: u64,
     peak_rss: u64,
-    /// The floor: chunks/s through a relay that only copies bytes between two sockets.
-    floor: f64,
+    floor: Floor,
+}
+
+/// The same work through a relay that only copies bytes between two loopback sockets.
+enum Floor {
+    /// Flood: chunks per second.
+    Flood(f64),
+    /// Steady rate: the latencies (sorted, ns) and the relay's CPU seconds over the run.
+    Steady(Vec<u64>, f64),
 }
 
 /// The physical floor for this work on this machine, measured in the same run: the frames
@@ -391,19 +428,114 @@ async fn floor(task_ids: &[String], chunks: u64, batch: usize) -> f64 {
     (chunks * task_ids.len() as u64) as f64 / secs
 }
 
+/// The floor at a steady rate: each chunk frame written alone when it is due, as in the
+/// steady run, through a relay (its own thread and single-threaded runtime, whose CPU time
+/// is measured) that reads each from one loopback socket and writes it to another; the
+/// reader takes each chunk's send time from it. Returns latencies and the relay's CPU
+/// seconds.
+async fn steady_floor(task_id: &str, rate: u64, seconds: u64) -> (Vec<u64>, f64) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let (inbound, outbound) = (
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let (in_addr, out_addr) = (
+        inbound.local_addr().unwrap(),
+        outbound.local_addr().unwrap(),
+    );
+    let relay = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let cpu0 = support::thread_cpu_secs();
+            let (src, _) = inbound.accept().unwrap();
+            let (dst, _) = outbound.accept().unwrap();
+            let mut src = tokio::net::TcpStream::from_std(src).unwrap();
+            let mut dst = tokio::net::TcpStream::from_std(dst).unwrap();
+            src.set_nodelay(true).unwrap();
+            dst.set_nodelay(true).unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match src.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => dst.write_all(&buf[..n]).await.unwrap(),
+                }
+            }
+            support::thread_cpu_secs() - cpu0
+        })
+    });
+    let mut writer = tokio::net::TcpStream::connect(in_addr).await.unwrap();
+    let reader = tokio::net::TcpStream::connect(out_addr).await.unwrap();
+    writer.set_nodelay(true).unwrap();
+    let total = rate * seconds;
+    let read = tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(reader).lines();
+        let mut lat = Vec::with_capacity(total as usize);
+        while let Ok(Some(line)) = lines.next_line().await {
+            let at = now_ns();
+            let f: Value = serde_json::from_str(&line).unwrap();
+            let sent: u64 = f["chunk"]["delta"].as_str().unwrap().parse().unwrap();
+            lat.push(at.saturating_sub(sent));
+        }
+        lat
+    });
+    let iv = Duration::from_nanos(1_000_000_000 / rate);
+    let mut next_at = Instant::now();
+    for seq in 0..total {
+        next_at += iv;
+        let now = Instant::now();
+        if next_at > now {
+            tokio::time::sleep(next_at - now).await;
+        }
+        let mut line = chunk(task_id, seq, delta()).encode();
+        line.push('\n');
+        writer.write_all(line.as_bytes()).await.unwrap();
+    }
+    writer.shutdown().await.unwrap();
+    let mut lat = read.await.unwrap();
+    lat.sort_unstable();
+    (lat, relay.join().unwrap())
+}
+
+/// The `p` quantile of sorted latencies, in ms.
+fn quantile(lat: &[u64], p: f64) -> f64 {
+    lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e6
+}
+
 fn report(args: &Args, m: &Measured, replay: &str) {
     let total_expected = args.chunks * args.tasks as u64;
     let lat = &m.lat;
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e6;
+    let pct = |p: f64| quantile(lat, p);
+    let floor = match &m.floor {
+        Floor::Flood(rate) => format!(
+            "floor (the same bytes copied between two loopback sockets): {rate:.0} chunks/s; \
+             viber delivered {:.1}% of it",
+            m.received as f64 / m.secs / rate * 100.0
+        ),
+        Floor::Steady(fl, cpu) => format!(
+            "floor (the same frames at the same rate through a relay that only copies them \
+             between two loopback sockets): p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, \
+             relay {:.0}% of one core; viber's p99 is {:.1}x it, its CPU {:.1}x",
+            quantile(fl, 0.5),
+            quantile(fl, 0.99),
+            quantile(fl, 0.999),
+            cpu / args.seconds as f64 * 100.0,
+            pct(0.99) / quantile(fl, 0.99),
+            (m.cpu / m.secs) / (cpu / args.seconds as f64)
+        ),
+    };
     println!(
-        "tasks={} watchers/task={} chunks/task={} rate={} batch={}\n\
+        "tasks={} nodes={} watchers/task={} chunks/task={} rate={} batch={}\n\
          sent {} chunks in {:.2} s; watchers received {} chunks ({} expected) in {:.2} s\n\
          relay throughput: {:.0} chunks/s delivered ({:.0} chunks/s ingested)\n\
          latency node send -> watcher receive: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms\n\
          gateway CPU: {:.2} s over {:.2} s = {:.0}% of one core\n\
          gateway RSS: idle {:.1} MB, peak {:.1} MB\n\
-         floor (the same bytes copied between two loopback sockets): {:.0} chunks/s; viber delivered {:.1}% of it{}",
+         {}{}",
         args.tasks,
+        args.nodes.min(args.tasks),
         args.watchers,
         args.chunks,
         if args.rate > 0 { args.rate.to_string() } else { "max".into() },
@@ -424,8 +556,7 @@ fn report(args: &Args, m: &Measured, replay: &str) {
         m.cpu / m.secs * 100.0,
         m.idle_rss as f64 / 1024.0,
         m.peak_rss as f64 / 1024.0,
-        m.floor,
-        m.received as f64 / m.secs / m.floor * 100.0,
+        floor,
         replay,
     );
 }

@@ -74,7 +74,7 @@ pub async fn send(
     let Some(link) = app.registry.sender(node_id) else {
         return Ok(Delivery::Queued);
     };
-    let _ = link.send(Outgoing::Frame(frame)).await;
+    let _ = link.send(Outgoing::frame(frame)).await;
     Ok(
         match tokio::time::timeout(ACK_WAIT, &mut waiting.answer).await {
             Ok(Ok(None)) => Delivery::Applied,
@@ -130,7 +130,7 @@ pub async fn on_node_connected(app: &App, node_id: &str) -> anyhow::Result<()> {
                 continue;
             }
         };
-        if link.send(Outgoing::Frame(frame)).await.is_err() {
+        if link.send(Outgoing::frame(frame)).await.is_err() {
             break;
         }
     }

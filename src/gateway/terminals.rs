@@ -362,7 +362,7 @@ pub async fn open_tunnel(
 /// Sends a frame to a node if it is online; false when it is not.
 pub async fn send(app: &App, node_id: &str, frame: Frame) -> bool {
     match app.registry.sender(node_id) {
-        Some(tx) => tx.send(Outgoing::Frame(frame)).await.is_ok(),
+        Some(tx) => tx.send(Outgoing::frame(frame)).await.is_ok(),
         None => false,
     }
 }

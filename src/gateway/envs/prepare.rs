@@ -82,7 +82,7 @@ pub async fn send_prepare(
         step: None,
         message: None,
     });
-    let _ = tx.send(Outgoing::Frame(frame)).await;
+    let _ = tx.send(Outgoing::frame(frame)).await;
     Ok(true)
 }
 

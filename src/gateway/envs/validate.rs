@@ -51,7 +51,7 @@ pub async fn validate(app: &App, env: &EnvironmentRecord) -> ApiResult<Validatio
         repo_url: env.repo_url.clone().filter(|_| env.kind.is_git()),
         branch: env.repo_branch.clone(),
     });
-    if tx.send(Outgoing::Frame(frame)).await.is_err() {
+    if tx.send(Outgoing::frame(frame)).await.is_err() {
         return Err(ApiError::unavailable(format!(
             "node {node_id} went offline"
         )));

@@ -103,7 +103,7 @@ pub fn sse_response(mut rx: mpsc::Receiver<Bytes>, ui_stream: bool) -> Response 
 
 fn put_event(buf: &mut BytesMut, seq: u64, chunk: &str) {
     buf.put_slice(b"id: ");
-    buf.put_slice(seq.to_string().as_bytes());
+    buf.put_slice(itoa::Buffer::new().format(seq).as_bytes());
     buf.put_slice(b"\ndata: ");
     buf.put_slice(chunk.as_bytes());
     buf.put_slice(b"\n\n");
@@ -221,16 +221,28 @@ async fn follow_live(
     tx: &mpsc::Sender<Bytes>,
 ) -> anyhow::Result<Following> {
     let mut buf = BytesMut::new();
+    // One timer for the whole stream, moved only when it fires: not one per wakeup.
+    let keepalive = tokio::time::sleep(KEEPALIVE);
+    tokio::pin!(keepalive);
+    let mut last_sent = tokio::time::Instant::now();
     loop {
         let first = tokio::select! {
             r = rx.recv() => r,
-            _ = tokio::time::sleep(KEEPALIVE) => {
+            _ = &mut keepalive => {
+                let due = last_sent + KEEPALIVE;
+                if due > tokio::time::Instant::now() {
+                    keepalive.as_mut().reset(due);
+                    continue;
+                }
                 if tx.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
                     return Ok(Following::Done);
                 }
+                last_sent = tokio::time::Instant::now();
+                keepalive.as_mut().reset(last_sent + KEEPALIVE);
                 continue;
             }
         };
+        last_sent = tokio::time::Instant::now();
         let (ended, lagged) = drain_queued(&mut rx, first, &mut buf, &mut after);
         if !flush(tx, &mut buf).await {
             return Ok(Following::Done);

@@ -394,7 +394,7 @@ pub async fn stop(
     }
     if let Some(tx) = online {
         let _ = tx
-            .send(Outgoing::Frame(Frame::TaskStop {
+            .send(Outgoing::frame(Frame::TaskStop {
                 task_id: id.clone(),
             }))
             .await;

@@ -16,12 +16,17 @@ use crate::protocol::{Frame, NodeStatus, ViberInfo};
 /// Something for a node's connection task to do.
 #[derive(Debug)]
 pub enum Outgoing {
-    Frame(Frame),
+    /// Boxed: a connection's queue allocates its slots in blocks up front, and a `Frame` is
+    /// hundreds of bytes, which every idle node would pay for.
+    Frame(Box<Frame>),
     /// Send an error frame and close with this code.
-    Close {
-        code: u16,
-        error: Frame,
-    },
+    Close { code: u16, error: Box<Frame> },
+}
+
+impl Outgoing {
+    pub fn frame(frame: Frame) -> Outgoing {
+        Outgoing::Frame(Box::new(frame))
+    }
 }
 
 /// One authenticated connection.
@@ -150,6 +155,11 @@ impl Registry {
 /// Disconnects a node's live connection (after revocation).
 pub async fn kick(app: &App, node_id: &str, code: u16, error: Frame) {
     if let Some(tx) = app.registry.sender(node_id) {
-        let _ = tx.send(Outgoing::Close { code, error }).await;
+        let _ = tx
+            .send(Outgoing::Close {
+                code,
+                error: Box::new(error),
+            })
+            .await;
     }
 }

@@ -141,7 +141,7 @@ async fn register(
             .tx
             .send(Outgoing::Close {
                 code: close::REPLACED,
-                error,
+                error: Box::new(error),
             })
             .await;
     }
@@ -239,10 +239,18 @@ async fn run_connection(
     let silence = tokio::time::sleep(interval * SILENT_FOR);
     tokio::pin!(silence);
     let acks = app.tasks.ack_box(node_id);
+    // Made once and renewed only when they fire: each new one would take a lock to register
+    // and another to unregister on every frame.
+    let acked = acks.notify.notified();
+    let shutdown = app.shutdown.cancelled();
+    tokio::pin!(acked, shutdown);
     loop {
         let end = tokio::select! {
-            _ = acks.notify.notified() => send_all(sink, acks.take()).await,
-            _ = app.shutdown.cancelled() => {
+            _ = &mut acked => {
+                acked.set(acks.notify.notified());
+                send_all(sink, acks.take()).await
+            }
+            _ = &mut shutdown => {
                 codec::close(sink, close::GOING_AWAY, "gateway shutting down").await;
                 Some("gateway shutting down")
             }
@@ -291,7 +299,7 @@ async fn on_outgoing(sink: &mut Sink, out: Option<Outgoing>) -> Option<End> {
         Some(Outgoing::Frame(f)) => send(sink, &f).await,
         Some(Outgoing::Close { code, error }) => {
             let _ = codec::write(sink, &error).await;
-            let reason = match &error {
+            let reason = match &*error {
                 Frame::Error(e) => e.message.clone(),
                 _ => String::new(),
             };

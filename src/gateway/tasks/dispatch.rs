@@ -56,7 +56,7 @@ pub async fn dispatch(app: &App, rec: &crate::store::TaskRecord) -> anyhow::Resu
     let node = rec.node_id.clone().unwrap_or_default();
     if let Some(tx) = app.registry.sender(&node) {
         let frame = submit_frame(app, rec).await?;
-        let _ = tx.send(Outgoing::Frame(frame)).await;
+        let _ = tx.send(Outgoing::frame(frame)).await;
     }
     Ok(())
 }

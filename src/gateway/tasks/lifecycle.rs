@@ -28,12 +28,12 @@ pub async fn on_node_connected(app: &App, node_id: &str) -> anyhow::Result<()> {
         };
         if rec.state == TaskState::Pending && !waiting {
             let _ = tx
-                .send(Outgoing::Frame(super::submit_frame(app, &rec).await?))
+                .send(Outgoing::frame(super::submit_frame(app, &rec).await?))
                 .await;
         }
         if app.tasks.stop_requested(&rec.id) {
             let _ = tx
-                .send(Outgoing::Frame(Frame::TaskStop { task_id: rec.id }))
+                .send(Outgoing::frame(Frame::TaskStop { task_id: rec.id }))
                 .await;
         }
     }

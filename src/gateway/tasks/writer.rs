@@ -69,15 +69,19 @@ pub(super) async fn writer(
     }
 }
 
-/// Fewer, larger transactions: gathers a little longer unless the batch is full. Watchers
-/// are not waiting on this; only acks and the final state are.
+/// Fewer, larger transactions: gathers for [`WRITER_LINGER`] after the first op, then
+/// takes what queued meanwhile. One timer per batch, and no wakeup per op while it waits
+/// (waiting in `recv` would be woken by every send). Watchers are not waiting on this;
+/// only acks and the final state are.
 async fn linger(rx: &mut mpsc::Receiver<WriteOp>, ops: &mut Vec<WriteOp>) {
-    let deadline = tokio::time::Instant::now() + WRITER_LINGER;
+    if ops.len() >= WRITER_BATCH {
+        return;
+    }
+    tokio::time::sleep(WRITER_LINGER).await;
     while ops.len() < WRITER_BATCH {
-        let room = WRITER_BATCH - ops.len();
-        match tokio::time::timeout_at(deadline, rx.recv_many(ops, room)).await {
-            Ok(n) if n > 0 => continue,
-            _ => break,
+        match rx.try_recv() {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
         }
     }
 }

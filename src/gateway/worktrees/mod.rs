@@ -198,7 +198,7 @@ pub async fn ask(
         author_email: Some(email),
         secrets,
     }));
-    if tx.send(Outgoing::Frame(frame)).await.is_err() {
+    if tx.send(Outgoing::frame(frame)).await.is_err() {
         return Err(ApiError::unavailable(format!(
             "node {} went offline",
             wt.node_id
@@ -247,7 +247,7 @@ async fn send_removal(app: &App, node: &str, thread: &str, branch: &str, delete_
         author_email: None,
         secrets: Vec::new(),
     }));
-    let _ = tx.send(Outgoing::Frame(frame)).await;
+    let _ = tx.send(Outgoing::frame(frame)).await;
 }
 
 /// A heartbeat listed the node's worktrees: those of threads that are gone, archived or
