@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -35,7 +35,8 @@ pub use dispatch::{dispatch, dispatch_waiting, submit_frame};
 pub use lifecycle::{on_node_connected, reconcile, sweep_lost_nodes};
 use writer::writer;
 
-/// Writes queued before ingest waits.
+/// Rows (chunks and state changes) queued for the writer before ingest waits: counted in
+/// rows, not ops, since one op may carry a batch of up to a thousand chunks.
 const WRITER_QUEUE: usize = 16 * 1024;
 /// Most ops written in one transaction.
 const WRITER_BATCH: usize = 8 * 1024;
@@ -209,6 +210,16 @@ enum Sequenced {
     Ignore,
 }
 
+impl WriteOp {
+    /// Rows it writes, as counted against [`WRITER_QUEUE`].
+    fn rows(&self) -> usize {
+        match self {
+            WriteOp::Chunks(_, rows) => rows.len(),
+            WriteOp::Started(..) | WriteOp::Finished(..) => 1,
+        }
+    }
+}
+
 enum WriteOp {
     /// Consecutive chunks of one task (in seq order), each with what it reports for the
     /// task's usage.
@@ -221,6 +232,9 @@ pub struct TaskHub {
     live: Mutex<HashMap<String, Arc<LiveTask>>>,
     acks: Mutex<HashMap<String, Arc<AckBox>>>,
     writer: mpsc::Sender<WriteOp>,
+    /// Room in the writer's queue, in rows ([`WRITER_QUEUE`]); the writer gives it back
+    /// once the rows are stored.
+    room: Arc<Semaphore>,
     events: Events,
     quotas: Quotas,
     /// Output bytes of each node's live tasks.
@@ -243,11 +257,13 @@ impl TaskHub {
         background: &TaskTracker,
     ) -> Arc<TaskHub> {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let room = Arc::new(Semaphore::new(WRITER_QUEUE));
         let free_disk = Arc::new(AtomicU64::new(u64::MAX));
         let hub = Arc::new(TaskHub {
             live: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
             writer: tx,
+            room: room.clone(),
             events,
             quotas,
             node_bytes: Mutex::new(HashMap::new()),
@@ -258,6 +274,7 @@ impl TaskHub {
             Arc::downgrade(&hub),
             store,
             rx,
+            room,
             metrics,
             shutdown.clone(),
         ));
@@ -381,6 +398,11 @@ impl TaskHub {
     }
 
     async fn write(&self, op: WriteOp) {
+        // A full queue makes the node's connection wait: TCP backpressure, bounded memory.
+        match self.room.acquire_many(op.rows() as u32).await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return,
+        }
         if self.writer.send(op).await.is_err() {
             tracing::error!("task writer stopped");
         }

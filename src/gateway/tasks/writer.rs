@@ -39,6 +39,7 @@ pub(super) async fn writer(
     hub: std::sync::Weak<TaskHub>,
     store: Store,
     mut rx: mpsc::Receiver<WriteOp>,
+    room: Arc<tokio::sync::Semaphore>,
     metrics: crate::gateway::metrics::Metrics,
     shutdown: CancellationToken,
 ) {
@@ -57,13 +58,14 @@ pub(super) async fn writer(
         if !shutdown.is_cancelled() {
             linger(&mut rx, &mut ops).await;
         }
-        let rows = ops.len();
+        let rows: usize = ops.iter().map(WriteOp::rows).sum();
         let batch = build(ops.drain(..));
         let started = std::time::Instant::now();
         if !commit(&store, Arc::new(batch.rows), &shutdown).await {
             return;
         }
         metrics.batch(rows, started.elapsed().as_secs_f64());
+        room.add_permits(rows);
         let Some(hub) = hub.upgrade() else { return };
         publish(&hub, batch.max_seq, batch.started, batch.finished);
     }
