@@ -304,3 +304,21 @@ CREATE TABLE worktrees (
 ALTER TABLE enrollments ADD COLUMN uses INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE enrollments ADD COLUMN used_count INTEGER NOT NULL DEFAULT 0;
 UPDATE enrollments SET used_count = 1 WHERE used_at IS NOT NULL;
+
+-- migration: 11
+
+-- The audit log: every operator request that changes something (and every sign-in), who made
+-- it (the operator token or a board session), from where, and how it ended. `fields` names
+-- the request body's fields (and the names inside its objects), never their values.
+CREATE TABLE audit (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at       INTEGER NOT NULL,
+    actor    TEXT NOT NULL,
+    method   TEXT NOT NULL,
+    route    TEXT NOT NULL,
+    path     TEXT NOT NULL,
+    status   INTEGER NOT NULL,
+    peer     TEXT NOT NULL,
+    fields   TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX audit_at ON audit (at);

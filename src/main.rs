@@ -62,6 +62,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Shell(args) => dispatch::shell(args).await,
         Command::Terminal { action } => dispatch::terminal(action).await,
         Command::Metrics { client } => dispatch::metrics(&client).await,
+        Command::Audit {
+            limit,
+            before,
+            json,
+            client,
+        } => dispatch::audit(limit, before, json, &client).await,
         Command::Completions { shell } => Ok(dispatch::completions(shell)),
         Command::SandboxForward { .. } => unreachable!("handled before the runtime starts"),
     }

@@ -620,3 +620,132 @@ async fn handshakes_and_sign_ins_are_limited() {
     let (code, _) = gw.get("/api/nodes").await;
     assert_eq!(code, 200);
 }
+
+/// Issue 18: the audit log records who changed what, from where and how it ended, sign-ins
+/// included, and never a value: a secret set and changed appears as its name only.
+#[tokio::test]
+async fn the_audit_log_records_changes_and_sign_ins_without_values() {
+    const SECRET: &str = "sk-audit-secret-value-4242";
+    const SECRET2: &str = "sk-audit-secret-value-9999";
+    let gdir = TempDir::new("gw");
+    let gw = Gateway::start(gdir.path(), 0, &[]);
+    let url = |p: &str| format!("{}{p}", gw.url);
+    let res = gw
+        .http
+        .post(url("/api/session"))
+        .json(&json!({"token": "vbr_op_wrong"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = gw
+        .http
+        .post(url("/api/session"))
+        .json(&json!({"token": gw.token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let csrf = res.json::<serde_json::Value>().await.unwrap()["csrfToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, v) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "aud", "type": "manual", "secrets": {"API_KEY": SECRET}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    // Changed from the board: the session, not the token.
+    let res = gw
+        .http
+        .put(url("/api/environments/aud"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"secrets": {"API_KEY": SECRET2}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    // Reads are not recorded.
+    let (code, _) = gw.get("/api/environments").await;
+    assert_eq!(code, 200);
+
+    let (code, page) = gw.get("/api/audit?limit=10").await;
+    assert_eq!(code, 200, "{page}");
+    let text = page.to_string();
+    assert!(!text.contains(SECRET) && !text.contains(SECRET2), "{page}");
+    let e = page["entries"].as_array().unwrap();
+    let summary: Vec<(String, String, String, u64)> = e
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap().to_string();
+            (
+                s("actor"),
+                s("method"),
+                s("route"),
+                e["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let session = e[0]["actor"].as_str().unwrap().to_string();
+    assert!(session.starts_with("session:"), "{page}");
+    assert_eq!(
+        summary,
+        [
+            (session, "PUT".into(), "/api/environments/{id}".into(), 200),
+            (
+                "operator-token".into(),
+                "POST".into(),
+                "/api/environments".into(),
+                201
+            ),
+            (
+                "anonymous".into(),
+                "POST".into(),
+                "/api/session".into(),
+                201
+            ),
+            (
+                "anonymous".into(),
+                "POST".into(),
+                "/api/session".into(),
+                401
+            ),
+        ]
+    );
+    assert_eq!(e[0]["path"], "/api/environments/aud");
+    assert_eq!(e[0]["fields"], json!(["secrets", "secrets.API_KEY"]));
+    assert_eq!(e[0]["peer"], "127.0.0.1");
+    assert!(e[0]["at"].is_string());
+
+    // Pages, newest first.
+    let (_, first) = gw.get("/api/audit?limit=3").await;
+    let before = first["nextBefore"].as_i64().unwrap();
+    let (_, rest) = gw.get(&format!("/api/audit?limit=3&before={before}")).await;
+    // Four writes in all (the reads of the log are not recorded): one is left, the first.
+    assert_eq!(rest["entries"].as_array().unwrap().len(), 1, "{rest}");
+    assert_eq!(rest["entries"][0]["status"], 401);
+    assert!(rest.get("nextBefore").is_none(), "{rest}");
+    let (code, _) = gw.get("/api/audit?limit=0").await;
+    assert_eq!(code, 422);
+
+    // The CLI prints the same log.
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "--gateway", &gw.url, "--limit", "5"])
+        .env("VIBER_TOKEN", &gw.token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("PUT /api/environments/aud"), "{printed}");
+    assert!(printed.contains("secrets.API_KEY"), "{printed}");
+    assert!(!printed.contains(SECRET2), "{printed}");
+}

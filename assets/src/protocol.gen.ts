@@ -115,6 +115,35 @@ export type ErrorDetail = { code: string, message: string, };
 
 export type ErrorBody = { error: ErrorDetail, };
 
+export type AuditEntry = { id: number, at: string, 
+/**
+ * `operator-token`, `session:<8 hex>` (a board session, by a digest of its id), or
+ * `anonymous` (not signed in: a failed sign-in, a refused request).
+ */
+actor: string, method: string, 
+/**
+ * The route's pattern, `/api/environments/{id}`.
+ */
+route: string, 
+/**
+ * The path as requested, with its ids.
+ */
+path: string, 
+/**
+ * The response's HTTP status.
+ */
+status: number, 
+/**
+ * The client's address.
+ */
+peer: string, fields: Array<string>, };
+
+export type AuditPage = { entries: Array<AuditEntry>, 
+/**
+ * Pass as `before` for the next (older) page; absent on the last page.
+ */
+nextBefore?: number, };
+
 export type Health = { 
 /**
  * Always `ok` while the gateway answers.

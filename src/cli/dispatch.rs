@@ -13,12 +13,23 @@ use clap::CommandFactory;
 use super::args::{
     Cli, EnvAction, NodeAction, SecretAction, ShellArgs, TaskAction, TerminalAction, ThreadAction,
 };
-use super::{changes, envs, nodes, tasks, terminals, threads, Client, ClientArgs};
+use super::{audit, changes, envs, nodes, tasks, terminals, threads, Client, ClientArgs};
 use crate::protocol::api::{ApprovalAnswer, PullRequestRequest};
 
 /// `viber nodes`.
 pub async fn list_nodes(json: bool, client: &ClientArgs) -> anyhow::Result<ExitCode> {
     nodes::list(&Client::new(client)?, json).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `viber audit`.
+pub async fn audit(
+    limit: u32,
+    before: Option<i64>,
+    json: bool,
+    client: &ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    audit::list(&Client::new(client)?, limit, before, json).await?;
     Ok(ExitCode::SUCCESS)
 }
 

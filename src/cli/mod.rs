@@ -5,6 +5,7 @@
 //! internals; `roles` only calls their public `start`/`run` entry points.
 
 pub mod args;
+pub mod audit;
 pub mod changes;
 pub mod dispatch;
 pub mod envs;

@@ -206,6 +206,24 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Who makes a request, for the audit log: `operator-token`, `session:<8 hex>` (a digest of
+/// the board session's id, as it is stored), or `anonymous`.
+pub fn actor(app: &App, headers: &HeaderMap) -> String {
+    if let Some(token) = bearer(headers) {
+        return if !token.is_empty() && app.auth.is_valid(token) {
+            "operator-token".into()
+        } else {
+            "anonymous".into()
+        };
+    }
+    match session_cookie(headers) {
+        Some(id) if app.auth.session_csrf(id).is_some() => {
+            format!("session:{}", &crypto::sha256_hex(id.as_bytes())[..8])
+        }
+        _ => "anonymous".into(),
+    }
+}
+
 /// An operator's bearer token or board session, without the CSRF check (for the previews'
 /// origin, where `SameSite=Strict` keeps other sites' requests from carrying the cookie).
 pub fn authenticated(app: &App, headers: &HeaderMap) -> ApiResult<()> {

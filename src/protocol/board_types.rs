@@ -49,6 +49,8 @@ fn generate() -> String {
         PullRequestView,
         ErrorDetail,
         ErrorBody,
+        AuditEntry,
+        AuditPage,
         Health,
         NodeView,
         NodeList,

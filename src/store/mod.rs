@@ -1,5 +1,5 @@
 //! The gateway's SQLite state: the only module that contains SQL. One file per table group
-//! (nodes, tasks, environments, bindings, threads, sessions, commands), and `retention.rs`
+//! (nodes, tasks, environments, bindings, threads, sessions, commands, audit), and `retention.rs`
 //! for what the sweeper deletes; enum columns are the
 //! `protocol` enums, read and written through `sql.rs`, never compared as strings.
 //!
@@ -8,6 +8,7 @@
 //! batch. Every public method is async and runs its statement on tokio's blocking pool:
 //! no SQLite call ever runs on the reactor.
 
+mod audit;
 mod bindings;
 mod commands;
 mod environments;
@@ -20,6 +21,7 @@ mod terminals;
 mod threads;
 mod worktrees;
 
+pub use audit::AuditRecord;
 pub use bindings::{BindingRecord, BindingUpdate};
 pub use commands::CommandRecord;
 pub use environments::{AllowedHosts, EnvironmentRecord, SecretChange, SecretRecord};

@@ -3,7 +3,8 @@
 //! Ended tasks keep their row (goal, state, times, exit code, error, result, usage) for ever;
 //! their chunks go after the retention period. Setup logs go after the same period;
 //! idempotency keys after a day; board sessions when they expire; enrollment tokens a
-//! retention period after they expired; commands once their task ended.
+//! retention period after they expired; commands once their task ended; audit records
+//! after a year (or the retention period, if longer).
 //!
 //! Work is cut into small transactions (one task's chunks at a time) so the task writer,
 //! which shares the write connection, never waits long behind the sweeper.
@@ -11,6 +12,9 @@
 use rusqlite::params;
 
 use super::Store;
+
+/// Audit records are kept at least this long.
+const AUDIT_KEPT_MS: i64 = 365 * 86_400_000;
 
 /// Tasks whose chunks are deleted per call of [`Store::prune_task_outputs`].
 const TASKS_PER_CALL: usize = 50;
@@ -25,6 +29,7 @@ pub struct Pruned {
     pub sessions: usize,
     pub enrollments: usize,
     pub commands: usize,
+    pub audit: usize,
 }
 
 impl Pruned {
@@ -97,6 +102,10 @@ impl Store {
                     "DELETE FROM commands WHERE EXISTS (SELECT 1 FROM tasks t
                        WHERE t.id = commands.task_id AND t.state IN ('completed', 'error', 'stopped'))",
                     [],
+                )?,
+                audit: tx.execute(
+                    "DELETE FROM audit WHERE at < ?1",
+                    [cutoff.min(now - AUDIT_KEPT_MS)],
                 )?,
                 ..Pruned::default()
             };

@@ -78,6 +78,21 @@ pub enum Command {
         #[command(subcommand)]
         action: TerminalAction,
     },
+    /// The audit log: operator requests that changed something, and sign-ins, newest first
+    /// (who, from where, which fields; never their values).
+    Audit {
+        /// Entries to show (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Only entries older than this id (the `--before` printed under a full page).
+        #[arg(long)]
+        before: Option<i64>,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print the gateway's Prometheus metrics (what `GET /metrics` serves a scraper).
     Metrics {
         #[command(flatten)]

@@ -7,6 +7,7 @@
 //! `store/`'s), build frames for a node's running tasks by hand (the task hub and `envs/`
 //! do), or import `node::`.
 
+mod audit;
 mod bindings;
 mod changes;
 mod environments;
@@ -46,6 +47,10 @@ pub fn router(app: App) -> Router {
     let (api, doc) = api_router(app.clone()).split_for_parts();
     api.layer(Extension(openapi::Description::new(&doc)))
         .merge(board::router())
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            audit::record,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(catch_panic))
         .layer(axum::middleware::from_fn(request_span))
@@ -93,6 +98,7 @@ fn operator_routes(app: App) -> OpenApiRouter<App> {
         .routes(routes!(tasks::approve))
         .routes(routes!(events::events))
         .routes(routes!(usage::usage))
+        .routes(routes!(audit::audit))
         .routes(routes!(environments::list, environments::create))
         .routes(routes!(
             environments::get,

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+mod audit;
 mod changes;
 mod environments;
 mod nodes;
@@ -15,6 +16,7 @@ mod tasks;
 mod terminals;
 mod threads;
 
+pub use audit::*;
 pub use changes::*;
 pub use environments::*;
 pub use nodes::*;
