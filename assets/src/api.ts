@@ -98,6 +98,8 @@ export const api = {
   login: (token: string) => request<P.SessionOpened>('POST', '/api/session', { token }),
   logout: () => request<void>('DELETE', '/api/session'),
   health: () => get<P.Health>('/health'),
+  audit: (before?: number) =>
+    get<P.AuditPage>(`/api/audit?limit=100${before === undefined ? '' : `&before=${before}`}`),
 
   nodes: () => get<P.NodeList>('/api/nodes').then((r) => r.nodes),
   enroll: (name: string) =>

@@ -4,6 +4,7 @@ import { render } from 'preact';
 import { useState } from 'preact/hooks';
 import { api, ApiError, handleUnauthorized, setCsrfToken } from './api';
 import { EnvironmentForm, MappingView } from './envs';
+import { AuditPage } from './audit';
 import { NodesPage, SettingsPage } from './nodes';
 import { EnvironmentSheet, newThread, Sidebar } from './sidebar';
 import { connectEvents, currentEnvironment, disconnectEvents, envStatus, errorText, loadAll, navigate, setState, useStore } from './store';
@@ -143,6 +144,8 @@ function Main() {
       return <MappingView id={r.id} />;
     case 'nodes':
       return <NodesPage />;
+    case 'audit':
+      return <AuditPage />;
     case 'settings':
       return <SettingsPage onLogout={() => signedOut(null)} />;
     default:

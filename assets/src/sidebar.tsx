@@ -230,6 +230,15 @@ export function Sidebar() {
           <span class="dot muted" /> {s.nodes.length - online} offline
         </a>
         <a
+          href="/audit"
+          onClick={(e) => {
+            e.preventDefault();
+            navigate('/audit');
+          }}
+        >
+          Audit
+        </a>
+        <a
           href="/settings"
           onClick={(e) => {
             e.preventDefault();

@@ -11,6 +11,7 @@ export type Route =
   | { page: 'env-edit'; id: string }
   | { page: 'env-map'; id: string }
   | { page: 'nodes' }
+  | { page: 'audit' }
   | { page: 'settings' };
 
 export interface BindingLog {
@@ -65,6 +66,7 @@ export function parseRoute(path: string): Route {
   if (parts[0] === 'environments' && parts[1] && parts[2] === 'mappings') return { page: 'env-map', id: parts[1] };
   if (parts[0] === 'environments' && parts[1]) return { page: 'env-edit', id: parts[1] };
   if (parts[0] === 'nodes') return { page: 'nodes' };
+  if (parts[0] === 'audit') return { page: 'audit' };
   if (parts[0] === 'settings') return { page: 'settings' };
   return { page: 'home' };
 }

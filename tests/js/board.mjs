@@ -520,6 +520,8 @@ async function main() {
     ['/', '.thread-item'],
     ['/nodes', 'section.node .pill'],
     ['/settings', 'text=Sign out'],
+    // The audit log names the secret the board set, never its value.
+    ['/audit', 'table.audit td.fields:has-text("secrets.API_KEY")'],
     ['/environments/e2e-repo', '.kv.secret'],
     ['/environments/e2e-repo/mappings', 'section.binding .pill[data-status="ready"]'],
   ];
@@ -527,6 +529,7 @@ async function main() {
     await page.goto(origin + path);
     await page.locator(ready).first().waitFor();
     await assertNoSecret(page, path);
+    if (path === '/audit') await shot(page, 'desktop-audit');
   }
   await page.goto(threadUrl);
   await page.locator('section.turn').nth(0).locator('.task-foot .pill[data-status="completed"]').waitFor();
