@@ -734,17 +734,7 @@ async fn the_audit_log_records_changes_and_sign_ins_without_values() {
     assert_eq!(code, 422);
 
     // The CLI prints the same log.
-    let out = std::process::Command::new(BIN)
-        .args(["audit", "--gateway", &gw.url, "--limit", "5"])
-        .env("VIBER_TOKEN", &gw.token)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed = String::from_utf8_lossy(&out.stdout);
+    let printed = gw.cli(&["audit", "--limit", "5"]);
     assert!(printed.contains("PUT /api/environments/aud"), "{printed}");
     assert!(printed.contains("secrets.API_KEY"), "{printed}");
     assert!(!printed.contains(SECRET2), "{printed}");

@@ -113,16 +113,9 @@ async fn metrics_parse_with_prometheus_and_move_when_a_task_runs() {
         "{text}"
     );
     // The CLI prints the same scrape.
-    let out = Command::new(BIN)
-        .args(["metrics", "--gateway", &gw.url, "--token", &gw.token])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("# TYPE viber_chunks_relayed counter"));
+    assert!(gw
+        .cli(&["metrics"])
+        .contains("# TYPE viber_chunks_relayed counter"));
     let after = parse(&text);
     if after.is_null() {
         return;

@@ -377,6 +377,24 @@ impl Gateway {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Runs `viber ARGS --gateway URL` with the operator token; returns its standard output
+    /// once it exits 0.
+    #[allow(dead_code)]
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .args(["--gateway", &self.url])
+            .env("VIBER_TOKEN", &self.token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "viber {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.request(reqwest::Method::GET, path, None).await
     }

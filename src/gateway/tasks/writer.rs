@@ -43,6 +43,9 @@ pub(super) async fn writer(
     metrics: crate::gateway::metrics::Metrics,
     shutdown: CancellationToken,
 ) {
+    // However the writer ends, ingest waiting for room must not wait for ever: closing the
+    // room fails its wait, as a closed queue fails a send.
+    let _close = CloseOnDrop(room.clone());
     let mut ops = Vec::with_capacity(WRITER_BATCH);
     loop {
         let n = tokio::select! {
@@ -68,6 +71,14 @@ pub(super) async fn writer(
         room.add_permits(rows);
         let Some(hub) = hub.upgrade() else { return };
         publish(&hub, batch.max_seq, batch.started, batch.finished);
+    }
+}
+
+struct CloseOnDrop(Arc<tokio::sync::Semaphore>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
