@@ -9,6 +9,7 @@
 #   - Debian's tmux, where persistent terminals live;
 #   - git (threads' worktrees, and tests/worktrees.rs's repositories) and openssl (its https
 #     git server's certificate);
+#   - Debian's systemd, whose `systemd-analyze verify` checks the units `install` writes;
 #   - schemathesis 4 (PyPI, in a venv at target/py-venv; SCHEMATHESIS points at its `st`), which
 #     tests/api_contract.rs runs against a live gateway and its /api/openapi.json;
 #   - prometheus_client (PyPI, same venv; PROMETHEUS_PYTHON points at its python), whose
@@ -55,6 +56,10 @@ fi
 # Worktrees, diffs and pushes run git; the https push test makes a certificate.
 if ! command -v git >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
     apt_install git openssl
+fi
+# The service units of `viber gateway|node|all-in-one install` (tests/foundation.rs).
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    apt_install systemd
 fi
 export CHROMIUM
 

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use viber::cli::args::{Cli, Command, NodeCommand};
+use viber::cli::args::{AllInOneCommand, Cli, Command, GatewayCommand, NodeCommand};
+use viber::cli::service::Role;
 use viber::cli::{dispatch, roles};
 use viber::node::sandbox::forward;
 
@@ -48,8 +49,20 @@ fn init_tracing(default_level: &str) {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let started = |()| ExitCode::SUCCESS;
     match command {
-        Command::Gateway(args) => roles::gateway(args).await.map(started),
-        Command::AllInOne(args) => roles::all_in_one(args).await.map(started),
+        Command::Gateway(GatewayCommand { action: None, run }) => {
+            roles::gateway(run).await.map(started)
+        }
+        Command::Gateway(GatewayCommand {
+            action: Some(action),
+            ..
+        }) => dispatch::service(Role::Gateway, action),
+        Command::AllInOne(AllInOneCommand { action: None, run }) => {
+            roles::all_in_one(run).await.map(started)
+        }
+        Command::AllInOne(AllInOneCommand {
+            action: Some(action),
+            ..
+        }) => dispatch::service(Role::AllInOne, action),
         Command::Node(NodeCommand { action: None, run }) => roles::node(run).await.map(started),
         Command::Node(NodeCommand {
             action: Some(action),

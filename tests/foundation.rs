@@ -739,3 +739,123 @@ async fn the_audit_log_records_changes_and_sign_ins_without_values() {
     assert!(printed.contains("secrets.API_KEY"), "{printed}");
     assert!(!printed.contains(SECRET2), "{printed}");
 }
+
+/// Issue 18: `install` writes a systemd unit that `systemd-analyze verify` accepts without a
+/// word, keeps the node's enrollment token out of the unit (in a 0600 environment file), and
+/// `uninstall` removes it. (Starting it needs a running systemd, which this machine has not.)
+#[tokio::test]
+async fn service_units_verify_and_keep_secrets_out() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("svc");
+    let home = dir.join("home");
+    let units = dir.join("units");
+    let verify = |unit: &std::path::Path| {
+        let out = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(unit)
+            .output()
+            .expect("systemd-analyze (scripts/test.sh installs systemd)");
+        let said = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "{}: {said}",
+            unit.display()
+        );
+    };
+    let viber = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("VIBER_HOME")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // --print, for each role: written nowhere, valid as it is.
+    for role in ["gateway", "all-in-one"] {
+        let unit = viber(&[role, "install", "--print", "--", "--listen", "0.0.0.0:7391"]);
+        let path = dir.join(&format!("viber-{role}.service"));
+        std::fs::write(&path, &unit).unwrap();
+        verify(&path);
+        for key in [
+            "Restart=on-failure",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "PrivateTmp=yes",
+            "EnvironmentFile=-",
+            &format!(" {role} --listen 0.0.0.0:7391"),
+        ] {
+            assert!(unit.contains(key), "{role}: no {key} in\n{unit}");
+        }
+    }
+    // A node's user service, written but not started.
+    const TOKEN: &str = "vbr_enr_service_test_4242";
+    let said = viber(&[
+        "node",
+        "install",
+        "--gateway",
+        "http://127.0.0.1:7391",
+        "--token",
+        TOKEN,
+        "--name",
+        "box 1",
+        "--user",
+        "--no-start",
+        "--unit-dir",
+        units.to_str().unwrap(),
+    ]);
+    assert!(said.contains("not started"), "{said}");
+    let unit_path = units.join("viber-node.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    verify(&unit_path);
+    assert!(!unit.contains(TOKEN), "{unit}");
+    assert!(unit.contains(" node --name \"box 1\""), "{unit}");
+    assert!(unit.contains("WantedBy=default.target"), "{unit}");
+    let env_file = home.join(".config/viber/node.env");
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(env.contains(&format!("VIBER_NODE_TOKEN={TOKEN}")), "{env}");
+    assert!(env.contains("VIBER_GATEWAY=http://127.0.0.1:7391"), "{env}");
+    let mode = std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // Installing again with a new gateway keeps the operator's own lines.
+    std::fs::write(&env_file, env + "VIBER_SANDBOX=auto\n").unwrap();
+    viber(&[
+        "node",
+        "install",
+        "--gateway",
+        "https://gw.example:7391",
+        "--user",
+        "--no-start",
+        "--unit-dir",
+        units.to_str().unwrap(),
+    ]);
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(
+        env.contains("VIBER_SANDBOX=auto") && env.contains(TOKEN),
+        "{env}"
+    );
+    assert_eq!(env.matches("VIBER_GATEWAY=").count(), 1, "{env}");
+    assert!(
+        env.contains("VIBER_GATEWAY=https://gw.example:7391"),
+        "{env}"
+    );
+    // Uninstall removes the unit and keeps the settings.
+    let said = viber(&[
+        "node",
+        "uninstall",
+        "--user",
+        "--no-stop",
+        "--unit-dir",
+        units.to_str().unwrap(),
+    ]);
+    assert!(said.contains("removed"), "{said}");
+    assert!(!unit_path.exists());
+    assert!(env_file.exists());
+}

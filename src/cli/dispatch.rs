@@ -11,8 +11,10 @@ use std::process::ExitCode;
 use clap::CommandFactory;
 
 use super::args::{
-    Cli, EnvAction, NodeAction, SecretAction, ShellArgs, TaskAction, TerminalAction, ThreadAction,
+    Cli, EnvAction, NodeAction, SecretAction, ServiceAction, ShellArgs, TaskAction, TerminalAction,
+    ThreadAction,
 };
+use super::service::{self, Role};
 use super::{audit, changes, envs, nodes, tasks, terminals, threads, Client, ClientArgs};
 use crate::protocol::api::{ApprovalAnswer, PullRequestRequest};
 
@@ -20,6 +22,14 @@ use crate::protocol::api::{ApprovalAnswer, PullRequestRequest};
 pub async fn list_nodes(json: bool, client: &ClientArgs) -> anyhow::Result<ExitCode> {
     nodes::list(&Client::new(client)?, json).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `viber gateway|all-in-one install|uninstall`.
+pub fn service(role: Role, action: ServiceAction) -> anyhow::Result<ExitCode> {
+    match action {
+        ServiceAction::Install(a) => service::install(role, &a, Vec::new()),
+        ServiceAction::Uninstall(a) => service::uninstall(role, &a),
+    }
 }
 
 /// `viber audit`.
@@ -47,6 +57,21 @@ pub async fn node(action: NodeAction) -> anyhow::Result<ExitCode> {
         NodeAction::CheckConfig { id, client } => {
             return nodes::check_config(&Client::new(&client)?, &id).await
         }
+        NodeAction::Install {
+            gateway,
+            token,
+            name,
+            service,
+        } => {
+            let mut settings = vec![("VIBER_GATEWAY", gateway)];
+            settings.extend(token.map(|t| ("VIBER_NODE_TOKEN", t)));
+            let mut service = service;
+            if let Some(n) = name {
+                service.args.splice(0..0, ["--name".to_string(), n]);
+            }
+            return service::install(Role::Node, &service, settings);
+        }
+        NodeAction::Uninstall(a) => return service::uninstall(Role::Node, &a),
     }
     Ok(ExitCode::SUCCESS)
 }

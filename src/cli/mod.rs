@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod envs;
 pub mod nodes;
 pub mod roles;
+pub mod service;
 pub mod tasks;
 pub mod terminals;
 pub mod threads;

@@ -41,12 +41,14 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Run the coordinator: API, board and the endpoint nodes dial.
-    Gateway(GatewayArgs),
+    /// Run the coordinator: API, board and the endpoint nodes dial (`install` makes it a
+    /// service).
+    Gateway(GatewayCommand),
     /// Run a node daemon, or manage nodes (`viber node add NAME`).
     Node(NodeCommand),
-    /// Run a gateway and a node in one process (the quickest start).
-    AllInOne(AllInOneArgs),
+    /// Run a gateway and a node in one process (the quickest start; `install` makes it a
+    /// service).
+    AllInOne(AllInOneCommand),
     /// List the gateway's nodes.
     Nodes {
         /// Print the raw JSON.
@@ -118,8 +120,8 @@ impl Command {
     pub fn is_daemon(&self) -> bool {
         matches!(
             self,
-            Command::Gateway(_)
-                | Command::AllInOne(_)
+            Command::Gateway(GatewayCommand { action: None, .. })
+                | Command::AllInOne(AllInOneCommand { action: None, .. })
                 | Command::Node(NodeCommand { action: None, .. })
         )
     }
@@ -230,6 +232,66 @@ impl GatewayArgs {
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
+pub struct GatewayCommand {
+    #[command(subcommand)]
+    pub action: Option<ServiceAction>,
+    #[command(flatten)]
+    pub run: GatewayArgs,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AllInOneCommand {
+    #[command(subcommand)]
+    pub action: Option<ServiceAction>,
+    #[command(flatten)]
+    pub run: AllInOneArgs,
+}
+
+/// Installing a role as a service, or removing it.
+#[derive(Subcommand)]
+pub enum ServiceAction {
+    /// Install as a systemd service (system-wide as root, `--user` otherwise), enable and
+    /// start it. Settings and secrets go in its environment file (`VIBER_*` variables).
+    Install(InstallArgs),
+    /// Stop, disable and remove the service (its data and settings stay).
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Args, Clone, Default)]
+pub struct InstallArgs {
+    /// A user service (`systemctl --user`); the default when not root.
+    #[arg(long)]
+    pub user: bool,
+    /// Print the unit and change nothing.
+    #[arg(long)]
+    pub print: bool,
+    /// Write the unit and its settings, but do not enable or start it.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Where to write the unit [default: /etc/systemd/system, or ~/.config/systemd/user].
+    #[arg(long)]
+    pub unit_dir: Option<PathBuf>,
+    /// More flags for the role, after `--` (for example `-- --listen 0.0.0.0:7391`).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct UninstallArgs {
+    /// The user service (`systemctl --user`); the default when not root.
+    #[arg(long)]
+    pub user: bool,
+    /// Only remove the unit file: no `systemctl disable --now`.
+    #[arg(long)]
+    pub no_stop: bool,
+    /// Where the unit was written.
+    #[arg(long)]
+    pub unit_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct NodeCommand {
     #[command(subcommand)]
     pub action: Option<NodeAction>,
@@ -334,6 +396,24 @@ pub enum NodeAction {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Install this machine's node as a systemd service dialing `--gateway` (system-wide as
+    /// root, `--user` otherwise), enable and start it. The enrollment token goes in the
+    /// service's environment file (0600), not in the unit.
+    Install {
+        /// Gateway URL to dial.
+        #[arg(long)]
+        gateway: String,
+        /// Enrollment token from `viber node add` (first start only).
+        #[arg(long)]
+        token: Option<String>,
+        /// Name shown for this node [default: host name].
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        service: InstallArgs,
+    },
+    /// Stop, disable and remove the node's service (its data and settings stay).
+    Uninstall(UninstallArgs),
     /// List nodes (same as `viber nodes`).
     Ls {
         #[arg(long)]
