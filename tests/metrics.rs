@@ -98,6 +98,28 @@ async fn metrics_parse_with_prometheus_and_move_when_a_task_runs() {
     let (task, _) = gw.finished(t["id"].as_str().unwrap()).await;
     assert_eq!(task["state"], "completed");
 
+    // A prepare, timed from its queueing to ready.
+    let node_id = gw.nodes().await[0]["id"].as_str().unwrap().to_string();
+    let (code, env) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "m-env", "type": "manual"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{env}");
+    let bindings = format!("/api/environments/{}/bindings", env["id"].as_str().unwrap());
+    let (code, b) = gw.post(&bindings, json!({"nodeId": node_id})).await;
+    assert!(code == 201 || code == 200, "{b}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = gw.get(&bindings).await;
+        if v["bindings"][0]["status"] == "ready" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     let res = gw
         .http
         .get(format!("{}/metrics", gw.url))
@@ -140,13 +162,19 @@ async fn metrics_parse_with_prometheus_and_move_when_a_task_runs() {
     );
     let chunks = |p: &Value| sample(p, "viber_chunks_relayed", "viber_chunks_relayed_total", &[]);
     assert!(chunks(&after) >= chunks(&before) + 3.0, "{after}");
+    // Chunks come one to a frame or, when they pile up, several to a batch.
     let frames = |p: &Value| {
-        sample(
-            p,
-            "viber_ws_frames_received",
-            "viber_ws_frames_received_total",
-            &[("type", "task:stream-chunk")],
-        )
+        ["task:stream-chunk", "task:stream-chunks"]
+            .iter()
+            .map(|t| {
+                sample(
+                    p,
+                    "viber_ws_frames_received",
+                    "viber_ws_frames_received_total",
+                    &[("type", t)],
+                )
+            })
+            .sum::<f64>()
     };
     assert!(frames(&after) > frames(&before));
     assert_eq!(after["viber_sqlite_batch_seconds"]["type"], "histogram");
@@ -157,5 +185,16 @@ async fn metrics_parse_with_prometheus_and_move_when_a_task_runs() {
             "viber_sqlite_batch_seconds_count",
             &[]
         ) >= 1.0
+    );
+    assert_eq!(after["viber_prepare_seconds"]["type"], "histogram");
+    assert_eq!(
+        sample(
+            &after,
+            "viber_prepare_seconds",
+            "viber_prepare_seconds_count",
+            &[("outcome", "ready")]
+        ),
+        1.0,
+        "{after}"
     );
 }

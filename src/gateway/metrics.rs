@@ -3,7 +3,7 @@
 //! by the `prometheus-client` crate.
 //!
 //! Counters and histograms are kept as things happen (chunks relayed, frames by type, the
-//! writer's batches); gauges that describe state (nodes, tasks, watchers, approvals waiting,
+//! writer's batches, prepare durations); gauges that describe state (nodes, tasks, watchers, approvals waiting,
 //! tokens by model) are read at scrape time from the registry and the store, so nothing has
 //! to keep them in step. Labels take only bounded values: frame types, task states, executors,
 //! node presence, models; never a task or node id.
@@ -36,6 +36,13 @@ struct TaskLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PrepareLabels {
+    outcome: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TokenLabels {
     model: String,
     direction: &'static str,
@@ -56,6 +63,11 @@ struct Inner {
     by_type: std::collections::HashMap<&'static str, Counter>,
     batch_seconds: Histogram,
     batch_rows: Histogram,
+    /// Prepares from when the gateway queued them (or the node first said `preparing`) to
+    /// `ready` or `error`, by outcome.
+    prepare_seconds: Histograms<PrepareLabels>,
+    /// When each binding now preparing started (by binding id; gone once it ends).
+    preparing: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl Default for Metrics {
@@ -75,6 +87,11 @@ impl Default for Metrics {
                 batch_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 8)),
                 // 1 to 16384 rows.
                 batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 8)),
+                prepare_seconds: Family::new_with_constructor(|| {
+                    // 50 ms to ~14 min.
+                    Histogram::new(exponential_buckets(0.05, 3.0, 10))
+                }),
+                preparing: Default::default(),
             }),
         }
     }
@@ -91,6 +108,46 @@ impl Metrics {
     pub fn frame(&self, kind: &'static str) {
         if let Some(c) = self.inner.by_type.get(kind) {
             c.inc();
+        }
+    }
+
+    /// The gateway queued a prepare of binding `id` for its node: the clock starts (again).
+    pub fn prepare_queued(&self, id: &str) {
+        self.inner
+            .preparing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), std::time::Instant::now());
+    }
+
+    /// A node reported `status` for binding `id`: a prepare started by the node itself starts
+    /// at its first `preparing`, and each is timed when it ends `ready` or `error`.
+    pub fn binding_status(&self, id: &str, status: crate::protocol::BindingStatus) {
+        use crate::protocol::BindingStatus as S;
+        let mut preparing = self
+            .inner
+            .preparing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let outcome = match status {
+            S::Preparing => {
+                preparing
+                    .entry(id.to_string())
+                    .or_insert_with(std::time::Instant::now);
+                return;
+            }
+            S::Pending => {
+                preparing.remove(id);
+                return;
+            }
+            S::Ready => "ready",
+            S::Error => "error",
+        };
+        if let Some(started) = preparing.remove(id) {
+            self.inner
+                .prepare_seconds
+                .get_or_create(&PrepareLabels { outcome })
+                .observe(started.elapsed().as_secs_f64());
         }
     }
 
@@ -129,6 +186,11 @@ pub async fn render(app: &App) -> anyhow::Result<String> {
         "sqlite_batch_rows",
         "Rows (chunks and state changes) per stored batch",
         m.batch_rows.clone(),
+    );
+    reg.register(
+        "prepare_seconds",
+        "Environment prepares on nodes, from their start to ready or error, by outcome",
+        m.prepare_seconds.clone(),
     );
 
     let nodes = Family::<NodeLabels, Gauge>::default();

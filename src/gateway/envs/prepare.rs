@@ -60,6 +60,7 @@ pub async fn send_prepare(
         force,
         container: super::input::container_of(env, &b.id),
     });
+    app.metrics.prepare_queued(&b.id);
     app.store
         .update_binding(
             b.id.clone(),
@@ -105,6 +106,7 @@ pub async fn apply_state(
             format!("binding {} does not belong to this node", b.id),
         )));
     }
+    app.metrics.binding_status(&b.id, s.status);
     app.store
         .update_binding(
             b.id.clone(),
