@@ -119,9 +119,6 @@ fn put_event(buf: &mut BytesMut, seq: u64, chunk: &str) {
     buf.put_slice(b"\n\n");
 }
 
-/// A subscription's broadcast and the chunks accepted but not yet stored when it was taken.
-type Following = (broadcast::Receiver<Live>, Vec<(u64, Arc<str>)>);
-
 /// Where a task stream is.
 enum Phase {
     /// Not following the task yet (or again, after falling behind its live buffer).
@@ -130,7 +127,7 @@ enum Phase {
     /// stored and the live broadcast, if following, else `[DONE]` when `done`.
     Replay {
         upto: i64,
-        live: Option<Following>,
+        live: Option<(broadcast::Receiver<Live>, Vec<(u64, Arc<str>)>)>,
         done: bool,
     },
     /// Following the task's broadcast.
