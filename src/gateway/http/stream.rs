@@ -9,8 +9,6 @@ use axum::body::Body as HttpBody;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
-use std::sync::Arc;
-
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{broadcast, mpsc};
 
@@ -68,36 +66,28 @@ pub async fn stream(
     load(&app, &id).await?;
     let follow = q.follow.unwrap_or(true);
     let watching = app.limits.watch(Some(&id))?;
-    let pump = TaskPump {
-        _tracked: app.connections.token(),
-        _watching: watching,
-        app,
-        id,
-        after,
-        follow,
-        phase: Phase::Start,
-        keepalive: Box::pin(tokio::time::sleep(KEEPALIVE)),
-        last_sent: tokio::time::Instant::now(),
-    };
-    // The HTTP connection's own task runs the pump as it polls the body: no task or queue
-    // between the task's broadcast and the socket.
-    let body = futures_util::stream::unfold(pump, |mut p| async move {
-        p.next().await.map(|b| (Ok::<_, Infallible>(b), p))
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let tracked = app.connections.token();
+    tokio::spawn(async move {
+        let _tracked = tracked;
+        let _watching = watching;
+        tokio::select! {
+            r = pump_task(&app, &id, after, follow, &tx) => {
+                if let Err(e) = r {
+                    tracing::error!(task = %id, error = format!("{e:#}"), "task stream failed");
+                }
+            }
+            _ = app.shutdown.cancelled() => {}
+        }
     });
-    Ok(sse_headers(
-        Response::new(HttpBody::from_stream(body)),
-        true,
-    ))
+    Ok(sse_response(rx, true))
 }
 
 pub fn sse_response(mut rx: mpsc::Receiver<Bytes>, ui_stream: bool) -> Response {
     let body = futures_util::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|o| o.map(Ok::<_, Infallible>))
     });
-    sse_headers(Response::new(HttpBody::from_stream(body)), ui_stream)
-}
-
-fn sse_headers(mut res: Response, ui_stream: bool) -> Response {
+    let mut res = Response::new(HttpBody::from_stream(body));
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -119,184 +109,160 @@ fn put_event(buf: &mut BytesMut, seq: u64, chunk: &str) {
     buf.put_slice(b"\n\n");
 }
 
-/// Where a task stream is.
-enum Phase {
-    /// Not following the task yet (or again, after falling behind its live buffer).
-    Start,
-    /// Sending stored chunks after `after` up to `upto`; then the tail accepted but not yet
-    /// stored and the live broadcast, if following, else `[DONE]` when `done`.
-    Replay {
-        upto: i64,
-        live: Option<(broadcast::Receiver<Live>, Vec<(u64, Arc<str>)>)>,
-        done: bool,
-    },
-    /// Following the task's broadcast.
-    Live(broadcast::Receiver<Live>),
-    Done,
+/// Sends `buf` if it holds anything; false when the client went away.
+async fn flush(tx: &mpsc::Sender<Bytes>, buf: &mut BytesMut) -> bool {
+    if buf.is_empty() {
+        return true;
+    }
+    tx.send(buf.split().freeze()).await.is_ok()
 }
 
-/// One watcher's stream of a task, run by the HTTP connection as it polls the body: replays
-/// what is stored, then follows the task hub's broadcast, resuming from SQLite when it falls
-/// behind, until `[DONE]`, the client going away (the body is dropped) or shutdown.
-struct TaskPump {
-    app: App,
-    id: String,
-    /// The last seq sent.
-    after: i64,
-    follow: bool,
-    phase: Phase,
-    /// One timer for the whole stream, moved only when it fires.
-    keepalive: std::pin::Pin<Box<tokio::time::Sleep>>,
-    last_sent: tokio::time::Instant,
-    _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
-    _watching: crate::gateway::limits::Watching,
-}
-
-impl TaskPump {
-    /// The next bytes to send, or `None` at the end.
-    async fn next(&mut self) -> Option<Bytes> {
-        let shutdown = self.app.shutdown.clone();
-        let out = tokio::select! {
-            r = self.step() => r,
-            _ = shutdown.cancelled() => Ok(None),
-        };
-        let out = out.unwrap_or_else(|e| {
-            tracing::error!(task = %self.id, error = format!("{e:#}"), "task stream failed");
-            None
-        });
-        if out.is_none() {
-            self.phase = Phase::Done;
-        } else {
-            self.last_sent = tokio::time::Instant::now();
-        }
-        out
-    }
-
-    async fn step(&mut self) -> anyhow::Result<Option<Bytes>> {
-        loop {
-            match std::mem::replace(&mut self.phase, Phase::Done) {
-                Phase::Done => return Ok(None),
-                Phase::Start => self.start().await?,
-                Phase::Replay { upto, live, done } => {
-                    let (page, more) = self.replay_page(upto).await?;
-                    if more {
-                        self.phase = Phase::Replay { upto, live, done };
-                        return Ok(Some(page));
-                    }
-                    let mut buf = BytesMut::from(&page[..]);
-                    match live {
-                        Some((rx, pending)) => {
-                            for (seq, chunk) in &pending {
-                                if *seq as i64 > self.after {
-                                    put_event(&mut buf, *seq, chunk);
-                                    self.after = *seq as i64;
-                                }
-                            }
-                            self.phase = Phase::Live(rx);
-                        }
-                        None if done => buf.put_slice(DONE),
-                        None => {}
-                    }
-                    if !buf.is_empty() {
-                        return Ok(Some(buf.freeze()));
-                    }
-                }
-                Phase::Live(rx) => {
-                    if let Some(bytes) = self.follow_live(rx).await {
-                        return Ok(Some(bytes));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Subscribes to the live task, or, when it is not live here, sets up the replay of
-    /// what is stored.
-    async fn start(&mut self) -> anyhow::Result<()> {
-        if self.follow {
-            if let Some(sub) = self.app.tasks.subscribe(&self.id) {
-                self.phase = Phase::Replay {
-                    upto: sub.committed,
-                    live: Some((sub.rx, sub.pending)),
-                    done: false,
-                };
-                return Ok(());
-            }
-        }
-        // Not live here. Either it ended, or this gateway restarted and its node has not
-        // spoken of it yet: load it so the node's frames reach us, then subscribe.
-        let rec = self.app.store.task(self.id.clone()).await?;
-        let ended = rec.as_ref().is_none_or(|r| r.state.is_terminal());
-        if ended || !self.follow {
-            self.phase = Phase::Replay {
-                upto: i64::MAX,
-                live: None,
-                done: ended,
-            };
-        } else {
-            self.app.tasks.live(&self.app.store, &self.id).await?;
-            self.phase = Phase::Start;
-        }
-        Ok(())
-    }
-
-    /// One page of stored chunks after `after`, up to `upto`; and whether more may follow.
-    async fn replay_page(&mut self, upto: i64) -> anyhow::Result<(Bytes, bool)> {
-        let rows = self
-            .app
+/// Replays stored chunks with seq in (`after`, `upto`] and returns the last seq sent.
+async fn replay(
+    app: &App,
+    id: &str,
+    mut after: i64,
+    upto: i64,
+    tx: &mpsc::Sender<Bytes>,
+) -> anyhow::Result<Option<i64>> {
+    loop {
+        let rows = app
             .store
-            .chunks_after(self.id.clone(), self.after, REPLAY_PAGE)
+            .chunks_after(id.to_string(), after, REPLAY_PAGE)
             .await?;
+        if rows.is_empty() {
+            return Ok(Some(after));
+        }
         let mut buf = BytesMut::new();
         for (seq, chunk) in &rows {
             if *seq as i64 > upto {
-                return Ok((buf.freeze(), false));
+                break;
             }
             put_event(&mut buf, *seq, chunk);
-            self.after = *seq as i64;
+            after = *seq as i64;
         }
-        Ok((buf.freeze(), rows.len() == REPLAY_PAGE as usize))
-    }
-
-    /// Waits for the task's next live events and takes what else is queued, or sends a
-    /// keepalive after [`KEEPALIVE`] of silence. Sets the next phase: still live, the
-    /// end (the rest from SQLite, then `[DONE]`), or a new start after falling behind.
-    async fn follow_live(&mut self, mut rx: broadcast::Receiver<Live>) -> Option<Bytes> {
-        let first = loop {
-            tokio::select! {
-                r = rx.recv() => break r,
-                _ = &mut self.keepalive => {
-                    let due = self.last_sent + KEEPALIVE;
-                    if due <= tokio::time::Instant::now() {
-                        self.keepalive.as_mut().reset(tokio::time::Instant::now() + KEEPALIVE);
-                        self.phase = Phase::Live(rx);
-                        return Some(Bytes::from_static(b": keepalive\n\n"));
-                    }
-                    self.keepalive.as_mut().reset(due);
-                }
-            }
-        };
-        let mut buf = BytesMut::new();
-        let (ended, lagged) = drain_queued(&mut rx, first, &mut buf, &mut self.after);
-        self.phase = if ended {
-            // Chunks committed but broadcast before we subscribed are already sent;
-            // anything after `after` that only reached SQLite is replayed now.
-            Phase::Replay {
-                upto: i64::MAX,
-                live: None,
-                done: true,
-            }
-        } else if lagged {
-            Phase::Start
-        } else {
-            Phase::Live(rx)
-        };
-        (!buf.is_empty()).then(|| buf.freeze())
+        if !flush(tx, &mut buf).await {
+            return Ok(None);
+        }
+        if rows.len() < REPLAY_PAGE as usize || rows.last().is_some_and(|(s, _)| *s as i64 > upto) {
+            return Ok(Some(after));
+        }
     }
 }
 
-/// Takes the first event and what else is queued now into `buf` (up to 256 KiB). Returns
-/// (the task ended, the watcher fell behind the live buffer).
+/// Streams a task's chunks after `after`: stored ones, then live ones, then `[DONE]`.
+async fn pump_task(
+    app: &App,
+    id: &str,
+    mut after: i64,
+    follow: bool,
+    tx: &mpsc::Sender<Bytes>,
+) -> anyhow::Result<()> {
+    loop {
+        let Some(sub) = (if follow {
+            app.tasks.subscribe(id)
+        } else {
+            None
+        }) else {
+            // Not live here. Either it ended, or this gateway restarted and its node has not
+            // spoken of it yet: load it so the node's frames reach us, then subscribe.
+            let rec = app.store.task(id.to_string()).await?;
+            let ended = rec.as_ref().is_none_or(|r| r.state.is_terminal());
+            if ended || !follow {
+                let Some(_) = replay(app, id, after, i64::MAX, tx).await? else {
+                    return Ok(());
+                };
+                if ended {
+                    let _ = tx.send(Bytes::from_static(DONE)).await;
+                }
+                return Ok(());
+            }
+            app.tasks.live(&app.store, id).await?;
+            continue;
+        };
+        let rx = sub.rx;
+        match replay(app, id, after, sub.committed, tx).await? {
+            Some(a) => after = a,
+            None => return Ok(()),
+        }
+        let mut buf = BytesMut::new();
+        for (seq, chunk) in &sub.pending {
+            if *seq as i64 > after {
+                put_event(&mut buf, *seq, chunk);
+                after = *seq as i64;
+            }
+        }
+        if !flush(tx, &mut buf).await {
+            return Ok(());
+        }
+        match follow_live(app, id, rx, after, tx).await? {
+            Following::Lagged(a) => after = a,
+            Following::Done => return Ok(()),
+        }
+    }
+}
+
+/// How following the live broadcast ended.
+enum Following {
+    /// The stream is finished (`[DONE]` sent) or the client went away.
+    Done,
+    /// Fell behind the live buffer after sending up to this seq: catch up from SQLite and
+    /// resubscribe.
+    Lagged(i64),
+}
+
+/// Follows a task's live broadcast after `after`, coalescing whatever is already queued
+/// into one write, until the task ends, the client leaves or the watcher lags.
+async fn follow_live(
+    app: &App,
+    id: &str,
+    mut rx: broadcast::Receiver<Live>,
+    mut after: i64,
+    tx: &mpsc::Sender<Bytes>,
+) -> anyhow::Result<Following> {
+    let mut buf = BytesMut::new();
+    // One timer for the whole stream, moved only when it fires: not one per wakeup.
+    let keepalive = tokio::time::sleep(KEEPALIVE);
+    tokio::pin!(keepalive);
+    let mut last_sent = tokio::time::Instant::now();
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => r,
+            _ = &mut keepalive => {
+                let due = last_sent + KEEPALIVE;
+                if due > tokio::time::Instant::now() {
+                    keepalive.as_mut().reset(due);
+                    continue;
+                }
+                if tx.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
+                    return Ok(Following::Done);
+                }
+                last_sent = tokio::time::Instant::now();
+                keepalive.as_mut().reset(last_sent + KEEPALIVE);
+                continue;
+            }
+        };
+        last_sent = tokio::time::Instant::now();
+        let (ended, lagged) = drain_queued(&mut rx, first, &mut buf, &mut after);
+        if !flush(tx, &mut buf).await {
+            return Ok(Following::Done);
+        }
+        if ended {
+            // Chunks committed but broadcast before we subscribed are already sent;
+            // anything after `after` that only reached SQLite is replayed here.
+            if replay(app, id, after, i64::MAX, tx).await?.is_some() {
+                let _ = tx.send(Bytes::from_static(DONE)).await;
+            }
+            return Ok(Following::Done);
+        }
+        if lagged {
+            return Ok(Following::Lagged(after));
+        }
+    }
+}
+
+/// Puts `first` and every event already queued behind it into `buf` (up to 256 KiB).
+/// Returns whether the task ended and whether the receiver lagged.
 fn drain_queued(
     rx: &mut broadcast::Receiver<Live>,
     first: Result<Live, broadcast::error::RecvError>,
