@@ -1,0 +1,393 @@
+//! Ingest: a node's reliable task frames, ordered by (task, seq) under the task's lock,
+//! counted against the output quotas, fanned out to watchers and queued for the writer; and
+//! what the gateway reads from a chunk on its way (approval requests, usage reports).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Live, LiveInner, LiveTask, TaskHub, WriteOp};
+use crate::clock::now_ms;
+use crate::protocol::events::Event;
+use crate::protocol::{ErrorCode, Frame, TaskOutcome};
+use crate::store::{AgentReport, Store, TaskFinish};
+
+/// Most bytes of a node's error or result text kept with a task.
+const MAX_OUTCOME_TEXT: usize = 16 * 1024;
+
+/// Most tokens one usage report may add: far above any model's context, far below what
+/// could overflow a sum.
+const MAX_REPORTED_TOKENS: i64 = 100_000_000;
+
+/// A node's token count, clamped: a hostile or broken node cannot make the sums overflow.
+fn reported_tokens(v: &Value) -> i64 {
+    v.as_i64()
+        .or_else(|| v.as_u64().map(|_| i64::MAX))
+        .unwrap_or(0)
+        .clamp(0, MAX_REPORTED_TOKENS)
+}
+
+/// Most cost one report may add, in US dollars.
+const MAX_REPORTED_COST_USD: f64 = 1.0e6;
+
+/// A node's cost figure, clamped like its token counts.
+fn reported_cost(v: &Value) -> f64 {
+    v.as_f64()
+        .filter(|f| f.is_finite())
+        .unwrap_or(0.0)
+        .clamp(0.0, MAX_REPORTED_COST_USD)
+}
+
+/// An agent session id as a node reports it: short printable text, or nothing.
+fn reported_session(v: &Value) -> Option<String> {
+    v.as_str()
+        .filter(|s| !s.is_empty() && s.len() <= 200 && s.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_string)
+}
+
+/// What an agent's `message-metadata` chunk reports: usage, cost, its CLI session.
+fn agent_report(task_id: &str, chunk: &Value) -> Option<AgentReport> {
+    if chunk["type"] != "message-metadata" {
+        return None;
+    }
+    let m = &chunk["messageMetadata"];
+    let r = AgentReport {
+        task: task_id.to_string(),
+        input_tokens: reported_tokens(&m["usage"]["inputTokens"]),
+        output_tokens: reported_tokens(&m["usage"]["outputTokens"]),
+        cost_usd: reported_cost(&m["costUsd"]),
+        model: m["model"].as_str().map(str::to_string),
+        session: reported_session(&m["agentSession"]),
+    };
+    let reports = r.input_tokens > 0
+        || r.output_tokens > 0
+        || r.cost_usd > 0.0
+        || r.model.is_some()
+        || r.session.is_some();
+    reports.then_some(r)
+}
+
+/// What to do with one reliable frame after ordering it.
+enum Sequenced {
+    /// Queue this write.
+    Write(WriteOp),
+    /// Answer the node with this frame and store nothing.
+    Answer(Box<Frame>),
+    /// Over a quota: queue the write of what came before, if any, then end the task with
+    /// this error and tell the node to stop it.
+    Refuse(String, Option<WriteOp>),
+    /// A resend or a gap: nothing to store or say.
+    Ignore,
+}
+
+impl TaskHub {
+    /// Handles a reliable task frame from `node_id`. Returns a frame to answer with.
+    pub async fn ingest(&self, store: &Store, node_id: &str, frame: Frame) -> Option<Frame> {
+        let (task_id, seq) = match &frame {
+            Frame::TaskStarted { task_id, seq }
+            | Frame::TaskStreamChunk { task_id, seq, .. }
+            | Frame::TaskStreamChunks { task_id, seq, .. }
+            | Frame::TaskCompleted { task_id, seq, .. }
+            | Frame::TaskError { task_id, seq, .. } => (task_id.clone(), *seq),
+            _ => return None,
+        };
+        let live = match self.owned_live(store, node_id, &task_id).await {
+            Ok(live) => live,
+            Err(reply) => return Some(reply),
+        };
+        match self.sequence(&live, node_id, seq, frame) {
+            Sequenced::Write(op) => self.write(op).await,
+            Sequenced::Answer(reply) => return Some(*reply),
+            Sequenced::Ignore => {}
+            Sequenced::Refuse(why, op) => {
+                if let Some(op) = op {
+                    self.write(op).await;
+                }
+                return self.refuse(store, &live, why).await;
+            }
+        }
+        None
+    }
+
+    async fn write(&self, op: WriteOp) {
+        // A full queue makes the node's connection wait: TCP backpressure, bounded memory.
+        match self.room.acquire_many(op.rows() as u32).await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return,
+        }
+        if self.writer.send(op).await.is_err() {
+            tracing::error!("task writer stopped");
+        }
+    }
+
+    /// The live entry of a task that `node_id` owns, or the error frame to answer with.
+    async fn owned_live(
+        &self,
+        store: &Store,
+        node_id: &str,
+        task_id: &str,
+    ) -> Result<Arc<LiveTask>, Frame> {
+        let live = match self.live(store, task_id).await {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                tracing::warn!(task = %task_id, "frame for an unknown task");
+                return Err(Frame::error(
+                    ErrorCode::UnknownTask,
+                    format!("no task {task_id}"),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "loading task");
+                return Err(Frame::error(ErrorCode::Internal, "gateway storage error"));
+            }
+        };
+        if live.node_id != node_id {
+            tracing::warn!(task = %task_id, owner = %live.node_id, "refused frames for a task the node does not own");
+            return Err(Frame::error(
+                ErrorCode::NotOwner,
+                format!("task {task_id} does not belong to this node"),
+            ));
+        }
+        Ok(live)
+    }
+
+    /// Orders one reliable frame under the task's lock: drops resends and gaps, fans chunks
+    /// out to watchers, and returns the write to queue (or what to answer instead).
+    fn sequence(&self, live: &Arc<LiveTask>, node_id: &str, seq: u64, frame: Frame) -> Sequenced {
+        let task_id = &live.id;
+        let mut st = live.lock();
+        if st.orphan {
+            let last = match &frame {
+                Frame::TaskStreamChunks { chunks, .. } => seq + chunks.len() as u64 - 1,
+                _ => seq,
+            };
+            self.ack_box(node_id).set(task_id, last);
+            let is_final = TaskOutcome::from_frame(&frame).is_some();
+            if !is_final && !st.stop_requested {
+                st.stop_requested = true;
+                return Sequenced::Answer(Box::new(Frame::TaskStop {
+                    task_id: task_id.to_string(),
+                }));
+            }
+            return Sequenced::Ignore;
+        }
+        let frame = match frame {
+            Frame::TaskStreamChunk { chunk, .. } => {
+                return self.sequence_chunks(live, &mut st, node_id, seq, [chunk]);
+            }
+            Frame::TaskStreamChunks { chunks, .. } => {
+                return self.sequence_chunks(live, &mut st, node_id, seq, chunks);
+            }
+            frame => frame,
+        };
+        let s = seq as i64;
+        if s <= st.last_seq {
+            self.resent(&st, node_id, task_id);
+            return Sequenced::Ignore;
+        }
+        if s != st.last_seq + 1 {
+            tracing::warn!(task = %task_id, seq, expected = st.last_seq + 1, "sequence gap; waiting for a resend");
+            return Sequenced::Ignore;
+        }
+        st.last_seq = s;
+        if let Frame::TaskStarted { .. } = frame {
+            return Sequenced::Write(WriteOp::Started(live.clone(), seq, now_ms()));
+        }
+        match TaskOutcome::from_frame(&frame) {
+            // A node's error or result text is kept to a readable size.
+            Some(outcome) => Sequenced::Write(WriteOp::Finished(
+                live.clone(),
+                seq,
+                TaskFinish::now(outcome.map_text(|t| cut_text(t, MAX_OUTCOME_TEXT))),
+            )),
+            None => Sequenced::Ignore,
+        }
+    }
+
+    /// A resend after a reconnect: re-acknowledges what is stored.
+    fn resent(&self, st: &LiveInner, node_id: &str, task_id: &str) {
+        if st.committed >= 0 {
+            self.ack_box(node_id).set(task_id, st.committed as u64);
+        }
+    }
+
+    /// Orders consecutive chunks starting at `first` (one frame's worth) under the task's
+    /// lock held as `st`: those already accepted are resends, a gap drops the rest until
+    /// the node sends them again, and each new one is counted, kept until stored and fanned
+    /// out to watchers.
+    fn sequence_chunks(
+        &self,
+        live: &Arc<LiveTask>,
+        st: &mut LiveInner,
+        node_id: &str,
+        first: u64,
+        chunks: impl IntoIterator<Item = Box<serde_json::value::RawValue>>,
+    ) -> Sequenced {
+        let task_id = &live.id;
+        let mut rows = Vec::new();
+        let mut refused = None;
+        for (seq, chunk) in (first..).zip(chunks) {
+            let s = seq as i64;
+            if s <= st.last_seq {
+                continue;
+            }
+            if s != st.last_seq + 1 {
+                tracing::warn!(task = %task_id, seq, expected = st.last_seq + 1, "sequence gap; waiting for a resend");
+                break;
+            }
+            let (text, usage) = self.chunk_seen(task_id, &chunk);
+            if let Err(why) = self.charge(st, node_id, text.len() as u64) {
+                refused = Some(why);
+                break;
+            }
+            st.last_seq = s;
+            self.metrics.chunk(text.len());
+            st.pending.push_back((seq, text.clone()));
+            let _ = st.tx.send(Live::Chunk(seq, text.clone()));
+            rows.push((seq, text, usage));
+        }
+        if (first as i64) <= st.last_seq && rows.first().is_none_or(|r| r.0 != first) {
+            self.resent(st, node_id, task_id);
+        }
+        let op = (!rows.is_empty()).then(|| WriteOp::Chunks(live.clone(), rows));
+        match (refused, op) {
+            (Some(why), op) => Sequenced::Refuse(why, op),
+            (None, Some(op)) => Sequenced::Write(op),
+            (None, None) => Sequenced::Ignore,
+        }
+    }
+
+    /// Counts one more chunk of `len` bytes against the task's and its node's quotas, or
+    /// says why it is refused. One lock of the node counts per chunk, and no allocation but
+    /// for a node's first chunk: this runs for every chunk the gateway relays.
+    fn charge(&self, st: &mut LiveInner, node_id: &str, len: u64) -> Result<(), String> {
+        let q = &self.quotas;
+        let mib = |b: u64| b >> 20;
+        if st.bytes + len > q.task_bytes {
+            return Err(format!(
+                "output quota exceeded: the task wrote more than {} MiB",
+                mib(q.task_bytes)
+            ));
+        }
+        if st.chunks + 1 > q.task_chunks {
+            return Err(format!(
+                "output quota exceeded: the task sent more than {} chunks",
+                q.task_chunks
+            ));
+        }
+        if self.free_disk.load(Ordering::Relaxed) < q.min_free_disk_bytes {
+            return Err(format!(
+                "output refused: the gateway's disk has less than {} MiB free",
+                mib(q.min_free_disk_bytes)
+            ));
+        }
+        let mut nodes = self.node_bytes();
+        let node = match nodes.get_mut(node_id) {
+            Some(n) => n,
+            None => nodes.entry(node_id.to_string()).or_default(),
+        };
+        if *node + len > q.node_bytes {
+            return Err(format!(
+                "output quota exceeded: the node's running tasks wrote more than {} MiB",
+                mib(q.node_bytes)
+            ));
+        }
+        *node += len;
+        st.bytes += len;
+        st.chunks += 1;
+        Ok(())
+    }
+
+    pub(super) fn node_bytes(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.node_bytes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ends a task over a quota as an error and tells its node to stop it; its later frames
+    /// are acknowledged and dropped.
+    async fn refuse(&self, store: &Store, live: &Arc<LiveTask>, why: String) -> Option<Frame> {
+        tracing::warn!(task = %live.id, reason = %why, "refusing task output");
+        let fin = TaskFinish::now(TaskOutcome::failed(why));
+        if let Err(e) = self.end_without_node(store, &live.id, fin).await {
+            tracing::error!(error = format!("{e:#}"), "ending a task over its quota");
+        }
+        live.lock().stop_requested = true;
+        Some(Frame::TaskStop {
+            task_id: live.id.to_string(),
+        })
+    }
+
+    /// What the gateway reads from a chunk as it passes: approval requests (an event for the
+    /// board) and token usage (stored with the task). Returns the chunk's text.
+    fn chunk_seen(
+        &self,
+        task_id: &str,
+        raw: &serde_json::value::RawValue,
+    ) -> (Arc<str>, Option<AgentReport>) {
+        let text = raw.get();
+        // Most chunks are text and tool output: parsed only when they may be one of the two
+        // kinds the gateway reads.
+        if !text.contains("tool-approval-request") && !text.contains("message-metadata") {
+            return (text.into(), None);
+        }
+        let chunk: Value = serde_json::from_str(text).unwrap_or_default();
+        if chunk["type"] == "tool-approval-request" {
+            let field = |k: &str| chunk[k].as_str().unwrap_or_default().to_string();
+            self.events.publish(Event::TaskApproval {
+                task_id: task_id.to_string(),
+                status: "awaiting approval".into(),
+                approval_id: field("approvalId"),
+                tool_call_id: field("toolCallId"),
+            });
+        }
+        (text.into(), agent_report(task_id, &chunk))
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, saying so.
+fn cut_text(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    format!("{}… [cut: {} bytes]", crate::text::head(s, max), s.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn meta(m: Value) -> Value {
+        json!({"type": "message-metadata", "messageMetadata": m})
+    }
+
+    /// What a node reports is clamped and checked: it cannot overflow sums, subtract cost or
+    /// hand a thread a session id that is not one.
+    #[test]
+    fn agent_reports_are_clamped_and_checked() {
+        let r = agent_report(
+            "t",
+            &meta(
+                json!({"usage": {"inputTokens": u64::MAX, "outputTokens": -5},
+                         "costUsd": -1.0, "agentSession": "ses_1 --rm"}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.input_tokens, r.output_tokens, r.cost_usd),
+            (MAX_REPORTED_TOKENS, 0, 0.0)
+        );
+        assert_eq!(r.session, None);
+        let r = agent_report(
+            "t",
+            &meta(json!({"costUsd": 1e300, "agentSession": "ses_abc"})),
+        )
+        .unwrap();
+        assert_eq!(r.cost_usd, MAX_REPORTED_COST_USD);
+        assert_eq!(r.session.as_deref(), Some("ses_abc"));
+        // Nothing to report, or not a metadata chunk: no write.
+        assert!(agent_report("t", &meta(json!({"other": 1}))).is_none());
+        assert!(agent_report("t", &json!({"type": "text-delta", "costUsd": 5})).is_none());
+    }
+}
