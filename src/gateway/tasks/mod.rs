@@ -142,7 +142,6 @@ impl AckBox {
     }
 }
 
-
 impl WriteOp {
     /// Rows it writes, as counted against [`WRITER_QUEUE`].
     fn rows(&self) -> usize {
@@ -395,7 +394,6 @@ impl TaskHub {
         });
     }
 }
-
 
 /// Keeps `free` at the free bytes of the disk holding `dir`, checked every second.
 async fn watch_free_disk(dir: std::path::PathBuf, free: Arc<AtomicU64>, stop: CancellationToken) {
