@@ -40,6 +40,9 @@ struct PrepareLabels {
     outcome: &'static str,
 }
 
+/// A prepare not ended after this long is no longer timed.
+const PREPARE_FORGOTTEN_AFTER: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,11 +116,15 @@ impl Metrics {
 
     /// The gateway queued a prepare of binding `id` for its node: the clock starts (again).
     pub fn prepare_queued(&self, id: &str) {
-        self.inner
+        let mut preparing = self
+            .inner
             .preparing
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), std::time::Instant::now());
+            .unwrap_or_else(|p| p.into_inner());
+        // A prepare that never ended (its binding deleted, its node gone) is forgotten after
+        // a day, so the map holds only prepares that may still end.
+        preparing.retain(|_, started| started.elapsed() < PREPARE_FORGOTTEN_AFTER);
+        preparing.insert(id.to_string(), std::time::Instant::now());
     }
 
     /// A node reported `status` for binding `id`: a prepare started by the node itself starts
