@@ -322,3 +322,26 @@ CREATE TABLE audit (
     fields   TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX audit_at ON audit (at);
+
+-- migration: 12
+
+-- Device pairing: a node that connected without a token, proved its key and waits for an
+-- operator. `status` is `pending` (expires at `expires_at`), `approved` (the operator said yes
+-- while the node was away: it gets its token when it next connects) or `rejected` (the key is
+-- refused from now on; the row stays so it is remembered).
+CREATE TABLE pairing_requests (
+    node_id       TEXT PRIMARY KEY,
+    public_key    TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    hostname      TEXT NOT NULL DEFAULT '',
+    platform      TEXT NOT NULL DEFAULT '',
+    version       TEXT NOT NULL DEFAULT '',
+    address       TEXT NOT NULL,
+    requested_at  INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    status        TEXT NOT NULL DEFAULT 'pending'
+                  CHECK (status IN ('pending', 'approved', 'rejected')),
+    decided_at    INTEGER,
+    approved_name TEXT
+);
+CREATE INDEX pairing_requests_expiry ON pairing_requests (status, expires_at);

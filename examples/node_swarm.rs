@@ -117,6 +117,7 @@ async fn node(
         version: "swarm".into(),
         platform: "linux".into(),
         capabilities: vec!["shell".into()],
+        hostname: None,
     };
     let mut token = enroll;
     let mut first = true;

@@ -220,6 +220,7 @@ async fn connect_node(
         version: viber::VERSION.into(),
         platform: viber::node::platform(),
         capabilities: vec!["shell".into()],
+        hostname: None,
     };
     let (ws, _hello) = handshake::connect(&viber::node::ws_url(&gw.url), &key, &enroll, &about)
         .await

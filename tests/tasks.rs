@@ -1119,6 +1119,7 @@ async fn hand_driven_task(c: &Cluster, name: &str) -> (common::Ws, String) {
         version: "test".into(),
         platform: "test".into(),
         capabilities: vec!["shell".into()],
+        hostname: None,
     };
     viber::node::handshake::handshake(&mut ws, &key, &token, &hello)
         .await

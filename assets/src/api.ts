@@ -6,6 +6,7 @@
 import type * as P from './protocol.gen';
 
 export type NodeInfo = P.NodeView;
+export type PairingRequest = P.PairingRequestView;
 export type BindingStatus = P.BindingPhase;
 export type Binding = P.BindingView;
 export type SecretInfo = P.SecretView;
@@ -106,6 +107,11 @@ export const api = {
     request<{ token: string; expiresAt: string; command: string }>('POST', '/api/nodes/enroll', { name }),
   revokeNode: (id: string) => request<void>('DELETE', `/api/nodes/${enc(id)}`),
   checkConfig: (id: string) => request<P.ConfigPushed>('POST', `/api/nodes/${enc(id)}/config-push`, {}),
+  pairings: () => get<P.PairingList>('/api/nodes/pending').then((r) => r.requests),
+  approvePairing: (fingerprint: string, name?: string) =>
+    request<P.PairingDecided>('POST', `/api/nodes/pending/${enc(fingerprint)}/approve`, name ? { name } : {}),
+  rejectPairing: (fingerprint: string) =>
+    request<P.PairingDecided>('POST', `/api/nodes/pending/${enc(fingerprint)}/reject`, {}),
 
   environments: () => get<P.EnvironmentList>('/api/environments').then((r) => r.environments),
   environment: (id: string) => get<Environment>(`/api/environments/${enc(id)}`),

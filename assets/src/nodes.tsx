@@ -1,7 +1,7 @@
-// The nodes page (status, bindings, enroll, revoke) and settings.
+// The nodes page (status, bindings, enroll, revoke, devices asking to join) and settings.
 
 import { useEffect, useState } from 'preact/hooks';
-import { api } from './api';
+import { api, type PairingRequest } from './api';
 import { bindingsOfNode, errorText, navigate, setState, toast, useStore } from './store';
 import { Empty, ErrorBox, Pill, RelTime } from './ui';
 
@@ -53,6 +53,91 @@ function AddNode() {
   );
 }
 
+/** Devices that started without a token and wait for an operator (device pairing). */
+function Pairings({ requests }: { requests: PairingRequest[] }) {
+  const [names, setNames] = useState<Record<string, string>>({});
+  if (requests.length === 0) return null;
+  const decide = async (r: PairingRequest, approve: boolean) => {
+    if (!approve && !confirm(`Reject ${r.name} (${r.fingerprint})? Its key is refused from now on.`)) return;
+    try {
+      const d = approve
+        ? await api.approvePairing(r.fingerprint, names[r.fingerprint]?.trim() || undefined)
+        : await api.rejectPairing(r.fingerprint);
+      toast(
+        approve
+          ? d.delivered
+            ? `${d.name} approved: it is coming online`
+            : `${d.name} approved: it joins when it next connects`
+          : `${d.name} rejected`,
+      );
+      setState({ pairings: await api.pairings() });
+    } catch (e) {
+      toast(`${approve ? 'Approve' : 'Reject'}: ${errorText(e)}`);
+    }
+  };
+  return (
+    <section class="card" data-pairings>
+      <h2>Asking to join</h2>
+      <p class="muted-text">
+        Machines started with <code>viber node --gateway {location.origin}</code> and no token. Check the fingerprint
+        against the one the machine prints before you approve it.
+      </p>
+      <ul class="plain pairing-list">
+        {requests.map((r) => (
+          <li key={r.fingerprint} data-pairing={r.fingerprint}>
+            <div class="binding-head">
+              <strong>{r.name}</strong>
+              <Pill status={r.status === 'pending' ? (r.waiting ? 'waiting' : 'away') : r.status} />
+            </div>
+            <dl class="facts">
+              <dt>Fingerprint</dt>
+              <dd>
+                <code>{r.fingerprint}</code>
+              </dd>
+              <dt>Host</dt>
+              <dd>
+                {r.hostname || '—'} · {r.platform || '—'} · {r.version || '—'}
+              </dd>
+              <dt>Address</dt>
+              <dd>{r.address}</dd>
+              <dt>Asked</dt>
+              <dd>
+                <RelTime iso={r.requestedAt} />
+              </dd>
+            </dl>
+            {r.status !== 'approved' && (
+              <form
+                class="inline-form"
+                onSubmit={(e) => {
+                  e.preventDefault();
+                  decide(r, true);
+                }}
+              >
+                <label>
+                  Name
+                  <input
+                    value={names[r.fingerprint] ?? ''}
+                    placeholder={r.name}
+                    onInput={(e) => setNames({ ...names, [r.fingerprint]: (e.target as HTMLInputElement).value })}
+                  />
+                </label>
+                <button class="primary" type="submit">
+                  Approve
+                </button>
+                {r.status === 'pending' && (
+                  <button class="danger" type="button" onClick={() => decide(r, false)}>
+                    Reject
+                  </button>
+                )}
+              </form>
+            )}
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
+
 export function NodesPage() {
   const s = useStore();
   const revoke = async (id: string, name: string) => {
@@ -77,6 +162,7 @@ export function NodesPage() {
       <header class="page-head">
         <h1>Nodes</h1>
       </header>
+      <Pairings requests={s.pairings} />
       <AddNode />
       {s.nodes.length === 0 && <Empty title="No nodes yet">Add one above, or run <code>viber all-in-one</code>.</Empty>}
       <div class="node-grid">

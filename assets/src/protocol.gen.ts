@@ -171,6 +171,45 @@ config?: ConfigAck, };
 
 export type NodeList = { nodes: Array<NodeView>, };
 
+export type PairingStatus = "pending" | "approved" | "rejected";
+
+export type PairingRequestView = { 
+/**
+ * The fingerprint of the node's key, which is also the node id once approved.
+ */
+fingerprint: string, 
+/**
+ * The name the node asked for (its host name unless its operator set `--name`).
+ */
+name: string, hostname: string, platform: string, version: string, 
+/**
+ * The IP address it connected from.
+ */
+address: string, status: PairingStatus, 
+/**
+ * Whether it is connected now, waiting for the answer.
+ */
+waiting: boolean, requestedAt: string, 
+/**
+ * When a pending (or approved, undelivered) request lapses.
+ */
+expiresAt: string, };
+
+export type PairingList = { requests: Array<PairingRequestView>, };
+
+export type ApproveRequest = { 
+/**
+ * The node's name [default: the name it asked for].
+ */
+name?: string, };
+
+export type PairingDecided = { fingerprint: string, name: string, status: PairingStatus, 
+/**
+ * The node was waiting and has its answer now (for an approval: its token, and it is
+ * coming online); false: it gets it when it next connects.
+ */
+delivered: boolean, };
+
 export type SessionOpened = { csrfToken: string, expiresAt: string, };
 
 export type SessionInfo = { authenticated: boolean, via: CredentialKind, csrfToken?: string, };
@@ -339,7 +378,7 @@ export type ViewerEvent = { "type": "output", offset: number, data: string, } | 
 
 export type ViewerInput = { "type": "input", data: string, } | { "type": "inputBytes", data: string, } | { "type": "resize", cols: number, rows: number, };
 
-export type Event = { "type": "ready", nodesOnline: number, } | { "type": "gap", missed: number, } | { "type": "node.online", nodeId: string, name: string, } | { "type": "node.offline", nodeId: string, name: string, reason: string, } | { "type": "nodes.changed", online: number, offline: number, } | { "type": "node.config", nodeId: string, config: unknown, } | { "type": "environment.changed", environmentId: string, deleted?: boolean, } | { "type": "binding.status", bindingId: string, environmentId: string, nodeId: string, status: BindingStatus, step?: string, message?: string, } | { "type": "binding.log", bindingId: string, environmentId: string, seq: number, text: string, } | { "type": "task.created", taskId: string, nodeId: string | null, state: TaskState, } | { "type": "task.state", taskId: string, state: TaskState, } | { "type": "task.approval", taskId: string, 
+export type Event = { "type": "ready", nodesOnline: number, } | { "type": "gap", missed: number, } | { "type": "node.online", nodeId: string, name: string, } | { "type": "node.offline", nodeId: string, name: string, reason: string, } | { "type": "nodes.changed", online: number, offline: number, } | { "type": "pairing.requested", fingerprint: string, name: string, hostname: string, address: string, } | { "type": "pairing.changed", fingerprint: string, status: string, } | { "type": "node.config", nodeId: string, config: unknown, } | { "type": "environment.changed", environmentId: string, deleted?: boolean, } | { "type": "binding.status", bindingId: string, environmentId: string, nodeId: string, status: BindingStatus, step?: string, message?: string, } | { "type": "binding.log", bindingId: string, environmentId: string, seq: number, text: string, } | { "type": "task.created", taskId: string, nodeId: string | null, state: TaskState, } | { "type": "task.state", taskId: string, state: TaskState, } | { "type": "task.approval", taskId: string, 
 /**
  * `awaiting approval`.
  */

@@ -166,6 +166,7 @@ export function Sidebar() {
     (t) => (!env || t.environmentId === env.id) && (!q || t.title.toLowerCase().includes(q)),
   );
   const online = s.nodes.filter((n) => n.status === 'online').length;
+  const waiting = s.pairings.filter((p) => p.status === 'pending').length;
   return (
     <nav class="sidebar" aria-label="Threads and environments">
       <div class="brand">
@@ -228,6 +229,11 @@ export function Sidebar() {
         >
           <span class="dot ok" /> {online} online
           <span class="dot muted" /> {s.nodes.length - online} offline
+          {waiting > 0 && (
+            <span class="badge" data-pairing-count title="Devices asking to join">
+              {waiting} waiting
+            </span>
+          )}
         </a>
         <a
           href="/audit"

@@ -2,7 +2,7 @@
 // the gateway's event stream, plus the route and this browser's preferences.
 
 import { useEffect, useReducer } from 'preact/hooks';
-import { api, type Binding, type Environment, type NodeInfo, type Thread } from './api';
+import { api, type Binding, type Environment, type NodeInfo, type PairingRequest, type Thread } from './api';
 
 export type Route =
   | { page: 'home' }
@@ -26,6 +26,8 @@ export interface State {
   loadError: string | null;
   live: boolean;
   nodes: NodeInfo[];
+  /** Devices asking to join (pending, approved but not yet collected, rejected). */
+  pairings: PairingRequest[];
   environments: Environment[];
   threads: Thread[];
   route: Route;
@@ -78,6 +80,7 @@ let state: State = {
   loadError: null,
   live: false,
   nodes: [],
+  pairings: [],
   environments: [],
   threads: [],
   route: parseRoute(location.pathname),
@@ -164,18 +167,24 @@ export function bindingsOfNode(s: State, nodeId: string): { env: Environment; bi
 
 export async function loadAll() {
   try {
-    const [nodes, environments, threads] = await Promise.all([api.nodes(), api.environments(), api.threads()]);
-    setState({ nodes, environments, threads, loaded: true, loadError: null });
+    const [nodes, pairings, environments, threads] = await Promise.all([
+      api.nodes(),
+      api.pairings(),
+      api.environments(),
+      api.threads(),
+    ]);
+    setState({ nodes, pairings, environments, threads, loaded: true, loadError: null });
   } catch (e) {
     setState({ loadError: errorText(e), loaded: true });
   }
 }
 
-const pending = new Set<'nodes' | 'environments' | 'threads'>();
+type Collection = 'nodes' | 'pairings' | 'environments' | 'threads';
+const pending = new Set<Collection>();
 let refreshTimer = 0;
 
 /** Refetches the named collections once the current burst of events is over. */
-function refresh(what: 'nodes' | 'environments' | 'threads') {
+function refresh(what: Collection) {
   pending.add(what);
   if (refreshTimer) return;
   refreshTimer = window.setTimeout(async () => {
@@ -187,6 +196,7 @@ function refresh(what: 'nodes' | 'environments' | 'threads') {
       await Promise.all(
         todo.map(async (k) => {
           if (k === 'nodes') patch.nodes = await api.nodes();
+          if (k === 'pairings') patch.pairings = await api.pairings();
           if (k === 'environments') patch.environments = await api.environments();
           if (k === 'threads') patch.threads = await api.threads();
         }),
@@ -229,6 +239,8 @@ const EVENTS = [
   'node.offline',
   'nodes.changed',
   'node.config',
+  'pairing.requested',
+  'pairing.changed',
   'task.created',
   'task.state',
   'task.approval',
@@ -267,8 +279,17 @@ function onEvent(name: string, data: any) {
     case 'gap':
       setState({ live: true });
       refresh('nodes');
+      refresh('pairings');
       refresh('environments');
       refresh('threads');
+      break;
+    case 'pairing.requested':
+      toast(`${data.name} (${data.hostname || 'unknown host'}, ${data.address}) asks to join as a node: approve or reject it on the Nodes page`);
+      refresh('pairings');
+      break;
+    case 'pairing.changed':
+      refresh('pairings');
+      refresh('nodes');
       break;
     case 'node.online':
     case 'node.offline':

@@ -21,6 +21,10 @@ const PILL_CLASS: Record<string, string> = {
   completed: 'ok',
   stopped: 'warn',
   online: 'ok',
+  waiting: 'warn',
+  away: 'muted',
+  approved: 'ok',
+  rejected: 'bad',
   offline: 'muted',
   archived: 'muted',
 };

@@ -43,7 +43,7 @@ pub async fn audit(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `viber node add|rm|ls|check-config`.
+/// `viber node add|rm|ls|check-config|pending|approve|reject|install|uninstall`.
 pub async fn node(action: NodeAction) -> anyhow::Result<ExitCode> {
     match action {
         NodeAction::Add {
@@ -54,6 +54,18 @@ pub async fn node(action: NodeAction) -> anyhow::Result<ExitCode> {
         } => nodes::add(&Client::new(&client)?, &name, expires_in_secs, uses).await?,
         NodeAction::Rm { id, client } => nodes::remove(&Client::new(&client)?, &id).await?,
         NodeAction::Ls { json, client } => nodes::list(&Client::new(&client)?, json).await?,
+        NodeAction::Pending { json, client } => {
+            nodes::pending(&Client::new(&client)?, json).await?
+        }
+        NodeAction::Approve {
+            fingerprint,
+            name,
+            client,
+        } => nodes::approve(&Client::new(&client)?, &fingerprint, name).await?,
+        NodeAction::Reject {
+            fingerprint,
+            client,
+        } => nodes::reject(&Client::new(&client)?, &fingerprint).await?,
         NodeAction::CheckConfig { id, client } => {
             return nodes::check_config(&Client::new(&client)?, &id).await
         }

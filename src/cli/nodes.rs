@@ -1,9 +1,13 @@
-//! `viber nodes`, `viber node add`, `viber node rm`, `viber node check-config`.
+//! `viber nodes`, `viber node add`, `viber node rm`, `viber node check-config`, and device
+//! pairing: `viber node pending`, `viber node approve`, `viber node reject`.
 
 use std::process::ExitCode;
 
-use super::{or_dash, print_table, Client};
-use crate::protocol::api::{ConfigPushed, EnrollRequest, Enrollment, NodeList, NodeView};
+use super::{or_dash, print_table, seg, Client};
+use crate::protocol::api::{
+    ApproveRequest, ConfigPushed, EnrollRequest, Enrollment, NodeList, NodeView, PairingDecided,
+    PairingList,
+};
 use crate::protocol::ValidationStatus;
 
 pub async fn list(client: &Client, as_json: bool) -> anyhow::Result<()> {
@@ -128,5 +132,81 @@ pub async fn check_config(client: &Client, id: &str) -> anyhow::Result<ExitCode>
 pub async fn remove(client: &Client, id: &str) -> anyhow::Result<()> {
     client.delete(&format!("/api/nodes/{id}")).await?;
     println!("revoked {id}");
+    Ok(())
+}
+
+pub async fn pending(client: &Client, as_json: bool) -> anyhow::Result<()> {
+    let v: PairingList = client.get("/api/nodes/pending").await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if v.requests.is_empty() {
+        println!("no device is waiting; a node started without --token asks to pair");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = v
+        .requests
+        .iter()
+        .map(|r| {
+            vec![
+                r.fingerprint.clone(),
+                r.name.clone(),
+                r.hostname.clone(),
+                r.platform.clone(),
+                r.address.clone(),
+                match (r.status.as_str(), r.waiting) {
+                    ("pending", true) => "waiting".to_string(),
+                    (s, _) => s.to_string(),
+                },
+                r.requested_at.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "FINGERPRINT",
+            "NAME",
+            "HOSTNAME",
+            "PLATFORM",
+            "ADDRESS",
+            "STATUS",
+            "REQUESTED",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+pub async fn approve(
+    client: &Client,
+    fingerprint: &str,
+    name: Option<String>,
+) -> anyhow::Result<()> {
+    let v: PairingDecided = client
+        .post(
+            &format!("/api/nodes/pending/{}/approve", seg(fingerprint)),
+            &ApproveRequest { name },
+        )
+        .await?;
+    if v.delivered {
+        println!(
+            "approved {} as {:?}; it is coming online",
+            v.fingerprint, v.name
+        );
+    } else {
+        println!(
+            "approved {} as {:?}; it joins when it next connects",
+            v.fingerprint, v.name
+        );
+    }
+    Ok(())
+}
+
+pub async fn reject(client: &Client, fingerprint: &str) -> anyhow::Result<()> {
+    let v: PairingDecided = client
+        .post_empty(&format!("/api/nodes/pending/{}/reject", seg(fingerprint)))
+        .await?;
+    println!("rejected {}; its key is refused from now on", v.fingerprint);
     Ok(())
 }

@@ -34,7 +34,10 @@ pub async fn node(args: NodeRunArgs) -> anyhow::Result<()> {
 /// Gateway plus a local node on loopback; the node is enrolled automatically.
 pub async fn all_in_one(args: AllInOneArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
-    let config = args.gateway.config();
+    let mut config = args.gateway.config();
+    // The machine's own user runs both sides: a second node started here without a token
+    // (`viber node --gateway http://127.0.0.1:PORT`) joins without asking.
+    config.approve_loopback = true;
     let data_dir = config.data_dir.clone();
     let gw = start_gateway(config, shutdown.clone()).await?;
     let name = args.name.unwrap_or_else(node_role::hostname);

@@ -1,5 +1,6 @@
 //! Limits on what an unauthenticated or greedy client can hold: WebSocket connections still
-//! in their handshake, SSE watchers (per task and in all), and failed sign-ins per address.
+//! in their handshake, SSE watchers (per task and in all), failed sign-ins and pairing
+//! requests per address.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,13 +19,17 @@ pub const WATCHERS_TOTAL: usize = 4096;
 /// Failed `POST /api/session` attempts per address per window before it must wait.
 const LOGIN_FAILURES: u32 = 10;
 const LOGIN_WINDOW: Duration = Duration::from_secs(60);
-/// Addresses remembered for failed sign-ins (the oldest window is dropped past it).
-const LOGIN_ADDRESSES: usize = 10_000;
+/// Pairing requests (connections without a token) per address per window.
+pub const PAIRING_REQUESTS: u32 = 30;
+const PAIRING_WINDOW: Duration = Duration::from_secs(600);
+/// Addresses remembered per limit (the windows that ended are dropped past it).
+const ADDRESSES: usize = 10_000;
 
 pub struct Limits {
     handshakes: Arc<Semaphore>,
     watchers: Arc<Watchers>,
-    login_failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    login_failures: PerAddress,
+    pairing_requests: PerAddress,
 }
 
 #[derive(Default)]
@@ -65,7 +70,8 @@ impl Limits {
         Limits {
             handshakes: Arc::new(Semaphore::new(pending_handshakes)),
             watchers: Arc::default(),
-            login_failures: Mutex::new(HashMap::new()),
+            login_failures: PerAddress::new(LOGIN_FAILURES, LOGIN_WINDOW),
+            pairing_requests: PerAddress::new(PAIRING_REQUESTS, PAIRING_WINDOW),
         }
     }
 
@@ -111,41 +117,74 @@ impl Limits {
     /// count too; refuses it when the address already used up its window. A success gives
     /// the attempt back ([`Limits::login_succeeded`]).
     pub fn login_attempt(&self, addr: IpAddr) -> Result<(), ApiError> {
+        self.login_failures.attempt(addr).map_err(|wait| {
+            ApiError::too_many(format!(
+                "too many failed sign-ins from this address; try again in {} s",
+                wait.as_secs() + 1
+            ))
+        })
+    }
+
+    /// The attempt from `addr` succeeded: it does not count as a failure.
+    pub fn login_succeeded(&self, addr: IpAddr) {
+        self.login_failures.give_back(addr);
+    }
+
+    /// Counts a pairing request from `addr`; refuses it, with how long to wait, when the
+    /// address already made [`PAIRING_REQUESTS`] in the window.
+    pub fn pairing_attempt(&self, addr: IpAddr) -> Result<(), Duration> {
+        self.pairing_requests.attempt(addr)
+    }
+}
+
+/// At most `limit` attempts per client address (see [`client_key`]) per `window`, for at
+/// most [`ADDRESSES`] addresses at once.
+pub struct PerAddress {
+    limit: u32,
+    window: Duration,
+    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl PerAddress {
+    pub fn new(limit: u32, window: Duration) -> PerAddress {
+        PerAddress {
+            limit,
+            window,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (Instant, u32)>> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one attempt from `addr`, or says how long until its window ends when it has
+    /// used it up.
+    pub fn attempt(&self, addr: IpAddr) -> Result<(), Duration> {
         let addr = client_key(addr);
-        let mut map = self
-            .login_failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if map.len() >= LOGIN_ADDRESSES && !map.contains_key(&addr) {
-            map.retain(|_, (since, _)| since.elapsed() < LOGIN_WINDOW);
-            if map.len() >= LOGIN_ADDRESSES {
+        let mut map = self.lock();
+        if map.len() >= ADDRESSES && !map.contains_key(&addr) {
+            map.retain(|_, (since, _)| since.elapsed() < self.window);
+            if map.len() >= ADDRESSES {
                 // Full of live entries: a new address goes untracked rather than resetting
                 // the others' counts (or growing the map).
                 return Ok(());
             }
         }
         let e = map.entry(addr).or_insert((Instant::now(), 0));
-        if e.0.elapsed() >= LOGIN_WINDOW {
+        if e.0.elapsed() >= self.window {
             *e = (Instant::now(), 0);
         }
-        if e.1 >= LOGIN_FAILURES {
-            return Err(ApiError::too_many(format!(
-                "too many failed sign-ins from this address; try again in {} s",
-                (LOGIN_WINDOW.saturating_sub(e.0.elapsed())).as_secs() + 1
-            )));
+        if e.1 >= self.limit {
+            return Err(self.window.saturating_sub(e.0.elapsed()));
         }
         e.1 += 1;
         Ok(())
     }
 
-    /// The attempt from `addr` succeeded: it does not count as a failure.
-    pub fn login_succeeded(&self, addr: IpAddr) {
-        let addr = client_key(addr);
-        let mut map = self
-            .login_failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = map.get_mut(&addr) {
+    /// Gives back one attempt of `addr`.
+    pub fn give_back(&self, addr: IpAddr) {
+        if let Some(e) = self.lock().get_mut(&client_key(addr)) {
             e.1 = e.1.saturating_sub(1);
         }
     }
@@ -197,7 +236,7 @@ mod tests {
         let other: IpAddr = "192.0.2.8".parse().unwrap();
         l.login_attempt(other).unwrap();
         l.login_succeeded(other);
-        assert_eq!(l.login_failures.lock().unwrap()[&other].1, 0);
+        assert_eq!(l.login_failures.lock()[&other].1, 0);
         // One IPv6 /64 is one client.
         for i in 0..LOGIN_FAILURES {
             let a: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();

@@ -76,6 +76,11 @@ pub struct GatewayConfig {
     pub github_api_url: String,
     /// Where `/metrics` is served without a token (a scraper on a private interface).
     pub metrics_listen: Option<SocketAddr>,
+    /// How long a pairing request (a node without a token) waits for an operator.
+    pub pairing_ttl: Duration,
+    /// Approve pairing requests from loopback without asking: only for `all-in-one`, where
+    /// the machine's own user runs both sides.
+    pub approve_loopback: bool,
 }
 
 impl GatewayConfig {
@@ -95,6 +100,8 @@ impl GatewayConfig {
             git_author: "viber <viber@localhost>".into(),
             github_api_url: "https://api.github.com".into(),
             metrics_listen: None,
+            pairing_ttl: Duration::from_secs(15 * 60),
+            approve_loopback: false,
         }
     }
 }
@@ -118,6 +125,8 @@ pub struct AppState {
     pub commands: commands::Commands,
     /// Viewers of terminals.
     pub terminals: terminals::Terminals,
+    /// Nodes waiting on their connection for a pairing decision.
+    pub pairings: link::Pairings,
     /// One lock per Idempotency-Key in flight: retries of a request wait for each other.
     pub idempotency: http::KeyLocks,
     pub auth: auth::OperatorAuth,
@@ -237,6 +246,7 @@ pub async fn start(
         git_requests: Default::default(),
         commands: Default::default(),
         terminals: Default::default(),
+        pairings: Default::default(),
         limits: limits::Limits::new(max_pending_handshakes),
         idempotency: http::KeyLocks::default(),
         auth,

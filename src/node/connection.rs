@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::handshake::{self, HandshakeError, NodeHello, WsStream};
+use super::handshake::{self, HandshakeError, NodeHello, Reply, WsStream};
 use super::identity::Credentials;
 use super::runtime::Runtime;
 use super::NodeConfig;
@@ -120,13 +120,11 @@ async fn reconnect(
     let mut enrollment = config.token.clone();
     loop {
         let saved = Credentials::load_for(&config.data_dir, &config.gateway)?;
+        // With neither, the node asks to pair: an empty token, and an operator approves it.
         let (token, from_saved) = match (&saved, &enrollment) {
             (Some(c), _) => (c.node_token.clone(), true),
             (None, Some(t)) => (t.clone(), false),
-            (None, None) => anyhow::bail!(
-                "this node is not enrolled with {}: run `viber node add NAME` on the gateway and pass --token",
-                config.gateway
-            ),
+            (None, None) => (String::new(), false),
         };
         let started = Instant::now();
         let end = session(&config, &url, &key, &token, &runtime, &shutdown).await;
@@ -141,8 +139,8 @@ async fn reconnect(
             SessionEnd::Refused(code, message) => {
                 tracing::error!(?code, %message, "gateway refused this node");
                 // Saved credentials the gateway no longer knows (its database was reset):
-                // fall back to an enrollment token if we were given one.
-                if from_saved && code == ErrorCode::BadToken && enrollment.is_some() {
+                // fall back to an enrollment token if we were given one, else ask to pair.
+                if from_saved && code == ErrorCode::BadToken {
                     let _ = std::fs::remove_file(Credentials::path(&config.data_dir));
                     continue;
                 }
@@ -223,17 +221,34 @@ async fn open(
         version: crate::VERSION.to_string(),
         platform: super::platform(),
         capabilities: runtime.capabilities(),
+        hostname: Some(super::hostname()),
     };
-    let exchange = handshake::handshake(&mut ws, key, token, &about);
+    let exchange = handshake::begin(&mut ws, key, token, &about);
     let reply = tokio::select! {
         r = tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange) => r,
         _ = shutdown.cancelled() => return Err(SessionEnd::Shutdown),
     };
+    let reply = match reply {
+        Ok(Ok(Reply::Hello(hello))) => Ok(hello),
+        Ok(Ok(Reply::Pending(pending))) => {
+            tracing::warn!(
+                fingerprint = %pending.fingerprint,
+                expires_at = %pending.expires_at,
+                "waiting for an operator to approve this node: run `viber node approve {}` on the gateway, or approve it in the board",
+                pending.fingerprint
+            );
+            tokio::select! {
+                r = handshake::await_approval(&mut ws, &pending) => r,
+                _ = shutdown.cancelled() => return Err(SessionEnd::Shutdown),
+            }
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => return Err(SessionEnd::Lost("handshake timed out".into())),
+    };
     match reply {
-        Ok(Ok(hello)) => Ok((ws, hello)),
-        Ok(Err(HandshakeError::Refused(e))) => Err(SessionEnd::Refused(e.code, e.message)),
-        Ok(Err(e)) => Err(SessionEnd::Lost(e.to_string())),
-        Err(_) => Err(SessionEnd::Lost("handshake timed out".into())),
+        Ok(hello) => Ok((ws, hello)),
+        Err(HandshakeError::Refused(e)) => Err(SessionEnd::Refused(e.code, e.message)),
+        Err(e) => Err(SessionEnd::Lost(e.to_string())),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The client side of the handshake: dial the gateway's `/ws`, read the challenge, answer
-//! with a signed `connect`, and get `hello-ok` or a typed refusal.
+//! with a signed `connect`, and get `hello-ok` or a typed refusal (or, without a token,
+//! `pairing:pending` and later the operator's answer).
 //!
 //! Used by the node's connection loop, the integration tests and the benchmarks, so that
 //! there is one implementation of the exchange. Owns: dialing with the protocol's size limit
@@ -9,14 +10,15 @@
 //! and tools can use it on its own.
 
 use std::fmt;
+use std::time::Duration;
 
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::crypto::NodeKey;
 use crate::protocol::codec::{self, CodecError};
 use crate::protocol::{
-    signing_payload, Connect, ErrorFrame, Frame, HelloOk, Role, MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
+    signing_payload, Connect, ErrorFrame, Frame, HelloOk, PairingPending, Role,
+    MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
 /// A client WebSocket to a gateway.
@@ -29,6 +31,8 @@ pub struct NodeHello {
     pub version: String,
     pub platform: String,
     pub capabilities: Vec<String>,
+    /// The machine's host name (shown when an operator approves a pairing).
+    pub hostname: Option<String>,
 }
 
 /// Why a handshake did not end in `hello-ok`.
@@ -102,21 +106,93 @@ pub fn connect_frame(key: &NodeKey, nonce: &str, token: &str, hello: &NodeHello)
         platform: hello.platform.clone(),
         capabilities: hello.capabilities.clone(),
         token: token.to_string(),
+        hostname: hello.hostname.clone(),
         public_key: key.public_key_b64(),
         nonce: nonce.to_string(),
     }
 }
 
-/// Reads the gateway's answer to `connect`: `hello-ok`, or its typed refusal.
-pub async fn read_reply(ws: &mut WsStream) -> Result<HelloOk, HandshakeError> {
+/// The gateway's answer to `connect`.
+#[derive(Debug)]
+pub enum Reply {
+    Hello(HelloOk),
+    /// Only to a `connect` without a token: the node waits for an operator's approval
+    /// ([`await_approval`]).
+    Pending(PairingPending),
+}
+
+/// Reads the gateway's answer to `connect`: `hello-ok`, `pairing:pending`, or its typed
+/// refusal.
+pub async fn read_answer(ws: &mut WsStream) -> Result<Reply, HandshakeError> {
     match codec::read_frame(ws).await? {
-        Frame::HelloOk(hello) => Ok(hello),
+        Frame::HelloOk(hello) => Ok(Reply::Hello(hello)),
+        Frame::PairingPending(p) => Ok(Reply::Pending(p)),
         Frame::Error(e) => Err(HandshakeError::Refused(e)),
         other => Err(HandshakeError::Unexpected {
             expected: "hello-ok",
             frame: Box::new(other),
         }),
     }
+}
+
+/// Reads the gateway's answer to `connect`: `hello-ok`, or its typed refusal.
+pub async fn read_reply(ws: &mut WsStream) -> Result<HelloOk, HandshakeError> {
+    read_answer(ws).await?.hello()
+}
+
+impl Reply {
+    /// The `hello-ok`, for a caller that did not ask to pair.
+    pub fn hello(self) -> Result<HelloOk, HandshakeError> {
+        match self {
+            Reply::Hello(hello) => Ok(hello),
+            Reply::Pending(p) => Err(HandshakeError::Unexpected {
+                expected: "hello-ok",
+                frame: Box::new(Frame::PairingPending(p)),
+            }),
+        }
+    }
+}
+
+/// After `pairing:pending`: waits for the operator's answer (`hello-ok` with the node
+/// token, or a refusal), for as long as the gateway keeps pinging within three of the
+/// intervals it announced.
+pub async fn await_approval(
+    ws: &mut WsStream,
+    pending: &PairingPending,
+) -> Result<HelloOk, HandshakeError> {
+    let silent = Duration::from_millis(pending.ping_interval_ms.max(100)) * 3;
+    loop {
+        match tokio::time::timeout(silent, codec::read_frame(ws)).await {
+            Err(_) => {
+                return Err(HandshakeError::Codec(CodecError::Transport(
+                    "the gateway went silent while this node waited for approval".into(),
+                )))
+            }
+            Ok(Ok(Frame::Ping {})) => continue,
+            Ok(Ok(Frame::HelloOk(hello))) => return Ok(hello),
+            Ok(Ok(Frame::Error(e))) => return Err(HandshakeError::Refused(e)),
+            Ok(Ok(other)) => {
+                return Err(HandshakeError::Unexpected {
+                    expected: "hello-ok",
+                    frame: Box::new(other),
+                })
+            }
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Challenge, then the signed `connect`; returns the gateway's answer.
+pub async fn begin(
+    ws: &mut WsStream,
+    key: &NodeKey,
+    token: &str,
+    hello: &NodeHello,
+) -> Result<Reply, HandshakeError> {
+    let nonce = read_challenge(ws).await?;
+    let connect = Frame::Connect(connect_frame(key, &nonce, token, hello));
+    codec::write(ws, &connect).await?;
+    read_answer(ws).await
 }
 
 /// The whole exchange on an open socket: challenge, signed `connect`, `hello-ok`.
@@ -126,10 +202,7 @@ pub async fn handshake(
     token: &str,
     hello: &NodeHello,
 ) -> Result<HelloOk, HandshakeError> {
-    let nonce = read_challenge(ws).await?;
-    let connect = Frame::Connect(connect_frame(key, &nonce, token, hello));
-    codec::write(ws, &connect).await?;
-    read_reply(ws).await
+    begin(ws, key, token, hello).await?.hello()
 }
 
 /// [`dial`], then [`handshake`].

@@ -33,6 +33,22 @@ pub enum Event {
     /// `node.online` / `node.offline` each, how many in the last moment. Refresh the nodes.
     #[serde(rename = "nodes.changed", rename_all = "camelCase")]
     NodesChanged { online: u64, offline: u64 },
+    /// A device without a token asks to join as a node (device pairing) and waits.
+    #[serde(rename = "pairing.requested", rename_all = "camelCase")]
+    PairingRequested {
+        fingerprint: String,
+        name: String,
+        hostname: String,
+        address: String,
+    },
+    /// A pairing request was approved, rejected or withdrawn (the device left or its
+    /// request lapsed): refresh the pending list.
+    #[serde(rename = "pairing.changed", rename_all = "camelCase")]
+    PairingChanged {
+        fingerprint: String,
+        #[cfg_attr(test, ts(type = "string"))]
+        status: String,
+    },
     /// A node answered `config:push`.
     #[serde(rename = "node.config", rename_all = "camelCase")]
     NodeConfig {
@@ -108,6 +124,8 @@ impl Event {
             Event::NodeOffline { .. } => "node.offline",
             Event::NodesChanged { .. } => "nodes.changed",
             Event::NodeConfig { .. } => "node.config",
+            Event::PairingRequested { .. } => "pairing.requested",
+            Event::PairingChanged { .. } => "pairing.changed",
             Event::EnvironmentChanged { .. } => "environment.changed",
             Event::BindingStatus { .. } => "binding.status",
             Event::BindingLog { .. } => "binding.log",

@@ -28,8 +28,13 @@ pub struct Connect {
     pub platform: String,
     #[serde(default)]
     pub capabilities: Vec<String>,
-    /// An enrollment token (first connection) or the node token issued in `hello-ok`.
+    /// An enrollment token (first connection), the node token issued in `hello-ok`, or empty
+    /// to ask for pairing (an operator approves the key; see [`PairingPending`]).
+    #[serde(default)]
     pub token: String,
+    /// The machine's host name, shown to the operator who approves a pairing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     /// Ed25519 public key, base64url without padding.
     pub public_key: String,
     /// The challenge nonce this frame answers.
@@ -65,6 +70,18 @@ pub struct HelloOk {
     pub node_token: Option<String>,
 }
 
+/// `pairing:pending`: what the node shows its operator while it waits for approval.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairingPending {
+    /// The node id: the fingerprint of its key, which the operator approves.
+    pub fingerprint: String,
+    /// When the request lapses (ISO 8601); the node asks again after that.
+    pub expires_at: String,
+    /// The gateway sends a `ping` this often while the node waits.
+    pub ping_interval_ms: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorFrame {
     pub code: ErrorCode,
@@ -95,6 +112,12 @@ pub enum ErrorCode {
     KeyMismatch,
     Revoked,
     HandshakeTimeout,
+    /// An operator rejected this key's pairing request; it is refused from now on.
+    PairingRejected,
+    /// Nobody approved the pairing request in time; the node may ask again.
+    PairingExpired,
+    /// Too many pairing requests from this address (or in all); retry later.
+    RateLimited,
     FrameTooLarge,
     /// A node reported on a task it does not run.
     NotOwner,
@@ -113,6 +136,7 @@ impl ErrorCode {
                 | ErrorCode::KeyMismatch
                 | ErrorCode::Revoked
                 | ErrorCode::ProtocolMismatch
+                | ErrorCode::PairingRejected
         )
     }
 }

@@ -107,6 +107,12 @@ pub enum Frame {
     /// Gateway -> node, the handshake succeeded.
     #[serde(rename = "hello-ok")]
     HelloOk(HelloOk),
+    /// Gateway -> node: a node that connected without a token proved its key and now waits
+    /// for an operator to approve it (device pairing). `hello-ok` with its node token follows
+    /// on the same connection once approved; an `error` (`pairing_rejected`,
+    /// `pairing_expired`) once rejected or expired. `ping` frames keep the wait alive.
+    #[serde(rename = "pairing:pending")]
+    PairingPending(PairingPending),
     /// Either direction: a refusal (followed by a close when the peer is not authenticated)
     /// or a complaint about one frame (the connection stays up).
     #[serde(rename = "error")]
@@ -338,6 +344,7 @@ pub const FRAME_TYPES: &[&str] = &[
     "challenge",
     "connect",
     "hello-ok",
+    "pairing:pending",
     "error",
     "heartbeat",
     "ping",
@@ -608,6 +615,7 @@ impl Frame {
             Frame::Challenge { .. } => "challenge",
             Frame::Connect(_) => "connect",
             Frame::HelloOk(_) => "hello-ok",
+            Frame::PairingPending(_) => "pairing:pending",
             Frame::Error(_) => "error",
             Frame::Heartbeat { .. } => "heartbeat",
             Frame::Ping {} => "ping",

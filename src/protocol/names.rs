@@ -94,3 +94,12 @@ macro_rules! wire_enum {
 }
 
 pub(crate) use wire_enum;
+
+/// A node name: 1 to 64 ASCII letters, digits, `-`, `_` and `.` (it appears in commands and
+/// file names).
+pub fn valid_node_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}

@@ -22,6 +22,7 @@ fn samples() -> Vec<Frame> {
             platform: "linux".into(),
             capabilities: vec!["shell".into()],
             token: "t".into(),
+            hostname: Some("host".into()),
             public_key: "k".into(),
             nonce: "n".into(),
             signature: "s".into(),
@@ -32,6 +33,11 @@ fn samples() -> Vec<Frame> {
             node_id: "node_x".into(),
             heartbeat_interval_ms: 1000,
             node_token: None,
+        }),
+        Frame::PairingPending(PairingPending {
+            fingerprint: "node_x".into(),
+            expires_at: "2026-12-01T00:00:00.000Z".into(),
+            ping_interval_ms: 30_000,
         }),
         Frame::error(ErrorCode::BadFrame, "x"),
         Frame::Heartbeat {

@@ -1,5 +1,5 @@
 //! The gateway's SQLite state: the only module that contains SQL. One file per table group
-//! (nodes, tasks, environments, bindings, threads, sessions, commands, audit), and `retention.rs`
+//! (nodes, pairing, tasks, environments, bindings, threads, sessions, commands, audit), and `retention.rs`
 //! for what the sweeper deletes; enum columns are the
 //! `protocol` enums, read and written through `sql.rs`, never compared as strings.
 //!
@@ -13,6 +13,7 @@ mod bindings;
 mod commands;
 mod environments;
 mod nodes;
+mod pairing;
 mod retention;
 mod sessions;
 mod sql;
@@ -26,6 +27,7 @@ pub use bindings::{BindingRecord, BindingUpdate};
 pub use commands::CommandRecord;
 pub use environments::{AllowedHosts, EnvironmentRecord, SecretChange, SecretRecord};
 pub use nodes::{EnrollRefusal, NodeRecord};
+pub use pairing::PairingRecord;
 pub use retention::Pruned;
 pub use tasks::{AgentReport, ChunkBatch, NewTask, TaskFinish, TaskRecord};
 pub use terminals::TerminalRecord;

@@ -21,10 +21,11 @@ pub struct NodeRecord {
     pub config_state: Option<String>,
 }
 
-const NODE_COLUMNS: &str = "id, name, public_key, token_hash, version, platform, capabilities, \
+pub(super) const NODE_COLUMNS: &str =
+    "id, name, public_key, token_hash, version, platform, capabilities, \
                             created_at, last_seen_at, revoked_at, config_state";
 
-fn node_from_row(r: &Row) -> rusqlite::Result<NodeRecord> {
+pub(super) fn node_from_row(r: &Row) -> rusqlite::Result<NodeRecord> {
     let caps: String = r.get(6)?;
     Ok(NodeRecord {
         id: r.get(0)?,
@@ -47,6 +48,38 @@ pub enum EnrollRefusal {
     Unknown,
     Expired,
     Used,
+}
+
+/// Creates the node `node` named `name` and seen at `now`, or (for a key that was enrolled
+/// before) gives it its new token and un-revokes it.
+pub(super) fn upsert_node(
+    tx: &rusqlite::Transaction,
+    node: &NodeRecord,
+    name: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let caps = serde_json::to_string(&node.capabilities).unwrap_or_else(|_| "[]".into());
+    tx.execute(
+        "INSERT INTO nodes (id, name, public_key, token_hash, version, platform,
+                            capabilities, created_at, last_seen_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+         ON CONFLICT (id) DO UPDATE SET
+            name = excluded.name, public_key = excluded.public_key,
+            token_hash = excluded.token_hash, version = excluded.version,
+            platform = excluded.platform, capabilities = excluded.capabilities,
+            last_seen_at = excluded.last_seen_at, revoked_at = NULL",
+        params![
+            node.id,
+            name,
+            node.public_key,
+            node.token_hash,
+            node.version,
+            node.platform,
+            caps,
+            now
+        ],
+    )?;
+    Ok(())
 }
 
 impl Store {
@@ -106,27 +139,7 @@ impl Store {
                  WHERE token_hash = ?1",
                 params![enrollment_hash, now, node.id],
             )?;
-            let caps = serde_json::to_string(&node.capabilities).unwrap_or_else(|_| "[]".into());
-            tx.execute(
-                "INSERT INTO nodes (id, name, public_key, token_hash, version, platform,
-                                    capabilities, created_at, last_seen_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
-                 ON CONFLICT (id) DO UPDATE SET
-                    name = excluded.name, public_key = excluded.public_key,
-                    token_hash = excluded.token_hash, version = excluded.version,
-                    platform = excluded.platform, capabilities = excluded.capabilities,
-                    last_seen_at = excluded.last_seen_at, revoked_at = NULL",
-                params![
-                    node.id,
-                    name,
-                    node.public_key,
-                    node.token_hash,
-                    node.version,
-                    node.platform,
-                    caps,
-                    now
-                ],
-            )?;
+            upsert_node(&tx, &node, &name, now)?;
             let stored = tx.query_row(
                 &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"),
                 params![node.id],

@@ -3,7 +3,8 @@
 //! Ended tasks keep their row (goal, state, times, exit code, error, result, usage) for ever;
 //! their chunks go after the retention period. Setup logs go after the same period;
 //! idempotency keys after a day; board sessions when they expire; enrollment tokens a
-//! retention period after they expired; commands once their task ended; audit records
+//! retention period after they expired; pairing requests once they lapsed (rejected keys
+//! are remembered); commands once their task ended; audit records
 //! after a year (or the retention period, if longer).
 //!
 //! Work is cut into small transactions (one task's chunks at a time) so the task writer,
@@ -30,6 +31,7 @@ pub struct Pruned {
     pub enrollments: usize,
     pub commands: usize,
     pub audit: usize,
+    pub pairing_requests: usize,
 }
 
 impl Pruned {
@@ -106,6 +108,10 @@ impl Store {
                 audit: tx.execute(
                     "DELETE FROM audit WHERE at < ?1",
                     [cutoff.min(now - AUDIT_KEPT_MS)],
+                )?,
+                pairing_requests: tx.execute(
+                    "DELETE FROM pairing_requests WHERE status != 'rejected' AND expires_at < ?1",
+                    [now],
                 )?,
                 ..Pruned::default()
             };

@@ -4,7 +4,7 @@
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-use crate::protocol::api::ThreadStatus;
+use crate::protocol::api::{PairingStatus, ThreadStatus};
 use crate::protocol::{
     BindingStatus, BindingStrategy, EnvKind, ExecutorKind, InjectionMode, NetworkAccess,
     SecretScope, TaskState,
@@ -39,4 +39,5 @@ text_column!(
     BindingStatus,
     ThreadStatus,
     NetworkAccess,
+    PairingStatus,
 );

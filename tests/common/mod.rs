@@ -595,6 +595,7 @@ fn test_hello() -> NodeHello {
         version: "test".into(),
         platform: "test".into(),
         capabilities: vec![],
+        hostname: None,
     }
 }
 

@@ -211,8 +211,30 @@ async function reconnectScenario(browser) {
   await shot(page, 'desktop-terminal-after-gateway-restart');
   await terminalCommand(page, 'exit 3');
   await terminalLine(page, '[process exited with code 3]', 'the exit shows');
-  await ctx.close();
   log('gateway restart with a terminal open: it resumed with every line once, then exited');
+
+  // Device pairing: a node started without a token asks to join; the open board hears of it
+  // live, and approving it there brings it online without restarting it.
+  await page.goto(`${origin}/nodes`);
+  await page.locator('section.node').first().waitFor();
+  const visitor = spawn(BIN, ['node', '--gateway', origin, '--name', 'visitor', '--data-dir', join(tmp, 'node3')], {
+    env: { ...process.env, HOME: tmp },
+    stdio: 'ignore',
+  });
+  cleanups.push(() => visitor.kill('SIGTERM'));
+  await page.locator('.toast', { hasText: 'asks to join' }).waitFor();
+  const request = page.locator('[data-pairing]');
+  await request.locator('.pill[data-status="waiting"]').waitFor();
+  await page.locator('[data-pairing-count]').waitFor();
+  await shot(page, 'desktop-pairing');
+  await request.getByLabel('Name').fill('visitor-01');
+  await request.getByRole('button', { name: 'Approve' }).click();
+  const approved = page.locator('section.node', { hasText: 'visitor-01' });
+  await approved.locator('.pill[data-status="online"]').waitFor();
+  check(visitor.exitCode === null, 'the approved node kept running');
+  check((await page.locator('[data-pairing]').count()) === 0, 'the request left the list');
+  await ctx.close();
+  log('pairing: the request showed live and the approved node came online without a restart');
 }
 
 /** The text of the terminal pane's rows (xterm's DOM renderer draws one div per row). */

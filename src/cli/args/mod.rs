@@ -187,6 +187,10 @@ pub struct GatewayArgs {
     /// Seconds a node may stay away before its unfinished tasks fail with "node lost".
     #[arg(long, default_value_t = 120)]
     pub node_grace_secs: u64,
+    /// Seconds a device started without a token waits for an operator to approve it before
+    /// its request lapses (it then asks again).
+    #[arg(long, env = "VIBER_PAIRING_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub pairing_ttl_secs: u64,
     /// Days ended tasks keep their output and setup logs (the task and its summary stay);
     /// 0 keeps them for ever.
     #[arg(long, env = "VIBER_RETENTION_DAYS", default_value_t = 30)]
@@ -220,6 +224,7 @@ impl GatewayArgs {
         c.metrics_listen = self.metrics_listen;
         c.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
         c.node_grace = Duration::from_secs(self.node_grace_secs);
+        c.pairing_ttl = Duration::from_secs(self.pairing_ttl_secs);
         c.retention = retention(self.retention_days);
         c.max_pending_handshakes = self.max_pending_handshakes as usize;
         c.quotas = crate::gateway::tasks::Quotas {
@@ -246,7 +251,8 @@ pub struct NodeRunArgs {
     /// Gateway URL to dial.
     #[arg(long, env = "VIBER_GATEWAY", default_value = DEFAULT_GATEWAY)]
     pub gateway: String,
-    /// One-time enrollment token from `viber node add` (needed on first start only).
+    /// One-time enrollment token from `viber node add` (first start only). Without one the
+    /// node asks to pair and waits until an operator approves its key fingerprint.
     #[arg(long, env = "VIBER_NODE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Name shown for this node [default: host name].
@@ -356,6 +362,31 @@ pub enum NodeAction {
     },
     /// Stop, disable and remove the node's service (its data and settings stay).
     Uninstall(UninstallArgs),
+    /// Devices waiting to join as nodes (started without a token), approved ones not yet
+    /// collected, and rejected keys.
+    Pending {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Approve a waiting device by its key fingerprint (or a unique prefix of at least 6
+    /// characters): it receives its node token and comes online without a restart.
+    Approve {
+        fingerprint: String,
+        /// The node's name [default: the one it asked for].
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Reject a waiting device: its connection is closed and its key refused from now on
+    /// (approving it later undoes this).
+    Reject {
+        fingerprint: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// List nodes (same as `viber nodes`).
     Ls {
         #[arg(long)]

@@ -17,6 +17,7 @@ pub mod metrics;
 mod node_config;
 mod nodes;
 mod openapi;
+mod pairing;
 mod stream;
 mod tasks;
 mod terminals;
@@ -86,6 +87,9 @@ fn operator_routes(app: App) -> OpenApiRouter<App> {
         .routes(routes!(nodes::list))
         .routes(routes!(nodes::list_vibers))
         .routes(routes!(nodes::enroll))
+        .routes(routes!(pairing::list))
+        .routes(routes!(pairing::approve))
+        .routes(routes!(pairing::reject))
         .routes(routes!(nodes::get, nodes::revoke))
         .routes(routes!(nodes::get_viber, nodes::revoke_viber))
         .routes(routes!(nodes::config_push))

@@ -18,6 +18,7 @@ use crate::protocol::api::ErrorBody;
 use crate::protocol::api::{
     ConfigPushed, EnrollRequest, Enrollment, NodeList, NodePresence, NodeView,
 };
+use crate::protocol::names::valid_node_name;
 use crate::protocol::{close, ErrorCode, Frame};
 use crate::store::NodeRecord;
 
@@ -187,19 +188,14 @@ pub async fn create_enrollment(
     Ok((token, expires_at))
 }
 
-fn validate_node_name(name: &str) -> ApiResult<()> {
-    if name.is_empty() || name.len() > 64 {
-        return Err(ApiError::validation("name must be 1 to 64 characters"));
+pub(super) fn validate_node_name(name: &str) -> ApiResult<()> {
+    if valid_node_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::validation(
+            "name must be 1 to 64 letters, digits, '-', '_' and '.'",
+        ))
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(ApiError::validation(
-            "name may contain only letters, digits, '-', '_' and '.'",
-        ));
-    }
-    Ok(())
 }
 
 /// Quotes a word for a POSIX shell when it needs it.

@@ -3,12 +3,17 @@
 //!
 //! Owns: the challenge nonce, the checks on a `connect` frame (role, protocol range, nonce,
 //! key fingerprint, signature, token), enrollment redemption and the node token it issues.
+//! A `connect` without a token goes on to `pairing`.
 //! Must not touch: the registry or the session (the caller registers an admitted node), SQL
 //! other than through `store::Store`, and anything under `node::` (the client side of this
 //! exchange is `node::handshake`).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::pairing;
 use super::session::{Sink, Stream};
 use crate::clock::now_ms;
 use crate::crypto;
@@ -35,7 +40,16 @@ pub(super) struct Admitted {
 
 /// Runs the handshake on a fresh socket. `None` when the connection ended during it or was
 /// refused (the refusal has been sent and the socket closed).
-pub(super) async fn admit(app: &App, sink: &mut Sink, stream: &mut Stream) -> Option<Admitted> {
+///
+/// `place` (the connection's place among those in their handshake) is given up when the
+/// node turns out to ask for pairing: its wait for an operator is limited apart.
+pub(super) async fn admit(
+    app: &App,
+    sink: &mut Sink,
+    stream: &mut Stream,
+    peer: IpAddr,
+    place: OwnedSemaphorePermit,
+) -> Option<Admitted> {
     let nonce = crypto::b64(&crypto::random_bytes(32));
     let challenge = Frame::Challenge {
         nonce: nonce.clone(),
@@ -44,7 +58,15 @@ pub(super) async fn admit(app: &App, sink: &mut Sink, stream: &mut Stream) -> Op
     };
     codec::write(sink, &challenge).await.ok()?;
     let connect = read_connect(app, sink, stream).await?;
-    let (node, issued_token) = match authenticate(app, &connect, &nonce).await {
+    let outcome = match check_signed(&connect, &nonce) {
+        Err(refusal) => Err(refusal),
+        Ok(()) if connect.token.is_empty() => {
+            drop(place);
+            pairing::pair(app, sink, stream, &connect, peer).await?
+        }
+        Ok(()) => authenticate(app, &connect).await,
+    };
+    let (node, issued_token) = match outcome {
         Ok(ok) => ok,
         Err((code, message)) => {
             refuse(sink, code, message).await;
@@ -110,16 +132,12 @@ async fn refuse(sink: &mut Sink, code: ErrorCode, message: String) {
     codec::close(sink, close::POLICY, &message).await;
 }
 
-type Refusal = (ErrorCode, String);
+pub(super) type Refusal = (ErrorCode, String);
+/// An admitted node and, when it was just enrolled or paired, the node token issued to it.
+pub(super) type Granted = (NodeRecord, Option<String>);
 
-/// Verifies a `connect` frame against the challenge `nonce`. On success returns the node and,
-/// when an enrollment token was redeemed, the node token issued to it.
-async fn authenticate(
-    app: &App,
-    c: &Connect,
-    nonce: &str,
-) -> Result<(NodeRecord, Option<String>), Refusal> {
-    check_signed(c, nonce)?;
+/// Authenticates a signed `connect` frame by its token.
+async fn authenticate(app: &App, c: &Connect) -> Result<Granted, Refusal> {
     if c.token.starts_with(ENROLLMENT_PREFIX) {
         let (node, token) = enroll(app, c).await?;
         Ok((node, Some(token)))
@@ -174,7 +192,7 @@ fn check_signed(c: &Connect, nonce: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn internal(e: anyhow::Error) -> Refusal {
+pub(super) fn internal(e: anyhow::Error) -> Refusal {
     tracing::error!(error = format!("{e:#}"), "authenticating node");
     (ErrorCode::Internal, "gateway storage error".to_string())
 }
@@ -183,19 +201,7 @@ fn internal(e: anyhow::Error) -> Refusal {
 async fn enroll(app: &App, c: &Connect) -> Result<(NodeRecord, String), Refusal> {
     let token_hash = crypto::sha256_hex(c.token.as_bytes());
     let node_token = crypto::new_token(NODE_TOKEN_PREFIX);
-    let record = NodeRecord {
-        id: c.node_id.clone(),
-        name: c.name.clone(),
-        public_key: c.public_key.clone(),
-        token_hash: crypto::sha256_hex(node_token.as_bytes()),
-        version: c.version.clone(),
-        platform: c.platform.clone(),
-        capabilities: c.capabilities.clone(),
-        created_at: now_ms(),
-        last_seen_at: None,
-        revoked_at: None,
-        config_state: None,
-    };
+    let record = new_node(c, &node_token);
     match app
         .store
         .redeem_enrollment(token_hash, record, now_ms())
@@ -217,6 +223,23 @@ async fn enroll(app: &App, c: &Connect) -> Result<(NodeRecord, String), Refusal>
             ErrorCode::EnrollmentExpired,
             "enrollment token expired; create a new one with `viber node add`".into(),
         )),
+    }
+}
+
+/// The node `c` describes, holding `node_token` (its name is the store's to decide).
+pub(super) fn new_node(c: &Connect, node_token: &str) -> NodeRecord {
+    NodeRecord {
+        id: c.node_id.clone(),
+        name: c.name.clone(),
+        public_key: c.public_key.clone(),
+        token_hash: crypto::sha256_hex(node_token.as_bytes()),
+        version: c.version.clone(),
+        platform: c.platform.clone(),
+        capabilities: c.capabilities.clone(),
+        created_at: now_ms(),
+        last_seen_at: None,
+        revoked_at: None,
+        config_state: None,
     }
 }
 

@@ -2,6 +2,8 @@
 //!
 //! - [`handshake`]: challenge, `connect`, authentication and enrollment, `hello-ok` or a
 //!   typed refusal.
+//! - [`pairing`]: a node without a token waits on its connection for an operator's
+//!   approval.
 //! - [`session`]: one connection's lifetime and its loop (read, write queued frames, ping,
 //!   liveness), in one tracing span per connection.
 //! - [`dispatch`]: what each frame from an authenticated node does.
@@ -15,9 +17,11 @@
 
 mod dispatch;
 mod handshake;
+mod pairing;
 pub(super) mod registry;
 mod session;
 
 pub use handshake::{ENROLLMENT_PREFIX, NODE_TOKEN_PREFIX};
+pub use pairing::{Decision, Pairings};
 pub use registry::{kick, NodeConn, Outgoing, Presence, Registry};
 pub use session::{__path_upgrade, upgrade};

@@ -81,16 +81,20 @@ pub async fn upgrade(
     };
     codec::limit_upgrade(ws).on_upgrade(move |socket| {
         let span = tracing::info_span!("node_link", %peer, node = tracing::field::Empty);
-        serve(app, socket, place).instrument(span)
+        serve(app, socket, peer.ip(), place).instrument(span)
     })
 }
 
 /// One connection, in the span of its peer (and of its node once admitted).
-async fn serve(app: App, socket: WebSocket, place: tokio::sync::OwnedSemaphorePermit) {
+async fn serve(
+    app: App,
+    socket: WebSocket,
+    peer: std::net::IpAddr,
+    place: tokio::sync::OwnedSemaphorePermit,
+) {
     let _tracked = app.connections.token();
     let (mut sink, mut stream) = socket.split();
-    let admitted = handshake::admit(&app, &mut sink, &mut stream).await;
-    drop(place);
+    let admitted = handshake::admit(&app, &mut sink, &mut stream, peer, place).await;
     let Some(Admitted { node, connect }) = admitted else {
         return;
     };

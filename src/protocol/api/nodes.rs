@@ -100,6 +100,71 @@ pub struct Enrollment {
     pub uses: u32,
 }
 
+wire_enum! {
+    /// Where a pairing request stands.
+    pub enum PairingStatus ("pairing status") {
+        /// The node waits for an operator (online or not: it asks again when its request
+        /// expired).
+        Pending = "pending",
+        /// Approved while the node was away: it gets its token when it next connects.
+        Approved = "approved",
+        /// Refused; the key is refused from now on (approving it later undoes that).
+        Rejected = "rejected",
+    }
+}
+
+/// A device asking to join as a node (`GET /api/nodes/pending`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct PairingRequestView {
+    /// The fingerprint of the node's key, which is also the node id once approved.
+    pub fingerprint: String,
+    /// The name the node asked for (its host name unless its operator set `--name`).
+    pub name: String,
+    pub hostname: String,
+    pub platform: String,
+    pub version: String,
+    /// The IP address it connected from.
+    pub address: String,
+    pub status: PairingStatus,
+    /// Whether it is connected now, waiting for the answer.
+    pub waiting: bool,
+    pub requested_at: String,
+    /// When a pending (or approved, undelivered) request lapses.
+    pub expires_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct PairingList {
+    pub requests: Vec<PairingRequestView>,
+}
+
+/// `POST /api/nodes/pending/:fingerprint/approve`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
+pub struct ApproveRequest {
+    /// The node's name [default: the name it asked for].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub name: Option<String>,
+}
+
+/// The answer to an approval or a rejection.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct PairingDecided {
+    pub fingerprint: String,
+    pub name: String,
+    pub status: PairingStatus,
+    /// The node was waiting and has its answer now (for an approval: its token, and it is
+    /// coming online); false: it gets it when it next connects.
+    pub delivered: bool,
+}
+
 /// `POST /api/nodes/:id/config-push`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
