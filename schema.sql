@@ -345,3 +345,32 @@ CREATE TABLE pairing_requests (
     approved_name TEXT
 );
 CREATE INDEX pairing_requests_expiry ON pairing_requests (status, expires_at);
+
+-- migration: 13
+
+-- Scheduled jobs: a goal run on an environment by a cron schedule (5 fields, in `timezone`),
+-- in a new thread each time (`thread_mode` 'new') or one thread reused ('reuse', `thread_id`
+-- once the first run made it). `next_run_at` is when the scheduler runs it next; a run missed
+-- while the gateway was down runs once at start when it is within the grace window.
+CREATE TABLE jobs (
+    id              TEXT PRIMARY KEY,
+    environment_id  TEXT NOT NULL REFERENCES environments(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    schedule        TEXT NOT NULL,
+    timezone        TEXT NOT NULL DEFAULT 'UTC',
+    goal            TEXT NOT NULL,
+    executor        TEXT,
+    thread_mode     TEXT NOT NULL DEFAULT 'new' CHECK (thread_mode IN ('new', 'reuse')),
+    thread_id       TEXT,
+    enabled         INTEGER NOT NULL DEFAULT 1,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    next_run_at     INTEGER,
+    last_run_at     INTEGER,
+    last_trigger    TEXT,
+    last_task_id    TEXT,
+    last_thread_id  TEXT,
+    last_error      TEXT
+);
+CREATE INDEX jobs_environment ON jobs (environment_id);
+CREATE INDEX jobs_due ON jobs (enabled, next_run_at);

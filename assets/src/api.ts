@@ -7,6 +7,7 @@ import type * as P from './protocol.gen';
 
 export type NodeInfo = P.NodeView;
 export type PairingRequest = P.PairingRequestView;
+export type Job = P.JobView;
 export type BindingStatus = P.BindingPhase;
 export type Binding = P.BindingView;
 export type SecretInfo = P.SecretView;
@@ -112,6 +113,12 @@ export const api = {
     request<P.PairingDecided>('POST', `/api/nodes/pending/${enc(fingerprint)}/approve`, name ? { name } : {}),
   rejectPairing: (fingerprint: string) =>
     request<P.PairingDecided>('POST', `/api/nodes/pending/${enc(fingerprint)}/reject`, {}),
+
+  jobs: (environmentId: string) => get<P.JobList>(`/api/environments/${enc(environmentId)}/jobs`).then((r) => r.jobs),
+  createJob: (environmentId: string, body: P.CreateJob) => request<Job>('POST', `/api/environments/${enc(environmentId)}/jobs`, body),
+  updateJob: (id: string, body: P.UpdateJob) => request<Job>('PATCH', `/api/jobs/${enc(id)}`, body),
+  deleteJob: (id: string) => request<void>('DELETE', `/api/jobs/${enc(id)}`),
+  runJob: (id: string) => request<P.JobRunView>('POST', `/api/jobs/${enc(id)}/run`),
 
   environments: () => get<P.EnvironmentList>('/api/environments').then((r) => r.environments),
   environment: (id: string) => get<Environment>(`/api/environments/${enc(id)}`),

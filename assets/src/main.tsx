@@ -4,6 +4,7 @@ import { render } from 'preact';
 import { useState } from 'preact/hooks';
 import { api, ApiError, handleUnauthorized, setCsrfToken } from './api';
 import { EnvironmentForm, MappingView } from './envs';
+import { JobsSection } from './jobs';
 import { AuditPage } from './audit';
 import { NodesPage, SettingsPage } from './nodes';
 import { EnvironmentSheet, newThread, Sidebar } from './sidebar';
@@ -139,7 +140,12 @@ function Main() {
     case 'env-new':
       return <EnvironmentForm key="new" />;
     case 'env-edit':
-      return <EnvironmentForm key={r.id} id={r.id} />;
+      return (
+        <>
+          <EnvironmentForm key={r.id} id={r.id} />
+          <JobsSection key={`jobs-${r.id}`} envId={r.id} />
+        </>
+      );
     case 'env-map':
       return <MappingView id={r.id} />;
     case 'nodes':

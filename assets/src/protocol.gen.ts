@@ -210,6 +210,65 @@ export type PairingDecided = { fingerprint: string, name: string, status: Pairin
  */
 delivered: boolean, };
 
+export type JobThreadMode = "new" | "reuse";
+
+export type JobTrigger = "schedule" | "manual" | "catch-up" | "missed" | "overlap";
+
+export type CreateJob = { 
+/**
+ * A name to tell jobs apart [default: the goal's first line].
+ */
+name?: string, 
+/**
+ * A standard 5-field cron expression: minute, hour, day of month, month, day of week
+ * (`0 9 * * 1-5`: weekdays at 9:00).
+ */
+schedule: string, 
+/**
+ * An IANA time zone the schedule is read in [default: `UTC`].
+ */
+timezone?: string, 
+/**
+ * What each run asks (the message a thread gets).
+ */
+goal: string, 
+/**
+ * The executor [default: the environment's, else `llm` where the node offers it].
+ */
+executor?: string, 
+/**
+ * `new` (default) or `reuse`.
+ */
+thread?: string, enabled?: boolean, };
+
+export type UpdateJob = { name?: string, schedule?: string, timezone?: string, goal?: string, executor?: string, thread?: string, enabled?: boolean, };
+
+export type JobRunView = { at: string, trigger: JobTrigger, 
+/**
+ * The task it started (none when it was skipped or could not start).
+ */
+taskId?: string, threadId?: string, 
+/**
+ * The task's state now.
+ */
+state?: TaskState, 
+/**
+ * Why it did not start, or why its task failed.
+ */
+error?: string, };
+
+export type JobView = { id: string, environmentId: string, name: string, schedule: string, timezone: string, goal: string, executor?: ExecutorKind, thread: JobThreadMode, 
+/**
+ * The thread a `reuse` job continues, once its first run made it.
+ */
+threadId?: string, enabled: boolean, 
+/**
+ * When it runs next (none while disabled).
+ */
+nextRunAt?: string, lastRun?: JobRunView, createdAt: string, };
+
+export type JobList = { jobs: Array<JobView>, };
+
 export type SessionOpened = { csrfToken: string, expiresAt: string, };
 
 export type SessionInfo = { authenticated: boolean, via: CredentialKind, csrfToken?: string, };
@@ -382,5 +441,5 @@ export type Event = { "type": "ready", nodesOnline: number, } | { "type": "gap",
 /**
  * `awaiting approval`.
  */
-status: string, approvalId: string, toolCallId: string, } | { "type": "task.progress", taskId: string, nodeId: string, event: unknown, } | { "type": "thread.changed", threadId: string, };
+status: string, approvalId: string, toolCallId: string, } | { "type": "task.progress", taskId: string, nodeId: string, event: unknown, } | { "type": "thread.changed", threadId: string, } | { "type": "job.changed", jobId: string, environmentId: string, };
 

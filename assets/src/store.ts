@@ -37,6 +37,8 @@ export interface State {
   logs: Record<string, BindingLog[]>;
   /** Bumped on every task event, so open thread views refresh their task states. */
   taskTick: number;
+  /** Bumped on job and task events, so open job lists refresh. */
+  jobTick: number;
   sheetOpen: boolean;
   toast: string | null;
 }
@@ -88,6 +90,7 @@ let state: State = {
   pinned: readPref<string[]>(PREF_PINNED, []),
   logs: {},
   taskTick: 0,
+  jobTick: 0,
   sheetOpen: false,
   toast: null,
 };
@@ -248,6 +251,7 @@ const EVENTS = [
   'binding.log',
   'environment.changed',
   'thread.changed',
+  'job.changed',
 ];
 
 /** Subscribes to `/api/events`; every (re)connect refreshes everything, since events are not replayed. */
@@ -301,7 +305,7 @@ function onEvent(name: string, data: any) {
     case 'task.created':
     case 'task.state':
     case 'task.approval':
-      setState((s) => ({ taskTick: s.taskTick + 1 }));
+      setState((s) => ({ taskTick: s.taskTick + 1, jobTick: s.jobTick + 1 }));
       refresh('threads');
       refresh('nodes');
       break;
@@ -317,6 +321,9 @@ function onEvent(name: string, data: any) {
       break;
     case 'thread.changed':
       refresh('threads');
+      break;
+    case 'job.changed':
+      setState((s) => ({ jobTick: s.jobTick + 1 }));
       break;
   }
 }

@@ -11,11 +11,11 @@ use std::process::ExitCode;
 use clap::CommandFactory;
 
 use super::args::{
-    Cli, EnvAction, NodeAction, SecretAction, ServiceAction, ShellArgs, TaskAction, TerminalAction,
+    Cli, EnvAction, JobAction, NodeAction, SecretAction, ServiceAction, ShellArgs, TaskAction, TerminalAction,
     ThreadAction,
 };
 use super::service::{self, Role};
-use super::{audit, changes, envs, nodes, tasks, terminals, threads, Client, ClientArgs};
+use super::{audit, changes, envs, jobs, nodes, tasks, terminals, threads, Client, ClientArgs};
 use crate::protocol::api::{ApprovalAnswer, PullRequestRequest};
 
 /// `viber nodes`.
@@ -197,6 +197,47 @@ async fn secret(action: SecretAction) -> anyhow::Result<ExitCode> {
         } => envs::secret_set(&Client::new(&client)?, &env, &name, &scope, file).await?,
         SecretAction::Rm { env, name, client } => {
             envs::secret_rm(&Client::new(&client)?, &env, &name).await?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `viber job ...`.
+pub async fn job(action: JobAction) -> anyhow::Result<ExitCode> {
+    match action {
+        JobAction::Add {
+            env,
+            schedule,
+            timezone,
+            name,
+            executor,
+            reuse_thread,
+            disabled,
+            goal,
+            client,
+        } => {
+            let job = jobs::NewJob {
+                env,
+                schedule,
+                timezone,
+                name,
+                executor,
+                reuse_thread,
+                disabled,
+                goal: goal.join(" "),
+            };
+            jobs::add(&Client::new(&client)?, job).await?
+        }
+        JobAction::List { env, json, client } => {
+            jobs::list(&Client::new(&client)?, env.as_deref(), json).await?
+        }
+        JobAction::Rm { id, client } => jobs::remove(&Client::new(&client)?, &id).await?,
+        JobAction::RunNow { id, client } => jobs::run_now(&Client::new(&client)?, &id).await?,
+        JobAction::Enable { id, client } => {
+            jobs::set_enabled(&Client::new(&client)?, &id, true).await?
+        }
+        JobAction::Disable { id, client } => {
+            jobs::set_enabled(&Client::new(&client)?, &id, false).await?
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod changes;
 pub mod dispatch;
 pub mod envs;
+pub mod jobs;
 pub mod nodes;
 pub mod roles;
 pub mod service;
@@ -132,6 +133,14 @@ impl Client {
         body: &B,
     ) -> anyhow::Result<T> {
         self.send(self.request(Method::PUT, path).json(body)).await
+    }
+
+    pub async fn patch<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.request(Method::PATCH, path).json(body)).await
     }
 
     /// A DELETE; whatever the gateway answers on success is ignored.

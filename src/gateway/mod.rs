@@ -20,6 +20,7 @@ pub mod envs;
 pub mod error;
 pub mod events;
 mod http;
+pub mod jobs;
 pub mod limits;
 pub mod link;
 pub mod metrics;
@@ -81,6 +82,12 @@ pub struct GatewayConfig {
     /// Approve pairing requests from loopback without asking: only for `all-in-one`, where
     /// the machine's own user runs both sides.
     pub approve_loopback: bool,
+    /// How often the job scheduler looks for due jobs.
+    pub jobs_tick: Duration,
+    /// A job due while the gateway was down runs once at start when it is at most this late.
+    pub jobs_grace: Duration,
+    /// Tests only: the scheduler's clock runs this many times faster than real time.
+    pub jobs_clock_scale: u32,
 }
 
 impl GatewayConfig {
@@ -102,6 +109,9 @@ impl GatewayConfig {
             metrics_listen: None,
             pairing_ttl: Duration::from_secs(15 * 60),
             approve_loopback: false,
+            jobs_tick: jobs::DEFAULT_TICK,
+            jobs_grace: Duration::from_secs(3600),
+            jobs_clock_scale: 1,
         }
     }
 }
@@ -127,6 +137,8 @@ pub struct AppState {
     pub terminals: terminals::Terminals,
     /// Nodes waiting on their connection for a pairing decision.
     pub pairings: link::Pairings,
+    /// The job scheduler's clock.
+    pub jobs_clock: jobs::JobClock,
     /// One lock per Idempotency-Key in flight: retries of a request wait for each other.
     pub idempotency: http::KeyLocks,
     pub auth: auth::OperatorAuth,
@@ -226,6 +238,7 @@ pub async fn start(
         None => None,
     };
     let max_pending_handshakes = config.max_pending_handshakes;
+    let jobs_clock_scale = config.jobs_clock_scale;
     let (quotas, data_dir) = (config.quotas, config.data_dir.clone());
     let state = Arc::new(AppState {
         config,
@@ -247,6 +260,7 @@ pub async fn start(
         commands: Default::default(),
         terminals: Default::default(),
         pairings: Default::default(),
+        jobs_clock: jobs::JobClock::new(jobs_clock_scale),
         limits: limits::Limits::new(max_pending_handshakes),
         idempotency: http::KeyLocks::default(),
         auth,
@@ -263,6 +277,7 @@ pub async fn start(
         .background
         .spawn(tasks::sweep_lost_nodes(state.clone()));
     state.background.spawn(retention::sweeper(state.clone()));
+    state.background.spawn(jobs::scheduler(state.clone()));
     state.background.spawn(preview::serve(
         preview_listener,
         state.clone(),

@@ -112,6 +112,12 @@ pub enum Event {
     },
     #[serde(rename = "thread.changed", rename_all = "camelCase")]
     ThreadChanged { thread_id: String },
+    /// A scheduled job was created, changed, ran or was deleted.
+    #[serde(rename = "job.changed", rename_all = "camelCase")]
+    JobChanged {
+        job_id: String,
+        environment_id: String,
+    },
 }
 
 impl Event {
@@ -134,6 +140,7 @@ impl Event {
             Event::TaskApproval { .. } => "task.approval",
             Event::TaskProgress { .. } => "task.progress",
             Event::ThreadChanged { .. } => "thread.changed",
+            Event::JobChanged { .. } => "job.changed",
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The gateway's SQLite state: the only module that contains SQL. One file per table group
-//! (nodes, pairing, tasks, environments, bindings, threads, sessions, commands, audit), and `retention.rs`
+//! (nodes, pairing, tasks, environments, jobs, bindings, threads, sessions, commands, audit), and `retention.rs`
 //! for what the sweeper deletes; enum columns are the
 //! `protocol` enums, read and written through `sql.rs`, never compared as strings.
 //!
@@ -12,6 +12,7 @@ mod audit;
 mod bindings;
 mod commands;
 mod environments;
+mod jobs;
 mod nodes;
 mod pairing;
 mod retention;
@@ -26,6 +27,7 @@ pub use audit::AuditRecord;
 pub use bindings::{BindingRecord, BindingUpdate};
 pub use commands::CommandRecord;
 pub use environments::{AllowedHosts, EnvironmentRecord, SecretChange, SecretRecord};
+pub use jobs::{JobRecord, JobRun};
 pub use nodes::{EnrollRefusal, NodeRecord};
 pub use pairing::PairingRecord;
 pub use retention::Pruned;

@@ -4,7 +4,7 @@
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-use crate::protocol::api::{PairingStatus, ThreadStatus};
+use crate::protocol::api::{JobThreadMode, JobTrigger, PairingStatus, ThreadStatus};
 use crate::protocol::{
     BindingStatus, BindingStrategy, EnvKind, ExecutorKind, InjectionMode, NetworkAccess,
     SecretScope, TaskState,
@@ -40,4 +40,6 @@ text_column!(
     ThreadStatus,
     NetworkAccess,
     PairingStatus,
+    JobThreadMode,
+    JobTrigger,
 );

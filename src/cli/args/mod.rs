@@ -20,11 +20,13 @@ use clap::{Args, Parser, Subcommand};
 use super::{envs::EnvFields, ClientArgs, DEFAULT_GATEWAY};
 
 mod service;
+mod jobs;
 mod threads;
 use crate::gateway::GatewayConfig;
 use crate::node::sandbox::{parse_resolve, Mode as SandboxMode};
 use crate::node::{self, NodeConfig, SandboxSpec};
 pub use service::{AllInOneCommand, GatewayCommand, InstallArgs, ServiceAction, UninstallArgs};
+pub use jobs::JobAction;
 pub use threads::ThreadAction;
 
 #[derive(Parser)]
@@ -73,6 +75,11 @@ pub enum Command {
     Thread {
         #[command(subcommand)]
         action: ThreadAction,
+    },
+    /// Scheduled jobs: goals an environment runs on a cron schedule.
+    Job {
+        #[command(subcommand)]
+        action: JobAction,
     },
     /// Open a terminal in an environment on its node (Ctrl-] detaches; it keeps running),
     /// or run a command there with `-- CMD ARGS` and exit with its code.
@@ -181,6 +188,16 @@ pub struct GatewayArgs {
     /// a private interface (the main address serves it to the operator token).
     #[arg(long, env = "VIBER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// How often the job scheduler looks for due jobs, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub jobs_tick_ms: u64,
+    /// A job due while the gateway was down runs once at start when it is at most this many
+    /// seconds late; older runs are recorded as missed.
+    #[arg(long, env = "VIBER_JOBS_GRACE_SECS", default_value_t = 3600)]
+    pub jobs_grace_secs: u64,
+    /// Tests only: the job scheduler's clock runs this many times faster than real time.
+    #[arg(long, hide = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub jobs_clock_scale: u32,
     /// Heartbeat interval given to nodes, in milliseconds.
     #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(100..))]
     pub heartbeat_ms: u64,
@@ -225,6 +242,9 @@ impl GatewayArgs {
         c.heartbeat_interval = Duration::from_millis(self.heartbeat_ms);
         c.node_grace = Duration::from_secs(self.node_grace_secs);
         c.pairing_ttl = Duration::from_secs(self.pairing_ttl_secs);
+        c.jobs_tick = Duration::from_millis(self.jobs_tick_ms);
+        c.jobs_grace = Duration::from_secs(self.jobs_grace_secs);
+        c.jobs_clock_scale = self.jobs_clock_scale;
         c.retention = retention(self.retention_days);
         c.max_pending_handshakes = self.max_pending_handshakes as usize;
         c.quotas = crate::gateway::tasks::Quotas {

@@ -13,6 +13,7 @@ mod changes;
 mod environments;
 mod events;
 mod idempotency;
+mod jobs;
 pub mod metrics;
 mod node_config;
 mod nodes;
@@ -39,6 +40,7 @@ pub use idempotency::KeyLocks;
 pub use nodes::create_enrollment;
 pub use openapi::Errors;
 pub(crate) use tasks::awaiting_approvals;
+pub(crate) use threads::{open_thread, send_message};
 
 use super::error::{ApiError, ApiResult, MAX_BODY_BYTES};
 use super::{auth, board, link, App};
@@ -114,6 +116,10 @@ fn operator_routes(app: App) -> OpenApiRouter<App> {
         .routes(routes!(bindings::prepare))
         .routes(routes!(bindings::logs))
         .routes(routes!(threads::list, threads::create))
+        .routes(routes!(jobs::list))
+        .routes(routes!(jobs::list_of_environment, jobs::create))
+        .routes(routes!(jobs::get, jobs::update, jobs::delete))
+        .routes(routes!(jobs::run_now))
         .routes(routes!(threads::get, threads::patch))
         .routes(routes!(threads::messages, threads::send))
         .routes(routes!(changes::diff))

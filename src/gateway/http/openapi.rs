@@ -47,6 +47,7 @@ pub const NODE_TOKEN: &str = "nodeToken";
         (name = "nodes", description = "Enrolled machines that run tasks"),
         (name = "tasks", description = "Goals run on a node, their streams and approvals"),
         (name = "environments", description = "Repositories, setup, variables, secrets and their bindings to nodes"),
+        (name = "jobs", description = "Goals an environment runs on a cron schedule"),
         (name = "threads", description = "Conversations in an environment, one task per message"),
         (name = "terminals", description = "Terminals on nodes, relayed through the gateway"),
         (name = "usage", description = "Token usage"),

@@ -95,16 +95,24 @@ pub async fn create(
     State(app): State<App>,
     Body(req): Body<CreateThread>,
 ) -> ApiResult<(StatusCode, Json<ThreadView>)> {
+    let t = open_thread(&app, &req.environment_id, req.title).await?;
+    Ok((StatusCode::CREATED, Json(thread_view(&t))))
+}
+
+/// A new thread in the environment `environment_id` (422 when there is none), titled
+/// `title` or, until its first message names it, [`DEFAULT_TITLE`].
+pub(crate) async fn open_thread(
+    app: &App,
+    environment_id: &str,
+    title: Option<String>,
+) -> ApiResult<ThreadRecord> {
     let env = app
         .store
-        .environment(req.environment_id.clone())
+        .environment(environment_id.to_string())
         .await?
-        .ok_or_else(|| {
-            ApiError::validation(format!("unknown environmentId {:?}", req.environment_id))
-        })?;
+        .ok_or_else(|| ApiError::validation(format!("unknown environmentId {environment_id:?}")))?;
     let now = now_ms();
-    let title = req
-        .title
+    let title = title
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| DEFAULT_TITLE.into());
@@ -124,8 +132,8 @@ pub async fn create(
         last_task: None,
     };
     app.store.insert_thread(t.clone()).await?;
-    changed(&app, &t.id);
-    Ok((StatusCode::CREATED, Json(thread_view(&t))))
+    changed(app, &t.id);
+    Ok(t)
 }
 
 #[utoipa::path(
@@ -257,7 +265,8 @@ pub async fn send(
     idempotent(&app, &headers, scope, || send_message(&app, id, req)).await
 }
 
-async fn send_message(
+/// Sends `req` to the thread `id`: a new task, or a follow-up to the running one.
+pub(crate) async fn send_message(
     app: &App,
     id: String,
     req: SendMessage,

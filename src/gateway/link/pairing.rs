@@ -186,6 +186,13 @@ pub(super) async fn pair(
         Ok(w) => w,
         Err(message) => return Some(Err((ErrorCode::RateLimited, message))),
     };
+    // A decision made between the request and the registration above reached nobody.
+    match app.store.pairing_request(c.node_id.clone()).await {
+        Ok(Some(r)) if r.status == PairingStatus::Approved => return Some(complete(app, c).await),
+        Ok(Some(r)) if r.status == PairingStatus::Rejected => return Some(Err(rejected())),
+        Ok(_) => {}
+        Err(e) => return Some(Err(internal(e))),
+    }
     let ping_every = app.config.heartbeat_interval * 2;
     let pending = Frame::PairingPending(PairingPending {
         fingerprint: c.node_id.clone(),
