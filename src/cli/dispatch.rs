@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use clap::CommandFactory;
 
 use super::args::{
-    Cli, EnvAction, JobAction, NodeAction, SecretAction, ServiceAction, ShellArgs, TaskAction, TerminalAction,
-    ThreadAction,
+    Cli, EnvAction, JobAction, NodeAction, SecretAction, ServiceAction, ShellArgs, TaskAction,
+    TerminalAction, ThreadAction,
 };
 use super::service::{self, Role};
 use super::{audit, changes, envs, jobs, nodes, tasks, terminals, threads, Client, ClientArgs};
@@ -224,7 +224,7 @@ pub async fn job(action: JobAction) -> anyhow::Result<ExitCode> {
                 executor,
                 reuse_thread,
                 disabled,
-                goal: goal.join(" "),
+                goal,
             };
             jobs::add(&Client::new(&client)?, job).await?
         }

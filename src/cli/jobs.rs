@@ -46,7 +46,7 @@ pub async fn list(client: &Client, env: Option<&str>, as_json: bool) -> anyhow::
         return Ok(());
     }
     if v.jobs.is_empty() {
-        println!("no jobs; add one with `viber job add ENV --schedule \"0 9 * * 1-5\" -- GOAL`");
+        println!("no jobs; add one with `viber job add ENV GOAL --schedule \"0 9 * * 1-5\"`");
         return Ok(());
     }
     let rows: Vec<Vec<String>> = v
@@ -73,7 +73,9 @@ pub async fn list(client: &Client, env: Option<&str>, as_json: bool) -> anyhow::
         })
         .collect();
     print_table(
-        &["ID", "NAME", "SCHEDULE", "THREAD", "ENABLED", "NEXT RUN", "LAST RUN"],
+        &[
+            "ID", "NAME", "SCHEDULE", "THREAD", "ENABLED", "NEXT RUN", "LAST RUN",
+        ],
         &rows,
     );
     Ok(())

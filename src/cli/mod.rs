@@ -140,7 +140,8 @@ impl Client {
         path: &str,
         body: &B,
     ) -> anyhow::Result<T> {
-        self.send(self.request(Method::PATCH, path).json(body)).await
+        self.send(self.request(Method::PATCH, path).json(body))
+            .await
     }
 
     /// A DELETE; whatever the gateway answers on success is ignored.

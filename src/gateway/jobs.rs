@@ -40,7 +40,12 @@ impl Schedule {
             .map_err(|e| {
                 // The crate's message points into the line it parsed; say it plainly.
                 let e = e.to_string();
-                let e = e.lines().last().unwrap_or(&e).trim_start_matches('^').trim();
+                let e = e
+                    .lines()
+                    .last()
+                    .unwrap_or(&e)
+                    .trim_start_matches('^')
+                    .trim();
                 format!("bad schedule {expression:?} in {timezone}: {e}")
             })
     }
@@ -173,11 +178,14 @@ pub async fn run(
         },
         Err(error) => {
             tracing::warn!(job = %job.id, ?trigger, %error, "job did not run");
+            // A skipped overlap keeps pointing at the run that still goes, so the next
+            // tick (and run-now) still sees it going.
+            let going = job.last_run.as_ref().filter(|_| still_going);
             JobRun {
                 at,
                 trigger,
-                task_id: None,
-                thread_id: None,
+                task_id: going.and_then(|r| r.task_id.clone()),
+                thread_id: going.and_then(|r| r.thread_id.clone()),
                 error: Some(error),
                 task: None,
             }
@@ -246,9 +254,15 @@ mod tests {
         assert_eq!(trigger_for(300, false, tick, grace), JobTrigger::Schedule);
         assert_eq!(trigger_for(300, true, tick, grace), JobTrigger::Schedule);
         assert_eq!(trigger_for(600_000, true, tick, grace), JobTrigger::CatchUp);
-        assert_eq!(trigger_for(3_600_001, true, tick, grace), JobTrigger::Missed);
+        assert_eq!(
+            trigger_for(3_600_001, true, tick, grace),
+            JobTrigger::Missed
+        );
         // A busy gateway that fell behind at run time still runs it, as scheduled.
-        assert_eq!(trigger_for(600_000, false, tick, grace), JobTrigger::Schedule);
+        assert_eq!(
+            trigger_for(600_000, false, tick, grace),
+            JobTrigger::Schedule
+        );
     }
 
     #[test]

@@ -69,7 +69,9 @@ fn from_row(r: &Row) -> rusqlite::Result<JobRecord> {
                 task_id: r.get(15)?,
                 thread_id: r.get(16)?,
                 error: r.get(17)?,
-                task: state.map(|s| Ok::<_, rusqlite::Error>((s, r.get(19)?))).transpose()?,
+                task: state
+                    .map(|s| Ok::<_, rusqlite::Error>((s, r.get(19)?)))
+                    .transpose()?,
             }),
             _ => None,
         },
@@ -145,7 +147,10 @@ impl Store {
     }
 
     /// Jobs of one environment, or of all; oldest first.
-    pub async fn list_jobs(&self, environment_id: Option<String>) -> anyhow::Result<Vec<JobRecord>> {
+    pub async fn list_jobs(
+        &self,
+        environment_id: Option<String>,
+    ) -> anyhow::Result<Vec<JobRecord>> {
         self.read(move |c| {
             let mut st = c.prepare(&format!(
                 "SELECT {COLUMNS} FROM {FROM}
@@ -203,7 +208,11 @@ impl Store {
     }
 
     /// Moves a job's next run without recording one (a missed run that is not caught up).
-    pub async fn set_job_next_run(&self, id: String, next_run_at: Option<i64>) -> anyhow::Result<()> {
+    pub async fn set_job_next_run(
+        &self,
+        id: String,
+        next_run_at: Option<i64>,
+    ) -> anyhow::Result<()> {
         self.write(move |c| {
             c.execute(
                 "UPDATE jobs SET next_run_at = ?2 WHERE id = ?1",

@@ -6,11 +6,13 @@ use crate::cli::ClientArgs;
 
 #[derive(Subcommand)]
 pub enum JobAction {
-    /// Schedule a goal in an environment: `viber job add ENV --schedule "0 9 * * 1-5"
-    /// --timezone Europe/Paris -- update the dependencies and open a PR`.
+    /// Schedule a goal in an environment: `viber job add ENV "update the dependencies and
+    /// open a PR" --schedule "0 9 * * 1-5" --timezone Europe/Paris`.
     Add {
         /// Environment id or name.
         env: String,
+        /// The goal each run sends (quote it).
+        goal: String,
         /// A 5-field cron expression: minute hour day-of-month month day-of-week.
         #[arg(long)]
         schedule: String,
@@ -29,9 +31,6 @@ pub enum JobAction {
         /// Create it disabled.
         #[arg(long)]
         disabled: bool,
-        /// The goal each run sends.
-        #[arg(trailing_var_arg = true, required = true, num_args = 1..)]
-        goal: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -19,14 +19,14 @@ use clap::{Args, Parser, Subcommand};
 
 use super::{envs::EnvFields, ClientArgs, DEFAULT_GATEWAY};
 
-mod service;
 mod jobs;
+mod service;
 mod threads;
 use crate::gateway::GatewayConfig;
 use crate::node::sandbox::{parse_resolve, Mode as SandboxMode};
 use crate::node::{self, NodeConfig, SandboxSpec};
-pub use service::{AllInOneCommand, GatewayCommand, InstallArgs, ServiceAction, UninstallArgs};
 pub use jobs::JobAction;
+pub use service::{AllInOneCommand, GatewayCommand, InstallArgs, ServiceAction, UninstallArgs};
 pub use threads::ThreadAction;
 
 #[derive(Parser)]

@@ -75,7 +75,11 @@ fn settle(app: &App, job: &mut JobRecord) -> ApiResult<()> {
 
 /// A job's default name: the goal's first line, cut near 60 characters.
 fn name_from(goal: &str) -> String {
-    let line = goal.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("job");
+    let line = goal
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("job");
     line.chars().take(60).collect()
 }
 
@@ -126,7 +130,13 @@ pub async fn list_of_environment(
     State(app): State<App>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobList>> {
-    list(State(app), Query(JobsQuery { environment_id: Some(id) })).await
+    list(
+        State(app),
+        Query(JobsQuery {
+            environment_id: Some(id),
+        }),
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -163,7 +173,11 @@ pub async fn create(
             .map(|n| n.trim().to_string())
             .unwrap_or_else(|| name_from(&req.goal)),
         schedule: req.schedule.trim().to_string(),
-        timezone: req.timezone.unwrap_or_else(|| "UTC".into()).trim().to_string(),
+        timezone: req
+            .timezone
+            .unwrap_or_else(|| "UTC".into())
+            .trim()
+            .to_string(),
         goal: req.goal,
         executor: req.executor.as_deref().map(parse_executor).transpose()?,
         thread_mode: match req.thread.as_deref() {
@@ -293,7 +307,9 @@ pub async fn run_now(
     )
     .await?;
     if let Some(error) = &run.error {
-        return Err(ApiError::conflict(format!("the job did not start: {error}")));
+        return Err(ApiError::conflict(format!(
+            "the job did not start: {error}"
+        )));
     }
     Ok((StatusCode::CREATED, Json(run_view(&run))))
 }
