@@ -171,18 +171,20 @@ export function JobsSection({ envId }: { envId: string }) {
                     <LastRun job={j} />
                   </td>
                   <td class="actions">
-                    <label class="check" title="Run on schedule">
-                      <input type="checkbox" checked={j.enabled} onChange={() => act('Switch', () => api.updateJob(j.id, { enabled: !j.enabled }))} /> on
-                    </label>
-                    <button class="small" onClick={() => act('Run now', () => api.runJob(j.id))}>
-                      Run now
-                    </button>
-                    <button
-                      class="small danger"
-                      onClick={() => confirm(`Delete job ${j.name}? Its threads stay.`) && act('Delete', () => api.deleteJob(j.id))}
-                    >
-                      Delete
-                    </button>
+                    <div>
+                      <label class="check" title="Run on schedule">
+                        <input type="checkbox" checked={j.enabled} onChange={() => act('Switch', () => api.updateJob(j.id, { enabled: !j.enabled }))} /> on
+                      </label>
+                      <button class="small" onClick={() => act('Run now', () => api.runJob(j.id))}>
+                        Run now
+                      </button>
+                      <button
+                        class="small danger"
+                        onClick={() => confirm(`Delete job ${j.name}? Its threads stay.`) && act('Delete', () => api.deleteJob(j.id))}
+                      >
+                        Delete
+                      </button>
+                    </div>
                   </td>
                 </tr>
               ))}

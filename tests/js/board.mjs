@@ -537,6 +537,25 @@ async function main() {
   check(cmd.includes('viber node --gateway') && cmd.includes('vbr_enr_') && cmd.includes('build-01'), `enroll command: ${cmd}`);
   await shot(page, 'desktop-nodes');
 
+  // 9b. A scheduled job on the environment's page: added, run now, its run shown with its
+  // thread.
+  await page.goto(origin + '/environments/e2e-repo');
+  const jobs = page.locator('[data-jobs]');
+  await jobs.getByLabel('Job name').fill('nightly');
+  await jobs.getByLabel('Schedule (cron)').fill('0 3 * * *');
+  await jobs.getByLabel('Time zone').fill('Europe/Paris');
+  await jobs.getByLabel('Executor').selectOption('shell');
+  await jobs.getByLabel('Goal').fill('echo from-a-job');
+  await jobs.getByRole('button', { name: 'Add job' }).click();
+  const jobRow = jobs.locator('tr[data-job]', { hasText: 'nightly' });
+  await jobRow.locator('[data-next-run]').filter({ hasText: /in / }).waitFor();
+  await jobRow.getByRole('button', { name: 'Run now' }).click();
+  await jobRow.locator('[data-last-run] .pill[data-status="completed"]').waitFor();
+  await shot(page, 'desktop-jobs');
+  await jobRow.getByRole('link', { name: 'thread' }).click();
+  await page.locator('section.turn .out', { hasText: 'from-a-job' }).waitFor();
+  log('a scheduled job was added, run now, and its thread shows the output');
+
   // 10. The secret is masked everywhere the board shows the environment.
   const pages = [
     ['/', '.thread-item'],
