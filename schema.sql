@@ -374,3 +374,27 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_environment ON jobs (environment_id);
 CREATE INDEX jobs_due ON jobs (enabled, next_run_at);
+
+-- migration: 14
+
+-- Shared credentials: gateway-wide variables and secrets (and secret files) that every
+-- environment inherits unless it sets the same name. The same shape as environment_vars and
+-- environment_secrets, with `environment_id` always '', so one set of statements serves both.
+CREATE TABLE shared_vars (
+    environment_id  TEXT NOT NULL DEFAULT '' CHECK (environment_id = ''),
+    key             TEXT NOT NULL,
+    value           TEXT NOT NULL,
+    PRIMARY KEY (environment_id, key)
+) WITHOUT ROWID;
+CREATE TABLE shared_secrets (
+    environment_id   TEXT NOT NULL DEFAULT '' CHECK (environment_id = ''),
+    key              TEXT NOT NULL,
+    scope            TEXT NOT NULL CHECK (scope IN ('setup', 'runtime')),
+    key_id           TEXT NOT NULL,
+    nonce            BLOB NOT NULL,
+    encrypted_value  BLOB NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    file             TEXT,
+    PRIMARY KEY (environment_id, key)
+) WITHOUT ROWID;

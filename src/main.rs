@@ -73,6 +73,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Env { action } => dispatch::env(action).await,
         Command::Thread { action } => dispatch::thread(action).await,
         Command::Job { action } => dispatch::job(action).await,
+        Command::Config { action } => dispatch::config(action).await,
         Command::Shell(args) => dispatch::shell(args).await,
         Command::Terminal { action } => dispatch::terminal(action).await,
         Command::Metrics { client } => dispatch::metrics(&client).await,

@@ -1121,3 +1121,146 @@ async fn a_prepare_lost_with_a_node_restart_runs_again() {
     let binding = b["id"].as_str().unwrap();
     assert!(logs(&s.gw, env_id, binding).await.contains("prepared"));
 }
+
+/// Shared credentials (`viber config set`): every environment runs with them unless it sets
+/// the same name itself; secrets stay masked and out of the CLI's argv.
+#[tokio::test]
+async fn shared_credentials_reach_environments_that_do_not_override_them() {
+    let s = setup().await;
+    let gw = &s.gw;
+    // A secret from stdin through the CLI; a variable and a secret file over the API.
+    let mut cli = Command::new(BIN)
+        .args(["config", "set", "env.SHARED_TOKEN", "--gateway", &gw.url])
+        .env("VIBER_TOKEN", &gw.token)
+        .stdin(std::process::Stdio::piped())
+        .output_with_stdin(format!("{SECRET}\n").as_bytes());
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    cli = Command::new(BIN)
+        .args([
+            "config",
+            "set",
+            "env.X",
+            "on-argv-1234",
+            "--gateway",
+            &gw.url,
+        ])
+        .env("VIBER_TOKEN", &gw.token)
+        .output()
+        .unwrap();
+    assert!(!cli.status.success(), "a secret on argv was taken");
+    let (code, v) = gw
+        .request(
+            reqwest::Method::PUT,
+            "/api/config/var.GREETING",
+            Some(json!({"value": "hello-shared"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let (code, v) = gw
+        .request(
+            reqwest::Method::PUT,
+            "/api/config/file..config%2Ftool%2Ftoken",
+            Some(json!({"value": "file-secret-value\n"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["vars"]["GREETING"], "hello-shared");
+    assert_eq!(
+        v["secrets"]["FILE__CONFIG_TOOL_TOKEN"]["file"],
+        ".config/tool/token"
+    );
+    assert!(v["secrets"]["SHARED_TOKEN"]["value"].is_string(), "{v}");
+    for (key, code) in [("var.1X", 422), ("file./etc/passwd", 422), ("nope", 422)] {
+        let (got, v) = gw
+            .request(
+                reqwest::Method::PUT,
+                &format!("/api/config/{}", key.replace('/', "%2F")),
+                Some(json!({"value": "some-value"})),
+            )
+            .await;
+        assert_eq!(got, code, "{key}: {v}");
+    }
+    let (code, _) = gw
+        .request(
+            reqwest::Method::PUT,
+            "/api/config/env.SHORT",
+            Some(json!({"value": "ab"})),
+        )
+        .await;
+    assert_eq!(code, 422, "a secret too short to redact");
+    let listed = gw.cli(&["config", "list"]);
+    assert!(
+        listed.contains("var.GREETING")
+            && listed.contains("hello-shared")
+            && listed.contains("env.SHARED_TOKEN")
+            && listed.contains("file..config/tool/token"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(SECRET) && !listed.contains("file-secret-value"),
+        "{listed}"
+    );
+
+    // One environment inherits them; another sets its own of the same names.
+    let probe = r#"echo "len=${#SHARED_TOKEN} greeting=$GREETING""#;
+    let mut seen = Vec::new();
+    for (name, own) in [
+        ("inherits", json!({})),
+        (
+            "overrides",
+            json!({"vars": {"GREETING": "own"}, "secrets": {"SHARED_TOKEN": "own-token-value-123456"}}),
+        ),
+    ] {
+        let mut env = json!({"name": name, "type": "manual"});
+        env.as_object_mut()
+            .unwrap()
+            .extend(own.as_object().unwrap().clone());
+        let et = gw.env_thread(env, &json!(s.node_id)).await;
+        let (code, task) = gw
+            .post(
+                &format!("/api/threads/{}/messages", et.thread),
+                json!({"message": probe, "executor": "shell"}),
+            )
+            .await;
+        assert_eq!(code, 201, "{task}");
+        let id = task["id"].as_str().unwrap();
+        assert_eq!(wait_task(gw, id).await["state"], "completed");
+        seen.push(stream_text(gw, id).await);
+    }
+    assert!(
+        seen[0].contains(&format!("len={} greeting=hello-shared", SECRET.len())),
+        "{}",
+        seen[0]
+    );
+    assert!(seen[1].contains("len=22 greeting=own"), "{}", seen[1]);
+
+    // Removed: gone for everyone; removing again is a 404.
+    gw.cli(&["config", "rm", "var.GREETING"]);
+    let (code, _) = gw.delete("/api/config/var.GREETING").await;
+    assert_eq!(code, 404);
+    let (_, v) = gw.get("/api/config").await;
+    assert!(v["vars"].as_object().unwrap().is_empty(), "{v}");
+    assert_no_secret_in_files(s.gdir.path());
+}
+
+/// `Command::output` with bytes written to the child's stdin.
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output;
+}
+
+impl OutputWithStdin for Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}

@@ -114,6 +114,9 @@ export const api = {
   rejectPairing: (fingerprint: string) =>
     request<P.PairingDecided>('POST', `/api/nodes/pending/${enc(fingerprint)}/reject`, {}),
 
+  sharedConfig: () => get<P.SharedConfig>('/api/config'),
+  setShared: (key: string, body: P.SetShared) => request<P.SharedConfig>('PUT', `/api/config/${enc(key)}`, body),
+  deleteShared: (key: string) => request<void>('DELETE', `/api/config/${enc(key)}`),
   jobs: (environmentId: string) => get<P.JobList>(`/api/environments/${enc(environmentId)}/jobs`).then((r) => r.jobs),
   createJob: (environmentId: string, body: P.CreateJob) => request<Job>('POST', `/api/environments/${enc(environmentId)}/jobs`, body),
   updateJob: (id: string, body: P.UpdateJob) => request<Job>('PATCH', `/api/jobs/${enc(id)}`, body),

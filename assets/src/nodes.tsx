@@ -3,6 +3,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, type PairingRequest } from './api';
 import { bindingsOfNode, errorText, navigate, setState, toast, useStore } from './store';
+import { SharedCredentials } from './shared';
 import { Empty, ErrorBox, Pill, RelTime } from './ui';
 
 function AddNode() {
@@ -271,6 +272,7 @@ export function SettingsPage({ onLogout }: { onLogout: () => void }) {
           </dd>
         </dl>
       </section>
+      <SharedCredentials />
       <section class="card">
         <h2>Session</h2>
         <p>This browser is signed in with a session cookie. Signing out ends it here.</p>

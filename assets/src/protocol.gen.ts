@@ -269,6 +269,23 @@ nextRunAt?: string, lastRun?: JobRunView, createdAt: string, };
 
 export type JobList = { jobs: Array<JobView>, };
 
+export type SharedConfig = { 
+/**
+ * Plain variables (`var.NAME`).
+ */
+vars: { [key in string]: string }, 
+/**
+ * Secrets, masked: variables (`env.NAME`) and files (`file.PATH`, named
+ * `FILE_<PATH IN CAPITALS>`).
+ */
+secrets: { [key in string]: SecretView }, };
+
+export type SetShared = { value: string, 
+/**
+ * For a secret: `runtime` (setup and tasks, the default) or `setup` (setup only).
+ */
+scope?: SecretScope, };
+
 export type SessionOpened = { csrfToken: string, expiresAt: string, };
 
 export type SessionInfo = { authenticated: boolean, via: CredentialKind, csrfToken?: string, };

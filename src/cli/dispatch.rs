@@ -11,11 +11,13 @@ use std::process::ExitCode;
 use clap::CommandFactory;
 
 use super::args::{
-    Cli, EnvAction, JobAction, NodeAction, SecretAction, ServiceAction, ShellArgs, TaskAction,
-    TerminalAction, ThreadAction,
+    Cli, ConfigAction, EnvAction, JobAction, NodeAction, SecretAction, ServiceAction, ShellArgs,
+    TaskAction, TerminalAction, ThreadAction,
 };
 use super::service::{self, Role};
-use super::{audit, changes, envs, jobs, nodes, tasks, terminals, threads, Client, ClientArgs};
+use super::{
+    audit, changes, config, envs, jobs, nodes, tasks, terminals, threads, Client, ClientArgs,
+};
 use crate::protocol::api::{ApprovalAnswer, PullRequestRequest};
 
 /// `viber nodes`.
@@ -198,6 +200,21 @@ async fn secret(action: SecretAction) -> anyhow::Result<ExitCode> {
         SecretAction::Rm { env, name, client } => {
             envs::secret_rm(&Client::new(&client)?, &env, &name).await?
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `viber config ...`.
+pub async fn config(action: ConfigAction) -> anyhow::Result<ExitCode> {
+    match action {
+        ConfigAction::Set {
+            key,
+            value,
+            scope,
+            client,
+        } => config::set(&Client::new(&client)?, &key, value, scope).await?,
+        ConfigAction::List { json, client } => config::list(&Client::new(&client)?, json).await?,
+        ConfigAction::Rm { key, client } => config::remove(&Client::new(&client)?, &key).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -214,6 +214,24 @@ pub async fn validate(client: &Client, env: &str) -> anyhow::Result<bool> {
     Ok(v.ok)
 }
 
+/// A secret's value from standard input (never argv). A variable loses one trailing
+/// newline (`echo x |`); a file keeps its bytes as they are (a key file needs its last
+/// newline).
+pub fn secret_from_stdin(name: &str, as_file: bool) -> anyhow::Result<String> {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("enter the value of {name}, then Ctrl-D:");
+    }
+    let mut value = String::new();
+    std::io::stdin().read_to_string(&mut value)?;
+    if !as_file {
+        value.truncate(value.strip_suffix('\n').unwrap_or(&value).len());
+    }
+    if value.is_empty() {
+        bail!("empty value on stdin");
+    }
+    Ok(value)
+}
+
 pub async fn secret_set(
     client: &Client,
     env: &str,
@@ -222,15 +240,7 @@ pub async fn secret_set(
     file: Option<String>,
 ) -> anyhow::Result<()> {
     let scope: SecretScope = scope.parse()?;
-    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        eprintln!("enter the value of {name}, then Ctrl-D:");
-    }
-    let mut value = String::new();
-    std::io::stdin().read_to_string(&mut value)?;
-    let value = value.strip_suffix('\n').unwrap_or(&value).to_string();
-    if value.is_empty() {
-        bail!("empty value on stdin");
-    }
+    let value = secret_from_stdin(name, file.is_some())?;
     let secret = SecretInput::Scoped {
         value,
         scope: Some(scope),

@@ -7,6 +7,7 @@
 pub mod args;
 pub mod audit;
 pub mod changes;
+pub mod config;
 pub mod dispatch;
 pub mod envs;
 pub mod jobs;

@@ -66,6 +66,8 @@ fn generate() -> String {
         JobRunView,
         JobView,
         JobList,
+        SharedConfig,
+        SetShared,
         SessionOpened,
         SessionInfo,
         TaskUsage,

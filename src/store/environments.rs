@@ -86,6 +86,32 @@ pub enum SecretChange {
     Remove,
 }
 
+pub(super) fn read_secrets(
+    c: &rusqlite::Connection,
+    table: SecretTable,
+    env_id: &str,
+) -> rusqlite::Result<Vec<SecretRecord>> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT key, scope, key_id, nonce, encrypted_value, updated_at, file
+         FROM {} WHERE environment_id = ?1 ORDER BY key",
+        table.name()
+    ))?;
+    let rows = st.query_map(params![env_id], |r| {
+        Ok(SecretRecord {
+            key: r.get(0)?,
+            scope: r.get(1)?,
+            sealed: Sealed {
+                key_id: r.get(2)?,
+                nonce: r.get(3)?,
+                ciphertext: r.get(4)?,
+            },
+            updated_at: r.get(5)?,
+            file: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
@@ -108,17 +134,36 @@ fn write_vars(
     Ok(())
 }
 
-fn write_secrets(
+/// Where secrets are kept: an environment's (`environment_secrets`), or the gateway-wide
+/// ones every environment inherits (`shared_secrets`, whose `environment_id` is '').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SecretTable {
+    Environment,
+    Shared,
+}
+
+impl SecretTable {
+    fn name(self) -> &'static str {
+        match self {
+            SecretTable::Environment => "environment_secrets",
+            SecretTable::Shared => "shared_secrets",
+        }
+    }
+}
+
+pub(super) fn write_secrets(
     c: &rusqlite::Connection,
+    table: SecretTable,
     env_id: &str,
     changes: &BTreeMap<String, SecretChange>,
     now: i64,
 ) -> rusqlite::Result<()> {
+    let table = table.name();
     for (key, change) in changes {
         match change {
             SecretChange::Remove => {
                 c.execute(
-                    "DELETE FROM environment_secrets WHERE environment_id = ?1 AND key = ?2",
+                    &format!("DELETE FROM {table} WHERE environment_id = ?1 AND key = ?2"),
                     params![env_id, key],
                 )?;
             }
@@ -128,13 +173,15 @@ fn write_secrets(
                 file,
             } => {
                 c.execute(
-                    "INSERT INTO environment_secrets
-                        (environment_id, key, scope, key_id, nonce, encrypted_value, created_at, updated_at, file)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
-                     ON CONFLICT (environment_id, key) DO UPDATE SET
-                        scope = excluded.scope, key_id = excluded.key_id, nonce = excluded.nonce,
-                        encrypted_value = excluded.encrypted_value, updated_at = excluded.updated_at,
-                        file = excluded.file",
+                    &format!(
+                        "INSERT INTO {table}
+                            (environment_id, key, scope, key_id, nonce, encrypted_value, created_at, updated_at, file)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)
+                         ON CONFLICT (environment_id, key) DO UPDATE SET
+                            scope = excluded.scope, key_id = excluded.key_id, nonce = excluded.nonce,
+                            encrypted_value = excluded.encrypted_value, updated_at = excluded.updated_at,
+                            file = excluded.file"
+                    ),
                     params![env_id, key, scope, sealed.key_id, sealed.nonce, sealed.ciphertext, now, file],
                 )?;
             }
@@ -245,7 +292,7 @@ impl Store {
                 }
             }
             write_vars(&tx, &env.id, &vars)?;
-            write_secrets(&tx, &env.id, &secrets, env.created_at)?;
+            write_secrets(&tx, SecretTable::Environment, &env.id, &secrets, env.created_at)?;
             tx.commit()?;
             Ok(true)
         })
@@ -300,7 +347,13 @@ impl Store {
             if let Some(vars) = &vars {
                 write_vars(&tx, &env.id, vars)?;
             }
-            write_secrets(&tx, &env.id, &secrets, env.updated_at)?;
+            write_secrets(
+                &tx,
+                SecretTable::Environment,
+                &env.id,
+                &secrets,
+                env.updated_at,
+            )?;
             tx.commit()?;
             Ok(true)
         })
@@ -350,6 +403,7 @@ impl Store {
         .await
     }
 
+    /// An environment's own variables (see [`Store::effective_vars`] for what it runs with).
     pub async fn environment_vars(
         &self,
         env_id: String,
@@ -364,28 +418,10 @@ impl Store {
         .await
     }
 
+    /// An environment's own secrets (see [`Store::effective_secrets`] for what it runs with).
     pub async fn environment_secrets(&self, env_id: String) -> anyhow::Result<Vec<SecretRecord>> {
-        self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT key, scope, key_id, nonce, encrypted_value, updated_at, file
-                 FROM environment_secrets WHERE environment_id = ?1 ORDER BY key",
-            )?;
-            let rows = st.query_map(params![env_id], |r| {
-                Ok(SecretRecord {
-                    key: r.get(0)?,
-                    scope: r.get(1)?,
-                    sealed: Sealed {
-                        key_id: r.get(2)?,
-                        nonce: r.get(3)?,
-                        ciphertext: r.get(4)?,
-                    },
-                    updated_at: r.get(5)?,
-                    file: r.get(6)?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
+        self.read(move |c| read_secrets(c, SecretTable::Environment, &env_id))
+            .await
     }
 
     /// Threads of an environment that have a pending or running task.

@@ -1,5 +1,5 @@
 //! The gateway's SQLite state: the only module that contains SQL. One file per table group
-//! (nodes, pairing, tasks, environments, jobs, bindings, threads, sessions, commands, audit), and `retention.rs`
+//! (nodes, pairing, tasks, environments, shared credentials, jobs, bindings, threads, sessions, commands, audit), and `retention.rs`
 //! for what the sweeper deletes; enum columns are the
 //! `protocol` enums, read and written through `sql.rs`, never compared as strings.
 //!
@@ -17,6 +17,7 @@ mod nodes;
 mod pairing;
 mod retention;
 mod sessions;
+mod shared;
 mod sql;
 mod tasks;
 mod terminals;
@@ -31,6 +32,7 @@ pub use jobs::{JobRecord, JobRun};
 pub use nodes::{EnrollRefusal, NodeRecord};
 pub use pairing::PairingRecord;
 pub use retention::Pruned;
+pub use shared::SecretOrigin;
 pub use tasks::{AgentReport, ChunkBatch, NewTask, TaskFinish, TaskRecord};
 pub use terminals::TerminalRecord;
 pub use threads::{ThreadMessage, ThreadRecord};

@@ -556,6 +556,18 @@ async function main() {
   await page.locator('section.turn .out', { hasText: 'from-a-job' }).waitFor();
   log('a scheduled job was added, run now, and its thread shows the output');
 
+  // 9c. Shared credentials on the Settings page: a secret every environment inherits, shown
+  // masked and never in the page.
+  await page.goto(origin + '/settings');
+  const shared = page.locator('[data-shared]');
+  await shared.getByLabel('Kind').selectOption('env');
+  await shared.getByLabel('Variable name').fill('SHARED_KEY');
+  await shared.getByLabel('Value').fill('sk-shared-7f6e5d4c3b2a');
+  await shared.getByRole('button', { name: 'Save' }).click();
+  await shared.locator('[data-shared-key="env.SHARED_KEY"]').waitFor();
+  check(!(await page.content()).includes('sk-shared-7f6e5d4c3b2a'), 'the shared secret appears in the page');
+  await shot(page, 'desktop-settings');
+
   // 10. The secret is masked everywhere the board shows the environment.
   const pages = [
     ['/', '.thread-item'],

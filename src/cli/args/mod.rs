@@ -19,12 +19,14 @@ use clap::{Args, Parser, Subcommand};
 
 use super::{envs::EnvFields, ClientArgs, DEFAULT_GATEWAY};
 
+mod config;
 mod jobs;
 mod service;
 mod threads;
 use crate::gateway::GatewayConfig;
 use crate::node::sandbox::{parse_resolve, Mode as SandboxMode};
 use crate::node::{self, NodeConfig, SandboxSpec};
+pub use config::ConfigAction;
 pub use jobs::JobAction;
 pub use service::{AllInOneCommand, GatewayCommand, InstallArgs, ServiceAction, UninstallArgs};
 pub use threads::ThreadAction;
@@ -75,6 +77,11 @@ pub enum Command {
     Thread {
         #[command(subcommand)]
         action: ThreadAction,
+    },
+    /// Shared credentials: variables, secrets and secret files every environment inherits.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
     },
     /// Scheduled jobs: goals an environment runs on a cron schedule.
     Job {

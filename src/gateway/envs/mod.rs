@@ -11,7 +11,7 @@ mod secrets;
 mod validate;
 
 pub use prepare::{apply_state, binding_phase, on_node_connected, prepare_lost, send_prepare};
-pub use secrets::{seal_secrets, unseal_secrets};
+pub use secrets::{check_secret_file, seal_secrets, unseal_secrets, Owner};
 pub use validate::{complete as validated, validate, Validations};
 
 use crate::gateway::error::ApiResult;
@@ -28,7 +28,7 @@ pub async fn run_options(
     binding: &BindingRecord,
     thread: Option<&str>,
 ) -> ApiResult<TaskOptions> {
-    let vars = app.store.environment_vars(env.id.clone()).await?;
+    let vars = app.store.effective_vars(env.id.clone()).await?;
     // The environment may set the agent's working mode (metadata.workingMode).
     let working_mode = serde_json::from_str::<serde_json::Value>(&env.metadata)
         .ok()

@@ -38,7 +38,7 @@ pub async fn send_prepare(
     let Some(tx) = app.registry.sender(&b.node_id) else {
         return Ok(false);
     };
-    let vars = app.store.environment_vars(env.id.clone()).await?;
+    let vars = app.store.effective_vars(env.id.clone()).await?;
     let secrets = super::unseal_secrets(app, &env.id, false).await?;
     let frame = Frame::EnvironmentPrepare(PrepareEnvironment {
         binding_id: b.id.clone(),

@@ -9,13 +9,13 @@ use crate::gateway::App;
 use crate::protocol::api::SecretInput;
 use crate::protocol::{SecretScope, SecretValue};
 use crate::secrets::redact::MIN_SECRET_LEN;
-use crate::store::SecretChange;
+use crate::store::{SecretChange, SecretOrigin};
 
 /// Seals the secrets of a request. A value too short to be redacted from output is refused:
 /// it could not be kept out of logs and streams.
 pub fn seal_secrets(
     app: &App,
-    env_id: &str,
+    owner: Owner<'_>,
     input: BTreeMap<String, Option<SecretInput>>,
 ) -> ApiResult<BTreeMap<String, SecretChange>> {
     let mut changes = BTreeMap::new();
@@ -49,7 +49,7 @@ pub fn seal_secrets(
                  redacted from output; use a longer value (or a plain variable if it is not secret)"
             )));
         }
-        let sealed = app.keyring.seal(value.as_bytes(), &secret_aad(env_id, &k));
+        let sealed = app.keyring.seal(value.as_bytes(), &secret_aad(owner, &k));
         changes.insert(
             k,
             SecretChange::Set {
@@ -64,7 +64,7 @@ pub fn seal_secrets(
 
 /// A secret file's path: relative, plain names only (no `..`, no `.` alone), at most 200
 /// bytes, so it cannot leave the agent home it is written into.
-fn check_secret_file(key: &str, path: &str) -> ApiResult<()> {
+pub fn check_secret_file(key: &str, path: &str) -> ApiResult<()> {
     let ok = !path.is_empty()
         && path.len() <= 200
         && !path.starts_with('/')
@@ -81,23 +81,39 @@ fn check_secret_file(key: &str, path: &str) -> ApiResult<()> {
     }
 }
 
-/// Binds a sealed value to its environment and name, so it cannot be moved to another.
-fn secret_aad(env_id: &str, key: &str) -> String {
-    format!("env:{env_id}:{key}")
+/// Whose secret a sealed value is.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner<'a> {
+    Environment(&'a str),
+    /// The gateway-wide (shared) secrets every environment inherits.
+    Shared,
 }
 
-/// The plaintext secrets of an environment, for a frame to a node.
+/// Binds a sealed value to its owner and name, so it cannot be moved to another.
+fn secret_aad(owner: Owner<'_>, key: &str) -> String {
+    match owner {
+        Owner::Environment(env_id) => format!("env:{env_id}:{key}"),
+        Owner::Shared => format!("shared:{key}"),
+    }
+}
+
+/// The plaintext secrets an environment runs with (its own and the shared ones it does not
+/// override), for a frame to a node.
 pub async fn unseal_secrets(
     app: &App,
     env_id: &str,
     runtime_only: bool,
 ) -> anyhow::Result<Vec<SecretValue>> {
     let mut out = Vec::new();
-    for s in app.store.environment_secrets(env_id.to_string()).await? {
+    for (s, origin) in app.store.effective_secrets(env_id.to_string()).await? {
         if runtime_only && s.scope == SecretScope::Setup {
             continue;
         }
-        let plain = app.keyring.open(&s.sealed, &secret_aad(env_id, &s.key))?;
+        let owner = match origin {
+            SecretOrigin::Environment => Owner::Environment(env_id),
+            SecretOrigin::Shared => Owner::Shared,
+        };
+        let plain = app.keyring.open(&s.sealed, &secret_aad(owner, &s.key))?;
         out.push(SecretValue {
             name: s.key,
             value: String::from_utf8_lossy(&plain).into_owned(),

@@ -17,7 +17,17 @@ use crate::protocol::api::{
     EnvironmentInput, EnvironmentList, EnvironmentView, ErrorBody, SecretView, ValidationResult,
 };
 use crate::protocol::events::Event;
-use crate::store::EnvironmentRecord;
+use crate::store::{EnvironmentRecord, SecretRecord};
+
+/// A stored secret as the API shows it: masked.
+pub(super) fn secret_view(s: &SecretRecord) -> SecretView {
+    SecretView {
+        value: crate::secrets::mask(s.sealed.ciphertext.len()),
+        scope: s.scope,
+        updated_at: iso8601(s.updated_at),
+        file: s.file.clone(),
+    }
+}
 
 async fn env_view(app: &App, e: &EnvironmentRecord) -> ApiResult<EnvironmentView> {
     let vars = app.store.environment_vars(e.id.clone()).await?;
@@ -26,15 +36,7 @@ async fn env_view(app: &App, e: &EnvironmentRecord) -> ApiResult<EnvironmentView
         .environment_secrets(e.id.clone())
         .await?
         .into_iter()
-        .map(|s| {
-            let view = SecretView {
-                value: crate::secrets::mask(s.sealed.ciphertext.len()),
-                scope: s.scope,
-                updated_at: iso8601(s.updated_at),
-                file: s.file,
-            };
-            (s.key, view)
-        })
+        .map(|s| (s.key.clone(), secret_view(&s)))
         .collect();
     let bindings = app
         .store
@@ -117,7 +119,11 @@ pub async fn create(
     input::apply(&mut env, &mut req)?;
     let vars = req.vars.take().unwrap_or_default();
     input::check_vars(&vars)?;
-    let secrets = envs::seal_secrets(&app, &env.id, req.secrets.take().unwrap_or_default())?;
+    let secrets = envs::seal_secrets(
+        &app,
+        envs::Owner::Environment(&env.id),
+        req.secrets.take().unwrap_or_default(),
+    )?;
     if !app
         .store
         .insert_environment(env.clone(), vars, secrets)
@@ -193,7 +199,11 @@ pub async fn update(
     if let Some(v) = &vars {
         input::check_vars(v)?;
     }
-    let secrets = envs::seal_secrets(&app, &env.id, req.secrets.take().unwrap_or_default())?;
+    let secrets = envs::seal_secrets(
+        &app,
+        envs::Owner::Environment(&env.id),
+        req.secrets.take().unwrap_or_default(),
+    )?;
     if !app
         .store
         .update_environment(env.clone(), vars, secrets)

@@ -19,6 +19,7 @@ mod node_config;
 mod nodes;
 mod openapi;
 mod pairing;
+mod shared;
 mod stream;
 mod tasks;
 mod terminals;
@@ -116,6 +117,8 @@ fn operator_routes(app: App) -> OpenApiRouter<App> {
         .routes(routes!(bindings::prepare))
         .routes(routes!(bindings::logs))
         .routes(routes!(threads::list, threads::create))
+        .routes(routes!(shared::get))
+        .routes(routes!(shared::set, shared::delete))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::list_of_environment, jobs::create))
         .routes(routes!(jobs::get, jobs::update, jobs::delete))

@@ -57,10 +57,10 @@ pub async fn node_config(
         };
         let secrets = app
             .store
-            .environment_secrets(e.id.clone())
+            .effective_secrets(e.id.clone())
             .await?
             .into_iter()
-            .map(|s| NodeConfigSecret {
+            .map(|(s, _)| NodeConfigSecret {
                 name: s.key,
                 scope: s.scope,
                 set: !s.sealed.ciphertext.is_empty(),
@@ -68,7 +68,7 @@ pub async fn node_config(
             .collect();
         let vars = app
             .store
-            .environment_vars(e.id.clone())
+            .effective_vars(e.id.clone())
             .await?
             .into_keys()
             .collect();

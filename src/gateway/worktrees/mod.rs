@@ -143,7 +143,7 @@ pub async fn created(app: &App, thread: &ThreadRecord) -> ApiResult<WorktreeReco
 /// Who commits: the environment's GIT_AUTHOR_NAME / GIT_AUTHOR_EMAIL variables, else the
 /// gateway's `--git-author`.
 async fn author(app: &App, env: &EnvironmentRecord) -> ApiResult<(String, String)> {
-    let vars = app.store.environment_vars(env.id.clone()).await?;
+    let vars = app.store.effective_vars(env.id.clone()).await?;
     let (default_name, default_email) = parse_author(&app.config.git_author);
     Ok((
         vars.get("GIT_AUTHOR_NAME").cloned().unwrap_or(default_name),

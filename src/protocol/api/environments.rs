@@ -290,3 +290,27 @@ pub struct ValidationResult {
     pub ok: bool,
     pub checks: Vec<ValidationCheck>,
 }
+
+/// `GET /api/config`: the shared credentials every environment inherits unless it sets the
+/// same name (or, for a file, the same path) itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct SharedConfig {
+    /// Plain variables (`var.NAME`).
+    pub vars: std::collections::BTreeMap<String, String>,
+    /// Secrets, masked: variables (`env.NAME`) and files (`file.PATH`, named
+    /// `FILE_<PATH IN CAPITALS>`).
+    pub secrets: std::collections::BTreeMap<String, SecretView>,
+}
+
+/// `PUT /api/config/:key`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(optional_fields))]
+pub struct SetShared {
+    pub value: String,
+    /// For a secret: `runtime` (setup and tasks, the default) or `setup` (setup only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub scope: Option<SecretScope>,
+}
