@@ -77,6 +77,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Shell(args) => dispatch::shell(args).await,
         Command::Terminal { action } => dispatch::terminal(action).await,
         Command::Metrics { client } => dispatch::metrics(&client).await,
+        Command::Usage {
+            from,
+            to,
+            by,
+            json,
+            client,
+        } => dispatch::usage(from, to, &by, json, &client).await,
         Command::Audit {
             limit,
             before,

@@ -49,6 +49,13 @@ async fn agent_with(script: Vec<Reply>, anthropic: bool) -> Agent {
     let gdir = TempDir::new("gw");
     let ndir = TempDir::new("node");
     let work = TempDir::new("work");
+    // The built-in agent reports tokens but no cost: the gateway's price table prices them
+    // (a dollar per input token and two per output token, so sums are easy to read).
+    std::fs::write(
+        gdir.join("prices.json"),
+        r#"{"models": {"fake-model": {"inputPerMillion": 1000000, "outputPerMillion": 2000000}}}"#,
+    )
+    .unwrap();
     let gw = Gateway::start(gdir.path(), 0, &[]);
     let token = gw.enroll("agent").await;
     let node = start_node_env(&gw.url, Some(&token), ndir.path(), "agent", &env);
@@ -242,6 +249,16 @@ async fn a_multi_step_task_reads_edits_and_runs_and_the_file_changes() {
     assert_eq!(u["total"]["inputTokens"], 11);
     assert_eq!(u["byModel"][0]["key"], "fake-model");
     assert_eq!(u["byNode"][0]["outputTokens"], 7);
+    assert_eq!(u["total"]["costUsd"], 25.0, "{u}");
+    assert_eq!(u["total"]["estimatedCostUsd"], 25.0, "{u}");
+    assert_eq!(u["total"]["unpricedTokens"], 0, "{u}");
+    assert_eq!(u["pricedModels"], 1);
+    let today = &u["to"].as_str().unwrap()[..10];
+    assert_eq!(u["daily"][0]["day"], today, "{u}");
+    assert_eq!(u["daily"][0]["model"], "fake-model");
+    assert_eq!(u["daily"][0]["costUsd"], 25.0);
+    let out = a.gw.cli(&["usage", "--by", "day"]);
+    assert!(out.contains(today) && out.contains("25.0000"), "{out}");
     let (code, _) = a.gw.get("/api/usage?from=yesterday").await;
     assert_eq!(code, 400);
     let (_, u) = a.gw.get("/api/usage?from=2000-01-01&to=2000-01-02").await;

@@ -114,6 +114,7 @@ export const api = {
   rejectPairing: (fingerprint: string) =>
     request<P.PairingDecided>('POST', `/api/nodes/pending/${enc(fingerprint)}/reject`, {}),
 
+  usage: (from: string, to: string) => get<P.UsageReport>(`/api/usage?from=${enc(from)}&to=${enc(to)}`),
   sharedConfig: () => get<P.SharedConfig>('/api/config'),
   setShared: (key: string, body: P.SetShared) => request<P.SharedConfig>('PUT', `/api/config/${enc(key)}`, body),
   deleteShared: (key: string) => request<void>('DELETE', `/api/config/${enc(key)}`),

@@ -5,6 +5,7 @@ import { useState } from 'preact/hooks';
 import { api, ApiError, handleUnauthorized, setCsrfToken } from './api';
 import { EnvironmentForm, MappingView } from './envs';
 import { JobsSection } from './jobs';
+import { UsagePage } from './usage';
 import { AuditPage } from './audit';
 import { NodesPage, SettingsPage } from './nodes';
 import { EnvironmentSheet, newThread, Sidebar } from './sidebar';
@@ -150,6 +151,8 @@ function Main() {
       return <MappingView id={r.id} />;
     case 'nodes':
       return <NodesPage />;
+    case 'usage':
+      return <UsagePage />;
     case 'audit':
       return <AuditPage />;
     case 'settings':

@@ -280,6 +280,72 @@ vars: { [key in string]: string },
  */
 secrets: { [key in string]: SecretView }, };
 
+export type UsageTotal = { tasks: number, inputTokens: number, outputTokens: number, 
+/**
+ * In US dollars: what the agents reported, plus what the price table gives the tokens
+ * of tasks whose agent reported nothing.
+ */
+costUsd: number, 
+/**
+ * The part of `costUsd` that comes from the price table.
+ */
+estimatedCostUsd: number, 
+/**
+ * Tokens neither reported with a cost nor priced by the table (their model is not in
+ * it): `costUsd` leaves them out.
+ */
+unpricedTokens: number, };
+
+export type UsageRow = { 
+/**
+ * The node, environment or model; null for tasks without one.
+ */
+key: string | null, tasks: number, inputTokens: number, outputTokens: number, 
+/**
+ * In US dollars: what the agents reported, plus what the price table gives the tokens
+ * of tasks whose agent reported nothing.
+ */
+costUsd: number, 
+/**
+ * The part of `costUsd` that comes from the price table.
+ */
+estimatedCostUsd: number, 
+/**
+ * Tokens neither reported with a cost nor priced by the table (their model is not in
+ * it): `costUsd` leaves them out.
+ */
+unpricedTokens: number, };
+
+export type UsageDaily = { 
+/**
+ * `YYYY-MM-DD` (UTC).
+ */
+day: string, nodeId: string | null, environmentId: string | null, model: string | null, tasks: number, inputTokens: number, outputTokens: number, 
+/**
+ * In US dollars: what the agents reported, plus what the price table gives the tokens
+ * of tasks whose agent reported nothing.
+ */
+costUsd: number, 
+/**
+ * The part of `costUsd` that comes from the price table.
+ */
+estimatedCostUsd: number, 
+/**
+ * Tokens neither reported with a cost nor priced by the table (their model is not in
+ * it): `costUsd` leaves them out.
+ */
+unpricedTokens: number, };
+
+export type UsageReport = { from: string, to: string, byNode: Array<UsageRow>, byEnvironment: Array<UsageRow>, byModel: Array<UsageRow>, 
+/**
+ * By day, node, environment and model (for charts), oldest first.
+ */
+daily: Array<UsageDaily>, total: UsageTotal, 
+/**
+ * Models in the gateway's price table.
+ */
+pricedModels: number, };
+
 export type SetShared = { value: string, 
 /**
  * For a secret: `runtime` (setup and tasks, the default) or `setup` (setup only).

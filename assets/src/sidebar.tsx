@@ -236,6 +236,15 @@ export function Sidebar() {
           )}
         </a>
         <a
+          href="/usage"
+          onClick={(e) => {
+            e.preventDefault();
+            navigate('/usage');
+          }}
+        >
+          Usage
+        </a>
+        <a
           href="/audit"
           onClick={(e) => {
             e.preventDefault();

@@ -12,6 +12,7 @@ export type Route =
   | { page: 'env-map'; id: string }
   | { page: 'nodes' }
   | { page: 'audit' }
+  | { page: 'usage' }
   | { page: 'settings' };
 
 export interface BindingLog {
@@ -71,6 +72,7 @@ export function parseRoute(path: string): Route {
   if (parts[0] === 'environments' && parts[1]) return { page: 'env-edit', id: parts[1] };
   if (parts[0] === 'nodes') return { page: 'nodes' };
   if (parts[0] === 'audit') return { page: 'audit' };
+  if (parts[0] === 'usage') return { page: 'usage' };
   if (parts[0] === 'settings') return { page: 'settings' };
   return { page: 'home' };
 }

@@ -204,6 +204,18 @@ async fn secret(action: SecretAction) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `viber usage`.
+pub async fn usage(
+    from: Option<String>,
+    to: Option<String>,
+    by: &str,
+    json: bool,
+    client: &ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    super::usage::show(&Client::new(client)?, from, to, by, json).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `viber config ...`.
 pub async fn config(action: ConfigAction) -> anyhow::Result<ExitCode> {
     match action {

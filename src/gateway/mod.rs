@@ -25,6 +25,7 @@ pub mod limits;
 pub mod link;
 pub mod metrics;
 mod preview;
+pub mod prices;
 pub mod retention;
 pub mod tasks;
 pub mod terminals;
@@ -88,6 +89,8 @@ pub struct GatewayConfig {
     pub jobs_grace: Duration,
     /// Tests only: the scheduler's clock runs this many times faster than real time.
     pub jobs_clock_scale: u32,
+    /// The price table (`prices.json`); None: `<data dir>/prices.json` when it exists.
+    pub prices: Option<PathBuf>,
 }
 
 impl GatewayConfig {
@@ -112,6 +115,7 @@ impl GatewayConfig {
             jobs_tick: jobs::DEFAULT_TICK,
             jobs_grace: Duration::from_secs(3600),
             jobs_clock_scale: 1,
+            prices: None,
         }
     }
 }
@@ -139,6 +143,8 @@ pub struct AppState {
     pub pairings: link::Pairings,
     /// The job scheduler's clock.
     pub jobs_clock: jobs::JobClock,
+    /// What models' tokens cost, for agents that report no cost.
+    pub prices: prices::Prices,
     /// One lock per Idempotency-Key in flight: retries of a request wait for each other.
     pub idempotency: http::KeyLocks,
     pub auth: auth::OperatorAuth,
@@ -202,6 +208,14 @@ pub async fn start(
     let (auth, admin_token) =
         auth::OperatorAuth::init(&store, &config.data_dir, secure_cookie).await?;
     let keyring = crate::secrets::Keyring::load(&config.data_dir)?;
+    let prices_path = config
+        .prices
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("prices.json"));
+    let prices = prices::Prices::load(&prices_path)?;
+    if !prices.is_empty() {
+        tracing::info!(models = prices.len(), path = %prices_path.display(), "price table");
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -261,6 +275,7 @@ pub async fn start(
         terminals: Default::default(),
         pairings: Default::default(),
         jobs_clock: jobs::JobClock::new(jobs_clock_scale),
+        prices,
         limits: limits::Limits::new(max_pending_handshakes),
         idempotency: http::KeyLocks::default(),
         auth,

@@ -33,7 +33,7 @@ pub use nodes::{EnrollRefusal, NodeRecord};
 pub use pairing::PairingRecord;
 pub use retention::Pruned;
 pub use shared::SecretOrigin;
-pub use tasks::{AgentReport, ChunkBatch, NewTask, TaskFinish, TaskRecord};
+pub use tasks::{AgentReport, ChunkBatch, NewTask, TaskFinish, TaskRecord, UsageFact};
 pub use terminals::TerminalRecord;
 pub use threads::{ThreadMessage, ThreadRecord};
 pub use worktrees::WorktreeRecord;

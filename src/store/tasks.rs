@@ -106,6 +106,24 @@ fn cost(r: &Row, i: usize) -> rusqlite::Result<f64> {
     }
 }
 
+/// One UTC day's usage of one (node, environment, model).
+#[derive(Debug, Clone)]
+pub struct UsageFact {
+    /// Days since the epoch (UTC).
+    pub day: i64,
+    pub node_id: Option<String>,
+    pub environment_id: Option<String>,
+    pub model: Option<String>,
+    pub tasks: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    /// What the agents reported.
+    pub reported_cost_usd: f64,
+    /// Tokens of the tasks whose agent reported no cost.
+    pub unreported_input_tokens: i64,
+    pub unreported_output_tokens: i64,
+}
+
 /// How a task ended, and when.
 #[derive(Debug, Clone)]
 pub struct TaskFinish {
@@ -384,6 +402,40 @@ impl Store {
                     tokens(r, 3)?,
                     cost(r, 4)?,
                 ))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Token usage of tasks created in [from, to) by UTC day, node, environment and model:
+    /// the sums, and the tokens of the tasks whose agent reported no cost (for a price table
+    /// to price).
+    pub async fn usage_daily(&self, from: i64, to: i64) -> anyhow::Result<Vec<UsageFact>> {
+        self.read(move |c| {
+            let mut st = c.prepare(
+                "SELECT created_at / 86400000, node_id, environment_id, model, count(*),
+                        total(input_tokens), total(output_tokens), total(cost_usd),
+                        total(CASE WHEN cost_usd > 0 THEN 0 ELSE input_tokens END),
+                        total(CASE WHEN cost_usd > 0 THEN 0 ELSE output_tokens END)
+                 FROM tasks WHERE created_at >= ?1 AND created_at < ?2
+                   AND (input_tokens > 0 OR output_tokens > 0 OR cost_usd > 0)
+                 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+                 LIMIT 100000",
+            )?;
+            let rows = st.query_map(params![from, to], |r| {
+                Ok(UsageFact {
+                    day: r.get(0)?,
+                    node_id: r.get(1)?,
+                    environment_id: r.get(2)?,
+                    model: r.get(3)?,
+                    tasks: r.get(4)?,
+                    input_tokens: tokens(r, 5)?,
+                    output_tokens: tokens(r, 6)?,
+                    reported_cost_usd: cost(r, 7)?,
+                    unreported_input_tokens: tokens(r, 8)?,
+                    unreported_output_tokens: tokens(r, 9)?,
+                })
             })?;
             rows.collect()
         })

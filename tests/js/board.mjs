@@ -107,6 +107,9 @@ function startReady(args, env = {}) {
 
 function startViber(modelUrl) {
   const data = join(tmp, 'data');
+  // A price table, so the usage page shows a cost for the fake model's tokens.
+  mkdirSync(data, { recursive: true });
+  writeFileSync(join(data, 'prices.json'), JSON.stringify({ models: { 'fake-model': { inputPerMillion: 3, outputPerMillion: 15 } } }));
   return startReady(['all-in-one', '--listen', '127.0.0.1:0', '--data-dir', data, '--heartbeat-ms', '500', '--name', 'laptop'], {
     OPENAI_BASE_URL: modelUrl,
     OPENAI_API_KEY: 'fake-key',
@@ -567,6 +570,19 @@ async function main() {
   await shared.locator('[data-shared-key="env.SHARED_KEY"]').waitFor();
   check(!(await page.content()).includes('sk-shared-7f6e5d4c3b2a'), 'the shared secret appears in the page');
   await shot(page, 'desktop-settings');
+
+  // 9d. Usage: the agent's tokens per day in a chart, and their cost from the price table.
+  await page.goto(origin + '/usage');
+  const usageRow = page.locator('tr[data-usage-row="fake-model"]');
+  await usageRow.waitFor();
+  const cost = await usageRow.locator('[data-cost]').innerText();
+  check(cost.includes('from prices') && !cost.includes('unpriced'), `the agent's cost comes from the price table: ${cost}`);
+  await page.waitForFunction(() => {
+    const c = document.querySelector('.usage-chart canvas');
+    return c && c.width > 0 && c.getAttribute('style');
+  });
+  await page.getByLabel('Show').selectOption('cost');
+  await shot(page, 'desktop-usage');
 
   // 10. The secret is masked everywhere the board shows the environment.
   const pages = [

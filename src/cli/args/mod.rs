@@ -111,6 +111,22 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Tokens and cost of agent tasks, by model, environment or node.
+    Usage {
+        /// Start of the range (RFC 3339 or epoch ms) [default: 30 days before --to].
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the range [default: now].
+        #[arg(long)]
+        to: Option<String>,
+        /// What to sum by: model, environment, node or day.
+        #[arg(long, default_value = "model", value_parser = ["model", "environment", "node", "day"])]
+        by: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print the gateway's Prometheus metrics (what `GET /metrics` serves a scraper).
     Metrics {
         #[command(flatten)]
@@ -202,6 +218,10 @@ pub struct GatewayArgs {
     /// seconds late; older runs are recorded as missed.
     #[arg(long, env = "VIBER_JOBS_GRACE_SECS", default_value_t = 3600)]
     pub jobs_grace_secs: u64,
+    /// The price table for usage costs: JSON `{"models": {"MODEL": {"inputPerMillion": USD,
+    /// "outputPerMillion": USD}}}` [default: <data dir>/prices.json, when it exists].
+    #[arg(long, env = "VIBER_PRICES")]
+    pub prices: Option<PathBuf>,
     /// Tests only: the job scheduler's clock runs this many times faster than real time.
     #[arg(long, hide = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub jobs_clock_scale: u32,
@@ -252,6 +272,7 @@ impl GatewayArgs {
         c.jobs_tick = Duration::from_millis(self.jobs_tick_ms);
         c.jobs_grace = Duration::from_secs(self.jobs_grace_secs);
         c.jobs_clock_scale = self.jobs_clock_scale;
+        c.prices = self.prices.clone();
         c.retention = retention(self.retention_days);
         c.max_pending_handshakes = self.max_pending_handshakes as usize;
         c.quotas = crate::gateway::tasks::Quotas {

@@ -1,5 +1,9 @@
 //! `GET /api/usage?from=&to=`: tokens and cost of agent tasks created in a time range (default: the
-//! last 30 days), summed by node, environment and model.
+//! last 30 days), summed by node, environment and model, and day by day. Costs are what the
+//! agents reported, plus the gateway's price table (`gateway::prices`) for tokens whose
+//! agent reported none.
+
+use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::Json;
@@ -7,8 +11,10 @@ use axum::Json;
 use super::openapi::Errors;
 use crate::clock::{iso8601, now_ms, parse_time};
 use crate::gateway::error::{ApiError, ApiResult, Query};
+use crate::gateway::prices::Prices;
 use crate::gateway::App;
-use crate::protocol::api::{UsageQuery, UsageReport, UsageRow, UsageTotal};
+use crate::protocol::api::{UsageDaily, UsageQuery, UsageReport, UsageRow, UsageTotal};
+use crate::store::UsageFact;
 
 /// Tokens of agent tasks created in `[from, to)` (default: the last 30 days).
 #[utoipa::path(
@@ -18,7 +24,7 @@ use crate::protocol::api::{UsageQuery, UsageReport, UsageRow, UsageTotal};
     tag = "usage",
     params(UsageQuery),
     responses(
-        (status = 200, description = "Totals by node, environment and model", body = UsageReport),
+        (status = 200, description = "Totals by node, environment and model, and by day", body = UsageReport),
         (status = 400, description = "from or to is not a time", body = crate::protocol::api::ErrorBody),
         (status = 422, description = "from is not before to", body = crate::protocol::api::ErrorBody),
         Errors,
@@ -44,40 +50,80 @@ pub async fn usage(
     if from >= to {
         return Err(ApiError::validation("from must be before to"));
     }
-    let rows = |rows: Vec<(Option<String>, i64, i64, i64, f64)>| -> Vec<UsageRow> {
-        rows.into_iter()
-            .map(
-                |(key, tasks, input_tokens, output_tokens, cost_usd)| UsageRow {
-                    key,
-                    tasks,
-                    input_tokens,
-                    output_tokens,
-                    cost_usd,
-                },
-            )
-            .collect()
+    let facts = app.store.usage_daily(from, to).await?;
+    Ok(Json(report(&app.prices, &facts, from, to)))
+}
+
+/// The report from the day-by-day facts: each fact priced once, then summed by node,
+/// environment and model (most tokens first) and in all.
+pub fn report(prices: &Prices, facts: &[UsageFact], from: i64, to: i64) -> UsageReport {
+    let priced: Vec<UsageTotal> = facts.iter().map(|f| priced(prices, f)).collect();
+    let by = |key: fn(&UsageFact) -> &Option<String>| -> Vec<UsageRow> {
+        let mut sums: BTreeMap<Option<String>, UsageTotal> = BTreeMap::new();
+        for (f, u) in facts.iter().zip(&priced) {
+            add(sums.entry(key(f).clone()).or_default(), u);
+        }
+        let mut rows: Vec<UsageRow> = sums
+            .into_iter()
+            .map(|(key, usage)| UsageRow { key, usage })
+            .collect();
+        rows.sort_by_key(|r| {
+            std::cmp::Reverse(r.usage.input_tokens.saturating_add(r.usage.output_tokens))
+        });
+        rows
     };
-    let by_node = rows(app.store.usage_by("node_id", from, to).await?);
-    let total = by_node.iter().fold(
-        UsageTotal {
-            tasks: 0,
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_usd: 0.0,
-        },
-        |t, r| UsageTotal {
-            tasks: t.tasks + r.tasks,
-            input_tokens: t.input_tokens + r.input_tokens,
-            output_tokens: t.output_tokens + r.output_tokens,
-            cost_usd: t.cost_usd + r.cost_usd,
-        },
-    );
-    Ok(Json(UsageReport {
+    let mut total = UsageTotal::default();
+    for u in &priced {
+        add(&mut total, u);
+    }
+    UsageReport {
         from: iso8601(from),
         to: iso8601(to),
-        by_node,
-        by_environment: rows(app.store.usage_by("environment_id", from, to).await?),
-        by_model: rows(app.store.usage_by("model", from, to).await?),
+        by_node: by(|f| &f.node_id),
+        by_environment: by(|f| &f.environment_id),
+        by_model: by(|f| &f.model),
+        daily: facts
+            .iter()
+            .zip(&priced)
+            .map(|(f, u)| UsageDaily {
+                day: iso8601(f.day * 86_400_000)[..10].to_string(),
+                node_id: f.node_id.clone(),
+                environment_id: f.environment_id.clone(),
+                model: f.model.clone(),
+                usage: u.clone(),
+            })
+            .collect(),
         total,
-    }))
+        priced_models: prices.len(),
+    }
+}
+
+/// One fact with its cost: what was reported, plus the table's price for the tokens of tasks
+/// that reported none.
+fn priced(prices: &Prices, f: &UsageFact) -> UsageTotal {
+    let unreported = f
+        .unreported_input_tokens
+        .saturating_add(f.unreported_output_tokens);
+    let estimated = prices.cost(
+        f.model.as_deref(),
+        f.unreported_input_tokens,
+        f.unreported_output_tokens,
+    );
+    UsageTotal {
+        tasks: f.tasks,
+        input_tokens: f.input_tokens,
+        output_tokens: f.output_tokens,
+        cost_usd: f.reported_cost_usd + estimated.unwrap_or(0.0),
+        estimated_cost_usd: estimated.unwrap_or(0.0),
+        unpriced_tokens: if estimated.is_some() { 0 } else { unreported },
+    }
+}
+
+fn add(sum: &mut UsageTotal, u: &UsageTotal) {
+    sum.tasks = sum.tasks.saturating_add(u.tasks);
+    sum.input_tokens = sum.input_tokens.saturating_add(u.input_tokens);
+    sum.output_tokens = sum.output_tokens.saturating_add(u.output_tokens);
+    sum.cost_usd += u.cost_usd;
+    sum.estimated_cost_usd += u.estimated_cost_usd;
+    sum.unpriced_tokens = sum.unpriced_tokens.saturating_add(u.unpriced_tokens);
 }

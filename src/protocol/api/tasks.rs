@@ -227,34 +227,63 @@ pub struct UsageQuery {
 /// Token totals of the tasks that share one key.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct UsageRow {
     /// The node, environment or model; null for tasks without one.
     #[schema(required = true)]
     pub key: Option<String>,
-    pub tasks: i64,
-    pub input_tokens: i64,
-    pub output_tokens: i64,
-    /// What the agents reported their tasks cost, in US dollars.
-    pub cost_usd: f64,
+    #[serde(flatten)]
+    pub usage: UsageTotal,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+/// Tokens and cost of a set of tasks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct UsageTotal {
     pub tasks: i64,
     pub input_tokens: i64,
     pub output_tokens: i64,
+    /// In US dollars: what the agents reported, plus what the price table gives the tokens
+    /// of tasks whose agent reported nothing.
     pub cost_usd: f64,
+    /// The part of `costUsd` that comes from the price table.
+    pub estimated_cost_usd: f64,
+    /// Tokens neither reported with a cost nor priced by the table (their model is not in
+    /// it): `costUsd` leaves them out.
+    pub unpriced_tokens: i64,
+}
+
+/// One UTC day's usage of one node, environment and model.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UsageDaily {
+    /// `YYYY-MM-DD` (UTC).
+    pub day: String,
+    #[schema(required = true)]
+    pub node_id: Option<String>,
+    #[schema(required = true)]
+    pub environment_id: Option<String>,
+    #[schema(required = true)]
+    pub model: Option<String>,
+    #[serde(flatten)]
+    pub usage: UsageTotal,
 }
 
 /// `GET /api/usage`: tokens of agent tasks created in `[from, to)`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct UsageReport {
     pub from: String,
     pub to: String,
     pub by_node: Vec<UsageRow>,
     pub by_environment: Vec<UsageRow>,
     pub by_model: Vec<UsageRow>,
+    /// By day, node, environment and model (for charts), oldest first.
+    pub daily: Vec<UsageDaily>,
     pub total: UsageTotal,
+    /// Models in the gateway's price table.
+    pub priced_models: usize,
 }
