@@ -809,3 +809,147 @@ async fn the_bash_tool_cannot_reach_the_nodes_keys() {
         "made\n"
     );
 }
+
+/// The terminal dashboard (`viber tui`) driven in tmux at 80x24: it lists the environment,
+/// starts a thread whose live output it shows, and approves the tool call that waits.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tui_starts_a_thread_shows_its_output_and_approves_a_tool_call() {
+    // One answer with text, then a tool call; then the final text.
+    let Reply::Stream(mut first) = tool_call(
+        "call_t",
+        "write_file",
+        json!({"path": "notes.txt", "content": "from the tui\n"}),
+    ) else {
+        unreachable!()
+    };
+    first.insert(
+        0,
+        json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "fake",
+               "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Let me write the notes."}, "finish_reason": null}]}),
+    );
+    let a = agent(vec![
+        Reply::Stream(first),
+        text("Wrote the notes from the dashboard."),
+    ])
+    .await;
+    let node_id = a.gw.nodes().await[0]["id"].clone();
+    let (code, env) =
+        a.gw.post(
+            "/api/environments",
+            json!({"name": "tui-env", "type": "manual", "metadata": {"workingMode": "always-ask"}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{env}");
+    let (code, b) =
+        a.gw.post(
+            &format!("/api/environments/{}/bindings", env["id"].as_str().unwrap()),
+            json!({"nodeId": node_id}),
+        )
+        .await;
+    assert_eq!(code, 201, "{b}");
+
+    let tmux = TempDir::new("tui");
+    let sock = tmux.join("tmux.sock");
+    let sock = sock.to_str().unwrap();
+    let status = std::process::Command::new("tmux")
+        .args([
+            "-S",
+            sock,
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-x",
+            "80",
+            "-y",
+            "24",
+        ])
+        .arg(format!(
+            "VIBER_TOKEN={} TERM=xterm-256color {BIN} tui --gateway {} 2>{}",
+            a.gw.token,
+            a.gw.url,
+            tmux.join("tui.err").display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            kill_tmux_server(std::path::Path::new(&self.0));
+        }
+    }
+    let _kill = Kill(sock.to_string());
+    let screen = || {
+        let out = std::process::Command::new("tmux")
+            .args(["-S", sock, "capture-pane", "-p"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let keys = |k: &[&str]| {
+        let ok = std::process::Command::new("tmux")
+            .args(["-S", sock, "send-keys"])
+            .args(k)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    let wait_for = |what: &str| {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let s = screen();
+            if s.contains(what) {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the dashboard never showed {what:?}:\n{s}\n{}",
+                std::fs::read_to_string(tmux.join("tui.err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // The main screen fits 80x24: the environment, the node online, no threads yet.
+    let s = wait_for("tui-env");
+    assert!(s.contains("1/1 nodes online"), "{s}");
+    assert!(s.contains("press n to start one"), "{s}");
+    assert!(s.lines().count() <= 24 && s.lines().all(|l| l.chars().count() <= 80));
+
+    // A new thread from the dashboard: it opens, shows the agent's text live, and stops at
+    // the tool call that waits for approval.
+    keys(&["n"]);
+    wait_for("New thread, first message");
+    keys(&["-l", "write the notes"]);
+    keys(&["Enter"]);
+    wait_for("Let me write the notes.");
+    let s = wait_for("Approval needed");
+    assert!(s.contains("write_file") && s.contains("notes.txt"), "{s}");
+    assert!(!a.fake.requests().is_empty());
+    let id = a.gw.get("/api/tasks").await.1["tasks"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let task = a.gw.get(&format!("/api/tasks/{id}")).await.1;
+    assert_eq!(task["status"], "awaiting approval", "{task}");
+
+    // `a` approves; the run finishes and the dashboard shows its end.
+    keys(&["a"]);
+    wait_for("Wrote the notes from the dashboard.");
+    wait_for("[completed]");
+    let (_, t) = a.gw.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(t["state"], "completed", "{t}");
+
+    // Back on the main screen the thread is listed as completed; q quits.
+    keys(&["Escape"]);
+    let s = wait_for("write the notes");
+    assert!(s.contains("completed"), "{s}");
+    keys(&["q"]);
+    let deadline = std::time::Instant::now() + T;
+    while screen().contains("tui-env") {
+        assert!(std::time::Instant::now() < deadline, "q did not quit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

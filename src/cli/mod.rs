@@ -17,6 +17,7 @@ pub mod service;
 pub mod tasks;
 pub mod terminals;
 pub mod threads;
+pub mod tui;
 pub mod usage;
 
 use std::path::{Path, PathBuf};

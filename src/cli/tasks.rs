@@ -25,34 +25,64 @@ fn chunk_field(chunk: &Value, key: &str) -> String {
     }
 }
 
-/// Writes a task's chunks to the terminal: text to stdout, errors to stderr.
-fn render(chunk: &Value) {
-    match chunk["type"].as_str() {
-        Some("text-delta") | Some("reasoning-delta") => {
-            let mut out = std::io::stdout();
-            let _ = out.write_all(chunk["delta"].as_str().unwrap_or("").as_bytes());
-            let _ = out.flush();
-        }
-        Some("error") => eprintln!("error: {}", chunk["errorText"].as_str().unwrap_or("")),
-        Some("tool-input-available") => {
-            eprintln!(
-                "[tool {}] {}",
-                chunk_field(chunk, "toolName"),
-                chunk["input"]
-            )
-        }
-        Some("tool-approval-request") => eprintln!(
+/// What a stream chunk shows a person: output text, or a line of its own about the run.
+pub enum Shown {
+    Text(String),
+    Note(String),
+}
+
+/// A chunk as a person reads it (text, reasoning, tool calls, approvals, errors, a stop);
+/// None for the chunks that only structure the stream.
+pub fn shown(chunk: &Value) -> Option<Shown> {
+    Some(match chunk["type"].as_str()? {
+        "text-delta" | "reasoning-delta" => Shown::Text(chunk["delta"].as_str()?.to_string()),
+        "error" => Shown::Note(format!(
+            "error: {}",
+            chunk["errorText"].as_str().unwrap_or("")
+        )),
+        "tool-input-available" => Shown::Note(format!(
+            "[tool {}] {}",
+            chunk_field(chunk, "toolName"),
+            chunk["input"]
+        )),
+        "tool-approval-request" => Shown::Note(format!(
             "[approval needed] answer with `viber task approve` ({})",
             chunk_field(chunk, "approvalId")
-        ),
-        Some("abort") => eprintln!("[stopped] {}", chunk["reason"].as_str().unwrap_or("")),
-        _ => {}
+        )),
+        "abort" => Shown::Note(format!(
+            "[stopped] {}",
+            chunk["reason"].as_str().unwrap_or("")
+        )),
+        _ => return None,
+    })
+}
+
+/// Writes a task's chunks to the terminal: text to stdout, the rest to stderr.
+fn render(chunk: &Value) {
+    match shown(chunk) {
+        Some(Shown::Text(t)) => {
+            let mut out = std::io::stdout();
+            let _ = out.write_all(t.as_bytes());
+            let _ = out.flush();
+        }
+        Some(Shown::Note(n)) => eprintln!("{n}"),
+        None => {}
     }
 }
 
 /// Prints a task's stream. With `follow`, waits for the end, resuming after disconnects
 /// (a gateway restart) with `Last-Event-ID`; without, prints what is stored and returns.
 pub async fn follow_stream(client: &Client, id: &str, follow: bool) -> anyhow::Result<()> {
+    follow_stream_with(client, id, follow, render).await
+}
+
+/// [`follow_stream`], handing each chunk to `on_chunk`.
+pub async fn follow_stream_with(
+    client: &Client,
+    id: &str,
+    follow: bool,
+    mut on_chunk: impl FnMut(&Value),
+) -> anyhow::Result<()> {
     let mut last_id: Option<String> = None;
     let mut failures = 0u32;
     loop {
@@ -96,7 +126,7 @@ pub async fn follow_stream(client: &Client, id: &str, follow: bool) -> anyhow::R
                     last_id = ev.id.clone();
                 }
                 if let Ok(chunk) = serde_json::from_str::<Value>(&ev.data) {
-                    render(&chunk);
+                    on_chunk(&chunk);
                 }
             }
         }

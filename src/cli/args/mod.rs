@@ -111,6 +111,12 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// A terminal dashboard: environments, threads and their live output, nodes, approvals
+    /// (keyboard-driven; fits 80x24, works over SSH).
+    Tui {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Tokens and cost of agent tasks, by model, environment or node.
     Usage {
         /// Start of the range (RFC 3339 or epoch ms) [default: 30 days before --to].
