@@ -833,20 +833,11 @@ async fn the_tui_starts_a_thread_shows_its_output_and_approves_a_tool_call() {
     ])
     .await;
     let node_id = a.gw.nodes().await[0]["id"].clone();
-    let (code, env) =
-        a.gw.post(
-            "/api/environments",
-            json!({"name": "tui-env", "type": "manual", "metadata": {"workingMode": "always-ask"}}),
-        )
-        .await;
-    assert_eq!(code, 201, "{env}");
-    let (code, b) =
-        a.gw.post(
-            &format!("/api/environments/{}/bindings", env["id"].as_str().unwrap()),
-            json!({"nodeId": node_id}),
-        )
-        .await;
-    assert_eq!(code, 201, "{b}");
+    a.gw.env_bound(
+        json!({"name": "tui-env", "type": "manual", "metadata": {"workingMode": "always-ask"}}),
+        &node_id,
+    )
+    .await;
 
     let tmux = TempDir::new("tui");
     let sock = tmux.join("tmux.sock");

@@ -527,19 +527,7 @@ async fn sigterm_shuts_down_gracefully_and_the_node_hears_why() {
 #[tokio::test]
 async fn all_in_one_prints_a_login_url_and_its_node_is_online() {
     let dir = TempDir::new("aio");
-    let mut proc = Proc::spawn(
-        &[
-            "all-in-one",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        dir.join("aio.log"),
-        &[],
-    );
-    let line = proc.wait_line("viber ready: ", Duration::from_secs(30));
-    let gw = Gateway::from_ready(proc, &line, dir.path());
+    let gw = Gateway::all_in_one(dir.path());
     assert_eq!(
         std::fs::read_to_string(dir.join("admin-token"))
             .unwrap()
@@ -560,19 +548,7 @@ async fn all_in_one_prints_a_login_url_and_its_node_is_online() {
     // Restarting reuses the node's identity: still exactly one node.
     let mut gw = gw;
     assert!(gw.proc.terminate().success(), "{}", gw.proc.logs());
-    let mut proc = Proc::spawn(
-        &[
-            "all-in-one",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        dir.join("aio.log"),
-        &[],
-    );
-    let line = proc.wait_line("viber ready: ", Duration::from_secs(30));
-    let gw = Gateway::from_ready(proc, &line, dir.path());
+    let gw = Gateway::all_in_one(dir.path());
     let nodes = gw.nodes().await;
     assert_eq!(nodes.len(), 1, "{nodes:?}");
     assert_eq!(nodes[0]["status"], "online");

@@ -22,21 +22,10 @@ async fn setup(gdir: &TempDir, ndir: &TempDir) -> (Gateway, Proc, String) {
     let node = start_node(&gw.url, Some(&token), ndir.path(), "j");
     gw.wait_node_status("j", "online", T).await;
     let node_id = gw.nodes().await[0]["id"].clone();
-    let (code, env) = gw
-        .post(
-            "/api/environments",
-            json!({"name": "sched", "type": "manual"}),
-        )
+    let (env, _) = gw
+        .env_bound(json!({"name": "sched", "type": "manual"}), &node_id)
         .await;
-    assert_eq!(code, 201, "{env}");
     let env_id = env["id"].as_str().unwrap().to_string();
-    let (code, b) = gw
-        .post(
-            &format!("/api/environments/{env_id}/bindings"),
-            json!({"nodeId": node_id}),
-        )
-        .await;
-    assert_eq!(code, 201, "{b}");
     (gw, node, env_id)
 }
 
@@ -280,4 +269,69 @@ async fn a_job_that_cannot_start_says_why_and_a_running_one_is_not_doubled() {
         .filter(|t| t["goal"] == "sleep 30")
         .count();
     assert_eq!(of_env, 1, "{tasks}");
+}
+
+/// A run that fell due while the gateway was down runs once at start within the grace
+/// window, and is recorded as missed past it. The downtime is made by moving the jobs'
+/// next runs back in the stopped gateway's database.
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_missed_while_the_gateway_was_down_are_caught_up_within_the_grace_window() {
+    let gdir = TempDir::new("jobs3-gw");
+    let port = free_port();
+    let mut gw = Gateway::start(gdir.path(), port, &[]);
+    let (code, env) = gw
+        .post(
+            "/api/environments",
+            json!({"name": "later", "type": "manual"}),
+        )
+        .await;
+    assert_eq!(code, 201, "{env}");
+    let mut ids = Vec::new();
+    for name in ["recent", "ancient"] {
+        let (code, j) = gw
+            .post(
+                "/api/environments/later/jobs",
+                json!({"name": name, "schedule": "0 4 * * *", "goal": "echo caught-up",
+                       "executor": "shell"}),
+            )
+            .await;
+        assert_eq!(code, 201, "{j}");
+        ids.push(j["id"].as_str().unwrap().to_string());
+    }
+    assert!(gw.proc.terminate().success(), "{}", gw.proc.logs());
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let db = rusqlite::Connection::open(gdir.join("viber.db")).unwrap();
+    for (id, ago_ms) in [(&ids[0], 10 * 60_000), (&ids[1], 3 * 3_600_000)] {
+        db.execute(
+            "UPDATE jobs SET next_run_at = ?2 WHERE id = ?1",
+            rusqlite::params![id, now - ago_ms],
+        )
+        .unwrap();
+    }
+    drop(db);
+
+    let gw = Gateway::start(gdir.path(), port, &["--jobs-grace-secs", "3600"]);
+    let recent = wait_run(&gw, &ids[0], "a catch-up run", |r| {
+        r["trigger"] == "catch-up"
+    })
+    .await;
+    // It ran: the environment is bound nowhere, so it says why it could not start.
+    assert!(
+        recent["lastRun"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not mapped"),
+        "{recent}"
+    );
+    let ancient = wait_run(&gw, &ids[1], "a missed run", |r| r["trigger"] == "missed").await;
+    assert!(ancient["lastRun"].get("taskId").is_none(), "{ancient}");
+    // Both run next at their schedule's next time, not again now.
+    for j in [&recent, &ancient] {
+        let next = j["nextRunAt"].as_str().unwrap();
+        assert!(next.ends_with(":00.000Z"), "{j}");
+    }
 }

@@ -237,19 +237,7 @@ async fn pairing_requests_lapse_and_are_limited_per_address() {
 #[tokio::test]
 async fn all_in_one_lets_nodes_on_its_own_machine_in() {
     let dir = TempDir::new("aio");
-    let mut proc = Proc::spawn(
-        &[
-            "all-in-one",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-        ],
-        dir.join("aio.log"),
-        &[],
-    );
-    let line = proc.wait_line("viber ready: ", Duration::from_secs(30));
-    let gw = Gateway::from_ready(proc, &line, dir.path());
+    let gw = Gateway::all_in_one(dir.path());
     let ndir = TempDir::new("second");
     let _node = start_node(&gw.url, None, ndir.path(), "second");
     gw.wait_node_status("second", "online", T).await;

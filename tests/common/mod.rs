@@ -270,6 +270,24 @@ impl Gateway {
         Gateway::from_ready(proc, &line, dir)
     }
 
+    /// Starts `viber all-in-one` on a free loopback port with its data in `dir`.
+    #[allow(dead_code)]
+    pub fn all_in_one(dir: &Path) -> Gateway {
+        let mut proc = Proc::spawn(
+            &[
+                "all-in-one",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                dir.to_str().unwrap(),
+            ],
+            dir.join("aio.log"),
+            &[],
+        );
+        let line = proc.wait_line("viber ready: ", Duration::from_secs(30));
+        Gateway::from_ready(proc, &line, dir)
+    }
+
     pub fn from_ready(proc: Proc, line: &str, dir: &Path) -> Gateway {
         let url = line
             .trim_start_matches("viber ready: ")
@@ -409,16 +427,8 @@ impl Gateway {
 
     /// Creates an environment from `env`, binds it to `node_id` and starts a thread in it.
     pub async fn env_thread(&self, env: Value, node_id: &Value) -> EnvThread {
-        let (code, env) = self.post("/api/environments", env).await;
-        assert_eq!(code, 201, "{env}");
-        let env_id = env["id"].as_str().unwrap().to_string();
-        let (code, binding) = self
-            .post(
-                &format!("/api/environments/{env_id}/bindings"),
-                json!({ "nodeId": node_id }),
-            )
-            .await;
-        assert_eq!(code, 201, "{binding}");
+        let (env, binding) = self.env_bound(env, node_id).await;
+        let env_id = env["id"].as_str().unwrap();
         let (code, t) = self
             .post("/api/threads", json!({ "environmentId": env_id }))
             .await;
@@ -428,6 +438,22 @@ impl Gateway {
             binding,
             thread: t["id"].as_str().unwrap().to_string(),
         }
+    }
+
+    /// Creates an environment from `env` and binds it to `node_id`: the environment's and
+    /// the binding's views.
+    pub async fn env_bound(&self, env: Value, node_id: &Value) -> (Value, Value) {
+        let (code, env) = self.post("/api/environments", env).await;
+        assert_eq!(code, 201, "{env}");
+        let env_id = env["id"].as_str().unwrap();
+        let (code, binding) = self
+            .post(
+                &format!("/api/environments/{env_id}/bindings"),
+                json!({ "nodeId": node_id }),
+            )
+            .await;
+        assert_eq!(code, 201, "{binding}");
+        (env, binding)
     }
 
     /// A fresh enrollment token.
