@@ -78,6 +78,12 @@ impl JobClock {
         let real = now_ms();
         self.origin + (real - self.origin) * i64::from(self.scale)
     }
+
+    /// Real time until the scheduler's clock reads `at` (epoch ms); zero when it is past.
+    pub fn until(&self, at: i64) -> Duration {
+        let ms = (at - self.now()).max(0) as u64 / u64::from(self.scale);
+        Duration::from_millis(ms)
+    }
 }
 
 /// When the enabled job `job` runs next after `after` (None while disabled, or when its
@@ -91,13 +97,14 @@ pub fn next_run(job: &JobRecord, after: i64) -> Option<i64> {
         .next_after(after)
 }
 
-/// Runs due jobs until shutdown: at start (catching up what the gateway missed), then every
-/// `GatewayConfig::jobs_tick`.
+/// Runs due jobs until shutdown: at start (catching up what the gateway missed), then when
+/// the next one is due, when a job changes ([`JobClock::wake`]), and at least every
+/// `GatewayConfig::jobs_tick`. An idle gateway with no jobs looks once a tick.
 pub async fn scheduler(app: App) {
     let clock = app.jobs_clock;
     let tick = app.config.jobs_tick;
-    // A tick in the scheduler's time, which runs faster under a test's clock scale.
-    let tick_ms = tick.as_millis() as i64 * i64::from(clock.scale);
+    // Late by more than this at start: it fell due while the gateway was down.
+    let catch_up_ms = CATCH_UP_AFTER.as_millis() as i64 * i64::from(clock.scale);
     let grace_ms = app.config.jobs_grace.as_millis() as i64;
     let mut at_start = true;
     loop {
@@ -106,7 +113,7 @@ pub async fn scheduler(app: App) {
             Ok(due) => {
                 for job in due {
                     let late = now - job.next_run_at.unwrap_or(now);
-                    let trigger = trigger_for(late, at_start, tick_ms, grace_ms);
+                    let trigger = trigger_for(late, at_start, catch_up_ms, grace_ms);
                     let next = next_run(&job, now);
                     if let Err(e) = run(&app, &job, trigger, now, next).await {
                         tracing::error!(job = %job.id, error = %e.message, "recording a job run");
@@ -116,20 +123,35 @@ pub async fn scheduler(app: App) {
             Err(e) => tracing::error!(error = format!("{e:#}"), "reading due jobs"),
         }
         at_start = false;
+        let wait = match app.store.next_job_at().await {
+            Ok(Some(at)) => clock.until(at).clamp(MIN_WAIT, tick),
+            Ok(None) => tick,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "reading the next job");
+                tick
+            }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = app.jobs_wake.notified() => {}
             _ = app.shutdown.cancelled() => return,
         }
     }
 }
 
+/// At start, a job more than this late (in the scheduler's time) fell due while the gateway
+/// was down.
+const CATCH_UP_AFTER: Duration = Duration::from_secs(5);
+/// The shortest sleep between looks, so a clock that rounds down does not spin.
+const MIN_WAIT: Duration = Duration::from_millis(10);
+
 /// Why a job that is `late_ms` past its time runs now: on schedule (found by a tick), to
 /// catch up (found at start, after the gateway was down over its time), or not at all (missed
 /// by more than the grace window).
-fn trigger_for(late_ms: i64, at_start: bool, tick_ms: i64, grace_ms: i64) -> JobTrigger {
+fn trigger_for(late_ms: i64, at_start: bool, catch_up_ms: i64, grace_ms: i64) -> JobTrigger {
     if late_ms > grace_ms {
         JobTrigger::Missed
-    } else if at_start && late_ms > 2 * tick_ms {
+    } else if at_start && late_ms > catch_up_ms {
         JobTrigger::CatchUp
     } else {
         JobTrigger::Schedule
@@ -226,16 +248,18 @@ async fn start(app: &App, job: &JobRecord) -> ApiResult<(String, String)> {
     Ok((thread.id, task_id))
 }
 
-/// Tells the board that a job changed (created, edited, ran, deleted).
+/// Tells the board that a job changed (created, edited, ran, deleted), and the scheduler
+/// that its next time may have moved.
 pub fn changed(app: &App, job: &JobRecord) {
+    app.jobs_wake.notify_one();
     app.events.publish(Event::JobChanged {
         job_id: job.id.clone(),
         environment_id: job.environment_id.clone(),
     });
 }
 
-/// How long the scheduler waits between looks at due jobs by default.
-pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+/// The longest the scheduler waits between looks at due jobs by default.
+pub const DEFAULT_TICK: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -250,7 +274,7 @@ mod tests {
 
     #[test]
     fn a_run_missed_while_down_is_caught_up_only_within_the_grace_window() {
-        let (tick, grace) = (1_000, 3_600_000);
+        let (tick, grace) = (5_000, 3_600_000);
         assert_eq!(trigger_for(300, false, tick, grace), JobTrigger::Schedule);
         assert_eq!(trigger_for(300, true, tick, grace), JobTrigger::Schedule);
         assert_eq!(trigger_for(600_000, true, tick, grace), JobTrigger::CatchUp);

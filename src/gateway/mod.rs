@@ -83,7 +83,8 @@ pub struct GatewayConfig {
     /// Approve pairing requests from loopback without asking: only for `all-in-one`, where
     /// the machine's own user runs both sides.
     pub approve_loopback: bool,
-    /// How often the job scheduler looks for due jobs.
+    /// The longest the job scheduler sleeps between looks for due jobs (it also wakes when
+    /// the next one is due and when a job changes).
     pub jobs_tick: Duration,
     /// A job due while the gateway was down runs once at start when it is at most this late.
     pub jobs_grace: Duration,
@@ -141,8 +142,9 @@ pub struct AppState {
     pub terminals: terminals::Terminals,
     /// Nodes waiting on their connection for a pairing decision.
     pub pairings: link::Pairings,
-    /// The job scheduler's clock.
+    /// The job scheduler's clock, and its wake-up when a job changes.
     pub jobs_clock: jobs::JobClock,
+    pub jobs_wake: tokio::sync::Notify,
     /// What models' tokens cost, for agents that report no cost.
     pub prices: prices::Prices,
     /// One lock per Idempotency-Key in flight: retries of a request wait for each other.
@@ -275,6 +277,7 @@ pub async fn start(
         terminals: Default::default(),
         pairings: Default::default(),
         jobs_clock: jobs::JobClock::new(jobs_clock_scale),
+        jobs_wake: tokio::sync::Notify::new(),
         prices,
         limits: limits::Limits::new(max_pending_handshakes),
         idempotency: http::KeyLocks::default(),

@@ -177,6 +177,18 @@ impl Store {
         .await
     }
 
+    /// When the next enabled job is due (epoch ms), if any.
+    pub async fn next_job_at(&self) -> anyhow::Result<Option<i64>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT min(next_run_at) FROM jobs WHERE enabled = 1",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
     /// Records a run (or a skipped one) and when the job runs next. A `reuse` job keeps the
     /// thread the run went to.
     pub async fn record_job_run(

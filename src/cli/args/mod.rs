@@ -217,8 +217,9 @@ pub struct GatewayArgs {
     /// a private interface (the main address serves it to the operator token).
     #[arg(long, env = "VIBER_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// How often the job scheduler looks for due jobs, in milliseconds.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    /// The longest the job scheduler sleeps between looks for due jobs, in milliseconds (it
+    /// also wakes when the next job is due and when a job changes).
+    #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub jobs_tick_ms: u64,
     /// A job due while the gateway was down runs once at start when it is at most this many
     /// seconds late; older runs are recorded as missed.
