@@ -1284,3 +1284,35 @@ async fn output_quotas_and_the_disk_floor_end_tasks_clearly() {
         "{failed}"
     );
 }
+
+/// A node killed while it stops a sandboxed task (in the grace period between signals) must
+/// not leave the task running: the sandbox dies with the node. The task ignores SIGINT and
+/// SIGTERM, so only the node's death can end it here.
+#[tokio::test]
+async fn a_node_killed_while_stopping_a_task_leaves_no_process_behind() {
+    let mut c = Cluster::start(&[]).await;
+    let marker = "orphan-check-7d1c";
+    let id = c
+        .task_with(json!({
+            "goal": format!("trap '' INT TERM; echo up; while :; do sleep 0.05; done # {marker}"),
+            "options": { "cwd": c.work.path(), "stopGraceMs": 20000 },
+        }))
+        .await;
+    read_stream(&c.stream_url(&id), &c.gw.token, None, |(_, d)| {
+        !d.contains("up\\n")
+    })
+    .await;
+    let (status, _) = c.gw.post(&format!("/api/tasks/{id}/stop"), json!({})).await;
+    assert_eq!(status, 202);
+    // The node sent SIGINT and waits out the grace period; the task ignores it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        processes_containing(marker) > 0,
+        "the task should still run"
+    );
+    c.node.kill9();
+    wait_until("the sandbox to die with its node", T, || async {
+        processes_containing(marker) == 0
+    })
+    .await;
+}

@@ -271,10 +271,49 @@ pub(super) async fn stop_group(pgid: i32, grace: Duration, child: &mut tokio::pr
     kill_group(pgid, Signal::SIGKILL);
 }
 
+/// Signals a process group. When the group's leader is a sandbox's outer `bwrap`, the
+/// gentle signals go to the rest of the group only: `bwrap` would die of SIGINT or SIGTERM at
+/// once and leave the sandbox without the process whose death (`--die-with-parent`) takes it
+/// down, so a node that died during the grace period would leave the task running. SIGKILL
+/// goes to the whole group.
 fn kill_group(pgid: Pid, sig: Signal) {
-    if pgid.as_raw() > 0 {
-        let _ = killpg(pgid, sig);
+    if pgid.as_raw() <= 0 {
+        return;
     }
+    if sig != Signal::SIGKILL && leads_sandbox(pgid) {
+        for pid in group_members(pgid) {
+            if pid != pgid {
+                let _ = nix::sys::signal::kill(pid, sig);
+            }
+        }
+        return;
+    }
+    let _ = killpg(pgid, sig);
+}
+
+/// Whether the process `pid` is bubblewrap.
+fn leads_sandbox(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "bwrap")
+}
+
+/// The processes in the group `pgid`, from `/proc`.
+fn group_members(pgid: Pid) -> Vec<Pid> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+            let pgrp: i32 = stat[stat.rfind(')')? + 1..]
+                .split_whitespace()
+                .nth(2)?
+                .parse()
+                .ok()?;
+            (pgrp == pgid.as_raw()).then_some(Pid::from_raw(pid))
+        })
+        .collect()
 }
 
 fn group_alive(pgid: Pid) -> bool {
