@@ -77,9 +77,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Shell(args) => dispatch::shell(args).await,
         Command::Terminal { action } => dispatch::terminal(action).await,
         Command::Metrics { client } => dispatch::metrics(&client).await,
-        Command::Tui { client } => viber::cli::tui::run(&client)
-            .await
-            .map(|()| std::process::ExitCode::SUCCESS),
+        Command::Tui { client } => dispatch::tui(&client).await,
         Command::Usage {
             from,
             to,

@@ -204,6 +204,12 @@ async fn secret(action: SecretAction) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `viber tui`.
+pub async fn tui(client: &ClientArgs) -> anyhow::Result<ExitCode> {
+    super::tui::run(client).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `viber usage`.
 pub async fn usage(
     from: Option<String>,

@@ -26,28 +26,7 @@ pub async fn show(
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    let rows: Vec<UsageRow> = match by {
-        "environment" => r.by_environment.clone(),
-        "node" => r.by_node.clone(),
-        "day" => {
-            let mut days: BTreeMap<String, UsageTotal> = BTreeMap::new();
-            for d in &r.daily {
-                let t = days.entry(d.day.clone()).or_default();
-                t.tasks += d.usage.tasks;
-                t.input_tokens += d.usage.input_tokens;
-                t.output_tokens += d.usage.output_tokens;
-                t.cost_usd += d.usage.cost_usd;
-                t.unpriced_tokens += d.usage.unpriced_tokens;
-            }
-            days.into_iter()
-                .map(|(day, usage)| UsageRow {
-                    key: Some(day),
-                    usage,
-                })
-                .collect()
-        }
-        _ => r.by_model.clone(),
-    };
+    let rows = rows_by(&r, by);
     println!("{} to {}", r.from, r.to);
     let line = |key: String, u: &UsageTotal| {
         vec![
@@ -86,4 +65,25 @@ pub async fn show(
         );
     }
     Ok(())
+}
+
+/// The report's sums by `by`; by day, the daily rows added up per day.
+fn rows_by(r: &UsageReport, by: &str) -> Vec<UsageRow> {
+    match by {
+        "environment" => r.by_environment.clone(),
+        "node" => r.by_node.clone(),
+        "day" => {
+            let mut days: BTreeMap<String, UsageTotal> = BTreeMap::new();
+            for d in &r.daily {
+                days.entry(d.day.clone()).or_default().add(&d.usage);
+            }
+            days.into_iter()
+                .map(|(day, usage)| UsageRow {
+                    key: Some(day),
+                    usage,
+                })
+                .collect()
+        }
+        _ => r.by_model.clone(),
+    }
 }

@@ -67,120 +67,40 @@ pub async fn run(client_args: &ClientArgs) -> anyhow::Result<()> {
     let reading = Arc::new(AtomicBool::new(true));
     spawn_keys(tx.clone(), reading.clone());
     let events = tokio::spawn(follow_events(client.clone(), tx.clone()));
-    let mut stream: Option<tokio::task::JoinHandle<()>> = None;
-
-    let mut term = ratatui::try_init()?;
+    let mut d = Driver {
+        client,
+        client_args: client_args.clone(),
+        tx,
+        reading,
+        stream: None,
+        term: ratatui::try_init()?,
+    };
     let mut dirty = true;
     let result: anyhow::Result<()> = async {
         loop {
             if dirty {
-                term.draw(|f| view::draw(f, &app))?;
+                d.term.draw(|f| view::draw(f, &app))?;
                 dirty = false;
             }
             let Some(msg) = rx.recv().await else {
                 return Ok(());
             };
+            // Everything that arrived meanwhile, then one draw.
             let mut batch = vec![msg];
             while let Ok(m) = rx.try_recv() {
                 batch.push(m);
             }
             for msg in batch {
-                let action = match msg {
-                    Msg::Key(k) => {
-                        let (action, changed) = app.key(k);
-                        dirty |= changed;
-                        action
-                    }
-                    Msg::Resized => {
-                        dirty = true;
-                        None
-                    }
-                    Msg::Live(up) => {
-                        dirty |= app.live != up;
-                        app.live = up;
-                        if up {
-                            Some(Action::Reload)
-                        } else {
-                            None
-                        }
-                    }
-                    Msg::Changed(kind, data) => {
-                        on_change(&mut app, &kind, &data);
-                        dirty = true;
-                        Some(Action::Reload)
-                    }
-                    Msg::Snapshot(Ok((envs, threads, nodes))) => {
-                        app.apply_snapshot(envs, threads, nodes);
-                        dirty = true;
-                        None
-                    }
-                    Msg::Snapshot(Err(e)) | Msg::Done(Err(e)) => {
-                        app.status = e;
-                        dirty = true;
-                        None
-                    }
-                    Msg::Done(Ok((status, open))) => {
-                        app.status = status;
-                        dirty = true;
-                        open.map(Action::OpenThread)
-                    }
-                    Msg::Thread {
-                        id,
-                        messages,
-                        awaiting,
-                    } => {
-                        app.apply_thread(&id, messages, awaiting);
-                        if let Some(task) = app.task_to_follow() {
-                            app.start_following(&task);
-                            if let Some(s) = stream.take() {
-                                s.abort();
-                            }
-                            stream = Some(tokio::spawn(follow(client.clone(), task, tx.clone())));
-                        }
-                        dirty = true;
-                        None
-                    }
-                    Msg::Chunk(task, s) => {
-                        app.apply_chunk(&task, s);
-                        dirty = true;
-                        None
-                    }
-                };
-                let Some(action) = action else { continue };
+                let (action, changed) = d.handle(&mut app, msg);
+                dirty |= changed;
                 match action {
-                    Action::Quit => return Ok(()),
-                    Action::CloseThread => {
-                        app.thread = None;
-                        if let Some(s) = stream.take() {
-                            s.abort();
-                        }
-                        reload(&client, &tx, None);
-                    }
-                    Action::Terminal { env, thread } => {
-                        reading.store(false, Ordering::SeqCst);
-                        // The key reader polls every 50 ms; let it see the pause.
-                        tokio::time::sleep(Duration::from_millis(120)).await;
-                        ratatui::restore();
-                        let args = ShellArgs {
-                            env,
-                            node: None,
-                            thread: Some(thread),
-                            new: false,
-                            size: None,
-                            command: Vec::new(),
-                            client: client_args.clone(),
-                        };
-                        let outcome = super::terminals::shell(&client, &args).await;
-                        term = ratatui::try_init()?;
-                        term.clear()?;
-                        reading.store(true, Ordering::SeqCst);
-                        app.status = match outcome {
-                            Ok(_) => "back from the terminal (it keeps running)".into(),
-                            Err(e) => format!("terminal: {e:#}"),
-                        };
+                    None => {}
+                    Some(Action::Quit) => return Ok(()),
+                    Some(Action::Terminal { env, thread }) => {
+                        d.terminal(&mut app, env, thread).await?;
                         dirty = true;
                     }
-                    other => act(&client, &tx, &mut app, other),
+                    Some(other) => d.act(&mut app, other),
                 }
             }
         }
@@ -188,10 +108,113 @@ pub async fn run(client_args: &ClientArgs) -> anyhow::Result<()> {
     .await;
     ratatui::restore();
     events.abort();
-    if let Some(s) = stream {
+    if let Some(s) = d.stream {
         s.abort();
     }
     result
+}
+
+/// What the loop keeps besides the state: the gateway, the channel everything answers on,
+/// the task stream it follows, and the terminal.
+struct Driver {
+    client: Client,
+    client_args: ClientArgs,
+    tx: UnboundedSender<Msg>,
+    /// Cleared while a terminal session has the keyboard.
+    reading: Arc<AtomicBool>,
+    stream: Option<tokio::task::JoinHandle<()>>,
+    term: ratatui::DefaultTerminal,
+}
+
+impl Driver {
+    /// Applies one message; returns what to do next and whether the screen changed.
+    fn handle(&mut self, app: &mut App, msg: Msg) -> (Option<Action>, bool) {
+        match msg {
+            Msg::Key(k) => app.key(k),
+            Msg::Resized => (None, true),
+            Msg::Live(up) => {
+                let changed = app.live != up;
+                app.live = up;
+                (up.then_some(Action::Reload), changed)
+            }
+            Msg::Changed(kind, data) => {
+                on_change(app, &kind, &data);
+                (Some(Action::Reload), true)
+            }
+            Msg::Snapshot(Ok((envs, threads, nodes))) => {
+                app.apply_snapshot(envs, threads, nodes);
+                (None, true)
+            }
+            Msg::Snapshot(Err(e)) | Msg::Done(Err(e)) => {
+                app.status = e;
+                (None, true)
+            }
+            Msg::Done(Ok((status, open))) => {
+                app.status = status;
+                (open.map(Action::OpenThread), true)
+            }
+            Msg::Thread {
+                id,
+                messages,
+                awaiting,
+            } => {
+                app.apply_thread(&id, messages, awaiting);
+                if let Some(task) = app.task_to_follow() {
+                    app.start_following(&task);
+                    self.stop_following();
+                    let (c, t) = (self.client.clone(), self.tx.clone());
+                    self.stream = Some(tokio::spawn(follow(c, task, t)));
+                }
+                (None, true)
+            }
+            Msg::Chunk(task, s) => {
+                app.apply_chunk(&task, s);
+                (None, true)
+            }
+        }
+    }
+
+    fn stop_following(&mut self) {
+        if let Some(s) = self.stream.take() {
+            s.abort();
+        }
+    }
+
+    /// Leaves the screen for the thread's terminal (`viber shell`), and comes back.
+    async fn terminal(&mut self, app: &mut App, env: String, thread: String) -> anyhow::Result<()> {
+        self.reading.store(false, Ordering::SeqCst);
+        // The key reader polls every 50 ms; let it see the pause.
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        ratatui::restore();
+        let args = ShellArgs {
+            env,
+            node: None,
+            thread: Some(thread),
+            new: false,
+            size: None,
+            command: Vec::new(),
+            client: self.client_args.clone(),
+        };
+        let outcome = super::terminals::shell(&self.client, &args).await;
+        self.term = ratatui::try_init()?;
+        self.term.clear()?;
+        self.reading.store(true, Ordering::SeqCst);
+        app.status = match outcome {
+            Ok(_) => "back from the terminal (it keeps running)".into(),
+            Err(e) => format!("terminal: {e:#}"),
+        };
+        Ok(())
+    }
+
+    /// Starts the request an action needs; its answer comes back as a [`Msg`].
+    fn act(&mut self, app: &mut App, action: Action) {
+        if action == Action::CloseThread {
+            app.thread = None;
+            self.stop_following();
+            return reload(&self.client, &self.tx, None);
+        }
+        act(&self.client, &self.tx, app, action);
+    }
 }
 
 /// What an event says before the reload that follows it: which tasks wait for approval.
@@ -276,6 +299,7 @@ fn act(client: &Client, tx: &UnboundedSender<Msg>, app: &mut App, action: Action
                 let _ = t.send(Msg::Done(r.map_err(|e| format!("{e:#}"))));
             });
         }
+        // The driver handles these itself.
         Action::Quit | Action::CloseThread | Action::Terminal { .. } => {}
     }
 }

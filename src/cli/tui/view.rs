@@ -135,6 +135,11 @@ fn main_screen(f: &mut Frame, area: Rect, app: &App) {
         pane == Pane::Nodes,
     );
 
+    threads_pane(f, right, app, pane == Pane::Threads);
+}
+
+/// The selected environment's threads, each with its latest state.
+fn threads_pane(f: &mut Frame, right: Rect, app: &App, focused: bool) {
     let title = match app.selected_env() {
         Some(e) => format!("Threads of {}", e.name),
         None => "Threads".into(),
@@ -158,17 +163,10 @@ fn main_screen(f: &mut Frame, area: Rect, app: &App) {
         .collect();
     if threads.is_empty() {
         let hint = Paragraph::new("No threads yet: press n to start one.")
-            .block(pane_block(&title, pane == Pane::Threads));
+            .block(pane_block(&title, focused));
         f.render_widget(hint, right);
     } else {
-        list(
-            f,
-            right,
-            &title,
-            threads,
-            app.thread_sel,
-            pane == Pane::Threads,
-        );
+        list(f, right, &title, threads, app.thread_sel, focused);
     }
 }
 

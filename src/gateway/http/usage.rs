@@ -61,7 +61,7 @@ pub fn report(prices: &Prices, facts: &[UsageFact], from: i64, to: i64) -> Usage
     let by = |key: fn(&UsageFact) -> &Option<String>| -> Vec<UsageRow> {
         let mut sums: BTreeMap<Option<String>, UsageTotal> = BTreeMap::new();
         for (f, u) in facts.iter().zip(&priced) {
-            add(sums.entry(key(f).clone()).or_default(), u);
+            sums.entry(key(f).clone()).or_default().add(u);
         }
         let mut rows: Vec<UsageRow> = sums
             .into_iter()
@@ -74,7 +74,7 @@ pub fn report(prices: &Prices, facts: &[UsageFact], from: i64, to: i64) -> Usage
     };
     let mut total = UsageTotal::default();
     for u in &priced {
-        add(&mut total, u);
+        total.add(u);
     }
     UsageReport {
         from: iso8601(from),
@@ -117,13 +117,4 @@ fn priced(prices: &Prices, f: &UsageFact) -> UsageTotal {
         estimated_cost_usd: estimated.unwrap_or(0.0),
         unpriced_tokens: if estimated.is_some() { 0 } else { unreported },
     }
-}
-
-fn add(sum: &mut UsageTotal, u: &UsageTotal) {
-    sum.tasks = sum.tasks.saturating_add(u.tasks);
-    sum.input_tokens = sum.input_tokens.saturating_add(u.input_tokens);
-    sum.output_tokens = sum.output_tokens.saturating_add(u.output_tokens);
-    sum.cost_usd += u.cost_usd;
-    sum.estimated_cost_usd += u.estimated_cost_usd;
-    sum.unpriced_tokens = sum.unpriced_tokens.saturating_add(u.unpriced_tokens);
 }

@@ -182,7 +182,7 @@ pub(super) async fn pair(
         }
         PairingStatus::Pending => {}
     }
-    let mut waiting = match app.pairings.wait(&c.node_id, peer) {
+    let waiting = match app.pairings.wait(&c.node_id, peer) {
         Ok(w) => w,
         Err(message) => return Some(Err((ErrorCode::RateLimited, message))),
     };
@@ -193,6 +193,31 @@ pub(super) async fn pair(
         Ok(_) => {}
         Err(e) => return Some(Err(internal(e))),
     }
+    let outcome = wait(app, sink, stream, c, &request, waiting).await;
+    if outcome.is_none() || matches!(outcome, Some(Err(_))) {
+        let status = match &outcome {
+            Some(Err((ErrorCode::PairingExpired, _))) => "expired",
+            Some(Err((ErrorCode::PairingRejected, _))) => "rejected",
+            _ => "withdrawn",
+        };
+        app.events.publish(Event::PairingChanged {
+            fingerprint: c.node_id.clone(),
+            status: status.into(),
+        });
+    }
+    outcome
+}
+
+/// Tells the node it waits, then holds its connection (pinging it) until an operator
+/// decides, the request lapses, the node leaves or the gateway shuts down.
+async fn wait(
+    app: &App,
+    sink: &mut Sink,
+    stream: &mut Stream,
+    c: &Connect,
+    request: &PairingRecord,
+    mut waiting: Waiting,
+) -> Paired {
     let ping_every = app.config.heartbeat_interval * 2;
     let pending = Frame::PairingPending(PairingPending {
         fingerprint: c.node_id.clone(),
@@ -207,10 +232,10 @@ pub(super) async fn pair(
         hostname: request.hostname.clone(),
         address: request.address.clone(),
     });
-    let lapses = tokio::time::Instant::now()
-        + Duration::from_millis(request.expires_at.saturating_sub(now).max(0) as u64);
+    let left = request.expires_at.saturating_sub(now_ms()).max(0) as u64;
+    let lapses = tokio::time::Instant::now() + Duration::from_millis(left);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    let outcome = loop {
+    loop {
         tokio::select! {
             decision = &mut waiting.rx => break match decision {
                 Ok(Decision::Approved) => Some(complete(app, c).await),
@@ -243,19 +268,7 @@ pub(super) async fn pair(
                 break None;
             }
         }
-    };
-    if outcome.is_none() || matches!(outcome, Some(Err(_))) {
-        let status = match &outcome {
-            Some(Err((ErrorCode::PairingExpired, _))) => "expired",
-            Some(Err((ErrorCode::PairingRejected, _))) => "rejected",
-            _ => "withdrawn",
-        };
-        app.events.publish(Event::PairingChanged {
-            fingerprint: c.node_id.clone(),
-            status: status.into(),
-        });
     }
-    outcome
 }
 
 fn rejected() -> Refusal {

@@ -254,6 +254,18 @@ pub struct UsageTotal {
     pub unpriced_tokens: i64,
 }
 
+impl UsageTotal {
+    /// Adds `u` in (token sums saturate).
+    pub fn add(&mut self, u: &UsageTotal) {
+        self.tasks = self.tasks.saturating_add(u.tasks);
+        self.input_tokens = self.input_tokens.saturating_add(u.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(u.output_tokens);
+        self.cost_usd += u.cost_usd;
+        self.estimated_cost_usd += u.estimated_cost_usd;
+        self.unpriced_tokens = self.unpriced_tokens.saturating_add(u.unpriced_tokens);
+    }
+}
+
 /// One UTC day's usage of one node, environment and model.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
