@@ -1184,6 +1184,15 @@ async fn shared_credentials_reach_environments_that_do_not_override_them() {
             .await;
         assert_eq!(got, code, "{key}: {v}");
     }
+    // Two keys that make one name: the second is refused, not swapped in.
+    let (code, v) = gw
+        .request(
+            reqwest::Method::PUT,
+            "/api/config/env.FILE__CONFIG_TOOL_TOKEN",
+            Some(json!({"value": "another-value-1234"})),
+        )
+        .await;
+    assert_eq!(code, 409, "{v}");
     let (code, _) = gw
         .request(
             reqwest::Method::PUT,

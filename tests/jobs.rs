@@ -231,6 +231,9 @@ async fn a_job_that_cannot_start_says_why_and_a_running_one_is_not_doubled() {
             .contains("not mapped"),
         "{j}"
     );
+    // A run that cannot start leaves no empty thread behind.
+    let (_, threads) = gw.get("/api/threads?environmentId=unbound").await;
+    assert_eq!(threads["threads"].as_array().unwrap().len(), 0, "{threads}");
 
     // A long run on an every-minute schedule: later ticks skip instead of piling up, and
     // run-now is refused while it goes.

@@ -168,6 +168,14 @@ pub async fn run(
     at: i64,
     next: Option<i64>,
 ) -> ApiResult<JobRun> {
+    // One run decision at a time, on the job as stored now: a run-now and a scheduled run
+    // at the same moment must not both see the previous run ended.
+    let _one_at_a_time = app.jobs_running.lock().await;
+    let job = &app
+        .store
+        .job(job.id.clone())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {:?}", job.id)))?;
     let still_going = job.last_run.as_ref().is_some_and(|r| {
         r.task
             .as_ref()
@@ -186,7 +194,7 @@ pub async fn run(
         start(app, job).await.map_err(|e| e.message)
     };
     let trigger = match (&outcome, still_going) {
-        (Err(_), true) => JobTrigger::Overlap,
+        (Err(_), true) if trigger != JobTrigger::Missed => JobTrigger::Overlap,
         _ => trigger,
     };
     let run = match outcome {
@@ -222,6 +230,18 @@ pub async fn run(
 
 /// Sends the job's goal to its thread; returns (thread, task).
 async fn start(app: &App, job: &JobRecord) -> ApiResult<(String, String)> {
+    // Refused before a thread is opened, so a job on an unbound environment does not leave
+    // an empty thread per run.
+    if app
+        .store
+        .bindings_of_environment(job.environment_id.clone())
+        .await?
+        .is_empty()
+    {
+        return Err(ApiError::conflict(
+            "the environment is not mapped to any node; bind it first",
+        ));
+    }
     let reusable = match (&job.thread_mode, &job.thread_id) {
         (JobThreadMode::Reuse, Some(id)) => app
             .store

@@ -145,6 +145,8 @@ pub struct AppState {
     /// The job scheduler's clock, and its wake-up when a job changes.
     pub jobs_clock: jobs::JobClock,
     pub jobs_wake: tokio::sync::Notify,
+    /// Held while a job run is decided and started (see `jobs::run`).
+    pub jobs_running: tokio::sync::Mutex<()>,
     /// What models' tokens cost, for agents that report no cost.
     pub prices: prices::Prices,
     /// One lock per Idempotency-Key in flight: retries of a request wait for each other.
@@ -278,6 +280,7 @@ pub async fn start(
         pairings: Default::default(),
         jobs_clock: jobs::JobClock::new(jobs_clock_scale),
         jobs_wake: tokio::sync::Notify::new(),
+        jobs_running: tokio::sync::Mutex::new(()),
         prices,
         limits: limits::Limits::new(max_pending_handshakes),
         idempotency: http::KeyLocks::default(),

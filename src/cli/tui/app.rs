@@ -12,6 +12,9 @@ use crate::protocol::api::{
 };
 use crate::protocol::TaskState;
 
+/// Bytes of a running task's output the thread view keeps (the end of it).
+const LIVE_KEPT: usize = 256 * 1024;
+
 /// Which list the arrow keys move in on the main screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -212,6 +215,14 @@ impl App {
         else {
             return;
         };
+        if t.live.len() > LIVE_KEPT {
+            // Keep the end: what a person reads, and what redraws must wrap.
+            let mut cut = t.live.len() - LIVE_KEPT / 2;
+            while !t.live.is_char_boundary(cut) {
+                cut += 1;
+            }
+            t.live.drain(..cut);
+        }
         match shown {
             Shown::Text(s) => t.live.push_str(&s),
             Shown::Note(n) => {

@@ -220,7 +220,7 @@ fn thread_screen(f: &mut Frame, area: Rect, app: &App, t: &ThreadScreen) {
         .iter()
         .map(|l| l.width().max(1).div_ceil(width))
         .sum();
-    let bottom = (total as u16).saturating_sub(inner_height);
+    let bottom = (total.min(u16::MAX as usize) as u16).saturating_sub(inner_height);
     let scroll = bottom.saturating_sub(t.scroll_up);
     let title = app
         .threads

@@ -56,10 +56,14 @@ pub async fn list(State(app): State<App>) -> ApiResult<Json<PairingList>> {
 /// the `node_` prefix, at least [`MIN_PREFIX`] characters).
 async fn find(app: &App, fp: &str) -> ApiResult<PairingRecord> {
     let fp = fp.trim();
-    let requests = app.store.list_pairing_requests(now_ms()).await?;
-    if let Some(r) = requests.iter().find(|r| r.node_id == fp) {
-        return Ok(r.clone());
+    let now = now_ms();
+    // The whole fingerprint finds its request however many others there are.
+    if let Some(r) = app.store.pairing_request(fp.to_string()).await? {
+        if r.status == PairingStatus::Rejected || r.expires_at > now {
+            return Ok(r);
+        }
     }
+    let requests = app.store.list_pairing_requests(now).await?;
     let bare = fp.strip_prefix("node_").unwrap_or(fp);
     if bare.len() < MIN_PREFIX {
         return Err(ApiError::not_found(format!(

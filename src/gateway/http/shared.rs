@@ -111,6 +111,7 @@ pub async fn get(State(app): State<App>) -> ApiResult<Json<SharedConfig>> {
     responses(
         (status = 200, description = "Set; every environment that does not set the name itself now runs with it", body = SharedConfig),
         (status = 413, description = "Value too large", body = ErrorBody),
+        (status = 409, description = "The name is taken by a secret of another kind or path", body = ErrorBody),
         (status = 422, description = "Bad key, or a secret too short to be redacted", body = ErrorBody),
         Errors,
     )
@@ -135,12 +136,24 @@ pub async fn set(
                 Key::File { path, .. } => Some(path.clone()),
                 _ => None,
             };
+            let name = key.name().to_string();
+            // Two paths can make one name (`a.b`, `a_b`), and `env.FILE_X` is a name too:
+            // never let one silently replace the other.
+            let existing = app.store.shared_secrets().await?;
+            if let Some(other) = existing.iter().find(|s| s.key == name && s.file != file) {
+                let was = match &other.file {
+                    Some(path) => format!("file.{path}"),
+                    None => format!("env.{name}"),
+                };
+                return Err(ApiError::conflict(format!(
+                    "{name} is already set as {was}; remove it first"
+                )));
+            }
             let input = SecretInput::Scoped {
                 value: req.value,
                 scope: req.scope,
                 file,
             };
-            let name = key.name().to_string();
             let mut sealed =
                 seal_secrets(&app, Owner::Shared, BTreeMap::from([(name, Some(input))]))?;
             let (name, change) = sealed.pop_first().expect("one secret was sealed");

@@ -176,7 +176,9 @@ pub(super) async fn pair(
     match request.status {
         PairingStatus::Rejected => return Some(Err(rejected())),
         PairingStatus::Approved => return Some(complete(app, c).await),
-        PairingStatus::Pending if app.config.approve_loopback && peer.is_loopback() => {
+        PairingStatus::Pending
+            if app.config.approve_loopback && peer.to_canonical().is_loopback() =>
+        {
             tracing::info!(node = %c.node_id, "pairing from loopback approved (all-in-one)");
             return Some(approve_now(app, c, now).await);
         }
