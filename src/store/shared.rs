@@ -31,41 +31,31 @@ impl Store {
             .await
     }
 
-    /// Sets (or with None removes) a shared variable; a secret of the same name is removed,
-    /// so a name is one or the other. Returns whether something was there before.
-    pub async fn set_shared_var(&self, key: String, value: Option<String>) -> anyhow::Result<bool> {
+    /// Sets a shared variable; a secret of the same name is removed, so a name is one or
+    /// the other.
+    pub async fn set_shared_var(&self, key: String, value: String) -> anyhow::Result<()> {
         self.write(move |c| {
             let tx = c.transaction()?;
-            let had = tx.execute("DELETE FROM shared_vars WHERE key = ?1", [&key])?
-                + tx.execute("DELETE FROM shared_secrets WHERE key = ?1", [&key])?;
-            if let Some(v) = value {
-                tx.execute(
-                    "INSERT INTO shared_vars (key, value) VALUES (?1, ?2)",
-                    params![key, v],
-                )?;
-            }
-            tx.commit()?;
-            Ok(had > 0)
+            tx.execute("DELETE FROM shared_secrets WHERE key = ?1", [&key])?;
+            tx.execute(
+                "INSERT OR REPLACE INTO shared_vars (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )?;
+            tx.commit()
         })
         .await
     }
 
-    /// Sets or removes a shared secret; a variable of the same name is removed. Returns
-    /// whether something was there before.
+    /// Sets a shared secret; a variable of the same name is removed.
     pub async fn set_shared_secret(
         &self,
         key: String,
         change: SecretChange,
         now: i64,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<()> {
         self.write(move |c| {
             let tx = c.transaction()?;
-            let had = tx.execute("DELETE FROM shared_vars WHERE key = ?1", [&key])?
-                + tx.query_row(
-                    "SELECT count(*) FROM shared_secrets WHERE key = ?1",
-                    [&key],
-                    |r| r.get::<_, usize>(0),
-                )?;
+            tx.execute("DELETE FROM shared_vars WHERE key = ?1", [&key])?;
             write_secrets(
                 &tx,
                 SecretTable::Shared,
@@ -73,8 +63,21 @@ impl Store {
                 &BTreeMap::from([(key, change)]),
                 now,
             )?;
-            tx.commit()?;
-            Ok(had > 0)
+            tx.commit()
+        })
+        .await
+    }
+
+    /// Removes a shared variable (or with `secret`, a shared secret); false when there was
+    /// none of that kind.
+    pub async fn remove_shared(&self, key: String, secret: bool) -> anyhow::Result<bool> {
+        let table = if secret {
+            "shared_secrets"
+        } else {
+            "shared_vars"
+        };
+        self.write(move |c| {
+            Ok(c.execute(&format!("DELETE FROM {table} WHERE key = ?1"), [&key])? == 1)
         })
         .await
     }
@@ -83,28 +86,27 @@ impl Store {
     /// shared variable that the environment has a secret of the same name for is left out.
     pub async fn effective_vars(&self, env_id: String) -> anyhow::Result<BTreeMap<String, String>> {
         self.read(move |c| {
-            let own = |sql: &str| -> rusqlite::Result<Vec<(String, String)>> {
-                let mut st = c.prepare_cached(sql)?;
-                let rows = st.query_map([&env_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                rows.collect()
-            };
-            let secret_names: BTreeSet<String> =
-                own("SELECT key, '' FROM environment_secrets WHERE environment_id = ?1")?
-                    .into_iter()
-                    .map(|(k, _)| k)
-                    .collect();
-            let mut st = c.prepare_cached("SELECT key, value FROM shared_vars")?;
-            let shared = st.query_map([], |r| Ok::<(String, String), _>((r.get(0)?, r.get(1)?)))?;
+            let own_secrets: BTreeSet<String> = read_secrets(c, SecretTable::Environment, &env_id)?
+                .into_iter()
+                .map(|s| s.key)
+                .collect();
             let mut vars = BTreeMap::new();
-            for row in shared {
+            let mut shared = c.prepare_cached("SELECT key, value FROM shared_vars")?;
+            for row in
+                shared.query_map([], |r| Ok::<(String, String), _>((r.get(0)?, r.get(1)?)))?
+            {
                 let (k, v) = row?;
-                if !secret_names.contains(&k) {
+                if !own_secrets.contains(&k) {
                     vars.insert(k, v);
                 }
             }
-            vars.extend(own(
+            let mut own = c.prepare_cached(
                 "SELECT key, value FROM environment_vars WHERE environment_id = ?1",
-            )?);
+            )?;
+            for row in own.query_map([&env_id], |r| Ok((r.get(0)?, r.get(1)?)))? {
+                let (k, v) = row?;
+                vars.insert(k, v);
+            }
             Ok(vars)
         })
         .await

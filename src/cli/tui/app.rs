@@ -182,10 +182,9 @@ impl App {
             }
         }
         t.messages = messages;
-        match &awaiting {
-            Some((task, _)) => self.awaiting_tasks.insert(task.clone()),
-            None => false,
-        };
+        if let Some((task, _)) = &awaiting {
+            self.awaiting_tasks.insert(task.clone());
+        }
         t.awaiting = awaiting;
     }
 

@@ -19,7 +19,6 @@ use crate::gateway::envs::{check_secret_file, seal_secrets, Owner};
 use crate::gateway::error::{ApiError, ApiResult, Body, Path};
 use crate::gateway::App;
 use crate::protocol::api::{ErrorBody, SecretInput, SetShared, SharedConfig};
-use crate::store::SecretChange;
 
 /// What a key sets.
 #[derive(Debug, PartialEq, Eq)]
@@ -129,7 +128,7 @@ pub async fn set(
                     "{name} is over {MAX_VALUE_BYTES} bytes"
                 )));
             }
-            app.store.set_shared_var(name, Some(req.value)).await?;
+            app.store.set_shared_var(name, req.value).await?;
         }
         Key::Secret(_) | Key::File { .. } => {
             let file = match &key {
@@ -178,25 +177,11 @@ pub async fn set(
 )]
 pub async fn delete(State(app): State<App>, Path(key): Path<String>) -> ApiResult<StatusCode> {
     let parsed = Key::parse(&key)?;
-    let had = match parsed {
-        Key::Var(name) => {
-            let is_var = app.store.shared_vars().await?.contains_key(&name);
-            is_var && app.store.set_shared_var(name, None).await?
-        }
-        Key::Secret(name) | Key::File { name, .. } => {
-            let is_secret = app
-                .store
-                .shared_secrets()
-                .await?
-                .iter()
-                .any(|s| s.key == name);
-            is_secret
-                && app
-                    .store
-                    .set_shared_secret(name, SecretChange::Remove, now_ms())
-                    .await?
-        }
-    };
+    let secret = !matches!(parsed, Key::Var(_));
+    let had = app
+        .store
+        .remove_shared(parsed.name().to_string(), secret)
+        .await?;
     if had {
         Ok(StatusCode::NO_CONTENT)
     } else {
