@@ -181,21 +181,19 @@ pub async fn run(
             .as_ref()
             .is_some_and(|(s, _)| matches!(s, TaskState::Pending | TaskState::Running))
     });
-    let outcome = if trigger == JobTrigger::Missed {
-        Err("it was due while the gateway was down, longer ago than the grace window".into())
+    let (trigger, outcome) = if trigger == JobTrigger::Missed {
+        let why = "it was due while the gateway was down, longer ago than the grace window";
+        (trigger, Err(why.to_string()))
     } else if still_going {
         if trigger == JobTrigger::Manual {
             return Err(ApiError::conflict(
                 "the job's previous run is still going; stop it or wait",
             ));
         }
-        Err("its previous run was still going".to_string())
+        let why = "its previous run was still going";
+        (JobTrigger::Overlap, Err(why.to_string()))
     } else {
-        start(app, job).await.map_err(|e| e.message)
-    };
-    let trigger = match (&outcome, still_going) {
-        (Err(_), true) if trigger != JobTrigger::Missed => JobTrigger::Overlap,
-        _ => trigger,
+        (trigger, start(app, job).await.map_err(|e| e.message))
     };
     let run = match outcome {
         Ok((thread_id, task_id)) => JobRun {
@@ -208,8 +206,8 @@ pub async fn run(
         },
         Err(error) => {
             tracing::warn!(job = %job.id, ?trigger, %error, "job did not run");
-            // A skipped overlap keeps pointing at the run that still goes, so the next
-            // tick (and run-now) still sees it going.
+            // A skipped run keeps pointing at the run that still goes, so the next tick
+            // (and run-now) still sees it going.
             let going = job.last_run.as_ref().filter(|_| still_going);
             JobRun {
                 at,
