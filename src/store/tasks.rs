@@ -268,12 +268,7 @@ impl Store {
         self.write(move |c| {
             let tx = c.transaction()?;
             {
-                let mut ins = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO task_chunks (task_id, seq, chunk) VALUES (?1, ?2, ?3)",
-                )?;
-                for (task, seq, chunk) in &batch.chunks {
-                    ins.execute(params![task, *seq as i64, chunk])?;
-                }
+                insert_chunks(&tx, &batch.chunks)?;
                 let mut started = tx.prepare_cached(
                     "UPDATE tasks SET state = 'running', started_at = coalesce(started_at, ?2)
                      WHERE id = ?1 AND state = 'pending'",
@@ -528,4 +523,39 @@ impl Store {
         })
         .await
     }
+}
+
+/// Chunk rows per `INSERT` statement: one statement run stores this many rows, which costs
+/// far less than as many runs of a one-row statement.
+const CHUNKS_PER_INSERT: usize = 64;
+
+/// Stores chunks, [`CHUNKS_PER_INSERT`] rows per statement run and the rest one by one.
+/// A chunk already stored (a resend) is left as it is.
+fn insert_chunks(
+    tx: &rusqlite::Transaction<'_>,
+    chunks: &[(Arc<str>, u64, Arc<str>)],
+) -> rusqlite::Result<()> {
+    static MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let rows = vec!["(?, ?, ?)"; CHUNKS_PER_INSERT].join(", ");
+        format!("INSERT OR IGNORE INTO task_chunks (task_id, seq, chunk) VALUES {rows}")
+    });
+    let mut groups = chunks.chunks_exact(CHUNKS_PER_INSERT);
+    if groups.len() > 0 {
+        let mut many = tx.prepare_cached(&MANY)?;
+        for group in &mut groups {
+            for (i, (task, seq, chunk)) in group.iter().enumerate() {
+                many.raw_bind_parameter(3 * i + 1, &**task)?;
+                many.raw_bind_parameter(3 * i + 2, *seq as i64)?;
+                many.raw_bind_parameter(3 * i + 3, &**chunk)?;
+            }
+            many.raw_execute()?;
+        }
+    }
+    let mut one = tx.prepare_cached(
+        "INSERT OR IGNORE INTO task_chunks (task_id, seq, chunk) VALUES (?1, ?2, ?3)",
+    )?;
+    for (task, seq, chunk) in groups.remainder() {
+        one.execute(params![task, *seq as i64, chunk])?;
+    }
+    Ok(())
 }

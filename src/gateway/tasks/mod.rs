@@ -39,8 +39,14 @@ use writer::writer;
 const WRITER_QUEUE: usize = 16 * 1024;
 /// Most ops written in one transaction.
 const WRITER_BATCH: usize = 8 * 1024;
-/// After the first op of a batch, how long the writer gathers more before committing.
+/// After the first op of a batch, how long the writer gathers more before it looks at what
+/// it has: under a flood a batch is large by then and is committed at once.
 const WRITER_LINGER: Duration = Duration::from_millis(3);
+/// A batch with fewer rows than this after [`WRITER_LINGER`] (output trickling in) gathers
+/// until [`WRITER_LINGER_MAX`]: a commit costs nearly the same for a few rows as for
+/// hundreds, and nothing a watcher sees waits on it.
+const WRITER_ENOUGH_ROWS: usize = 512;
+const WRITER_LINGER_MAX: Duration = Duration::from_millis(24);
 /// Live events buffered per task for slow watchers before they fall back to SQLite.
 const LIVE_BUFFER: usize = 4096;
 
@@ -149,6 +155,11 @@ impl WriteOp {
             WriteOp::Chunks(_, rows) => rows.len(),
             WriteOp::Started(..) | WriteOp::Finished(..) => 1,
         }
+    }
+
+    /// Starts or ends a task: someone waits for it to be stored.
+    fn changes_state(&self) -> bool {
+        !matches!(self, WriteOp::Chunks(..))
     }
 }
 

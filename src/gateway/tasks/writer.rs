@@ -14,7 +14,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{LiveTask, TaskHub, WriteOp, WRITER_BATCH, WRITER_LINGER};
+use super::{
+    LiveTask, TaskHub, WriteOp, WRITER_BATCH, WRITER_ENOUGH_ROWS, WRITER_LINGER, WRITER_LINGER_MAX,
+};
 use crate::protocol::events::Event;
 use crate::protocol::TaskState;
 use crate::store::{ChunkBatch, Store};
@@ -82,19 +84,28 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// Fewer, larger transactions: gathers for [`WRITER_LINGER`] after the first op, then
-/// takes what queued meanwhile. One timer per batch, and no wakeup per op while it waits
-/// (waiting in `recv` would be woken by every send). Watchers are not waiting on this;
-/// only acks and the final state are.
+/// Fewer, larger transactions: gathers for [`WRITER_LINGER`] after the first op, then takes
+/// what queued meanwhile. A small batch (output trickling in) then waits once more, to
+/// [`WRITER_LINGER_MAX`] after its first op. Two timers per batch, and no wakeup per op
+/// while it waits (waiting in `recv` would be woken by every send). Watchers are not waiting
+/// on this; acks and state changes are, so a batch that starts or ends a task is committed
+/// without the second wait.
 async fn linger(rx: &mut mpsc::Receiver<WriteOp>, ops: &mut Vec<WriteOp>) {
-    if ops.len() >= WRITER_BATCH {
-        return;
-    }
-    tokio::time::sleep(WRITER_LINGER).await;
-    while ops.len() < WRITER_BATCH {
-        match rx.try_recv() {
-            Ok(op) => ops.push(op),
-            Err(_) => break,
+    let since = tokio::time::Instant::now();
+    for wait_until in [since + WRITER_LINGER, since + WRITER_LINGER_MAX] {
+        if ops.len() >= WRITER_BATCH {
+            return;
+        }
+        tokio::time::sleep_until(wait_until).await;
+        while ops.len() < WRITER_BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let rows: usize = ops.iter().map(WriteOp::rows).sum();
+        if rows >= WRITER_ENOUGH_ROWS || ops.iter().any(WriteOp::changes_state) {
+            return;
         }
     }
 }
