@@ -429,6 +429,65 @@ async fn an_always_ask_task_pauses_until_approved_over_the_api() {
     a.conformance(&id);
 }
 
+/// A watcher sees an approval request before the gateway has stored it (chunks are relayed
+/// first, and the writer gathers a trickle for up to 24 ms). Answering it the moment it shows
+/// on the stream must work: the gateway reads the pending request from what it relayed, not
+/// only from SQLite.
+#[tokio::test]
+async fn an_approval_can_be_answered_the_moment_it_is_streamed() {
+    use futures_util::StreamExt;
+    let a = agent(vec![
+        tool_call(
+            "call_q",
+            "write_file",
+            json!({"path": "quick.txt", "content": "quick\n"}),
+        ),
+        text("Done."),
+    ])
+    .await;
+    let id = a
+        .start("write quickly", json!({"workingMode": "always-ask"}))
+        .await;
+    let res = reqwest::Client::new()
+        .get(format!("{}/api/tasks/{id}/stream", a.gw.url))
+        .bearer_auth(&a.gw.token)
+        .send()
+        .await
+        .unwrap();
+    let mut body = res.bytes_stream();
+    let mut seen = String::new();
+    let request = tokio::time::timeout(T, async {
+        while let Some(bytes) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&bytes.unwrap()));
+            let found = seen
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+                .find(|c| c["type"] == "tool-approval-request");
+            if let Some(c) = found {
+                return c;
+            }
+        }
+        panic!("the stream ended without an approval request: {seen}");
+    })
+    .await
+    .expect("no approval request streamed");
+    let approval = request["approvalId"].as_str().unwrap();
+    let (code, v) =
+        a.gw.post(
+            &format!("/api/tasks/{id}/approvals/{approval}"),
+            json!({"approve": true}),
+        )
+        .await;
+    assert_eq!(code, 202, "answered at once: {v}");
+    let t = a.wait_end(&id).await;
+    assert_eq!(t["state"], "completed", "{t}");
+    assert_eq!(
+        std::fs::read_to_string(a.work.join("quick.txt")).unwrap(),
+        "quick\n"
+    );
+}
+
 /// Approval answers are commands the gateway keeps until the node acknowledges them (issue
 /// 11, defect 3). First answer: sent to a frozen node, then the gateway is killed before the
 /// node's ack; the node applies it from its socket buffer, and the new gateway's resend is

@@ -33,7 +33,9 @@ pub use nodes::{EnrollRefusal, NodeRecord};
 pub use pairing::PairingRecord;
 pub use retention::Pruned;
 pub use shared::SecretOrigin;
-pub use tasks::{AgentReport, ChunkBatch, NewTask, TaskFinish, TaskRecord, UsageFact};
+pub use tasks::{
+    AgentReport, ChunkBatch, NewTask, TaskFinish, TaskRecord, UsageFact, APPROVAL_CHUNK_TYPES,
+};
 pub use terminals::TerminalRecord;
 pub use threads::{ThreadMessage, ThreadRecord};
 pub use worktrees::WorktreeRecord;

@@ -347,15 +347,22 @@ impl Store {
         .await
     }
 
-    /// The approval-related chunks of a task, in order (to derive what awaits an answer).
-    pub async fn approval_chunks(&self, task_id: String) -> anyhow::Result<Vec<String>> {
+    /// The approval-related chunks of a task (see [`APPROVAL_CHUNK_TYPES`]) as (seq, chunk),
+    /// in order (to derive what awaits an answer).
+    pub async fn approval_chunks(&self, task_id: String) -> anyhow::Result<Vec<(u64, String)>> {
         self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT chunk FROM task_chunks WHERE task_id = ?1 AND json_extract(chunk, '$.type') IN
-                    ('tool-input-available', 'tool-approval-request', 'tool-approval-response')
-                 ORDER BY seq",
-            )?;
-            let rows = st.query_map(params![task_id], |r| r.get(0))?;
+            static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                let types = APPROVAL_CHUNK_TYPES.map(|t| format!("'{t}'")).join(", ");
+                format!(
+                    "SELECT seq, chunk FROM task_chunks
+                     WHERE task_id = ?1 AND json_extract(chunk, '$.type') IN ({types})
+                     ORDER BY seq"
+                )
+            });
+            let mut st = c.prepare_cached(&SQL)?;
+            let rows = st.query_map(params![task_id], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })?;
             rows.collect()
         })
         .await
@@ -524,6 +531,14 @@ impl Store {
         .await
     }
 }
+
+/// The chunk types [`Store::approval_chunks`] reads: a tool call, the request to approve it,
+/// the answer.
+pub const APPROVAL_CHUNK_TYPES: [&str; 3] = [
+    "tool-input-available",
+    "tool-approval-request",
+    "tool-approval-response",
+];
 
 /// Chunk rows per `INSERT` statement: one statement run stores this many rows, which costs
 /// far less than as many runs of a one-row statement.

@@ -23,6 +23,7 @@ use crate::protocol::api::{
 };
 use crate::protocol::ui::NETWORK_TOOL;
 use crate::protocol::{ExecutorKind, Frame, InjectionMode, TaskOutcome, TaskState};
+use crate::store::APPROVAL_CHUNK_TYPES;
 use crate::store::{AllowedHosts, NewTask, TaskFinish, TaskRecord};
 
 /// Largest goal or follow-up message, in bytes (it must fit in one frame).
@@ -256,6 +257,28 @@ pub async fn load(app: &App, id: &str) -> ApiResult<TaskRecord> {
         .ok_or_else(|| ApiError::not_found(format!("no task {id:?}")))
 }
 
+/// The approval-related chunks of a task, parsed, in order: the stored ones and those the
+/// gateway has accepted and relayed but not stored yet (the writer gathers for a few
+/// milliseconds), so a request a watcher has seen can be answered at once.
+async fn approval_chunks(app: &App, task_id: &str) -> anyhow::Result<Vec<Value>> {
+    let unstored = app.tasks.unstored(task_id);
+    let stored = app.store.approval_chunks(task_id.to_string()).await?;
+    let stored_seqs: std::collections::HashSet<u64> = stored.iter().map(|(s, _)| *s).collect();
+    let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+    let mut chunks: Vec<Value> = stored.iter().map(|(_, text)| parse(text)).collect();
+    for (seq, text) in unstored {
+        // Most of the tail is text: only a chunk that may be one of the three is parsed.
+        if stored_seqs.contains(&seq) || !text.contains("tool-") {
+            continue;
+        }
+        let c = parse(&text);
+        if APPROVAL_CHUNK_TYPES.iter().any(|t| c["type"] == *t) {
+            chunks.push(c);
+        }
+    }
+    Ok(chunks)
+}
+
 /// Approval requests of a task that have no answer yet, with the tool call they guard.
 pub(crate) async fn awaiting_approvals(
     app: &App,
@@ -264,8 +287,7 @@ pub(crate) async fn awaiting_approvals(
     let mut inputs: std::collections::HashMap<String, Value> = Default::default();
     let mut open: Vec<PendingApproval> = Vec::new();
     let text = |v: &Value| v.as_str().unwrap_or("").to_string();
-    for chunk in app.store.approval_chunks(task_id.to_string()).await? {
-        let c: Value = serde_json::from_str(&chunk).unwrap_or(Value::Null);
+    for c in approval_chunks(app, task_id).await? {
         match c["type"].as_str() {
             Some("tool-input-available") => {
                 inputs.insert(text(&c["toolCallId"]), c);

@@ -312,6 +312,17 @@ impl TaskHub {
         })
     }
 
+    /// The chunks of a live task that are accepted but not stored yet, as (seq, chunk), in
+    /// order. Read it before reading the stored ones: a commit in between moves chunks from
+    /// here into SQLite, where the later read finds them (the caller drops repeats by seq).
+    pub fn unstored(&self, task_id: &str) -> Vec<(u64, Arc<str>)> {
+        let Some(live) = self.live_map().get(task_id).cloned() else {
+            return Vec::new();
+        };
+        let st = live.lock();
+        st.pending.iter().cloned().collect()
+    }
+
     /// A task ended: its output no longer counts toward its node's quota.
     fn release(&self, live: &LiveTask) {
         let bytes = std::mem::take(&mut live.lock().bytes);
