@@ -338,6 +338,46 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// Chunks go in 64 rows per statement and the rest one by one; a resend (the node sends
+    /// again what was not acknowledged) keeps what was stored first.
+    #[tokio::test]
+    async fn chunks_are_stored_once_and_in_order_however_a_batch_is_cut() {
+        let dir = std::env::temp_dir().join(format!("viber-store-{}", crate::crypto::random_u64()));
+        let store = Store::open(&dir.join("viber.db")).unwrap();
+        let task: Arc<str> = "task_1".into();
+        let batch = |seqs: std::ops::Range<u64>, tag: &str| {
+            Arc::new(ChunkBatch {
+                chunks: seqs
+                    .map(|s| (task.clone(), s, format!(r#"{{"{tag}":{s}}}"#).into()))
+                    .collect(),
+                ..ChunkBatch::default()
+            })
+        };
+        // Two statements of 64 rows and five single rows.
+        store
+            .apply_chunk_batch(batch(0..133, "first"))
+            .await
+            .unwrap();
+        // 33 resent, 67 new.
+        store
+            .apply_chunk_batch(batch(100..200, "again"))
+            .await
+            .unwrap();
+        let rows = store
+            .chunks_after(task.to_string(), -1, 1000)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 200);
+        for (i, (seq, chunk)) in rows.iter().enumerate() {
+            let tag = if i < 133 { "first" } else { "again" };
+            assert_eq!(
+                (*seq, chunk.as_str()),
+                (i as u64, &*format!(r#"{{"{tag}":{i}}}"#))
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn migration_numbers_increase() {
         let nums: Vec<i64> = migrations().iter().map(|(n, _)| *n).collect();
