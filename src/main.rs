@@ -11,6 +11,7 @@ use viber::cli::{dispatch, roles};
 use viber::node::sandbox::forward;
 
 fn main() -> ExitCode {
+    viber::os::cap_malloc_arenas();
     viber::tls::init();
     let cli = Cli::parse();
     if let Command::SandboxForward { socket, program } = cli.command {
