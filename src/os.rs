@@ -20,10 +20,17 @@ pub fn raise_fd_limit() -> nix::Result<(u64, u64)> {
 /// clients, the runtime's blocking threads (each reading replay pages from SQLite for a
 /// watcher that fell behind) each got a heap and kept it: the gateway's peak RSS went from 72
 /// MB after 200k chunks to 126 MB after 1.6M. With one heap per core it was 67 and 83 MB,
-/// at the same throughput (BENCHMARKS.md). Does nothing with other C libraries.
+/// at the same throughput (BENCHMARKS.md). An operator's own `MALLOC_ARENA_MAX` or
+/// `GLIBC_TUNABLES` wins. Does nothing with other C libraries.
 pub fn cap_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        if ["MALLOC_ARENA_MAX", "GLIBC_TUNABLES"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some())
+        {
+            return;
+        }
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cores = nix::libc::c_int::try_from(cores).unwrap_or(nix::libc::c_int::MAX);
         // SAFETY: mallopt sets one of the allocator's parameters; it takes effect for heaps

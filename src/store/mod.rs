@@ -339,42 +339,43 @@ mod tests {
     }
 
     /// Chunks go in 64 rows per statement and the rest one by one; a resend (the node sends
-    /// again what was not acknowledged) keeps what was stored first.
+    /// again what was not acknowledged) keeps what was stored first, on either path.
     #[tokio::test]
     async fn chunks_are_stored_once_and_in_order_however_a_batch_is_cut() {
         let dir = std::env::temp_dir().join(format!("viber-store-{}", crate::crypto::random_u64()));
         let store = Store::open(&dir.join("viber.db")).unwrap();
-        let task: Arc<str> = "task_1".into();
-        let batch = |seqs: std::ops::Range<u64>, tag: &str| {
+        let chunk = |task: &str, s: u64, tag: &str| -> (Arc<str>, u64, Arc<str>) {
+            (task.into(), s, format!(r#"{{"{tag}":{s}}}"#).into())
+        };
+        let batch = |rows: Vec<(Arc<str>, u64, Arc<str>)>| {
             Arc::new(ChunkBatch {
-                chunks: seqs
-                    .map(|s| (task.clone(), s, format!(r#"{{"{tag}":{s}}}"#).into()))
-                    .collect(),
+                chunks: rows,
                 ..ChunkBatch::default()
             })
         };
-        // Two statements of 64 rows and five single rows.
-        store
-            .apply_chunk_batch(batch(0..133, "first"))
-            .await
-            .unwrap();
-        // 33 resent, 67 new.
-        store
-            .apply_chunk_batch(batch(100..200, "again"))
-            .await
-            .unwrap();
-        let rows = store
-            .chunks_after(task.to_string(), -1, 1000)
-            .await
-            .unwrap();
+        // Task a: two statements of 64 rows and five single rows; task b: three single rows.
+        let mut first: Vec<_> = (0..133).map(|s| chunk("a", s, "first")).collect();
+        first.extend((0..3).map(|s| chunk("b", s, "first")));
+        store.apply_chunk_batch(batch(first)).await.unwrap();
+        // 33 resent and 67 new: the resent ones go through a 64-row statement.
+        let again = (100..200).map(|s| chunk("a", s, "again")).collect();
+        store.apply_chunk_batch(batch(again)).await.unwrap();
+        // All resent, one by one.
+        let late = (195..200).map(|s| chunk("a", s, "late")).collect();
+        store.apply_chunk_batch(batch(late)).await.unwrap();
+        let rows = store.chunks_after("a".into(), -1, 1000).await.unwrap();
         assert_eq!(rows.len(), 200);
-        for (i, (seq, chunk)) in rows.iter().enumerate() {
+        for (i, (seq, text)) in rows.iter().enumerate() {
             let tag = if i < 133 { "first" } else { "again" };
             assert_eq!(
-                (*seq, chunk.as_str()),
+                (*seq, text.as_str()),
                 (i as u64, &*format!(r#"{{"{tag}":{i}}}"#))
             );
         }
+        let rows = store.chunks_after("b".into(), -1, 1000).await.unwrap();
+        let expected: Vec<(u64, String)> =
+            (0..3).map(|s| (s, format!(r#"{{"first":{s}}}"#))).collect();
+        assert_eq!(rows, expected);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -261,14 +261,14 @@ pub async fn load(app: &App, id: &str) -> ApiResult<TaskRecord> {
 /// gateway has accepted and relayed but not stored yet (the writer gathers for a few
 /// milliseconds), so a request a watcher has seen can be answered at once.
 async fn approval_chunks(app: &App, task_id: &str) -> anyhow::Result<Vec<Value>> {
-    let unstored = app.tasks.unstored(task_id);
+    // Most of the tail is text: only a chunk that may be one of the three is kept.
+    let unstored = app.tasks.unstored(task_id, |text| text.contains("tool-"));
     let stored = app.store.approval_chunks(task_id.to_string()).await?;
     let stored_seqs: std::collections::HashSet<u64> = stored.iter().map(|(s, _)| *s).collect();
     let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
     let mut chunks: Vec<Value> = stored.iter().map(|(_, text)| parse(text)).collect();
     for (seq, text) in unstored {
-        // Most of the tail is text: only a chunk that may be one of the three is parsed.
-        if stored_seqs.contains(&seq) || !text.contains("tool-") {
+        if stored_seqs.contains(&seq) {
             continue;
         }
         let c = parse(&text);

@@ -117,8 +117,11 @@ impl TaskHub {
             Ok(permit) => permit.forget(),
             Err(_) => return,
         }
+        let changes_state = op.changes_state();
         if self.writer.send(op).await.is_err() {
             tracing::error!("task writer stopped");
+        } else if changes_state {
+            self.state_queued.notify_one();
         }
     }
 

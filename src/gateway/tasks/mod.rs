@@ -175,6 +175,9 @@ pub struct TaskHub {
     live: Mutex<HashMap<String, Arc<LiveTask>>>,
     acks: Mutex<HashMap<String, Arc<AckBox>>>,
     writer: mpsc::Sender<WriteOp>,
+    /// Told when a write that starts or ends a task is queued: the writer commits its batch
+    /// then instead of gathering more.
+    state_queued: Arc<Notify>,
     /// Room in the writer's queue, in rows ([`WRITER_QUEUE`]); the writer gives it back
     /// once the rows are stored.
     room: Arc<Semaphore>,
@@ -201,11 +204,13 @@ impl TaskHub {
     ) -> Arc<TaskHub> {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let room = Arc::new(Semaphore::new(WRITER_QUEUE));
+        let state_queued = Arc::new(Notify::new());
         let free_disk = Arc::new(AtomicU64::new(u64::MAX));
         let hub = Arc::new(TaskHub {
             live: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
             writer: tx,
+            state_queued: state_queued.clone(),
             room: room.clone(),
             events,
             quotas,
@@ -218,6 +223,7 @@ impl TaskHub {
             store,
             rx,
             room,
+            state_queued,
             metrics,
             shutdown.clone(),
         ));
@@ -312,15 +318,20 @@ impl TaskHub {
         })
     }
 
-    /// The chunks of a live task that are accepted but not stored yet, as (seq, chunk), in
-    /// order. Read it before reading the stored ones: a commit in between moves chunks from
-    /// here into SQLite, where the later read finds them (the caller drops repeats by seq).
-    pub fn unstored(&self, task_id: &str) -> Vec<(u64, Arc<str>)> {
+    /// The chunks of a live task that are accepted but not stored yet and that `keep`
+    /// accepts, as (seq, chunk), in order. Read them before reading the stored ones: a
+    /// commit in between moves chunks from here into SQLite, where the later read finds them
+    /// (the caller drops repeats by seq).
+    pub fn unstored(&self, task_id: &str, keep: impl Fn(&str) -> bool) -> Vec<(u64, Arc<str>)> {
         let Some(live) = self.live_map().get(task_id).cloned() else {
             return Vec::new();
         };
         let st = live.lock();
-        st.pending.iter().cloned().collect()
+        st.pending
+            .iter()
+            .filter(|(_, chunk)| keep(chunk))
+            .cloned()
+            .collect()
     }
 
     /// A task ended: its output no longer counts toward its node's quota.

@@ -42,6 +42,7 @@ pub(super) async fn writer(
     store: Store,
     mut rx: mpsc::Receiver<WriteOp>,
     room: Arc<tokio::sync::Semaphore>,
+    state_queued: Arc<tokio::sync::Notify>,
     metrics: crate::gateway::metrics::Metrics,
     shutdown: CancellationToken,
 ) {
@@ -61,7 +62,7 @@ pub(super) async fn writer(
             return;
         }
         if !shutdown.is_cancelled() {
-            linger(&mut rx, &mut ops).await;
+            linger(&mut rx, &mut ops, &state_queued).await;
         }
         let rows: usize = ops.iter().map(WriteOp::rows).sum();
         let batch = build(ops.drain(..));
@@ -86,17 +87,31 @@ impl Drop for CloseOnDrop {
 
 /// Fewer, larger transactions: gathers for [`WRITER_LINGER`] after the first op, then takes
 /// what queued meanwhile. A small batch (output trickling in) then waits once more, to
-/// [`WRITER_LINGER_MAX`] after its first op. Two timers per batch, and no wakeup per op
-/// while it waits (waiting in `recv` would be woken by every send). Watchers are not waiting
-/// on this; acks and state changes are, so a batch that starts or ends a task is committed
-/// without the second wait.
-async fn linger(rx: &mut mpsc::Receiver<WriteOp>, ops: &mut Vec<WriteOp>) {
+/// [`WRITER_LINGER_MAX`] after its first op, or until a write that starts or ends a task is
+/// queued (`state_queued`): acks and state changes wait for the commit, watchers do not. Two
+/// timers per batch, and no wakeup per op while it waits (waiting in `recv` would be woken
+/// by every send).
+async fn linger(
+    rx: &mut mpsc::Receiver<WriteOp>,
+    ops: &mut Vec<WriteOp>,
+    state_queued: &tokio::sync::Notify,
+) {
     let since = tokio::time::Instant::now();
-    for wait_until in [since + WRITER_LINGER, since + WRITER_LINGER_MAX] {
+    for (step, wait_until) in [since + WRITER_LINGER, since + WRITER_LINGER_MAX]
+        .into_iter()
+        .enumerate()
+    {
         if ops.len() >= WRITER_BATCH {
             return;
         }
-        tokio::time::sleep_until(wait_until).await;
+        if step == 0 {
+            tokio::time::sleep_until(wait_until).await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep_until(wait_until) => {}
+                _ = state_queued.notified() => {}
+            }
+        }
         while ops.len() < WRITER_BATCH {
             match rx.try_recv() {
                 Ok(op) => ops.push(op),
