@@ -196,7 +196,7 @@ async function reconnectScenario(browser) {
   // A terminal's viewer socket across a gateway restart: it reconnects from the offset after
   // the last byte it got, so every line shows once; it takes keys again; an exit ends it.
   await page.getByRole('tab', { name: 'Terminal' }).click();
-  await page.locator('.term-pane').getByRole('button', { name: 'New terminal' }).click();
+  await newTerminal(page);
   await terminalCommand(page, 'for i in $(seq 1 30); do echo "t-$i"; sleep 0.2; done');
   await terminalLine(page, 't-3', 'the loop started');
   gw.child.kill('SIGKILL');
@@ -253,6 +253,21 @@ async function terminalLine(page, text, what) {
       await shot(page, 'terminal-failure');
       throw new Error(`${what}: no row reads ${JSON.stringify(text)}; the terminal shows:\n${(await terminalRows(page)).join('\n')}\n${e}`);
     });
+}
+
+/**
+ * Opens a new terminal in the pane and waits until the pane shows it. Until the gateway has
+ * made it, the pane still shows the terminal it had (a thread's shell: connected, with
+ * text), and keys typed then would go there.
+ */
+async function newTerminal(page) {
+  const pane = page.locator('.term-pane');
+  const before = await pane.getAttribute('data-terminal');
+  await pane.getByRole('button', { name: 'New terminal' }).first().click();
+  await page.waitForFunction((old) => {
+    const id = document.querySelector('.term-pane')?.getAttribute('data-terminal');
+    return id && id !== old;
+  }, before);
 }
 
 /** Waits until the terminal is attached and takes keys, then types a command line into it. */
@@ -456,7 +471,7 @@ async function main() {
       throw new Error(`the thread's shell does not show its tasks:\n${(await terminalRows(page)).join('\n')}\n${e}`);
     });
   await shot(page, 'desktop-terminal-thread-shell');
-  await pane.getByRole('button', { name: 'New terminal' }).click();
+  await newTerminal(page);
   await terminalCommand(page, 'echo $((6*7))');
   await terminalLine(page, '42', 'the shell answered');
   check(!(await page.locator('section.turn').first().isVisible()), 'the conversation is hidden behind the terminal');
