@@ -96,33 +96,34 @@ async fn linger(
     ops: &mut Vec<WriteOp>,
     state_queued: &tokio::sync::Notify,
 ) {
+    if ops.len() >= WRITER_BATCH {
+        return;
+    }
     let since = tokio::time::Instant::now();
-    for (step, wait_until) in [since + WRITER_LINGER, since + WRITER_LINGER_MAX]
-        .into_iter()
-        .enumerate()
-    {
-        if ops.len() >= WRITER_BATCH {
-            return;
-        }
-        if step == 0 {
-            tokio::time::sleep_until(wait_until).await;
-        } else {
-            tokio::select! {
-                _ = tokio::time::sleep_until(wait_until) => {}
-                _ = state_queued.notified() => {}
-            }
-        }
-        while ops.len() < WRITER_BATCH {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
-        let rows: usize = ops.iter().map(WriteOp::rows).sum();
-        if rows >= WRITER_ENOUGH_ROWS || ops.iter().any(WriteOp::changes_state) {
-            return;
+    tokio::time::sleep_until(since + WRITER_LINGER).await;
+    if take_queued(rx, ops) {
+        return;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(since + WRITER_LINGER_MAX) => {}
+        _ = state_queued.notified() => {}
+    }
+    take_queued(rx, ops);
+}
+
+/// Takes what is queued, up to a full batch. Returns whether the batch is to be committed
+/// now: it is full, holds [`WRITER_ENOUGH_ROWS`], or starts or ends a task.
+fn take_queued(rx: &mut mpsc::Receiver<WriteOp>, ops: &mut Vec<WriteOp>) -> bool {
+    while ops.len() < WRITER_BATCH {
+        match rx.try_recv() {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
         }
     }
+    let rows: usize = ops.iter().map(WriteOp::rows).sum();
+    ops.len() >= WRITER_BATCH
+        || rows >= WRITER_ENOUGH_ROWS
+        || ops.iter().any(WriteOp::changes_state)
 }
 
 fn build(ops: impl Iterator<Item = WriteOp>) -> Batch {
