@@ -82,6 +82,14 @@ enum Sequenced {
     Ignore,
 }
 
+/// What is left to do once a frame is ordered and its write queued.
+enum Then {
+    Nothing,
+    Answer(Box<Frame>),
+    /// End the task over a quota with this reason and tell the node to stop it.
+    Refuse(String),
+}
+
 impl TaskHub {
     /// Handles a reliable task frame from `node_id`. Returns a frame to answer with.
     pub async fn ingest(&self, store: &Store, node_id: &str, frame: Frame) -> Option<Frame> {
@@ -97,32 +105,61 @@ impl TaskHub {
             Ok(live) => live,
             Err(reply) => return Some(reply),
         };
-        match self.sequence(&live, node_id, seq, frame) {
-            Sequenced::Write(op) => self.write(op).await,
-            Sequenced::Answer(reply) => return Some(*reply),
-            Sequenced::Ignore => {}
-            Sequenced::Refuse(why, op) => {
-                if let Some(op) = op {
-                    self.write(op).await;
-                }
-                return self.refuse(store, &live, why).await;
-            }
+        // Room for every row the frame may write is taken before it is ordered, so ordering
+        // and queueing happen under the task's lock with no wait between them: the writer
+        // gets each task's writes in seq order even when two connections of its node race
+        // (an old one and the one replacing it), and an ingest dropped while it waits for
+        // room has changed nothing. A full queue makes the node's connection wait here (TCP
+        // backpressure, bounded memory).
+        let most = match &frame {
+            Frame::TaskStreamChunks { chunks, .. } => chunks.len(),
+            _ => 1,
+        };
+        match self.room.acquire_many(most as u32).await {
+            Ok(permit) => permit.forget(),
+            // The writer has stopped: the gateway is shutting down.
+            Err(_) => return None,
         }
-        None
+        match self.sequence(&live, node_id, seq, frame, most) {
+            Then::Nothing => None,
+            Then::Answer(reply) => Some(*reply),
+            Then::Refuse(why) => self.refuse(store, &live, why).await,
+        }
     }
 
-    async fn write(&self, op: WriteOp) {
-        // A full queue makes the node's connection wait: TCP backpressure, bounded memory.
-        match self.room.acquire_many(op.rows() as u32).await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return,
+    /// Orders one frame under the task's lock and queues its write before letting the lock
+    /// go. `room` rows of the writer's queue are held for it; what the write does not use
+    /// is given back.
+    fn sequence(
+        &self,
+        live: &Arc<LiveTask>,
+        node_id: &str,
+        seq: u64,
+        frame: Frame,
+        room: usize,
+    ) -> Then {
+        let mut st = live.lock();
+        let (op, then) = match self.order(live, &mut st, node_id, seq, frame) {
+            Sequenced::Write(op) => (Some(op), Then::Nothing),
+            Sequenced::Refuse(why, op) => (op, Then::Refuse(why)),
+            Sequenced::Answer(reply) => (None, Then::Answer(reply)),
+            Sequenced::Ignore => (None, Then::Nothing),
+        };
+        let used = op.as_ref().map_or(0, WriteOp::rows);
+        let changes_state = op.as_ref().is_some_and(WriteOp::changes_state);
+        if let Some(op) = op {
+            if self.writer.send(op).is_err() {
+                tracing::error!("task writer stopped");
+            }
         }
-        let changes_state = op.changes_state();
-        if self.writer.send(op).await.is_err() {
-            tracing::error!("task writer stopped");
-        } else if changes_state {
+        drop(st);
+        if used < room {
+            self.room.add_permits(room - used);
+        }
+        if changes_state {
             self.state_queued.notify_one();
         }
+        then
     }
 
     /// The live entry of a task that `node_id` owns, or the error frame to answer with.
@@ -156,11 +193,18 @@ impl TaskHub {
         Ok(live)
     }
 
-    /// Orders one reliable frame under the task's lock: drops resends and gaps, fans chunks
-    /// out to watchers, and returns the write to queue (or what to answer instead).
-    fn sequence(&self, live: &Arc<LiveTask>, node_id: &str, seq: u64, frame: Frame) -> Sequenced {
+    /// Orders one reliable frame under the task's lock, held as `st`: drops resends and
+    /// gaps, fans chunks out to watchers, and returns the write to queue (or what to answer
+    /// instead).
+    fn order(
+        &self,
+        live: &Arc<LiveTask>,
+        st: &mut LiveInner,
+        node_id: &str,
+        seq: u64,
+        frame: Frame,
+    ) -> Sequenced {
         let task_id = &live.id;
-        let mut st = live.lock();
         if st.orphan {
             let last = match &frame {
                 Frame::TaskStreamChunks { chunks, .. } => seq + chunks.len() as u64 - 1,
@@ -178,16 +222,16 @@ impl TaskHub {
         }
         let frame = match frame {
             Frame::TaskStreamChunk { chunk, .. } => {
-                return self.sequence_chunks(live, &mut st, node_id, seq, [chunk]);
+                return self.sequence_chunks(live, st, node_id, seq, [chunk]);
             }
             Frame::TaskStreamChunks { chunks, .. } => {
-                return self.sequence_chunks(live, &mut st, node_id, seq, chunks);
+                return self.sequence_chunks(live, st, node_id, seq, chunks);
             }
             frame => frame,
         };
         let s = seq as i64;
         if s <= st.last_seq {
-            self.resent(&st, node_id, task_id);
+            self.resent(st, node_id, task_id);
             return Sequenced::Ignore;
         }
         if s != st.last_seq + 1 {
@@ -359,7 +403,105 @@ fn cut_text(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::tasks::{Quotas, WRITER_QUEUE};
+    use crate::protocol::ExecutorKind;
+    use crate::store::NewTask;
     use serde_json::json;
+    use std::time::Duration;
+
+    /// A node connection that goes away while it waits for room in a full writer queue (its
+    /// ingest is dropped) leaves the task as it was: the chunk it carried is taken when the
+    /// node sends it again, and stored. Had it been ordered first, the resend would have
+    /// been dropped as a repeat and the chunk never stored.
+    #[tokio::test]
+    async fn an_ingest_dropped_while_it_waits_for_room_changes_nothing() {
+        let dir =
+            std::env::temp_dir().join(format!("viber-ingest-{}", crate::crypto::random_u64()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("viber.db")).unwrap();
+        store
+            .insert_task(NewTask {
+                id: "t1".into(),
+                node_id: "n1".into(),
+                goal: "echo".into(),
+                executor: ExecutorKind::Shell,
+                options: "{}".into(),
+                created_at: now_ms(),
+                environment_id: None,
+                thread_id: None,
+                binding_id: None,
+            })
+            .await
+            .unwrap();
+        let (stop, tracker) = (
+            tokio_util::sync::CancellationToken::new(),
+            tokio_util::task::TaskTracker::new(),
+        );
+        let hub = TaskHub::start(
+            store.clone(),
+            Default::default(),
+            Quotas::default(),
+            dir.clone(),
+            Default::default(),
+            stop.clone(),
+            &tracker,
+        );
+        let chunk = |seq| Frame::chunk("t1", seq, &json!({"type": "text-delta", "delta": seq}));
+        let started = Frame::TaskStarted {
+            task_id: "t1".into(),
+            seq: 0,
+        };
+        assert!(hub.ingest(&store, "n1", started).await.is_none());
+        // The queue is full (a disk that cannot keep up): the connection waits, then is gone.
+        let full = hub.room.acquire_many(WRITER_QUEUE as u32).await.unwrap();
+        let waited = tokio::time::timeout(
+            Duration::from_millis(100),
+            hub.ingest(&store, "n1", chunk(1)),
+        )
+        .await;
+        assert!(waited.is_err(), "the ingest waits for room");
+        drop(full);
+        // The node reconnects and sends what was not acknowledged, then the rest.
+        for frame in [
+            chunk(1),
+            chunk(2),
+            Frame::TaskCompleted {
+                task_id: "t1".into(),
+                seq: 3,
+                exit_code: Some(0),
+                result: None,
+            },
+        ] {
+            assert!(hub.ingest(&store, "n1", frame).await.is_none());
+        }
+        let ended = async {
+            while !store
+                .task("t1".into())
+                .await
+                .unwrap()
+                .unwrap()
+                .state
+                .is_terminal()
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), ended)
+            .await
+            .expect("the task ends");
+        let stored: Vec<u64> = store
+            .chunks_after("t1".into(), -1, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        assert_eq!(stored, [1, 2]);
+        stop.cancel();
+        tracker.close();
+        tracker.wait().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     fn meta(m: Value) -> Value {
         json!({"type": "message-metadata", "messageMetadata": m})

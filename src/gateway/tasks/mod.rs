@@ -174,7 +174,9 @@ enum WriteOp {
 pub struct TaskHub {
     live: Mutex<HashMap<String, Arc<LiveTask>>>,
     acks: Mutex<HashMap<String, Arc<AckBox>>>,
-    writer: mpsc::Sender<WriteOp>,
+    /// Bounded by `room`, not by the channel: a write is queued under its task's lock,
+    /// where nothing may wait.
+    writer: mpsc::UnboundedSender<WriteOp>,
     /// Told when a write that starts or ends a task is queued: the writer commits its batch
     /// then instead of gathering more.
     state_queued: Arc<Notify>,
@@ -202,7 +204,7 @@ impl TaskHub {
         shutdown: CancellationToken,
         background: &TaskTracker,
     ) -> Arc<TaskHub> {
-        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let (tx, rx) = mpsc::unbounded_channel();
         let room = Arc::new(Semaphore::new(WRITER_QUEUE));
         let state_queued = Arc::new(Notify::new());
         let free_disk = Arc::new(AtomicU64::new(u64::MAX));

@@ -40,7 +40,7 @@ struct Batch {
 pub(super) async fn writer(
     hub: std::sync::Weak<TaskHub>,
     store: Store,
-    mut rx: mpsc::Receiver<WriteOp>,
+    mut rx: mpsc::UnboundedReceiver<WriteOp>,
     room: Arc<tokio::sync::Semaphore>,
     state_queued: Arc<tokio::sync::Notify>,
     metrics: crate::gateway::metrics::Metrics,
@@ -92,7 +92,7 @@ impl Drop for CloseOnDrop {
 /// timers per batch, and no wakeup per op while it waits (waiting in `recv` would be woken
 /// by every send).
 async fn linger(
-    rx: &mut mpsc::Receiver<WriteOp>,
+    rx: &mut mpsc::UnboundedReceiver<WriteOp>,
     ops: &mut Vec<WriteOp>,
     state_queued: &tokio::sync::Notify,
 ) {
@@ -113,7 +113,7 @@ async fn linger(
 
 /// Takes what is queued, up to a full batch. Returns whether the batch is to be committed
 /// now: it is full, holds [`WRITER_ENOUGH_ROWS`], or starts or ends a task.
-fn take_queued(rx: &mut mpsc::Receiver<WriteOp>, ops: &mut Vec<WriteOp>) -> bool {
+fn take_queued(rx: &mut mpsc::UnboundedReceiver<WriteOp>, ops: &mut Vec<WriteOp>) -> bool {
     while ops.len() < WRITER_BATCH {
         match rx.try_recv() {
             Ok(op) => ops.push(op),
