@@ -398,3 +398,19 @@ CREATE TABLE shared_secrets (
     file             TEXT,
     PRIMARY KEY (environment_id, key)
 ) WITHOUT ROWID;
+
+-- migration: 15
+-- A task's chunks in runs: each row holds consecutive chunks first_seq..=last_seq as one JSON
+-- array, so the writer stores a commit's worth of a task's output as one row instead of one
+-- row per chunk. A rowid table: rows are up to a few hundred KiB, too large for the B-tree
+-- of a WITHOUT ROWID table. Runs of one task never overlap, so last_seq orders them.
+CREATE TABLE task_chunk_runs (
+    task_id    TEXT NOT NULL,
+    first_seq  INTEGER NOT NULL,
+    last_seq   INTEGER NOT NULL,
+    chunks     TEXT NOT NULL
+);
+CREATE UNIQUE INDEX task_chunk_runs_by_seq ON task_chunk_runs (task_id, last_seq);
+INSERT INTO task_chunk_runs (task_id, first_seq, last_seq, chunks)
+    SELECT task_id, seq, seq, '[' || chunk || ']' FROM task_chunks ORDER BY task_id, seq;
+DROP TABLE task_chunks;

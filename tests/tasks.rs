@@ -1260,7 +1260,7 @@ async fn output_quotas_and_the_disk_floor_end_tasks_clearly() {
     let db = rusqlite::Connection::open(c._gdir.join("viber.db")).unwrap();
     let stored: i64 = db
         .query_row(
-            "SELECT coalesce(sum(length(chunk)), 0) FROM task_chunks WHERE task_id = ?1",
+            "SELECT coalesce(sum(length(chunks)), 0) FROM task_chunk_runs WHERE task_id = ?1",
             [&id],
             |r| r.get(0),
         )

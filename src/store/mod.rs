@@ -338,14 +338,25 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    /// Chunks go in 64 rows per statement and the rest one by one; a resend (the node sends
-    /// again what was not acknowledged) keeps what was stored first, on either path.
+    /// Chunks are stored in runs, cut by count, by bytes and where a task's chunks stop
+    /// being consecutive; a resend (the node sends again what was not acknowledged) keeps
+    /// what was stored first; readers see every chunk once, in order, from any point.
     #[tokio::test]
     async fn chunks_are_stored_once_and_in_order_however_a_batch_is_cut() {
         let dir = std::env::temp_dir().join(format!("viber-store-{}", crate::crypto::random_u64()));
         let store = Store::open(&dir.join("viber.db")).unwrap();
+        let text = |s: u64, tag: &str| {
+            // From 600 on, every 100th chunk is large: runs are cut by bytes there.
+            let big = s >= 600 && s % 100 == 99;
+            let pad = if big {
+                "x".repeat(100_000)
+            } else {
+                String::new()
+            };
+            format!(r#"{{"type":"text-delta","delta":"{tag}{s}{pad}"}}"#)
+        };
         let chunk = |task: &str, s: u64, tag: &str| -> (Arc<str>, u64, Arc<str>) {
-            (task.into(), s, format!(r#"{{"{tag}":{s}}}"#).into())
+            (task.into(), s, text(s, tag).into())
         };
         let batch = |rows: Vec<(Arc<str>, u64, Arc<str>)>| {
             Arc::new(ChunkBatch {
@@ -353,29 +364,69 @@ mod tests {
                 ..ChunkBatch::default()
             })
         };
-        // Task a: two statements of 64 rows and five single rows; task b: three single rows.
-        let mut first: Vec<_> = (0..133).map(|s| chunk("a", s, "first")).collect();
+        // Task a's first 1,200 chunks, with task b's between its 600th and 601st.
+        let mut first: Vec<_> = (0..600).map(|s| chunk("a", s, "first")).collect();
         first.extend((0..3).map(|s| chunk("b", s, "first")));
+        first.extend((600..1200).map(|s| chunk("a", s, "first")));
         store.apply_chunk_batch(batch(first)).await.unwrap();
-        // 33 resent and 67 new: the resent ones go through a 64-row statement.
-        let again = (100..200).map(|s| chunk("a", s, "again")).collect();
+        // 100 resent and 100 new, then all resent.
+        let again = (1100..1300).map(|s| chunk("a", s, "again")).collect();
         store.apply_chunk_batch(batch(again)).await.unwrap();
-        // All resent, one by one.
-        let late = (195..200).map(|s| chunk("a", s, "late")).collect();
+        let late = (1250..1300).map(|s| chunk("a", s, "late")).collect();
         store.apply_chunk_batch(batch(late)).await.unwrap();
-        let rows = store.chunks_after("a".into(), -1, 1000).await.unwrap();
-        assert_eq!(rows.len(), 200);
-        for (i, (seq, text)) in rows.iter().enumerate() {
-            let tag = if i < 133 { "first" } else { "again" };
-            assert_eq!(
-                (*seq, text.as_str()),
-                (i as u64, &*format!(r#"{{"{tag}":{i}}}"#))
-            );
+        let expected = |s: u64| text(s, if s < 1200 { "first" } else { "again" });
+        let rows = store.chunks_after("a".into(), -1, 5000).await.unwrap();
+        assert_eq!(rows.len(), 1300);
+        for (i, (seq, chunk)) in rows.iter().enumerate() {
+            assert_eq!((*seq, chunk.as_str()), (i as u64, &*expected(i as u64)));
         }
+        // From inside a run, a page at a time.
+        let (mut after, mut seen) = (99i64, Vec::new());
+        loop {
+            let page = store.chunks_after("a".into(), after, 70).await.unwrap();
+            let Some(last) = page.last() else { break };
+            after = last.0 as i64;
+            assert!(page.len() == 70 || after == 1299, "{}", page.len());
+            seen.extend(page.into_iter().map(|(s, _)| s));
+        }
+        assert_eq!(seen, (100..1300).collect::<Vec<u64>>());
+        // Runs follow on from each other, cut at 512 chunks (0-599) or after 256 KiB (from
+        // 600, where every 100th chunk is 100 KB), and where task b's chunks come between.
+        let runs: Vec<(i64, i64, usize)> = store
+            .read(|c| {
+                let mut st = c.prepare(
+                    "SELECT first_seq, last_seq, length(chunks) FROM task_chunk_runs
+                     WHERE task_id = 'a' ORDER BY last_seq",
+                )?;
+                let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                rows.collect()
+            })
+            .await
+            .unwrap();
+        let ends: Vec<(i64, i64)> = runs.iter().map(|r| (r.0, r.1)).collect();
+        assert_eq!(
+            ends,
+            [(0, 511), (512, 599), (600, 899), (900, 1199), (1200, 1299)]
+        );
+        assert!(runs.iter().all(|r| r.2 < tasks::RUN_BYTES + 100_100));
         let rows = store.chunks_after("b".into(), -1, 1000).await.unwrap();
-        let expected: Vec<(u64, String)> =
-            (0..3).map(|s| (s, format!(r#"{{"first":{s}}}"#))).collect();
-        assert_eq!(rows, expected);
+        let b: Vec<(u64, String)> = (0..3).map(|s| (s, text(s, "first"))).collect();
+        assert_eq!(rows, b);
+        // The stored size is that of the chunks themselves.
+        let bytes: usize = (0..1300).map(|s| expected(s).len()).sum();
+        assert_eq!(
+            store.task_output_size("a".into()).await.unwrap(),
+            (1300, bytes as u64)
+        );
+        let all: String = (0..1300)
+            .map(|s| {
+                let c = expected(s);
+                let d = c.strip_prefix(r#"{"type":"text-delta","delta":""#).unwrap();
+                d.strip_suffix(r#""}"#).unwrap().to_string()
+            })
+            .collect();
+        let tail = store.task_text("a".into(), 1000).await.unwrap();
+        assert_eq!(tail, all[all.len() - 1000..]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

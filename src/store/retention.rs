@@ -65,13 +65,19 @@ impl Store {
             chunks += self
                 .write(move |c| {
                     let tx = c.transaction()?;
-                    let n = tx.execute("DELETE FROM task_chunks WHERE task_id = ?1", [&id])?;
+                    let n: i64 = tx.query_row(
+                        "SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM task_chunk_runs
+                         WHERE task_id = ?1",
+                        [&id],
+                        |r| r.get(0),
+                    )?;
+                    tx.execute("DELETE FROM task_chunk_runs WHERE task_id = ?1", [&id])?;
                     tx.execute(
                         "UPDATE tasks SET output_pruned_at = ?2 WHERE id = ?1",
                         params![id, now],
                     )?;
                     tx.commit()?;
-                    Ok(n)
+                    Ok(n as usize)
                 })
                 .await?;
         }

@@ -142,7 +142,8 @@ impl TaskFinish {
 }
 
 /// Reliable task frames received from nodes, written in one transaction. Sequence numbers
-/// are already deduplicated by the caller; `INSERT OR IGNORE` keeps a replay harmless anyway.
+/// are already deduplicated by the caller; chunks at or below what is stored are skipped
+/// anyway, so applying a batch again is harmless.
 #[derive(Debug, Default)]
 pub struct ChunkBatch {
     /// (task, seq, chunk JSON)
@@ -268,7 +269,7 @@ impl Store {
         self.write(move |c| {
             let tx = c.transaction()?;
             {
-                insert_chunks(&tx, &batch.chunks)?;
+                insert_runs(&tx, &batch.chunks)?;
                 let mut started = tx.prepare_cached(
                     "UPDATE tasks SET state = 'running', started_at = coalesce(started_at, ?2)
                      WHERE id = ?1 AND state = 'pending'",
@@ -314,7 +315,10 @@ impl Store {
     pub async fn task_output_size(&self, task_id: String) -> anyhow::Result<(u64, u64)> {
         self.read(move |c| {
             c.query_row(
-                "SELECT count(*), coalesce(sum(length(CAST(chunk AS BLOB))), 0) FROM task_chunks WHERE task_id = ?1",
+                // A run's text is its chunks, a comma between each two, in brackets.
+                "SELECT coalesce(sum(last_seq - first_seq + 1), 0),
+                        coalesce(sum(length(CAST(chunks AS BLOB)) - (last_seq - first_seq + 1) - 1), 0)
+                 FROM task_chunk_runs WHERE task_id = ?1",
                 [task_id],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )
@@ -335,14 +339,12 @@ impl Store {
         limit: u32,
     ) -> anyhow::Result<Vec<(u64, String)>> {
         self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT seq, chunk FROM task_chunks WHERE task_id = ?1 AND seq > ?2
-                 ORDER BY seq LIMIT ?3",
-            )?;
-            let rows = st.query_map(params![task_id, after, limit], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            let mut out = Vec::new();
+            each_chunk(c, &task_id, after, |seq, chunk| {
+                out.push((seq, chunk.to_string()));
+                out.len() < limit as usize
             })?;
-            rows.collect()
+            Ok(out)
         })
         .await
     }
@@ -351,19 +353,17 @@ impl Store {
     /// in order (to derive what awaits an answer).
     pub async fn approval_chunks(&self, task_id: String) -> anyhow::Result<Vec<(u64, String)>> {
         self.read(move |c| {
-            static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-                let types = APPROVAL_CHUNK_TYPES.map(|t| format!("'{t}'")).join(", ");
-                format!(
-                    "SELECT seq, chunk FROM task_chunks
-                     WHERE task_id = ?1 AND json_extract(chunk, '$.type') IN ({types})
-                     ORDER BY seq"
-                )
-            });
-            let mut st = c.prepare_cached(&SQL)?;
-            let rows = st.query_map(params![task_id], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            let mut out = Vec::new();
+            each_chunk(c, &task_id, -1, |seq, chunk| {
+                // Parsed only when one of the types appears in it at all.
+                if APPROVAL_CHUNK_TYPES.iter().any(|t| chunk.contains(t))
+                    && chunk_type(chunk).is_some_and(|t| APPROVAL_CHUNK_TYPES.contains(&&*t))
+                {
+                    out.push((seq, chunk.to_string()));
+                }
+                true
             })?;
-            rows.collect()
+            Ok(out)
         })
         .await
     }
@@ -495,15 +495,17 @@ impl Store {
     /// The text a task produced (its text deltas, in order), at most `limit` bytes from the end.
     pub async fn task_text(&self, task_id: String, limit: usize) -> anyhow::Result<String> {
         self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT json_extract(chunk, '$.delta') FROM task_chunks
-                 WHERE task_id = ?1 AND json_extract(chunk, '$.type') = 'text-delta' ORDER BY seq",
-            )?;
             let mut out = String::new();
-            let rows = st.query_map(params![task_id], |r| r.get::<_, Option<String>>(0))?;
-            for d in rows {
-                out.push_str(&d?.unwrap_or_default());
-            }
+            each_chunk(c, &task_id, -1, |_, chunk| {
+                if chunk.contains("text-delta") {
+                    if let Ok(d) = serde_json::from_str::<TextDelta>(chunk) {
+                        if d.kind == "text-delta" {
+                            out.push_str(&d.delta);
+                        }
+                    }
+                }
+                true
+            })?;
             if out.len() > limit {
                 let mut cut = out.len() - limit;
                 while !out.is_char_boundary(cut) {
@@ -532,6 +534,25 @@ impl Store {
     }
 }
 
+/// The fields of a text delta chunk that [`Store::task_text`] reads.
+#[derive(serde::Deserialize)]
+struct TextDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    delta: String,
+}
+
+/// A chunk's `type`.
+fn chunk_type(chunk: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_str::<Typed>(chunk).ok().map(|t| t.kind)
+}
+
 /// The chunk types [`Store::approval_chunks`] reads: a tool call, the request to approve it,
 /// the answer.
 pub const APPROVAL_CHUNK_TYPES: [&str; 3] = [
@@ -540,37 +561,90 @@ pub const APPROVAL_CHUNK_TYPES: [&str; 3] = [
     "tool-approval-response",
 ];
 
-/// Chunk rows per `INSERT` statement: one statement run stores this many rows, which costs
-/// far less than as many runs of a one-row statement.
-const CHUNKS_PER_INSERT: usize = 64;
+/// Most chunks in one stored run, and most bytes of their JSON (a run may pass it by its
+/// last chunk): large enough that a run costs a fraction of what as many rows did, small
+/// enough that a reader after one chunk parses little it does not want.
+const RUN_CHUNKS: usize = 512;
+pub(super) const RUN_BYTES: usize = 256 * 1024;
 
-/// Stores chunks, [`CHUNKS_PER_INSERT`] rows per statement run and the rest one by one.
-/// A chunk already stored (a resend) is left as it is.
-fn insert_chunks(
+/// Stores chunks as runs: each run of consecutive chunks of one task is one row, its chunks
+/// a JSON array. Chunks at or below what a task has stored already (a resend) are skipped,
+/// so the first text of a chunk is the one kept.
+fn insert_runs(
     tx: &rusqlite::Transaction<'_>,
     chunks: &[(Arc<str>, u64, Arc<str>)],
 ) -> rusqlite::Result<()> {
-    static MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let rows = vec!["(?, ?, ?)"; CHUNKS_PER_INSERT].join(", ");
-        format!("INSERT OR IGNORE INTO task_chunks (task_id, seq, chunk) VALUES {rows}")
-    });
-    let mut groups = chunks.chunks_exact(CHUNKS_PER_INSERT);
-    if groups.len() > 0 {
-        let mut many = tx.prepare_cached(&MANY)?;
-        for group in &mut groups {
-            for (i, (task, seq, chunk)) in group.iter().enumerate() {
-                many.raw_bind_parameter(3 * i + 1, &**task)?;
-                many.raw_bind_parameter(3 * i + 2, *seq as i64)?;
-                many.raw_bind_parameter(3 * i + 3, &**chunk)?;
+    let mut stored = tx.prepare_cached(
+        "SELECT coalesce(max(last_seq), -1) FROM task_chunk_runs WHERE task_id = ?1",
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO task_chunk_runs (task_id, first_seq, last_seq, chunks)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut rest = chunks;
+    while let Some((task, first, _)) = rest.first() {
+        let last: i64 = stored.query_row([&**task], |r| r.get(0))?;
+        // This task's consecutive chunks from here; the next task (or a gap) starts a run
+        // of its own.
+        let n = 1 + rest
+            .windows(2)
+            .take_while(|w| w[1].0 == w[0].0 && w[1].1 == w[0].1 + 1)
+            .count();
+        let (same, after) = rest.split_at(n);
+        rest = after;
+        let new = same.iter().skip_while(|c| c.1 as i64 <= last);
+        let mut run = String::new();
+        let mut from = *first;
+        let mut count = 0;
+        for (_, seq, chunk) in new {
+            if count == 0 {
+                from = *seq;
+                run.push('[');
+            } else {
+                run.push(',');
             }
-            many.raw_execute()?;
+            run.push_str(chunk);
+            count += 1;
+            if count == RUN_CHUNKS || run.len() >= RUN_BYTES {
+                run.push(']');
+                insert.execute(params![task, from as i64, *seq as i64, run])?;
+                run.clear();
+                count = 0;
+            }
+        }
+        if count > 0 {
+            run.push(']');
+            let to = from + count as u64 - 1;
+            insert.execute(params![task, from as i64, to as i64, run])?;
         }
     }
-    let mut one = tx.prepare_cached(
-        "INSERT OR IGNORE INTO task_chunks (task_id, seq, chunk) VALUES (?1, ?2, ?3)",
+    Ok(())
+}
+
+/// Calls `each` with the stored chunks of `task_id` after `after`, in order, until it
+/// returns false.
+fn each_chunk(
+    c: &rusqlite::Connection,
+    task_id: &str,
+    after: i64,
+    mut each: impl FnMut(u64, &str) -> bool,
+) -> rusqlite::Result<()> {
+    let mut st = c.prepare_cached(
+        "SELECT first_seq, chunks FROM task_chunk_runs WHERE task_id = ?1 AND last_seq > ?2
+         ORDER BY last_seq",
     )?;
-    for (task, seq, chunk) in groups.remainder() {
-        one.execute(params![task, *seq as i64, chunk])?;
+    let mut rows = st.query(params![task_id, after])?;
+    while let Some(row) = rows.next()? {
+        let first = row.get::<_, i64>(0)? as u64;
+        let text = row.get_ref(1)?.as_str()?;
+        let run: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
+        })?;
+        for (seq, chunk) in (first..).zip(run) {
+            if seq as i64 > after && !each(seq, chunk.get()) {
+                return Ok(());
+            }
+        }
     }
     Ok(())
 }
