@@ -2,7 +2,6 @@
 //! counted against the output quotas, fanned out to watchers and queued for the writer; and
 //! what the gateway reads from a chunk on its way (approval requests, usage reports).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -285,7 +284,7 @@ impl TaskHub {
                 break;
             }
             let (text, usage) = self.chunk_seen(task_id, &chunk);
-            if let Err(why) = self.charge(st, node_id, text.len() as u64) {
+            if let Err(why) = self.charge(live, st, text.len() as u64) {
                 refused = Some(why);
                 break;
             }
@@ -307,9 +306,9 @@ impl TaskHub {
     }
 
     /// Counts one more chunk of `len` bytes against the task's and its node's quotas, or
-    /// says why it is refused. One lock of the node counts per chunk, and no allocation but
-    /// for a node's first chunk: this runs for every chunk the gateway relays.
-    fn charge(&self, st: &mut LiveInner, node_id: &str, len: u64) -> Result<(), String> {
+    /// says why it is refused. No lock but the task's (held as `st`) and no allocation:
+    /// this runs for every chunk the gateway relays.
+    fn charge(&self, live: &LiveTask, st: &mut LiveInner, len: u64) -> Result<(), String> {
         let q = &self.quotas;
         let mib = |b: u64| b >> 20;
         if st.bytes + len > q.task_bytes {
@@ -330,25 +329,19 @@ impl TaskHub {
                 mib(q.min_free_disk_bytes)
             ));
         }
-        let mut nodes = self.node_bytes();
-        let node = match nodes.get_mut(node_id) {
-            Some(n) => n,
-            None => nodes.entry(node_id.to_string()).or_default(),
-        };
-        if *node + len > q.node_bytes {
+        // Taken, then given back if it does not fit: two of a node's tasks at once may both
+        // be refused near the limit, never both let past it.
+        let node = &live.node_output;
+        if node.fetch_add(len, Ordering::Relaxed) + len > q.node_bytes {
+            node.fetch_sub(len, Ordering::Relaxed);
             return Err(format!(
                 "output quota exceeded: the node's running tasks wrote more than {} MiB",
                 mib(q.node_bytes)
             ));
         }
-        *node += len;
         st.bytes += len;
         st.chunks += 1;
         Ok(())
-    }
-
-    pub(super) fn node_bytes(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.node_bytes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Ends a task over a quota as an error and tells its node to stop it; its later frames
@@ -409,19 +402,47 @@ mod tests {
     use serde_json::json;
     use std::time::Duration;
 
-    /// A node connection that goes away while it waits for room in a full writer queue (its
-    /// ingest is dropped) leaves the task as it was: the chunk it carried is taken when the
-    /// node sends it again, and stored. Had it been ordered first, the resend would have
-    /// been dropped as a repeat and the chunk never stored.
-    #[tokio::test]
-    async fn an_ingest_dropped_while_it_waits_for_room_changes_nothing() {
-        let dir =
-            std::env::temp_dir().join(format!("viber-ingest-{}", crate::crypto::random_u64()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = Store::open(&dir.join("viber.db")).unwrap();
-        store
-            .insert_task(NewTask {
-                id: "t1".into(),
+    /// A hub with its writer on a fresh store in a temporary directory.
+    struct Harness {
+        dir: std::path::PathBuf,
+        store: Store,
+        hub: Arc<TaskHub>,
+        stop: tokio_util::sync::CancellationToken,
+        tracker: tokio_util::task::TaskTracker,
+    }
+
+    impl Harness {
+        fn start(quotas: Quotas) -> Harness {
+            let dir =
+                std::env::temp_dir().join(format!("viber-ingest-{}", crate::crypto::random_u64()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let store = Store::open(&dir.join("viber.db")).unwrap();
+            let (stop, tracker) = (
+                tokio_util::sync::CancellationToken::new(),
+                tokio_util::task::TaskTracker::new(),
+            );
+            let hub = TaskHub::start(
+                store.clone(),
+                Default::default(),
+                quotas,
+                dir.clone(),
+                Default::default(),
+                stop.clone(),
+                &tracker,
+            );
+            Harness {
+                dir,
+                store,
+                hub,
+                stop,
+                tracker,
+            }
+        }
+
+        /// A pending task of node `n1`.
+        async fn task(&self, id: &str) {
+            let t = NewTask {
+                id: id.into(),
                 node_id: "n1".into(),
                 goal: "echo".into(),
                 executor: ExecutorKind::Shell,
@@ -430,35 +451,87 @@ mod tests {
                 environment_id: None,
                 thread_id: None,
                 binding_id: None,
-            })
+            };
+            self.store.insert_task(t).await.unwrap();
+        }
+
+        async fn ingest(&self, frame: Frame) -> Option<Frame> {
+            self.hub.ingest(&self.store, "n1", frame).await
+        }
+
+        async fn stop(self) {
+            self.stop.cancel();
+            self.tracker.close();
+            self.tracker.wait().await;
+            std::fs::remove_dir_all(self.dir).unwrap();
+        }
+    }
+
+    /// The node's quota counts the output of all its running tasks together; a task that
+    /// ends gives its share back.
+    #[tokio::test]
+    async fn a_nodes_quota_counts_its_running_tasks_together() {
+        let h = Harness::start(Quotas {
+            node_bytes: 1000,
+            ..Quotas::default()
+        });
+        // 300 bytes of chunk JSON each.
+        let delta = json!({"type": "text-delta", "delta": "x".repeat(268)});
+        assert_eq!(delta.to_string().len(), 300);
+        let chunk = |task: &str, seq| Frame::chunk(task, seq, &delta);
+        for id in ["t1", "t2", "t3"] {
+            h.task(id).await;
+        }
+        for f in [chunk("t1", 0), chunk("t1", 1), chunk("t2", 0)] {
+            assert!(h.ingest(f).await.is_none());
+        }
+        // 1,200 bytes: t2 is stopped, t1 goes on.
+        let stop = h.ingest(chunk("t2", 1)).await;
+        assert!(matches!(stop, Some(Frame::TaskStop { task_id }) if task_id == "t2"));
+        let done = Frame::TaskCompleted {
+            task_id: "t1".into(),
+            seq: 2,
+            exit_code: Some(0),
+            result: None,
+        };
+        assert!(h.ingest(done).await.is_none());
+        // Once t1's end is stored, its 600 bytes are given back (and t2's 300 were when it
+        // was refused): t3 may write 900.
+        // A task's live entry takes no new watchers once it has ended and given its share back.
+        let ended = async {
+            while h.hub.subscribe("t1").is_some() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), ended)
             .await
-            .unwrap();
-        let (stop, tracker) = (
-            tokio_util::sync::CancellationToken::new(),
-            tokio_util::task::TaskTracker::new(),
-        );
-        let hub = TaskHub::start(
-            store.clone(),
-            Default::default(),
-            Quotas::default(),
-            dir.clone(),
-            Default::default(),
-            stop.clone(),
-            &tracker,
-        );
+            .expect("t1 ends");
+        for seq in 0..3 {
+            assert!(h.ingest(chunk("t3", seq)).await.is_none(), "chunk {seq}");
+        }
+        let stop = h.ingest(chunk("t3", 3)).await;
+        assert!(matches!(stop, Some(Frame::TaskStop { .. })), "{stop:?}");
+        h.stop().await;
+    }
+
+    /// A node connection that goes away while it waits for room in a full writer queue (its
+    /// ingest is dropped) leaves the task as it was: the chunk it carried is taken when the
+    /// node sends it again, and stored. Had it been ordered first, the resend would have
+    /// been dropped as a repeat and the chunk never stored.
+    #[tokio::test]
+    async fn an_ingest_dropped_while_it_waits_for_room_changes_nothing() {
+        let h = Harness::start(Quotas::default());
+        h.task("t1").await;
+        let (store, hub) = (&h.store, &h.hub);
         let chunk = |seq| Frame::chunk("t1", seq, &json!({"type": "text-delta", "delta": seq}));
         let started = Frame::TaskStarted {
             task_id: "t1".into(),
             seq: 0,
         };
-        assert!(hub.ingest(&store, "n1", started).await.is_none());
+        assert!(h.ingest(started).await.is_none());
         // The queue is full (a disk that cannot keep up): the connection waits, then is gone.
         let full = hub.room.acquire_many(WRITER_QUEUE as u32).await.unwrap();
-        let waited = tokio::time::timeout(
-            Duration::from_millis(100),
-            hub.ingest(&store, "n1", chunk(1)),
-        )
-        .await;
+        let waited = tokio::time::timeout(Duration::from_millis(100), h.ingest(chunk(1))).await;
         assert!(waited.is_err(), "the ingest waits for room");
         drop(full);
         // The node reconnects and sends what was not acknowledged, then the rest.
@@ -472,7 +545,7 @@ mod tests {
                 result: None,
             },
         ] {
-            assert!(hub.ingest(&store, "n1", frame).await.is_none());
+            assert!(h.ingest(frame).await.is_none());
         }
         let ended = async {
             while !store
@@ -497,10 +570,7 @@ mod tests {
             .map(|(seq, _)| seq)
             .collect();
         assert_eq!(stored, [1, 2]);
-        stop.cancel();
-        tracker.close();
-        tracker.wait().await;
-        std::fs::remove_dir_all(dir).unwrap();
+        h.stop().await;
     }
 
     fn meta(m: Value) -> Value {

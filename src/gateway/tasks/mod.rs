@@ -86,6 +86,9 @@ pub struct LiveTask {
     /// Shared with every stored row of the task rather than copied into each.
     pub id: Arc<str>,
     pub node_id: String,
+    /// Output bytes of its node's live tasks, shared with their entries (see
+    /// [`TaskHub::node_output`]).
+    node_output: Arc<AtomicU64>,
     inner: Mutex<LiveInner>,
 }
 
@@ -185,8 +188,9 @@ pub struct TaskHub {
     room: Arc<Semaphore>,
     events: Events,
     quotas: Quotas,
-    /// Output bytes of each node's live tasks.
-    node_bytes: Mutex<HashMap<String, u64>>,
+    /// Output bytes of each node's live tasks: one counter per node, which each live task
+    /// of the node holds, so counting a chunk takes no lock shared between tasks.
+    node_output: Mutex<HashMap<String, Arc<AtomicU64>>>,
     /// Free bytes on the data dir's disk, refreshed every second.
     free_disk: Arc<AtomicU64>,
     metrics: crate::gateway::metrics::Metrics,
@@ -216,7 +220,7 @@ impl TaskHub {
             room: room.clone(),
             events,
             quotas,
-            node_bytes: Mutex::new(HashMap::new()),
+            node_output: Mutex::new(HashMap::new()),
             free_disk: free_disk.clone(),
             metrics: metrics.clone(),
         });
@@ -250,15 +254,19 @@ impl TaskHub {
         let mut map = self.live_map();
         map.entry(rec.id.clone())
             .or_insert_with(|| {
+                let node_id = rec.node_id.clone().unwrap_or_default();
+                let node_output = self
+                    .node_outputs()
+                    .entry(node_id.clone())
+                    .or_default()
+                    .clone();
                 // What it stored before a restart counts toward its node's quota too (and is
                 // given back when it ends, like the rest).
-                if output.1 > 0 {
-                    let node = rec.node_id.clone().unwrap_or_default();
-                    *self.node_bytes().entry(node).or_default() += output.1;
-                }
+                node_output.fetch_add(output.1, Ordering::Relaxed);
                 Arc::new(LiveTask {
                     id: rec.id.as_str().into(),
-                    node_id: rec.node_id.clone().unwrap_or_default(),
+                    node_id,
+                    node_output,
                     inner: Mutex::new(LiveInner {
                         last_seq: rec.last_seq,
                         committed: rec.last_seq,
@@ -336,16 +344,28 @@ impl TaskHub {
             .collect()
     }
 
-    /// A task ended: its output no longer counts toward its node's quota.
+    /// A task ended: its output no longer counts toward its node's quota. The node's counter
+    /// goes once no live task of the node holds it and it is back to zero.
     fn release(&self, live: &LiveTask) {
         let bytes = std::mem::take(&mut live.lock().bytes);
-        let mut nodes = self.node_bytes();
-        if let Some(n) = nodes.get_mut(&live.node_id) {
-            *n = n.saturating_sub(bytes);
-            if *n == 0 {
-                nodes.remove(&live.node_id);
-            }
+        let counter = &live.node_output;
+        let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            Some(n.saturating_sub(bytes))
+        });
+        // Counters are handed out under this lock, so none is being taken meanwhile.
+        let mut nodes = self.node_outputs();
+        let unused = Arc::strong_count(counter) <= 2 && counter.load(Ordering::Relaxed) == 0;
+        if unused
+            && nodes
+                .get(&live.node_id)
+                .is_some_and(|c| Arc::ptr_eq(c, counter))
+        {
+            nodes.remove(&live.node_id);
         }
+    }
+
+    fn node_outputs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<AtomicU64>>> {
+        self.node_output.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The node's connection ended: its pending acks go (they are sent again when the node
