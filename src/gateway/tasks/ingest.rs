@@ -467,6 +467,15 @@ mod tests {
         }
     }
 
+    fn completed(task: &str, seq: u64) -> Frame {
+        Frame::TaskCompleted {
+            task_id: task.into(),
+            seq,
+            exit_code: Some(0),
+            result: None,
+        }
+    }
+
     /// The node's quota counts the output of all its running tasks together; a task that
     /// ends gives its share back.
     #[tokio::test]
@@ -488,16 +497,10 @@ mod tests {
         // 1,200 bytes: t2 is stopped, t1 goes on.
         let stop = h.ingest(chunk("t2", 1)).await;
         assert!(matches!(stop, Some(Frame::TaskStop { task_id }) if task_id == "t2"));
-        let done = Frame::TaskCompleted {
-            task_id: "t1".into(),
-            seq: 2,
-            exit_code: Some(0),
-            result: None,
-        };
-        assert!(h.ingest(done).await.is_none());
+        assert!(h.ingest(completed("t1", 2)).await.is_none());
         // Once t1's end is stored, its 600 bytes are given back (and t2's 300 were when it
-        // was refused): t3 may write 900.
-        // A task's live entry takes no new watchers once it has ended and given its share back.
+        // was refused): t3 may write 900. A task's live entry takes no new watchers once it
+        // has ended and given its share back.
         let ended = async {
             while h.hub.subscribe("t1").is_some() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -535,16 +538,7 @@ mod tests {
         assert!(waited.is_err(), "the ingest waits for room");
         drop(full);
         // The node reconnects and sends what was not acknowledged, then the rest.
-        for frame in [
-            chunk(1),
-            chunk(2),
-            Frame::TaskCompleted {
-                task_id: "t1".into(),
-                seq: 3,
-                exit_code: Some(0),
-                result: None,
-            },
-        ] {
+        for frame in [chunk(1), chunk(2), completed("t1", 3)] {
             assert!(h.ingest(frame).await.is_none());
         }
         let ended = async {
