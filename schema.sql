@@ -410,7 +410,7 @@ CREATE TABLE task_chunk_runs (
     last_seq   INTEGER NOT NULL,
     chunks     TEXT NOT NULL
 );
-CREATE UNIQUE INDEX task_chunk_runs_by_seq ON task_chunk_runs (task_id, last_seq);
 INSERT INTO task_chunk_runs (task_id, first_seq, last_seq, chunks)
     SELECT task_id, seq, seq, '[' || chunk || ']' FROM task_chunks ORDER BY task_id, seq;
+CREATE UNIQUE INDEX task_chunk_runs_by_seq ON task_chunk_runs (task_id, last_seq);
 DROP TABLE task_chunks;

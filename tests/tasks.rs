@@ -1260,7 +1260,10 @@ async fn output_quotas_and_the_disk_floor_end_tasks_clearly() {
     let db = rusqlite::Connection::open(c._gdir.join("viber.db")).unwrap();
     let stored: i64 = db
         .query_row(
-            "SELECT coalesce(sum(length(chunks)), 0) FROM task_chunk_runs WHERE task_id = ?1",
+            // A run's text is its chunks, a comma between each two, in brackets: what the
+            // quota counts is the chunks.
+            "SELECT coalesce(sum(length(CAST(chunks AS BLOB)) - (last_seq - first_seq + 1) - 1), 0)
+             FROM task_chunk_runs WHERE task_id = ?1",
             [&id],
             |r| r.get(0),
         )

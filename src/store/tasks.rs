@@ -338,6 +338,9 @@ impl Store {
         after: i64,
         limit: u32,
     ) -> anyhow::Result<Vec<(u64, String)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         self.read(move |c| {
             let mut out = Vec::new();
             each_chunk(c, &task_id, after, |seq, chunk| {
@@ -581,8 +584,12 @@ fn insert_runs(
         "INSERT INTO task_chunk_runs (task_id, first_seq, last_seq, chunks)
          VALUES (?1, ?2, ?3, ?4)",
     )?;
-    let mut rest = chunks;
-    while let Some((task, first, _)) = rest.first() {
+    // Each task's chunks together, in seq order (a batch holds the frames of many tasks
+    // as they came; already sorted for one task, which the sort sees in one pass).
+    let mut sorted: Vec<&(Arc<str>, u64, Arc<str>)> = chunks.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut rest = &sorted[..];
+    while let Some((task, first, _)) = rest.first().copied() {
         let last: i64 = stored.query_row([&**task], |r| r.get(0))?;
         // This task's consecutive chunks from here; the next task (or a gap) starts a run
         // of its own.

@@ -329,11 +329,14 @@ impl TaskHub {
                 mib(q.min_free_disk_bytes)
             ));
         }
-        // Taken, then given back if it does not fit: two of a node's tasks at once may both
-        // be refused near the limit, never both let past it.
+        // Added only if it fits, in one step: never past the limit, and a chunk that fits is
+        // not refused for another's that does not.
+        let fits = |n: u64| n.checked_add(len).filter(|&t| t <= q.node_bytes);
         let node = &live.node_output;
-        if node.fetch_add(len, Ordering::Relaxed) + len > q.node_bytes {
-            node.fetch_sub(len, Ordering::Relaxed);
+        if node
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, fits)
+            .is_err()
+        {
             return Err(format!(
                 "output quota exceeded: the node's running tasks wrote more than {} MiB",
                 mib(q.node_bytes)
