@@ -355,10 +355,10 @@ mod tests {
             };
             format!(r#"{{"type":"text-delta","delta":"{tag}{s}{pad}"}}"#)
         };
-        let chunk = |task: &str, s: u64, tag: &str| -> (Arc<str>, u64, Arc<str>) {
+        let chunk = |task: &str, s: u64, tag: &str| -> tasks::BatchChunk {
             (task.into(), s, text(s, tag).into())
         };
-        let batch = |rows: Vec<(Arc<str>, u64, Arc<str>)>| {
+        let batch = |rows: Vec<tasks::BatchChunk>| {
             Arc::new(ChunkBatch {
                 chunks: rows,
                 ..ChunkBatch::default()

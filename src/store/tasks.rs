@@ -141,13 +141,15 @@ impl TaskFinish {
     }
 }
 
+/// One chunk to store: (task, seq, chunk JSON).
+pub type BatchChunk = (Arc<str>, u64, Arc<str>);
+
 /// Reliable task frames received from nodes, written in one transaction. Sequence numbers
 /// are already deduplicated by the caller; chunks at or below what is stored are skipped
 /// anyway, so applying a batch again is harmless.
 #[derive(Debug, Default)]
 pub struct ChunkBatch {
-    /// (task, seq, chunk JSON)
-    pub chunks: Vec<(Arc<str>, u64, Arc<str>)>,
+    pub chunks: Vec<BatchChunk>,
     /// (task, started at)
     pub started: Vec<(String, i64)>,
     /// (task, how it ended)
@@ -573,10 +575,7 @@ pub(super) const RUN_BYTES: usize = 256 * 1024;
 /// Stores chunks as runs: each run of consecutive chunks of one task is one row, its chunks
 /// a JSON array. Chunks at or below what a task has stored already (a resend) are skipped,
 /// so the first text of a chunk is the one kept.
-fn insert_runs(
-    tx: &rusqlite::Transaction<'_>,
-    chunks: &[(Arc<str>, u64, Arc<str>)],
-) -> rusqlite::Result<()> {
+fn insert_runs(tx: &rusqlite::Transaction<'_>, chunks: &[BatchChunk]) -> rusqlite::Result<()> {
     let mut stored = tx.prepare_cached(
         "SELECT coalesce(max(last_seq), -1) FROM task_chunk_runs WHERE task_id = ?1",
     )?;
@@ -584,11 +583,8 @@ fn insert_runs(
         "INSERT INTO task_chunk_runs (task_id, first_seq, last_seq, chunks)
          VALUES (?1, ?2, ?3, ?4)",
     )?;
-    // Each task's chunks together, in seq order (a batch holds the frames of many tasks
-    // as they came; already sorted for one task, which the sort sees in one pass).
-    let mut sorted: Vec<&(Arc<str>, u64, Arc<str>)> = chunks.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-    let mut rest = &sorted[..];
+    let grouped = by_task(chunks);
+    let mut rest = &grouped[..];
     while let Some((task, first, _)) = rest.first().copied() {
         let last: i64 = stored.query_row([&**task], |r| r.get(0))?;
         // This task's consecutive chunks from here; the next task (or a gap) starts a run
@@ -626,6 +622,30 @@ fn insert_runs(
         }
     }
     Ok(())
+}
+
+/// A batch's chunks with each task's together, in the order they came (a batch holds the
+/// frames of many tasks as they arrived, each task's in seq order).
+fn by_task(chunks: &[BatchChunk]) -> Vec<&BatchChunk> {
+    let Some(first) = chunks.first() else {
+        return Vec::new();
+    };
+    if chunks
+        .iter()
+        .all(|c| Arc::ptr_eq(&c.0, &first.0) || c.0 == first.0)
+    {
+        return chunks.iter().collect();
+    }
+    let mut index: std::collections::HashMap<&str, usize> = Default::default();
+    let mut groups: Vec<Vec<&BatchChunk>> = Vec::new();
+    for c in chunks {
+        let i = *index.entry(&c.0).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(c);
+    }
+    groups.concat()
 }
 
 /// Calls `each` with the stored chunks of `task_id` after `after`, in order, until it
