@@ -262,7 +262,9 @@ pub async fn load(app: &App, id: &str) -> ApiResult<TaskRecord> {
 /// milliseconds), so a request a watcher has seen can be answered at once.
 async fn approval_chunks(app: &App, task_id: &str) -> anyhow::Result<Vec<Value>> {
     // Most of the tail is text: only a chunk that may be one of the three is kept.
-    let unstored = app.tasks.unstored(task_id, |text| text.contains("tool-"));
+    let unstored = app
+        .tasks
+        .unstored(task_id, usize::MAX, |text| text.contains("tool-"));
     let stored = app.store.approval_chunks(task_id.to_string()).await?;
     let stored_seqs: std::collections::HashSet<u64> = stored.iter().map(|(s, _)| *s).collect();
     let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
@@ -346,12 +348,25 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Js
         }
     }
     // The most recent chunks, oldest first, within a byte budget: a view of the task, not
-    // its output (the stream has all of it).
-    let after = (rec.last_seq - 20).max(-1);
-    let chunks = app.store.chunks_after(id, after, 50).await?;
+    // its output (the stream has all of it). A running task's newest chunks may not be
+    // stored yet (the writer gathers for a few milliseconds): they come from the hub, read
+    // first, then SQLite, and repeats are dropped by seq.
+    let unstored = app.tasks.unstored(&id, LAST_EVENTS, |_| true);
+    let newest = unstored.last().map_or(-1, |(seq, _)| *seq as i64);
+    let after = (newest.max(rec.last_seq) - LAST_EVENTS as i64).max(-1);
+    let mut chunks = app.store.chunks_after(id, after, 50).await?;
+    for (seq, chunk) in unstored {
+        if seq as i64 > after && !chunks.iter().any(|(s, _)| *s == seq) {
+            chunks.push((seq, chunk.to_string()));
+        }
+    }
+    chunks.sort_unstable_by_key(|(seq, _)| *seq);
     v.last_events = Some(last_events(chunks));
     Ok(Json(v))
 }
+
+/// How many of a task's newest seqs a task view looks at for its chunks.
+const LAST_EVENTS: usize = 20;
 
 /// Bytes of chunk JSON a task view shows at most, and the most one chunk may take there.
 const LAST_EVENTS_BYTES: usize = 64 * 1024;

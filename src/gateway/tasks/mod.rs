@@ -328,20 +328,30 @@ impl TaskHub {
         })
     }
 
-    /// The chunks of a live task that are accepted but not stored yet and that `keep`
-    /// accepts, as (seq, chunk), in order. Read them before reading the stored ones: a
-    /// commit in between moves chunks from here into SQLite, where the later read finds them
-    /// (the caller drops repeats by seq).
-    pub fn unstored(&self, task_id: &str, keep: impl Fn(&str) -> bool) -> Vec<(u64, Arc<str>)> {
+    /// The newest `last` chunks of a live task that are accepted but not stored yet and
+    /// that `keep` accepts, as (seq, chunk), in order. Read them before reading the stored
+    /// ones: a commit in between moves chunks from here into SQLite, where the later read
+    /// finds them (the caller drops repeats by seq).
+    pub fn unstored(
+        &self,
+        task_id: &str,
+        last: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> Vec<(u64, Arc<str>)> {
         let Some(live) = self.live_map().get(task_id).cloned() else {
             return Vec::new();
         };
         let st = live.lock();
-        st.pending
+        let mut out: Vec<_> = st
+            .pending
             .iter()
+            .rev()
             .filter(|(_, chunk)| keep(chunk))
+            .take(last)
             .cloned()
-            .collect()
+            .collect();
+        out.reverse();
+        out
     }
 
     /// A task ended: its output no longer counts toward its node's quota. The node's counter
