@@ -431,8 +431,8 @@ async fn an_always_ask_task_pauses_until_approved_over_the_api() {
 
 /// A watcher sees an approval request before the gateway has stored it (chunks are relayed
 /// first, and the writer gathers a trickle for up to 24 ms). Answering it the moment it shows
-/// on the stream must work: the gateway reads the pending request from what it relayed, not
-/// only from SQLite.
+/// on the stream must work, and the task view must show it: the gateway reads the pending
+/// request and the newest chunks from what it relayed, not only from SQLite.
 #[tokio::test]
 async fn an_approval_can_be_answered_the_moment_it_is_streamed() {
     use futures_util::StreamExt;
@@ -472,6 +472,14 @@ async fn an_approval_can_be_answered_the_moment_it_is_streamed() {
     })
     .await
     .expect("no approval request streamed");
+    // The task view shows the request among its last events, stored yet or not.
+    let (code, view) = a.gw.get(&format!("/api/tasks/{id}")).await;
+    assert_eq!(code, 200, "{view}");
+    let mut shown = view["lastEvents"].as_array().unwrap().iter();
+    assert!(
+        shown.any(|e| e["chunk"] == request),
+        "not among the last events: {view}"
+    );
     let approval = request["approvalId"].as_str().unwrap();
     let (code, v) =
         a.gw.post(
@@ -486,6 +494,27 @@ async fn an_approval_can_be_answered_the_moment_it_is_streamed() {
         std::fs::read_to_string(a.work.join("quick.txt")).unwrap(),
         "quick\n"
     );
+}
+
+/// Waits until the gateway whose data dir is `dir` has stored a chunk of `task` holding
+/// `text`.
+async fn wait_stored(dir: &std::path::Path, task: &str, text: &str) {
+    let db = rusqlite::Connection::open(dir.join("viber.db")).unwrap();
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let n: i64 = db
+            .query_row(
+                "SELECT count(*) FROM task_chunk_runs WHERE task_id = ?1 AND instr(chunks, ?2) > 0",
+                [task, text],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if n > 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text} never stored");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Approval answers are commands the gateway keeps until the node acknowledges them (issue
@@ -533,6 +562,10 @@ async fn approvals_survive_gateway_kills_and_apply_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         second = a.wait_approval(&id).await["approvalId"].clone();
     }
+    // The view shows a request as soon as it is relayed, up to 24 ms before it is stored; a
+    // gateway killed in between learns of it only when the node sends it again, which a
+    // frozen node cannot. So the kill waits for it to be stored.
+    wait_stored(a.dirs.0.path(), &id, second.as_str().unwrap()).await;
     a.node.signal(SIGSTOP);
     restart(&mut a);
     let (code, v) =
