@@ -18,10 +18,11 @@ pub fn raise_fd_limit() -> nix::Result<(u64, u64)> {
 /// By default glibc makes up to eight heaps per core, one for each thread that finds the
 /// others in use, and a heap keeps what was freed in it. Under a flood watched by ten
 /// clients, the runtime's blocking threads (each reading replay pages from SQLite for a
-/// watcher that fell behind) each got a heap and kept it: the gateway's peak RSS went from 68
-/// MB after 200k chunks to 131 MB after 1.6M. With one heap per core it was 70 and 84 MB, with
-/// no difference in throughput beyond this machine's noise (BENCHMARKS.md). An operator's own `MALLOC_ARENA_MAX` or
-/// `GLIBC_TUNABLES` wins. Does nothing with other C libraries.
+/// watcher that fell behind) each got a heap and kept it: the gateway's peak RSS went from
+/// 68 MB after 200k chunks to 131 MB after 1.6M. With one heap per core it was 70 and 84 MB,
+/// with no difference in throughput beyond this machine's noise (BENCHMARKS.md). An
+/// operator's own `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` wins. Does nothing with other C
+/// libraries.
 pub fn cap_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -448,27 +448,25 @@ async fn an_approval_can_be_answered_the_moment_it_is_streamed() {
     let id = a
         .start("write quickly", json!({"workingMode": "always-ask"}))
         .await;
-    let res = reqwest::Client::new()
-        .get(format!("{}/api/tasks/{id}/stream", a.gw.url))
-        .bearer_auth(&a.gw.token)
-        .send()
-        .await
-        .unwrap();
+    let res =
+        a.gw.http
+            .get(format!("{}/api/tasks/{id}/stream", a.gw.url))
+            .bearer_auth(&a.gw.token)
+            .send()
+            .await
+            .unwrap();
     let mut body = res.bytes_stream();
-    let mut seen = String::new();
+    let mut parser = viber::cli::tasks::SseParser::default();
     let request = tokio::time::timeout(T, async {
         while let Some(bytes) = body.next().await {
-            seen.push_str(&String::from_utf8_lossy(&bytes.unwrap()));
-            let found = seen
-                .lines()
-                .filter_map(|l| l.strip_prefix("data: "))
-                .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-                .find(|c| c["type"] == "tool-approval-request");
-            if let Some(c) = found {
-                return c;
+            for ev in parser.push_bytes(&bytes.unwrap()).unwrap() {
+                let c: Value = serde_json::from_str(&ev.data).unwrap_or_default();
+                if c["type"] == "tool-approval-request" {
+                    return c;
+                }
             }
         }
-        panic!("the stream ended without an approval request: {seen}");
+        panic!("the stream ended without an approval request");
     })
     .await
     .expect("no approval request streamed");

@@ -585,7 +585,7 @@ fn insert_runs(tx: &rusqlite::Transaction<'_>, chunks: &[BatchChunk]) -> rusqlit
     )?;
     let grouped = by_task(chunks);
     let mut rest = &grouped[..];
-    while let Some((task, first, _)) = rest.first().copied() {
+    while let Some((task, _, _)) = rest.first().copied() {
         let last: i64 = stored.query_row([&**task], |r| r.get(0))?;
         // This task's consecutive chunks from here; the next task (or a gap) starts a run
         // of its own.
@@ -597,8 +597,7 @@ fn insert_runs(tx: &rusqlite::Transaction<'_>, chunks: &[BatchChunk]) -> rusqlit
         rest = after;
         let new = same.iter().skip_while(|c| c.1 as i64 <= last);
         let mut run = String::new();
-        let mut from = *first;
-        let mut count = 0;
+        let (mut from, mut count) = (0, 0);
         for (_, seq, chunk) in new {
             if count == 0 {
                 from = *seq;

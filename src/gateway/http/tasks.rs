@@ -266,19 +266,27 @@ async fn approval_chunks(app: &App, task_id: &str) -> anyhow::Result<Vec<Value>>
         .tasks
         .unstored(task_id, usize::MAX, |text| text.contains("tool-"));
     let stored = app.store.approval_chunks(task_id.to_string()).await?;
-    let stored_seqs: std::collections::HashSet<u64> = stored.iter().map(|(s, _)| *s).collect();
-    let parse = |text: &str| serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
-    let mut chunks: Vec<Value> = stored.iter().map(|(_, text)| parse(text)).collect();
-    for (seq, text) in unstored {
-        if stored_seqs.contains(&seq) {
-            continue;
-        }
-        let c = parse(&text);
-        if APPROVAL_CHUNK_TYPES.iter().any(|t| c["type"] == *t) {
-            chunks.push(c);
+    Ok(with_unstored(stored, unstored)
+        .into_iter()
+        .map(|(_, text)| serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
+        .filter(|c| APPROVAL_CHUNK_TYPES.iter().any(|t| c["type"] == *t))
+        .collect())
+}
+
+/// Stored chunks with the unstored ones read just before them (see `TaskHub::unstored`):
+/// a chunk in both is kept once, and the whole is in seq order.
+fn with_unstored(
+    mut stored: Vec<(u64, String)>,
+    unstored: Vec<(u64, std::sync::Arc<str>)>,
+) -> Vec<(u64, String)> {
+    let seen: std::collections::HashSet<u64> = stored.iter().map(|(seq, _)| *seq).collect();
+    for (seq, chunk) in unstored {
+        if !seen.contains(&seq) {
+            stored.push((seq, chunk.to_string()));
         }
     }
-    Ok(chunks)
+    stored.sort_unstable_by_key(|(seq, _)| *seq);
+    stored
 }
 
 /// Approval requests of a task that have no answer yet, with the tool call they guard.
@@ -354,14 +362,9 @@ pub async fn get(State(app): State<App>, Path(id): Path<String>) -> ApiResult<Js
     let unstored = app.tasks.unstored(&id, LAST_EVENTS, |_| true);
     let newest = unstored.last().map_or(-1, |(seq, _)| *seq as i64);
     let after = (newest.max(rec.last_seq) - LAST_EVENTS as i64).max(-1);
-    let mut chunks = app.store.chunks_after(id, after, 50).await?;
-    for (seq, chunk) in unstored {
-        if seq as i64 > after && !chunks.iter().any(|(s, _)| *s == seq) {
-            chunks.push((seq, chunk.to_string()));
-        }
-    }
-    chunks.sort_unstable_by_key(|(seq, _)| *seq);
-    v.last_events = Some(last_events(chunks));
+    let stored = app.store.chunks_after(id, after, 50).await?;
+    let unstored = unstored.into_iter().filter(|(seq, _)| *seq as i64 > after);
+    v.last_events = Some(last_events(with_unstored(stored, unstored.collect())));
     Ok(Json(v))
 }
 
