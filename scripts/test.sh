@@ -38,6 +38,14 @@ fi
 
 . scripts/lib.sh
 
+# A clean build of the suite takes a few GiB; on a shared disk that runs low, say so up front
+# rather than leave it to be guessed from the first failure.
+free_mb=$(df -Pm . | awk 'NR == 2 { print $4 }')
+echo "scripts/test.sh: ${free_mb} MiB free on $(df -P . | awk 'NR == 2 { print $6 }')" >&2
+if [ "${free_mb:-0}" -lt 6144 ]; then
+    echo "scripts/test.sh: warning: under 6 GiB free; the build and the tests may run out of disk" >&2
+fi
+
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 if [ ! -x "$CHROMIUM" ]; then
     apt_install chromium

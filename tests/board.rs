@@ -25,6 +25,8 @@ fn board_end_to_end_in_chromium() {
         .arg("tests/js/board.mjs")
         .current_dir(root)
         .env("VIBER_BIN", env!("CARGO_BIN_EXE_viber"))
+        // As in common::Proc::spawn: the operator's free-disk floor is not under test here.
+        .env("VIBER_MIN_FREE_DISK_MB", "1")
         .env("CHROMIUM", &chromium)
         .env("ARTIFACTS", root.join("target/board-artifacts"))
         .status()

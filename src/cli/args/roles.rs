@@ -92,7 +92,7 @@ pub struct GatewayArgs {
     pub node_output_quota_mb: u64,
     /// Below this much free disk space (MiB) on the data dir, new task output is refused
     /// with a clear task error instead of filling the disk; 0 turns the check off.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, env = "VIBER_MIN_FREE_DISK_MB", default_value_t = 256)]
     pub min_free_disk_mb: u64,
 }
 
