@@ -264,9 +264,8 @@ impl Store {
         .await
     }
 
-    /// Writes a batch of chunks and state changes in one transaction.
-    /// Writes a batch in one transaction: all of it or, on an error, none of it (so the same
-    /// batch can be applied again).
+    /// Writes a batch of chunks and state changes in one transaction: all of it or, on an
+    /// error, none of it (so the same batch can be applied again).
     pub async fn apply_chunk_batch(&self, batch: Arc<ChunkBatch>) -> anyhow::Result<()> {
         self.write(move |c| {
             let tx = c.transaction()?;
