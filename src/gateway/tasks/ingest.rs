@@ -145,7 +145,7 @@ impl TaskHub {
             Sequenced::Ignore => (None, Then::Nothing),
         };
         let used = op.as_ref().map_or(0, WriteOp::rows);
-        let changes_state = op.as_ref().is_some_and(WriteOp::changes_state);
+        let urgent = op.as_ref().is_some_and(WriteOp::urgent);
         if let Some(op) = op {
             if self.writer.send(op).is_err() {
                 tracing::error!("task writer stopped");
@@ -155,8 +155,8 @@ impl TaskHub {
         if used < room {
             self.room.add_permits(room - used);
         }
-        if changes_state {
-            self.state_queued.notify_one();
+        if urgent {
+            self.urgent_queued.notify_one();
         }
         then
     }
@@ -233,6 +233,10 @@ impl TaskHub {
             self.resent(st, node_id, task_id);
             return Sequenced::Ignore;
         }
+        if st.final_ordered {
+            after_final(task_id, seq);
+            return Sequenced::Ignore;
+        }
         if s != st.last_seq + 1 {
             tracing::warn!(task = %task_id, seq, expected = st.last_seq + 1, "sequence gap; waiting for a resend");
             return Sequenced::Ignore;
@@ -243,11 +247,14 @@ impl TaskHub {
         }
         match TaskOutcome::from_frame(&frame) {
             // A node's error or result text is kept to a readable size.
-            Some(outcome) => Sequenced::Write(WriteOp::Finished(
-                live.clone(),
-                seq,
-                TaskFinish::now(outcome.map_text(|t| cut_text(t, MAX_OUTCOME_TEXT))),
-            )),
+            Some(outcome) => {
+                st.final_ordered = true;
+                Sequenced::Write(WriteOp::Finished(
+                    live.clone(),
+                    seq,
+                    TaskFinish::now(outcome.map_text(|t| cut_text(t, MAX_OUTCOME_TEXT))),
+                ))
+            }
             None => Sequenced::Ignore,
         }
     }
@@ -274,16 +281,21 @@ impl TaskHub {
         let task_id = &live.id;
         let mut rows = Vec::new();
         let mut refused = None;
+        let mut approval = false;
         for (seq, chunk) in (first..).zip(chunks) {
             let s = seq as i64;
             if s <= st.last_seq {
                 continue;
             }
+            if st.final_ordered {
+                after_final(task_id, seq);
+                break;
+            }
             if s != st.last_seq + 1 {
                 tracing::warn!(task = %task_id, seq, expected = st.last_seq + 1, "sequence gap; waiting for a resend");
                 break;
             }
-            let (text, usage) = self.chunk_seen(task_id, &chunk);
+            let (text, seen) = self.chunk_seen(task_id, &chunk);
             if let Err(why) = self.charge(live, st, text.len() as u64) {
                 refused = Some(why);
                 break;
@@ -292,12 +304,17 @@ impl TaskHub {
             self.metrics.chunk(text.len());
             st.pending.push_back((seq, text.clone()));
             let _ = st.tx.send(Live::Chunk(seq, text.clone()));
-            rows.push((seq, text, usage));
+            approval |= seen.approval;
+            rows.push((seq, text, seen.usage));
         }
         if (first as i64) <= st.last_seq && rows.first().is_none_or(|r| r.0 != first) {
             self.resent(st, node_id, task_id);
         }
-        let op = (!rows.is_empty()).then(|| WriteOp::Chunks(live.clone(), rows));
+        let op = (!rows.is_empty()).then(|| WriteOp::Chunks {
+            live: live.clone(),
+            rows,
+            approval,
+        });
         match (refused, op) {
             (Some(why), op) => Sequenced::Refuse(why, op),
             (None, Some(op)) => Sequenced::Write(op),
@@ -363,19 +380,16 @@ impl TaskHub {
 
     /// What the gateway reads from a chunk as it passes: approval requests (an event for the
     /// board) and token usage (stored with the task). Returns the chunk's text.
-    fn chunk_seen(
-        &self,
-        task_id: &str,
-        raw: &serde_json::value::RawValue,
-    ) -> (Arc<str>, Option<AgentReport>) {
+    fn chunk_seen(&self, task_id: &str, raw: &serde_json::value::RawValue) -> (Arc<str>, Seen) {
         let text = raw.get();
         // Most chunks are text and tool output: parsed only when they may be one of the two
         // kinds the gateway reads.
         if !text.contains("tool-approval-request") && !text.contains("message-metadata") {
-            return (text.into(), None);
+            return (text.into(), Seen::default());
         }
         let chunk: Value = serde_json::from_str(text).unwrap_or_default();
-        if chunk["type"] == "tool-approval-request" {
+        let approval = chunk["type"] == "tool-approval-request";
+        if approval {
             let field = |k: &str| chunk[k].as_str().unwrap_or_default().to_string();
             self.events.publish(Event::TaskApproval {
                 task_id: task_id.to_string(),
@@ -384,8 +398,22 @@ impl TaskHub {
                 tool_call_id: field("toolCallId"),
             });
         }
-        (text.into(), agent_report(task_id, &chunk))
+        let usage = agent_report(task_id, &chunk);
+        (text.into(), Seen { usage, approval })
     }
+}
+
+/// What [`TaskHub::chunk_seen`] read from a chunk.
+#[derive(Default)]
+struct Seen {
+    usage: Option<AgentReport>,
+    /// It asks for an approval.
+    approval: bool,
+}
+
+/// A frame after the task's final one: dropped.
+fn after_final(task_id: &str, seq: u64) {
+    tracing::warn!(task = %task_id, seq, "frame after the task's final frame; dropped");
 }
 
 /// `s` cut to at most `max` bytes on a character boundary, saying so.
@@ -528,7 +556,7 @@ mod tests {
     async fn an_ingest_dropped_while_it_waits_for_room_changes_nothing() {
         let h = Harness::start(Quotas::default());
         h.task("t1").await;
-        let (store, hub) = (&h.store, &h.hub);
+        let hub = &h.hub;
         let chunk = |seq| Frame::chunk("t1", seq, &json!({"type": "text-delta", "delta": seq}));
         let started = Frame::TaskStarted {
             task_id: "t1".into(),
@@ -544,9 +572,16 @@ mod tests {
         for frame in [chunk(1), chunk(2), completed("t1", 3)] {
             assert!(h.ingest(frame).await.is_none());
         }
+        assert_eq!(stored_when_ended(&h, "t1").await, [1, 2]);
+        h.stop().await;
+    }
+
+    /// The stored chunks' seqs of a task once its end is stored.
+    async fn stored_when_ended(h: &Harness, task: &str) -> Vec<u64> {
         let ended = async {
-            while !store
-                .task("t1".into())
+            while !h
+                .store
+                .task(task.into())
                 .await
                 .unwrap()
                 .unwrap()
@@ -559,14 +594,80 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), ended)
             .await
             .expect("the task ends");
-        let stored: Vec<u64> = store
-            .chunks_after("t1".into(), -1, 10)
+        h.store
+            .chunks_after(task.into(), -1, 10)
             .await
             .unwrap()
             .into_iter()
             .map(|(seq, _)| seq)
-            .collect();
-        assert_eq!(stored, [1, 2]);
+            .collect()
+    }
+
+    /// A node sends nothing after a task's final frame; what one sends anyway, before or
+    /// after that end is stored, is not stored and not shown to watchers.
+    #[tokio::test]
+    async fn nothing_after_a_tasks_final_frame_is_taken() {
+        let h = Harness::start(Quotas::default());
+        h.task("t1").await;
+        let chunk = |seq| Frame::chunk("t1", seq, &json!({"type": "text-delta", "delta": seq}));
+        let started = Frame::TaskStarted {
+            task_id: "t1".into(),
+            seq: 0,
+        };
+        assert!(h.ingest(started).await.is_none());
+        let mut watcher = h.hub.subscribe("t1").expect("live").rx;
+        assert!(h.ingest(chunk(1)).await.is_none());
+        // The end is queued, most likely not yet stored, when the stray frames come; once
+        // it is stored they are answered with a stop (the task is over).
+        let batch = Frame::TaskStreamChunks {
+            task_id: "t1".into(),
+            seq: 5,
+            chunks: vec![serde_json::value::to_raw_value(&json!({"type": "x"})).unwrap()],
+        };
+        assert!(h.ingest(completed("t1", 2)).await.is_none());
+        for frame in [chunk(3), completed("t1", 4), batch] {
+            h.ingest(frame).await;
+        }
+        assert_eq!(stored_when_ended(&h, "t1").await, [1]);
+        let mut seen = Vec::new();
+        while let Ok(event) = watcher.try_recv() {
+            seen.push(match event {
+                Live::Chunk(seq, _) => seq as i64,
+                Live::End => -1,
+            });
+        }
+        assert_eq!(seen, [1, -1]);
+        assert_eq!(
+            h.store.task("t1".into()).await.unwrap().unwrap().last_seq,
+            2
+        );
+        h.stop().await;
+    }
+
+    /// An approval request is written at once, like a task's start or end, rather than
+    /// gathered with more output for up to 24 ms: a gateway that restarts knows of a request
+    /// only once it is stored.
+    #[tokio::test]
+    async fn an_approval_request_is_an_urgent_write() {
+        let h = Harness::start(Quotas::default());
+        h.task("t1").await;
+        let live = h.hub.live(&h.store, "t1").await.unwrap().expect("live");
+        let urgent = |seq, chunk: Value| {
+            let raw = serde_json::value::to_raw_value(&chunk).unwrap();
+            let mut st = live.lock();
+            match h.hub.sequence_chunks(&live, &mut st, "n1", seq, [raw]) {
+                Sequenced::Write(op) => op.urgent(),
+                _ => panic!("chunk {seq} not taken"),
+            }
+        };
+        assert!(!urgent(
+            0,
+            json!({"type": "text-delta", "delta": "tool-approval-request"})
+        ));
+        assert!(urgent(
+            1,
+            json!({"type": "tool-approval-request", "approvalId": "a1", "toolCallId": "c1"})
+        ));
         h.stop().await;
     }
 

@@ -102,6 +102,9 @@ struct LiveInner {
     tx: broadcast::Sender<Live>,
     /// The final state is stored.
     ended: bool,
+    /// The node's final frame is ordered. A node sends nothing after it; what one sends
+    /// anyway is dropped, not stored, counted or shown to watchers.
+    final_ordered: bool,
     /// The task had already ended in SQLite (node lost, or stopped while its node was away)
     /// when its node spoke of it again: acknowledge and stop it, store nothing.
     orphan: bool,
@@ -155,21 +158,30 @@ impl WriteOp {
     /// Rows it writes, as counted against [`WRITER_QUEUE`].
     fn rows(&self) -> usize {
         match self {
-            WriteOp::Chunks(_, rows) => rows.len(),
+            WriteOp::Chunks { rows, .. } => rows.len(),
             WriteOp::Started(..) | WriteOp::Finished(..) => 1,
         }
     }
 
-    /// Starts or ends a task: someone waits for it to be stored.
-    fn changes_state(&self) -> bool {
-        !matches!(self, WriteOp::Chunks(..))
+    /// To be stored at once rather than gathered with more: it starts or ends a task (acks
+    /// and state changes wait for the commit), or asks for an approval (a gateway that
+    /// restarts knows of a request only once it is stored, or when its node sends it again).
+    fn urgent(&self) -> bool {
+        match self {
+            WriteOp::Chunks { approval, .. } => *approval,
+            WriteOp::Started(..) | WriteOp::Finished(..) => true,
+        }
     }
 }
 
 enum WriteOp {
     /// Consecutive chunks of one task (in seq order), each with what it reports for the
-    /// task's usage.
-    Chunks(Arc<LiveTask>, Vec<(u64, Arc<str>, Option<AgentReport>)>),
+    /// task's usage; `approval` when one of them is an approval request.
+    Chunks {
+        live: Arc<LiveTask>,
+        rows: Vec<(u64, Arc<str>, Option<AgentReport>)>,
+        approval: bool,
+    },
     Started(Arc<LiveTask>, u64, i64),
     Finished(Arc<LiveTask>, u64, TaskFinish),
 }
@@ -180,9 +192,9 @@ pub struct TaskHub {
     /// Bounded by `room`, not by the channel: a write is queued under its task's lock,
     /// where nothing may wait.
     writer: mpsc::UnboundedSender<WriteOp>,
-    /// Told when a write that starts or ends a task is queued: the writer commits its batch
-    /// then instead of gathering more.
-    state_queued: Arc<Notify>,
+    /// Told when an urgent write ([`WriteOp::urgent`]) is queued: the writer commits its
+    /// batch then instead of gathering more.
+    urgent_queued: Arc<Notify>,
     /// Room in the writer's queue, in rows ([`WRITER_QUEUE`]); the writer gives it back
     /// once the rows are stored.
     room: Arc<Semaphore>,
@@ -210,13 +222,13 @@ impl TaskHub {
     ) -> Arc<TaskHub> {
         let (tx, rx) = mpsc::unbounded_channel();
         let room = Arc::new(Semaphore::new(WRITER_QUEUE));
-        let state_queued = Arc::new(Notify::new());
+        let urgent_queued = Arc::new(Notify::new());
         let free_disk = Arc::new(AtomicU64::new(u64::MAX));
         let hub = Arc::new(TaskHub {
             live: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
             writer: tx,
-            state_queued: state_queued.clone(),
+            urgent_queued: urgent_queued.clone(),
             room: room.clone(),
             events,
             quotas,
@@ -229,7 +241,7 @@ impl TaskHub {
             store,
             rx,
             room,
-            state_queued,
+            urgent_queued,
             metrics,
             shutdown.clone(),
         ));
@@ -273,6 +285,7 @@ impl TaskHub {
                         pending: VecDeque::new(),
                         tx: broadcast::channel(LIVE_BUFFER).0,
                         ended: false,
+                        final_ordered: false,
                         orphan: rec.state.is_terminal(),
                         stop_requested: false,
                         chunks: output.0,
@@ -422,11 +435,15 @@ impl TaskHub {
         if changed {
             let live = self.live_map().get(task_id).cloned();
             if let Some(live) = live {
+                // Marked before its output is given back: ingest counts nothing against
+                // an orphan, so no chunk is charged after the release and never returned.
+                {
+                    let mut st = live.lock();
+                    st.orphan = true;
+                    st.ended = true;
+                    let _ = st.tx.send(Live::End);
+                }
                 self.release(&live);
-                let mut st = live.lock();
-                st.orphan = true;
-                st.ended = true;
-                let _ = st.tx.send(Live::End);
             }
             self.events.publish(Event::TaskState {
                 task_id: task_id.to_string(),

@@ -42,7 +42,7 @@ pub(super) async fn writer(
     store: Store,
     mut rx: mpsc::UnboundedReceiver<WriteOp>,
     room: Arc<tokio::sync::Semaphore>,
-    state_queued: Arc<tokio::sync::Notify>,
+    urgent_queued: Arc<tokio::sync::Notify>,
     metrics: crate::gateway::metrics::Metrics,
     shutdown: CancellationToken,
 ) {
@@ -62,7 +62,7 @@ pub(super) async fn writer(
             return;
         }
         if !shutdown.is_cancelled() {
-            linger(&mut rx, &mut ops, &state_queued).await;
+            linger(&mut rx, &mut ops, &urgent_queued).await;
         }
         let rows: usize = ops.iter().map(WriteOp::rows).sum();
         let batch = build(ops.drain(..));
@@ -87,14 +87,14 @@ impl Drop for CloseOnDrop {
 
 /// Fewer, larger transactions: gathers for [`WRITER_LINGER`] after the first op, then takes
 /// what queued meanwhile. A small batch (output trickling in) then waits once more, to
-/// [`WRITER_LINGER_MAX`] after its first op, or until a write that starts or ends a task is
-/// queued (`state_queued`): acks and state changes wait for the commit, watchers do not. Two
-/// timers per batch, and no wakeup per op while it waits (waiting in `recv` would be woken
-/// by every send).
+/// [`WRITER_LINGER_MAX`] after its first op, or until an urgent write ([`WriteOp::urgent`])
+/// is queued (`urgent_queued`): acks and state changes wait for the commit, watchers do not.
+/// Two timers per batch, and no wakeup per op while it waits (waiting in `recv` would be
+/// woken by every send).
 async fn linger(
     rx: &mut mpsc::UnboundedReceiver<WriteOp>,
     ops: &mut Vec<WriteOp>,
-    state_queued: &tokio::sync::Notify,
+    urgent_queued: &tokio::sync::Notify,
 ) {
     if ops.len() >= WRITER_BATCH {
         return;
@@ -106,13 +106,13 @@ async fn linger(
     }
     tokio::select! {
         _ = tokio::time::sleep_until(since + WRITER_LINGER_MAX) => {}
-        _ = state_queued.notified() => {}
+        _ = urgent_queued.notified() => {}
     }
     take_queued(rx, ops);
 }
 
 /// Takes what is queued, up to a full batch. Returns whether the batch is to be committed
-/// now: it is full, holds [`WRITER_ENOUGH_ROWS`], or starts or ends a task.
+/// now: it is full, holds [`WRITER_ENOUGH_ROWS`], or holds an urgent write.
 fn take_queued(rx: &mut mpsc::UnboundedReceiver<WriteOp>, ops: &mut Vec<WriteOp>) -> bool {
     while ops.len() < WRITER_BATCH {
         match rx.try_recv() {
@@ -121,16 +121,14 @@ fn take_queued(rx: &mut mpsc::UnboundedReceiver<WriteOp>, ops: &mut Vec<WriteOp>
         }
     }
     let rows: usize = ops.iter().map(WriteOp::rows).sum();
-    ops.len() >= WRITER_BATCH
-        || rows >= WRITER_ENOUGH_ROWS
-        || ops.iter().any(WriteOp::changes_state)
+    ops.len() >= WRITER_BATCH || rows >= WRITER_ENOUGH_ROWS || ops.iter().any(WriteOp::urgent)
 }
 
 fn build(ops: impl Iterator<Item = WriteOp>) -> Batch {
     let mut b = Batch::default();
     for op in ops {
         let (live, seq) = match op {
-            WriteOp::Chunks(live, rows) => {
+            WriteOp::Chunks { live, rows, .. } => {
                 let Some(last) = rows.last().map(|r| r.0) else {
                     continue;
                 };
