@@ -47,15 +47,7 @@ async fn main() -> anyhow::Result<()> {
             .json(&body)
             .send()
     };
-    let node_id = loop {
-        let v = gw.get(&http, "/api/nodes").await;
-        if let Some(n) = v["nodes"].as_array().and_then(|a| a.first()) {
-            if n["status"] == "online" {
-                break n["id"].as_str().unwrap().to_string();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let node_id = gw.wait_online(&http).await;
     let env: Value = post(
         "/api/environments",
         json!({"name": "bench", "type": "local", "localPath": work}),

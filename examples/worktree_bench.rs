@@ -153,19 +153,11 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let token = gw.enroll(&http, "bench").await;
     let node = support::start_node(&bin, &gw, &token, &ndir, "bench");
+    let node_id = gw.wait_online(&http).await;
     let api = support::Api {
         http,
         url: gw.url.clone(),
         token: gw.token.clone(),
-    };
-    let node_id = loop {
-        let v = api.get("/api/nodes").await;
-        if let Some(n) = v["nodes"].as_array().and_then(|a| a.first()) {
-            if n["status"] == "online" {
-                break n["id"].as_str().unwrap().to_string();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let read_all = "git ls-files -z | xargs -0 cat > /dev/null";
     println!("repository: {files} files; {threads} threads each (first message: `true`)");

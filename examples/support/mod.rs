@@ -20,7 +20,7 @@ pub struct GatewayProc {
 
 /// Starts `viber gateway` on a free port with its data in `dir`; returns once it is ready.
 pub fn start_gateway(bin: &Path, dir: &Path) -> GatewayProc {
-    let mut child = Command::new(bin)
+    let child = Command::new(bin)
         .args(["gateway", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "warn")
@@ -32,17 +32,7 @@ pub fn start_gateway(bin: &Path, dir: &Path) -> GatewayProc {
                 bin.display()
             )
         });
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let line = line.trim().trim_start_matches("viber ready: ");
-    let (url, token) = line.split_once("/?token=").expect("ready line");
-    GatewayProc {
-        child,
-        url: url.to_string(),
-        token: token.to_string(),
-    }
+    GatewayProc::from_ready(child)
 }
 
 /// A `viber node` process, killed when dropped.
@@ -78,6 +68,35 @@ pub fn start_node(bin: &Path, gw: &GatewayProc, token: &str, dir: &Path, name: &
 }
 
 impl GatewayProc {
+    /// A started `viber gateway` or `viber all-in-one` (stdout piped), once it prints its
+    /// ready line.
+    pub fn from_ready(mut child: Child) -> GatewayProc {
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let line = line.trim().trim_start_matches("viber ready: ");
+        let (url, token) = line.split_once("/?token=").expect("ready line");
+        GatewayProc {
+            child,
+            url: url.to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    /// Waits until the gateway's first node is online; returns its id.
+    pub async fn wait_online(&self, http: &reqwest::Client) -> String {
+        loop {
+            let v = self.get(http, "/api/nodes").await;
+            if let Some(n) = v["nodes"].as_array().and_then(|a| a.first()) {
+                if n["status"] == "online" {
+                    return n["id"].as_str().unwrap().to_string();
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// `GET path` with the admin token, as JSON.
     pub async fn get(&self, http: &reqwest::Client, path: &str) -> Value {
         http.get(format!("{}{path}", self.url))
@@ -135,7 +154,12 @@ fn stat_cpu_secs(path: &str) -> f64 {
 
 /// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `VmHWM:`), 0 when absent.
 pub fn status_kb(pid: u32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    proc_kb(&format!("/proc/{pid}/status"), field)
+}
+
+/// A field in KiB of a `/proc` file of `field: N kB` lines, 0 when absent.
+pub fn proc_kb(path: &str, field: &str) -> u64 {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
     s.lines()
         .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
