@@ -91,7 +91,12 @@ enum Then {
 
 impl TaskHub {
     /// Handles a reliable task frame from `node_id`. Returns a frame to answer with.
-    pub async fn ingest(&self, store: &Store, node_id: &str, frame: Frame) -> Option<Frame> {
+    pub async fn ingest(
+        self: &Arc<Self>,
+        store: &Store,
+        node_id: &str,
+        frame: Frame,
+    ) -> Option<Frame> {
         let (task_id, seq) = match &frame {
             Frame::TaskStarted { task_id, seq }
             | Frame::TaskStreamChunk { task_id, seq, .. }
@@ -365,13 +370,24 @@ impl TaskHub {
     }
 
     /// Ends a task over a quota as an error and tells its node to stop it; its later frames
-    /// are acknowledged and dropped.
-    async fn refuse(&self, store: &Store, live: &Arc<LiveTask>, why: String) -> Option<Frame> {
+    /// are acknowledged and dropped. The ending runs on its own task: a connection dropped
+    /// meanwhile (its node replaced it, the gateway stops) must not leave the task stored as
+    /// ended but live here, its output still counted against its node.
+    async fn refuse(
+        self: &Arc<Self>,
+        store: &Store,
+        live: &Arc<LiveTask>,
+        why: String,
+    ) -> Option<Frame> {
         tracing::warn!(task = %live.id, reason = %why, "refusing task output");
-        let fin = TaskFinish::now(TaskOutcome::failed(why));
-        if let Err(e) = self.end_without_node(store, &live.id, fin).await {
-            tracing::error!(error = format!("{e:#}"), "ending a task over its quota");
-        }
+        let (hub, store, task) = (self.clone(), store.clone(), live.id.clone());
+        let end = tokio::spawn(async move {
+            let fin = TaskFinish::now(TaskOutcome::failed(why));
+            if let Err(e) = hub.end_without_node(&store, &task, fin).await {
+                tracing::error!(error = format!("{e:#}"), "ending a task over its quota");
+            }
+        });
+        let _ = end.await;
         live.lock().stop_requested = true;
         Some(Frame::TaskStop {
             task_id: live.id.to_string(),
@@ -430,6 +446,7 @@ mod tests {
     use crate::gateway::tasks::{Quotas, WRITER_QUEUE};
     use crate::protocol::ExecutorKind;
     use crate::store::NewTask;
+    use futures_util::FutureExt;
     use serde_json::json;
     use std::time::Duration;
 
@@ -545,6 +562,39 @@ mod tests {
         }
         let stop = h.ingest(chunk("t3", 3)).await;
         assert!(matches!(stop, Some(Frame::TaskStop { .. })), "{stop:?}");
+        h.stop().await;
+    }
+
+    /// A connection dropped while its task is being ended over a quota (its node replaced
+    /// it) still ends the task here: no new watchers, and its output given back to the
+    /// node's quota.
+    #[tokio::test]
+    async fn a_refusal_completes_when_its_connection_is_dropped() {
+        let h = Harness::start(Quotas {
+            node_bytes: 500,
+            ..Quotas::default()
+        });
+        h.task("t1").await;
+        let delta = json!({"type": "text-delta", "delta": "x".repeat(268)});
+        assert!(h.ingest(Frame::chunk("t1", 0, &delta)).await.is_none());
+        let live = h.hub.live(&h.store, "t1").await.unwrap().expect("live");
+        // Polled once: it orders the chunk, finds the quota crossed and waits on the store
+        // to end the task; then the connection is gone.
+        let refused = h.ingest(Frame::chunk("t1", 1, &delta)).now_or_never();
+        assert!(
+            refused.is_none(),
+            "dropped while it ends the task: {refused:?}"
+        );
+        let released = async {
+            while h.hub.subscribe("t1").is_some() || live.node_output.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), released)
+            .await
+            .expect("the task ends and gives its output back");
+        let task = h.store.task("t1".into()).await.unwrap().unwrap();
+        assert!(task.error.unwrap_or_default().contains("output quota"));
         h.stop().await;
     }
 
