@@ -15,6 +15,8 @@
 //!     --tasks 4 --chunks 50000 --watchers 1            # flood: throughput
 //! cargo run --release --example relay_bench -- --rate 10000 --seconds 10   # steady: latency
 //! ```
+//! `--quiet-secs N` reads the gateway's RSS again N seconds after the run: what it gives
+//! back once quiet.
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +49,9 @@ struct Args {
     /// `task:stream-chunks` frames as a node does with output that piled up while its last
     /// burst was written. 1 = a frame per chunk (protocol 1).
     batch: usize,
+    /// Seconds to leave the gateway quiet after the run before its RSS is read again (what
+    /// it gives back); 0: not read.
+    quiet_secs: u64,
     viber: PathBuf,
 }
 
@@ -60,6 +65,7 @@ fn parse_args() -> Args {
         seconds: 10,
         late_watcher: false,
         batch: 64,
+        quiet_secs: 0,
         viber: support::viber_bin(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -74,6 +80,7 @@ fn parse_args() -> Args {
             "--rate" => a.rate = v.parse().unwrap(),
             "--seconds" => a.seconds = v.parse().unwrap(),
             "--batch" => a.batch = v.parse::<usize>().unwrap().max(1),
+            "--quiet-secs" => a.quiet_secs = v.parse().unwrap(),
             "--viber" => a.viber = PathBuf::from(v),
             "--late-watcher" => {
                 a.late_watcher = true;
@@ -185,6 +192,14 @@ async fn main() {
     } else {
         Floor::Flood(floor(&task_ids, args.chunks, args.batch).await)
     };
+    if args.quiet_secs > 0 {
+        tokio::time::sleep(Duration::from_secs(args.quiet_secs)).await;
+        replay += &format!(
+            "\ngateway RSS {} s after the run: {:.1} MB",
+            args.quiet_secs,
+            support::status_kb(pid, "VmRSS:") as f64 / 1024.0
+        );
+    }
     report(
         &args,
         &Measured {

@@ -41,3 +41,15 @@ pub fn cap_malloc_arenas() {
         }
     }
 }
+
+/// Gives the C heap's free pages back to the system (glibc's `malloc_trim`): what start-up
+/// (migrations, loading state) or a burst of work freed but the heap kept. Does nothing with
+/// other C libraries.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator's heaps to the system;
+    // it touches no memory in use.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}

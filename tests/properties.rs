@@ -164,7 +164,9 @@ proptest! {
 fn fixture() -> &'static Path {
     static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("viber-props-{}", std::process::id()));
+        // Under target/tmp, not /tmp: it lives as long as the process and no drop removes
+        // a static, so each run replaces its own instead of leaving one behind.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("viber-props");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("root/a/b")).unwrap();
         std::fs::create_dir_all(dir.join("outside")).unwrap();

@@ -107,6 +107,11 @@ impl Metrics {
         self.inner.chunk_bytes.inc_by(bytes as u64);
     }
 
+    /// Chunks relayed so far.
+    pub fn chunks(&self) -> u64 {
+        self.inner.chunks.get()
+    }
+
     /// A frame of type `kind` from a node.
     pub fn frame(&self, kind: &'static str) {
         if let Some(c) = self.inner.by_type.get(kind) {

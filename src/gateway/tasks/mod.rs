@@ -242,10 +242,11 @@ impl TaskHub {
             rx,
             room,
             urgent_queued,
-            metrics,
+            metrics.clone(),
             shutdown.clone(),
         ));
-        background.spawn(watch_free_disk(data_dir, free_disk, shutdown));
+        background.spawn(watch_free_disk(data_dir, free_disk, shutdown.clone()));
+        background.spawn(trim_heap_when_quiet(metrics, shutdown));
         hub
     }
 
@@ -474,6 +475,26 @@ impl TaskHub {
             task_id: live.id.to_string(),
             state,
         });
+    }
+}
+
+/// How often [`trim_heap_when_quiet`] looks.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// Every [`TRIM_EVERY`], when no task output came through since the last look, gives the
+/// heap's free pages back to the system: memory a burst of output (a flood with many
+/// watchers) or a quiet spell's requests freed does not stay resident in an idle gateway,
+/// and a busy one's allocator is left alone.
+async fn trim_heap_when_quiet(metrics: crate::gateway::metrics::Metrics, stop: CancellationToken) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TRIM_EVERY, TRIM_EVERY);
+    let mut seen = metrics.chunks();
+    while crate::clock::next_tick(&mut tick, &stop).await {
+        let now = metrics.chunks();
+        if now == seen {
+            // Walking a large heap's free lists takes a moment: not on a worker.
+            let _ = tokio::task::spawn_blocking(crate::os::trim_heap).await;
+        }
+        seen = now;
     }
 }
 
