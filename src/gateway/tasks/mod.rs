@@ -481,18 +481,21 @@ impl TaskHub {
 /// How often [`trim_heap_when_quiet`] looks.
 const TRIM_EVERY: Duration = Duration::from_secs(10);
 
-/// Every [`TRIM_EVERY`], when no task output came through since the last look, gives the
-/// heap's free pages back to the system: memory a burst of output (a flood with many
-/// watchers) or a quiet spell's requests freed does not stay resident in an idle gateway,
-/// and a busy one's allocator is left alone.
+/// Gives the heap's free pages back to the system once the gateway is quiet: at the first
+/// look ([`TRIM_EVERY`] apart) with no task output since the one before, once after start-up
+/// and once after each burst. Memory a flood with many watchers freed does not stay resident
+/// in an idle gateway; a busy one's allocator is left alone, and an idle one (ten thousand
+/// nodes' heartbeats, say) does not walk its heap again and again.
 async fn trim_heap_when_quiet(metrics: crate::gateway::metrics::Metrics, stop: CancellationToken) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TRIM_EVERY, TRIM_EVERY);
     let mut seen = metrics.chunks();
+    let mut trimmed_at = None;
     while crate::clock::next_tick(&mut tick, &stop).await {
         let now = metrics.chunks();
-        if now == seen {
+        if now == seen && trimmed_at != Some(now) {
             // Walking a large heap's free lists takes a moment: not on a worker.
             let _ = tokio::task::spawn_blocking(crate::os::trim_heap).await;
+            trimmed_at = Some(now);
         }
         seen = now;
     }
