@@ -65,11 +65,18 @@ impl Harness {
         self.hub.ingest(&self.store, "n1", frame).await
     }
 
+    /// Stops the writer; the directory goes when the harness is dropped.
     async fn stop(self) {
         self.stop.cancel();
         self.tracker.close();
         self.tracker.wait().await;
-        std::fs::remove_dir_all(self.dir).unwrap();
+    }
+}
+
+/// Also when a test fails before `stop`: no directory left behind in the temp dir.
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
