@@ -422,8 +422,17 @@ mod tests {
                 d.strip_suffix(r#""}"#).unwrap().to_string()
             })
             .collect();
-        let tail = store.task_text("a".into(), 1000).await.unwrap();
+        let tail = store.task_text("a".into(), 1000, Vec::new()).await.unwrap();
         assert_eq!(tail, all[all.len() - 1000..]);
+        // Chunks not stored yet: those past the stored ones are added, once.
+        let delta = |d: &str| format!(r#"{{"type":"text-delta","delta":"{d}"}}"#).into();
+        let unstored = vec![
+            (1299, delta("repeat")),
+            (1300, delta("-new")),
+            (1301, delta("!")),
+        ];
+        let tail = store.task_text("a".into(), 1000, unstored).await.unwrap();
+        assert_eq!(tail, format!("{}-new!", &all[all.len() - 995..]));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -496,11 +496,19 @@ fn finish_task_tx(c: &rusqlite::Connection, id: &str, fin: &TaskFinish) -> rusql
 }
 
 impl Store {
-    /// The text a task produced (its text deltas, in order), at most `limit` bytes from the end.
-    pub async fn task_text(&self, task_id: String, limit: usize) -> anyhow::Result<String> {
+    /// The text a task produced (its text deltas, in order), at most `limit` bytes from the
+    /// end. `unstored` are chunks accepted but not yet stored, as (seq, chunk) in order, read
+    /// before this call (`TaskHub::unstored`): those past the stored ones are added, so a
+    /// running task's text is as new as its stream.
+    pub async fn task_text(
+        &self,
+        task_id: String,
+        limit: usize,
+        unstored: Vec<(u64, Arc<str>)>,
+    ) -> anyhow::Result<String> {
         self.read(move |c| {
             let mut out = String::new();
-            each_chunk(c, &task_id, -1, |_, chunk| {
+            let mut add = |chunk: &str| {
                 if chunk.contains("text-delta") {
                     if let Ok(d) = serde_json::from_str::<TextDelta>(chunk) {
                         if d.kind == "text-delta" {
@@ -508,8 +516,16 @@ impl Store {
                         }
                     }
                 }
+            };
+            let mut last = -1;
+            each_chunk(c, &task_id, -1, |seq, chunk| {
+                add(chunk);
+                last = seq as i64;
                 true
             })?;
+            for (_, chunk) in unstored.iter().filter(|(seq, _)| *seq as i64 > last) {
+                add(chunk);
+            }
             if out.len() > limit {
                 let mut cut = out.len() - limit;
                 while !out.is_char_boundary(cut) {

@@ -486,7 +486,11 @@ pub async fn messages(
                 output_pruned_at: task.output_pruned_at.map(iso8601),
             });
             if with_output && m.injection_mode.is_none() {
-                v.output = Some(app.store.task_text(task.id, OUTPUT_LIMIT).await?);
+                // What is relayed but not stored yet is read first (see `TaskHub::unstored`).
+                let unstored = app
+                    .tasks
+                    .unstored(&task.id, usize::MAX, |c| c.contains("text-delta"));
+                v.output = Some(app.store.task_text(task.id, OUTPUT_LIMIT, unstored).await?);
             }
         }
         messages.push(v);
