@@ -169,8 +169,9 @@ async fn main() {
     lat.sort_unstable();
     let peak_rss = support::status_kb(pid, "VmHWM:");
 
+    // Lines after the main figures: a late watcher's replay, the RSS once quiet.
+    let mut after = String::new();
     // A late watcher replays a whole stream.
-    let mut replay = String::new();
     if args.late_watcher {
         let t = Instant::now();
         let (n, _) = watch(
@@ -179,7 +180,7 @@ async fn main() {
             token.clone(),
         )
         .await;
-        replay = format!(
+        after = format!(
             "\nlate watcher replayed {n} of {} chunks in {:.2} s",
             args.chunks,
             t.elapsed().as_secs_f64()
@@ -194,7 +195,7 @@ async fn main() {
     };
     if args.quiet_secs > 0 {
         tokio::time::sleep(Duration::from_secs(args.quiet_secs)).await;
-        replay += &format!(
+        after += &format!(
             "\ngateway RSS {} s after the run: {:.1} MB",
             args.quiet_secs,
             support::status_kb(pid, "VmRSS:") as f64 / 1024.0
@@ -212,7 +213,7 @@ async fn main() {
             peak_rss,
             floor,
         },
-        &replay,
+        &after,
     );
     drop(gw);
     let _ = std::fs::remove_dir_all(&dir);
@@ -520,7 +521,7 @@ fn quantile(lat: &[u64], p: f64) -> f64 {
     lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1e6
 }
 
-fn report(args: &Args, m: &Measured, replay: &str) {
+fn report(args: &Args, m: &Measured, after: &str) {
     let total_expected = args.chunks * args.tasks as u64;
     let lat = &m.lat;
     let pct = |p: f64| quantile(lat, p);
@@ -573,7 +574,7 @@ fn report(args: &Args, m: &Measured, replay: &str) {
         m.idle_rss as f64 / 1024.0,
         m.peak_rss as f64 / 1024.0,
         floor,
-        replay,
+        after,
     );
 }
 

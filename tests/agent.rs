@@ -448,14 +448,10 @@ async fn an_approval_can_be_answered_the_moment_it_is_streamed() {
     let id = a
         .start("write quickly", json!({"workingMode": "always-ask"}))
         .await;
-    let res =
-        a.gw.http
-            .get(format!("{}/api/tasks/{id}/stream", a.gw.url))
-            .bearer_auth(&a.gw.token)
-            .send()
+    let mut body =
+        a.gw.sse(&format!("/api/tasks/{id}/stream"))
             .await
-            .unwrap();
-    let mut body = res.bytes_stream();
+            .bytes_stream();
     let mut parser = viber::cli::tasks::SseParser::default();
     let request = tokio::time::timeout(T, async {
         while let Some(bytes) = body.next().await {

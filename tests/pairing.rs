@@ -59,14 +59,7 @@ async fn fingerprint_of(dir: &TempDir) -> String {
 async fn a_node_without_a_token_waits_for_approval_and_a_rejected_key_stays_out() {
     let gdir = TempDir::new("gw");
     let gw = Gateway::start(gdir.path(), 0, &[]);
-    let events = gw
-        .http
-        .get(format!("{}/api/events", gw.url))
-        .bearer_auth(&gw.token)
-        .send()
-        .await
-        .unwrap();
-    let mut events = events.bytes_stream();
+    let mut events = gw.sse("/api/events").await.bytes_stream();
 
     // A node on loopback against a plain gateway still needs an operator.
     let ndir = TempDir::new("node");

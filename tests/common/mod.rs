@@ -421,6 +421,20 @@ impl Gateway {
         self.request(reqwest::Method::GET, path, None).await
     }
 
+    /// Opens a server-sent event stream at `path` (`/api/events`, a task's stream) with the
+    /// operator token; read it with `bytes_stream()`.
+    pub async fn sse(&self, path: &str) -> reqwest::Response {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("stream request");
+        assert_eq!(res.status(), 200, "{path}");
+        res
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.request(reqwest::Method::POST, path, Some(body)).await
     }
