@@ -395,15 +395,24 @@ impl TaskHub {
     }
 
     /// What the gateway reads from a chunk as it passes: approval requests (an event for the
-    /// board) and token usage (stored with the task). Returns the chunk's text.
+    /// board) and token usage (stored with the task). Returns the chunk's text: as the node
+    /// wrote it, or written again when its `type` was spelled with JSON escapes.
     fn chunk_seen(&self, task_id: &str, raw: &serde_json::value::RawValue) -> (Arc<str>, Seen) {
         let text = raw.get();
         // Most chunks are text and tool output: parsed only when they may be one of the two
-        // kinds the gateway reads.
-        if !text.contains("tool-approval-request") && !text.contains("message-metadata") {
+        // kinds the gateway reads, or hold an escape that may spell one.
+        let escaped = text.contains("\\u");
+        if !escaped && !text.contains("tool-approval-request") && !text.contains("message-metadata")
+        {
             return (text.into(), Seen::default());
         }
         let chunk: Value = serde_json::from_str(text).unwrap_or_default();
+        // Readers here and in the store find a chunk's kind by its `type` in the text before
+        // they parse it; a type written as `tool-approval\u002drequest` would pass them all.
+        let text: Arc<str> = match chunk["type"].as_str() {
+            Some(kind) if escaped && !text.contains(kind) => chunk.to_string().into(),
+            _ => text.into(),
+        };
         let approval = chunk["type"] == "tool-approval-request";
         if approval {
             let field = |k: &str| chunk[k].as_str().unwrap_or_default().to_string();
@@ -415,7 +424,7 @@ impl TaskHub {
             });
         }
         let usage = agent_report(task_id, &chunk);
-        (text.into(), Seen { usage, approval })
+        (text, Seen { usage, approval })
     }
 }
 

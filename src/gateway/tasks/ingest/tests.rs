@@ -292,6 +292,51 @@ async fn an_approval_request_is_an_urgent_write() {
     h.stop().await;
 }
 
+/// A chunk whose `type` is spelled with JSON escapes is read for what it is: its approval
+/// request is an urgent write and an event, and it is stored and relayed written plainly,
+/// so that readers which look for a type in a chunk's text before parsing it find it.
+#[tokio::test]
+async fn a_type_spelled_with_escapes_is_read_and_written_plainly() {
+    let h = Harness::start(Quotas::default());
+    h.task("t1").await;
+    let mut events = h.hub.events.subscribe();
+    let started = Frame::TaskStarted {
+        task_id: "t1".into(),
+        seq: 0,
+    };
+    assert!(h.ingest(started).await.is_none());
+    let mut watcher = h.hub.subscribe("t1").expect("live").rx;
+    let escaped = r#"{"type":"tool-approval\u002drequest","approvalId":"a1","toolCallId":"c1"}"#;
+    let raw = |text: &str| serde_json::value::RawValue::from_string(text.into()).unwrap();
+    // Escapes elsewhere, as in a terminal's colours, are kept as the node wrote them.
+    let coloured = r#"{"type":"text-delta","delta":"\u001b[1m"}"#;
+    let batch = Frame::TaskStreamChunks {
+        task_id: "t1".into(),
+        seq: 1,
+        chunks: vec![raw(escaped), raw(coloured)],
+    };
+    assert!(h.ingest(batch).await.is_none());
+    let plain = r#"{"type":"tool-approval-request","approvalId":"a1","toolCallId":"c1"}"#;
+    match watcher.recv().await.unwrap() {
+        Live::Chunk(1, text) => assert_eq!(&*text, plain),
+        _ => panic!("not the first chunk"),
+    }
+    let event = events.try_recv().expect("an approval event");
+    assert_eq!(event.kind, "task.approval");
+    assert!(
+        event.json.contains(r#""approvalId":"a1""#),
+        "{}",
+        event.json
+    );
+    assert!(h.ingest(completed("t1", 3)).await.is_none());
+    assert_eq!(stored_when_ended(&h, "t1").await, [1, 2]);
+    let stored = h.store.chunks_after("t1".into(), -1, 10).await.unwrap();
+    assert_eq!((&*stored[0].1, &*stored[1].1), (plain, coloured));
+    let approvals = h.store.approval_chunks("t1".into()).await.unwrap();
+    assert_eq!(approvals, [(1, plain.to_string())]);
+    h.stop().await;
+}
+
 fn meta(m: Value) -> Value {
     json!({"type": "message-metadata", "messageMetadata": m})
 }
