@@ -34,7 +34,8 @@ pub use pairing::PairingRecord;
 pub use retention::Pruned;
 pub use shared::SecretOrigin;
 pub use tasks::{
-    AgentReport, ChunkBatch, NewTask, TaskFinish, TaskRecord, UsageFact, APPROVAL_CHUNK_TYPES,
+    chunk_type, AgentReport, ChunkBatch, NewTask, TaskFinish, TaskRecord, UsageFact,
+    APPROVAL_CHUNK_TYPES,
 };
 pub use terminals::TerminalRecord;
 pub use threads::{ThreadMessage, ThreadRecord};

@@ -563,12 +563,12 @@ struct TextDelta<'a> {
     delta: String,
 }
 
-/// A chunk's `type`.
-fn chunk_type(chunk: &str) -> Option<String> {
+/// A chunk's `type`: borrowed from `chunk` unless it is spelled with escapes.
+pub fn chunk_type(chunk: &str) -> Option<std::borrow::Cow<'_, str>> {
     #[derive(serde::Deserialize)]
-    struct Typed {
-        #[serde(rename = "type")]
-        kind: String,
+    struct Typed<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
     }
     serde_json::from_str::<Typed>(chunk).ok().map(|t| t.kind)
 }

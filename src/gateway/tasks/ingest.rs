@@ -2,6 +2,7 @@
 //! counted against the output quotas, fanned out to watchers and queued for the writer; and
 //! what the gateway reads from a chunk on its way (approval requests, usage reports).
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use super::{Live, LiveInner, LiveTask, TaskHub, WriteOp};
 use crate::clock::now_ms;
 use crate::protocol::events::Event;
 use crate::protocol::{ErrorCode, Frame, TaskOutcome};
-use crate::store::{AgentReport, Store, TaskFinish};
+use crate::store::{chunk_type, AgentReport, Store, TaskFinish};
 
 /// Most bytes of a node's error or result text kept with a task.
 const MAX_OUTCOME_TEXT: usize = 16 * 1024;
@@ -399,20 +400,25 @@ impl TaskHub {
     /// wrote it, or written again when its `type` was spelled with JSON escapes.
     fn chunk_seen(&self, task_id: &str, raw: &serde_json::value::RawValue) -> (Arc<str>, Seen) {
         let text = raw.get();
+        // Readers here and in the store find a chunk's kind by its `type` in the text before
+        // they parse it; one spelled with escapes (`tool-approval\u002drequest`) would pass
+        // them all. Only the type is read (no allocation unless it has an escape), and only
+        // when the chunk holds a `\u` at all: escapes elsewhere, as a terminal's colours,
+        // are kept as written.
+        let plain = (text.contains("\\u") && matches!(chunk_type(text), Some(Cow::Owned(_))))
+            .then(|| {
+                serde_json::from_str::<Value>(text)
+                    .map(|v| v.to_string())
+                    .ok()
+            })
+            .flatten();
+        let text = plain.as_deref().unwrap_or(text);
         // Most chunks are text and tool output: parsed only when they may be one of the two
-        // kinds the gateway reads, or hold an escape that may spell one.
-        let escaped = text.contains("\\u");
-        if !escaped && !text.contains("tool-approval-request") && !text.contains("message-metadata")
-        {
+        // kinds the gateway reads.
+        if !text.contains("tool-approval-request") && !text.contains("message-metadata") {
             return (text.into(), Seen::default());
         }
         let chunk: Value = serde_json::from_str(text).unwrap_or_default();
-        // Readers here and in the store find a chunk's kind by its `type` in the text before
-        // they parse it; a type written as `tool-approval\u002drequest` would pass them all.
-        let text: Arc<str> = match chunk["type"].as_str() {
-            Some(kind) if escaped && !text.contains(kind) => chunk.to_string().into(),
-            _ => text.into(),
-        };
         let approval = chunk["type"] == "tool-approval-request";
         if approval {
             let field = |k: &str| chunk[k].as_str().unwrap_or_default().to_string();
@@ -424,7 +430,7 @@ impl TaskHub {
             });
         }
         let usage = agent_report(task_id, &chunk);
-        (text, Seen { usage, approval })
+        (text.into(), Seen { usage, approval })
     }
 }
 
