@@ -101,10 +101,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// One chunk of `bytes` relayed (fanned out and queued for the store).
-    pub fn chunk(&self, bytes: usize) {
-        self.inner.chunks.inc();
-        self.inner.chunk_bytes.inc_by(bytes as u64);
+    /// `chunks` chunks of `bytes` in all relayed (fanned out and queued for the store).
+    pub fn chunks_relayed(&self, chunks: usize, bytes: usize) {
+        if chunks > 0 {
+            self.inner.chunks.inc_by(chunks as u64);
+            self.inner.chunk_bytes.inc_by(bytes as u64);
+        }
     }
 
     /// Chunks relayed so far.

@@ -288,6 +288,7 @@ impl TaskHub {
         let mut rows = Vec::new();
         let mut refused = None;
         let mut approval = false;
+        let mut bytes = 0;
         for (seq, chunk) in (first..).zip(chunks) {
             let s = seq as i64;
             if s <= st.last_seq {
@@ -307,12 +308,14 @@ impl TaskHub {
                 break;
             }
             st.last_seq = s;
-            self.metrics.chunk(text.len());
+            bytes += text.len();
             st.pending.push_back((seq, text.clone()));
             let _ = st.tx.send(Live::Chunk(seq, text.clone()));
             approval |= seen.approval;
             rows.push((seq, text, seen.usage));
         }
+        // Counted once a frame: the counters are shared by every task on every core.
+        self.metrics.chunks_relayed(rows.len(), bytes);
         if (first as i64) <= st.last_seq && rows.first().is_none_or(|r| r.0 != first) {
             self.resent(st, node_id, task_id);
         }
