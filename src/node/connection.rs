@@ -29,8 +29,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// pings an idle node every two).
 const GATEWAY_SILENT_FOR: u32 = 5;
 
-/// Exponential backoff with full jitter between `base` and a ceiling that doubles per
-/// attempt up to `cap`.
+/// Exponential backoff with jitter: each delay is drawn between half of `base` and a ceiling
+/// that starts at `base` and doubles per attempt up to `cap`. The first retry is drawn too:
+/// nodes that lost their gateway at the same moment (it crashed or restarted) come back
+/// spread over half a second rather than all at once.
 pub struct Backoff {
     base: Duration,
     cap: Duration,
@@ -56,13 +58,9 @@ impl Backoff {
             .saturating_mul(1u32 << self.attempt.min(16))
             .min(self.cap);
         self.attempt = self.attempt.saturating_add(1);
-        let span = ceiling.saturating_sub(self.base).as_millis() as u64;
-        let jitter = if span == 0 {
-            0
-        } else {
-            crate::crypto::random_u64() % (span + 1)
-        };
-        self.base + Duration::from_millis(jitter)
+        let floor = self.base / 2;
+        let span = ceiling.saturating_sub(floor).as_millis() as u64;
+        floor + Duration::from_millis(crate::crypto::random_u64() % (span + 1))
     }
 }
 
@@ -358,16 +356,26 @@ mod tests {
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
         let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let half = Duration::from_millis(500);
         for attempt in 0..12u32 {
             let d = b.next_delay();
             let ceiling = Duration::from_secs(1u64 << attempt).min(Duration::from_secs(30));
-            assert!(
-                d >= Duration::from_secs(1) && d <= ceiling,
-                "attempt {attempt}: {d:?}"
-            );
+            assert!(d >= half && d <= ceiling, "attempt {attempt}: {d:?}");
         }
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_secs(1));
+        // The first retry after a reset is drawn between 0.5 and 1 s, not always 1 s: a
+        // fleet that lost its gateway at once does not come back at once. (200 draws all
+        // in one half of the range: a chance of 2^-199.)
+        let first: Vec<Duration> = (0..200)
+            .map(|_| {
+                b.reset();
+                b.next_delay()
+            })
+            .collect();
+        assert!(first
+            .iter()
+            .all(|d| *d >= half && *d <= Duration::from_secs(1)));
+        let mid = Duration::from_millis(750);
+        assert!(first.iter().any(|d| *d < mid) && first.iter().any(|d| *d > mid));
     }
 
     #[test]
