@@ -100,13 +100,23 @@ async fn linger(
         return;
     }
     let since = tokio::time::Instant::now();
+    // Listening from here on. A signal already given is spent first: its urgent write is
+    // in `ops` (this batch or an earlier one took it without waiting for the signal) or
+    // still queued, where `take_queued` finds it; kept, it would cut the wait of a later
+    // batch with nothing urgent in it short.
+    let urgent = urgent_queued.notified();
+    tokio::pin!(urgent);
+    if urgent.as_mut().enable() {
+        urgent.set(urgent_queued.notified());
+        urgent.as_mut().enable();
+    }
     tokio::time::sleep_until(since + WRITER_LINGER).await;
     if take_queued(rx, ops) {
         return;
     }
     tokio::select! {
         _ = tokio::time::sleep_until(since + WRITER_LINGER_MAX) => {}
-        _ = urgent_queued.notified() => {}
+        _ = urgent => {}
     }
     take_queued(rx, ops);
 }
@@ -218,5 +228,88 @@ fn publish(
     }
     for (live, state) in finished {
         hub.ended(&live, state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::tasks::{LiveInner, WRITER_LINGER, WRITER_LINGER_MAX};
+    use std::sync::atomic::AtomicU64;
+    use tokio::sync::{broadcast, Notify};
+    use tokio::time::Instant;
+
+    fn live() -> Arc<LiveTask> {
+        Arc::new(LiveTask {
+            id: "t1".into(),
+            node_id: "n1".into(),
+            node_output: Arc::new(AtomicU64::new(0)),
+            inner: std::sync::Mutex::new(LiveInner {
+                last_seq: 0,
+                committed: 0,
+                pending: Default::default(),
+                tx: broadcast::channel(1).0,
+                ended: false,
+                final_ordered: false,
+                orphan: false,
+                stop_requested: false,
+                bytes: 0,
+                chunks: 0,
+            }),
+        })
+    }
+
+    /// How long `linger` holds a batch that starts with `op` (signalled as urgent when
+    /// it is, as ingest does).
+    async fn held(
+        tx: &mpsc::UnboundedSender<WriteOp>,
+        rx: &mut mpsc::UnboundedReceiver<WriteOp>,
+        urgent: &Notify,
+        op: WriteOp,
+    ) -> std::time::Duration {
+        let signal = op.urgent();
+        tx.send(op).unwrap();
+        if signal {
+            urgent.notify_one();
+        }
+        let mut ops = Vec::new();
+        rx.recv_many(&mut ops, WRITER_BATCH).await;
+        let started = Instant::now();
+        linger(rx, &mut ops, urgent).await;
+        started.elapsed()
+    }
+
+    /// A task's start is committed after the short linger; the trickle after it gathers
+    /// for the full wait: the start's signal, spent, does not cut that wait short.
+    #[tokio::test(start_paused = true)]
+    async fn an_urgent_writes_signal_is_spent_by_its_batch() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let urgent = Notify::new();
+        let live = live();
+        let start = WriteOp::Started(live.clone(), 0, 0);
+        assert_eq!(held(&tx, &mut rx, &urgent, start).await, WRITER_LINGER);
+        let trickle = |seq| WriteOp::Chunks {
+            live: live.clone(),
+            rows: vec![(seq, "{}".into(), None)],
+            approval: false,
+        };
+        assert_eq!(
+            held(&tx, &mut rx, &urgent, trickle(1)).await,
+            WRITER_LINGER_MAX
+        );
+        // An approval request queued while a trickle waits ends the wait.
+        let approval = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let rows = vec![(3, "{}".into(), None)];
+            let op = WriteOp::Chunks {
+                live: live.clone(),
+                rows,
+                approval: true,
+            };
+            tx.send(op).unwrap();
+            urgent.notify_one();
+        };
+        let (waited, ()) = tokio::join!(held(&tx, &mut rx, &urgent, trickle(2)), approval);
+        assert_eq!(waited, Duration::from_millis(10));
     }
 }
