@@ -437,6 +437,26 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A chunk's type is read as every other reader reads it: escapes decoded (and then
+    /// owned), the last of a repeated key, nothing from what is not an object with a
+    /// string type.
+    #[test]
+    fn a_chunks_type_is_read_as_json_reads_it() {
+        use std::borrow::Cow;
+        let t = chunk_type;
+        assert!(matches!(
+            t(r#"{"type":"text-delta"}"#),
+            Some(Cow::Borrowed("text-delta"))
+        ));
+        let escaped = t(r#"{"delta":"\u001b","type":"tool\u002dx"}"#);
+        assert!(matches!(escaped, Some(Cow::Owned(ref k)) if k == "tool-x"));
+        let twice = t(r#"{"type":"a","\u0074ype":"b","x":[1,{"type":"c"}]}"#);
+        assert_eq!(twice.as_deref(), Some("b"));
+        for none in [r#"{"delta":"x"}"#, r#"{"type":5}"#, r#"["type"]"#, "null"] {
+            assert_eq!(t(none), None, "{none}");
+        }
+    }
+
     #[test]
     fn migration_numbers_increase() {
         let nums: Vec<i64> = migrations().iter().map(|(n, _)| *n).collect();

@@ -1,5 +1,6 @@
 //! Tasks, their chunk streams and follow-up messages.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use rusqlite::{params, OptionalExtension, Row};
@@ -558,19 +559,62 @@ impl Store {
 #[derive(serde::Deserialize)]
 struct TextDelta<'a> {
     #[serde(rename = "type", borrow)]
-    kind: std::borrow::Cow<'a, str>,
+    kind: Cow<'a, str>,
     #[serde(default)]
     delta: String,
 }
 
-/// A chunk's `type`: borrowed from `chunk` unless it is spelled with escapes.
-pub fn chunk_type(chunk: &str) -> Option<std::borrow::Cow<'_, str>> {
-    #[derive(serde::Deserialize)]
-    struct Typed<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: std::borrow::Cow<'a, str>,
+/// A chunk's `type`: borrowed from `chunk` unless it is spelled with escapes. Of a `type`
+/// given twice the last counts, as for every other reader of a chunk (a `Value`, a
+/// browser's `JSON.parse`); None when the chunk is not an object with a string `type`.
+pub fn chunk_type(chunk: &str) -> Option<Cow<'_, str>> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    struct LastType;
+    impl<'de> Visitor<'de> for LastType {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a chunk object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut kind = None;
+            while let Some(key) = map.next_key::<Str<'de>>()? {
+                if key.0 == "type" {
+                    kind = Some(map.next_value::<Str<'de>>()?.0);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(kind)
+        }
     }
-    serde_json::from_str::<Typed>(chunk).ok().map(|t| t.kind)
+    let mut de = serde_json::Deserializer::from_str(chunk);
+    de.deserialize_map(LastType).ok().flatten()
+}
+
+/// A JSON string, borrowed from the input when it has no escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Str<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// The chunk types [`Store::approval_chunks`] reads: a tool call, the request to approve it,

@@ -302,16 +302,31 @@ impl TaskHub {
                 tracing::warn!(task = %task_id, seq, expected = st.last_seq + 1, "sequence gap; waiting for a resend");
                 break;
             }
-            let (text, seen) = self.chunk_seen(task_id, &chunk);
-            if let Err(why) = self.charge(live, st, text.len() as u64) {
+            let seen = match chunk_seen(task_id, &chunk) {
+                Ok(seen) => seen,
+                Err(why) => {
+                    refused = Some(format!("chunk {seq} refused: {why}"));
+                    break;
+                }
+            };
+            if let Err(why) = self.charge(live, st, seen.text.len() as u64) {
                 refused = Some(why);
                 break;
             }
             st.last_seq = s;
+            let text = seen.text;
             bytes += text.len();
             st.pending.push_back((seq, text.clone()));
             let _ = st.tx.send(Live::Chunk(seq, text.clone()));
-            approval |= seen.approval;
+            if let Some((approval_id, tool_call_id)) = seen.approval {
+                approval = true;
+                self.events.publish(Event::TaskApproval {
+                    task_id: task_id.to_string(),
+                    status: "awaiting approval".into(),
+                    approval_id,
+                    tool_call_id,
+                });
+            }
             rows.push((seq, text, seen.usage));
         }
         // Counted once a frame: the counters are shared by every task on every core.
@@ -397,52 +412,62 @@ impl TaskHub {
             task_id: live.id.to_string(),
         })
     }
-
-    /// What the gateway reads from a chunk as it passes: approval requests (an event for the
-    /// board) and token usage (stored with the task). Returns the chunk's text: as the node
-    /// wrote it, or written again when its `type` was spelled with JSON escapes.
-    fn chunk_seen(&self, task_id: &str, raw: &serde_json::value::RawValue) -> (Arc<str>, Seen) {
-        let text = raw.get();
-        // Readers here and in the store find a chunk's kind by its `type` in the text before
-        // they parse it; one spelled with escapes (`tool-approval\u002drequest`) would pass
-        // them all. Only the type is read (no allocation unless it has an escape), and only
-        // when the chunk holds a `\u` at all: escapes elsewhere, as a terminal's colours,
-        // are kept as written.
-        let plain = (text.contains("\\u") && matches!(chunk_type(text), Some(Cow::Owned(_))))
-            .then(|| {
-                serde_json::from_str::<Value>(text)
-                    .map(|v| v.to_string())
-                    .ok()
-            })
-            .flatten();
-        let text = plain.as_deref().unwrap_or(text);
-        // Most chunks are text and tool output: parsed only when they may be one of the two
-        // kinds the gateway reads.
-        if !text.contains("tool-approval-request") && !text.contains("message-metadata") {
-            return (text.into(), Seen::default());
-        }
-        let chunk: Value = serde_json::from_str(text).unwrap_or_default();
-        let approval = chunk["type"] == "tool-approval-request";
-        if approval {
-            let field = |k: &str| chunk[k].as_str().unwrap_or_default().to_string();
-            self.events.publish(Event::TaskApproval {
-                task_id: task_id.to_string(),
-                status: "awaiting approval".into(),
-                approval_id: field("approvalId"),
-                tool_call_id: field("toolCallId"),
-            });
-        }
-        let usage = agent_report(task_id, &chunk);
-        (text.into(), Seen { usage, approval })
-    }
 }
 
-/// What [`TaskHub::chunk_seen`] read from a chunk.
-#[derive(Default)]
+/// What the gateway reads from a chunk as it passes: approval requests (an event for the
+/// board) and token usage (stored with the task), and the chunk's text: as the node wrote it,
+/// or written again when its `type` was spelled with JSON escapes. Refused (a reason) when
+/// such a chunk is not valid JSON after all.
+fn chunk_seen(task_id: &str, raw: &serde_json::value::RawValue) -> Result<Seen, String> {
+    let text = raw.get();
+    // Readers here and in the store find a chunk's kind by its `type` in the text before they
+    // parse it; one spelled with escapes (`tool-approval\u002drequest`) would pass them all.
+    // Only the type is read (no allocation unless it has an escape), and only when the chunk
+    // holds a `\u` at all: escapes elsewhere, as a terminal's colours, are kept as written.
+    let plain = if text.contains("\\u") && matches!(chunk_type(text), Some(Cow::Owned(_))) {
+        // A frame's chunk is checked loosely (an escape's hex, a number's range): written
+        // again, it must parse, or a browser would read a type the gateway does not.
+        let chunk: Value = serde_json::from_str(text).map_err(|e| {
+            format!("its type is spelled with escapes and it is not valid JSON ({e})")
+        })?;
+        Some(chunk.to_string())
+    } else {
+        None
+    };
+    let text = plain.as_deref().unwrap_or(text);
+    // Most chunks are text and tool output: parsed only when they may be one of the two kinds
+    // the gateway reads.
+    if !text.contains("tool-approval-request") && !text.contains("message-metadata") {
+        return Ok(Seen::new(text));
+    }
+    let chunk: Value = serde_json::from_str(text).unwrap_or_default();
+    let approval = (chunk["type"] == "tool-approval-request").then(|| {
+        let field = |k: &str| chunk[k].as_str().unwrap_or_default().to_string();
+        (field("approvalId"), field("toolCallId"))
+    });
+    Ok(Seen {
+        usage: agent_report(task_id, &chunk),
+        approval,
+        ..Seen::new(text)
+    })
+}
+
+/// What [`chunk_seen`] read from a chunk.
 struct Seen {
+    text: Arc<str>,
     usage: Option<AgentReport>,
-    /// It asks for an approval.
-    approval: bool,
+    /// It asks for an approval: its approval id and tool call id.
+    approval: Option<(String, String)>,
+}
+
+impl Seen {
+    fn new(text: &str) -> Seen {
+        Seen {
+            text: text.into(),
+            usage: None,
+            approval: None,
+        }
+    }
 }
 
 /// A frame after the task's final one: dropped.

@@ -337,6 +337,72 @@ async fn a_type_spelled_with_escapes_is_read_and_written_plainly() {
     h.stop().await;
 }
 
+/// A chunk whose type is spelled with escapes must parse as JSON to be written again; one
+/// that does not (a lone surrogate: a frame checks its chunks' escapes loosely) ends its
+/// task, rather than being relayed with a type only a browser reads. A `type` given twice
+/// counts as its last one for every reader, stored or not.
+#[tokio::test]
+async fn chunks_the_gateway_cannot_read_plainly_are_refused_and_repeated_keys_agree() {
+    let h = Harness::start(Quotas::default());
+    for id in ["t1", "t2"] {
+        h.task(id).await;
+    }
+    let mut events = h.hub.events.subscribe();
+    let raw = |text: &str| serde_json::value::RawValue::from_string(text.into()).unwrap();
+    let batch = |task: &str, chunks| Frame::TaskStreamChunks {
+        task_id: task.into(),
+        seq: 0,
+        chunks,
+    };
+    let twice = r#"{"type":"text-delta","type":"tool-approval-request","approvalId":"a2","toolCallId":"c2"}"#;
+    assert!(h.ingest(batch("t1", vec![raw(twice)])).await.is_none());
+    let event = events.try_recv().expect("an approval event");
+    assert!(
+        event.json.contains(r#""approvalId":"a2""#),
+        "{}",
+        event.json
+    );
+    let hostile =
+        r#"{"type":"tool-approval\u002drequest","approvalId":"a3","toolCallId":"c3","x":"\ud800"}"#;
+    let stop = h.ingest(batch("t2", vec![raw(hostile)])).await;
+    assert!(matches!(stop, Some(Frame::TaskStop { task_id }) if task_id == "t2"));
+    let t2 = h.store.task("t2".into()).await.unwrap().unwrap();
+    assert!(t2.state.is_terminal());
+    let why = t2.error.unwrap_or_default();
+    assert!(
+        why.contains("chunk 0 refused") && why.contains("not valid JSON"),
+        "{why}"
+    );
+    while let Ok(event) = events.try_recv() {
+        assert_ne!(event.kind, "task.approval", "{}", event.json);
+    }
+    assert!(h.ingest(completed("t1", 1)).await.is_none());
+    assert_eq!(stored_when_ended(&h, "t1").await, [0]);
+    let approvals = h.store.approval_chunks("t1".into()).await.unwrap();
+    assert_eq!(approvals, [(0, twice.to_string())]);
+    h.stop().await;
+}
+
+/// An approval request over a quota is refused, and the board hears nothing of it.
+#[tokio::test]
+async fn an_approval_request_over_a_quota_is_not_announced() {
+    let h = Harness::start(Quotas {
+        task_chunks: 1,
+        ..Quotas::default()
+    });
+    h.task("t1").await;
+    let mut events = h.hub.events.subscribe();
+    let first = Frame::chunk("t1", 0, &json!({"type": "text-delta", "delta": "x"}));
+    assert!(h.ingest(first).await.is_none());
+    let request = json!({"type": "tool-approval-request", "approvalId": "a1", "toolCallId": "c1"});
+    let stop = h.ingest(Frame::chunk("t1", 1, &request)).await;
+    assert!(matches!(stop, Some(Frame::TaskStop { .. })), "{stop:?}");
+    while let Ok(event) = events.try_recv() {
+        assert_ne!(event.kind, "task.approval", "{}", event.json);
+    }
+    h.stop().await;
+}
+
 fn meta(m: Value) -> Value {
     json!({"type": "message-metadata", "messageMetadata": m})
 }
