@@ -86,7 +86,8 @@ enum Sequenced {
 enum Then {
     Nothing,
     Answer(Box<Frame>),
-    /// End the task over a quota with this reason and tell the node to stop it.
+    /// End the task whose output is refused (over a quota, or a chunk the gateway cannot
+    /// read) with this reason and tell the node to stop it.
     Refuse(String),
 }
 
@@ -388,8 +389,8 @@ impl TaskHub {
         Ok(())
     }
 
-    /// Ends a task over a quota as an error and tells its node to stop it; its later frames
-    /// are acknowledged and dropped. The ending runs on its own task: a connection dropped
+    /// Ends a task whose output is refused as an error and tells its node to stop it; its
+    /// later frames are acknowledged and dropped. The ending runs on its own task: a connection dropped
     /// meanwhile (its node replaced it, the gateway stops) must not leave the task stored as
     /// ended but live here, its output still counted against its node.
     async fn refuse(
@@ -403,7 +404,10 @@ impl TaskHub {
         let end = tokio::spawn(async move {
             let fin = TaskFinish::now(TaskOutcome::failed(why));
             if let Err(e) = hub.end_without_node(&store, &task, fin).await {
-                tracing::error!(error = format!("{e:#}"), "ending a task over its quota");
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "ending a task whose output was refused"
+                );
             }
         });
         let _ = end.await;
