@@ -228,7 +228,10 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
   const link = useRef<Attachment | null>(null);
   const [list, setList] = useState<TerminalInfo[] | null>(null);
   const [current, setCurrent] = useState<TerminalInfo | null>(null);
-  const [linkState, setLinkState] = useState<LinkState>('connecting');
+  // The link's state with the terminal it is of: between showing a new current terminal and
+  // attaching to it, the last one's 'live' must not read as this one's (keys typed then would
+  // be dropped by the new attachment's replay).
+  const [linkOf, setLinkOf] = useState<{ id: string; state: LinkState } | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
 
@@ -290,8 +293,8 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
     if (!currentId || !x) return;
     x.term.reset();
     setError(null);
-    setLinkState('connecting');
-    const a = new Attachment(x.term, currentId, { state: setLinkState, error: setError });
+    setLinkOf({ id: currentId, state: 'connecting' });
+    const a = new Attachment(x.term, currentId, { state: (state) => setLinkOf({ id: currentId, state }), error: setError });
     link.current = a;
     x.term.focus();
     return () => {
@@ -299,6 +302,8 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
       if (link.current === a) link.current = null;
     };
   }, [currentId]);
+
+  const linkState: LinkState = linkOf && linkOf.id === currentId ? linkOf.state : 'connecting';
 
   // The ports its processes listen on change as it runs; the node reports them now and then.
   const ended = linkState === 'ended';

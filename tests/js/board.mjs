@@ -264,10 +264,15 @@ async function newTerminal(page) {
   const pane = page.locator('.term-pane');
   const before = await pane.getAttribute('data-terminal');
   await pane.getByRole('button', { name: 'New terminal' }).first().click();
-  await page.waitForFunction((old) => {
-    const id = document.querySelector('.term-pane')?.getAttribute('data-terminal');
-    return id && id !== old;
+  // The label as the pane first shows the new terminal: never the last one's "Connected"
+  // (keys typed on that word would be dropped by the new attachment's replay).
+  const label = await page.waitForFunction((old) => {
+    const el = document.querySelector('.term-pane');
+    const id = el?.getAttribute('data-terminal');
+    return id && id !== old ? el.querySelector('.term-link')?.textContent ?? '' : null;
   }, before);
+  const shown = await label.jsonValue();
+  check(!shown.includes('Connected'), `a new terminal's link reads ${JSON.stringify(shown)} before it is attached`);
 }
 
 /** Waits until the terminal is attached and takes keys, then types a command line into it. */
