@@ -455,6 +455,15 @@ mod tests {
         for none in [r#"{"delta":"x"}"#, r#"{"type":5}"#, r#"["type"]"#, "null"] {
             assert_eq!(t(none), None, "{none}");
         }
+        // A thread's text reads a delta the same way: the last of a repeated one.
+        let fields = tasks::string_fields(
+            r#"{"type":"text-delta","delta":"a","delta":"b"}"#,
+            ["type", "delta"],
+        );
+        assert_eq!(
+            fields.map(|[k, d]| (k.unwrap().into_owned(), d.unwrap().into_owned())),
+            Some(("text-delta".into(), "b".into()))
+        );
     }
 
     #[test]

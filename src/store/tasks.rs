@@ -511,9 +511,10 @@ impl Store {
             let mut out = String::new();
             let mut add = |chunk: &str| {
                 if chunk.contains("text-delta") {
-                    if let Ok(d) = serde_json::from_str::<TextDelta>(chunk) {
-                        if d.kind == "text-delta" {
-                            out.push_str(&d.delta);
+                    if let Some([Some(kind), Some(delta)]) = string_fields(chunk, ["type", "delta"])
+                    {
+                        if kind == "text-delta" {
+                            out.push_str(&delta);
                         }
                     }
                 }
@@ -555,41 +556,44 @@ impl Store {
     }
 }
 
-/// The fields of a text delta chunk that [`Store::task_text`] reads.
-#[derive(serde::Deserialize)]
-struct TextDelta<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Cow<'a, str>,
-    #[serde(default)]
-    delta: String,
-}
-
 /// A chunk's `type`: borrowed from `chunk` unless it is spelled with escapes. Of a `type`
 /// given twice the last counts, as for every other reader of a chunk (a `Value`, a
 /// browser's `JSON.parse`); None when the chunk is not an object with a string `type`.
 pub fn chunk_type(chunk: &str) -> Option<Cow<'_, str>> {
+    let [kind] = string_fields(chunk, ["type"])?;
+    kind
+}
+
+/// The string fields `keys` of a JSON object, in one pass, each borrowed unless spelled
+/// with escapes, the last of a repeated key. None when `chunk` is not an object or one of
+/// the fields is not a string.
+pub(super) fn string_fields<'a, const N: usize>(
+    chunk: &'a str,
+    keys: [&'static str; N],
+) -> Option<[Option<Cow<'a, str>>; N]> {
     use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
-    struct LastType;
-    impl<'de> Visitor<'de> for LastType {
-        type Value = Option<Cow<'de, str>>;
+    struct Fields<const N: usize>([&'static str; N]);
+    impl<'de, const N: usize> Visitor<'de> for Fields<N> {
+        type Value = [Option<Cow<'de, str>>; N];
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a chunk object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut kind = None;
+            let mut out = [const { None }; N];
             while let Some(key) = map.next_key::<Str<'de>>()? {
-                if key.0 == "type" {
-                    kind = Some(map.next_value::<Str<'de>>()?.0);
-                } else {
-                    map.next_value::<IgnoredAny>()?;
+                match self.0.iter().position(|k| *k == key.0) {
+                    Some(i) => out[i] = Some(map.next_value::<Str<'de>>()?.0),
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
                 }
             }
-            Ok(kind)
+            Ok(out)
         }
     }
     let mut de = serde_json::Deserializer::from_str(chunk);
-    de.deserialize_map(LastType).ok().flatten()
+    de.deserialize_map(Fields(keys)).ok()
 }
 
 /// A JSON string, borrowed from the input when it has no escapes.
