@@ -251,7 +251,11 @@ async function terminalLine(page, text, what) {
     .waitForFunction((t) => [...document.querySelectorAll('.term-pane .xterm-rows > div')].some((r) => r.textContent.trim() === t), text)
     .catch(async (e) => {
       await shot(page, 'terminal-failure');
-      throw new Error(`${what}: no row reads ${JSON.stringify(text)}; the terminal shows:\n${(await terminalRows(page)).join('\n')}\n${e}`);
+      const link = await page.evaluate(() => {
+        const pane = document.querySelector('.term-pane');
+        return `${pane?.getAttribute('data-terminal')}: ${pane?.querySelector('.term-link')?.textContent}`;
+      });
+      throw new Error(`${what}: no row reads ${JSON.stringify(text)} (terminal ${link}); the terminal shows:\n${(await terminalRows(page)).join('\n')}\n${e}`);
     });
 }
 
