@@ -20,12 +20,16 @@ export type LinkState = 'connecting' | 'live' | 'reconnecting' | 'ended';
 // terminal back then (device attributes, cursor position, colours, ...), and xterm.js answers
 // every query it parses through onData, as if typed: answering them again would type garbage
 // into the shell. So output counts as replay while it arrives within REPLAY_MIN_MS of the
-// socket opening, or before its first REPLAY_QUIET_MS pause, and keystrokes (onData) are
-// dropped until xterm has parsed all of it. REPLAY_MAX_MS bounds it for a terminal whose
-// output never pauses (a `yes`, a busy log), which would otherwise never take input.
+// socket opening, or before its first REPLAY_QUIET_MS pause, and input xterm produces then
+// (onData) is dropped until xterm has parsed all of it, except what the user types on the
+// keyboard meanwhile: that is held and sent when the replay ends. REPLAY_MAX_MS bounds it for
+// a terminal whose output never pauses (a `yes`, a busy log), which would otherwise never take
+// input.
 const REPLAY_MIN_MS = 300;
 const REPLAY_QUIET_MS = 100;
 const REPLAY_MAX_MS = 3000;
+/** Most keystroke messages held during a replay; more are dropped. */
+const HELD_MAX = 256;
 /** Reconnect delays after the socket drops (a gateway restart, a network blip). */
 const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 5000;
@@ -35,6 +39,14 @@ function fromBase64(s: string): Uint8Array {
   const out = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
   return out;
+}
+
+/**
+ * Whether xterm is handling a key event now: set by the pane's key event handler for the
+ * event and its task. Input produced then is the user's, not an answer to a query.
+ */
+export interface Keys {
+  typing: boolean;
 }
 
 interface Listener {
@@ -62,11 +74,14 @@ class Attachment {
   /** Exited or disposed: no more reconnects. */
   private done = false;
   private subs: IDisposable[];
+  /** Keystrokes typed during a replay, sent when it ends. */
+  private held: P.ViewerInput[] = [];
 
   constructor(
     private term: Terminal,
     private id: string,
     private on: Listener,
+    private keys: Keys,
   ) {
     this.subs = [
       term.onData((data) => this.input({ type: 'input', data })),
@@ -193,12 +208,14 @@ class Attachment {
         if (gen !== this.generation || this.done) return;
         this.replaying = false;
         this.on.state('live');
+        for (const msg of this.held.splice(0)) this.send(msg);
       });
     }, Math.max(0, ms));
   }
 
   private input(msg: P.ViewerInput) {
     if (!this.replaying) this.send(msg);
+    else if (this.keys.typing && this.held.length < HELD_MAX) this.held.push(msg);
   }
 
   private send(msg: P.ViewerInput): boolean {
@@ -226,11 +243,11 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
   const host = useRef<HTMLDivElement>(null);
   const xterm = useRef<{ term: Terminal; fit: FitAddon } | null>(null);
   const link = useRef<Attachment | null>(null);
+  const keys = useRef<Keys>({ typing: false });
   const [list, setList] = useState<TerminalInfo[] | null>(null);
   const [current, setCurrent] = useState<TerminalInfo | null>(null);
   // The link's state with the terminal it is of: between showing a new current terminal and
-  // attaching to it, the last one's 'live' must not read as this one's (keys typed then would
-  // be dropped by the new attachment's replay).
+  // attaching to it, the last one's 'live' must not read as this one's.
   const [linkOf, setLinkOf] = useState<{ id: string; state: LinkState } | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
@@ -247,6 +264,13 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
     });
     const fit = new FitAddon();
     term.loadAddon(fit);
+    // xterm calls this for each key event before it turns the key into input (onData, in the
+    // same call): input while the flag is up is typed. It drops before anything else runs.
+    term.attachCustomKeyEventHandler(() => {
+      keys.current.typing = true;
+      queueMicrotask(() => (keys.current.typing = false));
+      return true;
+    });
     term.open(el);
     xterm.current = { term, fit };
     const refit = () => {
@@ -294,7 +318,7 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
     x.term.reset();
     setError(null);
     setLinkOf({ id: currentId, state: 'connecting' });
-    const a = new Attachment(x.term, currentId, { state: (state) => setLinkOf({ id: currentId, state }), error: setError });
+    const a = new Attachment(x.term, currentId, { state: (state) => setLinkOf({ id: currentId, state }), error: setError }, keys.current);
     link.current = a;
     x.term.focus();
     return () => {
