@@ -42,10 +42,11 @@ function fromBase64(s: string): Uint8Array {
 }
 
 /**
- * Whether xterm is handling a key event now: set by the pane's key event handler for the
- * event and its task. Input produced then is the user's, not an answer to a query.
+ * Whether xterm is handling a key event now: raised by the pane's key event handler, lowered
+ * once the call handling the event returns. Input produced then is the user's, not an answer
+ * to a query.
  */
-export interface Keys {
+interface Keys {
   typing: boolean;
 }
 
