@@ -10,6 +10,7 @@
 
 mod audit;
 mod bindings;
+mod chunks;
 mod commands;
 mod environments;
 mod jobs;
@@ -26,6 +27,7 @@ mod worktrees;
 
 pub use audit::AuditRecord;
 pub use bindings::{BindingRecord, BindingUpdate};
+pub use chunks::{chunk_type, APPROVAL_CHUNK_TYPES};
 pub use commands::CommandRecord;
 pub use environments::{AllowedHosts, EnvironmentRecord, SecretChange, SecretRecord};
 pub use jobs::{JobRecord, JobRun};
@@ -33,10 +35,7 @@ pub use nodes::{EnrollRefusal, NodeRecord};
 pub use pairing::PairingRecord;
 pub use retention::Pruned;
 pub use shared::SecretOrigin;
-pub use tasks::{
-    chunk_type, AgentReport, ChunkBatch, NewTask, TaskFinish, TaskRecord, UsageFact,
-    APPROVAL_CHUNK_TYPES,
-};
+pub use tasks::{AgentReport, ChunkBatch, NewTask, TaskFinish, TaskRecord, UsageFact};
 pub use terminals::TerminalRecord;
 pub use threads::{ThreadMessage, ThreadRecord};
 pub use worktrees::WorktreeRecord;
@@ -406,7 +405,7 @@ mod tests {
             .unwrap();
         let ends: Vec<(i64, i64)> = runs.iter().map(|r| (r.0, r.1)).collect();
         assert_eq!(ends, [(0, 511), (512, 899), (900, 1199), (1200, 1299)]);
-        assert!(runs.iter().all(|r| r.2 < tasks::RUN_BYTES + 100_100));
+        assert!(runs.iter().all(|r| r.2 < chunks::RUN_BYTES + 100_100));
         let rows = store.chunks_after("b".into(), -1, 1000).await.unwrap();
         let b: Vec<(u64, String)> = (0..3).map(|s| (s, text(s, "first"))).collect();
         assert_eq!(rows, b);
@@ -456,7 +455,7 @@ mod tests {
             assert_eq!(t(none), None, "{none}");
         }
         // A thread's text reads a delta the same way: the last of a repeated one.
-        let fields = tasks::string_fields(
+        let fields = chunks::string_fields(
             r#"{"type":"text-delta","delta":"a","delta":"b"}"#,
             ["type", "delta"],
         );

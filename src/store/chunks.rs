@@ -1,0 +1,297 @@
+//! A task's stored output: its chunks kept as runs (one row holds a run of consecutive
+//! chunks of one task as a JSON array), written by the batch writer's transaction and read
+//! back chunk by chunk (replay, approvals, a thread's text); and reading a chunk's fields as
+//! JSON reads them.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use rusqlite::params;
+
+use super::tasks::BatchChunk;
+use super::Store;
+
+impl Store {
+    /// How much output a task stored: (chunks, bytes).
+    pub async fn task_output_size(&self, task_id: String) -> anyhow::Result<(u64, u64)> {
+        self.read(move |c| {
+            c.query_row(
+                // A run's text is its chunks, a comma between each two, in brackets.
+                "SELECT coalesce(sum(last_seq - first_seq + 1), 0),
+                        coalesce(sum(length(CAST(chunks AS BLOB)) - (last_seq - first_seq + 1) - 1), 0)
+                 FROM task_chunk_runs WHERE task_id = ?1",
+                [task_id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+        })
+        .await
+    }
+
+    /// Chunks of a task with `seq > after`, in order, at most `limit`.
+    pub async fn chunks_after(
+        &self,
+        task_id: String,
+        after: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<(u64, String)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.read(move |c| {
+            let mut out = Vec::new();
+            each_chunk(c, &task_id, after, |seq, chunk| {
+                out.push((seq, chunk.to_string()));
+                out.len() < limit as usize
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The approval-related chunks of a task (see [`APPROVAL_CHUNK_TYPES`]) as (seq, chunk),
+    /// in order (to derive what awaits an answer).
+    pub async fn approval_chunks(&self, task_id: String) -> anyhow::Result<Vec<(u64, String)>> {
+        self.read(move |c| {
+            let mut out = Vec::new();
+            each_chunk(c, &task_id, -1, |seq, chunk| {
+                // Parsed only when one of the types appears in it at all.
+                if APPROVAL_CHUNK_TYPES.iter().any(|t| chunk.contains(t))
+                    && chunk_type(chunk).is_some_and(|t| APPROVAL_CHUNK_TYPES.contains(&&*t))
+                {
+                    out.push((seq, chunk.to_string()));
+                }
+                true
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The text a task produced (its text deltas, in order), at most `limit` bytes from the
+    /// end. `unstored` are chunks accepted but not yet stored, as (seq, chunk) in order, read
+    /// before this call (`TaskHub::unstored`): those past the stored ones are added, so a
+    /// running task's text is as new as its stream.
+    pub async fn task_text(
+        &self,
+        task_id: String,
+        limit: usize,
+        unstored: Vec<(u64, Arc<str>)>,
+    ) -> anyhow::Result<String> {
+        self.read(move |c| {
+            let mut out = String::new();
+            let mut add = |chunk: &str| {
+                if chunk.contains("text-delta") {
+                    if let Some([Some(kind), Some(delta)]) = string_fields(chunk, ["type", "delta"])
+                    {
+                        if kind == "text-delta" {
+                            out.push_str(&delta);
+                        }
+                    }
+                }
+            };
+            let mut last = -1;
+            each_chunk(c, &task_id, -1, |seq, chunk| {
+                add(chunk);
+                last = seq as i64;
+                true
+            })?;
+            for (_, chunk) in unstored.iter().filter(|(seq, _)| *seq as i64 > last) {
+                add(chunk);
+            }
+            if out.len() > limit {
+                let mut cut = out.len() - limit;
+                while !out.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                out = out[cut..].to_string();
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// A chunk's `type`: borrowed from `chunk` unless it is spelled with escapes. Of a `type`
+/// given twice the last counts, as for every other reader of a chunk (a `Value`, a
+/// browser's `JSON.parse`); None when the chunk is not an object with a string `type`.
+pub fn chunk_type(chunk: &str) -> Option<Cow<'_, str>> {
+    let [kind] = string_fields(chunk, ["type"])?;
+    kind
+}
+
+/// The string fields `keys` of a JSON object, in one pass, each borrowed unless spelled
+/// with escapes, the last of a repeated key. None when `chunk` is not an object or one of
+/// the fields is not a string.
+pub(super) fn string_fields<'a, const N: usize>(
+    chunk: &'a str,
+    keys: [&'static str; N],
+) -> Option<[Option<Cow<'a, str>>; N]> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    struct Fields<const N: usize>([&'static str; N]);
+    impl<'de, const N: usize> Visitor<'de> for Fields<N> {
+        type Value = [Option<Cow<'de, str>>; N];
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a chunk object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = [const { None }; N];
+            while let Some(key) = map.next_key::<Str<'de>>()? {
+                match self.0.iter().position(|k| *k == key.0) {
+                    Some(i) => out[i] = Some(map.next_value::<Str<'de>>()?.0),
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(chunk);
+    de.deserialize_map(Fields(keys)).ok()
+}
+
+/// A JSON string, borrowed from the input when it has no escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Str<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The chunk types [`Store::approval_chunks`] reads: a tool call, the request to approve it,
+/// the answer.
+pub const APPROVAL_CHUNK_TYPES: [&str; 3] = [
+    "tool-input-available",
+    "tool-approval-request",
+    "tool-approval-response",
+];
+
+/// Most chunks in one stored run, and most bytes of their JSON (a run may pass it by its
+/// last chunk): large enough that a run costs a fraction of what as many rows did, small
+/// enough that a reader after one chunk parses little it does not want.
+const RUN_CHUNKS: usize = 512;
+pub(super) const RUN_BYTES: usize = 256 * 1024;
+
+/// Stores chunks as runs: each run of consecutive chunks of one task is one row, its chunks
+/// a JSON array. Chunks at or below what a task has stored already (a resend) are skipped,
+/// so the first text of a chunk is the one kept.
+pub(super) fn insert_runs(
+    tx: &rusqlite::Transaction<'_>,
+    chunks: &[BatchChunk],
+) -> rusqlite::Result<()> {
+    let mut stored = tx.prepare_cached(
+        "SELECT coalesce(max(last_seq), -1) FROM task_chunk_runs WHERE task_id = ?1",
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO task_chunk_runs (task_id, first_seq, last_seq, chunks)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let grouped = by_task(chunks);
+    let mut rest = &grouped[..];
+    while let Some((task, _, _)) = rest.first().copied() {
+        let last: i64 = stored.query_row([&**task], |r| r.get(0))?;
+        // This task's consecutive chunks from here; the next task (or a gap) starts a run
+        // of its own.
+        let n = 1 + rest
+            .windows(2)
+            .take_while(|w| w[1].0 == w[0].0 && w[1].1 == w[0].1 + 1)
+            .count();
+        let (same, after) = rest.split_at(n);
+        rest = after;
+        let new = same.iter().skip_while(|c| c.1 as i64 <= last);
+        let mut run = String::new();
+        let (mut from, mut count) = (0, 0);
+        for (_, seq, chunk) in new {
+            if count == 0 {
+                from = *seq;
+                run.push('[');
+            } else {
+                run.push(',');
+            }
+            run.push_str(chunk);
+            count += 1;
+            if count == RUN_CHUNKS || run.len() >= RUN_BYTES {
+                run.push(']');
+                insert.execute(params![task, from as i64, *seq as i64, run])?;
+                run.clear();
+                count = 0;
+            }
+        }
+        if count > 0 {
+            run.push(']');
+            let to = from + count as u64 - 1;
+            insert.execute(params![task, from as i64, to as i64, run])?;
+        }
+    }
+    Ok(())
+}
+
+/// A batch's chunks with each task's together, in the order they came (a batch holds the
+/// frames of many tasks as they arrived, each task's in seq order).
+fn by_task(chunks: &[BatchChunk]) -> Vec<&BatchChunk> {
+    let Some(first) = chunks.first() else {
+        return Vec::new();
+    };
+    if chunks
+        .iter()
+        .all(|c| Arc::ptr_eq(&c.0, &first.0) || c.0 == first.0)
+    {
+        return chunks.iter().collect();
+    }
+    let mut index: std::collections::HashMap<&str, usize> = Default::default();
+    let mut groups: Vec<Vec<&BatchChunk>> = Vec::new();
+    for c in chunks {
+        let i = *index.entry(&c.0).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(c);
+    }
+    groups.concat()
+}
+
+/// Calls `each` with the stored chunks of `task_id` after `after`, in order, until it
+/// returns false.
+fn each_chunk(
+    c: &rusqlite::Connection,
+    task_id: &str,
+    after: i64,
+    mut each: impl FnMut(u64, &str) -> bool,
+) -> rusqlite::Result<()> {
+    let mut st = c.prepare_cached(
+        "SELECT first_seq, chunks FROM task_chunk_runs WHERE task_id = ?1 AND last_seq > ?2
+         ORDER BY last_seq",
+    )?;
+    let mut rows = st.query(params![task_id, after])?;
+    while let Some(row) = rows.next()? {
+        let first = row.get::<_, i64>(0)? as u64;
+        let text = row.get_ref(1)?.as_str()?;
+        let run: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
+        })?;
+        for (seq, chunk) in (first..).zip(run) {
+            if seq as i64 > after && !each(seq, chunk.get()) {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
