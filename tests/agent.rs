@@ -449,7 +449,7 @@ async fn an_approval_can_be_answered_the_moment_it_is_streamed() {
         .start("write quickly", json!({"workingMode": "always-ask"}))
         .await;
     let mut body =
-        a.gw.sse(&format!("/api/tasks/{id}/stream"))
+        a.gw.get_ok(&format!("/api/tasks/{id}/stream"))
             .await
             .bytes_stream();
     let mut parser = viber::cli::tasks::SseParser::default();

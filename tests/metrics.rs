@@ -120,15 +120,7 @@ async fn metrics_parse_with_prometheus_and_move_when_a_task_runs() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let res = gw
-        .http
-        .get(format!("{}/metrics", gw.url))
-        .bearer_auth(&gw.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let text = res.text().await.unwrap();
+    let text = gw.get_ok("/metrics").await.text().await.unwrap();
     // Only bounded label values: no task or node ids.
     assert!(
         !text.contains(t["id"].as_str().unwrap()) && !text.contains("node_"),

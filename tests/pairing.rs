@@ -59,7 +59,7 @@ async fn fingerprint_of(dir: &TempDir) -> String {
 async fn a_node_without_a_token_waits_for_approval_and_a_rejected_key_stays_out() {
     let gdir = TempDir::new("gw");
     let gw = Gateway::start(gdir.path(), 0, &[]);
-    let mut events = gw.sse("/api/events").await.bytes_stream();
+    let mut events = gw.get_ok("/api/events").await.bytes_stream();
 
     // A node on loopback against a plain gateway still needs an operator.
     let ndir = TempDir::new("node");

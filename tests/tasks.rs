@@ -672,7 +672,7 @@ async fn cli_runs_a_task_streams_it_and_exits_with_its_code() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from-cli\n");
 
     // Events: task state changes are pushed.
-    let mut body = c.gw.sse("/api/events").await.bytes_stream();
+    let mut body = c.gw.get_ok("/api/events").await.bytes_stream();
     let id = c.task("echo evented").await;
     let mut parser = SseParser::default();
     let mut seen = Vec::new();

@@ -342,12 +342,8 @@ impl Gateway {
     /// Every chunk of a task's stream, to its end (a running task's is followed).
     pub async fn chunks(&self, task_id: &str) -> Vec<Value> {
         let body = self
-            .http
-            .get(format!("{}/api/tasks/{task_id}/stream", self.url))
-            .bearer_auth(&self.token)
-            .send()
+            .get_ok(&format!("/api/tasks/{task_id}/stream"))
             .await
-            .unwrap()
             .text()
             .await
             .unwrap();
@@ -421,16 +417,16 @@ impl Gateway {
         self.request(reqwest::Method::GET, path, None).await
     }
 
-    /// Opens a server-sent event stream at `path` (`/api/events`, a task's stream) with the
-    /// operator token; read it with `bytes_stream()`.
-    pub async fn sse(&self, path: &str) -> reqwest::Response {
+    /// A GET of `path` with the operator token that must answer 200, its body not read yet:
+    /// a server-sent event stream to follow (`bytes_stream()`), or text (`/metrics`).
+    pub async fn get_ok(&self, path: &str) -> reqwest::Response {
         let res = self
             .http
             .get(format!("{}{path}", self.url))
             .bearer_auth(&self.token)
             .send()
             .await
-            .expect("stream request");
+            .expect("GET request");
         assert_eq!(res.status(), 200, "{path}");
         res
     }
