@@ -373,9 +373,7 @@ async fn chunks_the_gateway_cannot_read_plainly_are_refused_and_repeated_keys_ag
         why.contains("chunk 0 refused") && why.contains("not valid JSON"),
         "{why}"
     );
-    while let Ok(event) = events.try_recv() {
-        assert_ne!(event.kind, "task.approval", "{}", event.json);
-    }
+    assert_no_approval_event(&mut events);
     assert!(h.ingest(completed("t1", 1)).await.is_none());
     assert_eq!(stored_when_ended(&h, "t1").await, [0]);
     let approvals = h.store.approval_chunks("t1".into()).await.unwrap();
@@ -397,10 +395,17 @@ async fn an_approval_request_over_a_quota_is_not_announced() {
     let request = json!({"type": "tool-approval-request", "approvalId": "a1", "toolCallId": "c1"});
     let stop = h.ingest(Frame::chunk("t1", 1, &request)).await;
     assert!(matches!(stop, Some(Frame::TaskStop { .. })), "{stop:?}");
+    assert_no_approval_event(&mut events);
+    h.stop().await;
+}
+
+/// Nothing published so far announces an approval request.
+fn assert_no_approval_event(
+    events: &mut tokio::sync::broadcast::Receiver<Arc<crate::gateway::events::Published>>,
+) {
     while let Ok(event) = events.try_recv() {
         assert_ne!(event.kind, "task.approval", "{}", event.json);
     }
-    h.stop().await;
 }
 
 fn meta(m: Value) -> Value {
