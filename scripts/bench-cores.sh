@@ -56,9 +56,12 @@ for n in "${widths[@]}"; do
     wrapper=$(pinned "$n")
     one=() eight=()
     for _ in $(seq "$runs"); do
-        IFS=$'\t' read -r r c < <(run "$wrapper" --tasks 1 --chunks 200000)
+        # Through a variable, so that a failed run stops the script (set -e).
+        res=$(run "$wrapper" --tasks 1 --chunks 200000)
+        IFS=$'\t' read -r r c <<< "$res"
         one+=("${r}; ${c}%")
-        IFS=$'\t' read -r r c < <(run "$wrapper" --tasks 8 --nodes 8 --chunks 25000)
+        res=$(run "$wrapper" --tasks 8 --nodes 8 --chunks 25000)
+        IFS=$'\t' read -r r c <<< "$res"
         eight+=("${r}; ${c}%")
     done
     (IFS=,; echo "| $n | ${one[*]} | ${eight[*]} |" | sed 's/,/, /g')
