@@ -21,14 +21,14 @@ export type LinkState = 'connecting' | 'live' | 'reconnecting' | 'ended';
 // every query it parses through onData, as if typed: answering them again would type garbage
 // into the shell. So output counts as replay while it arrives within REPLAY_MIN_MS of the
 // socket opening, or before its first REPLAY_QUIET_MS pause, and input xterm produces then
-// (onData) is dropped until xterm has parsed all of it, except what the user types on the
-// keyboard meanwhile: that is held and sent when the replay ends. REPLAY_MAX_MS bounds it for
+// (onData) is dropped until xterm has parsed all of it, except what the user types or pastes
+// meanwhile: that is held and sent when the replay ends. REPLAY_MAX_MS bounds it for
 // a terminal whose output never pauses (a `yes`, a busy log), which would otherwise never take
 // input.
 const REPLAY_MIN_MS = 300;
 const REPLAY_QUIET_MS = 100;
 const REPLAY_MAX_MS = 3000;
-/** Most keystroke messages held during a replay; more are dropped. */
+/** Most keystroke and paste messages held during a replay; more are dropped. */
 const HELD_MAX = 256;
 /** Reconnect delays after the socket drops (a gateway restart, a network blip). */
 const BACKOFF_MIN_MS = 500;
@@ -42,9 +42,9 @@ function fromBase64(s: string): Uint8Array {
 }
 
 /**
- * Whether xterm is handling a key event now: raised by the pane's key event handler, lowered
- * once the call handling the event returns. Input produced then is the user's, not an answer
- * to a query.
+ * Whether xterm is handling the user's key event or paste now: raised by the pane's key event
+ * handler and its paste listener, lowered once the call handling the event returns. Input
+ * produced then is the user's, not an answer to a query.
  */
 interface Keys {
   typing: boolean;
@@ -273,6 +273,22 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
       return true;
     });
     term.open(el);
+    // A paste is not a key event: xterm's own paste listeners (on its textarea and element,
+    // inside `el`) turn it into input. Caught first here, it is pasted through xterm's API
+    // (the same line endings and bracketed paste) with the flag up for that call.
+    const paste = (ev: ClipboardEvent) => {
+      const text = ev.clipboardData?.getData('text/plain');
+      if (!text) return;
+      ev.preventDefault();
+      ev.stopPropagation();
+      keys.current.typing = true;
+      try {
+        term.paste(text);
+      } finally {
+        keys.current.typing = false;
+      }
+    };
+    el.addEventListener('paste', paste, true);
     xterm.current = { term, fit };
     const refit = () => {
       // A hidden pane has no size to fit to; it refits when it shows again.
@@ -287,6 +303,7 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
     return () => {
       observer.disconnect();
       removeEventListener('resize', refit);
+      el.removeEventListener('paste', paste, true);
       link.current?.dispose();
       link.current = null;
       term.dispose();

@@ -488,12 +488,18 @@ async function main() {
   await page.reload();
   await page.getByRole('tab', { name: 'Terminal' }).click();
   await terminalLine(page, '42', 'the reattached terminal replays its screen');
-  // Typed at once, while its scrollback is likely still replaying (input is not sent then):
-  // the keys are held and sent when the replay ends, not dropped.
+  // Pasted and typed at once, while its scrollback is likely still replaying (input is not
+  // sent then): the paste and the keys are held and sent in order when the replay ends.
   await pane.locator('.xterm').click();
-  await page.keyboard.type('echo $((6*8))');
+  await page.evaluate((text) => {
+    const data = new DataTransfer();
+    data.setData('text/plain', text);
+    const ev = new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true });
+    document.querySelector('.term-pane .xterm-helper-textarea').dispatchEvent(ev);
+  }, 'echo $((6*');
+  await page.keyboard.type('8))');
   await page.keyboard.press('Enter');
-  await terminalLine(page, '48', 'the reattached terminal takes keys typed as it replays');
+  await terminalLine(page, '48', 'the reattached terminal takes a paste and keys typed as it replays');
   const screen = (await terminalRows(page)).join('\n');
   check(screen.split('\n').filter((l) => l.trim() === '42').length === 1, `42 appears once after the reattach:\n${screen}`);
   // Closing it leaves the thread's own shell (where its shell tasks were typed) or nothing.
