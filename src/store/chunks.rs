@@ -37,13 +37,30 @@ impl Store {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        self.fold_chunks_after(task_id, after, Vec::new(), move |out, seq, chunk| {
+            out.push((seq, chunk.to_string()));
+            out.len() < limit as usize
+        })
+        .await
+    }
+
+    /// Hands the chunks of a task with `seq > after` to `each` in order, on the reading
+    /// thread, with `acc`, until it returns false; returns `acc`. A reader that makes
+    /// something of the chunks (a stream's events) reads them without a copy of each.
+    pub async fn fold_chunks_after<B, F>(
+        &self,
+        task_id: String,
+        after: i64,
+        mut acc: B,
+        mut each: F,
+    ) -> anyhow::Result<B>
+    where
+        B: Send + 'static,
+        F: FnMut(&mut B, u64, &str) -> bool + Send + 'static,
+    {
         self.read(move |c| {
-            let mut out = Vec::new();
-            each_chunk(c, &task_id, after, |seq, chunk| {
-                out.push((seq, chunk.to_string()));
-                out.len() < limit as usize
-            })?;
-            Ok(out)
+            each_chunk(c, &task_id, after, |seq, chunk| each(&mut acc, seq, chunk))?;
+            Ok(acc)
         })
         .await
     }

@@ -101,6 +101,14 @@ pub fn sse_response(mut rx: mpsc::Receiver<Bytes>, ui_stream: bool) -> Response 
     res
 }
 
+/// Most bytes one write to a watcher gathers from the live broadcast.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// The most bytes [`put_event`] writes for `chunk` (its seq at most 20 digits).
+fn event_len(chunk: &str) -> usize {
+    b"id: \ndata: \n\n".len() + 20 + chunk.len()
+}
+
 fn put_event(buf: &mut BytesMut, seq: u64, chunk: &str) {
     buf.put_slice(b"id: ");
     buf.put_slice(itoa::Buffer::new().format(seq).as_bytes());
@@ -117,6 +125,15 @@ async fn flush(tx: &mpsc::Sender<Bytes>, buf: &mut BytesMut) -> bool {
     tx.send(buf.split().freeze()).await.is_ok()
 }
 
+/// A page of a replay: the events read, the last seq among them, and whether there may be
+/// more to read.
+struct ReplayPage {
+    events: BytesMut,
+    last: Option<u64>,
+    read: u32,
+    more: bool,
+}
+
 /// Replays stored chunks with seq in (`after`, `upto`] and returns the last seq sent.
 async fn replay(
     app: &App,
@@ -126,25 +143,35 @@ async fn replay(
     tx: &mpsc::Sender<Bytes>,
 ) -> anyhow::Result<Option<i64>> {
     loop {
-        let rows = app
+        // Pages of at most REPLAY_PAGE chunks or about FLUSH_AT bytes, written as events
+        // on the reading thread.
+        let page = ReplayPage {
+            events: BytesMut::with_capacity(64 * 1024),
+            last: None,
+            read: 0,
+            more: false,
+        };
+        let mut page = app
             .store
-            .chunks_after(id.to_string(), after, REPLAY_PAGE)
+            .fold_chunks_after(id.to_string(), after, page, move |p, seq, chunk| {
+                if seq as i64 > upto {
+                    return false;
+                }
+                put_event(&mut p.events, seq, chunk);
+                p.last = Some(seq);
+                p.read += 1;
+                p.more = p.read == REPLAY_PAGE || p.events.len() >= FLUSH_AT;
+                !p.more
+            })
             .await?;
-        if rows.is_empty() {
+        let Some(last) = page.last else {
             return Ok(Some(after));
-        }
-        let mut buf = BytesMut::new();
-        for (seq, chunk) in &rows {
-            if *seq as i64 > upto {
-                break;
-            }
-            put_event(&mut buf, *seq, chunk);
-            after = *seq as i64;
-        }
-        if !flush(tx, &mut buf).await {
+        };
+        after = last as i64;
+        if !flush(tx, &mut page.events).await {
             return Ok(None);
         }
-        if rows.len() < REPLAY_PAGE as usize || rows.last().is_some_and(|(s, _)| *s as i64 > upto) {
+        if !page.more {
             return Ok(Some(after));
         }
     }
@@ -185,7 +212,7 @@ async fn pump_task(
             Some(a) => after = a,
             None => return Ok(()),
         }
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(sub.pending.iter().map(|(_, c)| event_len(c)).sum());
         for (seq, chunk) in &sub.pending {
             if *seq as i64 > after {
                 put_event(&mut buf, *seq, chunk);
@@ -261,7 +288,7 @@ async fn follow_live(
     }
 }
 
-/// Puts `first` and every event already queued behind it into `buf` (up to 256 KiB).
+/// Puts `first` and every event already queued behind it into `buf` (up to [`FLUSH_AT`]).
 /// Returns whether the task ended and whether the receiver lagged.
 fn drain_queued(
     rx: &mut broadcast::Receiver<Live>,
@@ -275,6 +302,12 @@ fn drain_queued(
         match item {
             Ok(Live::Chunk(seq, chunk)) => {
                 if seq as i64 > *after {
+                    if buf.is_empty() {
+                        // Room for what is queued, taking this chunk's size for each: a
+                        // flood's write is not copied again each time it doubles.
+                        let queued = event_len(&chunk) * (rx.len() + 1);
+                        buf.reserve(queued.min(FLUSH_AT + event_len(&chunk)));
+                    }
                     put_event(buf, seq, &chunk);
                     *after = seq as i64;
                 }
@@ -283,7 +316,7 @@ fn drain_queued(
             Err(broadcast::error::RecvError::Lagged(_)) => lagged = true,
             Err(broadcast::error::RecvError::Closed) => ended = true,
         }
-        if ended || lagged || buf.len() > 256 * 1024 {
+        if ended || lagged || buf.len() > FLUSH_AT {
             break;
         }
         next = match rx.try_recv() {
