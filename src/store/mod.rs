@@ -338,6 +338,33 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// A stored run that is not as the writer left it (a damaged file, a hand edit) fails
+    /// the read with the parser's reason instead of handing out a broken chunk.
+    #[tokio::test]
+    async fn a_damaged_run_of_chunks_fails_its_read() {
+        let dir = std::env::temp_dir().join(format!("viber-store-{}", crate::crypto::random_u64()));
+        let path = dir.join("viber.db");
+        let store = Store::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO task_chunk_runs (task_id, first_seq, last_seq, chunks) VALUES
+                   ('good', 0, 1, '[{"type":"start"}, {"type":"text-delta","delta":"a,]"}]'),
+                   ('bad', 0, 1, '[{"type":"start"},{"type":"text-delta","delta":"a]');"#,
+        )
+        .unwrap();
+        let good = store.chunks_after("good".into(), -1, 10).await.unwrap();
+        assert_eq!(
+            good,
+            [
+                (0, r#"{"type":"start"}"#.to_string()),
+                (1, r#"{"type":"text-delta","delta":"a,]"}"#.to_string())
+            ]
+        );
+        let err = store.chunks_after("bad".into(), -1, 10).await.unwrap_err();
+        assert!(format!("{err:#}").contains("EOF while parsing"), "{err:#}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     /// Chunks are stored in runs of one task's consecutive chunks, cut by count and by
     /// bytes; a resend (the node sends again what was not acknowledged) keeps
     /// what was stored first; readers see every chunk once, in order, from any point.
