@@ -49,6 +49,9 @@ struct Args {
     storm: bool,
 }
 
+const USAGE: &str = "usage: node_swarm (--gateway URL --token TOKEN [--pid PID] | --spawn) \
+[--nodes N] [--seconds S] [--ramp N] [--dispatch N] [--storm]";
+
 fn parse_args() -> Args {
     let mut a = Args {
         gateway: None,
@@ -61,26 +64,24 @@ fn parse_args() -> Args {
         dispatch: 0,
         storm: false,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(k) = it.next() {
-        let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+    let mut f = support::Flags::new(USAGE);
+    while let Some(k) = f.next_flag() {
         match k.as_str() {
-            "--gateway" => a.gateway = Some(v()),
-            "--token" => a.token = Some(v()),
-            "--pid" => a.pid = Some(v().parse().expect("--pid")),
+            "--gateway" => a.gateway = Some(f.value(&k)),
+            "--token" => a.token = Some(f.value(&k)),
+            "--pid" => a.pid = Some(f.value(&k)),
             "--spawn" => a.spawn = true,
-            "--nodes" => a.nodes = v().parse().expect("--nodes"),
-            "--seconds" => a.seconds = v().parse().expect("--seconds"),
-            "--ramp" => a.ramp = v().parse().expect("--ramp"),
-            "--dispatch" => a.dispatch = v().parse().expect("--dispatch"),
+            "--nodes" => a.nodes = f.value(&k),
+            "--seconds" => a.seconds = f.value(&k),
+            "--ramp" => a.ramp = f.value(&k),
+            "--dispatch" => a.dispatch = f.value(&k),
             "--storm" => a.storm = true,
-            other => panic!("unknown argument {other}"),
+            other => f.unknown(other),
         }
     }
-    assert!(
-        a.spawn || (a.gateway.is_some() && a.token.is_some()),
-        "give --gateway URL --token TOKEN, or --spawn"
-    );
+    if !(a.spawn || (a.gateway.is_some() && a.token.is_some())) {
+        f.fail("give --gateway URL --token TOKEN, or --spawn");
+    }
     a
 }
 

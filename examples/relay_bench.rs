@@ -55,6 +55,9 @@ struct Args {
     viber: PathBuf,
 }
 
+const USAGE: &str = "usage: relay_bench [--tasks N] [--nodes N] [--chunks N] [--watchers N] \
+[--rate CHUNKS_PER_S --seconds S] [--batch N] [--late-watcher] [--quiet-secs S] [--viber PATH]";
+
 fn parse_args() -> Args {
     let mut a = Args {
         tasks: 1,
@@ -68,28 +71,24 @@ fn parse_args() -> Args {
         quiet_secs: 0,
         viber: support::viber_bin(),
     };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < argv.len() {
-        let v = argv.get(i + 1).cloned().unwrap_or_default();
-        match argv[i].as_str() {
-            "--tasks" => a.tasks = v.parse().unwrap(),
-            "--nodes" => a.nodes = v.parse::<usize>().unwrap().max(1),
-            "--chunks" => a.chunks = v.parse().unwrap(),
-            "--watchers" => a.watchers = v.parse().unwrap(),
-            "--rate" => a.rate = v.parse().unwrap(),
-            "--seconds" => a.seconds = v.parse().unwrap(),
-            "--batch" => a.batch = v.parse::<usize>().unwrap().max(1),
-            "--quiet-secs" => a.quiet_secs = v.parse().unwrap(),
-            "--viber" => a.viber = PathBuf::from(v),
-            "--late-watcher" => {
-                a.late_watcher = true;
-                i += 1;
-                continue;
-            }
-            other => panic!("unknown argument {other}"),
+    let mut f = support::Flags::new(USAGE);
+    while let Some(k) = f.next_flag() {
+        match k.as_str() {
+            "--tasks" => a.tasks = f.value(&k),
+            "--nodes" => a.nodes = f.value::<usize>(&k).max(1),
+            "--chunks" => a.chunks = f.value(&k),
+            "--watchers" => a.watchers = f.value(&k),
+            "--rate" => a.rate = f.value(&k),
+            "--seconds" => a.seconds = f.value(&k),
+            "--batch" => a.batch = f.value::<usize>(&k).max(1),
+            "--quiet-secs" => a.quiet_secs = f.value(&k),
+            "--viber" => a.viber = f.value(&k),
+            "--late-watcher" => a.late_watcher = true,
+            other => f.unknown(other),
         }
-        i += 2;
+    }
+    if a.tasks == 0 {
+        f.fail("--tasks must be at least 1");
     }
     if a.rate > 0 {
         a.chunks = a.rate * a.seconds / a.tasks as u64;

@@ -204,3 +204,51 @@ impl Api {
             .unwrap_or(Value::Null)
     }
 }
+
+/// A benchmark's command line, read flag by flag: `--help` prints its usage, and a flag it
+/// does not know or a value that does not parse ends it with why and the usage (exit 2).
+pub struct Flags {
+    args: std::vec::IntoIter<String>,
+    usage: &'static str,
+}
+
+impl Flags {
+    pub fn new(usage: &'static str) -> Flags {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        Flags {
+            args: args.into_iter(),
+            usage,
+        }
+    }
+
+    /// The next flag, or None at the end.
+    pub fn next_flag(&mut self) -> Option<String> {
+        let flag = self.args.next()?;
+        if flag == "--help" || flag == "-h" {
+            println!("{}", self.usage);
+            std::process::exit(0);
+        }
+        Some(flag)
+    }
+
+    /// The value after `flag`, parsed.
+    pub fn value<T: std::str::FromStr>(&mut self, flag: &str) -> T
+    where
+        T::Err: std::fmt::Display,
+    {
+        let Some(v) = self.args.next() else {
+            self.fail(&format!("{flag} needs a value"));
+        };
+        v.parse()
+            .unwrap_or_else(|e| self.fail(&format!("{flag} {v}: {e}")))
+    }
+
+    pub fn unknown(&self, flag: &str) -> ! {
+        self.fail(&format!("unknown argument {flag}"))
+    }
+
+    pub fn fail(&self, why: &str) -> ! {
+        eprintln!("{why}\n{}", self.usage);
+        std::process::exit(2);
+    }
+}
