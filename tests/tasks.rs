@@ -1190,6 +1190,69 @@ async fn chunk_batches_are_ordered_deduplicated_and_acknowledged() {
     assert!(c.gw.proc.logs().contains("sequence gap"));
 }
 
+/// A replay longer than a page (2,000 chunks, or 256 KiB: chunks of 100 KiB among them)
+/// sends every chunk once and in order, from the start and from any Last-Event-ID, the
+/// page boundaries included.
+#[tokio::test]
+async fn a_long_replay_crosses_its_pages_without_losing_or_repeating_a_chunk() {
+    use viber::protocol::Frame;
+    let c = Cluster::start(&[]).await;
+    let (mut ws, id) = hand_driven_task(&c, "pager").await;
+    let n: u64 = 5000;
+    let big = [1000, 1001, 1002, 2000, 4999];
+    let delta = |seq: u64| match big.contains(&seq) {
+        true => format!("<{seq}:{}>", "x".repeat(100 * 1024)),
+        false => format!("<{seq}>"),
+    };
+    send_frame(
+        &mut ws,
+        &Frame::TaskStarted {
+            task_id: id.clone(),
+            seq: 0,
+        },
+    )
+    .await;
+    for first in (1..=n).step_by(64) {
+        let chunks = (first..=(first + 63).min(n))
+            .map(|s| {
+                let chunk = json!({"type": "text-delta", "id": "t", "delta": delta(s)});
+                serde_json::value::to_raw_value(&chunk).unwrap()
+            })
+            .collect();
+        let frame = Frame::TaskStreamChunks {
+            task_id: id.clone(),
+            seq: first,
+            chunks,
+        };
+        send_frame(&mut ws, &frame).await;
+    }
+    let done = Frame::TaskCompleted {
+        task_id: id.clone(),
+        seq: n + 1,
+        exit_code: Some(0),
+        result: None,
+    };
+    send_frame(&mut ws, &done).await;
+    c.wait_state(&id, "completed").await;
+    for after in [
+        None,
+        Some(1),
+        Some(999),
+        Some(1000),
+        Some(1999),
+        Some(2000),
+        Some(4998),
+        Some(n),
+    ] {
+        let (events, done) = read_stream(&c.stream_url(&id), &c.gw.token, after, |_| true).await;
+        assert!(done, "after {after:?}: no [DONE]");
+        let from = after.map_or(1, |a| a + 1);
+        let ids: Vec<u64> = events.iter().filter_map(|(i, _)| *i).collect();
+        assert_eq!(ids, (from..=n).collect::<Vec<_>>(), "after {after:?}");
+        assert_eq!(text(&events), (from..=n).map(delta).collect::<String>());
+    }
+}
+
 /// Issue 12, item 14: what the gateway and the node keep on disk is theirs alone.
 #[tokio::test]
 async fn data_dirs_database_and_session_logs_are_private() {

@@ -22,7 +22,8 @@ export type LinkState = 'connecting' | 'live' | 'reconnecting' | 'ended';
 // into the shell. So output counts as replay while it arrives within REPLAY_MIN_MS of the
 // socket opening, or before its first REPLAY_QUIET_MS pause, and input xterm produces then
 // (onData) is dropped until xterm has parsed all of it, except what the user types or pastes
-// meanwhile: that is held and sent when the replay ends. REPLAY_MAX_MS bounds it for
+// meanwhile: that is held and sent when the replay ends (a paste as its text, pasted then, so
+// it is bracketed or not as the program by then asks). REPLAY_MAX_MS bounds it for
 // a terminal whose output never pauses (a `yes`, a busy log), which would otherwise never take
 // input.
 const REPLAY_MIN_MS = 300;
@@ -42,9 +43,9 @@ function fromBase64(s: string): Uint8Array {
 }
 
 /**
- * Whether xterm is handling the user's key event or paste now: raised by the pane's key event
- * handler and its paste listener, lowered once the call handling the event returns. Input
- * produced then is the user's, not an answer to a query.
+ * Whether xterm is handling a key event now: raised by the pane's key event handler, lowered
+ * once the call handling the event returns. Input produced then is the user's, not an answer
+ * to a query.
  */
 interface Keys {
   typing: boolean;
@@ -75,8 +76,8 @@ class Attachment {
   /** Exited or disposed: no more reconnects. */
   private done = false;
   private subs: IDisposable[];
-  /** Keystrokes typed during a replay, sent when it ends. */
-  private held: P.ViewerInput[] = [];
+  /** Keystrokes typed and text pasted during a replay, sent when it ends. */
+  private held: (P.ViewerInput | { paste: string })[] = [];
 
   constructor(
     private term: Terminal,
@@ -96,6 +97,12 @@ class Attachment {
   resize() {
     const size = `${this.term.cols}x${this.term.rows}`;
     if (size !== this.sentSize && this.send({ type: 'resize', cols: this.term.cols, rows: this.term.rows })) this.sentSize = size;
+  }
+
+  /** Pastes `text` into the terminal, or holds it while a replay goes on. */
+  paste(text: string) {
+    if (!this.replaying) this.term.paste(text);
+    else if (this.held.length < HELD_MAX) this.held.push({ paste: text });
   }
 
   dispose() {
@@ -209,7 +216,10 @@ class Attachment {
         if (gen !== this.generation || this.done) return;
         this.replaying = false;
         this.on.state('live');
-        for (const msg of this.held.splice(0)) this.send(msg);
+        for (const msg of this.held.splice(0)) {
+          if ('paste' in msg) this.term.paste(msg.paste);
+          else this.send(msg);
+        }
       });
     }, Math.max(0, ms));
   }
@@ -274,19 +284,16 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
     });
     term.open(el);
     // A paste is not a key event: xterm's own paste listeners (on its textarea and element,
-    // inside `el`) turn it into input. Caught first here, it is pasted through xterm's API
-    // (the same line endings and bracketed paste) with the flag up for that call.
+    // inside `el`) would turn it into input at once, dropped during a replay. Caught first
+    // here, it goes to the attachment, which pastes it through xterm's API (the same line
+    // endings and bracketed paste) now or when its replay ends.
     const paste = (ev: ClipboardEvent) => {
       const text = ev.clipboardData?.getData('text/plain');
       if (!text) return;
       ev.preventDefault();
       ev.stopPropagation();
-      keys.current.typing = true;
-      try {
-        term.paste(text);
-      } finally {
-        keys.current.typing = false;
-      }
+      if (link.current) link.current.paste(text);
+      else term.paste(text);
     };
     el.addEventListener('paste', paste, true);
     xterm.current = { term, fit };

@@ -338,8 +338,8 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
-    /// A stored run that is not as the writer left it (a damaged file, a hand edit) fails
-    /// the read with the parser's reason instead of handing out a broken chunk.
+    /// A stored run cut short or with unbalanced brackets (a damaged file, a hand edit)
+    /// fails the read with the parser's reason instead of handing out a broken chunk.
     #[tokio::test]
     async fn a_damaged_run_of_chunks_fails_its_read() {
         let dir = std::env::temp_dir().join(format!("viber-store-{}", crate::crypto::random_u64()));

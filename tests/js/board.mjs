@@ -487,16 +487,25 @@ async function main() {
   await shot(page, 'desktop-terminal');
   await page.reload();
   await page.getByRole('tab', { name: 'Terminal' }).click();
-  await terminalLine(page, '42', 'the reattached terminal replays its screen');
-  // Pasted and typed at once, while its scrollback is likely still replaying (input is not
-  // sent then): the paste and the keys are held and sent in order when the replay ends.
-  await pane.locator('.xterm').click();
-  await page.evaluate((text) => {
+  // Pasted the moment the reattached terminal shows its replayed screen (from the page, not a
+  // round trip later), then typed, while its scrollback is still replaying (input is not sent
+  // then): the paste and the keys are held and sent in order when the replay ends.
+  const pastedWhile = await page.evaluate(async (text) => {
+    const shown = () => [...document.querySelectorAll('.term-pane .xterm-rows > div')].some((r) => r.textContent.trim() === '42');
+    const until = performance.now() + 30000;
+    while (!shown()) {
+      if (performance.now() > until) return null;
+      await new Promise(requestAnimationFrame);
+    }
     const data = new DataTransfer();
     data.setData('text/plain', text);
     const ev = new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true });
     document.querySelector('.term-pane .xterm-helper-textarea').dispatchEvent(ev);
+    return document.querySelector('.term-pane .term-link')?.textContent ?? '';
   }, 'echo $((6*');
+  if (pastedWhile === null) await terminalLine(page, '42', 'the reattached terminal replays its screen');
+  log(`terminal: pasted into the reattached terminal while its link read "${pastedWhile}"`);
+  await pane.locator('.xterm').click();
   await page.keyboard.type('8))');
   await page.keyboard.press('Enter');
   await terminalLine(page, '48', 'the reattached terminal takes a paste and keys typed as it replays');

@@ -143,8 +143,8 @@ async fn replay(
     tx: &mpsc::Sender<Bytes>,
 ) -> anyhow::Result<Option<i64>> {
     loop {
-        // Pages of at most REPLAY_PAGE chunks or about FLUSH_AT bytes, written as events
-        // on the reading thread.
+        // Pages of at most REPLAY_PAGE chunks and FLUSH_AT bytes (or one bigger chunk),
+        // written as events on the reading thread.
         let page = ReplayPage {
             events: BytesMut::with_capacity(64 * 1024),
             last: None,
@@ -157,10 +157,15 @@ async fn replay(
                 if seq as i64 > upto {
                     return false;
                 }
+                // A chunk that would take a page past FLUSH_AT starts the next one.
+                if p.read > 0 && p.events.len() + event_len(chunk) > FLUSH_AT {
+                    p.more = true;
+                    return false;
+                }
                 put_event(&mut p.events, seq, chunk);
                 p.last = Some(seq);
                 p.read += 1;
-                p.more = p.read == REPLAY_PAGE || p.events.len() >= FLUSH_AT;
+                p.more = p.read == REPLAY_PAGE;
                 !p.more
             })
             .await?;
