@@ -9,6 +9,11 @@
 //! pings, runs the tasks it is sent (a task ends at once, `completed`), and reconnects with
 //! the node's own jittered backoff.
 //!
+//! The floor, in the same run: the same number of connections, sending the same heartbeat
+//! frames at the same interval (and answering a ping every two intervals, as the gateway
+//! sends them), to a server that does nothing but read them: this example started again as
+//! `node_swarm --floor-server`, its own process so its CPU is measured as the gateway's is.
+//!
 //! ```sh
 //! cargo build --release --bins --example node_swarm
 //! # against a running gateway (its pid for RSS and CPU):
@@ -96,6 +101,8 @@ struct Swarm {
     received: Mutex<HashMap<String, Instant>>,
     /// Node ids, in the order they first connected.
     ids: Mutex<Vec<String>>,
+    /// The heartbeat interval the gateway gave (ms).
+    heartbeat_ms: AtomicU64,
 }
 
 /// CPU seconds (user + system) and RSS (KiB) of a process, from `/proc`.
@@ -138,6 +145,9 @@ async fn node(
                 }
                 if first {
                     swarm.ids.lock().unwrap().push(ok.node_id.clone());
+                    swarm
+                        .heartbeat_ms
+                        .store(ok.heartbeat_interval_ms, Ordering::Relaxed);
                     first = false;
                 }
                 swarm.handshakes.fetch_add(1, Ordering::Relaxed);
@@ -155,6 +165,101 @@ async fn node(
             _ = stop.cancelled() => {}
         }
     }
+}
+
+/// One connection to the floor's server, served as a node's until `stop`.
+async fn floor_node(
+    url: String,
+    heartbeat_ms: u64,
+    swarm: Arc<Swarm>,
+    gate: Arc<tokio::sync::Semaphore>,
+    stop: CancellationToken,
+) {
+    let permit = gate.acquire().await.expect("gate");
+    let Ok((ws, _)) = tokio_tungstenite::connect_async(url.as_str()).await else {
+        swarm.failures.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    drop(permit);
+    swarm.connected.fetch_add(1, Ordering::Relaxed);
+    serve(ws, heartbeat_ms, &swarm, &stop).await;
+    swarm.connected.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The floor's server (`node_swarm --floor-server MS`): prints its port, then reads every
+/// frame of every connection and does nothing with it, and pings each connection every two
+/// heartbeat intervals of MS, as the gateway does.
+async fn floor_server(heartbeat_ms: u64) {
+    let _ = viber::os::raise_fd_limit();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("{}", listener.local_addr().unwrap().port());
+    let every = Duration::from_millis(heartbeat_ms.max(100) * 2);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                return;
+            };
+            let (mut tx, mut rx) = ws.split();
+            let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tokio::select! {
+                    m = rx.next() => if !matches!(m, Some(Ok(_))) {
+                        return;
+                    },
+                    _ = ping.tick() => if codec::write(&mut tx, &Frame::Ping {}).await.is_err() {
+                        return;
+                    },
+                }
+            }
+        });
+    }
+}
+
+/// Runs the floor: `nodes` connections for `seconds` to a server of its own; the server's
+/// share of a core.
+async fn floor(nodes: usize, heartbeat_ms: u64, seconds: u64, ramp: usize) -> f64 {
+    let mut server = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--floor-server", &heartbeat_ms.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the floor's server");
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let url = format!("ws://127.0.0.1:{}/", port.trim());
+    let swarm = Arc::new(Swarm::default());
+    let stop = CancellationToken::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(ramp));
+    for _ in 0..nodes {
+        tokio::spawn(floor_node(
+            url.clone(),
+            heartbeat_ms,
+            swarm.clone(),
+            gate.clone(),
+            stop.clone(),
+        ));
+    }
+    wait_connected(&swarm, nodes, Duration::from_secs(120)).await;
+    let connected = swarm.connected.load(Ordering::Relaxed);
+    let t0 = support::cpu_secs(server.id());
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let share = (support::cpu_secs(server.id()) - t0) / start.elapsed().as_secs_f64() * 100.0;
+    stop.cancel();
+    let _ = server.kill();
+    let _ = server.wait();
+    println!(
+        "floor: {connected} connections sending the same heartbeats for {seconds} s to a server that only reads them (and pings each every {} s): {share:.1}% of a core",
+        heartbeat_ms * 2 / 1000
+    );
+    share
 }
 
 /// One connection: heartbeats, pongs, tasks that end at once; returns when it closes.
@@ -308,6 +413,11 @@ fn free_port() -> u16 {
 
 #[tokio::main]
 async fn main() {
+    let mut argv = std::env::args().skip(1);
+    if argv.next().as_deref() == Some("--floor-server") {
+        let ms = argv.next().and_then(|v| v.parse().ok()).unwrap_or(15_000);
+        return floor_server(ms).await;
+    }
     viber::tls::init();
     let args = parse_args();
     let _ = viber::os::raise_fd_limit();
@@ -374,12 +484,14 @@ async fn main() {
     let steady_from = pid.and_then(proc_usage);
     let hb_start = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let mut heartbeats = None;
     if let (Some((t0, _)), Some((t1, rss))) = (steady_from, pid.and_then(proc_usage)) {
+        let share = (t1 - t0) / hb_start.elapsed().as_secs_f64() * 100.0;
+        heartbeats = Some(share);
         println!(
-            "gateway holding {} nodes for {} s (heartbeats only): {:.1}% of a core; RSS {:.1} MB ({:.1} KB per node)",
+            "gateway holding {} nodes for {} s (heartbeats only): {share:.1}% of a core; RSS {:.1} MB ({:.1} KB per node)",
             swarm.connected.load(Ordering::Relaxed),
             args.seconds,
-            (t1 - t0) / hb_start.elapsed().as_secs_f64() * 100.0,
             rss as f64 / 1024.0,
             rss as f64 / connected.max(1) as f64
         );
@@ -423,6 +535,15 @@ async fn main() {
         "tasks run by the swarm: {}",
         swarm.tasks_run.load(Ordering::Relaxed)
     );
+    wait_connected_below(&swarm, 1).await;
+    let heartbeat_ms = swarm.heartbeat_ms.load(Ordering::Relaxed);
+    let floor_share = floor(connected, heartbeat_ms, args.seconds, args.ramp).await;
+    if let Some(share) = heartbeats {
+        println!(
+            "the gateway's heartbeats cost {:.1}x the floor's CPU",
+            share / floor_share.max(0.01)
+        );
+    }
     if let Some(mut c) = child {
         let _ = c.kill();
         let _ = c.wait();

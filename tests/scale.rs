@@ -63,6 +63,9 @@ async fn two_hundred_simulated_nodes_enroll_heartbeat_and_run_tasks() {
     assert!(text.contains("200 of 200 nodes connected"), "{text}");
     assert!(text.contains("gateway holding 200 nodes"), "{text}");
     assert!(text.contains("tasks run by the swarm: 40"), "{text}");
+    // The floor in the same run: the same connections to a server that only reads them.
+    assert!(text.contains("floor: 200 connections"), "{text}");
+    assert!(text.contains("heartbeats cost"), "{text}");
     // Each enrolled under its own name from the one token; the swarm has gone.
     let nodes = gw.nodes().await;
     assert_eq!(nodes.len(), 200);
