@@ -330,6 +330,29 @@ fn decode_errors_are_typed() {
     );
 }
 
+/// A frame read in one pass and one read through a `Value` (the way a frame the one pass
+/// refuses is read) come out the same, repeated keys included: the last one counts.
+#[test]
+fn frames_read_the_same_in_one_pass_or_through_a_value() {
+    let beat = |v: &str| format!(r#"{{"runningTasks":["t1"],"version":"{v}"}}"#);
+    let text = format!(r#"{{"type":"heartbeat","status":{}}}"#, beat("1"));
+    let twice = format!(
+        r#"{{"type":"heartbeat","status":{},"status":{}}}"#,
+        beat("1"),
+        beat("2")
+    );
+    for (text, version) in [(text, "1"), (twice, "2")] {
+        let via_value: Frame =
+            serde_json::from_value(serde_json::from_str::<Value>(&text).unwrap()).unwrap();
+        let decoded = Frame::decode(&text).unwrap();
+        assert_eq!(decoded.encode(), via_value.encode(), "{text}");
+        match decoded {
+            Frame::Heartbeat { status } => assert_eq!(status.version, version),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 /// Runs of one task's consecutive chunks fold into batches; anything else breaks a run and
 /// keeps its place, and a batch keeps to its count and byte limits.
 #[test]
