@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 
-/// The swarm example, built by `cargo test --all-targets` beside this test.
+/// The swarm example, where `cargo build --example node_swarm` puts it.
 fn swarm_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     exe.parent()
@@ -24,15 +24,33 @@ fn swarm_bin() -> PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_simulated_nodes_enroll_heartbeat_and_run_tasks() {
     let bin = swarm_bin();
-    if !bin.exists() {
-        // `cargo test --test scale` alone does not build examples; the suite's
-        // `cargo test --all-targets` does.
-        let built = Command::new(env!("CARGO"))
-            .args(["build", "--example", "node_swarm"])
-            .status()
-            .unwrap();
-        assert!(built.success());
+    // Built every time (a moment when it is up to date): `cargo test` does not put a fresh
+    // build of an example at this path, so one built earlier would be run as it was.
+    // Without the variables cargo set for this test (the package's name and version, its
+    // directories): build scripts that watch them would build again, here and in the next
+    // `cargo test`.
+    let mut build = Command::new(env!("CARGO"));
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let ours = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_", "CARGO_CFG_"]
+            .iter()
+            .any(|p| key.starts_with(p))
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .contains(&&*key);
+        if ours {
+            build.env_remove(&*key);
+        }
     }
+    let built = build
+        .args(["build", "--example", "node_swarm"])
+        .status()
+        .unwrap();
+    assert!(built.success());
     let dir = TempDir::new("swarm-gw");
     let gw = Gateway::start(dir.path(), 0, &[]);
     let out = tokio::task::spawn_blocking({
