@@ -87,6 +87,9 @@ fn parse_args() -> Args {
     if !(a.spawn || (a.gateway.is_some() && a.token.is_some())) {
         f.fail("give --gateway URL --token TOKEN, or --spawn");
     }
+    if a.storm && !a.spawn {
+        f.fail("--storm needs --spawn (it kills and restarts the gateway)");
+    }
     a
 }
 
@@ -227,13 +230,7 @@ async fn floor(nodes: usize, heartbeat_ms: u64, seconds: u64, ramp: usize) -> f6
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("starting the floor's server");
-    let mut port = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-        &mut port,
-    )
-    .unwrap();
-    let url = format!("ws://127.0.0.1:{}/", port.trim());
+    let url = format!("ws://127.0.0.1:{}/", support::first_line(&mut server));
     let swarm = Arc::new(Swarm::default());
     let stop = CancellationToken::new();
     let gate = Arc::new(tokio::sync::Semaphore::new(ramp));
@@ -378,9 +375,8 @@ async fn dispatch(api: &support::Api, swarm: &Swarm, n: usize) {
 
 /// A release gateway of this run's own, on a free port (so `--storm` can kill and restart it
 /// on the same port and data).
-fn spawn_gateway(dir: &std::path::Path, port: u16) -> (std::process::Child, String, String) {
-    let bin = support::viber_bin();
-    let mut child = std::process::Command::new(&bin)
+fn spawn_gateway(dir: &std::path::Path, port: u16) -> support::GatewayProc {
+    let child = std::process::Command::new(support::viber_bin())
         .args([
             "gateway",
             "--listen",
@@ -392,15 +388,7 @@ fn spawn_gateway(dir: &std::path::Path, port: u16) -> (std::process::Child, Stri
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("starting the gateway (cargo build --release first)");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let line = line.trim().trim_start_matches("viber ready: ");
-    let (url, token) = line.split_once("/?token=").expect("ready line");
-    (child, url.to_string(), token.to_string())
+    support::GatewayProc::from_ready(child)
 }
 
 fn free_port() -> u16 {
@@ -423,13 +411,13 @@ async fn main() {
     let _ = viber::os::raise_fd_limit();
     let dir = std::env::temp_dir().join(format!("viber-swarm-{}", std::process::id()));
     let port = free_port();
-    let (mut child, url, token, pid) = if args.spawn {
-        let (c, u, t) = spawn_gateway(&dir, port);
-        let pid = c.id();
-        (Some(c), u, t, Some(pid))
+    // Killed when dropped.
+    let mut spawned = None;
+    let (url, token, pid) = if args.spawn {
+        let gw = spawned.insert(spawn_gateway(&dir, port));
+        (gw.url.clone(), gw.token.clone(), Some(gw.child.id()))
     } else {
         (
-            None,
             args.gateway.clone().unwrap(),
             args.token.clone().unwrap(),
             args.pid,
@@ -500,16 +488,14 @@ async fn main() {
         dispatch(&api, &swarm, args.dispatch).await;
     }
     if args.storm {
-        let Some(c) = child.as_mut() else {
-            panic!("--storm needs --spawn (it kills and restarts the gateway)");
-        };
-        c.kill().expect("kill -9");
-        c.wait().unwrap();
+        // parse_args asked for --spawn with --storm.
+        let gw = spawned.as_mut().expect("a spawned gateway");
+        gw.child.kill().expect("kill -9");
+        gw.child.wait().unwrap();
         wait_connected_below(&swarm, 1).await;
-        let (c2, _, _) = spawn_gateway(&dir, port);
+        let gw = spawned.insert(spawn_gateway(&dir, port));
         let restarted = Instant::now();
-        let pid2 = c2.id();
-        child = Some(c2);
+        let pid2 = gw.child.id();
         let before = proc_usage(pid2);
         let mut peak = 0.0f64;
         let mut last = before;
@@ -544,9 +530,8 @@ async fn main() {
             share / floor_share.max(0.01)
         );
     }
-    if let Some(mut c) = child {
-        let _ = c.kill();
-        let _ = c.wait();
+    if let Some(gw) = spawned.take() {
+        drop(gw); // killed and waited for, then its data removed
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -35,6 +35,16 @@ pub fn start_gateway(bin: &Path, dir: &Path) -> GatewayProc {
     GatewayProc::from_ready(child)
 }
 
+/// The first line a child started with its stdout piped prints, trimmed (a ready line, a
+/// port).
+pub fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line.trim().to_string()
+}
+
 /// A `viber node` process, killed when dropped.
 pub struct NodeProc(pub Child);
 
@@ -71,11 +81,8 @@ impl GatewayProc {
     /// A started `viber gateway` or `viber all-in-one` (stdout piped), once it prints its
     /// ready line.
     pub fn from_ready(mut child: Child) -> GatewayProc {
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let line = line.trim().trim_start_matches("viber ready: ");
+        let line = first_line(&mut child);
+        let line = line.trim_start_matches("viber ready: ");
         let (url, token) = line.split_once("/?token=").expect("ready line");
         GatewayProc {
             child,
