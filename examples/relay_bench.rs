@@ -44,7 +44,9 @@ struct Args {
     /// Total chunks per second across tasks; 0 = as fast as possible.
     rate: u64,
     seconds: u64,
-    late_watcher: bool,
+    /// Watchers that attach after the run and replay whole streams at the same time, spread
+    /// over the tasks (`--late-watcher` is one).
+    late_watchers: usize,
     /// Flood mode: chunks of a task produced before they are sent, folded into
     /// `task:stream-chunks` frames as a node does with output that piled up while its last
     /// burst was written. 1 = a frame per chunk (protocol 1).
@@ -56,7 +58,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: relay_bench [--tasks N] [--nodes N] [--chunks N] [--watchers N] \
-[--rate CHUNKS_PER_S --seconds S] [--batch N] [--late-watcher] [--quiet-secs S] [--viber PATH]";
+[--rate CHUNKS_PER_S --seconds S] [--batch N] [--late-watcher | --late-watchers N] [--quiet-secs S] [--viber PATH]";
 
 fn parse_args() -> Args {
     let mut a = Args {
@@ -66,7 +68,7 @@ fn parse_args() -> Args {
         watchers: 1,
         rate: 0,
         seconds: 10,
-        late_watcher: false,
+        late_watchers: 0,
         batch: 64,
         quiet_secs: 0,
         viber: support::viber_bin(),
@@ -83,7 +85,8 @@ fn parse_args() -> Args {
             "--batch" => a.batch = f.value::<usize>(&k).max(1),
             "--quiet-secs" => a.quiet_secs = f.value(&k),
             "--viber" => a.viber = f.value(&k),
-            "--late-watcher" => a.late_watcher = true,
+            "--late-watcher" => a.late_watchers = 1,
+            "--late-watchers" => a.late_watchers = f.value(&k),
             other => f.unknown(other),
         }
     }
@@ -170,20 +173,33 @@ async fn main() {
 
     // Lines after the main figures: a late watcher's replay, the RSS once quiet.
     let mut after = String::new();
-    // A late watcher replays a whole stream.
-    if args.late_watcher {
+    // Late watchers replay whole streams, all at once.
+    if args.late_watchers > 0 {
         let t = Instant::now();
-        let (n, _) = watch(
-            http.clone(),
-            format!("{url}/api/tasks/{}/stream", task_ids[0]),
-            token.clone(),
-        )
-        .await;
-        after = format!(
-            "\nlate watcher replayed {n} of {} chunks in {:.2} s",
-            args.chunks,
-            t.elapsed().as_secs_f64()
-        );
+        let cpu0 = support::cpu_secs(pid);
+        let replays: Vec<_> = (0..args.late_watchers)
+            .map(|i| {
+                let stream = format!("{url}/api/tasks/{}/stream", task_ids[i % task_ids.len()]);
+                tokio::spawn(watch(http.clone(), stream, token.clone()))
+            })
+            .collect();
+        let mut n = 0;
+        for r in replays {
+            n += r.await.unwrap().0;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        let expected = args.chunks * args.late_watchers as u64;
+        after = if args.late_watchers == 1 {
+            format!("\nlate watcher replayed {n} of {expected} chunks in {secs:.2} s")
+        } else {
+            format!(
+                "\n{} late watchers replayed {n} of {expected} chunks in {secs:.2} s \
+                 ({:.0} chunks/s, gateway CPU {:.2} s)",
+                args.late_watchers,
+                n as f64 / secs,
+                support::cpu_secs(pid) - cpu0
+            )
+        };
     }
 
     let floor = if args.rate > 0 {

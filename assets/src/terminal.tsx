@@ -21,8 +21,8 @@ export type LinkState = 'connecting' | 'live' | 'reconnecting' | 'ended';
 // every query it parses through onData, as if typed: answering them again would type garbage
 // into the shell. So output counts as replay while it arrives within REPLAY_MIN_MS of the
 // socket opening, or before its first REPLAY_QUIET_MS pause, and input xterm produces then
-// (onData) is dropped until xterm has parsed all of it, except what the user types or pastes
-// meanwhile: that is held and sent when the replay ends (a paste as its text, pasted then, so
+// (onData) is dropped until xterm has parsed all of it, except what the user types, composes
+// with an IME or pastes meanwhile: that is held and sent when the replay ends (a paste as its text, pasted then, so
 // it is bracketed or not as the program by then asks). REPLAY_MAX_MS bounds it for
 // a terminal whose output never pauses (a `yes`, a busy log), which would otherwise never take
 // input.
@@ -43,12 +43,19 @@ function fromBase64(s: string): Uint8Array {
 }
 
 /**
- * Whether xterm is handling a key event now: raised by the pane's key event handler, lowered
- * once the call handling the event returns. Input produced then is the user's, not an answer
- * to a query.
+ * Whether input xterm produces now is the user's, not an answer to a query: raised while xterm
+ * handles a key event (lowered once the call handling it returns), and after an IME
+ * composition ends or an IME key goes by, until xterm has sent what was composed (it does so
+ * from a timer it sets then: {@link untilTimersRun}). A count, so one lowering does not end
+ * another's window.
  */
 interface Keys {
-  typing: boolean;
+  typing: number;
+}
+
+/** Runs `f` after the timers set so far, and any they set with no delay, have run. */
+function untilTimersRun(f: () => void) {
+  setTimeout(() => setTimeout(f, 0), 0);
 }
 
 interface Listener {
@@ -226,7 +233,7 @@ class Attachment {
 
   private input(msg: P.ViewerInput) {
     if (!this.replaying) this.send(msg);
-    else if (this.keys.typing && this.held.length < HELD_MAX) this.held.push(msg);
+    else if (this.keys.typing > 0 && this.held.length < HELD_MAX) this.held.push(msg);
   }
 
   private send(msg: P.ViewerInput): boolean {
@@ -254,7 +261,7 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
   const host = useRef<HTMLDivElement>(null);
   const xterm = useRef<{ term: Terminal; fit: FitAddon } | null>(null);
   const link = useRef<Attachment | null>(null);
-  const keys = useRef<Keys>({ typing: false });
+  const keys = useRef<Keys>({ typing: 0 });
   const [list, setList] = useState<TerminalInfo[] | null>(null);
   const [current, setCurrent] = useState<TerminalInfo | null>(null);
   // The link's state with the terminal it is of: between showing a new current terminal and
@@ -277,12 +284,23 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
     term.loadAddon(fit);
     // xterm calls this for each key event before it turns the key into input (onData, in the
     // same call): input while the flag is up is typed. It drops before anything else runs.
-    term.attachCustomKeyEventHandler(() => {
-      keys.current.typing = true;
-      queueMicrotask(() => (keys.current.typing = false));
+    // An IME's key (keyCode 229) or one during a composition has xterm send the text from
+    // a timer instead: the flag stays up until it has run.
+    const lower = () => keys.current.typing--;
+    term.attachCustomKeyEventHandler((ev) => {
+      keys.current.typing++;
+      if (ev.isComposing || ev.keyCode === 229) untilTimersRun(lower);
+      else queueMicrotask(lower);
       return true;
     });
     term.open(el);
+    // When a composition ends, xterm sends the composed text from a timer it sets in its own
+    // listener on its textarea, which runs before this one, on its ancestor.
+    const composed = () => {
+      keys.current.typing++;
+      untilTimersRun(lower);
+    };
+    el.addEventListener('compositionend', composed);
     // A paste is not a key event: xterm's own paste listeners (on its textarea and element,
     // inside `el`) would turn it into input at once, dropped during a replay. Caught first
     // here, it goes to the attachment, which pastes it through xterm's API (the same line
@@ -311,6 +329,7 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
       observer.disconnect();
       removeEventListener('resize', refit);
       el.removeEventListener('paste', paste, true);
+      el.removeEventListener('compositionend', composed);
       link.current?.dispose();
       link.current = null;
       term.dispose();

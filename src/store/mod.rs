@@ -3,9 +3,9 @@
 //! for what the sweeper deletes; enum columns are the
 //! `protocol` enums, read and written through `sql.rs`, never compared as strings.
 //!
-//! `schema.sql` is embedded and applied at open (see [`migrate`]). Two connections in WAL
-//! mode, one for writes and one for reads, so a long replay never waits behind a write
-//! batch. Every public method is async and runs its statement on tokio's blocking pool:
+//! `schema.sql` is embedded and applied at open (see [`migrate`]). WAL mode, one connection
+//! for writes and a pool of read connections ([`readers`]), so a long replay never waits
+//! behind a write batch and replays of different tasks read side by side. Every public method is async and runs its statement on tokio's blocking pool:
 //! no SQLite call ever runs on the reactor.
 
 mod audit;
@@ -16,6 +16,7 @@ mod environments;
 mod jobs;
 mod nodes;
 mod pairing;
+mod readers;
 mod retention;
 mod sessions;
 mod shared;
@@ -51,7 +52,7 @@ const SCHEMA: &str = include_str!("../../schema.sql");
 #[derive(Clone)]
 pub struct Store {
     writer: Arc<Mutex<Connection>>,
-    reader: Arc<Mutex<Connection>>,
+    readers: Arc<readers::Readers>,
 }
 
 impl Store {
@@ -81,7 +82,7 @@ impl Store {
         configure(&reader)?;
         Ok(Store {
             writer: Arc::new(Mutex::new(writer)),
-            reader: Arc::new(Mutex::new(reader)),
+            readers: Arc::new(readers::Readers::new(path.to_path_buf(), reader)),
         })
     }
 
@@ -101,20 +102,28 @@ impl Store {
         .context("database write")
     }
 
-    /// Runs `f` on the read connection, off the reactor.
+    /// Runs `f` on a read connection, off the reactor.
     async fn read<R, F>(&self, f: F) -> anyhow::Result<R>
     where
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let conn = self.reader.clone();
+        let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&conn)
+            let conn = readers.take()?;
+            f(&conn).context("database read")
         })
         .await
         .context("database task panicked")?
-        .context("database read")
+    }
+
+    /// Closes the read connections that concurrent reads opened, but one: called when the
+    /// gateway is quiet, so their page caches are given back. Returns how many it closed.
+    pub async fn close_spare_readers(&self) -> usize {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.close_spare())
+            .await
+            .unwrap_or(0)
     }
 
     /// Checkpoints the WAL so the database file is complete on its own. Called at shutdown;

@@ -488,9 +488,11 @@ async function main() {
   await page.reload();
   await page.getByRole('tab', { name: 'Terminal' }).click();
   // Pasted the moment the reattached terminal shows its replayed screen (from the page, not a
-  // round trip later), then typed, while its scrollback is still replaying (input is not sent
-  // then): the paste and the keys are held and sent in order when the replay ends.
-  const pastedWhile = await page.evaluate(async (text) => {
+  // round trip later), then composed as an IME does (xterm sends that text from a timer, not
+  // in a key event), then typed, while its scrollback is still replaying (input is not sent
+  // then): the paste, the composition and the keys are held and sent in order when the
+  // replay ends.
+  const pastedWhile = await page.evaluate(async ([text, composed]) => {
     const shown = () => [...document.querySelectorAll('.term-pane .xterm-rows > div')].some((r) => r.textContent.trim() === '42');
     const until = performance.now() + 30000;
     while (!shown()) {
@@ -500,15 +502,21 @@ async function main() {
     const data = new DataTransfer();
     data.setData('text/plain', text);
     const ev = new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true });
-    document.querySelector('.term-pane .xterm-helper-textarea').dispatchEvent(ev);
-    return document.querySelector('.term-pane .term-link')?.textContent ?? '';
-  }, 'echo $((6*');
+    const textarea = document.querySelector('.term-pane .xterm-helper-textarea');
+    textarea.dispatchEvent(ev);
+    const label = document.querySelector('.term-pane .term-link')?.textContent ?? '';
+    textarea.dispatchEvent(new CompositionEvent('compositionstart', { bubbles: true, data: '' }));
+    textarea.value += composed;
+    textarea.dispatchEvent(new CompositionEvent('compositionupdate', { bubbles: true, data: composed }));
+    textarea.dispatchEvent(new CompositionEvent('compositionend', { bubbles: true, data: composed }));
+    return label;
+  }, ['echo $((6*', '8']);
   if (pastedWhile === null) await terminalLine(page, '42', 'the reattached terminal replays its screen');
   log(`terminal: pasted into the reattached terminal while its link read "${pastedWhile}"`);
   await pane.locator('.xterm').click();
-  await page.keyboard.type('8))');
+  await page.keyboard.type('))');
   await page.keyboard.press('Enter');
-  await terminalLine(page, '48', 'the reattached terminal takes a paste and keys typed as it replays');
+  await terminalLine(page, '48', 'the reattached terminal takes a paste, a composition and keys typed as it replays');
   const screen = (await terminalRows(page)).join('\n');
   check(screen.split('\n').filter((l) => l.trim() === '42').length === 1, `42 appears once after the reattach:\n${screen}`);
   // Closing it leaves the thread's own shell (where its shell tasks were typed) or nothing.

@@ -236,6 +236,11 @@ impl TaskHub {
             free_disk: free_disk.clone(),
             metrics: metrics.clone(),
         });
+        background.spawn(trim_heap_when_quiet(
+            store.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
         background.spawn(writer(
             Arc::downgrade(&hub),
             store,
@@ -246,7 +251,6 @@ impl TaskHub {
             shutdown.clone(),
         ));
         background.spawn(watch_free_disk(data_dir, free_disk, shutdown.clone()));
-        background.spawn(trim_heap_when_quiet(metrics, shutdown));
         hub
     }
 
@@ -485,14 +489,23 @@ const TRIM_EVERY: Duration = Duration::from_secs(10);
 /// look ([`TRIM_EVERY`] apart) with no task output since the one before, once after start-up
 /// and once after each burst. Memory a flood with many watchers freed does not stay resident
 /// in an idle gateway; a busy one's allocator is left alone, and an idle one (ten thousand
-/// nodes' heartbeats, say) does not walk its heap again and again.
-async fn trim_heap_when_quiet(metrics: crate::gateway::metrics::Metrics, stop: CancellationToken) {
+/// nodes' heartbeats, say) does not walk its heap again and again. The read connections that
+/// concurrent replays opened are closed first, but one, so their page caches go back too.
+async fn trim_heap_when_quiet(
+    store: Store,
+    metrics: crate::gateway::metrics::Metrics,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + TRIM_EVERY, TRIM_EVERY);
     let mut seen = metrics.chunks();
     let mut trimmed_at = None;
     while crate::clock::next_tick(&mut tick, &stop).await {
         let now = metrics.chunks();
         if now == seen && trimmed_at != Some(now) {
+            let closed = store.close_spare_readers().await;
+            if closed > 0 {
+                tracing::debug!(closed, "closed spare read connections");
+            }
             // Walking a large heap's free lists takes a moment: not on a worker.
             let _ = tokio::task::spawn_blocking(crate::os::trim_heap).await;
             trimmed_at = Some(now);
