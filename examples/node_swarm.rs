@@ -26,6 +26,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,10 +53,12 @@ struct Args {
     /// Tasks for a named node, one at a time (latency), then as many spread at once.
     dispatch: usize,
     storm: bool,
+    /// The `viber` binary `--spawn` starts.
+    viber: std::path::PathBuf,
 }
 
 const USAGE: &str = "usage: node_swarm (--gateway URL --token TOKEN [--pid PID] | --spawn) \
-[--nodes N] [--seconds S] [--ramp N] [--dispatch N] [--storm]";
+[--nodes N] [--seconds S] [--ramp N] [--dispatch N] [--storm] [--viber PATH]";
 
 fn parse_args() -> Args {
     let mut a = Args {
@@ -68,6 +71,7 @@ fn parse_args() -> Args {
         ramp: 256,
         dispatch: 0,
         storm: false,
+        viber: support::viber_bin(),
     };
     let mut f = support::Flags::new(USAGE);
     while let Some(k) = f.next_flag() {
@@ -81,6 +85,7 @@ fn parse_args() -> Args {
             "--ramp" => a.ramp = f.value(&k),
             "--dispatch" => a.dispatch = f.value(&k),
             "--storm" => a.storm = true,
+            "--viber" => a.viber = f.value(&k),
             other => f.unknown(other),
         }
     }
@@ -375,8 +380,8 @@ async fn dispatch(api: &support::Api, swarm: &Swarm, n: usize) {
 
 /// A release gateway of this run's own, on a free port (so `--storm` can kill and restart it
 /// on the same port and data).
-fn spawn_gateway(dir: &std::path::Path, port: u16) -> support::GatewayProc {
-    let child = std::process::Command::new(support::viber_bin())
+fn spawn_gateway(viber: &Path, dir: &Path, port: u16) -> support::GatewayProc {
+    let child = std::process::Command::new(viber)
         .args([
             "gateway",
             "--listen",
@@ -414,7 +419,7 @@ async fn main() {
     // Killed when dropped.
     let mut spawned = None;
     let (url, token, pid) = if args.spawn {
-        let gw = spawned.insert(spawn_gateway(&dir, port));
+        let gw = spawned.insert(spawn_gateway(&args.viber, &dir, port));
         (gw.url.clone(), gw.token.clone(), Some(gw.child.id()))
     } else {
         (
@@ -493,7 +498,7 @@ async fn main() {
         gw.child.kill().expect("kill -9");
         gw.child.wait().unwrap();
         wait_connected_below(&swarm, 1).await;
-        let gw = spawned.insert(spawn_gateway(&dir, port));
+        let gw = spawned.insert(spawn_gateway(&args.viber, &dir, port));
         let restarted = Instant::now();
         let pid2 = gw.child.id();
         let before = proc_usage(pid2);

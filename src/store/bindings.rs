@@ -1,5 +1,6 @@
 //! Bindings (an environment mapped onto a node) and their setup logs.
 
+use super::Cached;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::Store;
@@ -59,7 +60,7 @@ impl Store {
     /// Creates a binding, or resets the strategy of the existing one for (environment, node).
     pub async fn upsert_binding(&self, b: BindingRecord) -> anyhow::Result<BindingRecord> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO environment_bindings
                     (id, environment_id, node_id, strategy, path, status, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)
@@ -68,7 +69,7 @@ impl Store {
                     step = NULL, last_error = NULL",
                 params![b.id, b.environment_id, b.node_id, b.strategy, b.path, b.created_at],
             )?;
-            c.query_row(
+            c.row(
                 &format!("SELECT {BINDING_COLUMNS} FROM environment_bindings WHERE environment_id = ?1 AND node_id = ?2"),
                 params![b.environment_id, b.node_id],
                 binding_from_row,
@@ -79,7 +80,7 @@ impl Store {
 
     pub async fn binding(&self, id: String) -> anyhow::Result<Option<BindingRecord>> {
         self.read(move |c| {
-            c.query_row(
+            c.row(
                 &format!("SELECT {BINDING_COLUMNS} FROM environment_bindings WHERE id = ?1"),
                 params![id],
                 binding_from_row,
@@ -94,7 +95,7 @@ impl Store {
         env_id: String,
     ) -> anyhow::Result<Vec<BindingRecord>> {
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {BINDING_COLUMNS} FROM environment_bindings WHERE environment_id = ?1 ORDER BY created_at"
             ))?;
             let rows = st.query_map(params![env_id], binding_from_row)?;
@@ -105,7 +106,7 @@ impl Store {
 
     pub async fn bindings_of_node(&self, node_id: String) -> anyhow::Result<Vec<BindingRecord>> {
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {BINDING_COLUMNS} FROM environment_bindings WHERE node_id = ?1 ORDER BY created_at"
             ))?;
             let rows = st.query_map(params![node_id], binding_from_row)?;
@@ -116,7 +117,7 @@ impl Store {
 
     pub async fn update_binding(&self, id: String, u: BindingUpdate) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE environment_bindings SET status = ?2, step = ?3, last_error = ?4,
                     resolved_working_dir = coalesce(?5, resolved_working_dir),
                     commit_sha = coalesce(?6, commit_sha),
@@ -146,7 +147,7 @@ impl Store {
         at: i64,
     ) -> anyhow::Result<i64> {
         self.write(move |c| {
-            c.query_row(
+            c.row(
                 "INSERT INTO binding_logs (binding_id, seq, line, at)
                  VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM binding_logs WHERE binding_id = ?1), ?2, ?3)
                  RETURNING seq",

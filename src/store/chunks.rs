@@ -3,6 +3,7 @@
 //! back chunk by chunk (replay, approvals, a thread's text); and reading a chunk's fields as
 //! JSON reads them.
 
+use super::Cached;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ impl Store {
     /// How much output a task stored: (chunks, bytes).
     pub async fn task_output_size(&self, task_id: String) -> anyhow::Result<(u64, u64)> {
         self.read(move |c| {
-            c.query_row(
+            c.row(
                 // A run's text is its chunks, a comma between each two, in brackets.
                 "SELECT coalesce(sum(last_seq - first_seq + 1), 0),
                         coalesce(sum(length(CAST(chunks AS BLOB)) - (last_seq - first_seq + 1) - 1), 0)

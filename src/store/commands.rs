@@ -1,5 +1,6 @@
 //! Gateway -> node commands waiting for the node's `command:ack`.
 
+use super::Cached;
 use super::Store;
 
 /// A stored command: its id, the task it is about (none for the node itself), and the frame
@@ -22,7 +23,7 @@ impl Store {
         now: i64,
     ) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO commands (id, node_id, task_id, frame, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 rusqlite::params![id, node_id, task_id, frame, now],
@@ -36,7 +37,7 @@ impl Store {
     /// may acknowledge it; returns whether a command was removed.
     pub async fn delete_command(&self, id: String, node_id: String) -> anyhow::Result<bool> {
         self.write(move |c| {
-            let n = c.execute(
+            let n = c.exec(
                 "DELETE FROM commands WHERE id = ?1 AND node_id = ?2",
                 rusqlite::params![id, node_id],
             )?;
@@ -48,7 +49,7 @@ impl Store {
     /// Unacknowledged commands of a node, oldest first.
     pub async fn commands_of(&self, node_id: String) -> anyhow::Result<Vec<CommandRecord>> {
         self.read(move |c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT id, task_id, frame FROM commands WHERE node_id = ?1
                  ORDER BY created_at, rowid",
             )?;

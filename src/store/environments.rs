@@ -1,5 +1,6 @@
 //! Environments with their vars and sealed secrets.
 
+use super::Cached;
 use std::collections::BTreeMap;
 
 use rusqlite::{params, OptionalExtension, Row};
@@ -121,7 +122,7 @@ fn write_vars(
     env_id: &str,
     vars: &BTreeMap<String, String>,
 ) -> rusqlite::Result<()> {
-    c.execute(
+    c.exec(
         "DELETE FROM environment_vars WHERE environment_id = ?1",
         params![env_id],
     )?;
@@ -162,7 +163,7 @@ pub(super) fn write_secrets(
     for (key, change) in changes {
         match change {
             SecretChange::Remove => {
-                c.execute(
+                c.exec(
                     &format!("DELETE FROM {table} WHERE environment_id = ?1 AND key = ?2"),
                     params![env_id, key],
                 )?;
@@ -172,7 +173,7 @@ pub(super) fn write_secrets(
                 sealed,
                 file,
             } => {
-                c.execute(
+                c.exec(
                     &format!(
                         "INSERT INTO {table}
                             (environment_id, key, scope, key_id, nonce, encrypted_value, created_at, updated_at, file)
@@ -215,7 +216,7 @@ fn allowed_hosts(
     id: &str,
 ) -> rusqlite::Result<Option<Vec<String>>> {
     let stored: Option<String> = c
-        .query_row(
+        .row(
             &format!(
                 "SELECT network_allowlist FROM {} WHERE id = ?1",
                 list.table()
@@ -244,7 +245,7 @@ impl Store {
             };
             if !hosts.contains(&host) {
                 hosts.push(host);
-                tx.execute(
+                tx.exec(
                     &format!(
                         "UPDATE {} SET network_allowlist = ?2 WHERE id = ?1",
                         list.table()
@@ -275,7 +276,7 @@ impl Store {
     ) -> anyhow::Result<bool> {
         self.write(move |c| {
             let tx = c.transaction()?;
-            let r = tx.execute(
+            let r = tx.exec(
                 &format!("INSERT INTO environments ({ENV_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
                 params![
                     env.id, env.name, env.description, env.kind, env.repo_url, env.repo_org,
@@ -309,7 +310,7 @@ impl Store {
     ) -> anyhow::Result<bool> {
         self.write(move |c| {
             let tx = c.transaction()?;
-            let r = tx.execute(
+            let r = tx.exec(
                 "UPDATE environments SET name = ?2, description = ?3, type = ?4, repo_url = ?5,
                     repo_org = ?6, repo_name = ?7, repo_branch = ?8, local_path = ?9,
                     container_image = ?10, working_dir = ?11, setup_script = ?12,
@@ -365,7 +366,7 @@ impl Store {
         id_or_name: String,
     ) -> anyhow::Result<Option<EnvironmentRecord>> {
         self.read(move |c| {
-            c.query_row(
+            c.row(
                 &format!("SELECT {ENV_COLUMNS} FROM environments WHERE id = ?1 OR name = ?1"),
                 params![id_or_name],
                 env_from_row,
@@ -377,7 +378,7 @@ impl Store {
 
     pub async fn list_environments(&self) -> anyhow::Result<Vec<EnvironmentRecord>> {
         self.read(|c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {ENV_COLUMNS} FROM environments ORDER BY name"
             ))?;
             let rows = st.query_map([], env_from_row)?;
@@ -389,14 +390,14 @@ impl Store {
     pub async fn delete_environment(&self, id: String) -> anyhow::Result<bool> {
         self.write(move |c| {
             let tx = c.transaction()?;
-            tx.execute(
+            tx.exec(
                 "DELETE FROM binding_logs WHERE binding_id IN
                     (SELECT id FROM environment_bindings WHERE environment_id = ?1)",
                 params![id],
             )?;
-            tx.execute("DELETE FROM thread_messages WHERE thread_id IN (SELECT id FROM threads WHERE environment_id = ?1)", params![id])?;
-            tx.execute("DELETE FROM threads WHERE environment_id = ?1", params![id])?;
-            let n = tx.execute("DELETE FROM environments WHERE id = ?1", params![id])?;
+            tx.exec("DELETE FROM thread_messages WHERE thread_id IN (SELECT id FROM threads WHERE environment_id = ?1)", params![id])?;
+            tx.exec("DELETE FROM threads WHERE environment_id = ?1", params![id])?;
+            let n = tx.exec("DELETE FROM environments WHERE id = ?1", params![id])?;
             tx.commit()?;
             Ok(n == 1)
         })
@@ -427,7 +428,7 @@ impl Store {
     /// Threads of an environment that have a pending or running task.
     pub async fn busy_threads(&self, env_id: String) -> anyhow::Result<Vec<String>> {
         self.read(move |c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT DISTINCT thread_id FROM tasks
                  WHERE environment_id = ?1 AND thread_id IS NOT NULL AND state IN ('pending', 'running')",
             )?;

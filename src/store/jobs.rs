@@ -1,5 +1,6 @@
 //! Scheduled jobs and their last run.
 
+use super::Cached;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::Store;
@@ -81,7 +82,7 @@ fn from_row(r: &Row) -> rusqlite::Result<JobRecord> {
 impl Store {
     pub async fn insert_job(&self, j: JobRecord) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO jobs (id, environment_id, name, schedule, timezone, goal, executor,
                                    thread_mode, thread_id, enabled, created_at, updated_at,
                                    next_run_at)
@@ -110,7 +111,7 @@ impl Store {
     /// Saves what an operator can change (not the last run).
     pub async fn update_job(&self, j: JobRecord) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE jobs SET name = ?2, schedule = ?3, timezone = ?4, goal = ?5,
                         executor = ?6, thread_mode = ?7, thread_id = ?8, enabled = ?9,
                         updated_at = ?10, next_run_at = ?11
@@ -136,7 +137,7 @@ impl Store {
 
     pub async fn job(&self, id: String) -> anyhow::Result<Option<JobRecord>> {
         self.read(move |c| {
-            c.query_row(
+            c.row(
                 &format!("SELECT {COLUMNS} FROM {FROM} WHERE j.id = ?1"),
                 [id],
                 from_row,
@@ -152,7 +153,7 @@ impl Store {
         environment_id: Option<String>,
     ) -> anyhow::Result<Vec<JobRecord>> {
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM {FROM}
                  WHERE ?1 IS NULL OR j.environment_id = ?1
                  ORDER BY j.created_at, j.id"
@@ -180,7 +181,7 @@ impl Store {
     /// When the next enabled job is due (epoch ms), if any.
     pub async fn next_job_at(&self) -> anyhow::Result<Option<i64>> {
         self.read(|c| {
-            c.query_row(
+            c.row(
                 "SELECT min(next_run_at) FROM jobs WHERE enabled = 1",
                 [],
                 |r| r.get(0),
@@ -198,7 +199,7 @@ impl Store {
         next_run_at: Option<i64>,
     ) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE jobs SET last_run_at = ?2, last_trigger = ?3, last_task_id = ?4,
                         last_thread_id = ?5, last_error = ?6, next_run_at = ?7,
                         thread_id = CASE WHEN thread_mode = 'reuse' THEN coalesce(?5, thread_id)
@@ -226,7 +227,7 @@ impl Store {
         next_run_at: Option<i64>,
     ) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE jobs SET next_run_at = ?2 WHERE id = ?1",
                 params![id, next_run_at],
             )?;
@@ -237,7 +238,7 @@ impl Store {
 
     /// Deletes a job; false when there was none.
     pub async fn delete_job(&self, id: String) -> anyhow::Result<bool> {
-        self.write(move |c| Ok(c.execute("DELETE FROM jobs WHERE id = ?1", [id])? == 1))
+        self.write(move |c| Ok(c.exec("DELETE FROM jobs WHERE id = ?1", [id])? == 1))
             .await
     }
 }

@@ -130,7 +130,7 @@ impl Store {
     /// the connections close when the last clone of the store is dropped.
     pub async fn close(&self) -> anyhow::Result<()> {
         self.write(|c| {
-            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            c.row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             Ok(())
         })
         .await
@@ -138,7 +138,7 @@ impl Store {
 
     /// Schema version after migrations.
     pub async fn schema_version(&self) -> anyhow::Result<i64> {
-        self.read(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
+        self.read(|c| c.row("PRAGMA user_version", [], |r| r.get(0)))
             .await
     }
 }
@@ -148,7 +148,38 @@ fn configure(conn: &Connection) -> anyhow::Result<()> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Room for every statement the store prepares (`prepare_cached`), so none is parsed
+    // again: a node's heartbeat check, say, would otherwise parse its query each time.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
+}
+
+/// Statements kept prepared per connection: more than the store has.
+const STATEMENT_CACHE: usize = 96;
+
+/// `execute` and `query_row` through the connection's cache of prepared statements
+/// (rusqlite's own prepare each statement again on every call). The store's SQL is fixed
+/// text, or built from a few fixed pieces, so each statement is parsed once per connection.
+trait Cached {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
 }
 
 /// Splits `schema.sql` into its numbered sections.
@@ -171,7 +202,7 @@ fn migrations() -> Vec<(i64, String)> {
 
 /// Applies every migration newer than the database's `user_version`, each in a transaction.
 fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current: i64 = conn.row("PRAGMA user_version", [], |r| r.get(0))?;
     let all = migrations();
     let latest = all.last().map(|(n, _)| *n).unwrap_or(0);
     if current > latest {
@@ -430,7 +461,7 @@ mod tests {
         // where every 100th chunk is 100 KB); task b's chunks in between do not cut a run.
         let runs: Vec<(i64, i64, usize)> = store
             .read(|c| {
-                let mut st = c.prepare(
+                let mut st = c.prepare_cached(
                     "SELECT first_seq, last_seq, length(chunks) FROM task_chunk_runs
                      WHERE task_id = 'a' ORDER BY last_seq",
                 )?;

@@ -1,5 +1,6 @@
 //! Nodes and their enrollment.
 
+use super::Cached;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::Store;
@@ -59,7 +60,7 @@ pub(super) fn upsert_node(
     now: i64,
 ) -> rusqlite::Result<()> {
     let caps = serde_json::to_string(&node.capabilities).unwrap_or_else(|_| "[]".into());
-    tx.execute(
+    tx.exec(
         "INSERT INTO nodes (id, name, public_key, token_hash, version, platform,
                             capabilities, created_at, last_seen_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
@@ -93,7 +94,7 @@ impl Store {
         uses: u32,
     ) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO enrollments (token_hash, name, created_at, expires_at, uses)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![token_hash, name, now, expires_at, uses],
@@ -116,7 +117,7 @@ impl Store {
         self.write(move |c| {
             let tx = c.transaction()?;
             let row: Option<(String, i64, i64, i64)> = tx
-                .query_row(
+                .row(
                     "SELECT name, expires_at, uses, used_count FROM enrollments
                      WHERE token_hash = ?1",
                     params![enrollment_hash],
@@ -134,13 +135,13 @@ impl Store {
                     format!("{name}-{}", crate::protocol::worktree::id_tail(&node.id, 8))
                 }
             };
-            tx.execute(
+            tx.exec(
                 "UPDATE enrollments SET used_at = ?2, node_id = ?3, used_count = used_count + 1
                  WHERE token_hash = ?1",
                 params![enrollment_hash, now, node.id],
             )?;
             upsert_node(&tx, &node, &name, now)?;
-            let stored = tx.query_row(
+            let stored = tx.row(
                 &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"),
                 params![node.id],
                 node_from_row,
@@ -153,7 +154,7 @@ impl Store {
 
     pub async fn node(&self, id: String) -> anyhow::Result<Option<NodeRecord>> {
         self.read(move |c| {
-            c.query_row(
+            c.row(
                 &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"),
                 params![id],
                 node_from_row,
@@ -166,7 +167,7 @@ impl Store {
     /// Enrolled, not revoked nodes, oldest first.
     pub async fn list_nodes(&self) -> anyhow::Result<Vec<NodeRecord>> {
         self.read(|c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {NODE_COLUMNS} FROM nodes WHERE revoked_at IS NULL ORDER BY created_at, id"
             ))?;
             let rows = st.query_map([], node_from_row)?;
@@ -186,7 +187,7 @@ impl Store {
     ) -> anyhow::Result<()> {
         self.write(move |c| {
             let caps = serde_json::to_string(&capabilities).unwrap_or_else(|_| "[]".into());
-            c.execute(
+            c.exec(
                 "UPDATE nodes SET version = ?2, platform = ?3, capabilities = ?4, last_seen_at = ?5
                  WHERE id = ?1",
                 params![id, version, platform, caps, seen_at],
@@ -198,7 +199,7 @@ impl Store {
 
     pub async fn set_node_last_seen(&self, id: String, seen_at: i64) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE nodes SET last_seen_at = ?2 WHERE id = ?1",
                 params![id, seen_at],
             )?;
@@ -210,7 +211,7 @@ impl Store {
     /// Revokes a node. Returns false when no such (unrevoked) node exists.
     pub async fn revoke_node(&self, id: String, now: i64) -> anyhow::Result<bool> {
         self.write(move |c| {
-            let n = c.execute(
+            let n = c.exec(
                 "UPDATE nodes SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
                 params![id, now],
             )?;
@@ -222,7 +223,7 @@ impl Store {
     /// (enrolled nodes, tasks) for `/health`.
     pub async fn counts(&self) -> anyhow::Result<(i64, i64)> {
         self.read(|c| {
-            c.query_row(
+            c.row(
                 "SELECT (SELECT count(*) FROM nodes WHERE revoked_at IS NULL),
                         (SELECT count(*) FROM tasks)",
                 [],
@@ -241,7 +242,7 @@ impl Store {
         state: String,
     ) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE nodes SET config_state = ?2 WHERE id = ?1",
                 params![node_id, state],
             )?;

@@ -1,6 +1,7 @@
 //! Device pairing requests: keys that asked to join without a token, and what an operator
 //! decided about them.
 
+use super::Cached;
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use super::nodes::{node_from_row, upsert_node, NODE_COLUMNS};
@@ -49,7 +50,7 @@ fn from_row(r: &Row) -> rusqlite::Result<PairingRecord> {
 }
 
 fn get(tx: &rusqlite::Connection, node_id: &str) -> rusqlite::Result<Option<PairingRecord>> {
-    tx.query_row(
+    tx.row(
         &format!("SELECT {COLUMNS} FROM pairing_requests WHERE node_id = ?1"),
         [node_id],
         from_row,
@@ -79,7 +80,7 @@ impl Store {
                 }
                 Some(old) if old.status == PairingStatus::Rejected => return Ok(Some(old)),
                 Some(old) if old.status == PairingStatus::Pending && old.expires_at > now => {
-                    tx.execute(
+                    tx.exec(
                         "UPDATE pairing_requests SET public_key = ?2, name = ?3, hostname = ?4,
                                 platform = ?5, version = ?6, address = ?7
                          WHERE node_id = ?1",
@@ -95,7 +96,7 @@ impl Store {
                     )?;
                 }
                 _ => {
-                    let pending: usize = tx.query_row(
+                    let pending: usize = tx.row(
                         "SELECT count(*) FROM pairing_requests
                          WHERE status = 'pending' AND expires_at > ?1",
                         [now],
@@ -104,7 +105,7 @@ impl Store {
                     if pending >= MAX_PENDING {
                         return Ok(None);
                     }
-                    tx.execute(
+                    tx.exec(
                         &format!(
                             "INSERT OR REPLACE INTO pairing_requests ({COLUMNS})
                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending', NULL, NULL)"
@@ -134,7 +135,7 @@ impl Store {
     /// rejected ones; newest first.
     pub async fn list_pairing_requests(&self, now: i64) -> anyhow::Result<Vec<PairingRecord>> {
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM pairing_requests
                  WHERE status = 'rejected' OR expires_at > ?1
                  ORDER BY requested_at DESC, node_id LIMIT 1000"
@@ -158,7 +159,7 @@ impl Store {
     ) -> anyhow::Result<Option<PairingRecord>> {
         self.write(move |c| {
             let tx = c.transaction()?;
-            let n = tx.execute(
+            let n = tx.exec(
                 "UPDATE pairing_requests SET status = ?2, decided_at = ?3, approved_name = ?4,
                         expires_at = ?5
                  WHERE node_id = ?1 AND (status = 'rejected' OR expires_at > ?3)",
@@ -201,11 +202,11 @@ fn complete(tx: &Transaction, node: NodeRecord, now: i64) -> rusqlite::Result<Op
     }
     let name = req.approved_name.unwrap_or(req.name);
     upsert_node(tx, &node, &name, now)?;
-    tx.execute(
+    tx.exec(
         "DELETE FROM pairing_requests WHERE node_id = ?1",
         [&node.id],
     )?;
-    tx.query_row(
+    tx.row(
         &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"),
         [&node.id],
         node_from_row,

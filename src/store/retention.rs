@@ -10,6 +10,7 @@
 //! Work is cut into small transactions (one task's chunks at a time) so the task writer,
 //! which shares the write connection, never waits long behind the sweeper.
 
+use super::Cached;
 use rusqlite::params;
 
 use super::Store;
@@ -65,14 +66,14 @@ impl Store {
             chunks += self
                 .write(move |c| {
                     let tx = c.transaction()?;
-                    let n: i64 = tx.query_row(
+                    let n: i64 = tx.row(
                         "SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM task_chunk_runs
                          WHERE task_id = ?1",
                         [&id],
                         |r| r.get(0),
                     )?;
-                    tx.execute("DELETE FROM task_chunk_runs WHERE task_id = ?1", [&id])?;
-                    tx.execute(
+                    tx.exec("DELETE FROM task_chunk_runs WHERE task_id = ?1", [&id])?;
+                    tx.exec(
                         "UPDATE tasks SET output_pruned_at = ?2 WHERE id = ?1",
                         params![id, now],
                     )?;
@@ -95,27 +96,27 @@ impl Store {
             let tx = c.transaction()?;
             let p = Pruned {
                 binding_log_lines: tx
-                    .execute("DELETE FROM binding_logs WHERE at < ?1", [cutoff])?,
-                idempotency_keys: tx.execute(
+                    .exec("DELETE FROM binding_logs WHERE at < ?1", [cutoff])?,
+                idempotency_keys: tx.exec(
                     "DELETE FROM idempotency_keys WHERE created_at < ?1",
                     [keys_cutoff],
                 )?,
-                sessions: tx.execute("DELETE FROM sessions WHERE expires_at < ?1", [now])?,
-                enrollments: tx.execute(
+                sessions: tx.exec("DELETE FROM sessions WHERE expires_at < ?1", [now])?,
+                enrollments: tx.exec(
                     "DELETE FROM enrollments WHERE expires_at < ?1 AND used_at IS NULL",
                     [cutoff],
                 )?,
-                commands: tx.execute(
+                commands: tx.exec(
                     // From the (small) commands table, one task lookup each.
                     "DELETE FROM commands WHERE EXISTS (SELECT 1 FROM tasks t
                        WHERE t.id = commands.task_id AND t.state IN ('completed', 'error', 'stopped'))",
                     [],
                 )?,
-                audit: tx.execute(
+                audit: tx.exec(
                     "DELETE FROM audit WHERE at < ?1",
                     [cutoff.min(now - AUDIT_KEPT_MS)],
                 )?,
-                pairing_requests: tx.execute(
+                pairing_requests: tx.exec(
                     "DELETE FROM pairing_requests WHERE status != 'rejected' AND expires_at < ?1",
                     [now],
                 )?,

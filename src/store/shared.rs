@@ -2,6 +2,7 @@
 //! unless it sets the same name itself, and what an environment runs with once both are
 //! put together.
 
+use super::Cached;
 use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::params;
@@ -36,8 +37,8 @@ impl Store {
     pub async fn set_shared_var(&self, key: String, value: String) -> anyhow::Result<()> {
         self.write(move |c| {
             let tx = c.transaction()?;
-            tx.execute("DELETE FROM shared_secrets WHERE key = ?1", [&key])?;
-            tx.execute(
+            tx.exec("DELETE FROM shared_secrets WHERE key = ?1", [&key])?;
+            tx.exec(
                 "INSERT OR REPLACE INTO shared_vars (key, value) VALUES (?1, ?2)",
                 params![key, value],
             )?;
@@ -55,7 +56,7 @@ impl Store {
     ) -> anyhow::Result<()> {
         self.write(move |c| {
             let tx = c.transaction()?;
-            tx.execute("DELETE FROM shared_vars WHERE key = ?1", [&key])?;
+            tx.exec("DELETE FROM shared_vars WHERE key = ?1", [&key])?;
             write_secrets(
                 &tx,
                 SecretTable::Shared,
@@ -77,7 +78,7 @@ impl Store {
             "shared_vars"
         };
         self.write(move |c| {
-            Ok(c.execute(&format!("DELETE FROM {table} WHERE key = ?1"), [&key])? == 1)
+            Ok(c.exec(&format!("DELETE FROM {table} WHERE key = ?1"), [&key])? == 1)
         })
         .await
     }

@@ -1,6 +1,7 @@
 //! Tasks, their state and usage, and follow-up messages. Their output, stored as chunk
 //! runs, is `chunks.rs`.
 
+use super::Cached;
 use std::sync::Arc;
 
 use rusqlite::{params, OptionalExtension, Row};
@@ -186,7 +187,7 @@ impl ChunkBatch {
 impl Store {
     pub async fn insert_task(&self, t: NewTask) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO tasks (id, node_id, goal, executor, options, state, created_at,
                                     environment_id, thread_id, binding_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9)",
@@ -209,7 +210,7 @@ impl Store {
 
     pub async fn task(&self, id: String) -> anyhow::Result<Option<TaskRecord>> {
         self.read(move |c| {
-            c.query_row(
+            c.row(
                 &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"),
                 params![id],
                 task_from_row,
@@ -227,7 +228,7 @@ impl Store {
         limit: u32,
     ) -> anyhow::Result<Vec<TaskRecord>> {
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {TASK_COLUMNS} FROM tasks
                  WHERE (?1 IS NULL OR node_id = ?1) AND (?2 IS NULL OR state = ?2)
                  ORDER BY created_at DESC, id DESC LIMIT ?3"
@@ -241,7 +242,7 @@ impl Store {
     /// Tasks of a node that are not finished, oldest first.
     pub async fn unfinished_tasks_of(&self, node_id: String) -> anyhow::Result<Vec<TaskRecord>> {
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {TASK_COLUMNS} FROM tasks
                  WHERE node_id = ?1 AND state IN ('pending', 'running')
                  ORDER BY created_at, id"
@@ -255,7 +256,7 @@ impl Store {
     /// Every unfinished task (used at start to find tasks whose node never came back).
     pub async fn unfinished_tasks(&self) -> anyhow::Result<Vec<TaskRecord>> {
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {TASK_COLUMNS} FROM tasks WHERE state IN ('pending', 'running')
                  ORDER BY created_at, id"
             ))?;
@@ -339,7 +340,7 @@ impl Store {
         to: i64,
     ) -> anyhow::Result<Vec<(Option<String>, i64, i64, i64, f64)>> {
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {key}, count(*), total(input_tokens), total(output_tokens), total(cost_usd)
                  FROM tasks WHERE created_at >= ?1 AND created_at < ?2
                    AND (input_tokens > 0 OR output_tokens > 0 OR cost_usd > 0)
@@ -365,7 +366,7 @@ impl Store {
     /// to price).
     pub async fn usage_daily(&self, from: i64, to: i64) -> anyhow::Result<Vec<UsageFact>> {
         self.read(move |c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT created_at / 86400000, node_id, environment_id, model, count(*),
                         total(input_tokens), total(output_tokens), total(cost_usd),
                         total(CASE WHEN cost_usd > 0 THEN 0 ELSE input_tokens END),
@@ -396,7 +397,7 @@ impl Store {
 
     pub async fn set_task_options(&self, id: String, options: String) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE tasks SET options = ?2 WHERE id = ?1",
                 params![id, options],
             )?;
@@ -413,7 +414,7 @@ impl Store {
         now: i64,
     ) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO task_messages (task_id, message, injection_mode, created_at)
                  VALUES (?1, ?2, ?3, ?4)",
                 params![task_id, message, mode, now],
@@ -425,7 +426,7 @@ impl Store {
 }
 
 fn finish_task_tx(c: &rusqlite::Connection, id: &str, fin: &TaskFinish) -> rusqlite::Result<bool> {
-    let n = c.execute(
+    let n = c.exec(
         "UPDATE tasks SET state = ?2, exit_code = ?3, error = ?4, result = ?5, finished_at = ?6,
                           started_at = coalesce(started_at, ?6)
          WHERE id = ?1 AND state IN ('pending', 'running')",
@@ -448,7 +449,7 @@ impl Store {
         binding_id: String,
     ) -> anyhow::Result<Vec<String>> {
         self.read(move |c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT id FROM tasks WHERE binding_id = ?1 AND state = 'pending' ORDER BY created_at",
             )?;
             let rows = st.query_map(params![binding_id], |r| r.get(0))?;

@@ -1,5 +1,6 @@
 //! Terminals: where each runs and how it ended.
 
+use super::Cached;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::Store;
@@ -45,7 +46,7 @@ impl Store {
     pub async fn insert_terminal(&self, t: TerminalRecord) -> anyhow::Result<()> {
         let command = serde_json::to_string(&t.command)?;
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 &format!(
                     "INSERT INTO terminals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
                 ),
@@ -61,7 +62,7 @@ impl Store {
 
     pub async fn terminal(&self, id: String) -> anyhow::Result<Option<TerminalRecord>> {
         self.read(move |c| {
-            c.query_row(
+            c.row(
                 &format!("SELECT {COLUMNS} FROM terminals WHERE id = ?1"),
                 params![id],
                 from_row,
@@ -79,7 +80,7 @@ impl Store {
         all: bool,
     ) -> anyhow::Result<Vec<TerminalRecord>> {
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM terminals
                  WHERE (?1 IS NULL OR binding_id = ?1) AND (?2 IS NULL OR thread_id = ?2)
                    AND (?3 OR status = 'running')
@@ -97,7 +98,7 @@ impl Store {
         node: String,
     ) -> anyhow::Result<Vec<TerminalRecord>> {
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM terminals WHERE node_id = ?1 AND status = 'running'"
             ))?;
             let rows = st.query_map(params![node], from_row)?;
@@ -117,7 +118,7 @@ impl Store {
         at: i64,
     ) -> anyhow::Result<bool> {
         self.write(move |c| {
-            Ok(c.execute(
+            Ok(c.exec(
                 "UPDATE terminals SET status = ?2, exit_code = ?3, error = ?4, ended_at = ?5
                  WHERE id = ?1 AND status = 'running'",
                 params![id, status, exit_code, error, at],

@@ -1,5 +1,6 @@
 //! Threads and their messages.
 
+use super::Cached;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::Store;
@@ -59,7 +60,7 @@ pub struct ThreadMessage {
 impl Store {
     pub async fn insert_thread(&self, t: ThreadRecord) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 &format!("INSERT INTO threads ({THREAD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
                 params![t.id, t.environment_id, t.title, t.active_node_id, t.status, t.last_message_at, t.created_at, t.updated_at, t.executor],
             )?;
@@ -70,7 +71,7 @@ impl Store {
 
     pub async fn thread(&self, id: String) -> anyhow::Result<Option<ThreadRecord>> {
         self.read(move |c| {
-            c.query_row(
+            c.row(
                 &format!("SELECT {THREAD_COLUMNS}, {THREAD_LAST_TASK} FROM threads WHERE id = ?1"),
                 params![id],
                 thread_from_row,
@@ -82,7 +83,7 @@ impl Store {
 
     pub async fn list_threads(&self, env_id: Option<String>) -> anyhow::Result<Vec<ThreadRecord>> {
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {THREAD_COLUMNS}, {THREAD_LAST_TASK} FROM threads
                  WHERE (?1 IS NULL OR environment_id = ?1)
                  ORDER BY coalesce(last_message_at, created_at) DESC, id DESC LIMIT 500"
@@ -95,7 +96,7 @@ impl Store {
 
     pub async fn update_thread(&self, t: ThreadRecord) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE threads SET title = ?2, status = ?3, active_node_id = ?4,
                     last_message_at = ?5, updated_at = ?6, executor = ?7 WHERE id = ?1",
                 params![
@@ -122,12 +123,12 @@ impl Store {
         at: i64,
     ) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "INSERT INTO thread_messages (thread_id, message, task_id, injection_mode, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![thread_id, message, task_id, mode, at],
             )?;
-            c.execute(
+            c.exec(
                 "UPDATE threads SET last_message_at = ?2, updated_at = ?2 WHERE id = ?1",
                 params![thread_id, at],
             )?;
@@ -138,7 +139,7 @@ impl Store {
 
     pub async fn thread_messages(&self, thread_id: String) -> anyhow::Result<Vec<ThreadMessage>> {
         self.read(move |c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT id, message, task_id, injection_mode, created_at FROM thread_messages
                  WHERE thread_id = ?1 ORDER BY id",
             )?;
@@ -165,7 +166,7 @@ impl Store {
         node_id: String,
     ) -> anyhow::Result<Option<String>> {
         self.read(move |c| {
-            c.query_row(
+            c.row(
                 "SELECT agent_session FROM tasks
                  WHERE thread_id = ?1 AND executor = ?2 AND node_id = ?3
                    AND agent_session IS NOT NULL

@@ -1,6 +1,7 @@
 //! Threads' git worktrees: the branch, the node that holds it, where it started, and the
 //! pull request opened from it.
 
+use super::Cached;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::Store;
@@ -40,7 +41,7 @@ impl Store {
     /// The thread's worktree record, created with `w` when it has none.
     pub async fn worktree_or_insert(&self, w: WorktreeRecord) -> anyhow::Result<WorktreeRecord> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 &format!(
                     "INSERT INTO worktrees ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT (thread_id) DO UPDATE SET
@@ -58,7 +59,7 @@ impl Store {
                     w.created_at
                 ],
             )?;
-            c.query_row(
+            c.row(
                 &format!("SELECT {COLUMNS} FROM worktrees WHERE thread_id = ?1"),
                 params![w.thread_id],
                 from_row,
@@ -69,7 +70,7 @@ impl Store {
 
     pub async fn worktree(&self, thread_id: String) -> anyhow::Result<Option<WorktreeRecord>> {
         self.read(move |c| {
-            c.query_row(
+            c.row(
                 &format!("SELECT {COLUMNS} FROM worktrees WHERE thread_id = ?1"),
                 params![thread_id],
                 from_row,
@@ -85,7 +86,7 @@ impl Store {
         env_id: String,
     ) -> anyhow::Result<Vec<WorktreeRecord>> {
         self.read(move |c| {
-            let mut st = c.prepare(&format!(
+            let mut st = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM worktrees WHERE thread_id IN
                     (SELECT id FROM threads WHERE environment_id = ?1)"
             ))?;
@@ -106,7 +107,7 @@ impl Store {
         path: String,
     ) -> anyhow::Result<bool> {
         self.write(move |c| {
-            let n = c.execute(
+            let n = c.exec(
                 "UPDATE worktrees SET base_commit = ?4, path = ?5
                  WHERE thread_id = ?1 AND node_id = ?2 AND branch = ?3",
                 params![thread_id, node_id, branch, base_commit, path],
@@ -119,7 +120,7 @@ impl Store {
     /// A sync moved what the diff is against.
     pub async fn set_worktree_base(&self, thread_id: String, base: String) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE worktrees SET base_commit = ?2 WHERE thread_id = ?1",
                 params![thread_id, base],
             )?;
@@ -135,7 +136,7 @@ impl Store {
         number: i64,
     ) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE worktrees SET pr_url = ?2, pr_number = ?3 WHERE thread_id = ?1",
                 params![thread_id, url, number],
             )?;
@@ -148,7 +149,7 @@ impl Store {
     /// task of the thread creates the worktree again on it).
     pub async fn worktree_removed(&self, thread_id: String) -> anyhow::Result<()> {
         self.write(move |c| {
-            c.execute(
+            c.exec(
                 "UPDATE worktrees SET path = NULL WHERE thread_id = ?1",
                 params![thread_id],
             )?;
