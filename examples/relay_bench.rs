@@ -173,33 +173,8 @@ async fn main() {
 
     // Lines after the main figures: a late watcher's replay, the RSS once quiet.
     let mut after = String::new();
-    // Late watchers replay whole streams, all at once.
     if args.late_watchers > 0 {
-        let t = Instant::now();
-        let cpu0 = support::cpu_secs(pid);
-        let replays: Vec<_> = (0..args.late_watchers)
-            .map(|i| {
-                let stream = format!("{url}/api/tasks/{}/stream", task_ids[i % task_ids.len()]);
-                tokio::spawn(watch(http.clone(), stream, token.clone()))
-            })
-            .collect();
-        let mut n = 0;
-        for r in replays {
-            n += r.await.unwrap().0;
-        }
-        let secs = t.elapsed().as_secs_f64();
-        let expected = args.chunks * args.late_watchers as u64;
-        after = if args.late_watchers == 1 {
-            format!("\nlate watcher replayed {n} of {expected} chunks in {secs:.2} s")
-        } else {
-            format!(
-                "\n{} late watchers replayed {n} of {expected} chunks in {secs:.2} s \
-                 ({:.0} chunks/s, gateway CPU {:.2} s)",
-                args.late_watchers,
-                n as f64 / secs,
-                support::cpu_secs(pid) - cpu0
-            )
-        };
+        after = late_replays(&args, &http, &url, &token, &task_ids, pid).await;
     }
 
     let floor = if args.rate > 0 {
@@ -601,6 +576,42 @@ fn chunk(task: &str, seq: u64, chunk: Value) -> Frame {
 /// Every event's sequence number (its SSE id) must follow the one before by exactly one,
 /// from the first chunk to the last: a gap, a duplicate or a reordering stops the run, so a
 /// faster relay cannot hide a broken one.
+/// `--late-watchers`: that many watchers attach after the run and replay whole streams, all
+/// at once, spread over the tasks. Returns the line that reports it.
+async fn late_replays(
+    args: &Args,
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    task_ids: &[String],
+    pid: u32,
+) -> String {
+    let t = Instant::now();
+    let cpu0 = support::cpu_secs(pid);
+    let replays: Vec<_> = (0..args.late_watchers)
+        .map(|i| {
+            let stream = format!("{url}/api/tasks/{}/stream", task_ids[i % task_ids.len()]);
+            tokio::spawn(watch(http.clone(), stream, token.to_string()))
+        })
+        .collect();
+    let mut n = 0;
+    for r in replays {
+        n += r.await.unwrap().0;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let expected = args.chunks * args.late_watchers as u64;
+    if args.late_watchers == 1 {
+        return format!("\nlate watcher replayed {n} of {expected} chunks in {secs:.2} s");
+    }
+    format!(
+        "\n{} late watchers replayed {n} of {expected} chunks in {secs:.2} s \
+         ({:.0} chunks/s, gateway CPU {:.2} s)",
+        args.late_watchers,
+        n as f64 / secs,
+        support::cpu_secs(pid) - cpu0
+    )
+}
+
 async fn watch(http: reqwest::Client, url: String, token: String) -> (u64, Vec<u64>) {
     let res = http.get(&url).bearer_auth(&token).send().await.unwrap();
     let mut body = res.bytes_stream();

@@ -22,10 +22,10 @@ export type LinkState = 'connecting' | 'live' | 'reconnecting' | 'ended';
 // into the shell. So output counts as replay while it arrives within REPLAY_MIN_MS of the
 // socket opening, or before its first REPLAY_QUIET_MS pause, and input xterm produces then
 // (onData) is dropped until xterm has parsed all of it, except what the user types, composes
-// with an IME or pastes meanwhile: that is held and sent when the replay ends (a paste as its text, pasted then, so
-// it is bracketed or not as the program by then asks). REPLAY_MAX_MS bounds it for
-// a terminal whose output never pauses (a `yes`, a busy log), which would otherwise never take
-// input.
+// with an IME or pastes meanwhile: that is held and sent when the replay ends (a paste as its
+// text, pasted then, so it is bracketed or not as the program by then asks). REPLAY_MAX_MS
+// bounds it for a terminal whose output never pauses (a `yes`, a busy log), which would
+// otherwise never take input.
 const REPLAY_MIN_MS = 300;
 const REPLAY_QUIET_MS = 100;
 const REPLAY_MAX_MS = 3000;
@@ -43,19 +43,27 @@ function fromBase64(s: string): Uint8Array {
 }
 
 /**
- * Whether input xterm produces now is the user's, not an answer to a query: raised while xterm
- * handles a key event (lowered once the call handling it returns), and after an IME
- * composition ends or an IME key goes by, until xterm has sent what was composed (it does so
- * from a timer it sets then: {@link untilTimersRun}). A count, so one lowering does not end
- * another's window.
+ * Whether input xterm produces now is the user's, not an answer to a query. `typing`: xterm is
+ * handling a key event (raised by the pane's key event handler, lowered once the call handling
+ * the event returns). `ime`: an IME composition ended or an IME key went by, and xterm sends
+ * the composed text from a timer it set then ({@link untilTimersRun}); xterm's parsing of the
+ * replay runs from timers too, so while only this one is up, input that holds an ESC (as
+ * every answer to a query does, and no composed text) is not the user's. Counts, so one
+ * lowering does not end another's window.
  */
 interface Keys {
   typing: number;
+  ime: number;
 }
 
-/** Runs `f` after the timers set so far, and any they set with no delay, have run. */
+/** Runs `f` after the timers already set have run, and after a zero-delay timer one of them sets. */
 function untilTimersRun(f: () => void) {
   setTimeout(() => setTimeout(f, 0), 0);
+}
+
+/** Whether `msg`, produced while `keys` are as they are, is the user's input. */
+function typedNow(keys: Keys, msg: P.ViewerInput): boolean {
+  return keys.typing > 0 || (keys.ime > 0 && msg.type === 'input' && !msg.data.includes('\x1b'));
 }
 
 interface Listener {
@@ -233,7 +241,7 @@ class Attachment {
 
   private input(msg: P.ViewerInput) {
     if (!this.replaying) this.send(msg);
-    else if (this.keys.typing > 0 && this.held.length < HELD_MAX) this.held.push(msg);
+    else if (typedNow(this.keys, msg) && this.held.length < HELD_MAX) this.held.push(msg);
   }
 
   private send(msg: P.ViewerInput): boolean {
@@ -261,7 +269,7 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
   const host = useRef<HTMLDivElement>(null);
   const xterm = useRef<{ term: Terminal; fit: FitAddon } | null>(null);
   const link = useRef<Attachment | null>(null);
-  const keys = useRef<Keys>({ typing: 0 });
+  const keys = useRef<Keys>({ typing: 0, ime: 0 });
   const [list, setList] = useState<TerminalInfo[] | null>(null);
   const [current, setCurrent] = useState<TerminalInfo | null>(null);
   // The link's state with the terminal it is of: between showing a new current terminal and
@@ -283,22 +291,25 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
     const fit = new FitAddon();
     term.loadAddon(fit);
     // xterm calls this for each key event before it turns the key into input (onData, in the
-    // same call): input while the flag is up is typed. It drops before anything else runs.
-    // An IME's key (keyCode 229) or one during a composition has xterm send the text from
-    // a timer instead: the flag stays up until it has run.
-    const lower = () => keys.current.typing--;
+    // same call): input while `typing` is up is typed; it drops before anything else runs. An
+    // IME's key (keyCode 229) or one during a composition has xterm send the text from a
+    // timer instead: `ime` stays up until it has run.
+    const endIme = () => keys.current.ime--;
     term.attachCustomKeyEventHandler((ev) => {
       keys.current.typing++;
-      if (ev.isComposing || ev.keyCode === 229) untilTimersRun(lower);
-      else queueMicrotask(lower);
+      queueMicrotask(() => keys.current.typing--);
+      if (ev.isComposing || ev.keyCode === 229) {
+        keys.current.ime++;
+        untilTimersRun(endIme);
+      }
       return true;
     });
     term.open(el);
     // When a composition ends, xterm sends the composed text from a timer it sets in its own
     // listener on its textarea, which runs before this one, on its ancestor.
     const composed = () => {
-      keys.current.typing++;
-      untilTimersRun(lower);
+      keys.current.ime++;
+      untilTimersRun(endIme);
     };
     el.addEventListener('compositionend', composed);
     // A paste is not a key event: xterm's own paste listeners (on its textarea and element,

@@ -1,9 +1,8 @@
 //! Bindings (an environment mapped onto a node) and their setup logs.
 
-use super::Cached;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Store;
+use super::{Cached, Store};
 use crate::protocol::{BindingStatus, BindingStrategy};
 
 #[derive(Debug, Clone)]

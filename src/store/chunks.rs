@@ -3,14 +3,13 @@
 //! back chunk by chunk (replay, approvals, a thread's text); and reading a chunk's fields as
 //! JSON reads them.
 
-use super::Cached;
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use rusqlite::params;
 
 use super::tasks::BatchChunk;
-use super::Store;
+use super::{Cached, Store};
 
 impl Store {
     /// How much output a task stored: (chunks, bytes).

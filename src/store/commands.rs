@@ -1,7 +1,6 @@
 //! Gateway -> node commands waiting for the node's `command:ack`.
 
-use super::Cached;
-use super::Store;
+use super::{Cached, Store};
 
 /// A stored command: its id, the task it is about (none for the node itself), and the frame
 /// as sent (JSON).

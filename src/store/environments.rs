@@ -1,11 +1,10 @@
 //! Environments with their vars and sealed secrets.
 
-use super::Cached;
 use std::collections::BTreeMap;
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Store;
+use super::{Cached, Store};
 use crate::protocol::{EnvKind, ExecutorKind, NetworkAccess, SecretScope};
 use crate::secrets::Sealed;
 

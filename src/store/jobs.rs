@@ -1,9 +1,8 @@
 //! Scheduled jobs and their last run.
 
-use super::Cached;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Store;
+use super::{Cached, Store};
 use crate::protocol::api::{JobThreadMode, JobTrigger};
 use crate::protocol::{ExecutorKind, TaskState};
 

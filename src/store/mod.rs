@@ -5,7 +5,8 @@
 //!
 //! `schema.sql` is embedded and applied at open (see [`migrate`]). WAL mode, one connection
 //! for writes and a pool of read connections ([`readers`]), so a long replay never waits
-//! behind a write batch and replays of different tasks read side by side. Every public method is async and runs its statement on tokio's blocking pool:
+//! behind a write batch and replays of different tasks read side by side. Every public
+//! method is async and runs its statement on tokio's blocking pool:
 //! no SQLite call ever runs on the reactor.
 
 mod audit;
@@ -78,8 +79,7 @@ impl Store {
             Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         configure(&writer)?;
         migrate(&mut writer)?;
-        let reader = Connection::open(path)?;
-        configure(&reader)?;
+        let reader = readers::open(path)?;
         Ok(Store {
             writer: Arc::new(Mutex::new(writer)),
             readers: Arc::new(readers::Readers::new(path.to_path_buf(), reader)),
@@ -144,10 +144,11 @@ impl Store {
 }
 
 fn configure(conn: &Connection) -> anyhow::Result<()> {
+    // First: a connection opened next to a busy writer or a checkpoint waits, not fails.
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // Room for every statement the store prepares (`prepare_cached`), so none is parsed
     // again: a node's heartbeat check, say, would otherwise parse its query each time.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -155,7 +156,7 @@ fn configure(conn: &Connection) -> anyhow::Result<()> {
 }
 
 /// Statements kept prepared per connection: more than the store has.
-const STATEMENT_CACHE: usize = 96;
+const STATEMENT_CACHE: usize = 128;
 
 /// `execute` and `query_row` through the connection's cache of prepared statements
 /// (rusqlite's own prepare each statement again on every call). The store's SQL is fixed

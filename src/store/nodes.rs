@@ -1,9 +1,8 @@
 //! Nodes and their enrollment.
 
-use super::Cached;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Store;
+use super::{Cached, Store};
 
 /// A node as stored.
 #[derive(Debug, Clone)]

@@ -1,11 +1,10 @@
 //! Device pairing requests: keys that asked to join without a token, and what an operator
 //! decided about them.
 
-use super::Cached;
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use super::nodes::{node_from_row, upsert_node, NODE_COLUMNS};
-use super::{NodeRecord, Store};
+use super::{Cached, NodeRecord, Store};
 use crate::protocol::api::PairingStatus;
 
 /// A pairing request as stored.

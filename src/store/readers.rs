@@ -54,7 +54,9 @@ impl Readers {
     }
 
     /// Takes a free connection, opens one if fewer than the most are open, or waits for one
-    /// to be handed back. Blocking: called on tokio's blocking pool.
+    /// to be handed back. Blocking: called on tokio's blocking pool. A connection that fails
+    /// to open (no file descriptor left, say) fails the read only when none is open to wait
+    /// for.
     pub(super) fn take(&self) -> anyhow::Result<Reader<'_>> {
         let mut s = self.lock();
         loop {
@@ -67,17 +69,25 @@ impl Readers {
             if s.open < self.max {
                 s.open += 1;
                 drop(s);
-                return match open(&self.path) {
-                    Ok(conn) => Ok(Reader {
-                        pool: self,
-                        conn: Some(conn),
-                    }),
-                    Err(e) => {
-                        self.lock().open -= 1;
-                        self.freed.notify_one();
-                        Err(e)
+                match open(&self.path) {
+                    Ok(conn) => {
+                        return Ok(Reader {
+                            pool: self,
+                            conn: Some(conn),
+                        })
                     }
-                };
+                    Err(e) => {
+                        s = self.lock();
+                        s.open -= 1;
+                        if s.open == 0 {
+                            return Err(e.context("opening a read connection"));
+                        }
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "opening a read connection; waiting for an open one"
+                        );
+                    }
+                }
             }
             s = self.freed.wait(s).unwrap_or_else(|p| p.into_inner());
         }
@@ -104,14 +114,22 @@ impl Readers {
     }
 }
 
-fn open(path: &std::path::Path) -> anyhow::Result<Connection> {
-    let conn = Connection::open(path)?;
+/// Opens a read connection on the store's database, which must exist (the write connection
+/// created it): reads only, `query_only` set.
+pub(super) fn open(path: &std::path::Path) -> anyhow::Result<Connection> {
+    use rusqlite::OpenFlags;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
     super::configure(&conn)?;
+    conn.pragma_update(None, "query_only", "ON")?;
     Ok(conn)
 }
 
 /// A read connection taken from [`Readers`]; handed back when dropped. One dropped while
-/// its thread panics is closed instead: it may have been left inside a statement.
+/// its thread panics, or left inside a transaction (which would hold its snapshot, and keep
+/// checkpoints from finishing, while it waits in the pool), is closed instead.
 pub(super) struct Reader<'a> {
     pool: &'a Readers,
     conn: Option<Connection>,
@@ -130,7 +148,7 @@ impl Drop for Reader<'_> {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
         let mut s = self.pool.lock();
-        if std::thread::panicking() {
+        if std::thread::panicking() || !conn.is_autocommit() {
             s.open -= 1;
             drop(s);
             drop(conn);
@@ -152,6 +170,8 @@ mod tests {
             std::env::temp_dir().join(format!("viber-readers-{}", crate::crypto::random_u64()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("r.db");
+        // Created as the store's write connection creates it.
+        drop(Connection::open(&path).unwrap());
         let first = open(&path).unwrap();
         (dir, Arc::new(Readers::with_max(path, first, max)))
     }
@@ -185,6 +205,44 @@ mod tests {
             2
         );
         drop(r);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_connection_that_fails_to_open_waits_for_an_open_one_or_fails_when_none_is() {
+        let (dir, readers) = pool(3);
+        let held = readers.take().unwrap();
+        // The database gone: a new connection cannot open (readers do not create it).
+        std::fs::rename(dir.join("r.db"), dir.join("moved.db")).unwrap();
+        let waiting = {
+            let readers = readers.clone();
+            std::thread::spawn(move || {
+                let r = readers.take().unwrap();
+                r.query_row("SELECT 4", [], |r| r.get::<_, i64>(0)).unwrap()
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            !waiting.is_finished(),
+            "the read did not wait for the open connection"
+        );
+        drop(held);
+        assert_eq!(waiting.join().unwrap(), 4);
+        assert_eq!(readers.open_count(), 1);
+        // With none open, the read fails with the reason.
+        assert_eq!(readers.close_spare(), 0);
+        let r2 = readers.clone();
+        let gone = std::thread::spawn(move || {
+            let _only = r2.take().unwrap();
+            panic!("closes the only connection");
+        });
+        assert!(gone.join().is_err());
+        assert_eq!(readers.open_count(), 0);
+        let e = readers.take().err().expect("no database to open");
+        assert!(
+            format!("{e:#}").contains("opening a read connection"),
+            "{e:#}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -224,7 +282,13 @@ mod tests {
             3
         );
         assert_eq!(readers.open_count(), 1);
+        // One left inside a transaction is closed, not handed back holding its snapshot;
+        // and a reader writes nothing.
+        let e = r.execute("CREATE TABLE t (x)", []).unwrap_err();
+        assert!(e.to_string().contains("readonly"), "{e}");
+        r.execute_batch("BEGIN").unwrap();
         drop(r);
+        assert_eq!(readers.open_count(), 0);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -10,10 +10,9 @@
 //! Work is cut into small transactions (one task's chunks at a time) so the task writer,
 //! which shares the write connection, never waits long behind the sweeper.
 
-use super::Cached;
 use rusqlite::params;
 
-use super::Store;
+use super::{Cached, Store};
 
 /// Audit records are kept at least this long.
 const AUDIT_KEPT_MS: i64 = 365 * 86_400_000;

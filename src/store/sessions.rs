@@ -1,7 +1,6 @@
 //! Operator tokens, board sessions and stored responses of idempotent requests.
 
-use super::Cached;
-use super::Store;
+use super::{Cached, Store};
 
 impl Store {
     /// Replaces the admin operator token's hash.

@@ -2,13 +2,12 @@
 //! unless it sets the same name itself, and what an environment runs with once both are
 //! put together.
 
-use super::Cached;
 use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::params;
 
 use super::environments::{read_secrets, write_secrets, SecretTable};
-use super::{SecretChange, SecretRecord, Store};
+use super::{Cached, SecretChange, SecretRecord, Store};
 
 /// Where a secret an environment runs with comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

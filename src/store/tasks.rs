@@ -1,12 +1,11 @@
 //! Tasks, their state and usage, and follow-up messages. Their output, stored as chunk
 //! runs, is `chunks.rs`.
 
-use super::Cached;
 use std::sync::Arc;
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Store;
+use super::{Cached, Store};
 use crate::protocol::{ExecutorKind, InjectionMode, TaskOutcome, TaskState};
 
 #[derive(Debug, Clone)]

@@ -1,9 +1,8 @@
 //! Terminals: where each runs and how it ended.
 
-use super::Cached;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Store;
+use super::{Cached, Store};
 
 #[derive(Debug, Clone)]
 pub struct TerminalRecord {

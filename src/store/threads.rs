@@ -1,9 +1,8 @@
 //! Threads and their messages.
 
-use super::Cached;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Store;
+use super::{Cached, Store};
 use crate::protocol::api::ThreadStatus;
 use crate::protocol::{ExecutorKind, InjectionMode, TaskState};
 

@@ -1,10 +1,9 @@
 //! Threads' git worktrees: the branch, the node that holds it, where it started, and the
 //! pull request opened from it.
 
-use super::Cached;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::Store;
+use super::{Cached, Store};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorktreeRecord {

@@ -489,8 +489,9 @@ const TRIM_EVERY: Duration = Duration::from_secs(10);
 /// look ([`TRIM_EVERY`] apart) with no task output since the one before, once after start-up
 /// and once after each burst. Memory a flood with many watchers freed does not stay resident
 /// in an idle gateway; a busy one's allocator is left alone, and an idle one (ten thousand
-/// nodes' heartbeats, say) does not walk its heap again and again. The read connections that
-/// concurrent replays opened are closed first, but one, so their page caches go back too.
+/// nodes' heartbeats, say) does not walk its heap again and again. At every quiet look the
+/// read connections that concurrent reads opened are closed, but one (replays of stored
+/// output count as no output here), and their page caches are trimmed with the heap.
 async fn trim_heap_when_quiet(
     store: Store,
     metrics: crate::gateway::metrics::Metrics,
@@ -501,14 +502,13 @@ async fn trim_heap_when_quiet(
     let mut trimmed_at = None;
     while crate::clock::next_tick(&mut tick, &stop).await {
         let now = metrics.chunks();
-        if now == seen && trimmed_at != Some(now) {
+        if now == seen {
             let closed = store.close_spare_readers().await;
-            if closed > 0 {
-                tracing::debug!(closed, "closed spare read connections");
+            if closed > 0 || trimmed_at != Some(now) {
+                // Walking a large heap's free lists takes a moment: not on a worker.
+                let _ = tokio::task::spawn_blocking(crate::os::trim_heap).await;
+                trimmed_at = Some(now);
             }
-            // Walking a large heap's free lists takes a moment: not on a worker.
-            let _ = tokio::task::spawn_blocking(crate::os::trim_heap).await;
-            trimmed_at = Some(now);
         }
         seen = now;
     }
