@@ -46,10 +46,11 @@ function fromBase64(s: string): Uint8Array {
  * Whether input xterm produces now is the user's, not an answer to a query. `typing`: xterm is
  * handling a key event (raised by the pane's key event handler, lowered once the call handling
  * the event returns). `ime`: an IME composition ended or an IME key went by, and xterm sends
- * the composed text from a timer it set then ({@link untilTimersRun}); xterm's parsing of the
- * replay runs from timers too, so while only this one is up, input that holds an ESC (as
- * every answer to a query does, and no composed text) is not the user's. Counts, so one
- * lowering does not end another's window.
+ * the composed text from a timer it set then ({@link untilTimersRun}), or text is inserted
+ * without a key (an input event). xterm's parsing of the replay runs from timers too, so
+ * while only `ime` is up, input that holds an ESC (as every answer to a query does, and no
+ * composed or inserted text) is not the user's. Counts, so one lowering does not end
+ * another's window.
  */
 interface Keys {
   typing: number;
@@ -312,6 +313,14 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
       untilTimersRun(endIme);
     };
     el.addEventListener('compositionend', composed);
+    // Text that comes as an input event with no key event (an emoji picker, dictation, some
+    // on-screen keyboards): xterm sends it from its own listener on its textarea, after this
+    // one (capturing, on its ancestor), and stops the event there.
+    const inserted = () => {
+      keys.current.ime++;
+      setTimeout(endIme, 0);
+    };
+    el.addEventListener('input', inserted, true);
     // A paste is not a key event: xterm's own paste listeners (on its textarea and element,
     // inside `el`) would turn it into input at once, dropped during a replay. Caught first
     // here, it goes to the attachment, which pastes it through xterm's API (the same line
@@ -341,6 +350,7 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
       removeEventListener('resize', refit);
       el.removeEventListener('paste', paste, true);
       el.removeEventListener('compositionend', composed);
+      el.removeEventListener('input', inserted, true);
       link.current?.dispose();
       link.current = null;
       term.dispose();

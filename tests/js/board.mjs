@@ -489,10 +489,10 @@ async function main() {
   await page.getByRole('tab', { name: 'Terminal' }).click();
   // Pasted the moment the reattached terminal shows its replayed screen (from the page, not a
   // round trip later), then composed as an IME does (xterm sends that text from a timer, not
-  // in a key event), then typed, while its scrollback is still replaying (input is not sent
-  // then): the paste, the composition and the keys are held and sent in order when the
-  // replay ends.
-  const pastedWhile = await page.evaluate(async ([text, composed]) => {
+  // in a key event), then inserted with no key (as dictation or an emoji picker does), while
+  // its scrollback is still replaying (input is not sent then): the paste, the composition
+  // and the insertion are held and sent in order when the replay ends.
+  const pastedWhile = await page.evaluate(async ([text, composed, inserted]) => {
     const shown = () => [...document.querySelectorAll('.term-pane .xterm-rows > div')].some((r) => r.textContent.trim() === '42');
     const until = performance.now() + 30000;
     while (!shown()) {
@@ -509,14 +509,16 @@ async function main() {
     textarea.value += composed;
     textarea.dispatchEvent(new CompositionEvent('compositionupdate', { bubbles: true, data: composed }));
     textarea.dispatchEvent(new CompositionEvent('compositionend', { bubbles: true, data: composed }));
+    // After the composition is sent (from xterm's timer) and its window has closed.
+    await new Promise((r) => setTimeout(r, 20));
+    textarea.dispatchEvent(new InputEvent('input', { bubbles: true, inputType: 'insertText', data: inserted }));
     return label;
-  }, ['echo $((6*', '8']);
+  }, ['echo $((6*', '8', '))']);
   if (pastedWhile === null) await terminalLine(page, '42', 'the reattached terminal replays its screen');
   log(`terminal: pasted into the reattached terminal while its link read "${pastedWhile}"`);
   await pane.locator('.xterm').click();
-  await page.keyboard.type('))');
   await page.keyboard.press('Enter');
-  await terminalLine(page, '48', 'the reattached terminal takes a paste, a composition and keys typed as it replays');
+  await terminalLine(page, '48', 'the reattached terminal takes a paste, a composition and an insertion as it replays');
   const screen = (await terminalRows(page)).join('\n');
   check(screen.split('\n').filter((l) => l.trim() === '42').length === 1, `42 appears once after the reattach:\n${screen}`);
   // Closing it leaves the thread's own shell (where its shell tasks were typed) or nothing.
