@@ -54,6 +54,8 @@ const SCHEMA: &str = include_str!("../../schema.sql");
 pub struct Store {
     writer: Arc<Mutex<Connection>>,
     readers: Arc<readers::Readers>,
+    /// Tasks inserted since the store opened (see [`Store::tasks_inserted`]).
+    tasks_inserted: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
@@ -83,6 +85,7 @@ impl Store {
         Ok(Store {
             writer: Arc::new(Mutex::new(writer)),
             readers: Arc::new(readers::Readers::new(path.to_path_buf(), reader)),
+            tasks_inserted: Arc::default(),
         })
     }
 

@@ -184,27 +184,42 @@ impl ChunkBatch {
 }
 
 impl Store {
+    /// How many tasks this store has inserted since it opened, counted once each insert has
+    /// returned. A task is given its node when it is inserted and never moved, so a node whose
+    /// unfinished tasks were read as none, when this count was N (read before the read), has
+    /// none for as long as the count stays N.
+    pub fn tasks_inserted(&self) -> u64 {
+        self.tasks_inserted
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     pub async fn insert_task(&self, t: NewTask) -> anyhow::Result<()> {
-        self.write(move |c| {
-            c.exec(
-                "INSERT INTO tasks (id, node_id, goal, executor, options, state, created_at,
+        let inserted = self.tasks_inserted.clone();
+        let r = self
+            .write(move |c| {
+                c.exec(
+                    "INSERT INTO tasks (id, node_id, goal, executor, options, state, created_at,
                                     environment_id, thread_id, binding_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9)",
-                params![
-                    t.id,
-                    t.node_id,
-                    t.goal,
-                    t.executor,
-                    t.options,
-                    t.created_at,
-                    t.environment_id,
-                    t.thread_id,
-                    t.binding_id
-                ],
-            )?;
-            Ok(())
-        })
-        .await
+                    params![
+                        t.id,
+                        t.node_id,
+                        t.goal,
+                        t.executor,
+                        t.options,
+                        t.created_at,
+                        t.environment_id,
+                        t.thread_id,
+                        t.binding_id
+                    ],
+                )?;
+                Ok(())
+            })
+            .await;
+        // Counted after, whether it failed or not: a count read before the insert was
+        // committed is older than it.
+        inserted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        r
     }
 
     pub async fn task(&self, id: String) -> anyhow::Result<Option<TaskRecord>> {

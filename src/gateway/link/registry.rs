@@ -40,6 +40,10 @@ pub struct NodeConn {
     pub last_seen: i64,
     /// Heartbeats since the last check of its tasks against the store.
     pub beats_unchecked: u32,
+    /// [`Store::tasks_inserted`](crate::store::Store::tasks_inserted) as it was when the last
+    /// check found the node with no unfinished task: until a task is inserted after it, the
+    /// every-[`CHECK_EVERY`] check has nothing to find and is not made.
+    pub clean_at: Option<u64>,
 }
 
 /// A node's tasks are checked against the store at least every this many heartbeats (and
@@ -84,27 +88,46 @@ impl Registry {
 
     /// Records a heartbeat in memory. Returns whether the node's tasks should be checked
     /// against the store now: on its first heartbeat, when the tasks it runs changed, and
-    /// every [`CHECK_EVERY`] beats; an idle fleet's heartbeats touch no database.
+    /// every [`CHECK_EVERY`] beats unless the last check found none and no task was inserted
+    /// since (`inserted` is the store's count now, [`NodeConn::clean_at`]); an idle fleet's
+    /// heartbeats touch no database.
     pub fn record_heartbeat(
         &self,
         node_id: &str,
         conn_id: u64,
         status: NodeStatus,
         now: i64,
+        inserted: u64,
     ) -> bool {
         let mut nodes = self.lock();
         let Some(c) = nodes.get_mut(node_id).filter(|c| c.conn_id == conn_id) else {
             return false;
         };
         let changed = c.info.running_tasks != status.running_tasks;
-        let check = changed || c.beats_unchecked == 0 || c.beats_unchecked >= CHECK_EVERY;
-        c.beats_unchecked = if check { 1 } else { c.beats_unchecked + 1 };
+        let due = c.beats_unchecked >= CHECK_EVERY && c.clean_at != Some(inserted);
+        let check = changed || c.beats_unchecked == 0 || due;
+        if check {
+            c.beats_unchecked = 1;
+            c.clean_at = None;
+        } else {
+            c.beats_unchecked = c.beats_unchecked.saturating_add(1);
+        }
         if changed {
             c.info.running_tasks = status.running_tasks.clone();
         }
         c.status = status;
         c.last_seen = now;
         check
+    }
+
+    /// Records that a check of the node's tasks, made with the store's count of inserted
+    /// tasks at `inserted` (read before the check read the store), found no unfinished task.
+    pub fn checked_clean(&self, node_id: &str, conn_id: u64, inserted: u64) {
+        if let Some(c) = self.lock().get_mut(node_id) {
+            if c.conn_id == conn_id {
+                c.clean_at = Some(inserted);
+            }
+        }
     }
 
     pub fn touch(&self, node_id: &str, conn_id: u64, now: i64) {
@@ -161,5 +184,72 @@ pub async fn kick(app: &App, node_id: &str, code: u16, error: Frame) {
                 error: Box::new(error),
             })
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry_with(node: &str) -> Registry {
+        let r = Registry::default();
+        let (tx, _rx) = mpsc::channel(1);
+        r.insert(NodeConn {
+            conn_id: 1,
+            tx,
+            info: ViberInfo {
+                id: node.into(),
+                ..ViberInfo::default()
+            },
+            status: NodeStatus::default(),
+            connected_at: 0,
+            last_seen: 0,
+            beats_unchecked: 0,
+            clean_at: None,
+        });
+        r
+    }
+
+    fn beat(r: &Registry, tasks: &[&str], inserted: u64) -> bool {
+        let status = NodeStatus {
+            running_tasks: tasks.iter().map(|t| t.to_string()).collect(),
+            ..NodeStatus::default()
+        };
+        r.record_heartbeat("n", 1, status, 0, inserted)
+    }
+
+    #[test]
+    fn a_node_found_with_no_task_is_checked_again_only_once_a_task_is_inserted() {
+        let r = registry_with("n");
+        // The first beat checks; the check found nothing while 5 tasks had been inserted.
+        assert!(beat(&r, &[], 5));
+        r.checked_clean("n", 1, 5);
+        // No periodic check while nothing is inserted, however many beats.
+        for _ in 0..3 * CHECK_EVERY {
+            assert!(!beat(&r, &[], 5));
+        }
+        // A task inserted anywhere: the periodic check is due again, and made once.
+        assert!(beat(&r, &[], 6));
+        for _ in 1..CHECK_EVERY {
+            assert!(!beat(&r, &[], 6));
+        }
+        // Not found clean this time: the next check comes after CHECK_EVERY beats.
+        assert!(beat(&r, &[], 6));
+    }
+
+    #[test]
+    fn a_change_in_the_tasks_a_node_reports_is_checked_at_once_even_when_clean() {
+        let r = registry_with("n");
+        assert!(beat(&r, &[], 0));
+        r.checked_clean("n", 1, 0);
+        assert!(!beat(&r, &[], 0));
+        assert!(beat(&r, &["task_a"], 0), "a new task reported");
+        assert!(beat(&r, &[], 0), "the task gone from the report");
+        // A stale clean mark for another connection is ignored.
+        r.checked_clean("n", 2, 0);
+        for _ in 1..CHECK_EVERY {
+            assert!(!beat(&r, &[], 0));
+        }
+        assert!(beat(&r, &[], 0));
     }
 }

@@ -135,6 +135,7 @@ async fn register(
         connected_at: now,
         last_seen: now,
         beats_unchecked: 0,
+        clean_at: None,
     });
     if let Some(old) = replaced {
         let error = Frame::error(

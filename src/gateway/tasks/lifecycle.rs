@@ -43,8 +43,11 @@ pub async fn on_node_connected(app: &App, node_id: &str) -> anyhow::Result<()> {
 /// A heartbeat lists the tasks a node knows. A task stored as running on that node that the
 /// node no longer knows was lost with a node restart. (A node keeps listing a task until its
 /// final frame is acknowledged, and acks follow the commit, so this cannot race a normal end.)
-pub async fn reconcile(app: &App, node_id: &str, known: &[String]) -> anyhow::Result<()> {
-    for rec in app.store.unfinished_tasks_of(node_id.to_string()).await? {
+/// Returns how many unfinished tasks the store has for the node.
+pub async fn reconcile(app: &App, node_id: &str, known: &[String]) -> anyhow::Result<usize> {
+    let unfinished = app.store.unfinished_tasks_of(node_id.to_string()).await?;
+    let found = unfinished.len();
+    for rec in unfinished {
         if rec.state == TaskState::Running && !known.contains(&rec.id) {
             tracing::warn!(task = %rec.id, "node no longer has a running task");
             app.tasks
@@ -58,7 +61,7 @@ pub async fn reconcile(app: &App, node_id: &str, known: &[String]) -> anyhow::Re
                 .await?;
         }
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Fails the unfinished tasks of nodes that stayed away longer than the grace period.
