@@ -572,10 +572,6 @@ fn chunk(task: &str, seq: u64, chunk: Value) -> Frame {
     Frame::chunk(task, seq, &chunk)
 }
 
-/// Reads a stream to `[DONE]`; returns the number of text deltas and their latencies (ns).
-/// Every event's sequence number (its SSE id) must follow the one before by exactly one,
-/// from the first chunk to the last: a gap, a duplicate or a reordering stops the run, so a
-/// faster relay cannot hide a broken one.
 /// `--late-watchers`: that many watchers attach after the run and replay whole streams, all
 /// at once, spread over the tasks. Returns the line that reports it.
 async fn late_replays(
@@ -612,6 +608,10 @@ async fn late_replays(
     )
 }
 
+/// Reads a stream to `[DONE]`; returns the number of text deltas and their latencies (ns).
+/// Every event's sequence number (its SSE id) must follow the one before by exactly one,
+/// from the first chunk to the last: a gap, a duplicate or a reordering stops the run, so a
+/// faster relay cannot hide a broken one.
 async fn watch(http: reqwest::Client, url: String, token: String) -> (u64, Vec<u64>) {
     let res = http.get(&url).bearer_auth(&token).send().await.unwrap();
     let mut body = res.bytes_stream();

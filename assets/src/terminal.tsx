@@ -92,7 +92,7 @@ class Attachment {
   /** Exited or disposed: no more reconnects. */
   private done = false;
   private subs: IDisposable[];
-  /** Keystrokes typed and text pasted during a replay, sent when it ends. */
+  /** What the user typed, composed, inserted or pasted during a replay, sent when it ends. */
   private held: (P.ViewerInput | { paste: string })[] = [];
 
   constructor(
@@ -296,22 +296,19 @@ export function TerminalPane({ target }: { target: TerminalTarget }) {
     // IME's key (keyCode 229) or one during a composition has xterm send the text from a
     // timer instead: `ime` stays up until it has run.
     const endIme = () => keys.current.ime--;
+    const composed = () => {
+      keys.current.ime++;
+      untilTimersRun(endIme);
+    };
     term.attachCustomKeyEventHandler((ev) => {
       keys.current.typing++;
       queueMicrotask(() => keys.current.typing--);
-      if (ev.isComposing || ev.keyCode === 229) {
-        keys.current.ime++;
-        untilTimersRun(endIme);
-      }
+      if (ev.isComposing || ev.keyCode === 229) composed();
       return true;
     });
     term.open(el);
     // When a composition ends, xterm sends the composed text from a timer it sets in its own
     // listener on its textarea, which runs before this one, on its ancestor.
-    const composed = () => {
-      keys.current.ime++;
-      untilTimersRun(endIme);
-    };
     el.addEventListener('compositionend', composed);
     // Text that comes as an input event with no key event (an emoji picker, dictation, some
     // on-screen keyboards): xterm sends it from its own listener on its textarea, after this

@@ -176,6 +176,15 @@ mod tests {
         (dir, Arc::new(Readers::with_max(path, first, max)))
     }
 
+    /// A read of `SELECT n` on a thread of its own, taking a connection as the store does.
+    fn read_on_a_thread(readers: &Arc<Readers>, n: i64) -> std::thread::JoinHandle<i64> {
+        let readers = readers.clone();
+        std::thread::spawn(move || {
+            let r = readers.take().unwrap();
+            r.query_row("SELECT ?1", [n], |r| r.get(0)).unwrap()
+        })
+    }
+
     #[test]
     fn reads_side_by_side_up_to_the_most_then_wait_for_one_handed_back() {
         let (dir, readers) = pool(3);
@@ -183,13 +192,7 @@ mod tests {
         let held: Vec<_> = (0..3).map(|_| readers.take().unwrap()).collect();
         assert_eq!(readers.open_count(), 3);
         // A fourth waits until one is handed back, and opens none.
-        let waiting = {
-            let readers = readers.clone();
-            std::thread::spawn(move || {
-                let r = readers.take().unwrap();
-                r.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).unwrap()
-            })
-        };
+        let waiting = read_on_a_thread(&readers, 1);
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(!waiting.is_finished(), "a fourth read went past the most");
         drop(held);
@@ -214,13 +217,7 @@ mod tests {
         let held = readers.take().unwrap();
         // The database gone: a new connection cannot open (readers do not create it).
         std::fs::rename(dir.join("r.db"), dir.join("moved.db")).unwrap();
-        let waiting = {
-            let readers = readers.clone();
-            std::thread::spawn(move || {
-                let r = readers.take().unwrap();
-                r.query_row("SELECT 4", [], |r| r.get::<_, i64>(0)).unwrap()
-            })
-        };
+        let waiting = read_on_a_thread(&readers, 4);
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(
             !waiting.is_finished(),
