@@ -153,17 +153,17 @@ async fn heartbeat(app: &App, node_id: &str, conn_id: u64, status: NodeStatus) {
     let worktrees = std::mem::take(&mut status.worktrees);
     // Read before the check reads the store (see `Store::tasks_inserted`).
     let inserted = app.store.tasks_inserted();
-    let check = app
+    let checks = app
         .registry
         .record_heartbeat(node_id, conn_id, status, now_ms(), inserted);
-    if check {
+    if checks.tasks {
         match tasks::reconcile(app, node_id, &known).await {
             Ok(0) => app.registry.checked_clean(node_id, conn_id, inserted),
             Ok(_) => {}
             Err(e) => tracing::error!(error = format!("{e:#}"), "reconciling node tasks"),
         }
     }
-    if check && !worktrees.is_empty() {
+    if checks.worktrees && !worktrees.is_empty() {
         worktrees::remove_orphans(app, node_id, worktrees).await;
     }
 }

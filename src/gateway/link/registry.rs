@@ -50,6 +50,18 @@ pub struct NodeConn {
 /// whenever the tasks it reports change).
 const CHECK_EVERY: u32 = 8;
 
+/// What a heartbeat has checked against the store.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Checks {
+    /// The node's tasks: on its first heartbeat, when the tasks it reports changed, and every
+    /// [`CHECK_EVERY`] beats unless the last check found none and no task was inserted since
+    /// ([`NodeConn::clean_at`]).
+    pub tasks: bool,
+    /// The worktrees it reports (orphans removed): first, on a change and every
+    /// [`CHECK_EVERY`] beats.
+    pub worktrees: bool,
+}
+
 /// A snapshot for listings.
 #[derive(Debug, Clone)]
 pub struct Presence {
@@ -86,11 +98,8 @@ impl Registry {
         }
     }
 
-    /// Records a heartbeat in memory. Returns whether the node's tasks should be checked
-    /// against the store now: on its first heartbeat, when the tasks it runs changed, and
-    /// every [`CHECK_EVERY`] beats unless the last check found none and no task was inserted
-    /// since (`inserted` is the store's count now, [`NodeConn::clean_at`]); an idle fleet's
-    /// heartbeats touch no database.
+    /// Records a heartbeat in memory. Returns what to check against the store now (see
+    /// [`Checks`]); an idle fleet's heartbeats touch no database.
     pub fn record_heartbeat(
         &self,
         node_id: &str,
@@ -98,26 +107,32 @@ impl Registry {
         status: NodeStatus,
         now: i64,
         inserted: u64,
-    ) -> bool {
+    ) -> Checks {
         let mut nodes = self.lock();
         let Some(c) = nodes.get_mut(node_id).filter(|c| c.conn_id == conn_id) else {
-            return false;
+            return Checks::default();
         };
         let changed = c.info.running_tasks != status.running_tasks;
-        let due = c.beats_unchecked >= CHECK_EVERY && c.clean_at != Some(inserted);
-        let check = changed || c.beats_unchecked == 0 || due;
-        if check {
+        let first = c.beats_unchecked == 0;
+        let due = c.beats_unchecked >= CHECK_EVERY;
+        let checks = Checks {
+            tasks: changed || first || (due && c.clean_at != Some(inserted)),
+            worktrees: changed || first || due,
+        };
+        if checks.worktrees {
             c.beats_unchecked = 1;
-            c.clean_at = None;
         } else {
             c.beats_unchecked = c.beats_unchecked.saturating_add(1);
+        }
+        if checks.tasks {
+            c.clean_at = None;
         }
         if changed {
             c.info.running_tasks = status.running_tasks.clone();
         }
         c.status = status;
         c.last_seen = now;
-        check
+        checks
     }
 
     /// Records that a check of the node's tasks, made with the store's count of inserted
@@ -211,6 +226,10 @@ mod tests {
     }
 
     fn beat(r: &Registry, tasks: &[&str], inserted: u64) -> bool {
+        beat_checks(r, tasks, inserted).tasks
+    }
+
+    fn beat_checks(r: &Registry, tasks: &[&str], inserted: u64) -> Checks {
         let status = NodeStatus {
             running_tasks: tasks.iter().map(|t| t.to_string()).collect(),
             ..NodeStatus::default()
@@ -224,16 +243,23 @@ mod tests {
         // The first beat checks; the check found nothing while 5 tasks had been inserted.
         assert!(beat(&r, &[], 5));
         r.checked_clean("n", 1, 5);
-        // No periodic check while nothing is inserted, however many beats.
-        for _ in 0..3 * CHECK_EVERY {
-            assert!(!beat(&r, &[], 5));
+        // No periodic check of its tasks while nothing is inserted, however many beats; its
+        // worktrees are still checked every CHECK_EVERY beats.
+        for i in 1..=3 * CHECK_EVERY {
+            let checks = beat_checks(&r, &[], 5);
+            assert!(!checks.tasks);
+            assert_eq!(checks.worktrees, i % CHECK_EVERY == 0, "beat {i}");
         }
-        // A task inserted anywhere: the periodic check is due again, and made once.
-        assert!(beat(&r, &[], 6));
+        // A task inserted anywhere: the periodic check of its tasks is made again, at the
+        // next period.
         for _ in 1..CHECK_EVERY {
             assert!(!beat(&r, &[], 6));
         }
+        assert!(beat(&r, &[], 6));
         // Not found clean this time: the next check comes after CHECK_EVERY beats.
+        for _ in 1..CHECK_EVERY {
+            assert!(!beat(&r, &[], 6));
+        }
         assert!(beat(&r, &[], 6));
     }
 
